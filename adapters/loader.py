@@ -1,0 +1,120 @@
+"""One entry point, :func:`load_ecg`, that detects the format from the bytes and reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.errors import EcgFormatError
+from adapters.record import Ecg
+
+#: Default upper bound on the size of one input file (bytes). Override per call.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReaderInput:
+    """What a reader gets: the raw bytes, a display name, and the path when read from disk.
+
+    ``path`` matters for multi-file formats (WFDB ``.hea`` + ``.dat``); readers of
+    single-file formats use ``data`` only.
+    """
+
+    data: bytes
+    name: str
+    path: Path | None
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A format: how to recognise it from the first bytes and how to read it."""
+
+    format: str
+    sniff: Callable[[ReaderInput], bool]
+    read: Callable[[ReaderInput], Ecg]
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(reader: Reader) -> None:
+    _READERS[reader.format] = reader
+
+
+def available_formats() -> list[str]:
+    _ensure_registered()
+    return sorted(_READERS)
+
+
+def _ensure_registered() -> None:
+    # Importing the package registers every reader (see adapters/__init__.py).
+    import adapters  # noqa: F401
+
+
+def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) -> ReaderInput:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        display = name or "<bytes>"
+        if len(data) > max_bytes:
+            raise EcgFormatError(
+                display,
+                f"input is {len(data)} bytes, over the {max_bytes}-byte limit",
+                "raise max_bytes if this file is genuine",
+            )
+        return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes)
+    path = Path(source)
+    display = name or str(path)
+    if not path.exists() and path.with_suffix(".hea").exists():
+        path = path.with_suffix(".hea")  # a WFDB record name given without extension
+    if not path.is_file():
+        raise EcgFormatError(display, "no such file", "check the path")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise EcgFormatError(
+            display,
+            f"file is {size} bytes, over the {max_bytes}-byte limit",
+            "raise max_bytes if this file is genuine",
+        )
+    return ReaderInput(data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes)
+
+
+def load_ecg(
+    source: str | Path | bytes,
+    format: str | None = None,
+    *,
+    name: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Ecg:
+    """Read one ECG from a path or from bytes, in any supported format.
+
+    The format is detected from the content, not the file name, unless ``format`` names
+    one of :func:`available_formats`. Anything that cannot be read raises
+    :class:`~adapters.errors.EcgFormatError`; no other exception escapes.
+    """
+    _ensure_registered()
+    display = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
+    try:
+        item = _read_input(source, name, max_bytes)
+        if format is not None:
+            reader = _READERS.get(format)
+            if reader is None:
+                raise EcgFormatError(
+                    display, f"unknown format {format!r}", f"use one of {available_formats()}"
+                )
+        else:
+            reader = next((r for r in _READERS.values() if r.sniff(item)), None)
+            if reader is None:
+                raise EcgFormatError(
+                    display,
+                    "not a recognised ECG format",
+                    f"supported: {', '.join(available_formats())}",
+                )
+        return reader.read(item)
+    except EcgFormatError:
+        raise
+    except (MemoryError, RecursionError) as exc:
+        raise EcgFormatError(display, f"input too complex to parse ({type(exc).__name__})") from None
+    except Exception as exc:  # a parser's own exception: never let it escape raw
+        raise EcgFormatError(display, f"unreadable ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,172 @@
+"""The canonical ECG record every reader produces and every writer consumes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import numpy as np
+
+from adapters.errors import EcgFormatError
+
+#: Standard 12-lead order used everywhere in the project.
+STANDARD_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)  # fmt: skip
+
+#: Sampling rates outside this range are treated as a corrupt header, not a real ECG.
+MIN_FS_HZ = 50.0
+MAX_FS_HZ = 20_000.0
+#: Anything above this many millivolts is a scale error (uV read as mV), not physiology.
+MAX_ABS_MV = 100.0
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class EcgSource:
+    """Where a record came from: the format, a path or URI, and the hash of the original bytes."""
+
+    format: str
+    uri: str | None
+    sha256: str
+
+
+@dataclass(frozen=True, eq=False)
+class MedianBeats:
+    """Representative (median) beats as stored by the cart: one beat per lead, millivolts."""
+
+    signal: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Ecg:
+    """One ECG recording in the project's canonical form.
+
+    ``signal`` is float32, shape ``(n_leads, n_samples)``, in **millivolts**; ``fs`` is the
+    sampling rate in Hz; ``leads`` names the rows with standard names (``I``, ``II``, ``III``,
+    ``aVR``, ``aVL``, ``aVF``, ``V1``..``V6``) and any extra leads under their own names.
+    """
+
+    signal: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+    source: EcgSource
+    start_time: datetime | None = None
+    patient_id: str | None = None
+    device: str | None = None
+    #: Interpretation text carried by the file (machine or cardiologist statements).
+    statements: tuple[str, ...] = ()
+    #: Coded diagnoses carried by the file, as ``system|code`` (e.g. ``http://snomed.info/sct|426783006``).
+    diagnosis_codes: tuple[str, ...] = ()
+    median_beats: MedianBeats | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        name = self.source.uri or self.source.format
+        signal = self.signal
+        if not isinstance(signal, np.ndarray) or signal.ndim != 2:
+            raise EcgFormatError(name, "signal must be a 2-D array (leads x samples)")
+        if signal.dtype != np.float32:
+            object.__setattr__(self, "signal", signal.astype(np.float32))
+            signal = self.signal
+        n_leads, n_samples = signal.shape
+        if n_leads == 0 or n_samples == 0:
+            raise EcgFormatError(name, "the recording holds no samples")
+        if len(self.leads) != n_leads:
+            raise EcgFormatError(
+                name, f"{n_leads} signal rows but {len(self.leads)} lead names"
+            )
+        if len(set(self.leads)) != n_leads:
+            raise EcgFormatError(name, f"duplicate lead names {list(self.leads)}")
+        if not (MIN_FS_HZ <= float(self.fs) <= MAX_FS_HZ):
+            raise EcgFormatError(
+                name,
+                f"sampling rate {self.fs} Hz is outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz",
+                "the header is probably corrupt",
+            )
+        if not np.isfinite(signal).all():
+            raise EcgFormatError(name, "the signal contains NaN or infinite samples")
+        peak = float(np.abs(signal).max())
+        if peak > MAX_ABS_MV:
+            raise EcgFormatError(
+                name,
+                f"peak amplitude {peak:.1f} mV is not physiological",
+                "the amplitude units are probably wrong (microvolts read as millivolts?)",
+            )
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.signal.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / float(self.fs)
+
+    def lead(self, name: str) -> np.ndarray:
+        """The samples of one lead, in millivolts."""
+        try:
+            return self.signal[self.leads.index(name)]
+        except ValueError:
+            raise KeyError(f"lead {name!r} not in {list(self.leads)}") from None
+
+    def with_signal(self, signal: np.ndarray, leads: Sequence[str], fs: float | None = None) -> Ecg:
+        """A copy with a new signal (same source and metadata)."""
+        return replace(
+            self, signal=signal, leads=tuple(leads), fs=self.fs if fs is None else fs
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class StandardLeads:
+    """An ECG in standard 12-lead order, with what had to be derived or is missing."""
+
+    ecg: Ecg
+    derived: frozenset[str]
+    missing: frozenset[str]
+
+
+def _derive_limb_leads(available: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Einthoven and Goldberger: III = II - I, aVR = -(I+II)/2, aVL = I - II/2, aVF = II - I/2."""
+    derived: dict[str, np.ndarray] = {}
+    lead_i, lead_ii = available.get("I"), available.get("II")
+    if lead_i is None or lead_ii is None:
+        return derived
+    formulas = {
+        "III": lambda: lead_ii - lead_i,
+        "aVR": lambda: -(lead_i + lead_ii) / 2.0,
+        "aVL": lambda: lead_i - lead_ii / 2.0,
+        "aVF": lambda: lead_ii - lead_i / 2.0,
+    }
+    for name, formula in formulas.items():
+        if name not in available:
+            derived[name] = formula().astype(np.float32)
+    return derived
+
+
+def standard_12_lead(ecg: Ecg) -> StandardLeads:
+    """Reorder to the standard 12 leads, deriving III/aVR/aVL/aVF from I and II if absent.
+
+    Leads that are neither recorded nor derivable are filled with zeros and listed in
+    ``missing``; extra leads (e.g. Frank X/Y/Z) are dropped from this view.
+    """
+    available = {name: ecg.signal[i] for i, name in enumerate(ecg.leads)}
+    derived = _derive_limb_leads(available)
+    rows: list[np.ndarray] = []
+    missing: set[str] = set()
+    for name in STANDARD_LEADS:
+        if name in available:
+            rows.append(available[name])
+        elif name in derived:
+            rows.append(derived[name])
+        else:
+            rows.append(np.zeros(ecg.n_samples, dtype=np.float32))
+            missing.add(name)
+    view = ecg.with_signal(np.stack(rows).astype(np.float32, copy=False), STANDARD_LEADS)
+    return StandardLeads(ecg=view, derived=frozenset(derived), missing=frozenset(missing))

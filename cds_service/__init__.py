@@ -1,0 +1,1 @@
+"""The CDS Hooks service: FastAPI app, hooks, FHIR I/O, jobs, storage, audit, auth."""

@@ -1,0 +1,38 @@
+"""The FastAPI application factory. Routers live one per concern in :mod:`cds_service.api`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cds_service.api import audit, ecgs, health, hooks, viewer
+from cds_service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. Tests pass their own ``Settings``; production reads the environment."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from cds_service.runtime import Runtime
+
+        runtime = Runtime.start(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(
+        title="ECG CDS",
+        summary="Zero-shot ECG classification as a CDS Hooks 2.0.1 service",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for module in (health, hooks, ecgs, audit, viewer):
+        app.include_router(module.router)
+    return app

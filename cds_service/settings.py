@@ -1,0 +1,132 @@
+"""All service settings in one place.
+
+Values come, in increasing priority, from defaults, a settings file (``ECG_CDS_SETTINGS_FILE``,
+JSON or YAML), and environment variables prefixed ``ECG_CDS_`` (nested with ``__``, e.g.
+``ECG_CDS_AUTH__MAX_TOKEN_LIFETIME_S=900``). The defaults are the embedded mode: SQLite,
+in-process jobs, no broker.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class TrustedIssuer(BaseModel):
+    """An EHR allowed to call the hooks: its ``iss`` and where its public keys are."""
+
+    iss: str
+    #: JWKS URLs this issuer may name in ``jku`` (and that are fetched when no jku is sent).
+    jwks_urls: list[str] = Field(default_factory=list)
+    #: A local JWKS file (JSON), for EHRs that exchange keys out of band.
+    jwks_file: Path | None = None
+
+
+class AuthSettings(BaseModel):
+    trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
+    #: Exact ``aud`` base, e.g. ``https://cds.example.org``; the service path is appended.
+    #: Empty: derived from the request URL.
+    audience_base_url: str | None = None
+    clock_skew_s: int = 60
+    max_token_lifetime_s: int = 3600
+    jwks_cache_s: int = 300
+    #: Bearer tokens accepted by the audit endpoints (separate from the EHR hook JWTs).
+    audit_tokens: list[str] = Field(default_factory=list)
+
+
+class FhirSettings(BaseModel):
+    #: Base URLs the service may call (FHIR servers named in hook calls, write-back target).
+    allowed_servers: list[str] = Field(default_factory=list)
+    #: Base URLs of DICOMweb services the service may call.
+    allowed_dicomweb: list[str] = Field(default_factory=list)
+    #: Where ingest writes Observation/DiagnosticReport/Provenance; None: no write-back.
+    writeback_server: str | None = None
+    writeback_token: str | None = None
+    timeout_s: float = 10.0
+
+
+class JobSettings(BaseModel):
+    #: ``memory://`` with ``always_eager`` semantics is never used for the hook path;
+    #: embedded mode runs jobs in an in-process worker pool.
+    mode: Literal["embedded", "distributed"] = "embedded"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+    embedded_threads: int = 1
+    #: How long a hook waits for new classifications before answering with what it has.
+    hook_wait_budget_s: float = 0.35
+    task_time_limit_s: int = 120
+    task_soft_time_limit_s: int = 100
+    worker_max_memory_per_child_kb: int = 1_500_000
+    max_retries: int = 5
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ECG_CDS_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Public base URL (for card links, model-card link, audiences).
+    public_base_url: str = "http://127.0.0.1:8080"
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
+    model_dir: Path | None = None  # default: the shipped weights
+    catalog_file: Path | None = None  # default: the shipped label catalog
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_ecg_bytes: int = 64 * 1024 * 1024
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Secret for signed viewer links; generated into data_dir on first start when unset.
+    link_secret: str | None = None
+    link_ttl_s: int = 900
+    log_level: str = "INFO"
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ecg-cds.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SettingsFileSource(settings_cls))
+
+
+class _SettingsFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``ECG_CDS_SETTINGS_FILE`` (JSON or YAML)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        import os
+
+        path = os.environ.get("ECG_CDS_SETTINGS_FILE")
+        if not path:
+            return {}
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        return dict(data or {})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (a FastAPI dependency; tests build their own ``Settings``)."""
+    return Settings()

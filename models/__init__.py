@@ -1,0 +1,8 @@
+"""The ECG-text model: encoders, zero-shot classification, label catalog, training, evaluation.
+
+Uses :mod:`adapters` for input; knows nothing of web services, queues or databases.
+"""
+
+from models.results import ClassificationResult, Code, LabelScore, Measurement, QualityReport
+
+__all__ = ["ClassificationResult", "Code", "LabelScore", "Measurement", "QualityReport"]

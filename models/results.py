@@ -1,0 +1,87 @@
+"""What one classification returns. Plain data: the service stores and renders it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "warning", "info", "normal"]
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept, e.g. ``Code("http://snomed.info/sct", "164889003", "Atrial fibrillation")``."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One interval or rate, with its unit (UCUM) and LOINC code."""
+
+    name: str  # e.g. "heart_rate", "pr", "qrs", "qt", "qtc", "axis", "rr_irregularity"
+    value: float | None  # None when it could not be measured
+    unit: str  # UCUM: "/min", "ms", "deg", "1"
+    loinc: str | None
+    display: str  # e.g. "QTc (Bazett)"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """The signal-quality gate's verdict. A rejected ECG gets reasons, not scores."""
+
+    acceptable: bool
+    reasons: tuple[str, ...] = ()
+    #: True when the ECG looks unlike anything the model was trained on.
+    out_of_distribution: bool = False
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """The model's calibrated belief that the ECG shows one label."""
+
+    label_id: str  # catalog id, or a slug of the free text for ad-hoc labels
+    text: str  # the text the label was scored with (its first prompt for catalog labels)
+    probability: float  # calibrated, 0..1
+    similarity: float  # raw cosine similarity (ensemble mean)
+    severity: Severity
+    codes: tuple[Code, ...] = ()
+    calibrated: bool = False  # False: the documented default mapping for new text labels
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Everything the model says about one ECG, stamped with the model version."""
+
+    model_version: str
+    quality: QualityReport
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    #: Sorted by probability, highest first. Empty when the quality gate rejected the ECG.
+    scores: tuple[LabelScore, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassificationResult:
+        quality = QualityReport(
+            acceptable=data["quality"]["acceptable"],
+            reasons=tuple(data["quality"].get("reasons", ())),
+            out_of_distribution=data["quality"].get("out_of_distribution", False),
+        )
+        measurements = {k: Measurement(**v) for k, v in data.get("measurements", {}).items()}
+        scores = tuple(
+            LabelScore(
+                **{k: v for k, v in s.items() if k != "codes"},
+                codes=tuple(Code(**c) for c in s.get("codes", ())),
+            )
+            for s in data.get("scores", ())
+        )
+        return cls(
+            model_version=data["model_version"],
+            quality=quality,
+            measurements=measurements,
+            scores=scores,
+        )
