@@ -14,6 +14,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: Real servers on loopback (FHIR, Orthanc) as session fixtures for every test.
+pytest_plugins = ["tests.servers"]
+
 
 def _data_dir() -> Path:
     configured = os.environ.get("ECG_DATA_DIR")
