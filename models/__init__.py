@@ -3,6 +3,16 @@
 Uses :mod:`adapters` for input; knows nothing of web services, queues or databases.
 """
 
+from models.catalog import Label, LabelCatalog, load_catalog
 from models.results import ClassificationResult, Code, LabelScore, Measurement, QualityReport
 
-__all__ = ["ClassificationResult", "Code", "LabelScore", "Measurement", "QualityReport"]
+__all__ = [
+    "ClassificationResult",
+    "Code",
+    "Label",
+    "LabelCatalog",
+    "LabelScore",
+    "Measurement",
+    "QualityReport",
+    "load_catalog",
+]
