@@ -16,9 +16,12 @@ from adapters.record import (
     standard_12_lead,
 )
 
+# isort: split
 # Reader modules register on import. Order matters only for sniffing ambiguity;
 # each sniff looks at content, never at the file name.
 # (reader imports are added here as readers land)
+from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
+from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -53,6 +53,23 @@ def _ensure_registered() -> None:
     import adapters  # noqa: F401
 
 
+def _wfdb_header_instead(path: Path) -> Path:
+    """A WFDB record may be named by its record path or one of its signal files: use its header.
+
+    ``records500/00000/00001_hr`` (no extension) and ``00001_hr.dat`` / CinC ``A0001.mat``
+    with a ``.hea`` beside them all mean the record the header describes; the header is the
+    file whose content identifies the format.
+    """
+    if not path.exists():
+        named = path.with_name(path.name + ".hea")
+        return named if named.is_file() else path
+    if path.suffix.lower() in (".dat", ".mat"):
+        sibling = path.with_suffix(".hea")
+        if sibling.is_file():
+            return sibling
+    return path
+
+
 def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) -> ReaderInput:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
@@ -66,8 +83,7 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
         return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes)
     path = Path(source)
     display = name or str(path)
-    if not path.exists() and path.with_suffix(".hea").exists():
-        path = path.with_suffix(".hea")  # a WFDB record name given without extension
+    path = _wfdb_header_instead(path)
     if not path.is_file():
         raise EcgFormatError(display, "no such file", "check the path")
     size = path.stat().st_size
@@ -115,6 +131,8 @@ def load_ecg(
     except EcgFormatError:
         raise
     except (MemoryError, RecursionError) as exc:
-        raise EcgFormatError(display, f"input too complex to parse ({type(exc).__name__})") from None
+        raise EcgFormatError(
+            display, f"input too complex to parse ({type(exc).__name__})"
+        ) from None
     except Exception as exc:  # a parser's own exception: never let it escape raw
         raise EcgFormatError(display, f"unreadable ({type(exc).__name__}: {exc})") from None

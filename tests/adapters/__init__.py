@@ -1,0 +1,1 @@
+"""Tests of the ECG format adapters on real files."""
