@@ -1,0 +1,323 @@
+"""Philips PageWriter / TraceMaster XML (SierraECG 1.03, PhilipsECG 1.04) reader.
+
+Waveforms sit in ``parsedwaveforms`` as base64, usually XLI-compressed (LZW + second
+differences, one chunk per lead). Decompression uses the ``sierraecg`` package's LZW and
+delta decoders; the chunk walk around them is ours so corrupt input cannot loop forever or
+expand without bound. As in ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF
+as residuals against I and II, and they are reconstructed here (vectorised, in int64).
+
+Sample values are in units of ``signalresolution`` / ``resolution`` microvolts (5 uV in
+both sample files). The stored 11 s ends with a stretch in which every lead is identical:
+flat line plus the cart's 1 mV calibration pulse. It is not ECG, so it is cut off and its
+length and pulse height go to ``extra``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+
+import numpy as np
+from lxml import etree
+from sierraecg.lzw import LzwDecoder
+from sierraecg.xli import xli_decode_deltas
+
+from adapters.errors import EcgFormatError
+from adapters.leads import normalize_lead_name
+from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.record import Ecg, MedianBeats
+from adapters.xml_safety import build_ecg, local_name, parse_xml, root_element_is
+
+FORMAT = "philips-xml"
+_SUPPORTED = {"SierraECG": ("1.03",), "PhilipsECG": ("1.03", "1.04", "1.04.01", "1.04.02")}
+_STANDARD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
+#: Representative beats pad the unused tail of each beat with this sentinel.
+_REPBEAT_PAD = 32767
+#: At most this many XLI chunks (PageWriters allocate 16 channels for 12 leads).
+_MAX_CHUNKS = 64
+
+
+def _find(element: etree._Element, path: str) -> etree._Element | None:
+    """Namespace-agnostic find: Philips changed its namespace between schema versions."""
+    return element.find("/".join(f"{{*}}{part}" for part in path.split("/")))
+
+
+def _text(element: etree._Element | None, path: str) -> str:
+    if element is None:
+        return ""
+    found = _find(element, path)
+    return (found.text or "").strip() if found is not None else ""
+
+
+def _positive_number(raw: str | None, what: str, name: str) -> float:
+    try:
+        value = float(raw) if raw else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise EcgFormatError(name, f"{what} is {raw or 'missing'!r}, not a positive number")
+    return value
+
+
+def _b64(text: str | None, what: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", text or ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise EcgFormatError(name, f"{what} is not valid base64") from None
+
+
+# --- waveform decoding ----------------------------------------------------------------------
+
+
+def _xli_chunks(data: bytes, n_leads: int, name: str) -> list[tuple[bytes, int]]:
+    """Split XLI data into (compressed chunk, first sample) per lead, validating every header."""
+    chunks: list[tuple[bytes, int]] = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < 8 or len(chunks) >= _MAX_CHUNKS:
+            raise EcgFormatError(name, "XLI waveform data is truncated or has trailing garbage")
+        size = int.from_bytes(data[offset : offset + 4], "little", signed=True)
+        start = int.from_bytes(data[offset + 6 : offset + 8], "little", signed=True)
+        offset += 8
+        if size <= 0 or offset + size > len(data):
+            raise EcgFormatError(name, f"XLI chunk {len(chunks) + 1} declares {size} bytes")
+        chunks.append((data[offset : offset + size], start))
+        offset += size
+    if len(chunks) < n_leads:
+        raise EcgFormatError(name, f"XLI data holds {len(chunks)} leads, the header says {n_leads}")
+    return chunks[:n_leads]
+
+
+def _xli_decode(data: bytes, n_leads: int, n_samples: int, name: str) -> np.ndarray:
+    limit = 2 * n_samples + 2  # bytes per lead: high bytes then low bytes of int16 samples
+    rows: list[np.ndarray] = []
+    for index, (chunk, start) in enumerate(_xli_chunks(data, n_leads, name)):
+        decoder = LzwDecoder(chunk, bits=10)
+        buffer: list[int] = []
+        while (byte := decoder.read()) != -1:
+            buffer.append(byte & 0xFF)
+            if len(buffer) > limit:
+                raise EcgFormatError(
+                    name, f"XLI lead {index + 1} decodes to more than {n_samples} samples"
+                )
+        if len(buffer) % 2:
+            buffer.append(0)
+        if len(buffer) < 4:
+            raise EcgFormatError(name, f"XLI lead {index + 1} decodes to no samples")
+        try:
+            rows.append(np.asarray(xli_decode_deltas(buffer, start), dtype=np.int64))
+        except OverflowError:
+            raise EcgFormatError(
+                name, f"XLI lead {index + 1} decodes out of the 16-bit range"
+            ) from None
+    length = min(row.size for row in rows)
+    return np.stack([row[:length] for row in rows])
+
+
+def _reconstruct_limb_leads(samples: np.ndarray) -> np.ndarray:
+    """Undo Philips' residual coding of III, aVR, aVL, aVF (same formulas as sierraecg)."""
+    lead_i, lead_ii, res_iii, res_avr, res_avl, res_avf = samples[:6]
+    lead_iii = lead_ii - lead_i - res_iii
+    out = samples.copy()
+    out[2] = lead_iii
+    out[3] = -res_avr - np.floor_divide(lead_i + lead_ii, 2)
+    out[4] = np.floor_divide(lead_i - lead_iii, 2) - res_avl
+    out[5] = np.floor_divide(lead_ii + lead_iii, 2) - res_avf
+    return out
+
+
+def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
+    labels = (parsed.get("leadlabels") or "").split()
+    if labels:
+        count = parsed.get("numberofleads")
+        return labels[: int(count)] if count and count.isdigit() else labels
+    allocated = _text(signal, "numberchannelsallocated")
+    lead_set = _text(signal, "acquisitiontype")
+    if not allocated.isdigit() or not 0 < int(allocated) <= _MAX_CHUNKS:
+        raise EcgFormatError(name, f"number of channels {allocated or 'missing'!r} is not usable")
+    standard = (*_STANDARD_ORDER, "V1", "V2", "V3", "V4", "V5", "V6")
+    if lead_set in ("STD-12", "10-WIRE"):
+        return [standard[i] if i < 12 else f"Channel {i + 1}" for i in range(int(allocated))]
+    return [f"Channel {i + 1}" for i in range(int(allocated))]
+
+
+def _trim_calibration(samples: np.ndarray, fs: float) -> tuple[np.ndarray, int, float | None]:
+    """Cut the trailing stretch where all leads are identical (flat line + calibration pulse)."""
+    n_leads, n = samples.shape
+    if n_leads < 3:
+        return samples, 0, None
+    differs = np.nonzero(~(samples == samples[0]).all(axis=0))[0]
+    if differs.size == 0:
+        return samples, 0, None
+    tail = n - (int(differs[-1]) + 1)
+    if tail < 0.1 * fs or tail > 0.25 * n:
+        return samples, 0, None
+    pulse = float(np.abs(samples[0, n - tail :]).max())
+    return samples[:, : n - tail], tail, pulse
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def _statements(root: etree._Element) -> tuple[list[str], list[str]]:
+    """Left-hand statements (and severity) of the latest interpretation, and their codes."""
+    interpretations = root.findall(".//{*}interpretations/{*}interpretation")
+    if not interpretations:
+        return [], []
+    latest = interpretations[-1]
+    texts: list[str] = []
+    codes: list[str] = []
+    for statement in latest.iterfind("{*}statement"):
+        left = _text(statement, "leftstatement")
+        if left:
+            texts.append(left)
+        code = _text(statement, "statementcode")
+        if code:
+            codes.append(code)
+    severity = _text(latest, "severity").strip(" -")
+    if severity:
+        texts.append(severity)
+    return list(dict.fromkeys(texts)), codes
+
+
+def _start_time(root: etree._Element) -> datetime | None:
+    acquisition = _find(root, "dataacquisition")
+    if acquisition is None:
+        return None
+    stamp = f"{acquisition.get('date', '')} {acquisition.get('time', '')}".strip()
+    for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(stamp, pattern)
+        except ValueError:
+            continue
+    return None
+
+
+def _median_beats(
+    root: etree._Element, fs: float, name: str, extra: dict[str, str]
+) -> MedianBeats | None:
+    repbeats = root.find(".//{*}repbeats")
+    if repbeats is None:
+        return None
+    if (repbeats.get("dataencoding") or "Base64") != "Base64":
+        extra["median_beats_skipped"] = f"encoding {repbeats.get('dataencoding')}"
+        return None
+    resolution_raw = repbeats.get("resolution")
+    if not resolution_raw:
+        extra["median_beats_skipped"] = "no amplitude resolution given"
+        return None
+    resolution_uv = _positive_number(resolution_raw, "representative beat resolution", name)
+    rate_raw = repbeats.get("samplespersec")
+    rate = _positive_number(rate_raw, "representative beat rate", name) if rate_raw else fs
+    leads: list[str] = []
+    rows: list[np.ndarray] = []
+    for repbeat in repbeats.iterfind("{*}repbeat"):
+        lead = normalize_lead_name(repbeat.get("leadname") or "")
+        if not lead or lead in leads:
+            raise EcgFormatError(
+                name, f"representative beat lead {lead or '(unnamed)'!r} is invalid"
+            )
+        holder = _find(repbeat, "waveform")
+        raw = _b64((holder if holder is not None else repbeat).text, f"{lead} beat", name)
+        if len(raw) % 2:
+            raise EcgFormatError(name, f"representative beat {lead} has an odd byte count")
+        samples = np.frombuffer(raw, dtype="<i2")
+        valid = np.nonzero(samples != _REPBEAT_PAD)[0]
+        samples = samples[: int(valid[-1]) + 1] if valid.size else samples[:0]
+        leads.append(lead)
+        rows.append(samples.astype(np.float64) * resolution_uv / 1000.0)
+    if not rows or min(row.size for row in rows) == 0:
+        return None
+    length = min(row.size for row in rows)
+    signal = np.stack([row[:length] for row in rows]).astype(np.float32)
+    return MedianBeats(signal=signal, fs=rate, leads=tuple(leads))
+
+
+# --- reader -----------------------------------------------------------------------------------
+
+
+def read_philips(item: ReaderInput) -> Ecg:
+    """Read a Philips PageWriter/TraceMaster XML file into the canonical :class:`Ecg` (mV)."""
+    name = item.name
+    root = parse_xml(item.data, name, item.max_bytes)
+    if local_name(root) != "restingecgdata":
+        raise EcgFormatError(name, f"root element is {root.tag!r}, not restingecgdata")
+    doc_type = _text(root, "documentinfo/documenttype")
+    version = _text(root, "documentinfo/documentversion")
+    if version not in _SUPPORTED.get(doc_type, ()):
+        raise EcgFormatError(
+            name,
+            f"Philips {doc_type or '?'} version {version or '?'} is not supported",
+            "supported: SierraECG 1.03, PhilipsECG 1.03-1.04.02",
+        )
+    signal_info = root.find(".//{*}dataacquisition/{*}signalcharacteristics")
+    parsed = root.find(".//{*}parsedwaveforms")
+    if parsed is None:
+        raise EcgFormatError(name, "no parsedwaveforms element: the file holds no waveform")
+    fs = _positive_number(
+        _text(signal_info, "samplingrate") or parsed.get("samplespersecond"), "sampling rate", name
+    )
+    resolution_uv = _positive_number(
+        parsed.get("resolution") or _text(signal_info, "signalresolution"),
+        "signal resolution (uV per bit)",
+        name,
+    )
+    duration_ms = _positive_number(parsed.get("durationperchannel"), "durationperchannel", name)
+    n_samples = round(duration_ms * fs / 1000.0)
+    if not 0 < n_samples <= item.max_bytes:
+        raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
+    labels = [normalize_lead_name(label) for label in _lead_labels(parsed, signal_info, name)]
+    if len(set(labels)) != len(labels):
+        raise EcgFormatError(name, f"duplicate lead labels {labels}")
+
+    if (parsed.get("dataencoding") or "Base64") != "Base64":
+        raise EcgFormatError(
+            name, f"waveform encoding {parsed.get('dataencoding')!r} is not supported"
+        )
+    data = _b64(parsed.text, "parsedwaveforms", name)
+    compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
+    if compression == "XLI":
+        samples = _xli_decode(data, len(labels), n_samples, name)
+    elif compression == "Uncompressed":
+        needed = 2 * n_samples * len(labels)
+        if len(data) < needed:
+            raise EcgFormatError(name, f"waveform data has {len(data)} bytes, {needed} expected")
+        samples = np.frombuffer(data[:needed], dtype="<i2").astype(np.int64)
+        samples = samples.reshape(len(labels), n_samples)
+    else:
+        raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
+    if tuple(labels[:6]) == _STANDARD_ORDER:
+        samples = _reconstruct_limb_leads(samples)
+
+    extra: dict[str, str] = {"document": f"{doc_type} {version}"}
+    samples, trimmed, pulse = _trim_calibration(samples, fs)
+    if trimmed:
+        extra["trimmed_calibration_samples"] = str(trimmed)
+        if pulse is not None:
+            extra["calibration_pulse_mv"] = f"{pulse * resolution_uv / 1000.0:.3f}"
+    statements, codes = _statements(root)
+    if codes:
+        extra["statement_codes"] = " ".join(codes)
+    machine = _text(root, "dataacquisition/machine")
+    return build_ecg(
+        item,
+        FORMAT,
+        signal=samples.astype(np.float64) * resolution_uv / 1000.0,
+        fs=fs,
+        leads=tuple(labels),
+        start_time=_start_time(root),
+        patient_id=_text(root, "patient/generalpatientdata/patientid") or None,
+        device=f"Philips {machine}" if machine else None,
+        statements=tuple(statements),
+        median_beats=_median_beats(root, fs, name, extra),
+        extra=extra,
+    )
+
+
+def sniff_philips(item: ReaderInput) -> bool:
+    return root_element_is(item.data, "restingecgdata")
+
+
+register_reader(Reader(format=FORMAT, sniff=sniff_philips, read=read_philips))

@@ -1,0 +1,140 @@
+"""Safe XML parsing for every XML-based ECG format (HL7 aECG, GE MUSE, Philips).
+
+ECG files arrive from outside (uploads, EHR attachments), so the parser must never
+expand entities (billion laughs, external entities), fetch a DTD or anything else over
+the network, or build an unbounded tree. Every failure becomes an
+:class:`~adapters.errors.EcgFormatError` that names the input and, for syntax errors, the line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+from lxml import etree
+
+from adapters.errors import EcgFormatError
+from adapters.loader import ReaderInput
+from adapters.record import Ecg, EcgSource, sha256_hex
+
+#: How much of the file the format sniffers look at: the root element of every supported
+#: format sits after at most a few comment lines.
+SNIFF_BYTES = 8192
+
+# "<!ENTITY" in the encodings XML files use in practice (UTF-8/ASCII/Latin-1 and UTF-16).
+_ENTITY_MARKERS = (
+    b"<!ENTITY",
+    "<!ENTITY".encode("utf-16-le"),
+    "<!ENTITY".encode("utf-16-be"),
+)
+
+
+def _parser() -> etree.XMLParser:
+    # A fresh parser per call: lxml parsers are not thread-safe, and readers run in
+    # web workers as well as Celery workers.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
+    """Parse untrusted XML bytes into an element tree, refusing anything unsafe.
+
+    ``name`` is the input's display name for error messages; ``max_bytes`` bounds the
+    input size. Documents that declare entities are rejected outright: no ECG format
+    needs them, and they are how entity-expansion attacks are built.
+    """
+    if len(data) > max_bytes:
+        raise EcgFormatError(
+            name,
+            f"XML input is {len(data)} bytes, over the {max_bytes}-byte limit",
+            "raise max_bytes if this file is genuine",
+        )
+    if not data.strip():
+        raise EcgFormatError(name, "empty input, not an XML document")
+    if any(marker in data for marker in _ENTITY_MARKERS):
+        raise EcgFormatError(
+            name,
+            "the XML declares entities (DOCTYPE with <!ENTITY>), which is refused for safety",
+            "export the ECG without a DTD internal subset",
+        )
+    try:
+        root = etree.fromstring(data, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno if exc.lineno is not None else "?"
+        raise EcgFormatError(
+            name,
+            f"not well-formed XML (line {line}: {exc.msg})",
+            "the file is truncated or corrupt",
+        ) from None
+    except (ValueError, LookupError) as exc:  # e.g. an unknown encoding declaration
+        raise EcgFormatError(name, f"XML cannot be decoded ({exc})") from None
+    if root is None:
+        raise EcgFormatError(name, "the XML document has no root element")
+    tree = root.getroottree()
+    dtd = tree.docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        # Defence in depth: the byte scan above misses exotic encodings.
+        raise EcgFormatError(
+            name, "the XML declares entities (DOCTYPE with <!ENTITY>), which is refused for safety"
+        )
+    return root
+
+
+def xml_head(data: bytes, limit: int = SNIFF_BYTES) -> str:
+    """The first ``limit`` bytes decoded well enough to look for a root element name.
+
+    Honours a UTF-16 byte-order mark (Philips PageWriter files are UTF-16); everything
+    else is read as Latin-1, which never fails and keeps ASCII tag names intact.
+    """
+    head = data[:limit]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return head.decode("utf-16", errors="ignore")
+    if len(head) >= 4 and head[0] == ord("<") and head[1] == 0:
+        return head.decode("utf-16-le", errors="ignore")
+    if len(head) >= 4 and head[0] == 0 and head[1] == ord("<"):
+        return head.decode("utf-16-be", errors="ignore")
+    return head.decode("latin-1")
+
+
+def root_element_is(data: bytes, local_name: str, namespace: str | None = None) -> bool:
+    """Whether the document's first element is ``local_name`` (optionally in ``namespace``).
+
+    Cheap content sniffing for :func:`adapters.loader.load_ecg`: looks only at the head of
+    the file, skipping the XML declaration, comments and DOCTYPE.
+    """
+    head = xml_head(data)
+    body = re.sub(r"<!--.*?-->|<\?.*?\?>|<!DOCTYPE[^>]*>", "", head, flags=re.DOTALL)
+    match = re.search(r"<\s*(?:[\w.-]+:)?([\w.-]+)([^>]*)", body)
+    if match is None or match.group(1) != local_name:
+        return False
+    return namespace is None or namespace in match.group(2)
+
+
+def local_name(element: etree._Element) -> str:
+    """An element's tag without its namespace."""
+    return etree.QName(element).localname
+
+
+def build_ecg(item: ReaderInput, format: str, **fields: object) -> Ecg:
+    """Construct the canonical record for one input of an XML reader.
+
+    :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
+    the record by its URI; for input read from bytes that would be just the format, so
+    its errors are re-raised here under the caller's display name.
+    """
+    source = EcgSource(
+        format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
+    )
+    try:
+        return Ecg(source=source, **fields)  # type: ignore[arg-type]
+    except EcgFormatError as exc:
+        if exc.source == item.name:
+            raise
+        raise EcgFormatError(item.name, exc.problem, exc.hint) from None
