@@ -22,6 +22,9 @@ from adapters.record import (
 # (reader imports are added here as readers land)
 from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
 from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
+from adapters import aecg as _aecg  # noqa: F401
+from adapters import muse as _muse  # noqa: F401
+from adapters import philips as _philips  # noqa: F401
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
