@@ -21,6 +21,7 @@ from adapters.record import (
 # each sniff looks at content, never at the file name.
 # (reader imports are added here as readers land)
 from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
+from adapters import sph_hdf5 as _sph_hdf5  # noqa: F401
 from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
 from adapters import aecg as _aecg  # noqa: F401
 from adapters import muse as _muse  # noqa: F401

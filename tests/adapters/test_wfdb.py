@@ -243,3 +243,41 @@ def test_other_matlab_file_is_refused(tmp_path: Path) -> None:
     scipy.io.savemat(str(path), {"x": np.arange(10.0)})
     with pytest.raises(EcgFormatError, match="CPSC 2018 struct"):
         load_ecg(path)
+
+
+SPH_DIR = "cinc2021_more/smoke_data/SPH"
+
+
+def test_sph_hdf5_matches_h5py_and_metadata(cinc_dir: Path) -> None:
+    import csv
+
+    import h5py
+
+    folder = cinc_dir / SPH_DIR
+    with (folder / "metadata.csv").open(newline="") as handle:
+        rows = {row["ECG_ID"]: row for row in csv.DictReader(handle)}
+    for path in sorted(folder.glob("*.h5")):
+        ecg = load_ecg(path)
+        with h5py.File(path, "r") as handle:
+            expected = handle["ecg"][()].astype(np.float32)
+        assert ecg.source.format == "sph-hdf5"
+        assert ecg.leads == STANDARD_LEADS and ecg.fs == 500.0
+        np.testing.assert_array_equal(ecg.signal, expected)
+        row = rows.get(path.name)
+        if row is None:  # SPH00005 has no metadata row
+            assert ecg.diagnosis_codes == () and "default" in ecg.extra["fs_source"]
+            continue
+        assert ecg.n_samples == int(row["N"])
+        assert ecg.patient_id == row["Patient_ID"]
+        codes = {f"http://snomed.info/sct|{c.strip()}" for c in row["SNOMEDCTCode"].split(",")}
+        assert set(ecg.diagnosis_codes) == codes
+
+
+def test_hdf5_without_ecg_dataset_is_refused(tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as handle:
+        handle["x"] = np.zeros(3)
+    with pytest.raises(EcgFormatError, match="without an 'ecg' dataset"):
+        load_ecg(path)
