@@ -379,6 +379,12 @@ class AuditTrail:
             entries=[_entry(r) for r in rows], total=int(total or 0), limit=limit, offset=offset
         )
 
+    def get(self, seq: int) -> AuditEntry | None:
+        """The entry at ``seq``, or None."""
+        with self._session_factory() as session:
+            row = session.scalars(select(AuditEventRow).where(AuditEventRow.seq == seq)).first()
+        return _entry(row) if row else None
+
     def verify(self, batch_size: int = 1000) -> VerifyReport:
         """Walk the chain from the first entry; report the first entry that does not check out.
 

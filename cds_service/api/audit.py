@@ -1,5 +1,363 @@
-"""Router placeholder: filled in by the audit work."""
+"""Audit trail queries: ``GET /audit`` (JSON pages) and ``GET /fhir/AuditEvent`` (FHIR searchset).
 
-from fastapi import APIRouter
+Both need an audit credential (``Authorization: Bearer <token>`` with a token from
+``settings.auth.audit_tokens``), deliberately separate from the EHR's hook JWTs: whoever may call
+the hooks may not read who did what. Any failure is a bare 401 and is itself audited as an
+``auth-failure`` event.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from cds_service.audit import (
+    EVENTS,
+    Actor,
+    AuditEntry,
+    AuditError,
+    AuditFilter,
+    AuditTrail,
+)
+from cds_service.audit_fhir import DateParamError, DateRange, parse_date_param, to_audit_event
+from cds_service.settings import Settings
+
+router = APIRouter(tags=["audit"])
+
+EventName = Literal[
+    "hook-call",
+    "fetch",
+    "classification",
+    "card",
+    "feedback",
+    "writeback",
+    "ingest",
+    "auth-failure",
+]
+OutcomeName = Literal["success", "failure", "error", "fatal"]
+FHIR_JSON = "application/fhir+json"
+MAX_PAGE = 500
+#: Search parameters ``GET /fhir/AuditEvent`` understands; any other is refused, because
+#: silently ignoring a filter would return more audit data than was asked for.
+_FHIR_PARAMS = frozenset(
+    {"patient", "date", "subtype", "outcome", "entity-id", "_count", "_offset", "_format"}
+)
+
+assert set(get_args(EventName)) == set(EVENTS), "EventName must list cds_service.audit.EVENTS"
+
+
+# -- dependencies ------------------------------------------------------------------------------
+
+
+def get_settings_from_app(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_audit_trail(request: Request) -> AuditTrail:
+    """The running service's audit trail (``app.state.runtime.audit``)."""
+    trail = getattr(getattr(request.app.state, "runtime", None), "audit", None)
+    if not isinstance(trail, AuditTrail):
+        raise HTTPException(status_code=503, detail="The audit trail is not available.")
+    return trail
+
+
+def token_matches(presented: str, configured: list[str]) -> int | None:
+    """Index of the configured audit token that ``presented`` matches, else None.
+
+    A configured entry is either the token itself or ``sha256:<hex digest>`` of it (so settings
+    files need not hold the secret). Every entry is compared in constant time.
+    """
+    presented_bytes = presented.encode("utf-8")
+    presented_digest = hashlib.sha256(presented_bytes).hexdigest().encode("ascii")
+    found: int | None = None
+    for index, entry in enumerate(configured):
+        if entry.startswith("sha256:"):
+            ok = hmac.compare_digest(presented_digest, entry[7:].strip().lower().encode("ascii"))
+        else:
+            ok = hmac.compare_digest(presented_bytes, entry.encode("utf-8"))
+        if ok and found is None:
+            found = index
+    return found
+
+
+def require_audit_credential(
+    request: Request,
+    settings: Settings = Depends(get_settings_from_app),
+    trail: AuditTrail = Depends(get_audit_trail),
+) -> Actor:
+    """The audit reader, or a bare 401 (recorded as ``auth-failure``)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        reason = "no bearer credential"
+    elif not settings.auth.audit_tokens:
+        reason = "audit endpoints have no credential configured"
+    else:
+        index = token_matches(token, settings.auth.audit_tokens)
+        if index is not None:
+            return Actor(client=f"audit-token-{index}")
+        reason = "credential not accepted"
+    client_host = request.client.host if request.client else None
+    # Refuse even when the failure cannot be recorded: that must never turn into access.
+    with contextlib.suppress(AuditError):
+        trail.record(
+            "auth-failure",
+            outcome="failure",
+            actor=Actor(client=f"host:{client_host}" if client_host else None),
+            detail={"endpoint": request.url.path, "reason": reason},
+        )
+    raise HTTPException(
+        status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+class ActorOut(BaseModel):
+    iss: str | None = Field(None, description="JWT issuer of the caller (the EHR)")
+    sub: str | None = Field(None, description="JWT subject of the caller")
+    user: str | None = Field(None, description="User from the hook context, e.g. Practitioner/123")
+    client: str | None = Field(None, description="Non-EHR caller: ingest token, CLI user, worker")
+
+
+class AuditEntryOut(BaseModel):
+    seq: int = Field(description="Position in the hash chain, from 1")
+    ts: datetime = Field(description="When it happened (UTC)")
+    event: EventName
+    outcome: OutcomeName
+    actor: ActorOut
+    patient: str | None = Field(None, description="Patient id (bare, without Patient/)")
+    ecg_id: str | None = None
+    model_version: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        a = entry.actor
+        return cls(
+            seq=entry.seq,
+            ts=entry.ts,
+            event=entry.event,
+            outcome=entry.outcome,
+            actor=ActorOut(iss=a.iss, sub=a.sub, user=a.user, client=a.client),
+            patient=entry.patient,
+            ecg_id=entry.ecg_id,
+            model_version=entry.model_version,
+            detail=entry.detail,
+            prev_hash=entry.prev_hash,
+            hash=entry.hash,
+        )
+
+
+class AuditPageOut(BaseModel):
+    total: int = Field(description="Entries matching the filters")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(None, description="Offset of the next page; null at the end")
+    entries: list[AuditEntryOut] = Field(description="Newest first")
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPageOut,
+    summary="Query the audit trail",
+    description="Entries matching all given filters, newest first, one page at a time. "
+    "Needs an audit credential (not the EHR's hook JWT).",
+    responses={401: {"description": "Missing or unaccepted audit credential"}},
+)
+def query_audit(
+    reader: Annotated[Actor, Depends(require_audit_credential)],
+    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    patient: Annotated[str | None, Query(description="Patient id or Patient/<id>")] = None,
+    user: Annotated[
+        str | None, Query(description="Matches the actor's user, JWT sub or client name")
+    ] = None,
+    iss: Annotated[str | None, Query(description="JWT issuer of the caller")] = None,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="From this time (inclusive, UTC if naive)")
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(alias="to", description="Up to this time (inclusive, UTC if naive)")
+    ] = None,
+    event: Annotated[list[EventName] | None, Query(description="Event type(s)")] = None,
+    model_version: Annotated[str | None, Query()] = None,
+    outcome: Annotated[OutcomeName | None, Query()] = None,
+    ecg_id: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AuditPageOut:
+    filters = AuditFilter(
+        patient=patient,
+        user=user,
+        iss=iss,
+        start=_utc(start),
+        end=_utc(end),
+        events=tuple(event or ()),
+        model_version=model_version,
+        outcome=outcome,
+        ecg_id=ecg_id,
+    )
+    page = trail.query(filters, limit=limit, offset=offset)
+    return AuditPageOut(
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        next_offset=page.next_offset,
+        entries=[AuditEntryOut.of(e) for e in page.entries],
+    )
+
+
+@router.get(
+    "/fhir/AuditEvent",
+    summary="Search the audit trail as FHIR R4 AuditEvent resources",
+    description="A searchset Bundle. Parameters: `patient` (id or Patient/id), `date` "
+    "(repeatable, prefixes eq/gt/ge/lt/le, e.g. `date=ge2026-01-01&date=lt2026-02-01`), "
+    "`subtype` (event name), `outcome` (0/4/8/12), `entity-id` (ECG id), `_count`, `_offset`.",
+    response_class=JSONResponse,
+    responses={
+        200: {"content": {FHIR_JSON: {}}, "description": "searchset Bundle"},
+        400: {"content": {FHIR_JSON: {}}, "description": "OperationOutcome: bad parameter"},
+        401: {"description": "Missing or unaccepted audit credential"},
+    },
+)
+def search_audit_events(
+    request: Request,
+    reader: Annotated[Actor, Depends(require_audit_credential)],
+    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    settings: Annotated[Settings, Depends(get_settings_from_app)],
+) -> JSONResponse:
+    params = request.query_params
+    unknown = sorted(set(params.keys()) - _FHIR_PARAMS)
+    if unknown:
+        return _operation_outcome(400, f"unsupported search parameter(s): {', '.join(unknown)}")
+    try:
+        count = _int_param(params.get("_count"), "_count", 50, 1, MAX_PAGE)
+        offset = _int_param(params.get("_offset"), "_offset", 0, 0, None)
+        dates = DateRange()
+        for raw in params.getlist("date"):
+            dates = dates.intersect(parse_date_param(raw))
+        events = [s.split("|")[-1] for s in params.getlist("subtype")]
+        bad_events = [e for e in events if e not in EVENTS]
+        if bad_events:
+            raise ValueError(f"unknown subtype {bad_events[0]!r}; known: {', '.join(EVENTS)}")
+        outcome = _outcome_param(params.get("outcome"))
+    except (ValueError, DateParamError) as exc:
+        return _operation_outcome(400, str(exc))
+
+    filters = AuditFilter(
+        patient=params.get("patient"),
+        start=dates.start,
+        end=dates.end,
+        events=tuple(events),
+        outcome=outcome,
+        ecg_id=params.get("entity-id"),
+    )
+    page = trail.query(filters, limit=count, offset=offset)
+    base = settings.public_base_url.rstrip("/") + "/fhir"
+    kept = [(k, v) for k, v in params.multi_items() if k not in ("_offset", "_count")]
+
+    def link(relation: str, at: int) -> dict[str, str]:
+        query = urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
+        return {"relation": relation, "url": f"{base}/AuditEvent?{query}"}
+
+    links = [link("self", offset)]
+    if page.next_offset is not None:
+        links.append(link("next", page.next_offset))
+    if offset > 0:
+        links.append(link("previous", max(0, offset - count)))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": links,
+        "entry": [
+            {
+                "fullUrl": f"{base}/AuditEvent/{e.seq}",
+                "resource": to_audit_event(e),
+                "search": {"mode": "match"},
+            }
+            for e in page.entries
+        ],
+    }
+    if not bundle["entry"]:
+        del bundle["entry"]
+    return JSONResponse(bundle, media_type=FHIR_JSON)
+
+
+@router.get(
+    "/fhir/AuditEvent/{seq}",
+    summary="Read one audit entry as a FHIR R4 AuditEvent",
+    response_class=JSONResponse,
+    responses={
+        200: {"content": {FHIR_JSON: {}}},
+        401: {"description": "Missing or unaccepted audit credential"},
+        404: {"content": {FHIR_JSON: {}}, "description": "OperationOutcome: no such entry"},
+    },
+)
+def read_audit_event(
+    seq: int,
+    reader: Annotated[Actor, Depends(require_audit_credential)],
+    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+) -> JSONResponse:
+    entry = trail.get(seq)
+    if entry is None:
+        return _operation_outcome(404, f"AuditEvent/{seq} does not exist", code="not-found")
+    return JSONResponse(to_audit_event(entry), media_type=FHIR_JSON)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int | None) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _outcome_param(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    by_code = {"0": "success", "4": "failure", "8": "error", "12": "fatal"}
+    if raw not in by_code:
+        raise ValueError(f"outcome must be one of 0, 4, 8, 12, got {raw!r}")
+    return by_code[raw]
+
+
+def _operation_outcome(status: int, message: str, code: str = "invalid") -> JSONResponse:
+    return JSONResponse(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": message}],
+        },
+        status_code=status,
+        media_type=FHIR_JSON,
+    )
