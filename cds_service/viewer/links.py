@@ -135,9 +135,24 @@ def verify_token(
     return LinkToken(scope=scope, subject=subject, expires_at=expires_at)
 
 
-def verify_link_token(settings: Settings, ecg_id: str, token: str | None) -> bool:
-    """True when ``token`` is an unexpired ``ecg`` token for this very ECG."""
-    return verify_token(settings, token, "ecg", str(ecg_id)) is not None
+def ecg_subject(ecg_id: str, card_uuid: str | None = None, service_id: str | None = None) -> str:
+    """What an ``ecg`` token is bound to: the ECG, and the card and service when a card links."""
+    if not card_uuid and not service_id:
+        return str(ecg_id)
+    return "\x1f".join((str(ecg_id), card_uuid or "", service_id or ""))
+
+
+def verify_link_token(
+    settings: Settings,
+    ecg_id: str,
+    token: str | None,
+    *,
+    card_uuid: str | None = None,
+    service_id: str | None = None,
+) -> bool:
+    """True when ``token`` is an unexpired ``ecg`` token for this very ECG (and card, if any)."""
+    subject = ecg_subject(ecg_id, card_uuid, service_id)
+    return verify_token(settings, token, "ecg", subject) is not None
 
 
 def verify_list_token(settings: Settings, token: str | None) -> bool:
@@ -150,16 +165,26 @@ def _base_url(settings: Settings) -> str:
 
 
 def viewer_link(
-    settings: Settings, ecg_id: str, *, ttl_s: int | None = None, card_uuid: str | None = None
+    settings: Settings,
+    ecg_id: str,
+    *,
+    ttl_s: int | None = None,
+    card_uuid: str | None = None,
+    service_id: str | None = None,
 ) -> str:
     """The full URL of one ECG's viewer page, with a signed token (for a card ``link``).
 
-    ``card_uuid`` (optional) names the card the link sits on, so feedback given in the
-    viewer is recorded against that card, as the CDS Hooks feedback endpoint would.
+    ``card_uuid`` and ``service_id`` (optional) name the card the link sits on and the CDS
+    service that issued it, so feedback given in the viewer is recorded against that card
+    as the CDS Hooks feedback endpoint would. Both are bound into the token: editing them
+    in the URL invalidates the link.
     """
-    query = {"token": make_token(settings, "ecg", str(ecg_id), ttl_s=ttl_s)}
+    subject = ecg_subject(str(ecg_id), card_uuid, service_id)
+    query = {"token": make_token(settings, "ecg", subject, ttl_s=ttl_s)}
     if card_uuid:
         query["card"] = card_uuid
+    if service_id:
+        query["service"] = service_id
     return f"{_base_url(settings)}/viewer/ecg/{quote(str(ecg_id), safe='')}?{urlencode(query)}"
 
 

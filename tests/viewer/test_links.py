@@ -29,15 +29,28 @@ def _token_of(url: str) -> str:
 
 
 def test_link_is_absolute_under_public_base_and_opens_its_ecg(settings: Settings) -> None:
-    url = viewer_link(settings, "ecg-123", card_uuid="c-1")
+    url = viewer_link(settings, "ecg-123")
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == (
         "https",
         "cds.example.org",
         "/ecg/viewer/ecg/ecg-123",
     )
-    assert parse_qs(parts.query)["card"] == ["c-1"]
     assert verify_link_token(settings, "ecg-123", _token_of(url))
+
+
+def test_card_and_service_are_bound_into_the_token(settings: Settings) -> None:
+    url = viewer_link(settings, "ecg-123", card_uuid="c-1", service_id="ecg-review")
+    query = parse_qs(urlsplit(url).query)
+    assert (query["card"], query["service"]) == (["c-1"], ["ecg-review"])
+    token = _token_of(url)
+    assert verify_link_token(settings, "ecg-123", token, card_uuid="c-1", service_id="ecg-review")
+    # Editing the card or service in the URL, or dropping them, breaks the link.
+    assert not verify_link_token(
+        settings, "ecg-123", token, card_uuid="c-2", service_id="ecg-review"
+    )
+    assert not verify_link_token(settings, "ecg-123", token, card_uuid="c-1", service_id="other")
+    assert not verify_link_token(settings, "ecg-123", token)
 
 
 def test_token_for_one_ecg_does_not_open_another(settings: Settings) -> None:
