@@ -1,23 +1,154 @@
-"""What a running service holds: settings, storage, job pipeline, classifier.
+"""What a running process holds: settings, storage, audit trail, job pipeline, classifier.
 
-Placeholder until the jobs/storage work lands; ``Runtime.start`` is called once per process
-by the app lifespan and ``stop`` on shutdown.
+One :class:`Runtime` per process: the web app keeps it in ``app.state.runtime``, each Celery
+worker process builds one after the fork, ``ecg-cds ingest`` builds one for its run.
+``Runtime.start`` brings the database to the current schema (alembic) first.
+
+``jobs.mode`` picks how submitted jobs run, and nothing else differs:
+
+* ``embedded`` (default): an in-process thread pool; nothing to install or start.
+* ``distributed``: a broker (Redis or RabbitMQ) and ``ecg-cds worker`` processes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters import Ecg
+from cds_service.audit import AuditTrail
+from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from cds_service.pipeline import Pipeline
 from cds_service.settings import Settings
+from cds_service.storage.base import make_engine, make_session_factory
+from cds_service.storage.migrate import upgrade
+from cds_service.storage.tables import utcnow
+from models.results import ClassificationResult
+
+log = logging.getLogger(__name__)
+
+Role = Literal["web", "worker", "cli"]
+
+
+class Classifier(Protocol):
+    """What the runtime needs of a model (``models.ZeroShotClassifier``)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def classify(self, ecgs: list[Ecg]) -> list[ClassificationResult]: ...
 
 
 @dataclass
 class Runtime:
     settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    audit: AuditTrail
+    dispatcher: Dispatcher
+    pipeline: Pipeline = field(init=False)
+    role: Role = "web"
+    started_at: datetime = field(default_factory=utcnow)
+    _classifier: Classifier | None = None
+    _classifier_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def start(cls, settings: Settings) -> Runtime:
-        return cls(settings=settings)
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        role: Role = "web",
+        classifier: Classifier | None = None,
+        migrate: bool = True,
+        resume: bool = True,
+    ) -> Runtime:
+        """Open storage (migrating it), set up job dispatch for ``settings.jobs.mode``.
+
+        ``classifier`` lets a caller share an already-loaded model; by default it is loaded
+        from ``settings.model_dir`` on first use. In embedded mode, ECGs left pending by a
+        previous run are resubmitted in the background (``resume``).
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        if migrate:
+            upgrade(engine)
+        session_factory = make_session_factory(engine)
+        runtime_box: list[Runtime] = []
+
+        def run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            from cds_service.jobs.work import run_task
+
+            run_task(runtime_box[0], name, args, kwargs)
+
+        dispatcher: Dispatcher
+        if settings.jobs.mode == "embedded":
+            dispatcher = EmbeddedDispatcher(
+                run, threads=settings.jobs.embedded_threads, max_retries=settings.jobs.max_retries
+            )
+        else:
+            from cds_service.jobs.celery_app import make_celery
+
+            dispatcher = CeleryDispatcher(make_celery(settings))
+        runtime = cls(
+            settings=settings,
+            engine=engine,
+            session_factory=session_factory,
+            audit=AuditTrail(session_factory),
+            dispatcher=dispatcher,
+            role=role,
+            _classifier=classifier,
+        )
+        runtime_box.append(runtime)
+        runtime.pipeline = Pipeline(
+            settings,
+            session_factory,
+            dispatcher,
+            model_version=lambda: runtime.model_version,
+            audit=runtime.audit,
+        )
+        if resume and settings.jobs.mode == "embedded" and role != "worker":
+            threading.Thread(target=runtime._resume_pending, name="ecg-resume", daemon=True).start()
+        return runtime
+
+    @property
+    def classifier(self) -> Classifier:
+        """The model, loaded once per process on first use."""
+        if self._classifier is None:
+            with self._classifier_lock:
+                if self._classifier is None:
+                    self._classifier = self._load_classifier()
+        return self._classifier
+
+    def _load_classifier(self) -> Classifier:
+        if self.role == "worker":
+            import torch
+
+            torch.set_num_threads(max(1, self.settings.jobs.torch_threads))
+        from models import ZeroShotClassifier  # type: ignore[attr-defined]
+
+        classifier: Classifier = ZeroShotClassifier.from_pretrained(self.settings.model_dir)
+        log.info("model %s loaded (%s)", classifier.model_version, self.role)
+        return classifier
+
+    @property
+    def model_version(self) -> str:
+        return self.classifier.model_version
+
+    def _resume_pending(self) -> None:
+        """Embedded mode: jobs of a previous run died with it; queue their ECGs again."""
+        try:
+            for ecg_id in self.pipeline.pending_ids():
+                self.pipeline.submit(ecg_id, requeue_before=self.started_at)
+        except Exception:
+            log.exception("could not resume pending ECGs")
 
     def stop(self) -> None:
-        pass
+        """Let running jobs finish, then release the database."""
+        self.dispatcher.shutdown()
+        self.engine.dispose()

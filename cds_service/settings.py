@@ -38,6 +38,8 @@ class AuthSettings(BaseModel):
     jwks_cache_s: int = 300
     #: Bearer tokens accepted by the audit endpoints (separate from the EHR hook JWTs).
     audit_tokens: list[str] = Field(default_factory=list)
+    #: Bearer tokens accepted by ``POST /ecgs`` and ``GET /ecgs/...`` (no anonymous writes).
+    ingest_tokens: list[str] = Field(default_factory=list)
 
 
 class FhirSettings(BaseModel):
@@ -64,6 +66,21 @@ class JobSettings(BaseModel):
     task_soft_time_limit_s: int = 100
     worker_max_memory_per_child_kb: int = 1_500_000
     max_retries: int = 5
+    #: Worker processes per ``ecg-cds worker`` (default: the machine's core count).
+    worker_concurrency: int | None = None
+    #: Torch threads per worker process: 1 with one process per core is fastest.
+    torch_threads: int = 1
+    #: Redis/SQS: an unacknowledged task is redelivered after this long (a worker that died
+    #: mid-task). Must exceed the longest task; tests shorten it.
+    visibility_timeout_s: int = 3600
+    #: Distributed mode: how often a waiting hook re-reads the database for new results.
+    result_poll_interval_s: float = 0.015
+    #: A queued/running job older than this is presumed lost and may be submitted again.
+    job_stale_after_s: int = 900
+    #: ECGs per chunk of a backfill task.
+    backfill_chunk_size: int = 64
+    #: Fault-injection for tests only (a task sleeps this long before classifying). Keep 0.
+    debug_task_delay_s: float = 0.0
 
 
 class Settings(BaseSettings):

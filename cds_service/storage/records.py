@@ -1,0 +1,103 @@
+"""Plain records the pipeline hands out: what callers see of the tables, detached from sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from cds_service.storage.tables import EcgRow, FeedbackRow, ResultRow
+from models.results import ClassificationResult
+
+EcgStatus = Literal["pending", "done", "failed", "rejected"]
+
+
+@dataclass(frozen=True)
+class EcgInfo:
+    """One stored ECG. ``created`` is True only on the call that first accepted it."""
+
+    id: str
+    sha256: str
+    source_uri: str | None
+    format: str
+    patient_ref: str | None
+    acquired_at: datetime | None
+    created_at: datetime
+    status: str
+    error: str | None
+    created: bool = False
+    file_patient_id: str | None = None
+    n_leads: int = 0
+    fs: float = 0.0
+    duration_s: float = 0.0
+    size_bytes: int = 0
+
+    @classmethod
+    def from_row(cls, row: EcgRow, *, created: bool = False) -> EcgInfo:
+        return cls(
+            id=row.id,
+            sha256=row.sha256,
+            source_uri=row.source_uri,
+            format=row.format,
+            patient_ref=row.patient_ref,
+            acquired_at=row.acquired_at,
+            created_at=row.created_at,
+            status=row.status,
+            error=row.error,
+            created=created,
+            file_patient_id=row.file_patient_id,
+            n_leads=row.n_leads,
+            fs=row.fs,
+            duration_s=row.duration_s,
+            size_bytes=row.size_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    ecg_id: str
+    model_version: str
+    result: ClassificationResult
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: ResultRow) -> StoredResult:
+        return cls(
+            ecg_id=row.ecg_id,
+            model_version=row.model_version,
+            result=ClassificationResult.from_dict(row.result),
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackInfo:
+    id: int
+    card_uuid: str
+    card_known: bool
+    service_id: str
+    ecg_id: str | None
+    outcome: str
+    accepted_suggestions: list[str]
+    override_reason: dict[str, Any] | None
+    user_comment: str | None
+    outcome_timestamp: datetime | None
+    source: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: FeedbackRow) -> FeedbackInfo:
+        return cls(
+            id=row.id,
+            card_uuid=row.card_uuid,
+            card_known=row.card_known,
+            service_id=row.service_id,
+            ecg_id=row.ecg_id,
+            outcome=row.outcome,
+            accepted_suggestions=list(row.accepted_suggestions or []),
+            override_reason=row.override_reason,
+            user_comment=row.user_comment,
+            outcome_timestamp=row.outcome_timestamp,
+            source=row.source,
+            created_at=row.created_at,
+        )

@@ -1,0 +1,33 @@
+"""``INSERT ... ON CONFLICT DO NOTHING`` (SQLite, PostgreSQL): the basis of idempotent writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+
+def insert_ignore(
+    session: Session, table: Table, values: dict[str, Any], conflict_columns: Sequence[str]
+) -> bool:
+    """Insert one row unless one with the same ``conflict_columns`` exists; True if inserted.
+
+    A race between two workers is settled by the database: the loser's insert is a no-op,
+    not an error, so a redelivered task cannot store a second result.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).values(**values)
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(**values)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"insert_ignore does not support {dialect}")
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns))
+    result: Any = session.execute(stmt)
+    return bool(result.rowcount)
