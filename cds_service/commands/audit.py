@@ -1,13 +1,155 @@
-"""`ecg-cds audit`: placeholder until the audit work lands."""
+"""`ecg-cds audit`: verify the hash chain and query the audit trail from the service's database."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+if TYPE_CHECKING:
+    from cds_service.audit import AuditTrail
 
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command("verify", help="Check the audit hash chain.")
-def verify() -> None:
-    typer.echo("ecg-cds audit is not available yet in this build.", err=True)
-    raise typer.Exit(2)
+def _open_trail() -> AuditTrail:
+    """The audit trail in the database named by the settings; exits 2 when it is unusable."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.audit import AuditTrail
+    from cds_service.settings import get_settings
+    from cds_service.storage.base import make_engine, make_session_factory
+
+    url = get_settings().resolved_database_url
+    try:
+        engine = make_engine(url)
+        has_table = inspect(engine).has_table("audit_events")
+    except SQLAlchemyError as exc:
+        typer.echo(f"Cannot open the database ({type(exc).__name__}): {exc.args[0]}", err=True)
+        raise typer.Exit(2) from None
+    if not has_table:
+        typer.echo(
+            "The database has no audit_events table: start the service once (ecg-cds serve) "
+            "or check ECG_CDS_DATABASE_URL / ECG_CDS_DATA_DIR.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return AuditTrail(make_session_factory(engine))
+
+
+@app.command("verify", help="Check the audit hash chain; exit 0 when intact, 1 when broken.")
+def verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    report = _open_trail().verify()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "n_entries": report.n_entries,
+                    "first_bad_seq": report.first_bad_seq,
+                    "reason": report.reason,
+                    "last_hash": report.last_hash,
+                }
+            )
+        )
+    elif report.ok:
+        typer.echo(f"OK: {report.n_entries} entries, chain intact (head {report.last_hash}).")
+    else:
+        typer.echo(
+            f"BROKEN at entry seq {report.first_bad_seq}: {report.reason} "
+            f"(checked {report.n_entries} entries).",
+            err=True,
+        )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time (e.g. 2026-01-31 or 2026-01-31T12:00Z)",
+            param_hint=option,
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@app.command("query", help="List audit entries (newest first) as a table or JSON lines.")
+def query(
+    patient: Annotated[str | None, typer.Option(help="Patient id or Patient/<id>.")] = None,
+    event: Annotated[
+        list[str] | None, typer.Option(help="Event type (repeatable), e.g. hook-call.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="From this UTC time (ISO 8601), inclusive.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Up to this UTC time (ISO 8601), inclusive.")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="Actor's user, JWT subject or client name.")
+    ] = None,
+    iss: Annotated[str | None, typer.Option(help="Caller's JWT issuer.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="success, failure, error or fatal.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
+    ecg_id: Annotated[str | None, typer.Option(help="ECG id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many (paging).")] = 0,
+) -> None:
+    from cds_service.audit import EVENTS, OUTCOMES, AuditFilter
+
+    for name in event or ():
+        if name not in EVENTS:
+            raise typer.BadParameter(
+                f"unknown event {name!r}; one of {', '.join(EVENTS)}", param_hint="--event"
+            )
+    if outcome is not None and outcome not in OUTCOMES:
+        raise typer.BadParameter(
+            f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}", param_hint="--outcome"
+        )
+    filters = AuditFilter(
+        patient=patient,
+        user=user,
+        iss=iss,
+        start=_parse_time(start, "--from"),
+        end=_parse_time(end, "--to"),
+        events=tuple(event or ()),
+        model_version=model_version,
+        outcome=outcome,
+        ecg_id=ecg_id,
+    )
+    page = _open_trail().query(filters, limit=limit, offset=offset)
+    if as_json:
+        for entry in page.entries:
+            typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Audit entries {offset + 1}-{offset + len(page.entries)} of {page.total}")
+    for column in ("seq", "time (UTC)", "event", "outcome", "who", "patient", "ecg", "model"):
+        table.add_column(column, overflow="fold")
+    for e in page.entries:
+        who = e.actor.user or e.actor.sub or e.actor.client or ""
+        if e.actor.iss:
+            who = f"{who} ({e.actor.iss})" if who else e.actor.iss
+        table.add_row(
+            str(e.seq),
+            e.ts.strftime("%Y-%m-%d %H:%M:%S"),
+            e.event,
+            e.outcome,
+            who,
+            e.patient or "",
+            e.ecg_id or "",
+            e.model_version or "",
+        )
+    Console().print(table)
