@@ -53,6 +53,8 @@ AIAST: Final = {
 #: Identifier systems for what this service writes (stable across deployments).
 MODEL_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:model"
 RESULT_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:result"
+#: The service's ECG ids (the same system the audit AuditEvent entities use).
+ECG_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:ecg"
 #: Extension carrying a finding's calibrated probability (0..1) on its component.
 PROBABILITY_EXTENSION: Final = "https://ecg-cds.github.io/fhir/StructureDefinition/probability"
 
@@ -133,12 +135,14 @@ def build_impression_observation(
     findings_threshold: float = 0.5,
     identifier: str | None = None,
     issued: datetime | None = None,
+    ecg_id: str | None = None,
 ) -> dict[str, Any]:
     """The AI impression of one ECG (LOINC 8601-7), status ``preliminary`` until a clinician signs.
 
     ``device_reference`` (e.g. ``urn:uuid:...`` in a Bundle) points at the model Device; without
     it the device is named by display only, which suits a card suggestion on a server that
-    does not hold the Device.
+    does not hold the Device. Without an ``ecg_reference`` the source ECG is referenced
+    logically by this service's ``ecg_id``.
     """
     asserted = findings(result, findings_threshold)
     observation: dict[str, Any] = {
@@ -159,8 +163,9 @@ def build_impression_observation(
         observation["subject"] = {"reference": patient_reference}
     if effective:
         observation["effectiveDateTime"] = _instant(effective)
-    if ecg_reference:
-        observation["derivedFrom"] = [{"reference": ecg_reference}]
+    source = ecg_source_reference(ecg_reference, ecg_id)
+    if source:
+        observation["derivedFrom"] = [source]
 
     if not result.quality.acceptable:
         observation["dataAbsentReason"] = {
@@ -224,6 +229,7 @@ def build_provenance(
     recorded: datetime,
     ecg_reference: str | None,
     model_card_url: str | None = None,
+    ecg_id: str | None = None,
 ) -> dict[str, Any]:
     """AI Provenance: the model Device authored the targets, from the source ECG."""
     provenance: dict[str, Any] = {
@@ -241,8 +247,9 @@ def build_provenance(
     }
     if model_card_url:
         provenance["policy"] = [model_card_url]
-    if ecg_reference:
-        provenance["entity"] = [{"role": "source", "what": {"reference": ecg_reference}}]
+    source = ecg_source_reference(ecg_reference, ecg_id)
+    if source:
+        provenance["entity"] = [{"role": "source", "what": source}]
     return _validated(Provenance, provenance)
 
 
@@ -276,6 +283,7 @@ def build_result_bundle(
         findings_threshold=findings_threshold,
         identifier=f"{result_id}:impression" if result_id else None,
         issued=now,
+        ecg_id=ecg_id,
     )
     report = build_diagnostic_report(
         result,
@@ -292,6 +300,7 @@ def build_result_bundle(
         recorded=now,
         ecg_reference=ecg_reference,
         model_card_url=model_card_url,
+        ecg_id=ecg_id,
     )
     entries = [
         _entry(urls["dev"], device, _if_none_exist(device)),
@@ -301,6 +310,17 @@ def build_result_bundle(
     ]
     bundle = _validated(Bundle, {"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return ResultResources(device, observation, report, provenance, bundle)
+
+
+def ecg_source_reference(ecg_reference: str | None, ecg_id: str | None) -> dict[str, Any] | None:
+    """The source ECG: a literal reference when it lives on the FHIR server (``Observation/1``,
+    ``DocumentReference/2``, ``ImagingStudy/3``, ``Media/4``), else a logical reference by
+    this service's ECG id (files and PACS studies have no FHIR id here)."""
+    if ecg_reference:
+        return {"reference": ecg_reference}
+    if ecg_id:
+        return {"identifier": {"system": ECG_IDENTIFIER_SYSTEM, "value": ecg_id}}
+    return None
 
 
 def finding_concept(score: LabelScore) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""Report annotation: write one ECG's AI result back to the EHR's FHIR server.
+
+One transaction Bundle (Device, impression Observation, DiagnosticReport, Provenance; see
+:mod:`cds_service.fhir_results`) is POSTed to ``settings.fhir.writeback_server``, which must be
+on ``settings.fhir.allowed_servers``. The outcome is audited as a ``writeback`` event.
+
+Errors say whether trying again can help: :class:`WriteBackUnavailable` (connection failure,
+timeout, 5xx, 429) is ``retryable`` and the ``annotate_report`` job retries it with backoff;
+:class:`WriteBackRejected` (4xx, not allow-listed, nothing to write) is not. The bearer token
+(``settings.fhir.writeback_token``) is sent on this one request and never logged, audited or
+put in an error message; redirects are not followed, so it cannot leak to another host.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+
+from cds_service.audit import Actor
+from cds_service.fhir_results import build_result_bundle
+
+if TYPE_CHECKING:
+    from cds_service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON: Final = "application/fhir+json"
+WRITEBACK_ACTOR: Final = Actor(client="ecg-cds report annotation")
+#: Resource types whose ids may be the source ECG on the FHIR server (Observation.derivedFrom).
+_ECG_RESOURCE_TYPES: Final = ("Observation", "DocumentReference", "ImagingStudy", "Media")
+
+
+class WriteBackError(RuntimeError):
+    """Write-back failed. ``retryable`` says whether the same call may succeed later."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class WriteBackUnavailable(WriteBackError):
+    """The FHIR server could not be reached or failed (timeout, 5xx, 429): try again later."""
+
+    retryable = True
+
+
+class WriteBackRejected(WriteBackError):
+    """The write-back cannot succeed as is (refused by the server with 4xx, server not
+    allow-listed, no result or no patient): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class WriteBackOutcome:
+    """What the server created (relative references ``Type/id``)."""
+
+    server: str
+    ecg_id: str
+    model_version: str
+    status_code: int
+    references: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def observation(self) -> str | None:
+        return self.references.get("Observation")
+
+    @property
+    def diagnostic_report(self) -> str | None:
+        return self.references.get("DiagnosticReport")
+
+    @property
+    def provenance(self) -> str | None:
+        return self.references.get("Provenance")
+
+    @property
+    def device(self) -> str | None:
+        return self.references.get("Device")
+
+
+def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
+    """Write the stored result for ``ecg_id`` to the write-back FHIR server; audit the outcome."""
+    settings = runtime.settings
+    server = (settings.fhir.writeback_server or "").rstrip("/")
+    info = runtime.pipeline.get_info(ecg_id)
+    patient = _patient_reference(info.patient_ref if info else None)
+    audit_keys: dict[str, Any] = {"ecg_id": ecg_id, "patient": patient}
+
+    def refuse(message: str, model_version: str | None = None) -> WriteBackRejected:
+        runtime.audit.record(
+            "writeback",
+            outcome="failure",
+            actor=WRITEBACK_ACTOR,
+            model_version=model_version,
+            detail={"server": server or None, "reason": message},
+            **audit_keys,
+        )
+        return WriteBackRejected(message)
+
+    if not server:
+        raise refuse("no write-back server is configured (settings.fhir.writeback_server)")
+    if not is_allowed(server, settings.fhir.allowed_servers):
+        raise refuse(
+            f"write-back server {server} is not in settings.fhir.allowed_servers; add it there "
+            "to allow this service to write to it"
+        )
+    if info is None:
+        raise refuse(f"no ECG with id {ecg_id} is stored")
+    stored = runtime.pipeline.result(ecg_id)
+    if stored is None:
+        raise refuse(f"ECG {ecg_id} has no classification result yet")
+    version = stored.model_version
+    if patient is None:
+        raise refuse(
+            f"ECG {ecg_id} is not linked to a patient; a report annotation needs one", version
+        )
+
+    resources = build_result_bundle(
+        stored.result,
+        ecg_reference=_ecg_reference(info.source_uri, server),
+        patient_reference=patient,
+        effective=info.acquired_at,
+        model_card_url=settings.public_base_url.rstrip("/") + "/model-card",
+        ecg_id=ecg_id,
+    )
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    if settings.fhir.writeback_token:
+        headers["Authorization"] = f"Bearer {settings.fhir.writeback_token}"
+
+    try:
+        with httpx.Client(timeout=settings.fhir.timeout_s, follow_redirects=False) as client:
+            response = client.post(server, json=resources.bundle, headers=headers)
+    except httpx.TransportError as exc:
+        message = f"FHIR server {server} unreachable ({type(exc).__name__})"
+        _audit_failure(runtime, "error", server, message, None, version, audit_keys)
+        raise WriteBackUnavailable(message) from None
+
+    status = response.status_code
+    if status >= 500 or status == 429:
+        message = f"FHIR server {server} answered HTTP {status}"
+        _audit_failure(runtime, "error", server, message, status, version, audit_keys)
+        raise WriteBackUnavailable(message, status_code=status)
+    if status >= 300:
+        message = f"FHIR server {server} refused the transaction: HTTP {status}" + _issues(response)
+        _audit_failure(runtime, "failure", server, message, status, version, audit_keys)
+        raise WriteBackRejected(message, status_code=status)
+
+    references = _created_references(response)
+    runtime.audit.record(
+        "writeback",
+        outcome="success",
+        actor=WRITEBACK_ACTOR,
+        model_version=version,
+        detail={"server": server, "status": status, "created": references},
+        **audit_keys,
+    )
+    log.info("wrote report annotation for ECG %s to %s", ecg_id, server)
+    return WriteBackOutcome(server, ecg_id, version, status, references)
+
+
+def is_allowed(server: str, allowed: list[str]) -> bool:
+    """Exact base-URL match (ignoring a trailing slash): no prefix or host-only matching."""
+    wanted = server.rstrip("/")
+    return any(wanted == a.rstrip("/") for a in allowed)
+
+
+def _patient_reference(patient_ref: str | None) -> str | None:
+    if not patient_ref:
+        return None
+    return patient_ref if "/" in patient_ref else f"Patient/{patient_ref}"
+
+
+def _ecg_reference(source_uri: str | None, server: str) -> str | None:
+    """A literal reference when the ECG came from this FHIR server, else None (logical ref)."""
+    if not source_uri:
+        return None
+    relative = source_uri
+    if source_uri.startswith(server + "/"):
+        relative = source_uri[len(server) + 1 :]
+    elif "://" in source_uri:
+        return None
+    parts = relative.split("/")
+    if len(parts) in (2, 4) and parts[0] in _ECG_RESOURCE_TYPES and parts[1]:
+        return f"{parts[0]}/{parts[1]}"
+    return None
+
+
+def _created_references(response: httpx.Response) -> dict[str, str]:
+    """``{resourceType: "Type/id"}`` from a transaction-response's ``response.location``s."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    found: dict[str, str] = {}
+    for entry in body.get("entry", []) if isinstance(body, dict) else []:
+        location = (entry.get("response") or {}).get("location") or ""
+        path = urlsplit(location).path if "://" in location else location
+        parts = [p for p in path.split("/") if p]
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) >= 2:
+            found.setdefault(parts[-2], f"{parts[-2]}/{parts[-1]}")
+    return found
+
+
+def _issues(response: httpx.Response) -> str:
+    """The OperationOutcome's issue codes (not its free text, which may echo patient data)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ""
+    codes = sorted({str(i.get("code")) for i in body.get("issue", []) if i.get("code")})
+    return f" ({', '.join(codes)})" if codes else ""
+
+
+def _audit_failure(
+    runtime: Runtime,
+    outcome: str,
+    server: str,
+    message: str,
+    status: int | None,
+    version: str,
+    keys: dict[str, Any],
+) -> None:
+    runtime.audit.record(
+        "writeback",
+        outcome=outcome,
+        actor=WRITEBACK_ACTOR,
+        model_version=version,
+        detail={"server": server, "status": status, "reason": message},
+        **keys,
+    )
