@@ -111,10 +111,16 @@ def root_element_is(data: bytes, local_name: str, namespace: str | None = None) 
     """
     head = xml_head(data)
     body = re.sub(r"<!--.*?-->|<\?.*?\?>|<!DOCTYPE[^>]*>", "", head, flags=re.DOTALL)
-    match = re.search(r"<\s*(?:[\w.-]+:)?([\w.-]+)([^>]*)", body)
-    if match is None or match.group(1) != local_name:
+    match = re.search(r"<\s*(?:([\w.-]+):)?([\w.-]+)([^>]*)", body)
+    if match is None or match.group(2) != local_name:
         return False
-    return namespace is None or namespace in match.group(2)
+    if namespace is None:
+        return True
+    prefix = match.group(1)
+    declarations = dict(
+        re.findall(r"xmlns(?::([\w.-]+))?\s*=\s*[\"']([^\"']*)[\"']", match.group(3))
+    )
+    return declarations.get(prefix or "") == namespace
 
 
 def local_name(element: etree._Element) -> str:

@@ -1,0 +1,172 @@
+"""Philips PageWriter/TraceMaster XML reader on real 1.03 and 1.04 files.
+
+References: ``sierraecg.read_file`` (the package's own end-to-end reader) for the decoded
+samples, Einthoven's and Goldberger's laws for the reconstructed limb leads, and the
+cart's 1 mV calibration pulse for the amplitude units.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sierraecg
+
+from adapters import STANDARD_LEADS, EcgFormatError, load_ecg
+
+FILES = ["philips_xml/129DYPRG.XML", "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"]
+V103, V104 = FILES
+
+
+def _text(path: Path) -> str:
+    data = path.read_bytes()
+    return data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def loaded(formats_dir: Path) -> dict[str, object]:
+    return {relative: load_ecg(formats_dir / relative) for relative in FILES}
+
+
+@pytest.mark.parametrize("relative", FILES)
+def test_standard_leads_in_millivolts(loaded: dict, relative: str) -> None:
+    ecg = loaded[relative]
+    assert ecg.source.format == "philips-xml"
+    assert ecg.leads == STANDARD_LEADS
+    assert ecg.fs == pytest.approx(500.0)
+    assert ecg.signal.dtype == np.float32
+    assert 10.0 <= ecg.duration_s <= 11.0
+    # the cart's calibration pulse at the end of the record is exactly 1 mV
+    assert float(ecg.extra["calibration_pulse_mv"]) == pytest.approx(1.0)
+    assert 0.2 < float(np.abs(ecg.signal).max()) < 6.0
+
+
+@pytest.mark.parametrize("relative", FILES)
+def test_samples_match_sierraecg(formats_dir: Path, loaded: dict, relative: str) -> None:
+    ecg = loaded[relative]
+    reference = sierraecg.read_file(str(formats_dir / relative))
+    text = _text(formats_dir / relative)
+    resolution = re.search(r'resolution="(\d+(?:\.\d+)?)"|<signalresolution>(.*?)<', text)
+    assert resolution is not None
+    uv_per_bit = float(resolution.group(1) or resolution.group(2))
+    for lead in reference.leads:
+        expected = lead.samples[: ecg.n_samples].astype(float) * uv_per_bit / 1000.0
+        np.testing.assert_allclose(ecg.lead(lead.label), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("relative", FILES)
+def test_reconstructed_limb_leads_obey_einthoven(loaded: dict, relative: str) -> None:
+    ecg = loaded[relative]
+    lead_i, lead_ii = ecg.lead("I"), ecg.lead("II")
+    lsb = 0.005  # 5 uV per bit in both files
+    # exact up to the cart's rounding of the residuals: a few LSB
+    assert np.abs(ecg.lead("III") - (lead_ii - lead_i)).max() <= 3 * lsb
+    assert np.abs(ecg.lead("aVR") + (lead_i + lead_ii) / 2).max() <= 3 * lsb
+    assert np.abs(ecg.lead("aVL") - (lead_i - lead_ii / 2)).max() <= 3 * lsb
+    assert np.abs(ecg.lead("aVF") - (lead_ii - lead_i / 2)).max() <= 3 * lsb
+
+
+def test_calibration_tail_is_cut(loaded: dict) -> None:
+    # durationperchannel is 11000 ms (5500 samples); the identical-in-all-leads tail goes
+    for relative in FILES:
+        ecg = loaded[relative]
+        assert ecg.n_samples + int(ecg.extra["trimmed_calibration_samples"]) == 5500
+        # what remains is ECG: no two limb leads identical at the end
+        assert not np.array_equal(ecg.lead("I")[-50:], ecg.lead("V1")[-50:])
+
+
+@pytest.mark.parametrize("relative", FILES)
+def test_statements_from_the_interpretation(formats_dir: Path, loaded: dict, relative: str) -> None:
+    ecg = loaded[relative]
+    text = _text(formats_dir / relative)
+    interpretation = text[text.rindex("<interpretation ") :]
+    expected = re.findall(r"<leftstatement>(.*?)</leftstatement>", interpretation, re.S)
+    assert expected
+    unescaped = [
+        s.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&") for s in expected
+    ]
+    for statement in unescaped:
+        assert statement.strip() in ecg.statements
+    assert "ABNORMAL ECG" in ecg.statements  # the severity line
+
+
+def test_104_statements_are_the_final_ones_not_the_analysis_drafts(loaded: dict) -> None:
+    ecg = loaded[V104]
+    assert "PROBABLE LEFT VENTRICULAR HYPERTROPHY" in ecg.statements
+    assert "LEFT VENTRICULAR HYPERTROPHY" not in ecg.statements  # <lhsstatement> draft
+    assert ecg.extra["statement_codes"].split() == ["SR", "LVHCNP", "STELVH"]
+
+
+def test_metadata(loaded: dict) -> None:
+    old, new = loaded[V103], loaded[V104]
+    assert old.patient_id == "1112010721168bdc"
+    assert old.start_time == datetime(2011, 12, 1, 7, 27, 34)
+    assert old.device == "Philips HeartstartMRx"
+    assert new.patient_id == "9999"
+    assert new.start_time == datetime(2010, 1, 19, 15, 19, 22)
+    assert new.device is not None and "PageWriter" in new.device
+
+
+def test_median_beats_of_104(formats_dir: Path, loaded: dict) -> None:
+    ecg = loaded[V104]
+    beats = ecg.median_beats
+    assert beats is not None
+    assert beats.leads == STANDARD_LEADS
+    assert beats.fs == pytest.approx(500.0)
+    reference = sierraecg.read_file(str(formats_dir / V104), include_repbeats=True).repbeats
+    n = beats.signal.shape[1]
+    for lead in STANDARD_LEADS:
+        raw = reference[lead].samples.astype(float)
+        assert (raw[n:] == 32767).all()  # what was cut is the padding sentinel
+        np.testing.assert_allclose(
+            beats.signal[beats.leads.index(lead)], raw[:n] * 2.5 / 1000, atol=1e-6
+        )
+    # a median QRS is about as tall as the rhythm's
+    rhythm_peak = float(np.abs(ecg.lead("V3")).max())
+    median_peak = float(np.abs(beats.signal[beats.leads.index("V3")]).max())
+    assert 0.5 * rhythm_peak < median_peak < 1.5 * rhythm_peak
+
+
+def test_103_file_has_no_median_beats(loaded: dict) -> None:
+    assert loaded[V103].median_beats is None
+
+
+def _with_first_chunk_size(text: str, size: int) -> str:
+    match = re.search(r"(<parsedwaveforms[^>]*>)(.*?)(</parsedwaveforms>)", text, re.S)
+    assert match is not None
+    data = bytearray(base64.b64decode(re.sub(r"\s+", "", match.group(2))))
+    data[0:4] = size.to_bytes(4, "little", signed=True)
+    encoded = base64.b64encode(bytes(data)).decode()
+    return text[: match.start(2)] + encoded + text[match.end(2) :]
+
+
+@pytest.mark.parametrize("size", [-8, 0, 10**9])
+def test_corrupt_xli_chunk_size_fails_fast(formats_dir: Path, size: int) -> None:
+    # sierraecg.xli.xli_decode would loop forever on a chunk size of -8
+    corrupt = _with_first_chunk_size(_text(formats_dir / V103), size)
+    started = time.perf_counter()
+    with pytest.raises(EcgFormatError, match="XLI") as info:
+        load_ecg(corrupt.encode("utf-8"), name="xli.xml")
+    assert str(info.value).startswith("xli.xml: ")
+    assert time.perf_counter() - started < 5
+
+
+def test_unsupported_version_is_refused(formats_dir: Path) -> None:
+    text = _text(formats_dir / V103).replace(
+        "<documentversion>1.03</documentversion>", "<documentversion>9.99</documentversion>"
+    )
+    with pytest.raises(EcgFormatError, match=r"9\.99"):
+        load_ecg(text.encode("utf-8"), name="future.xml")
+
+
+def test_utf16_file_is_detected_from_bytes(formats_dir: Path) -> None:
+    data = (formats_dir / V104).read_bytes()
+    assert data[:2] == b"\xff\xfe"  # the 1.04 sample is UTF-16
+    ecg = load_ecg(data, name="upload")
+    assert ecg.source.format == "philips-xml"
+    assert ecg.source.uri is None
