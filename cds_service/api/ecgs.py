@@ -1,5 +1,420 @@
-"""Router placeholder: filled in by the ecgs work."""
+"""ECG upload and lookup: ``POST /ecgs``, ``GET /ecgs/{id}``, ``GET /ecgs/{id}/result``.
 
-from fastapi import APIRouter
+Uploading stores the original bytes, recognises duplicates by SHA-256, and queues
+classification (and FHIR write-back when configured). Accepted bodies:
 
-router = APIRouter()
+* ``multipart/form-data`` with one ``file`` part in any supported format, or several parts
+  forming one multi-file record (a WFDB ``.hea`` with its ``.dat``/``.mat``);
+* ``application/fhir+json`` / ``application/json``: a FHIR Observation (waveform) or a
+  DocumentReference whose ``content[0].attachment.data`` holds the ECG file (base64);
+* the raw file as the body (``application/octet-stream``, ``application/dicom``, XML).
+
+Writes need a bearer token from ``settings.auth.ingest_tokens``; reads need one too (ECGs
+are PHI). Bad input gets an OperationOutcome naming what is wrong, and an audit entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from adapters import EcgFormatError
+from cds_service.api.audit import token_matches
+from cds_service.audit import Actor, AuditError
+from cds_service.runtime import Runtime
+from cds_service.storage.records import EcgInfo, StoredResult
+
+router = APIRouter(prefix="/ecgs", tags=["ecgs"])
+
+#: Documents the scheme in OpenAPI; the check itself is :func:`require_ingest_token`.
+_bearer_scheme = HTTPBearer(auto_error=False, description="A token from auth.ingest_tokens")
+_RAW_TYPES = {
+    "application/octet-stream",
+    "application/dicom",
+    "application/xml",
+    "text/xml",
+    "application/hl7-v3+xml",
+}
+_JSON_TYPES = {"application/json", "application/fhir+json"}
+MAX_WAIT_S = 10.0
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class InputProblem(Exception):
+    """Bad input: answered with an OperationOutcome and recorded in the audit trail."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def operation_outcome(message: str, code: str = "invalid") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": message}],
+    }
+
+
+def _problem_response(problem: InputProblem) -> JSONResponse:
+    return JSONResponse(
+        operation_outcome(problem.message, problem.code),
+        status_code=problem.status,
+        media_type="application/fhir+json",
+    )
+
+
+# -- dependencies -------------------------------------------------------------------------------
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        raise HTTPException(status_code=503, detail="The service is starting; try again.")
+    return runtime
+
+
+def require_ingest_token(
+    request: Request,
+    runtime: Runtime = Depends(get_runtime),
+    _scheme: Any = Depends(_bearer_scheme),
+) -> Actor:
+    """The uploading client, or a bare 401 (recorded as ``auth-failure``)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    tokens = runtime.settings.auth.ingest_tokens
+    if scheme.lower() != "bearer" or not token:
+        reason = "no bearer credential"
+    elif not tokens:
+        reason = "ECG endpoints have no credential configured (auth.ingest_tokens)"
+    else:
+        index = token_matches(token, tokens)
+        if index is not None:
+            return Actor(client=f"ingest-token-{index}")
+        reason = "credential not accepted"
+    host = request.client.host if request.client else None
+    with contextlib.suppress(AuditError):  # refuse even if the refusal cannot be recorded
+        runtime.audit.record(
+            "auth-failure",
+            outcome="failure",
+            actor=Actor(client=f"host:{host}" if host else None),
+            detail={"endpoint": request.url.path, "reason": reason},
+        )
+    raise HTTPException(
+        status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+# -- schemas ------------------------------------------------------------------------------------
+
+
+class EcgOut(BaseModel):
+    id: str = Field(description="The service's id for this ECG (UUID)")
+    sha256: str = Field(description="SHA-256 of the stored bytes; duplicates share it")
+    format: str = Field(description="Detected format, e.g. wfdb, hl7-aecg, dicom")
+    source_uri: str | None = None
+    patient_ref: str | None = Field(None, description="FHIR reference given at upload")
+    acquired_at: datetime | None = Field(None, description="Acquisition time the file states")
+    created_at: datetime
+    status: Literal["pending", "done", "failed", "rejected"] = Field(
+        description="pending: queued or classifying; rejected: the quality gate refused it"
+    )
+    error: str | None = Field(None, description="Why classification failed (status failed)")
+    n_leads: int
+    fs: float = Field(description="Sampling rate, Hz")
+    duration_s: float
+    created: bool = Field(False, description="True when this request stored it (False: duplicate)")
+    result: dict[str, Any] | None = Field(None, description="The classification, when ready")
+
+    @classmethod
+    def of(cls, info: EcgInfo, result: StoredResult | None = None) -> EcgOut:
+        return cls(
+            id=info.id,
+            sha256=info.sha256,
+            format=info.format,
+            source_uri=info.source_uri,
+            patient_ref=info.patient_ref,
+            acquired_at=info.acquired_at,
+            created_at=info.created_at,
+            status=info.status,
+            error=info.error,
+            n_leads=info.n_leads,
+            fs=info.fs,
+            duration_s=info.duration_s,
+            created=info.created,
+            result=_result_dict(result),
+        )
+
+
+class ResultOut(BaseModel):
+    ecg_id: str
+    model_version: str
+    created_at: datetime
+    result: dict[str, Any] = Field(
+        description="ClassificationResult: quality, scores, measurements"
+    )
+
+
+def _result_dict(result: StoredResult | None) -> dict[str, Any] | None:
+    return result.result.to_dict() if result else None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not a readable ECG (OperationOutcome says why)"},
+    401: {"description": "Missing or wrong bearer token"},
+    413: {"description": "Body over max_request_bytes"},
+    415: {"description": "Unsupported content type"},
+    422: {"description": "JSON that is not a usable FHIR Observation/DocumentReference"},
+}
+
+
+# -- body parsing -------------------------------------------------------------------------------
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise InputProblem(
+            413, "too-costly", f"body is {length} bytes, over the {limit}-byte limit"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputProblem(413, "too-costly", f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise InputProblem(
+            413, "too-costly", f"body is {length} bytes, over the {limit}-byte limit"
+        )
+    try:
+        form = await request.form(max_files=16, max_fields=16)
+    except Exception as exc:  # starlette raises its own MultiPartException on malformed bodies
+        raise InputProblem(400, "invalid", f"malformed multipart body: {exc}") from None
+    files: dict[str, bytes] = {}
+    total = 0
+    for _key, value in form.multi_items():
+        if not isinstance(value, UploadFile):
+            continue
+        data = await value.read()
+        total += len(data)
+        if total > limit:
+            raise InputProblem(413, "too-costly", f"upload is over the {limit}-byte limit")
+        name = (value.filename or f"part{len(files)}").replace("\\", "/").rsplit("/", 1)[-1]
+        files[name] = data
+    await form.close()
+    if not files:
+        raise InputProblem(
+            400, "required", "multipart body has no file part; send the ECG as a 'file' part"
+        )
+    return files
+
+
+def _from_fhir_json(body: bytes) -> bytes:
+    """The ECG bytes in a FHIR resource: an Observation as is, a DocumentReference attachment."""
+    try:
+        resource = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputProblem(400, "structure", f"body is not valid JSON: {exc}") from None
+    if not isinstance(resource, dict) or "resourceType" not in resource:
+        raise InputProblem(422, "structure", "JSON body is not a FHIR resource (no resourceType)")
+    kind = resource["resourceType"]
+    if kind == "Observation":
+        return body
+    if kind == "DocumentReference":
+        try:
+            attachment = resource["content"][0]["attachment"]
+        except (KeyError, IndexError, TypeError):
+            raise InputProblem(
+                422, "required", "DocumentReference has no content[0].attachment"
+            ) from None
+        data = attachment.get("data") if isinstance(attachment, dict) else None
+        if not data:
+            raise InputProblem(
+                422,
+                "not-supported",
+                "DocumentReference attachment has no inline data; attachment.url is not "
+                "fetched, send the file itself",
+            )
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputProblem(422, "invalid", "attachment.data is not valid base64") from None
+    raise InputProblem(
+        422, "not-supported", f"resourceType {kind!r}: send an Observation or a DocumentReference"
+    )
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    summary="Upload an ECG: store it, classify it, write results back when configured",
+    status_code=201,
+    response_model=EcgOut,
+    response_model_exclude_none=True,
+    responses={200: {"description": "Already stored (same SHA-256)", "model": EcgOut}, **_ERRORS},
+)
+async def upload_ecg(
+    request: Request,
+    patient: str | None = Query(
+        None, max_length=256, description="FHIR reference of the patient, e.g. Patient/123"
+    ),
+    wait_s: float = Query(
+        0.0, ge=0.0, le=MAX_WAIT_S, description="Wait this long for the result (seconds)"
+    ),
+    actor: Actor = Depends(require_ingest_token),
+    runtime: Runtime = Depends(get_runtime),
+) -> JSONResponse:
+    limit = runtime.settings.max_request_bytes
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    pipeline = runtime.pipeline
+    try:
+        if content_type == "multipart/form-data":
+            files = await _multipart_files(request, limit)
+            info = await run_in_threadpool(
+                pipeline.accept_files, files, patient_ref=patient, actor=actor,
+                source_uri=None if len(files) > 1 else next(iter(files)),
+            )  # fmt: skip
+        elif content_type in _JSON_TYPES:
+            data = _from_fhir_json(await _read_limited(request, limit))
+            info = await run_in_threadpool(
+                pipeline.accept_bytes, data, patient_ref=patient, actor=actor
+            )
+        elif content_type in _RAW_TYPES:
+            data = await _read_limited(request, limit)
+            if not data:
+                raise InputProblem(400, "required", "the body is empty; send the ECG file")
+            info = await run_in_threadpool(
+                pipeline.accept_bytes, data, patient_ref=patient, actor=actor
+            )
+        else:
+            raise InputProblem(
+                415,
+                "not-supported",
+                f"content type {content_type or '(none)'!r} is not accepted; use "
+                "multipart/form-data, application/fhir+json or application/octet-stream",
+            )
+    except EcgFormatError as exc:
+        problem = InputProblem(400, "invalid", str(exc))
+        _audit_refusal(runtime, actor, patient, problem)
+        return _problem_response(problem)
+    except InputProblem as problem:
+        _audit_refusal(runtime, actor, patient, problem)
+        return _problem_response(problem)
+    await run_in_threadpool(pipeline.submit, info.id)
+    result = None
+    if wait_s > 0:
+        result = (await run_in_threadpool(pipeline.wait, [info.id], wait_s))[info.id]
+        fresh = await run_in_threadpool(pipeline.get_info, info.id)
+        if fresh is not None:  # the status moved on; ``created`` belongs to this request
+            info = replace(fresh, created=info.created)
+    body = EcgOut.of(info, result).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(
+        body, status_code=201 if body["created"] else 200, headers={"Location": f"/ecgs/{info.id}"}
+    )
+
+
+def _audit_refusal(
+    runtime: Runtime, actor: Actor, patient: str | None, problem: InputProblem
+) -> None:
+    with contextlib.suppress(AuditError):
+        runtime.audit.record(
+            "ingest",
+            outcome="failure",
+            actor=actor,
+            patient=patient,
+            detail={"status": problem.status, "reason": problem.message[:500]},
+        )
+
+
+@router.get(
+    "/{ecg_id}",
+    summary="One stored ECG: metadata, status and (when ready) its result",
+    response_model=EcgOut,
+    response_model_exclude_none=True,
+    responses={401: _ERRORS[401], 404: {"description": "No such ECG"}},
+)
+def get_ecg(
+    ecg_id: str,
+    _actor: Actor = Depends(require_ingest_token),
+    runtime: Runtime = Depends(get_runtime),
+) -> EcgOut:
+    info = runtime.pipeline.get_info(ecg_id)
+    if info is None:
+        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
+    return EcgOut.of(info, runtime.pipeline.result(ecg_id))
+
+
+@router.get(
+    "/{ecg_id}/result",
+    summary="The classification of one ECG",
+    response_model=ResultOut,
+    responses={
+        202: {"description": "Not classified yet (pending)"},
+        401: _ERRORS[401],
+        404: {"description": "No such ECG"},
+        409: {"description": "Classification failed; POST /ecgs/{id}/classify retries it"},
+    },
+)
+def get_result(
+    ecg_id: str,
+    _actor: Actor = Depends(require_ingest_token),
+    runtime: Runtime = Depends(get_runtime),
+) -> Any:
+    info = runtime.pipeline.get_info(ecg_id)
+    if info is None:
+        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
+    stored = runtime.pipeline.result(ecg_id)
+    if stored is not None:
+        return ResultOut(
+            ecg_id=stored.ecg_id,
+            model_version=stored.model_version,
+            created_at=stored.created_at,
+            result=stored.result.to_dict(),
+        )
+    if info.status == "failed":
+        return JSONResponse(
+            operation_outcome(f"classification failed: {info.error}", "exception"),
+            status_code=409,
+            media_type="application/fhir+json",
+        )
+    return JSONResponse({"ecg_id": ecg_id, "status": info.status}, status_code=202)
+
+
+@router.post(
+    "/{ecg_id}/classify",
+    summary="Queue classification again (retries a failed ECG; a no-op when classified)",
+    status_code=202,
+    responses={401: _ERRORS[401], 404: {"description": "No such ECG"}},
+)
+def classify_again(
+    ecg_id: str,
+    _actor: Actor = Depends(require_ingest_token),
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, str]:
+    try:
+        runtime.pipeline.submit(ecg_id)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.") from None
+    return {"ecg_id": ecg_id, "status": "queued"}
