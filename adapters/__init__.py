@@ -20,12 +20,17 @@ from adapters.record import (
 # Reader modules register on import. Order matters only for sniffing ambiguity;
 # each sniff looks at content, never at the file name.
 # (reader imports are added here as readers land)
-from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
-from adapters import sph_hdf5 as _sph_hdf5  # noqa: F401
-from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
 from adapters import aecg as _aecg  # noqa: F401
+from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
+from adapters import dicom as _dicom  # noqa: F401
 from adapters import muse as _muse  # noqa: F401
 from adapters import philips as _philips  # noqa: F401
+from adapters import sph_hdf5 as _sph_hdf5  # noqa: F401
+from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
+
+# isort: split
+# Writers: the canonical record out to the EHR's formats.
+from adapters.dicom import ecg_to_dicom_bytes as to_dicom_bytes
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -39,4 +44,5 @@ __all__ = [
     "load_ecg",
     "sha256_hex",
     "standard_12_lead",
+    "to_dicom_bytes",
 ]

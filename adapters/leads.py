@@ -8,7 +8,7 @@ _CANONICAL = {
     "I": "I", "II": "II", "III": "III", "AVR": "aVR", "AVL": "aVL", "AVF": "aVF",
     "V1": "V1", "V2": "V2", "V3": "V3", "V4": "V4", "V5": "V5", "V6": "V6",
 }  # fmt: skip
-_PREFIXES = ("MDC_ECG_LEAD_", "LEAD_", "LEAD ")
+_PREFIXES = ("MDC_ECG_ELEC_POTL_", "MDC_ECG_LEAD_", "LEAD_", "LEAD ")
 
 
 def normalize_lead_name(raw: str) -> str:
@@ -26,3 +26,49 @@ def normalize_lead_name(raw: str) -> str:
             break
     upper = re.sub(r"[\s_-]", "", upper)
     return _CANONICAL.get(upper, name)
+
+
+#: ISO/IEEE 11073-10101 (MDC) ECG lead term codes, the part after the partition: DICOM CID 3001
+#: writes them as ``2:<term>``, the context-free lead identity is ``131072 + term``
+#: (MDC_ECG_LEAD_*), the lead potential used in FHIR is ``131328 + term`` (MDC_ECG_ELEC_POTL_*),
+#: and legacy SCP-ECG DICOM files write ``5.6.3-9-<term>``. Frank X/Y/Z keep the PTB names.
+MDC_LEAD_TERMS: dict[int, str] = {
+    1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6",
+    9: "V7", 10: "V2R", 11: "V3R", 12: "V4R", 13: "V5R", 14: "V6R", 15: "V7R",
+    16: "vx", 17: "vy", 18: "vz", 19: "CC5", 20: "CM5",
+    61: "III", 62: "aVR", 63: "aVL", 64: "aVF",
+}  # fmt: skip
+MDC_LEAD_BASE = 131072  # MDC_ECG_LEAD (partition 2 << 16)
+MDC_POTENTIAL_BASE = 131328  # MDC_ECG_ELEC_POTL: the lead-unspecific potential code
+_TERM_BY_NAME = {name.upper(): term for term, name in MDC_LEAD_TERMS.items()}
+_TERM_BY_NAME.update({"X": 16, "Y": 17, "Z": 18})
+
+
+def mdc_lead_term(name: str) -> int | None:
+    """The MDC lead term of a (normalised) lead name, or None if MDC has no code for it."""
+    return _TERM_BY_NAME.get(normalize_lead_name(name).upper())
+
+
+def lead_name_from_mdc_term(term: int) -> str | None:
+    return MDC_LEAD_TERMS.get(term)
+
+
+def lead_name_from_code(code: str) -> str | None:
+    """A lead name from any coded form: ``2:61``, ``131133``, ``131389``, ``5.6.3-9-61``.
+
+    Returns None for codes that name no specific lead (e.g. the generic potential 131328)
+    or that are unknown, so callers can fall back to the code's display text.
+    """
+    value = code.strip()
+    term: int | None = None
+    if re.fullmatch(r"2:\d+", value):
+        term = int(value[2:])
+    elif re.fullmatch(r"5\.6\.3-9-\d+", value):
+        term = int(value.rsplit("-", 1)[1])
+    elif value.isdigit():
+        number = int(value)
+        if MDC_POTENTIAL_BASE < number < MDC_POTENTIAL_BASE + 256:
+            term = number - MDC_POTENTIAL_BASE
+        elif MDC_LEAD_BASE < number < MDC_LEAD_BASE + 256:
+            term = number - MDC_LEAD_BASE
+    return None if term is None else MDC_LEAD_TERMS.get(term)

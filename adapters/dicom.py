@@ -1,0 +1,436 @@
+"""DICOM ECG waveforms in and out (12-lead, General, Ambulatory ECG Waveform Storage).
+
+Reading: the RHYTHM multiplex group becomes the signal and a MEDIAN BEAT group, if present,
+``Ecg.median_beats``. Each channel is scaled by its own sensitivity, correction factor and
+baseline (DICOM PS3.3 C.10.9.1.4.3, the same arithmetic as pydicom's ``waveform_array``)
+and converted from its UCUM sensitivity units (``uV``, ``mV``, ``V``) to millivolts. Lead
+names come from the channel source codes (MDC ``2:1``, legacy SCP-ECG ``5.6.3-9-1``), with
+the code meaning as a fallback. Free-text annotations become statements, coded SNOMED CT
+annotations diagnosis codes, numeric ones (intervals, axes) ``extra`` entries.
+
+Writing (:func:`ecg_to_dicom`): 16-bit signed samples, one sensitivity per channel in
+microvolts. The sensitivity is the smallest value of the 1-2-5 series (0.1, 0.2, 0.5, 1, 2,
+5 ... uV) that fits the channel's peak into int16, so the quantisation step is that value
+and the round-trip error at most half of it (0.05 uV for a 3 mV peak).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+
+from adapters.errors import EcgFormatError
+from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
+from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.record import Ecg, EcgSource, MedianBeats, sha256_hex
+
+FORMAT = "dicom"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+
+TWELVE_LEAD_ECG = "1.2.840.10008.5.1.4.1.1.9.1.1"
+GENERAL_ECG = "1.2.840.10008.5.1.4.1.1.9.1.2"
+AMBULATORY_ECG = "1.2.840.10008.5.1.4.1.1.9.1.3"
+GENERAL_32BIT_ECG = "1.2.840.10008.5.1.4.1.1.9.1.4"
+
+#: UCUM voltage units -> factor to millivolts.
+_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3, "nv": 1e-6}
+_DTYPES = {
+    (8, "SB"): "i1", (8, "UB"): "u1", (16, "SS"): "i2", (16, "US"): "u2",
+    (32, "SL"): "i4", (32, "UL"): "u4", (64, "SV"): "i8", (64, "UV"): "u8",
+}  # fmt: skip
+_SNOMED_SCHEMES = {"SCT", "SNM3", "SRT"}
+
+
+def sniff(item: ReaderInput) -> bool:
+    return item.data[128:132] == b"DICM"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _code(item: Dataset, sequence: str) -> Dataset | None:
+    seq = item.get(sequence)
+    return seq[0] if seq else None
+
+
+def _lead_name(channel: Dataset, index: int) -> str:
+    source = _code(channel, "ChannelSourceSequence")
+    if source is None:
+        return f"ch{index + 1}"
+    name = lead_name_from_code(str(source.get("CodeValue", "")))
+    if name is not None:
+        return name
+    meaning = str(source.get("CodeMeaning", "")).strip()
+    # "Lead I (Einthoven)" -> "I"; an unknown meaning keeps its own text.
+    meaning = meaning.split("(")[0].strip() or meaning
+    return normalize_lead_name(meaning) if meaning else f"ch{index + 1}"
+
+
+def _channel_scale(name: str, channel: Dataset, where: str, index: int) -> tuple[float, float]:
+    """(multiplier, offset) taking a raw sample to millivolts for one channel."""
+    units = _code(channel, "ChannelSensitivityUnitsSequence")
+    if "ChannelSensitivity" not in channel or units is None:
+        raise EcgFormatError(
+            where,
+            f"channel {index + 1} has no sensitivity or sensitivity units",
+            "the samples cannot be converted to millivolts",
+        )
+    unit = str(units.get("CodeValue", "")).strip()
+    factor = _TO_MV.get(unit.lower())
+    if factor is None:
+        raise EcgFormatError(where, f"channel {index + 1} is in {unit!r}, not a voltage")
+    sensitivity = float(channel.ChannelSensitivity)
+    correction = float(channel.get("ChannelSensitivityCorrectionFactor", 1.0) or 1.0)
+    baseline = float(channel.get("ChannelBaseline", 0.0) or 0.0)
+    if not math.isfinite(sensitivity * correction * baseline) or sensitivity == 0:
+        raise EcgFormatError(where, f"channel {index + 1} has sensitivity {sensitivity}")
+    return sensitivity * correction * factor, baseline * factor
+
+
+def _group_signal(
+    group: Dataset, where: str, little_endian: bool
+) -> tuple[np.ndarray, tuple[str, ...], float]:
+    label = str(group.get("MultiplexGroupLabel", "")) or "unlabelled"
+    required = (
+        "NumberOfWaveformChannels",
+        "NumberOfWaveformSamples",
+        "SamplingFrequency",
+        "WaveformBitsAllocated",
+        "WaveformSampleInterpretation",
+        "WaveformData",
+        "ChannelDefinitionSequence",
+    )
+    missing = [name for name in required if name not in group]
+    if missing:
+        raise EcgFormatError(where, f"multiplex group {label!r} lacks {', '.join(missing)}")
+    n_channels = int(group.NumberOfWaveformChannels)
+    n_samples = int(group.NumberOfWaveformSamples)
+    fs = float(group.SamplingFrequency)
+    kind = (int(group.WaveformBitsAllocated), str(group.WaveformSampleInterpretation))
+    dtype = _DTYPES.get(kind)
+    if dtype is None:
+        raise EcgFormatError(
+            where,
+            f"waveform samples of {kind[0]} bits, interpretation {kind[1]!r}, are not supported",
+            "expected SS (16-bit signed) or another linear integer encoding",
+        )
+    channels = list(group.ChannelDefinitionSequence)
+    if len(channels) != n_channels or n_channels == 0:
+        raise EcgFormatError(
+            where,
+            f"group {label!r} announces {n_channels} channels but defines {len(channels)}",
+        )
+    raw_bytes = bytes(group.WaveformData)
+    width = np.dtype(dtype).itemsize
+    needed = n_channels * n_samples * width
+    if len(raw_bytes) < needed:
+        raise EcgFormatError(
+            where,
+            f"group {label!r} holds {len(raw_bytes)} bytes of waveform data but "
+            f"{n_channels} channels x {n_samples} samples need {needed}",
+            "the file is truncated or its header is wrong",
+        )
+    order = "<" if little_endian else ">"
+    raw = np.frombuffer(raw_bytes[:needed], dtype=order + dtype).reshape(n_samples, n_channels)
+    scales = [_channel_scale(label, ch, where, i) for i, ch in enumerate(channels)]
+    multiplier = np.array([m for m, _ in scales], dtype=np.float64)
+    offset = np.array([o for _, o in scales], dtype=np.float64)
+    signal = (raw.T * multiplier[:, None] + offset[:, None]).astype(np.float32)
+    names = tuple(_lead_name(ch, i) for i, ch in enumerate(channels))
+    return signal, names, fs
+
+
+def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
+    """Index of the rhythm group and of the median-beat group (if any)."""
+    labels = [str(g.get("MultiplexGroupLabel", "")).upper() for g in groups]
+    median = next((i for i, lab in enumerate(labels) if "MEDIAN" in lab), None)
+    rhythm = next((i for i, lab in enumerate(labels) if "RHYTHM" in lab), None)
+    if rhythm is None:
+        originals = [
+            i
+            for i, g in enumerate(groups)
+            if str(g.get("WaveformOriginality", "")).upper() == "ORIGINAL" and i != median
+        ]
+        others = [i for i in range(len(groups)) if i != median]
+        rhythm = (originals or others or [0])[0]
+    return rhythm, median
+
+
+def _datetime(ds: Dataset) -> datetime | None:
+    candidates = [str(ds.get("AcquisitionDateTime", "") or "")]
+    for day, clock in (("ContentDate", "ContentTime"), ("StudyDate", "StudyTime")):
+        if ds.get(day):
+            candidates.append(str(ds.get(day)) + str(ds.get(clock, "") or ""))
+    for value in candidates:
+        digits = value.split("+")[0].split("-")[0].strip()
+        if not digits:
+            continue
+        main, _, fraction = digits.partition(".")
+        for fmt in ("%Y%m%d%H%M%S", "%Y%m%d%H%M", "%Y%m%d%H", "%Y%m%d"):
+            try:
+                parsed = datetime.strptime(main, fmt)
+            except ValueError:
+                continue
+            if fraction.isdigit():
+                parsed = parsed.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+            return parsed
+    return None
+
+
+def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
+    statements: list[str] = []
+    codes: list[str] = []
+    measurements: dict[str, str] = {}
+    for note in ds.get("WaveformAnnotationSequence", []):
+        text = str(note.get("UnformattedTextValue", "") or "").strip()
+        if text:
+            statements.extend(line.strip() for line in text.splitlines() if line.strip())
+        concept = _code(note, "ConceptCodeSequence")
+        if concept is not None:
+            meaning = str(concept.get("CodeMeaning", "")).strip()
+            scheme = str(concept.get("CodingSchemeDesignator", "")).strip().upper()
+            value = str(concept.get("CodeValue", "")).strip()
+            if scheme in _SNOMED_SCHEMES and value:
+                codes.append(f"{SNOMED_SYSTEM}|{value}")
+            elif meaning:
+                statements.append(meaning)
+        name = _code(note, "ConceptNameCodeSequence")
+        if name is not None and "NumericValue" in note:
+            unit = _code(note, "MeasurementUnitsCodeSequence")
+            label = str(name.get("CodeMeaning", "") or name.get("CodeValue", "")).strip()
+            number = note.NumericValue
+            number = number[0] if isinstance(number, list | pydicom.multival.MultiValue) else number
+            measurements[label] = f"{number} {unit.CodeValue if unit else ''}".strip()
+    return statements, list(dict.fromkeys(codes)), measurements
+
+
+def read(item: ReaderInput) -> Ecg:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(item.data))
+    except Exception as exc:
+        raise EcgFormatError(
+            item.name, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
+        ) from None
+    groups = list(ds.get("WaveformSequence", []))
+    if not groups:
+        sop = str(ds.get("SOPClassUID", "unknown"))
+        raise EcgFormatError(
+            item.name,
+            f"a DICOM object without a waveform (SOP class {sop})",
+            "only DICOM ECG waveform objects can be read",
+        )
+    little_endian = True
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
+        little_endian = False
+    rhythm_index, median_index = _pick_groups(groups)
+    signal, leads, fs = _group_signal(groups[rhythm_index], item.name, little_endian)
+    median: MedianBeats | None = None
+    if median_index is not None and median_index != rhythm_index:
+        beats, beat_leads, beat_fs = _group_signal(groups[median_index], item.name, little_endian)
+        median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
+    statements, codes, measurements = _annotations(ds)
+    device = " ".join(
+        str(ds.get(tag, "") or "").strip()
+        for tag in ("Manufacturer", "ManufacturerModelName")
+        if str(ds.get(tag, "") or "").strip()
+    )
+    extra = {"sop_class_uid": str(ds.get("SOPClassUID", ""))}
+    extra.update(measurements)
+    first = groups[rhythm_index].ChannelDefinitionSequence[0]
+    for tag, key in (
+        ("FilterLowFrequency", "filter_low_hz"),
+        ("FilterHighFrequency", "filter_high_hz"),
+    ):
+        if first.get(tag) is not None:
+            extra[key] = str(first.get(tag))
+    return Ecg(
+        signal=signal,
+        fs=fs,
+        leads=leads,
+        source=EcgSource(
+            format=FORMAT,
+            uri=str(item.path) if item.path else None,
+            sha256=sha256_hex(item.data),
+        ),
+        start_time=_datetime(ds),
+        patient_id=str(ds.get("PatientID", "") or "").strip() or None,
+        device=device or None,
+        statements=tuple(statements),
+        diagnosis_codes=tuple(codes),
+        median_beats=median,
+        extra=extra,
+    )
+
+
+register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+
+
+# --------------------------------------------------------------------------- writing
+
+#: Candidate sensitivities in microvolts per count (the 1-2-5 series).
+_STEPS_UV = tuple(m * 10.0**e for e in range(-1, 5) for m in (1.0, 2.0, 5.0))
+_INT16_MAX = 32767
+
+
+def quantisation_step_uv(peak_mv: float) -> float:
+    """The sensitivity (uV per count) the writer uses for a channel with this peak |mV|."""
+    peak_uv = abs(peak_mv) * 1000.0
+    for step in _STEPS_UV:
+        if peak_uv / step <= _INT16_MAX:
+            return step
+    raise ValueError(f"peak {peak_mv} mV does not fit 16-bit samples")
+
+
+def _coded(value: str, scheme: str, meaning: str, version: str | None = None) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    if version:
+        item.CodingSchemeVersion = version
+    item.CodeMeaning = meaning
+    return item
+
+
+def _channel_source(name: str) -> Dataset:
+    term = mdc_lead_term(name)
+    # MDC 2:0 is the unspecified lead; the meaning then carries the lead's own name.
+    return _coded(f"2:{term if term is not None else 0}", "MDC", f"Lead {name}")
+
+
+def _sop_class(n_channels: int, n_samples: int, fs: float) -> str:
+    """The most specific ECG IOD whose constraints (PS3.3 A.34) the recording satisfies."""
+    if n_channels <= 13 and n_samples <= 16384 and 200 <= fs <= 1000:
+        return TWELVE_LEAD_ECG
+    if n_channels <= 24 and 200 <= fs <= 1000:
+        return GENERAL_ECG
+    if n_channels <= 12 and 50 <= fs <= 1000:
+        return AMBULATORY_ECG
+    return GENERAL_ECG
+
+
+def _multiplex_group(
+    signal: np.ndarray, leads: tuple[str, ...], fs: float, label: str, originality: str
+) -> Dataset:
+    group = Dataset()
+    group.MultiplexGroupTimeOffset = "0"
+    group.WaveformOriginality = originality
+    group.NumberOfWaveformChannels = signal.shape[0]
+    group.NumberOfWaveformSamples = signal.shape[1]
+    group.SamplingFrequency = f"{fs:g}"
+    group.MultiplexGroupLabel = label
+    channels = []
+    counts = np.empty(signal.shape, dtype="<i2")
+    for i, name in enumerate(leads):
+        step_uv = quantisation_step_uv(float(np.abs(signal[i]).max(initial=0.0)))
+        counts[i] = np.rint(signal[i].astype(np.float64) * 1000.0 / step_uv)
+        channel = Dataset()
+        channel.ChannelSourceSequence = Sequence([_channel_source(name)])
+        channel.ChannelSensitivity = f"{step_uv:g}"
+        channel.ChannelSensitivityUnitsSequence = Sequence(
+            [_coded("uV", "UCUM", "microvolt", "1.4")]
+        )
+        channel.ChannelSensitivityCorrectionFactor = "1"
+        channel.ChannelBaseline = "0"
+        channel.ChannelSampleSkew = "0"
+        channel.WaveformBitsStored = 16
+        channels.append(channel)
+    group.ChannelDefinitionSequence = Sequence(channels)
+    group.WaveformBitsAllocated = 16
+    group.WaveformSampleInterpretation = "SS"
+    group.WaveformData = counts.T.tobytes()  # interleaved: sample-major, channel-minor
+    return group
+
+
+def ecg_to_dicom(
+    ecg: Ecg,
+    *,
+    patient_id: str | None = None,
+    patient_name: str = "",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    accession_number: str = "",
+) -> FileDataset:
+    """An ECG Waveform Storage dataset for ``ecg`` (12-lead when the IOD allows it).
+
+    Lead codes are MDC (CID 3001); samples are int16 with a per-channel sensitivity in uV
+    given by :func:`quantisation_step_uv`. Statements become free-text waveform
+    annotations and SNOMED CT diagnosis codes coded ones, so our reader recovers both.
+    """
+    when = ecg.start_time or datetime.now()
+    sop_class = _sop_class(len(ecg.leads), ecg.n_samples, float(ecg.fs))
+    instance = UID(sop_instance_uid) if sop_instance_uid else generate_uid()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = instance
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = "ECG"
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id if patient_id is not None else (ecg.patient_id or "")
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyDate = when.strftime("%Y%m%d")
+    ds.StudyTime = when.strftime("%H%M%S")
+    ds.ContentDate = ds.StudyDate
+    ds.ContentTime = ds.StudyTime
+    ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
+    ds.AccessionNumber = accession_number
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Manufacturer = ecg.device or ""
+
+    groups = [_multiplex_group(ecg.signal, ecg.leads, float(ecg.fs), "RHYTHM", "ORIGINAL")]
+    if ecg.median_beats is not None:
+        beats = ecg.median_beats
+        groups.append(
+            _multiplex_group(beats.signal, beats.leads, float(beats.fs), "MEDIAN BEAT", "DERIVED")
+        )
+    ds.WaveformSequence = Sequence(groups)
+
+    notes: list[Dataset] = []
+    for statement in ecg.statements:
+        note = Dataset()
+        note.UnformattedTextValue = statement[:1024]
+        note.ReferencedWaveformChannels = [1, 0]  # group 1, all channels
+        note.AnnotationGroupNumber = 0
+        notes.append(note)
+    for code in ecg.diagnosis_codes:
+        system, _, value = code.partition("|")
+        if system != SNOMED_SYSTEM or not value:
+            continue
+        note = Dataset()
+        note.ConceptNameCodeSequence = Sequence([_coded("121071", "DCM", "Finding")])
+        note.ConceptCodeSequence = Sequence([_coded(value, "SCT", f"SNOMED CT {value}")])
+        note.ReferencedWaveformChannels = [1, 0]
+        note.AnnotationGroupNumber = 0
+        notes.append(note)
+    if notes:
+        ds.WaveformAnnotationSequence = Sequence(notes)
+    return ds
+
+
+def ecg_to_dicom_bytes(ecg: Ecg, **kwargs: Any) -> bytes:
+    """:func:`ecg_to_dicom` serialised as a DICOM Part 10 file."""
+    buffer = io.BytesIO()
+    ecg_to_dicom(ecg, **kwargs).save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

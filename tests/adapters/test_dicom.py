@@ -1,0 +1,179 @@
+"""DICOM ECG waveforms: the reader against pydicom's own decoding, and the writer round trip."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRBigEndian
+
+from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_dicom_bytes
+from adapters.dicom import (
+    AMBULATORY_ECG,
+    GENERAL_ECG,
+    TWELVE_LEAD_ECG,
+    ecg_to_dicom,
+    quantisation_step_uv,
+)
+
+SAMPLE = "dicom/pydicom_waveform_ecg.dcm"
+
+
+@pytest.fixture(scope="session")
+def sample_path(formats_dir: Path) -> Path:
+    return formats_dir / SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample(sample_path: Path) -> Ecg:
+    return load_ecg(sample_path)
+
+
+def test_rhythm_group_matches_pydicom(sample: Ecg, sample_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    labels = [g.MultiplexGroupLabel for g in ds.WaveformSequence]
+    rhythm = labels.index("RHYTHM")
+    expected_uv = ds.waveform_array(rhythm).T  # sensitivity units are uV in this file
+    assert sample.source.format == "dicom"
+    assert sample.fs == float(ds.WaveformSequence[rhythm].SamplingFrequency) == 1000.0
+    assert sample.signal.shape == expected_uv.shape == (12, 10000)
+    np.testing.assert_allclose(sample.signal, expected_uv / 1000.0, atol=1e-6)
+
+
+def test_median_beats_come_from_the_median_group(sample: Ecg, sample_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    median = [g.MultiplexGroupLabel for g in ds.WaveformSequence].index("MEDIAN BEAT")
+    assert sample.median_beats is not None
+    assert sample.median_beats.signal.shape == (12, 1200)
+    np.testing.assert_allclose(
+        sample.median_beats.signal, ds.waveform_array(median).T / 1000.0, atol=1e-6
+    )
+
+
+def test_scpecg_lead_codes_and_metadata(sample: Ecg) -> None:
+    assert sample.leads == STANDARD_LEADS  # from legacy SCPECG codes 5.6.3-9-*
+    assert sample.statements == ("RITMO SINUSALE", "ECG NORMALE")
+    assert sample.patient_id == "642341"
+    assert sample.start_time is not None
+    assert sample.start_time.isoformat() == "2013-01-25T10:59:19"
+    assert sample.device is not None and sample.device.startswith("Mortara")
+    assert sample.extra["QRS Duration"] == "75 ms"
+
+
+def test_writer_output_reads_back_in_pydicom_and_our_reader(sample: Ecg) -> None:
+    data = to_dicom_bytes(sample, patient_id="P-1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.SOPClassUID == TWELVE_LEAD_ECG
+    assert ds.Modality == "ECG"
+    assert ds.file_meta.MediaStorageSOPClassUID == TWELVE_LEAD_ECG
+    rhythm = ds.WaveformSequence[0]
+    assert rhythm.WaveformSampleInterpretation == "SS" and rhythm.WaveformBitsAllocated == 16
+    codes = [ch.ChannelSourceSequence[0].CodeValue for ch in rhythm.ChannelDefinitionSequence]
+    assert codes[:3] == ["2:1", "2:2", "2:61"] and codes[6] == "2:3"
+    assert {ch.ChannelSourceSequence[0].CodingSchemeDesignator for ch in
+            rhythm.ChannelDefinitionSequence} == {"MDC"}  # fmt: skip
+    # pydicom's own decoding agrees with the record within half a quantisation step.
+    steps_mv = np.array([float(ch.ChannelSensitivity) for ch in rhythm.ChannelDefinitionSequence])
+    steps_mv = steps_mv / 1000.0
+    decoded = ds.waveform_array(0).T / 1000.0
+    assert np.all(np.abs(decoded - sample.signal) <= steps_mv[:, None] / 2 + 1e-7)
+
+    back = load_ecg(data)
+    assert back.leads == sample.leads and back.fs == sample.fs
+    assert back.patient_id == "P-1"
+    assert back.statements == sample.statements
+    assert back.start_time == sample.start_time
+    assert np.all(np.abs(back.signal - sample.signal) <= steps_mv[:, None] / 2 + 1e-7)
+    assert back.median_beats is not None and sample.median_beats is not None
+    np.testing.assert_allclose(back.median_beats.signal, sample.median_beats.signal, atol=1e-4)
+
+
+def test_round_trip_keeps_codes_extra_leads_and_picks_the_iod(data_dir: Path) -> None:
+    cinc = load_ecg(data_dir / "cinc/cinc2021/E07500")
+    back = load_ecg(to_dicom_bytes(cinc))
+    assert back.diagnosis_codes == cinc.diagnosis_codes
+    assert back.statements == cinc.statements
+
+    ptb = load_ecg(data_dir / "formats/wfdb/s0010_re")  # 15 leads, 38,400 samples
+    ds = ecg_to_dicom(ptb)
+    assert ds.SOPClassUID == GENERAL_ECG  # too many channels and samples for 12-lead
+    back = load_ecg(to_dicom_bytes(ptb))
+    assert back.leads == ptb.leads  # Frank vx/vy/vz keep MDC codes 2:16-2:18
+
+    low = load_ecg(data_dir / "ptbxl/records100/00000/00001_lr")  # 100 Hz
+    assert ecg_to_dicom(low).SOPClassUID == AMBULATORY_ECG
+
+    mitbih = load_ecg(data_dir / "formats/wfdb/100")
+    back = load_ecg(to_dicom_bytes(mitbih))
+    assert back.leads == ("MLII", "V5")  # no MDC code for MLII: carried by CodeMeaning
+    step = quantisation_step_uv(float(np.abs(mitbih.signal).max())) / 1000.0
+    assert float(np.abs(back.signal - mitbih.signal).max()) <= step / 2 + 1e-7
+
+
+@pytest.mark.parametrize(
+    ("peak_mv", "step_uv"), [(0.0, 0.1), (3.0, 0.1), (3.3, 0.2), (6.0, 0.2), (30.0, 1.0)]
+)
+def test_quantisation_step_is_the_smallest_fitting_1_2_5_value(
+    peak_mv: float, step_uv: float
+) -> None:
+    assert quantisation_step_uv(peak_mv) == pytest.approx(step_uv)
+    assert peak_mv * 1000.0 / quantisation_step_uv(peak_mv) <= 32767
+
+
+def test_big_endian_file_is_decoded(sample_path: Path, sample: Ecg, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    for group in ds.WaveformSequence:
+        samples = np.frombuffer(group.WaveformData, dtype="<i2")
+        group.WaveformData = samples.astype(">i2").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    out = tmp_path / "big.dcm"
+    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    assert pydicom.dcmread(out).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    np.testing.assert_allclose(load_ecg(out).signal, sample.signal, atol=1e-6)
+
+
+def test_truncated_waveform_data(sample_path: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0].WaveformData = ds.WaveformSequence[0].WaveformData[:1000]
+    out = tmp_path / "short.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="bytes of waveform data"):
+        load_ecg(out)
+
+
+def test_truncated_file(sample_path: Path) -> None:
+    data = sample_path.read_bytes()
+    with pytest.raises(EcgFormatError) as info:
+        load_ecg(data[: len(data) // 3], name="cut.dcm")
+    assert "cut.dcm" in str(info.value)
+
+
+def test_missing_sensitivity_units(sample_path: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    del ds.WaveformSequence[0].ChannelDefinitionSequence[2].ChannelSensitivityUnitsSequence
+    out = tmp_path / "nounits.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="channel 3 has no sensitivity"):
+        load_ecg(out)
+
+
+def test_millivolt_sensitivity_is_honoured(sample_path: Path, sample: Ecg, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(sample_path)
+    for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
+        channel.ChannelSensitivity = f"{float(channel.ChannelSensitivity) / 1000.0:g}"
+        channel.ChannelSensitivityUnitsSequence[0].CodeValue = "mV"
+    out = tmp_path / "mv.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    np.testing.assert_allclose(load_ecg(out).signal, sample.signal, atol=1e-6)
+
+
+def test_dicom_without_waveform_is_refused(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    image = get_testdata_file("CT_small.dcm")
+    assert image is not None
+    with pytest.raises(EcgFormatError, match="without a waveform"):
+        load_ecg(Path(image))
