@@ -220,6 +220,17 @@ class Pipeline:
             row = session.get(EcgRow, ecg_id)
             return EcgInfo.from_row(row) if row else None
 
+    def find_by_source(self, source_uri: str) -> EcgInfo | None:
+        """The ECG stored from ``source_uri`` (the oldest, if several), or None."""
+        with self._sessions() as session:
+            row = session.scalar(
+                select(EcgRow)
+                .where(EcgRow.source_uri == source_uri)
+                .order_by(EcgRow.created_at)
+                .limit(1)
+            )
+            return EcgInfo.from_row(row) if row else None
+
     def load_ecg(self, ecg_id: str) -> Ecg:
         """The ECG re-read from its stored bytes. ``KeyError`` when the id is unknown."""
         with self._sessions() as session:

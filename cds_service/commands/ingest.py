@@ -1,10 +1,274 @@
-"""`ecg-cds ingest`: placeholder until its issue lands."""
+"""`ecg-cds ingest`: store and classify ECG files, folders, or what a PACS holds.
+
+Files are stored (duplicates recognised by SHA-256), queued for classification, and, when
+``fhir.writeback_server`` is set, written back as Observation + DiagnosticReport +
+Provenance. In embedded mode classification runs in this process, so the command waits
+for it (``--no-wait`` leaves it to the next ``ecg-cds serve``); in distributed mode the
+workers do it.
+
+``--dicomweb URL`` polls a DICOMweb server (QIDO-RS) for series of modality ECG, fetches
+the instances not stored yet (WADO-RS) and ingests them; the date of the last poll is
+remembered in the database so the next run only asks for newer studies.
+"""
 
 from __future__ import annotations
 
+import io
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
 
+if TYPE_CHECKING:
+    from cds_service.runtime import Runtime
 
-def ingest() -> None:
-    typer.echo("ecg-cds ingest is not available yet in this build.", err=True)
-    raise typer.Exit(2)
+#: Files that are never ECGs (licences, notes, tables, schemas); not worth an error line.
+_SKIP_SUFFIXES = {
+    ".md", ".txt", ".csv", ".tsv", ".xsd", ".xsx", ".py", ".png", ".jpg", ".pdf", ".html",
+    ".gz", ".zip", ".npy", ".npz", ".pkl", ".log",
+}  # fmt: skip
+#: WFDB companions of a ``.hea`` (read together with it).
+_WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
+_STATE_PREFIX = "dicomweb-poll:"
+
+
+def ingest(
+    paths: list[Path] = typer.Argument(
+        None, help="ECG files or folders (searched recursively).", show_default=False
+    ),
+    dicomweb: str = typer.Option(
+        "", help="Poll this DICOMweb base URL (must be in fhir.allowed_dicomweb) for new ECGs."
+    ),
+    full: bool = typer.Option(False, help="With --dicomweb: ask for every ECG, not only new."),
+    patient: str = typer.Option("", help="FHIR reference to attach, e.g. Patient/123."),
+    wait: bool = typer.Option(True, help="Wait for classification to finish."),
+    timeout: float = typer.Option(3600.0, help="Longest wait for classification, seconds."),
+    progress: bool = typer.Option(True, help="Show progress bars (on stderr)."),
+) -> None:
+    from adapters import EcgFormatError
+    from cds_service.audit import Actor
+    from cds_service.runtime import Runtime
+    from cds_service.settings import get_settings
+
+    if not paths and not dicomweb:
+        typer.echo("Nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    runtime = Runtime.start(settings, role="cli", resume=False)
+    actor = Actor(client="ecg-cds-ingest")
+    ids: list[str] = []
+    stored = duplicates = 0
+    problems: list[str] = []
+    started = time.perf_counter()
+    try:
+        files = list(_expand(paths or []))
+        for path in _bar(files, "store", progress):
+            try:
+                info = runtime.pipeline.accept_path(path, patient_ref=patient or None, actor=actor)
+            except EcgFormatError as exc:
+                problems.append(str(exc))
+                continue
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror or exc}")
+                continue
+            stored += info.created
+            duplicates += not info.created
+            ids.append(info.id)
+            runtime.pipeline.submit(info.id)
+        if dicomweb:
+            new_ids, dicom_problems = _poll_dicomweb(
+                runtime, dicomweb, full, patient, actor, progress
+            )
+            stored += len(new_ids)
+            problems.extend(dicom_problems)
+            ids.extend(new_ids)
+        accepted_s = time.perf_counter() - started
+        results: dict[str, Any] = {}
+        if wait and ids:
+            results = _wait_all(runtime, ids, timeout, progress)
+        elapsed = time.perf_counter() - started
+        failed = _report(
+            runtime, ids, results, stored, duplicates, problems, accepted_s, elapsed, wait
+        )
+    finally:
+        runtime.stop()
+    if problems or failed:
+        raise typer.Exit(1)
+
+
+def _expand(paths: list[Path]) -> Iterator[Path]:
+    """Files to ingest: WFDB headers stand for their record; companions are not read alone."""
+    for path in paths:
+        if path.is_dir():
+            yield from _folder(path)
+        elif path.exists() or path.with_suffix(".hea").exists():
+            yield path if path.exists() else path.with_suffix(".hea")
+        else:
+            typer.echo(f"{path}: no such file or folder", err=True)
+            raise typer.Exit(2)
+
+
+def _folder(folder: Path) -> Iterator[Path]:
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        suffix = path.suffix.lower()
+        if suffix in _SKIP_SUFFIXES or path.name.upper().startswith(
+            ("LICENSE", "README", "COPYING")
+        ):
+            continue
+        if suffix in _WFDB_COMPANIONS and path.with_suffix(".hea").is_file():
+            continue
+        yield path
+
+
+def _bar(items: list[Any], label: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)
+
+
+def _wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, Any]:
+    """Wait for every id, showing progress; returns the results (None where missing)."""
+    from tqdm import tqdm
+
+    deadline = time.monotonic() + timeout
+    remaining = list(dict.fromkeys(ids))
+    results: dict[str, Any] = {}
+    with tqdm(
+        total=len(remaining), desc="classify", unit="ECG", disable=not progress, file=sys.stderr
+    ) as bar:
+        while remaining and time.monotonic() < deadline:
+            got = runtime.pipeline.wait(remaining, min(1.0, deadline - time.monotonic()))
+            finished = {
+                i for i, r in got.items() if r is not None or _status(runtime, i) == "failed"
+            }
+            results.update({i: got[i] for i in finished})
+            remaining = [i for i in remaining if i not in finished]
+            bar.update(len(finished))
+    return results
+
+
+def _status(runtime: Runtime, ecg_id: str) -> str | None:
+    info = runtime.pipeline.get_info(ecg_id)
+    return info.status if info else None
+
+
+def _report(
+    runtime: Runtime,
+    ids: list[str],
+    results: dict[str, Any],
+    stored: int,
+    duplicates: int,
+    problems: list[str],
+    accepted_s: float,
+    elapsed: float,
+    waited: bool,
+) -> int:
+    """Print what happened; returns how many ECGs failed classification."""
+    for problem in problems:
+        typer.echo(f"unreadable: {problem}", err=True)
+    unique = list(dict.fromkeys(ids))
+    statuses: dict[str, int] = {}
+    for ecg_id in unique:
+        status = _status(runtime, ecg_id) or "missing"
+        statuses[status] = statuses.get(status, 0) + 1
+    for ecg_id in unique:
+        info = runtime.pipeline.get_info(ecg_id)
+        if info is not None and info.status == "failed":
+            typer.echo(f"failed: {info.source_uri or ecg_id}: {info.error}", err=True)
+    rate = len(unique) / elapsed if elapsed > 0 and waited else len(unique) / max(accepted_s, 1e-9)
+    typer.echo(
+        f"{len(unique)} ECGs ({stored} new, {duplicates} already stored), "
+        f"{len(problems)} unreadable; status: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
+    )
+    return statuses.get("failed", 0)
+
+
+# -- DICOMweb ----------------------------------------------------------------------------------
+
+
+def _allowed(url: str, allowed: list[str]) -> bool:
+    url = url.rstrip("/")
+    return any(url == a.rstrip("/") or url.startswith(a.rstrip("/") + "/") for a in allowed)
+
+
+def _poll_dicomweb(
+    runtime: Runtime, url: str, full: bool, patient: str, actor: Any, progress: bool
+) -> tuple[list[str], list[str]]:
+    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet."""
+    from dicomweb_client.api import DICOMwebClient
+    from pydicom import dcmwrite
+
+    from adapters import EcgFormatError
+
+    url = url.rstrip("/")
+    if not _allowed(url, runtime.settings.fhir.allowed_dicomweb):
+        typer.echo(
+            f"{url} is not in fhir.allowed_dicomweb; add it to the settings to poll it.", err=True
+        )
+        raise typer.Exit(2)
+    state_key = _STATE_PREFIX + url
+    state = runtime.pipeline.get_state(state_key) or {}
+    poll_started = datetime.now(UTC)
+    filters: dict[str, str] = {"Modality": "ECG"}
+    if state.get("last_run") and not full:
+        # QIDO matches dates, not times: ask from the day before the last poll (a study
+        # stored just before midnight is not missed); stored instances are skipped below.
+        since = datetime.fromisoformat(state["last_run"]) - timedelta(days=1)
+        filters["StudyDate"] = since.strftime("%Y%m%d") + "-"
+    client = DICOMwebClient(url=url, timeout=runtime.settings.fhir.timeout_s)
+    try:
+        series = client.search_for_series(search_filters=filters, get_remaining=True)
+    except Exception as exc:
+        typer.echo(f"QIDO-RS query to {url} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    instances: list[tuple[str, str, str]] = []
+    for item in series:
+        study_uid = _value(item, "0020000D")
+        series_uid = _value(item, "0020000E")
+        if not study_uid or not series_uid:
+            continue
+        for inst in client.search_for_instances(
+            study_instance_uid=study_uid, series_instance_uid=series_uid, get_remaining=True
+        ):
+            sop_uid = _value(inst, "00080018")
+            if sop_uid:
+                instances.append((study_uid, series_uid, sop_uid))
+    new_ids: list[str] = []
+    problems: list[str] = []
+    for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
+        source = f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        if runtime.pipeline.find_by_source(source) is not None:
+            continue  # fetched by an earlier poll
+        try:
+            dataset = client.retrieve_instance(study_uid, series_uid, sop_uid)
+            buffer = io.BytesIO()
+            dcmwrite(buffer, dataset, enforce_file_format=True)
+            info = runtime.pipeline.accept_bytes(
+                buffer.getvalue(), source_uri=source, patient_ref=patient or None, actor=actor
+            )
+        except EcgFormatError as exc:
+            problems.append(str(exc))
+            continue
+        except Exception as exc:
+            problems.append(f"{source}: could not retrieve ({type(exc).__name__}: {exc})")
+            continue
+        runtime.pipeline.submit(info.id)
+        if info.created:
+            new_ids.append(info.id)
+    runtime.pipeline.set_state(
+        state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
+    )
+    return new_ids, problems
+
+
+def _value(item: dict[str, Any], tag: str) -> str | None:
+    values = item.get(tag, {}).get("Value") or []
+    return str(values[0]) if values else None

@@ -65,7 +65,7 @@ class EcgRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    source_uri: Mapped[str | None] = mapped_column(Text)
+    source_uri: Mapped[str | None] = mapped_column(Text, index=True)
     format: Mapped[str] = mapped_column(String(32))
     #: ``raw``: the bytes are the file; ``zip``: a bundle of several files (WFDB header + signals).
     container: Mapped[str] = mapped_column(String(8), default="raw")

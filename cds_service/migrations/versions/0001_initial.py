@@ -77,6 +77,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_ecgs_patient_created', ['patient_ref', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_ecgs_patient_ref'), ['patient_ref'], unique=False)
         batch_op.create_index(batch_op.f('ix_ecgs_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ecgs_source_uri'), ['source_uri'], unique=False)
 
     op.create_table('service_state',
     sa.Column('key', sa.String(length=256), nullable=False),
@@ -182,6 +183,7 @@ def downgrade() -> None:
     op.drop_table('service_state')
     with op.batch_alter_table('ecgs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ecgs_status'))
+        batch_op.drop_index(batch_op.f('ix_ecgs_source_uri'))
         batch_op.drop_index(batch_op.f('ix_ecgs_patient_ref'))
         batch_op.drop_index('ix_ecgs_patient_created')
         batch_op.drop_index(batch_op.f('ix_ecgs_created_at'))
