@@ -1,0 +1,266 @@
+"""The audit hash chain: appends, tamper detection, the append-only guard, concurrency, queries.
+
+Every test runs on SQLite and on PostgreSQL (``db_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from cds_service.audit import (
+    EVENTS,
+    GENESIS_HASH,
+    Actor,
+    AuditFilter,
+    AuditTrail,
+    canonical_json,
+)
+from cds_service.storage.base import make_engine, make_session_factory
+
+EHR = Actor(iss="https://ehr.example.org", sub="clinician-7", user="Practitioner/123")
+
+
+def _fill(trail: AuditTrail, n: int) -> None:
+    for i in range(n):
+        trail.record(
+            EVENTS[i % len(EVENTS)],
+            actor=EHR,
+            patient=f"Patient/p{i % 3}",
+            ecg_id=f"ecg-{i}",
+            model_version="m-1",
+            detail={"i": i, "note": "ünïcode ok"},
+        )
+
+
+def _drop_guard(engine: Engine) -> None:
+    """What an attacker with database rights would do first."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER audit_events_no_update"))
+            conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+        else:
+            conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+
+
+def test_chain_links_each_entry_to_the_previous(trail: AuditTrail, engine: Engine) -> None:
+    _fill(trail, 12)
+    report = trail.verify()
+    assert report.ok and report.n_entries == 12 and report.first_bad_seq is None
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT seq, prev_hash, hash, detail FROM audit_events ORDER BY seq")
+        ).all()
+    assert [r.seq for r in rows] == list(range(1, 13))
+    assert rows[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(rows):
+        assert after.prev_hash == before.hash
+    assert len({r.hash for r in rows}) == 12
+    assert report.last_hash == rows[-1].hash
+    assert json.loads(rows[3].detail) == {"i": 3, "note": "ünïcode ok"}
+
+
+def test_empty_trail_verifies(trail: AuditTrail) -> None:
+    report = trail.verify()
+    assert report.ok and report.n_entries == 0
+
+
+def test_database_refuses_update_and_delete(trail: AuditTrail, engine: Engine) -> None:
+    _fill(trail, 3)
+    for statement in (
+        "UPDATE audit_events SET outcome = 'failure' WHERE seq = 2",
+        "DELETE FROM audit_events WHERE seq = 3",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    assert trail.verify().ok
+    assert trail.query().total == 3
+
+
+def test_edited_entry_is_found_by_seq(trail: AuditTrail, engine: Engine) -> None:
+    _fill(trail, 10)
+    _drop_guard(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET patient = 'someone-else' WHERE seq = 6"))
+    report = trail.verify()
+    assert not report.ok
+    assert report.first_bad_seq == 6
+    assert "altered" in (report.reason or "")
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(trail: AuditTrail, engine: Engine) -> None:
+    """Rewriting an entry *and* its own hash still leaves the next entry pointing at the old one."""
+    _fill(trail, 8)
+    _drop_guard(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM audit_events WHERE seq = 4")).mappings().one()
+    forged = dict(row, outcome="failure")
+    content = {
+        "seq": forged["seq"],
+        "ts": trail.get(4).to_dict()["ts"],  # type: ignore[union-attr]
+        "event": forged["event"],
+        "outcome": forged["outcome"],
+        "actor": [
+            forged["actor_iss"],
+            forged["actor_sub"],
+            forged["actor_user"],
+            forged["actor_client"],
+        ],
+        "patient": forged["patient"],
+        "ecg_id": forged["ecg_id"],
+        "model_version": forged["model_version"],
+        "detail": forged["detail"],
+    }
+    new_hash = hashlib.sha256((row["prev_hash"] + canonical_json(content)).encode()).hexdigest()
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_events SET outcome = 'failure', hash = :h WHERE seq = 4"),
+            {"h": new_hash},
+        )
+    report = trail.verify()
+    assert not report.ok
+    assert report.first_bad_seq == 5
+    assert "prev_hash" in (report.reason or "")
+
+
+def test_removed_entry_is_found(trail: AuditTrail, engine: Engine) -> None:
+    _fill(trail, 7)
+    _drop_guard(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_events WHERE seq = 3"))
+    report = trail.verify()
+    assert not report.ok
+    assert report.first_bad_seq == 3
+    assert "missing" in (report.reason or "")
+
+
+def test_credentials_never_reach_the_database(trail: AuditTrail, engine: Engine) -> None:
+    secret = "eyJhbGciOiJSUzM4NCJ9.secret-token-value"
+    trail.record(
+        "hook-call",
+        actor=EHR,
+        patient="123",
+        detail={
+            "fhirAuthorization": {"access_token": secret, "scope": "patient/*.read"},
+            "headers": {"Authorization": f"Bearer {secret}"},
+            "nested": [{"Access-Token": secret}, f"bearer {secret}"],
+            "hook": "patient-view",
+        },
+    )
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT detail FROM audit_events")).scalar_one()
+    assert secret not in stored
+    detail = trail.query().entries[0].detail
+    assert detail["hook"] == "patient-view"
+    assert detail["fhirAuthorization"] == "[redacted]"
+    assert detail["headers"]["Authorization"] == "[redacted]"
+    assert trail.verify().ok
+
+
+def test_unknown_event_or_outcome_is_refused(trail: AuditTrail) -> None:
+    with pytest.raises(ValueError, match="unknown audit event"):
+        trail.record("hookcall")
+    with pytest.raises(ValueError, match="unknown audit outcome"):
+        trail.record("fetch", outcome="ok")
+    assert trail.query().total == 0
+
+
+def test_threads_share_one_chain(trail: AuditTrail) -> None:
+    n_threads, per_thread = 6, 15
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(per_thread):
+                trail.record("classification", ecg_id=f"t{k}-{i}", model_version="m-1")
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = trail.verify()
+    assert report.ok, report
+    assert report.n_entries == n_threads * per_thread
+
+
+def _append_from_process(url: str, k: int, n: int) -> None:
+    engine = make_engine(url)
+    trail = AuditTrail(make_session_factory(engine))
+    for i in range(n):
+        trail.record("ingest", actor=Actor(client=f"proc-{k}"), ecg_id=f"p{k}-{i}")
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_processes_share_one_chain(trail: AuditTrail, db_url: str) -> None:
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    n_procs, per_proc = 3, 20
+    procs = [
+        context.Process(target=_append_from_process, args=(db_url, k, per_proc))
+        for k in range(n_procs)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * n_procs
+    report = trail.verify()
+    assert report.ok, report
+    assert report.n_entries == n_procs * per_proc
+    by_client = {
+        f"proc-{k}": trail.query(AuditFilter(user=f"proc-{k}")).total for k in range(n_procs)
+    }
+    assert by_client == {f"proc-{k}": per_proc for k in range(n_procs)}
+
+
+def test_query_filters_and_pages(trail: AuditTrail) -> None:
+    trail.record("hook-call", actor=EHR, patient="Patient/p1", model_version="m-1")
+    trail.record("fetch", actor=EHR, patient="p1", outcome="failure", detail={"reason": "404"})
+    trail.record("classification", patient="p2", ecg_id="e2", model_version="m-2")
+    trail.record("auth-failure", outcome="failure", actor=Actor(client="host:10.0.0.9"))
+    trail.record(
+        "card", actor=Actor(iss="https://other.example", sub="u2"), patient="p1", ecg_id="e1"
+    )
+
+    def seqs(f: AuditFilter, **kw: int) -> list[int]:
+        return [e.seq for e in trail.query(f, **kw).entries]
+
+    assert seqs(AuditFilter()) == [5, 4, 3, 2, 1]  # newest first
+    assert seqs(AuditFilter(patient="p1")) == [5, 2, 1]
+    assert seqs(AuditFilter(patient="Patient/p1")) == [5, 2, 1]
+    assert seqs(AuditFilter(user="Practitioner/123")) == [2, 1]
+    assert seqs(AuditFilter(user="clinician-7")) == [2, 1]  # JWT sub
+    assert seqs(AuditFilter(user="host:10.0.0.9")) == [4]  # client name
+    assert seqs(AuditFilter(iss="https://other.example")) == [5]
+    assert seqs(AuditFilter(events=("fetch", "card"))) == [5, 2]
+    assert seqs(AuditFilter(outcome="failure")) == [4, 2]
+    assert seqs(AuditFilter(model_version="m-2")) == [3]
+    assert seqs(AuditFilter(ecg_id="e1")) == [5]
+    assert seqs(AuditFilter(patient="p1", outcome="success")) == [5, 1]
+
+    third = trail.get(3)
+    assert third is not None and third.patient == "p2" and third.ecg_id == "e2"
+    assert seqs(AuditFilter(start=third.ts)) == [5, 4, 3]
+    assert seqs(AuditFilter(end=third.ts)) == [3, 2, 1]
+    assert seqs(AuditFilter(start=third.ts, end=third.ts)) == [3]
+    assert seqs(AuditFilter(start=third.ts + timedelta(days=1))) == []
+
+    page = trail.query(AuditFilter(), limit=2, offset=0)
+    assert page.total == 5 and [e.seq for e in page.entries] == [5, 4] and page.next_offset == 2
+    last = trail.query(AuditFilter(), limit=2, offset=4)
+    assert [e.seq for e in last.entries] == [1] and last.next_offset is None
+    assert trail.get(99) is None
