@@ -23,6 +23,7 @@ from adapters.record import (
 from adapters import aecg as _aecg  # noqa: F401
 from adapters import cpsc_mat as _cpsc_mat  # noqa: F401
 from adapters import dicom as _dicom  # noqa: F401
+from adapters import fhir as _fhir  # noqa: F401
 from adapters import muse as _muse  # noqa: F401
 from adapters import philips as _philips  # noqa: F401
 from adapters import sph_hdf5 as _sph_hdf5  # noqa: F401
@@ -31,6 +32,7 @@ from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
 # isort: split
 # Writers: the canonical record out to the EHR's formats.
 from adapters.dicom import ecg_to_dicom_bytes as to_dicom_bytes
+from adapters.fhir import ecg_to_fhir_observation as to_fhir_observation
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -45,4 +47,5 @@ __all__ = [
     "sha256_hex",
     "standard_12_lead",
     "to_dicom_bytes",
+    "to_fhir_observation",
 ]

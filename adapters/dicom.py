@@ -30,6 +30,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
 from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.quantise import quantisation_step_uv
 from adapters.record import Ecg, EcgSource, MedianBeats, sha256_hex
 
 FORMAT = "dicom"
@@ -275,19 +276,6 @@ register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
 
 
 # --------------------------------------------------------------------------- writing
-
-#: Candidate sensitivities in microvolts per count (the 1-2-5 series).
-_STEPS_UV = tuple(m * 10.0**e for e in range(-1, 5) for m in (1.0, 2.0, 5.0))
-_INT16_MAX = 32767
-
-
-def quantisation_step_uv(peak_mv: float) -> float:
-    """The sensitivity (uV per count) the writer uses for a channel with this peak |mV|."""
-    peak_uv = abs(peak_mv) * 1000.0
-    for step in _STEPS_UV:
-        if peak_uv / step <= _INT16_MAX:
-            return step
-    raise ValueError(f"peak {peak_mv} mV does not fit 16-bit samples")
 
 
 def _coded(value: str, scheme: str, meaning: str, version: str | None = None) -> Dataset:

@@ -1,0 +1,440 @@
+"""ECG waveforms as FHIR Observations with SampledData, in and out.
+
+Reading (format ``fhir-observation``): JSON of an Observation, or of a Bundle holding exactly
+one ECG Observation. Each component with ``valueSampledData`` is a lead, named from its
+MDC code (``131329`` = I, ``131389`` = III, also lead identities ``131073``...), else from the
+code's display or text (``MDC_ECG_ELEC_POTL_V1``, ``Lead V1``). Both SampledData shapes are
+accepted: R4 ``period`` (ms) and R5 ``interval`` + ``intervalUnit``. Values are
+``origin + factor * data`` in the unit of ``origin`` (mV, uV or V; a unitless origin is
+taken as mV and ``extra["units"]`` says so). Special values: ``L`` and ``U`` (below/above
+the detection limit) become ``lowerLimit``/``upperLimit`` when those are given; ``E`` (no
+valid value) and ``L``/``U`` without a limit raise :class:`EcgFormatError`, because any
+number put there would be invented.
+
+Writing (:func:`ecg_to_fhir_observation`): the FHIR R4 "ekg" example shape: code MDC 131328,
+category ``procedure``, one component per lead with origin 0 mV, period in ms, integer
+data and ``factor`` = the step of :mod:`adapters.quantise` in mV.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from adapters.errors import EcgFormatError
+from adapters.leads import (
+    MDC_POTENTIAL_BASE,
+    lead_name_from_code,
+    mdc_lead_term,
+    normalize_lead_name,
+)
+from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.quantise import quantisation_step_uv
+from adapters.record import Ecg, EcgSource, sha256_hex
+
+FORMAT = "fhir-observation"
+MDC_SYSTEM = "urn:oid:2.16.840.1.113883.6.24"
+MDC_SYSTEMS = {MDC_SYSTEM, "urn:iso:std:iso:11073:10101", "http://hl7.org/fhir/uv/ihe-pcd"}
+LOINC_SYSTEM = "http://loinc.org"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+EKG_IMPRESSION_LOINC = "8601-7"
+#: Carries a start time without time zone (the cart's local clock); see :func:`_effective`.
+LOCAL_TIME_EXTENSION = "urn:ecg-cds:fhir:local-acquisition-time"
+
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
+_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, "min": 60000.0}
+
+
+def sniff(item: ReaderInput) -> bool:
+    head = item.data[:4096].lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    return head.startswith(b"{") and b'"resourceType"' in item.data[:65536]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    if not isinstance(concept, dict):
+        return []
+    return [c for c in concept.get("coding", []) if isinstance(c, dict)]
+
+
+def _lead_name(component: dict[str, Any], index: int) -> str:
+    concept = component.get("code")
+    for coding in _codings(concept):
+        if str(coding.get("system", "")) in MDC_SYSTEMS or str(coding.get("code", "")).isdigit():
+            name = lead_name_from_code(str(coding.get("code", "")))
+            if name is not None:
+                return name
+    # The lead's own text first: with the generic potential code (131328), the display
+    # names no lead and the writer puts the lead name in text.
+    texts = [concept.get("text") if isinstance(concept, dict) else None]
+    texts.extend(c.get("display") for c in _codings(concept))
+    for text in texts:
+        if isinstance(text, str) and text.strip() and text.strip() != "MDC_ECG_ELEC_POTL":
+            return normalize_lead_name(text)
+    return f"ch{index + 1}"
+
+
+def _unit_to_mv(origin: dict[str, Any], where: str) -> tuple[float, str | None]:
+    unit = origin.get("code") or origin.get("unit")
+    if unit is None:
+        return 1.0, None
+    factor = _TO_MV.get(str(unit).strip().lower())
+    if factor is None:
+        raise EcgFormatError(where, f"SampledData origin is in {unit!r}, not a voltage")
+    return factor, str(unit)
+
+
+def _period_ms(sampled: dict[str, Any], where: str) -> float:
+    if "period" in sampled:  # R4
+        period = float(sampled["period"])
+    elif "interval" in sampled:  # R5
+        unit = str(sampled.get("intervalUnit", "ms")).strip()
+        scale = _TO_MS.get(unit.lower())
+        if scale is None:
+            raise EcgFormatError(where, f"SampledData intervalUnit {unit!r} is not a time unit")
+        period = float(sampled["interval"]) * scale
+    else:
+        raise EcgFormatError(where, "SampledData has neither period (R4) nor interval (R5)")
+    if not math.isfinite(period) or period <= 0:
+        raise EcgFormatError(where, f"SampledData period {period} ms is not positive")
+    return period
+
+
+def _samples(
+    sampled: dict[str, Any], lead: str, where: str
+) -> tuple[np.ndarray, float, int, str | None]:
+    """(values in mV, period in ms, dimensions, origin unit) of one SampledData."""
+    origin = sampled.get("origin")
+    if not isinstance(origin, dict) or "value" not in origin:
+        raise EcgFormatError(where, f"lead {lead}: SampledData has no origin value")
+    to_mv, unit = _unit_to_mv(origin, where)
+    period = _period_ms(sampled, where)
+    factor = float(sampled.get("factor", 1.0))
+    dimensions = int(sampled.get("dimensions", 1))
+    text = sampled.get("data")
+    if not isinstance(text, str) or not text.strip():
+        raise EcgFormatError(where, f"lead {lead}: SampledData has no data")
+    tokens = text.split()
+    try:
+        data = np.array(tokens, dtype=np.float64)
+    except ValueError:
+        data = _special_values(tokens, sampled, factor, float(origin["value"]), lead, where)
+    values = (float(origin["value"]) + factor * data) * to_mv
+    return values, period, dimensions, unit
+
+
+def _special_values(
+    tokens: list[str], sampled: dict[str, Any], factor: float, origin: float, lead: str, where: str
+) -> np.ndarray:
+    """Data with E/L/U markers: limits where the file gives them, an error otherwise."""
+    limits = {"L": sampled.get("lowerLimit"), "U": sampled.get("upperLimit")}
+    out = np.empty(len(tokens), dtype=np.float64)
+    for i, token in enumerate(tokens):
+        if token in ("L", "U"):
+            limit = limits[token]
+            if limit is None:
+                side = "lower" if token == "L" else "upper"
+                raise EcgFormatError(
+                    where,
+                    f"lead {lead}: sample {i} is {token!r} (beyond the {side} detection limit) "
+                    f"and SampledData gives no {side}Limit",
+                )
+            out[i] = (float(limit) - origin) / factor  # so origin + factor * x == limit
+        elif token == "E":
+            raise EcgFormatError(
+                where,
+                f"lead {lead}: sample {i} is 'E' (no valid value)",
+                "the recording has gaps; it cannot be classified as it is",
+            )
+        else:
+            try:
+                out[i] = float(token)
+            except ValueError:
+                raise EcgFormatError(
+                    where, f"lead {lead}: sample {i} is {token!r}, not a number"
+                ) from None
+    return out
+
+
+def _observation(document: Any, where: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise EcgFormatError(where, "JSON is not a FHIR resource object")
+    kind = document.get("resourceType")
+    if kind == "Observation":
+        return document
+    if kind == "Bundle":
+        found = [
+            entry["resource"]
+            for entry in document.get("entry", [])
+            if isinstance(entry, dict)
+            and isinstance(entry.get("resource"), dict)
+            and entry["resource"].get("resourceType") == "Observation"
+            and _has_waveform(entry["resource"])
+        ]
+        if len(found) != 1:
+            raise EcgFormatError(
+                where,
+                f"the Bundle holds {len(found)} Observations with SampledData",
+                "send a Bundle with exactly one ECG Observation, or the Observation itself",
+            )
+        return found[0]
+    raise EcgFormatError(
+        where, f"FHIR {kind!r} resource is not an ECG", "expected an Observation with SampledData"
+    )
+
+
+def _has_waveform(observation: dict[str, Any]) -> bool:
+    if isinstance(observation.get("valueSampledData"), dict):
+        return True
+    return any(
+        isinstance(c, dict) and isinstance(c.get("valueSampledData"), dict)
+        for c in observation.get("component", [])
+    )
+
+
+def _parse_datetime(observation: dict[str, Any]) -> datetime | None:
+    for extension in (observation.get("_effectiveDateTime") or {}).get("extension", []):
+        if isinstance(extension, dict) and extension.get("url") == LOCAL_TIME_EXTENSION:
+            try:
+                return datetime.fromisoformat(str(extension.get("valueString")))
+            except ValueError:
+                break
+    value = observation.get("effectiveDateTime") or observation.get("effectiveInstant")
+    if value is None and isinstance(observation.get("effectivePeriod"), dict):
+        value = observation["effectivePeriod"].get("start")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _reference_id(reference: Any) -> str | None:
+    if not isinstance(reference, dict):
+        return None
+    ref = reference.get("reference")
+    if isinstance(ref, str) and ref.strip():
+        return ref.strip().rsplit("/", 1)[-1]
+    ident = reference.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        return str(ident["value"])
+    return None
+
+
+def _findings(observation: dict[str, Any]) -> tuple[list[str], list[str]]:
+    statements = [
+        str(note["text"]).strip()
+        for note in observation.get("note", [])
+        if isinstance(note, dict) and str(note.get("text", "")).strip()
+    ]
+    codes: list[str] = []
+    for component in observation.get("component", []):
+        if not isinstance(component, dict):
+            continue
+        concept = component.get("valueCodeableConcept")
+        for coding in _codings(concept):
+            if coding.get("system") == SNOMED_SYSTEM and coding.get("code"):
+                codes.append(f"{SNOMED_SYSTEM}|{coding['code']}")
+            elif coding.get("display"):
+                statements.append(str(coding["display"]))
+        if isinstance(component.get("valueString"), str) and component["valueString"].strip():
+            statements.append(component["valueString"].strip())
+    return statements, list(dict.fromkeys(codes))
+
+
+def read(item: ReaderInput) -> Ecg:
+    try:
+        document = json.loads(item.data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EcgFormatError(
+            item.name, f"not valid JSON ({exc})", "is the file truncated?"
+        ) from None
+    observation = _observation(document, item.name)
+    rows: list[np.ndarray] = []
+    leads: list[str] = []
+    periods: set[float] = set()
+    units: set[str | None] = set()
+    components = [
+        c
+        for c in observation.get("component", [])
+        if isinstance(c, dict) and isinstance(c.get("valueSampledData"), dict)
+    ]
+    if not components and isinstance(observation.get("valueSampledData"), dict):
+        components = [
+            {"code": observation.get("code"), "valueSampledData": observation["valueSampledData"]}
+        ]
+    if not components:
+        raise EcgFormatError(item.name, "the Observation has no SampledData")
+    for index, component in enumerate(components):
+        name = _lead_name(component, index)
+        values, period, dimensions, unit = _samples(component["valueSampledData"], name, item.name)
+        periods.add(round(period, 9))
+        units.add(unit)
+        if dimensions == 1:
+            rows.append(values)
+            leads.append(name)
+            continue
+        if values.size % dimensions:
+            raise EcgFormatError(
+                item.name, f"{values.size} values do not divide into {dimensions} dimensions"
+            )
+        interleaved = values.reshape(-1, dimensions).T
+        rows.extend(interleaved)
+        leads.extend(f"{name}-{k + 1}" for k in range(dimensions))
+    if len(periods) != 1:
+        raise EcgFormatError(item.name, f"leads have different sampling periods {sorted(periods)}")
+    lengths = {row.size for row in rows}
+    if len(lengths) != 1:
+        raise EcgFormatError(
+            item.name, f"leads have different numbers of samples {sorted(lengths)}"
+        )
+    fs = round(1000.0 / periods.pop(), 6)
+    statements, codes = _findings(observation)
+    extra = {
+        "units": "assumed mV (origin has no unit)"
+        if None in units
+        else "/".join(sorted(u for u in units if u))
+    }
+    if observation.get("id"):
+        extra["observation_id"] = str(observation["id"])
+    device = observation.get("device")
+    return Ecg(
+        signal=np.stack(rows).astype(np.float32),
+        fs=fs,
+        leads=tuple(leads),
+        source=EcgSource(
+            format=FORMAT, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
+        ),
+        start_time=_parse_datetime(observation),
+        patient_id=_reference_id(observation.get("subject")),
+        device=str(device.get("display"))
+        if isinstance(device, dict) and device.get("display")
+        else None,
+        statements=tuple(statements),
+        diagnosis_codes=tuple(codes),
+        extra=extra,
+    )
+
+
+register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _effective(start: datetime) -> dict[str, Any]:
+    """``effectiveDateTime`` for a start time, honest about a missing time zone.
+
+    FHIR requires a zone on any dateTime with a time of day. Most ECG files record the
+    cart's local clock without one, and inventing UTC would shift the time. So a naive time
+    is written as its date, with the local time kept in an extension our reader restores.
+    """
+    if start.tzinfo is not None:
+        return {"effectiveDateTime": start.isoformat()}
+    return {
+        "effectiveDateTime": start.date().isoformat(),
+        "_effectiveDateTime": {
+            "extension": [{"url": LOCAL_TIME_EXTENSION, "valueString": start.isoformat()}]
+        },
+    }
+
+
+def _lead_code(name: str) -> dict[str, Any]:
+    term = mdc_lead_term(name)
+    if term is None:
+        # The generic potential code; the lead's own name travels in text.
+        coding = {
+            "system": MDC_SYSTEM,
+            "code": str(MDC_POTENTIAL_BASE),
+            "display": "MDC_ECG_ELEC_POTL",
+        }
+    else:
+        suffix = normalize_lead_name(name).upper()
+        coding = {
+            "system": MDC_SYSTEM,
+            "code": str(MDC_POTENTIAL_BASE + term),
+            "display": f"MDC_ECG_ELEC_POTL_{suffix}",
+        }
+    return {"coding": [coding], "text": name}
+
+
+def _sampled_data(samples: np.ndarray, period_ms: float) -> dict[str, Any]:
+    step_mv = quantisation_step_uv(float(np.abs(samples).max(initial=0.0))) / 1000.0
+    counts = np.rint(samples.astype(np.float64) / step_mv).astype(np.int64)
+    return {
+        "origin": {"value": 0, "unit": "mV", "system": UCUM_SYSTEM, "code": "mV"},
+        "period": period_ms,
+        "factor": step_mv,
+        "dimensions": 1,
+        "data": " ".join(map(str, counts.tolist())),
+    }
+
+
+def ecg_to_fhir_observation(
+    ecg: Ecg, *, patient_ref: str | None = None, observation_id: str | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 Observation (the "ekg" example shape) holding every lead of ``ecg``.
+
+    ``patient_ref`` is a reference such as ``Patient/123``; ``observation_id`` defaults to
+    a random UUID. Statements become ``note`` texts, SNOMED CT codes an EKG-impression
+    component (LOINC 8601-7) each, so :func:`read` recovers both.
+    """
+    period_ms = 1000.0 / float(ecg.fs)
+    components: list[dict[str, Any]] = [
+        {"code": _lead_code(name), "valueSampledData": _sampled_data(ecg.signal[i], period_ms)}
+        for i, name in enumerate(ecg.leads)
+    ]
+    for code in ecg.diagnosis_codes:
+        system, _, value = code.partition("|")
+        components.append(
+            {
+                "code": {
+                    "coding": [
+                        {
+                            "system": LOINC_SYSTEM,
+                            "code": EKG_IMPRESSION_LOINC,
+                            "display": "EKG impression",
+                        }
+                    ]
+                },
+                "valueCodeableConcept": {"coding": [{"system": system, "code": value}]},
+            }
+        )
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": observation_id or str(uuid.uuid4()),
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {"system": OBSERVATION_CATEGORY, "code": "procedure", "display": "Procedure"}
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": MDC_SYSTEM, "code": "131328", "display": "MDC_ECG_ELEC_POTL"}],
+            "text": "ECG waveform",
+        },
+    }
+    if patient_ref:
+        observation["subject"] = {"reference": patient_ref}
+    if ecg.start_time is not None:
+        observation.update(_effective(ecg.start_time))
+    if ecg.device:
+        observation["device"] = {"display": ecg.device}
+    if ecg.statements:
+        observation["note"] = [{"text": s} for s in ecg.statements]
+    observation["component"] = components
+    return observation

@@ -1,0 +1,209 @@
+"""FHIR Observation with SampledData: the writer's R4 output validates, and reads back."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.observation import Observation
+
+from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_fhir_observation
+from adapters.quantise import quantisation_step_uv
+
+
+@pytest.fixture(scope="session")
+def ptbxl_ecg(ptbxl_dir: Path) -> Ecg:
+    return load_ecg(ptbxl_dir / "records500/00000/00003_hr")
+
+
+@pytest.fixture(scope="session")
+def observation(ptbxl_ecg: Ecg) -> dict[str, Any]:
+    return to_fhir_observation(ptbxl_ecg, patient_ref="Patient/p-7", observation_id="ecg-1")
+
+
+def _read(document: dict[str, Any]) -> Ecg:
+    return load_ecg(json.dumps(document).encode(), name="observation.json")
+
+
+def _half_steps_mv(ecg: Ecg) -> np.ndarray:
+    peaks = np.abs(ecg.signal).max(axis=1)
+    return np.array([quantisation_step_uv(float(p)) for p in peaks])[:, None] / 2000.0
+
+
+def test_writer_output_is_a_valid_r4_ekg_observation(observation: dict[str, Any]) -> None:
+    model = Observation.model_validate(observation)
+    assert model.code.coding[0].code == "131328"
+    assert model.code.coding[0].system == "urn:oid:2.16.840.1.113883.6.24"
+    assert model.category[0].coding[0].code == "procedure"
+    assert model.subject.reference == "Patient/p-7"
+    leads = [c for c in model.component if c.valueSampledData is not None]
+    assert [c.code.coding[0].code for c in leads] == [
+        "131329",
+        "131330",
+        "131389",
+        "131390",
+        "131391",
+        "131392",
+        "131331",
+        "131332",
+        "131333",
+        "131334",
+        "131335",
+        "131336",
+    ]  # fmt: skip (REFERENCE.md section 2)
+    sampled = leads[0].valueSampledData
+    assert float(sampled.period) == pytest.approx(2.0)  # 500 Hz
+    assert sampled.origin.code == "mV" and sampled.dimensions == 1
+    assert all(token.lstrip("-").isdigit() for token in sampled.data.split()[:50])
+
+
+def test_round_trip_within_half_a_step(ptbxl_ecg: Ecg, observation: dict[str, Any]) -> None:
+    back = _read(observation)
+    assert back.source.format == "fhir-observation"
+    assert back.leads == STANDARD_LEADS and back.fs == 500.0
+    assert back.patient_id == "p-7"
+    assert np.all(np.abs(back.signal - ptbxl_ecg.signal) <= _half_steps_mv(ptbxl_ecg) + 1e-7)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "formats/dicom/pydicom_waveform_ecg.dcm",
+        "cinc/cinc2021/E07500",
+        "cinc/cinc2021_more/smoke_data/PTB_PTBXL/S0001",
+    ],
+)
+def test_file_to_fhir_to_ecg(data_dir: Path, relative: str) -> None:
+    original = load_ecg(data_dir / relative)
+    document = to_fhir_observation(original)
+    Observation.model_validate(document)
+    back = _read(document)
+    assert back.leads == original.leads and back.fs == original.fs
+    assert back.n_samples == original.n_samples
+    assert np.all(np.abs(back.signal - original.signal) <= _half_steps_mv(original) + 1e-7)
+    assert back.statements == original.statements
+    assert back.diagnosis_codes == original.diagnosis_codes
+    assert back.start_time == original.start_time  # naive local times survive (extension)
+
+
+def test_unnamed_lead_keeps_its_name(data_dir: Path) -> None:
+    mitbih = load_ecg(data_dir / "formats/wfdb/100")
+    short = mitbih.with_signal(mitbih.signal[:, :3600], mitbih.leads)
+    document = to_fhir_observation(short)
+    Observation.model_validate(document)
+    assert _read(document).leads == ("MLII", "V5")
+    assert _read(document).fs == 360.0
+
+
+def test_r5_interval_shape(observation: dict[str, Any], ptbxl_ecg: Ecg) -> None:
+    r5 = copy.deepcopy(observation)
+    for component in r5["component"]:
+        sampled = component.get("valueSampledData")
+        if sampled:
+            sampled["interval"] = sampled.pop("period") / 1000.0
+            sampled["intervalUnit"] = "s"
+    back = _read(r5)
+    assert back.fs == 500.0
+    assert np.all(np.abs(back.signal - ptbxl_ecg.signal) <= _half_steps_mv(ptbxl_ecg) + 1e-7)
+
+
+def test_origin_factor_and_microvolts_honoured(observation: dict[str, Any]) -> None:
+    reference = _read(observation)
+    shifted = copy.deepcopy(observation)
+    for component in shifted["component"]:
+        sampled = component.get("valueSampledData")
+        if sampled:
+            factor_uv = sampled["factor"] * 1000.0
+            counts = np.array(sampled["data"].split(), dtype=np.int64)
+            sampled["origin"] = {"value": 250.0, "code": "uV", "unit": "uV"}
+            sampled["factor"] = factor_uv / 2
+            sampled["data"] = " ".join(map(str, (counts * 2 - int(250.0 / (factor_uv / 2)))))
+    back = _read(shifted)
+    np.testing.assert_allclose(back.signal, reference.signal, atol=5e-4)
+
+
+def test_text_and_loinc_fallback_names(observation: dict[str, Any]) -> None:
+    document = copy.deepcopy(observation)
+    leads = [c for c in document["component"] if "valueSampledData" in c]
+    leads[0]["code"] = {"coding": [{"system": "http://loinc.org", "code": "LP7386-8",
+                                    "display": "Lead I"}]}  # fmt: skip
+    leads[1]["code"] = {"text": "MDC_ECG_ELEC_POTL_II"}
+    assert _read(document).leads[:2] == ("I", "II")
+
+
+def test_bundle_with_one_observation(observation: dict[str, Any]) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p-7"}},
+            {"resource": observation},
+        ],
+    }
+    Bundle.model_validate(bundle)
+    assert _read(bundle).leads == STANDARD_LEADS
+    bundle["entry"].append({"resource": observation})
+    with pytest.raises(EcgFormatError, match="holds 2 Observations"):
+        _read(bundle)
+
+
+def _first_lead(document: dict[str, Any]) -> dict[str, Any]:
+    return next(c["valueSampledData"] for c in document["component"] if "valueSampledData" in c)
+
+
+def test_limit_markers(observation: dict[str, Any]) -> None:
+    document = copy.deepcopy(observation)
+    sampled = _first_lead(document)
+    tokens = sampled["data"].split()
+    tokens[10], tokens[11] = "U", "L"
+    sampled["data"] = " ".join(tokens)
+    with pytest.raises(EcgFormatError, match=r"sample 10 is 'U'.*no upperLimit"):
+        _read(document)
+    sampled["upperLimit"], sampled["lowerLimit"] = 5.0, -5.0
+    back = _read(document)
+    assert back.signal[0, 10] == pytest.approx(5.0) and back.signal[0, 11] == pytest.approx(-5.0)
+    tokens[12] = "E"
+    sampled["data"] = " ".join(tokens)
+    with pytest.raises(EcgFormatError, match="sample 12 is 'E'"):
+        _read(document)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: _first_lead(d).update(data=_first_lead(d)["data"].rsplit(" ", 7)[0]),
+         "different numbers of samples"),
+        (lambda d: _first_lead(d).update(period=4.0), "different sampling periods"),
+        (lambda d: _first_lead(d).pop("period"), "neither period"),
+        (lambda d: _first_lead(d).update(period=0), "not positive"),
+        (lambda d: _first_lead(d).update(data="1 2 x 4"), "'x', not a number"),
+        (lambda d: _first_lead(d)["origin"].update(code="mmHg"), "not a voltage"),
+        (lambda d: d.update(resourceType="Patient"), "not an ECG"),
+        (lambda d: d.update(component=[]), "no SampledData"),
+    ],
+)  # fmt: skip
+def test_bad_observations(observation: dict[str, Any], mutate: Any, message: str) -> None:
+    document = copy.deepcopy(observation)
+    mutate(document)
+    with pytest.raises(EcgFormatError, match=message):
+        _read(document)
+
+
+def test_truncated_json(observation: dict[str, Any]) -> None:
+    data = json.dumps(observation).encode()
+    with pytest.raises(EcgFormatError, match=r"observation\.json: not valid JSON"):
+        load_ecg(data[: len(data) // 2], name="observation.json")
+
+
+def test_absurd_sampling_rate(observation: dict[str, Any]) -> None:
+    document = copy.deepcopy(observation)
+    for component in document["component"]:
+        if "valueSampledData" in component:
+            component["valueSampledData"]["period"] = 1e-6
+    with pytest.raises(EcgFormatError, match="outside"):
+        _read(document)
