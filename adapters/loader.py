@@ -84,6 +84,8 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
     path = Path(source)
     display = name or str(path)
     path = _wfdb_header_instead(path)
+    if path.is_dir():
+        raise EcgFormatError(display, "is a folder, not a file", "pass one ECG file")
     if not path.is_file():
         raise EcgFormatError(display, "no such file", "check the path")
     size = path.stat().st_size

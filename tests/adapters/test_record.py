@@ -22,8 +22,8 @@ def _without(ecg: Ecg, dropped: tuple[str, ...]) -> Ecg:
 
 @pytest.mark.parametrize("folder", ["records500", "records100"])
 def test_derived_limb_leads_reproduce_the_recorded_ones(ptbxl_dir: Path, folder: str) -> None:
-    headers = sorted((ptbxl_dir / folder / "00000").glob("*.hea"))[:40]
-    assert len(headers) == 40
+    headers = sorted((ptbxl_dir / folder / "00000").glob("*.hea"))[:25]
+    assert len(headers) == 25
     for header in headers:
         recorded = load_ecg(header)
         view = standard_12_lead(_without(recorded, LIMB))
