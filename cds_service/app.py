@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service.api import audit, ecgs, health, hooks, viewer
+from cds_service.errors import RequestSizeLimit, body_limits, install_error_handlers
 from cds_service.settings import Settings, get_settings
 
 
@@ -35,4 +37,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     for module in (health, hooks, ecgs, audit, viewer):
         app.include_router(module.router)
+    install_error_handlers(app)
+    # Outermost last: size limit first, then CORS (browser clients such as the CDS Hooks
+    # sandbox send Authorization and Content-Type, so preflights must allow them).
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(RequestSizeLimit, **body_limits(settings))
     return app

@@ -1,5 +1,97 @@
-"""Router placeholder: filled in by the hooks work."""
+"""CDS Hooks 2.0.1 endpoints: discovery, service calls and feedback.
 
-from fastapi import APIRouter
+Every route requires the EHR's JWT (:func:`~cds_service.auth.require_ehr_token`): a missing
+or bad token is a bare 401. Other errors are OperationOutcome JSON (see
+:mod:`cds_service.errors`).
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from cds_service.auth import VerifiedToken, require_ehr_token
+from cds_service.hooks.handlers import HookProblem, handle_feedback, handle_hook
+from cds_service.hooks.schemas import (
+    CardsResponse,
+    Discovery,
+    FeedbackAck,
+    FeedbackRequest,
+    HookRequest,
+    dump,
+)
+from cds_service.hooks.services import SERVICES, HookService
+
+router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request (OperationOutcome says what is wrong)"},
+    401: {"description": "Missing or invalid EHR JWT (empty body)"},
+    404: {"description": "No such service"},
+    412: {"description": "Needed data neither prefetched nor fetchable"},
+    413: {"description": "Request body over the configured size limit"},
+}
+
+
+def _service(service_id: str) -> HookService:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise HookProblem(404, f"no CDS service {service_id!r}", code="not-found")
+    return service
+
+
+def _runtime(request: Request) -> Any:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None or getattr(runtime, "pipeline", None) is None:
+        raise HookProblem(503, "the service is starting; try again shortly", code="transient")
+    return runtime
+
+
+@router.get(
+    "",
+    response_model=Discovery,
+    summary="Discovery: the CDS services offered, with prefetch templates",
+    responses={401: _ERRORS[401]},
+)
+async def discovery(_: VerifiedToken = Depends(require_ehr_token)) -> JSONResponse:
+    body = Discovery(services=[service.describe() for service in SERVICES.values()])
+    return JSONResponse(dump(body, keep_empty=("services",)))
+
+
+@router.post(
+    "/{service_id}",
+    response_model=CardsResponse,
+    summary="Call a CDS service (patient-view, order-select, order-sign)",
+    responses={k: v for k, v in _ERRORS.items()},
+)
+async def call_service(
+    service_id: str,
+    call: HookRequest,
+    request: Request,
+    token: VerifiedToken = Depends(require_ehr_token),
+) -> JSONResponse:
+    service = _service(service_id)
+    runtime = _runtime(request)
+    cards = await handle_hook(service, call, runtime, token)
+    return JSONResponse({"cards": cards})
+
+
+@router.post(
+    "/{service_id}/feedback",
+    response_model=FeedbackAck,
+    summary="Feedback on cards: accepted suggestions or override reasons",
+    responses={k: v for k, v in _ERRORS.items() if k != 412},
+)
+async def feedback(
+    service_id: str,
+    body: FeedbackRequest,
+    request: Request,
+    token: VerifiedToken = Depends(require_ehr_token),
+) -> JSONResponse:
+    service = _service(service_id)
+    runtime = _runtime(request)
+    stored = await run_in_threadpool(handle_feedback, service, body, runtime, token)
+    return JSONResponse(dump(FeedbackAck(stored=stored)))

@@ -1,0 +1,23 @@
+"""Authentication of EHR calls: CDS Hooks 2.0.1 JWTs signed by allow-listed issuers.
+
+:class:`TokenVerifier` checks one bearer token; :func:`require_ehr_token` is the FastAPI
+dependency every hook route uses. Any failure is a bare 401 (:class:`AuthFailed`).
+"""
+
+from cds_service.auth.dependency import AuthFailed, get_verifier, require_ehr_token
+from cds_service.auth.jwks import JwksCache
+from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.verify import ALLOWED_ALGORITHMS, TokenVerifier, VerifiedToken
+
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "AuthFailed",
+    "InMemoryReplayCache",
+    "JwksCache",
+    "RedisReplayCache",
+    "ReplayCache",
+    "TokenVerifier",
+    "VerifiedToken",
+    "get_verifier",
+    "require_ehr_token",
+]

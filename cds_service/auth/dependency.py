@@ -1,0 +1,98 @@
+"""FastAPI dependency: every CDS Hooks route requires a verified EHR JWT.
+
+The audience a token must carry is the exact URL being called: ``auth.audience_base_url``
+plus the request path when configured (behind a proxy or TLS terminator), else the URL
+the request arrived on. Feedback calls may also carry their service's URL, because some
+clients sign every call to a service with the service URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+
+from cds_service.auth.errors import TokenRejected
+from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.verify import TokenVerifier, VerifiedToken
+from cds_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_FEEDBACK_SUFFIX = "/feedback"
+
+
+class AuthFailed(Exception):
+    """Raised by :func:`require_ehr_token`; answered with a bare 401 (no body)."""
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    """The app's verifier (one per app: it holds the JWKS and replay caches)."""
+    state = request.app.state
+    verifier: TokenVerifier | None = getattr(state, "ehr_token_verifier", None)
+    if verifier is None:
+        settings: Settings = state.settings
+        replay: ReplayCache
+        if settings.jobs.mode == "distributed":
+            replay = RedisReplayCache(settings.jobs.broker_url)
+        else:
+            replay = InMemoryReplayCache()
+        verifier = TokenVerifier(settings.auth, replay=replay)
+        state.ehr_token_verifier = verifier
+    return verifier
+
+
+def expected_audiences(request: Request, settings: Settings) -> list[str]:
+    base = settings.auth.audience_base_url
+    if base:
+        called = base.rstrip("/") + request.url.path
+    else:
+        url = request.url
+        called = f"{url.scheme}://{url.netloc}{url.path}"
+    audiences = [called]
+    if called.endswith(_FEEDBACK_SUFFIX):
+        audiences.append(called[: -len(_FEEDBACK_SUFFIX)])
+    return audiences
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def require_ehr_token(request: Request) -> VerifiedToken:
+    """Verify the caller's JWT; raise :class:`AuthFailed` (bare 401) on any problem."""
+    settings: Settings = request.app.state.settings
+    token = _bearer(request)
+    try:
+        if token is None:
+            raise TokenRejected("no bearer token")
+        verified = await get_verifier(request).verify(token, expected_audiences(request, settings))
+    except TokenRejected as exc:
+        # The reason goes to our log and audit trail; the token itself never does.
+        log.info("hook call refused: %s (%s %s)", exc.reason, request.method, request.url.path)
+        _audit_failure(request, exc.reason)
+        raise AuthFailed(exc.reason) from None
+    request.state.ehr_token = verified
+    return verified
+
+
+def _audit_failure(request: Request, reason: str) -> None:
+    runtime: Any = getattr(request.app.state, "runtime", None)
+    audit = getattr(runtime, "audit", None)
+    if audit is None:
+        return
+    try:
+        audit.record(
+            "auth-failure",
+            outcome="failure",
+            detail={"reason": reason[:300], "path": request.url.path},
+        )
+    except Exception:  # auditing must never turn a 401 into a 500
+        log.exception("could not record auth failure in the audit trail")

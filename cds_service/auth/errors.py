@@ -1,0 +1,15 @@
+"""The one exception of the auth package."""
+
+from __future__ import annotations
+
+
+class TokenRejected(Exception):
+    """A bearer token that must not be trusted.
+
+    ``reason`` is for the service's own log and audit trail (never the token itself); the
+    caller only ever sees a bare 401, so a probing client learns nothing.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

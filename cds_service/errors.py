@@ -1,0 +1,186 @@
+"""Error answers and request limits for the whole app.
+
+* Authentication failures on hook routes: a bare 401 (no body), as CDS Hooks requires.
+* Other 4xx/5xx on ``/cds-services``: a FHIR ``OperationOutcome`` naming what is wrong;
+  malformed hook requests are 400 (FastAPI's default would be 422).
+* Unhandled exceptions anywhere: a 500 OperationOutcome without a stack trace.
+* Request bodies over the configured size: 413, before the body is read into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cds_service.auth import AuthFailed
+from cds_service.hooks.handlers import HookProblem
+
+log = logging.getLogger(__name__)
+
+HOOKS_PREFIX = "/cds-services"
+FHIR_JSON = "application/fhir+json"
+
+_ISSUE_CODES = {
+    400: "invalid",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    412: "not-found",
+    413: "too-costly",
+    415: "not-supported",
+    429: "throttled",
+    503: "transient",
+}
+
+
+def operation_outcome(
+    status: int, messages: Sequence[str], *, code: str | None = None
+) -> JSONResponse:
+    """A FHIR OperationOutcome response, one issue per message."""
+    issue_code = code or _ISSUE_CODES.get(status, "exception" if status >= 500 else "invalid")
+    severity = "fatal" if status >= 500 else "error"
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": severity, "code": issue_code, "diagnostics": message}
+            for message in messages
+        ],
+    }
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+
+
+def _is_hooks(request: Request) -> bool:
+    return request.url.path.startswith(HOOKS_PREFIX)
+
+
+def _bare_401() -> Response:
+    return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _validation_messages(exc: RequestValidationError) -> list[str]:
+    messages = []
+    for error in exc.errors()[:20]:
+        loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+        where = ".".join(loc) or "request body"
+        messages.append(f"{where}: {error.get('msg', 'invalid')}")
+    return messages or ["the request body is not valid"]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthFailed)
+    async def _auth_failed(request: Request, exc: AuthFailed) -> Response:
+        return _bare_401()
+
+    @app.exception_handler(HookProblem)
+    async def _hook_problem(request: Request, exc: HookProblem) -> Response:
+        return operation_outcome(exc.status, [exc.message], code=exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if not _is_hooks(request):
+            return await request_validation_exception_handler(request, exc)
+        return operation_outcome(400, _validation_messages(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _is_hooks(request):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 401:
+            return _bare_401()
+        return operation_outcome(exc.status_code, [str(exc.detail)])
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> Response:
+        log.error(
+            "unhandled %s on %s %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        return operation_outcome(500, ["internal error; the service log has the details"])
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestSizeLimit:
+    """Pure ASGI middleware: 413 for bodies over the limit, by header or by counting.
+
+    Hook calls get ``hooks_limit``; other routes (ECG upload) get ``other_limit``.
+    """
+
+    def __init__(self, app: ASGIApp, *, hooks_limit: int, other_limit: int) -> None:
+        self.app = app
+        self.hooks_limit = hooks_limit
+        self.other_limit = other_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        limit = self.hooks_limit if path.startswith(HOOKS_PREFIX) else self.other_limit
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                too_big = False
+            if too_big:
+                await self._reject(scope, receive, send, limit)
+                return
+
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(scope, receive, send, limit)
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = operation_outcome(
+            413, [f"request body over the {limit}-byte limit (setting max_request_bytes)"]
+        )
+        await response(scope, receive, send)
+
+
+def body_limits(settings: Any) -> dict[str, int]:
+    """Hook calls: ``max_request_bytes``; uploads may carry a whole ECG file plus overhead."""
+    hooks_limit = int(settings.max_request_bytes)
+    return {
+        "hooks_limit": hooks_limit,
+        "other_limit": max(hooks_limit, int(settings.max_ecg_bytes) + 1024 * 1024),
+    }

@@ -1,0 +1,328 @@
+"""Outbound FHIR and DICOMweb reads for hook calls, limited to allow-listed base URLs.
+
+Every URL is checked against ``fhir.allowed_servers`` / ``fhir.allowed_dicomweb`` *before*
+any connection is made; a ``fhirServer`` that is not on the list is refused, never
+contacted. Redirects are not followed (a redirect could leave the allow-list). The EHR's
+access token travels only in the ``Authorization`` header of requests to those servers: it
+is never logged, never stored, and never part of an exception message.
+
+FHIR searches and reads go through ``fhirpy``'s async client; attachment bytes (Binary
+resources, DICOMweb WADO-RS instances) through ``httpx`` with a size bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import httpx
+from fhirpy import AsyncFHIRClient
+from fhirpy.base.exceptions import (
+    AuthorizationError,
+    BaseFHIRError,
+    ForbiddenError,
+    OperationOutcome,
+    ResourceNotFound,
+)
+
+from cds_service.hooks.prefetch import bundle_resources
+from cds_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DICOM_MEDIA_TYPE = "application/dicom"
+WADO_ACCEPT = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
+#: At most this many search pages are followed per query (a hook has ~500 ms).
+MAX_PAGES = 3
+
+
+class OutboundRefused(Exception):
+    """A URL that is not under an allow-listed base: it was not contacted."""
+
+    def __init__(self, url: str, kind: str) -> None:
+        self.url = redact_url(url)
+        self.kind = kind
+        super().__init__(f"{kind} {self.url} is not on the allow-list; it was not contacted")
+
+
+class FetchFailed(Exception):
+    """An allow-listed server answered with an error or could not be reached."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        self.problem = problem
+        super().__init__(f"{what}: {problem}")
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info or query (query strings can carry patient ids)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
+def url_allowed(url: str, allowed_bases: list[str]) -> bool:
+    """True when ``url`` is one of ``allowed_bases`` or below one of them.
+
+    Compared on scheme, host, port and whole path segments (``https://ehr/fhir`` allows
+    ``https://ehr/fhir/Patient/1`` but not ``https://ehr/fhirevil``). URLs with user info
+    or dot segments are refused outright.
+    """
+    parts = urlsplit(url)
+    if parts.username or parts.password or "\\" in url:
+        return False
+    path = unquote(parts.path)
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    origin = _origin(url)
+    if origin is None:
+        return False
+    for base in allowed_bases:
+        base_origin = _origin(base)
+        if base_origin != origin:
+            continue
+        base_path = unquote(urlsplit(base).path).rstrip("/")
+        if path.rstrip("/") == base_path or path.startswith(base_path + "/"):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class DicomwebRef:
+    """Where a DICOM ECG lives: a DICOMweb base and the UIDs below it."""
+
+    base_url: str
+    study_uid: str
+    series_uid: str | None = None
+    instance_uid: str | None = None
+
+    @property
+    def url(self) -> str:
+        url = f"{self.base_url.rstrip('/')}/studies/{self.study_uid}"
+        if self.series_uid:
+            url += f"/series/{self.series_uid}"
+            if self.instance_uid:
+                url += f"/instances/{self.instance_uid}"
+        return url
+
+
+class FhirFetcher:
+    """Reads from one EHR's FHIR server (and its allow-listed DICOMweb) for one hook call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        server: str,
+        access_token: str | None,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
+        if not url_allowed(server, settings.fhir.allowed_servers):
+            raise OutboundRefused(server, "fhirServer")
+        self.settings = settings
+        self.base_url = server.rstrip("/")
+        self.max_bytes = max_bytes or settings.max_ecg_bytes
+        authorization = f"Bearer {access_token}" if access_token else None
+        self._headers = {"Authorization": authorization} if authorization else {}
+        timeout = settings.fhir.timeout_s
+        self._fhir = AsyncFHIRClient(
+            self.base_url,
+            authorization=authorization,
+            aiohttp_config={
+                "timeout": aiohttp.ClientTimeout(total=timeout),
+                "allow_redirects": False,
+            },
+        )
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FhirFetcher({self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> FhirFetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ FHIR REST
+
+    async def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Search and follow up to :data:`MAX_PAGES` pages; the matched resources."""
+        bundle = await self._execute(resource_type, params, what=f"{resource_type} search")
+        resources, next_url = bundle_resources(bundle, f"{resource_type} search")
+        pages = 1
+        while next_url and pages < MAX_PAGES:
+            more, next_url = await self.page(next_url)
+            resources.extend(more)
+            pages += 1
+        return resources
+
+    async def page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One more page of a searchset (a ``next`` link, which must be on our server)."""
+        if not url_allowed(url, [self.base_url]):
+            raise OutboundRefused(url, "search page")
+        bundle = await self._execute(url, None, what="search page")
+        return bundle_resources(bundle, "search page")
+
+    async def read(self, reference: str) -> dict[str, Any]:
+        """Read ``Type/id`` (relative to fhirServer) or an absolute URL on fhirServer."""
+        if reference.startswith(("http://", "https://")):
+            if not url_allowed(reference, [self.base_url]):
+                raise OutboundRefused(reference, "reference")
+        elif not re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}", reference):
+            raise FetchFailed(reference, "not a relative reference Type/id")
+        return await self._execute(reference, None, what=reference.split("?")[0])
+
+    async def _execute(
+        self, path: str, params: dict[str, str] | None, *, what: str
+    ) -> dict[str, Any]:
+        try:
+            data = await self._fhir.execute(path, method="get", params=params)
+        except AuthorizationError:
+            raise FetchFailed(what, "the FHIR server refused the access token (401)") from None
+        except ForbiddenError:
+            raise FetchFailed(what, "the access token does not grant this read (403)") from None
+        except ResourceNotFound:
+            raise FetchFailed(what, "not found (404)") from None
+        except (OperationOutcome, BaseFHIRError) as exc:
+            raise FetchFailed(
+                what, f"the FHIR server answered an error: {str(exc)[:200]}"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FetchFailed(what, f"FHIR server unreachable ({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise FetchFailed(what, "the FHIR server answered something that is not JSON")
+        return dict(data)
+
+    # ------------------------------------------------------------------ attachments
+
+    def _resolve(self, url: str) -> tuple[str, str]:
+        """Absolute URL for an attachment and which allow-list it is on ("fhir"/"dicomweb")."""
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        if url_allowed(url, [self.base_url, *self.settings.fhir.allowed_servers]):
+            return url, "fhir"
+        if url_allowed(url, self.settings.fhir.allowed_dicomweb):
+            return url, "dicomweb"
+        raise OutboundRefused(url, "attachment URL")
+
+    async def attachment_bytes(self, attachment: dict[str, Any]) -> bytes:
+        """The bytes of a FHIR Attachment: inline ``data``, a Binary, or a WADO-RS URL."""
+        data = attachment.get("data")
+        if isinstance(data, str) and data:
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise FetchFailed("attachment", "inline data is not valid base64") from None
+            if len(raw) > self.max_bytes:
+                raise FetchFailed("attachment", f"inline data is over {self.max_bytes} bytes")
+            return raw
+        url = attachment.get("url")
+        if not isinstance(url, str) or not url:
+            raise FetchFailed("attachment", "has neither data nor url")
+        absolute, kind = self._resolve(url)
+        if kind == "dicomweb" or "/studies/" in urlsplit(absolute).path:
+            parts = await self._wado(absolute)
+            return parts[0]
+        return await self._binary(absolute)
+
+    async def _binary(self, url: str) -> bytes:
+        """A Binary: raw bytes when the server serves them, else the JSON form's ``data``."""
+        body, content_type = await self._get(url, accept="application/octet-stream, */*;q=0.5")
+        if "json" in content_type:
+            try:
+                import json
+
+                resource = json.loads(body)
+            except ValueError:
+                return body
+            if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+                encoded = resource.get("data")
+                if not isinstance(encoded, str):
+                    raise FetchFailed(redact_url(url), "Binary has no data")
+                try:
+                    return base64.b64decode(encoded, validate=True)
+                except (binascii.Error, ValueError):
+                    raise FetchFailed(redact_url(url), "Binary.data is not base64") from None
+        return body
+
+    async def wado(self, ref: DicomwebRef) -> list[bytes]:
+        """WADO-RS retrieve: the DICOM instances at ``ref`` (study, series or instance)."""
+        if not url_allowed(ref.url, self.settings.fhir.allowed_dicomweb):
+            raise OutboundRefused(ref.url, "DICOMweb URL")
+        return await self._wado(ref.url)
+
+    async def _wado(self, url: str) -> list[bytes]:
+        body, content_type = await self._get(url, accept=WADO_ACCEPT)
+        if content_type.startswith("multipart/"):
+            parts = split_multipart(body, content_type)
+        elif content_type.startswith(DICOM_MEDIA_TYPE):
+            parts = [body]
+        else:
+            raise FetchFailed(redact_url(url), f"unexpected content type {content_type!r}")
+        if not parts:
+            raise FetchFailed(redact_url(url), "the DICOMweb answer holds no instance")
+        return parts
+
+    async def _get(self, url: str, *, accept: str) -> tuple[bytes, str]:
+        what = redact_url(url)
+        try:
+            async with self._http.stream(
+                "GET", url, headers={**self._headers, "Accept": accept}
+            ) as response:
+                if response.status_code in (401, 403):
+                    raise FetchFailed(what, f"access refused (HTTP {response.status_code})")
+                if response.status_code != 200:
+                    raise FetchFailed(what, f"HTTP {response.status_code}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise FetchFailed(what, f"larger than {self.max_bytes} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks), response.headers.get("content-type", "").lower()
+        except httpx.HTTPError as exc:
+            raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
+
+
+def split_multipart(body: bytes, content_type: str) -> list[bytes]:
+    """The part bodies of a ``multipart/related`` message (RFC 2046), headers dropped."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type, flags=re.IGNORECASE)
+    if not match:
+        raise FetchFailed("multipart", "no boundary in the content type")
+    delimiter = b"--" + match.group(1).encode("ascii")
+    parts: list[bytes] = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break  # the close delimiter
+        header_end = chunk.find(b"\r\n\r\n")
+        if header_end < 0:
+            continue
+        content = chunk[header_end + 4 :]
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        parts.append(content)
+    return parts
