@@ -4,6 +4,7 @@ Uses :mod:`adapters` for input; knows nothing of web services, queues or databas
 """
 
 from models.catalog import Label, LabelCatalog, load_catalog
+from models.quality import assess_quality
 from models.results import ClassificationResult, Code, LabelScore, Measurement, QualityReport
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "LabelScore",
     "Measurement",
     "QualityReport",
+    "assess_quality",
     "load_catalog",
 ]

@@ -36,6 +36,8 @@ class QualityReport:
     reasons: tuple[str, ...] = ()
     #: True when the ECG looks unlike anything the model was trained on.
     out_of_distribution: bool = False
+    #: Standard leads the gate found unusable (flat or drowned in noise), e.g. to mask them.
+    unusable_leads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ClassificationResult:
             acceptable=data["quality"]["acceptable"],
             reasons=tuple(data["quality"].get("reasons", ())),
             out_of_distribution=data["quality"].get("out_of_distribution", False),
+            unusable_leads=tuple(data["quality"].get("unusable_leads", ())),
         )
         measurements = {k: Measurement(**v) for k, v in data.get("measurements", {}).items()}
         scores = tuple(
