@@ -126,13 +126,16 @@ class Runtime:
         return self._classifier
 
     def _load_classifier(self) -> Classifier:
+        from models.classifier import ZeroShotClassifier
+
+        classifier: Classifier
         if self.role == "worker":
-            import torch
-
-            torch.set_num_threads(max(1, self.settings.jobs.torch_threads))
-        from models import ZeroShotClassifier  # type: ignore[attr-defined]
-
-        classifier: Classifier = ZeroShotClassifier.from_pretrained(self.settings.model_dir)
+            # Workers run one process per core, so one torch thread each.
+            classifier = ZeroShotClassifier.from_pretrained(
+                self.settings.model_dir, threads=max(1, self.settings.jobs.torch_threads)
+            )
+        else:  # the web process and the CLI keep the model's default thread count
+            classifier = ZeroShotClassifier.from_pretrained(self.settings.model_dir)
         log.info("model %s loaded (%s)", classifier.model_version, self.role)
         return classifier
 

@@ -66,6 +66,8 @@ class JobSettings(BaseModel):
     task_soft_time_limit_s: int = 100
     worker_max_memory_per_child_kb: int = 1_500_000
     max_retries: int = 5
+    #: Broker queue the service sends to and workers consume (one per deployment).
+    queue: str = "ecg-cds"
     #: Worker processes per ``ecg-cds worker`` (default: the machine's core count).
     worker_concurrency: int | None = None
     #: Torch threads per worker process: 1 with one process per core is fastest.

@@ -21,7 +21,7 @@ def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
     hostname: str = typer.Option("", help="Worker node name (default: ecg-cds@<host>)."),
 ) -> None:
-    from cds_service.jobs.celery_app import QUEUE, make_celery
+    from cds_service.jobs.celery_app import make_celery
     from cds_service.settings import get_settings
 
     settings = get_settings()
@@ -40,7 +40,7 @@ def worker(
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={processes}",
-        f"--queues={QUEUE}",
+        f"--queues={settings.jobs.queue}",
         # Mingle and gossip sync state between workers at start-up and cost a second
         # each; these workers share nothing but the queue and the database.
         "--without-mingle",

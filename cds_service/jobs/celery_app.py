@@ -19,8 +19,6 @@ from celery import Celery
 
 from cds_service.settings import Settings
 
-QUEUE = "ecg-cds"
-
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     jobs = settings.jobs
@@ -42,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_default_queue": QUEUE,
+        "task_default_queue": jobs.queue,
         "enable_utc": True,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
