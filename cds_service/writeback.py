@@ -110,14 +110,12 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
         )
     if info is None:
         raise refuse(f"no ECG with id {ecg_id} is stored")
+    if patient is None:
+        raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
     stored = runtime.pipeline.result(ecg_id)
     if stored is None:
         raise refuse(f"ECG {ecg_id} has no classification result yet")
     version = stored.model_version
-    if patient is None:
-        raise refuse(
-            f"ECG {ecg_id} is not linked to a patient; a report annotation needs one", version
-        )
 
     resources = build_result_bundle(
         stored.result,
