@@ -1,10 +1,117 @@
-"""`ecg-cds inspect`: placeholder until its issue lands."""
+"""`ecg-cds inspect`: what an ECG file holds (format, leads, rate, statements), and a plot."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
 
+if TYPE_CHECKING:
+    from adapters import Ecg
 
-def inspect() -> None:
-    typer.echo("ecg-cds inspect is not available yet in this build.", err=True)
-    raise typer.Exit(2)
+
+def summary(ecg: Ecg) -> dict[str, Any]:
+    """The facts `inspect` reports, as plain JSON-ready values."""
+    import numpy as np
+
+    signal = ecg.signal
+    return {
+        "format": ecg.source.format,
+        "source": ecg.source.uri,
+        "sha256": ecg.source.sha256,
+        "leads": list(ecg.leads),
+        "fs_hz": float(ecg.fs),
+        "n_samples": ecg.n_samples,
+        "duration_s": round(ecg.duration_s, 3),
+        "amplitude_mv": {
+            "min": round(float(signal.min()), 4),
+            "max": round(float(signal.max()), 4),
+            "per_lead_peak_to_peak": {
+                name: round(float(np.ptp(signal[i])), 4) for i, name in enumerate(ecg.leads)
+            },
+        },
+        "statements": list(ecg.statements),
+        "diagnosis_codes": list(ecg.diagnosis_codes),
+        "patient_id": ecg.patient_id,
+        "device": ecg.device,
+        "start_time": ecg.start_time.isoformat() if ecg.start_time else None,
+        "median_beats": None
+        if ecg.median_beats is None
+        else {
+            "leads": list(ecg.median_beats.leads),
+            "fs_hz": float(ecg.median_beats.fs),
+            "n_samples": int(ecg.median_beats.signal.shape[1]),
+        },
+        "extra": dict(ecg.extra),
+    }
+
+
+def _print_table(facts: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=facts["source"] or "ECG", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    amplitude = facts["amplitude_mv"]
+    rows = [
+        ("format", facts["format"]),
+        ("leads", f"{len(facts['leads'])}: {' '.join(facts['leads'])}"),
+        ("sampling rate", f"{facts['fs_hz']:g} Hz"),
+        ("duration", f"{facts['duration_s']:g} s ({facts['n_samples']} samples)"),
+        ("amplitude", f"{amplitude['min']:.3f} .. {amplitude['max']:.3f} mV"),
+        ("start time", facts["start_time"] or "-"),
+        ("patient", facts["patient_id"] or "-"),
+        ("device", facts["device"] or "-"),
+        ("statements", "\n".join(facts["statements"]) or "-"),
+        ("codes", "\n".join(facts["diagnosis_codes"]) or "-"),
+    ]
+    median = facts["median_beats"]
+    if median:
+        rows.append(("median beats", f"{len(median['leads'])} leads x {median['n_samples']}"))
+    rows.extend((key, value) for key, value in facts["extra"].items())
+    rows.append(("sha256", facts["sha256"]))
+    for field, value in rows:
+        table.add_row(field, str(value))
+    Console().print(table)
+
+
+def inspect(
+    file: Path = typer.Argument(
+        ..., help="ECG file in any format the adapters read (WFDB: the .hea or record name)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw the standard 12-lead paper print to this PNG/PDF/SVG."
+    ),
+    input_format: str | None = typer.Option(
+        None, "--format", help="Input format name instead of detection."
+    ),
+) -> None:
+    """Summarise an ECG file: format, leads, sampling rate, duration, amplitude range,
+    statements, diagnosis codes, patient, device and start time."""
+    from adapters import EcgFormatError, load_ecg
+
+    try:
+        ecg = load_ecg(file, input_format)
+    except EcgFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    facts = summary(ecg)
+    if plot is not None:
+        from adapters.plot import plot_paper
+
+        try:
+            plot_paper(ecg, plot, title=file.name)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: {plot}: cannot draw the plot ({exc})", err=True)
+            raise typer.Exit(2) from None
+        facts["plot"] = str(plot)
+    if json_output:
+        typer.echo(json.dumps(facts, indent=2))
+    else:
+        _print_table(facts)
+        if plot is not None:
+            typer.echo(f"plot: {plot}")

@@ -1,0 +1,89 @@
+"""`ecg-cds convert` and `ecg-cds inspect` on real files, through the real CLI app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from fhir.resources.R4B.observation import Observation
+from typer.testing import CliRunner
+
+from adapters import load_ecg
+from cds_service.cli import app
+
+runner = CliRunner()
+
+
+def test_convert_to_fhir_and_dicom_by_suffix(data_dir: Path, tmp_path: Path) -> None:
+    record = data_dir / "cinc/cinc2021/E07500"
+    as_json, as_dicom = tmp_path / "e.json", tmp_path / "e.dcm"
+    result = runner.invoke(
+        app, ["convert", str(record), str(as_json), "--patient-ref", "Patient/9"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(as_json.read_text())
+    assert Observation.model_validate(document).subject.reference == "Patient/9"
+
+    result = runner.invoke(app, ["convert", str(as_json), str(as_dicom)])
+    assert result.exit_code == 0, result.output
+    assert pydicom.dcmread(as_dicom).Modality == "ECG"
+    original, back = load_ecg(record), load_ecg(as_dicom)
+    assert back.leads == original.leads
+    np.testing.assert_allclose(back.signal, original.signal, atol=1e-4)
+
+
+def test_convert_with_explicit_target(formats_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ecg.bin"
+    result = runner.invoke(
+        app, ["convert", str(formats_dir / "ge_muse_xml/muse-sinus.xml"), str(out), "--to", "dicom"]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_ecg(out).source.format == "dicom"
+
+
+def test_convert_errors_exit_2_without_traceback(formats_dir: Path, tmp_path: Path) -> None:
+    cases = [
+        [str(formats_dir / "hl7_aecg/COPYING.CC0"), str(tmp_path / "x.json")],
+        [str(formats_dir / "dicom/pydicom_waveform_ecg.dcm"), str(tmp_path / "x.txt")],
+        [str(tmp_path / "missing.hea"), str(tmp_path / "x.json")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, ["convert", *args])
+        assert result.exit_code == 2, result.output
+        assert "error:" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "x.json").exists()
+
+
+def test_inspect_json_reports_the_file(formats_dir: Path) -> None:
+    path = formats_dir / "dicom/pydicom_waveform_ecg.dcm"
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    ecg = load_ecg(path)
+    assert facts["format"] == "dicom"
+    assert facts["leads"] == list(ecg.leads)
+    assert facts["fs_hz"] == 1000.0 and facts["n_samples"] == 10000
+    assert facts["duration_s"] == 10.0
+    assert facts["statements"] == ["RITMO SINUSALE", "ECG NORMALE"]
+    assert facts["patient_id"] == "642341"
+    assert facts["amplitude_mv"]["max"] == round(float(ecg.signal.max()), 4)
+
+
+def test_inspect_table_and_plot(data_dir: Path, tmp_path: Path) -> None:
+    plot = tmp_path / "ecg.png"
+    record = data_dir / "cinc/cinc2021_more/smoke_data/PTB_PTBXL/S0001.hea"
+    result = runner.invoke(app, ["inspect", str(record), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    for text in ("wfdb", "1000 Hz", "38.4 s", "snomed.info/sct|426783006", "2020-05-15T15:22:05"):
+        assert text in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect_bad_input_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceType": "Observation", "component": [')
+    result = runner.invoke(app, ["inspect", str(bad)])
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.output and "Traceback" not in result.output
