@@ -26,6 +26,7 @@ from adapters import dicom as _dicom  # noqa: F401
 from adapters import fhir as _fhir  # noqa: F401
 from adapters import muse as _muse  # noqa: F401
 from adapters import philips as _philips  # noqa: F401
+from adapters import scp as _scp  # noqa: F401
 from adapters import sph_hdf5 as _sph_hdf5  # noqa: F401
 from adapters import wfdb_reader as _wfdb_reader  # noqa: F401
 

@@ -16,9 +16,11 @@ minute on one core.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from adapters.aecg import read_aecg
 from adapters.loader import ReaderInput
 from adapters.muse import read_muse
 from adapters.philips import read_philips
+from adapters.scp import read_scp
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,6 +91,7 @@ DIRECT: dict[str, Callable[[ReaderInput], Ecg]] = {
     "formats/ge_muse_xml/muse-sinus.xml": read_muse,
     "formats/philips_xml/129DYPRG.XML": read_philips,
     "formats/philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml": read_philips,
+    "formats/scp_ecg/Example.scp": read_scp,
 }
 
 MDC_LEADS = {
@@ -177,11 +181,11 @@ def _check_direct(sample: Sample, data: bytes) -> None:
     reader = DIRECT.get(sample.target)
     if reader is None:
         return
-    item = ReaderInput(data=data, name="direct.xml", path=None, max_bytes=64 * 1024 * 1024)
+    item = ReaderInput(data=data, name="direct", path=None, max_bytes=64 * 1024 * 1024)
     try:
         reader(item)
     except EcgFormatError as exc:
-        assert str(exc).startswith("direct.xml: "), str(exc)
+        assert str(exc).startswith("direct: "), str(exc)
 
 
 FUZZ_SETTINGS = {
@@ -263,6 +267,61 @@ def test_philips_xli_payload_damage(originals: dict[str, bytes], relative: str) 
             assert str(exc).startswith("direct.xml: ")
 
     check()
+
+
+def _scp_section(data: bytes | bytearray, wanted: int) -> tuple[int, int]:
+    """(start, length) of one SCP-ECG section, from the pointer table."""
+    offset = 6 + 16
+    while True:
+        section, length, index = struct.unpack_from("<HII", data, offset)
+        if section == wanted:
+            return index - 1, length
+        offset += 10
+
+
+def _with_scp_crc(data: bytearray) -> bytes:
+    data[0:2] = struct.pack("<H", binascii.crc_hqx(bytes(data[2:]), 0xFFFF))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("section", [3, 6])
+def test_scp_damage_behind_a_valid_crc(originals: dict[str, bytes], section: int) -> None:
+    """Damage the lead table or the Huffman data and fix the CRC, so the decoder sees it."""
+    original = originals["formats/scp_ecg/Example.scp"]
+    start, length = _scp_section(original, section)
+
+    @settings(max_examples=15, **FUZZ_SETTINGS)
+    @given(
+        changes=st.lists(
+            st.tuples(st.integers(start + 16, start + length - 1), st.integers(1, 255)),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def check(changes: list[tuple[int, int]]) -> None:
+        damaged = bytearray(original)
+        for position, mask in changes:
+            damaged[position] ^= mask
+        data = _with_scp_crc(damaged)
+        with tempfile.TemporaryDirectory(prefix="ecg-fuzz-") as folder:
+            path = Path(folder) / "damaged.scp"
+            path.write_bytes(data)
+            _check_outcome(path)
+        try:
+            read_scp(ReaderInput(data=data, name="direct", path=None, max_bytes=1 << 26))
+        except EcgFormatError as exc:
+            assert str(exc).startswith("direct: ")
+
+    check()
+
+
+def test_scp_huge_declared_sample_count(originals: dict[str, bytes]) -> None:
+    damaged = bytearray(originals["formats/scp_ecg/Example.scp"])
+    start, _ = _scp_section(damaged, 3)
+    for lead in range(damaged[start + 16]):  # every lead's end sample
+        struct.pack_into("<I", damaged, start + 16 + 2 + 9 * lead + 4, 2**32 - 1)
+    with pytest.raises(EcgFormatError, match="declares"):
+        load_ecg(_with_scp_crc(damaged), name="huge.scp")
 
 
 @settings(max_examples=60, **FUZZ_SETTINGS)
