@@ -28,6 +28,8 @@ def insert_ignore(
         stmt = sqlite_insert(table).values(**values)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"insert_ignore does not support {dialect}")
-    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns))
-    result: Any = session.execute(stmt)
-    return bool(result.rowcount)
+    # RETURNING tells inserted from skipped on both databases (rowcount is -1 on some drivers).
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns)).returning(
+        table.c[conflict_columns[0]]
+    )
+    return session.execute(stmt).first() is not None

@@ -1,0 +1,233 @@
+"""Storage behaviour on SQLite and on PostgreSQL: schema, dedupe, idempotent results, feedback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from adapters import EcgFormatError, load_ecg
+from cds_service.jobs.dispatch import EmbeddedDispatcher
+from cds_service.pipeline import Pipeline
+from cds_service.settings import Settings
+from cds_service.storage.base import Base, make_engine, make_session_factory
+from cds_service.storage.migrate import import_table_modules, upgrade
+from cds_service.storage.tables import JobRow, ResultRow
+from models.results import ClassificationResult, LabelScore, Measurement, QualityReport
+
+VERSION = "storage-test-model-1"
+
+
+def _result(version: str = VERSION, acceptable: bool = True) -> ClassificationResult:
+    """A result as the classifier shapes it (values are arbitrary: storage must keep them)."""
+    return ClassificationResult(
+        model_version=version,
+        quality=QualityReport(acceptable=acceptable, reasons=() if acceptable else ("flat line",)),
+        measurements={
+            "heart_rate": Measurement("heart_rate", 61.5, "/min", "8867-4", "Heart rate"),
+            "qtc": Measurement("qtc", None, "ms", "8636-3", "QTc (Bazett)"),
+        },
+        scores=(
+            LabelScore("afib", "atrial fibrillation", 0.82, 0.31, "warning", calibrated=True),
+            LabelScore("norm", "normal ECG", 0.05, 0.02, "normal"),
+        ),
+    )
+
+
+@pytest.fixture
+def pipeline(database_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+
+    def never(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        raise AssertionError("storage tests do not run jobs")
+
+    dispatcher = EmbeddedDispatcher(never, threads=1, max_retries=0)
+    yield Pipeline(settings, make_session_factory(engine), dispatcher, lambda: VERSION)
+    dispatcher.shutdown()
+    engine.dispose()
+
+
+def test_migrations_build_the_schema_the_code_declares(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    upgrade(engine)  # a second start finds the schema current and changes nothing
+    import_table_modules()
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        tables = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert diff == []
+    assert {"ecgs", "ecg_blobs", "results", "jobs", "cards", "feedback", "audit_events"} <= tables
+
+
+def test_duplicate_upload_is_recognised_by_content_hash(
+    pipeline: Pipeline, formats_dir: Path
+) -> None:
+    data = (formats_dir / "hl7_aecg" / "Example_aECG_HL7_2003-12.xml").read_bytes()
+    first = pipeline.accept_bytes(data, source_uri="upload-1.xml", patient_ref="Patient/p1")
+    again = pipeline.accept_bytes(data, source_uri="upload-2.xml")
+    other = pipeline.accept_bytes(
+        (formats_dir / "philips_xml" / "129DYPRG.XML").read_bytes(), source_uri="philips.xml"
+    )
+    assert first.created and not again.created and other.created
+    assert again.id == first.id and again.source_uri == "upload-1.xml"
+    assert other.id != first.id
+    assert first.format == "hl7-aecg" and first.n_leads == 12 and first.fs == 500.0
+    assert first.status == "pending"
+    assert [info.id for info, _ in pipeline.list_ecgs(patient_ref="Patient/p1")] == [first.id]
+    assert len(pipeline.list_ecgs()) == 2
+
+
+def test_stored_bytes_reread_to_the_same_ecg(pipeline: Pipeline, formats_dir: Path) -> None:
+    """Raw files and multi-file WFDB records both come back sample for sample."""
+    header = formats_dir / "wfdb" / "s0010_re.hea"
+    wfdb_info = pipeline.accept_path(header)
+    assert wfdb_info.format == "wfdb" and wfdb_info.n_leads == 15
+    assert pipeline.accept_path(header).id == wfdb_info.id  # the bundle hashes the same
+    direct, stored = load_ecg(header), pipeline.load_ecg(wfdb_info.id)
+    assert stored.leads == direct.leads and stored.fs == direct.fs
+    assert np.array_equal(stored.signal, direct.signal)
+
+    muse = formats_dir / "ge_muse_xml" / "muse-sinus.xml"
+    muse_info = pipeline.accept_path(muse)
+    assert np.array_equal(pipeline.load_ecg(muse_info.id).signal, load_ecg(muse).signal)
+
+
+def test_unreadable_bytes_are_refused_and_not_stored(pipeline: Pipeline, formats_dir: Path) -> None:
+    with pytest.raises(EcgFormatError, match="not a recognised ECG format"):
+        pipeline.accept_bytes(b"this is not an ECG", source_uri="notes.txt")
+    with pytest.raises(EcgFormatError):  # a WFDB header whose signal file is missing
+        pipeline.accept_files({"x.hea": (formats_dir / "wfdb" / "100.hea").read_bytes()})
+    assert pipeline.list_ecgs() == []
+
+
+def test_one_result_per_ecg_and_model_version(pipeline: Pipeline, formats_dir: Path) -> None:
+    info = pipeline.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    assert pipeline.store_result(info.id, _result()) is True
+    assert pipeline.store_result(info.id, _result()) is False  # a redelivered task
+    assert pipeline.store_result(info.id, _result("older-model-0")) is True
+    stored = pipeline.result(info.id)
+    assert stored is not None and stored.model_version == VERSION
+    assert stored.result == _result()  # round-trips exactly through JSON
+    assert pipeline.get_info(info.id).status == "done"  # type: ignore[union-attr]
+    with pipeline._sessions() as session:
+        rows = session.scalars(sa.select(ResultRow).where(ResultRow.ecg_id == info.id)).all()
+    assert sorted(r.model_version for r in rows) == ["older-model-0", VERSION]
+
+
+def test_concurrent_workers_store_exactly_one_result(pipeline: Pipeline, formats_dir: Path) -> None:
+    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    outcomes: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def store() -> None:
+        barrier.wait()
+        outcomes.append(pipeline.store_result(info.id, _result()))
+
+    threads = [threading.Thread(target=store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [False] * 5 + [True]
+    with pipeline._sessions() as session:
+        count = session.scalar(
+            sa.select(sa.func.count()).select_from(ResultRow).where(ResultRow.ecg_id == info.id)
+        )
+    assert count == 1
+
+
+def test_quality_rejection_is_a_status_not_a_failure(pipeline: Pipeline, formats_dir: Path) -> None:
+    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    pipeline.store_result(info.id, _result(acceptable=False))
+    assert pipeline.get_info(info.id).status == "rejected"  # type: ignore[union-attr]
+
+
+def test_failed_classification_stays_recorded_with_its_error(
+    pipeline: Pipeline, formats_dir: Path
+) -> None:
+    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    pipeline.mark_job("classify", info.id, VERSION, "running")
+    pipeline.mark_failed(info.id, VERSION, "classification failed: RuntimeError: boom")
+    failed = pipeline.get_info(info.id)
+    assert failed is not None and failed.status == "failed"
+    assert failed.error == "classification failed: RuntimeError: boom"
+    assert pipeline.job_state("classify", info.id, VERSION) == "failed"
+    assert [i.id for i, _ in pipeline.list_ecgs(status="failed")] == [info.id]
+    # wait() does not sit out its budget on an ECG that has failed
+    assert pipeline.wait([info.id], timeout_s=30.0) == {info.id: None}
+    with pipeline._sessions() as session:
+        job = session.scalar(sa.select(JobRow).where(JobRow.ecg_id == info.id))
+    assert job is not None and job.attempts == 1
+
+
+def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
+    pipeline: Pipeline, formats_dir: Path
+) -> None:
+    info = pipeline.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    card = {"uuid": "card-1", "summary": "Possible atrial fibrillation", "indicator": "warning"}
+    pipeline.save_card(
+        card_uuid="card-1",
+        service_id="ecg-review",
+        ecg_id=info.id,
+        patient_ref="Patient/p1",
+        summary=card["summary"],
+        indicator="warning",
+        card=card,
+    )
+    pipeline.save_card(  # the same card shown again is stored once
+        card_uuid="card-1",
+        service_id="ecg-review",
+        ecg_id=info.id,
+        patient_ref="Patient/p1",
+        summary=card["summary"],
+        indicator="warning",
+        card=card,
+    )
+    assert pipeline.get_card("card-1") == card
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    known = pipeline.save_feedback(
+        card_uuid="card-1",
+        service_id="ecg-review",
+        outcome="overridden",
+        accepted_suggestions=[],
+        override_reason={"reason": {"system": "http://example.org", "code": "artifact"}},
+        user_comment="lead reversal",
+        outcome_timestamp=when,
+    )
+    unknown = pipeline.save_feedback(
+        card_uuid="never-shown",
+        service_id="ecg-review",
+        outcome="accepted",
+        accepted_suggestions=["s-1"],
+        override_reason=None,
+        user_comment=None,
+        outcome_timestamp=None,
+    )
+    assert known.card_known and known.ecg_id == info.id and known.outcome_timestamp == when
+    assert not unknown.card_known and unknown.ecg_id is None
+    assert unknown.accepted_suggestions == ["s-1"]
+    assert [f.id for f in pipeline.feedback_for(info.id)] == [known.id]
+
+
+def test_remembered_state_survives_reopening(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    for value in ({"last_run": "2026-01-01T00:00:00+00:00"}, {"last_run": "2026-02-01"}):
+        engine = make_engine(database_url)
+        upgrade(engine)
+        dispatcher = EmbeddedDispatcher(lambda *a: None, threads=1, max_retries=0)
+        p = Pipeline(settings, make_session_factory(engine), dispatcher, lambda: VERSION)
+        before = p.get_state("dicomweb-poll:x")
+        p.set_state("dicomweb-poll:x", value)
+        dispatcher.shutdown()
+        engine.dispose()
+    assert before == {"last_run": "2026-01-01T00:00:00+00:00"}
