@@ -62,8 +62,15 @@ def parse_jwks(data: Any, source: str) -> dict[str, jwt.PyJWK]:
 class JwksCache:
     """Finds the verification key for (issuer, kid, jku)."""
 
-    def __init__(self, settings: AuthSettings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        settings: AuthSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        min_refetch_s: float = MIN_REFETCH_S,
+    ) -> None:
         self._settings = settings
+        self._min_refetch_s = min_refetch_s
         self._sets: dict[str, _KeySet] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._transport = transport
@@ -97,7 +104,9 @@ class JwksCache:
             fresh = cached is not None and now - cached.fetched_at < self._settings.jwks_cache_s
             if cached is not None and fresh and kid in cached.keys:
                 return cached.keys[kid]
-            may_refetch = cached is None or not fresh or now - cached.fetched_at >= MIN_REFETCH_S
+            may_refetch = (
+                cached is None or not fresh or now - cached.fetched_at >= self._min_refetch_s
+            )
             if may_refetch:
                 keys = await self._fetch(source)
                 if keys is not None:

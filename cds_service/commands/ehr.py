@@ -135,8 +135,12 @@ def observation_prefetch(ecg_path: Path, patient_id: str) -> dict[str, Any]:
     writer = getattr(adapters, "to_fhir_observation", None)
     if writer is None:
         raise typer.BadParameter("this build has no FHIR Observation writer (adapters)")
-    observation = dict(writer(ecg, patient_ref=f"Patient/{patient_id}"))
-    observation.setdefault("id", f"ecg-{ecg.source.sha256[:16]}")
+    # A stable id: the same file gives the same Observation, so the service's cache hits.
+    observation = dict(
+        writer(
+            ecg, patient_ref=f"Patient/{patient_id}", observation_id=f"ecg-{ecg.source.sha256[:16]}"
+        )
+    )
     return {
         "resourceType": "Bundle",
         "type": "searchset",

@@ -1,0 +1,165 @@
+"""Service test fixtures: one running app (real runtime, real model), EHR keys, a caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.ehr import EhrKey, RecordingServer, jwks, sandbox_claims
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_WEIGHTS = REPO_ROOT / "models" / "weights"
+SANDBOX_ISS = "https://sandbox.cds-hooks.test"
+EPIC_ISS = "https://fhir.epic.test/interconnect-fhir-oauth"
+BASE = "http://testserver"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model; before weights are committed, the same architecture untrained.
+
+    The service tests check the service (auth, cards, caching), never what the model says,
+    so an untrained model of the real architecture exercises the same code paths.
+    """
+    if (SHIPPED_WEIGHTS / "config.json").is_file():
+        return SHIPPED_WEIGHTS
+    import torch
+
+    from models.config import EcgClipConfig
+    from models.modeling import EcgClipModel
+
+    torch.manual_seed(0)
+    return EcgClipModel(EcgClipConfig()).save_pretrained(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def sandbox_key() -> EhrKey:
+    return EhrKey.generate("ES384")
+
+
+@pytest.fixture(scope="session")
+def epic_key() -> EhrKey:
+    return EhrKey.generate("RS384")
+
+
+@pytest.fixture(scope="session")
+def jwks_server(sandbox_key: EhrKey) -> Iterator[RecordingServer]:
+    """The sandbox-like EHR's JWKS endpoint (its jku), on loopback."""
+    server = RecordingServer(jwks(sandbox_key)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def jwks_url(jwks_server: RecordingServer) -> str:
+    return f"{jwks_server.url}/.well-known/jwks.json"
+
+
+@pytest.fixture(scope="session")
+def epic_jwks_file(tmp_path_factory: pytest.TempPathFactory, epic_key: EhrKey) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("epic") / "jwks.json"
+    path.write_text(json.dumps(jwks(epic_key)), encoding="utf-8")
+    return path
+
+
+def make_settings(
+    data_dir: Path, model_dir: Path, jwks_url: str, epic_jwks_file: Path, **overrides: Any
+) -> Any:
+    """Settings as an operator would write them: two trusted EHRs, nothing else trusted."""
+    from cds_service.settings import Settings
+
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "model_dir": model_dir,
+        "auth": {
+            "trusted_issuers": [
+                {"iss": SANDBOX_ISS, "jwks_urls": [jwks_url]},
+                {"iss": EPIC_ISS, "jwks_file": str(epic_jwks_file)},
+            ],
+            "max_token_lifetime_s": 3600,
+            "clock_skew_s": 60,
+        },
+        # Tests wait for the classification rather than get "analysis pending".
+        "jobs": {"hook_wait_budget_s": 60.0},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Ehr:
+    """Calls the service as the sandbox-like EHR (ES384 + jku) unless told otherwise."""
+
+    client: TestClient
+    key: EhrKey
+    jku: str
+
+    def token(self, path: str, **claims: Any) -> str:
+        return self.key.sign(sandbox_claims(SANDBOX_ISS, BASE + path, **claims), jku=self.jku)
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(path, headers={"Authorization": f"Bearer {self.token(path)}"})
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return self.client.post(
+            path, json=body, headers={"Authorization": f"Bearer {self.token(path)}"}
+        )
+
+    def call(self, service_id: str, body: dict[str, Any]) -> httpx.Response:
+        return self.post(f"/cds-services/{service_id}", body)
+
+    @property
+    def runtime(self) -> Any:
+        return self.client.app.state.runtime  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def service_client(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    jwks_url: str,
+    epic_jwks_file: Path,
+) -> Iterator[TestClient]:
+    from cds_service.app import create_app
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("service"), model_dir, jwks_url, epic_jwks_file
+    )
+    with TestClient(create_app(settings), base_url=BASE) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def ehr(service_client: TestClient, sandbox_key: EhrKey, jwks_url: str) -> Ehr:
+    return Ehr(service_client, sandbox_key, jwks_url)
+
+
+@pytest.fixture(scope="session")
+def dicom_bytes(formats_dir: Path) -> bytes:
+    return (formats_dir / "dicom" / "pydicom_waveform_ecg.dcm").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def aecg_bytes(formats_dir: Path) -> bytes:
+    return (formats_dir / "hl7_aecg" / "Example_aECG_HL7_2003-12.xml").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def ptbxl_observation(ptbxl_dir: Path) -> dict[str, Any]:
+    """PTB-XL record 1 (500 Hz, 10 s, 12 leads) as a FHIR Observation, via our writer."""
+    from adapters import load_ecg, to_fhir_observation
+
+    ecg = load_ecg(ptbxl_dir / "records500" / "00000" / "00001_hr.hea")
+    observation = to_fhir_observation(
+        ecg, patient_ref="Patient/test-patient", observation_id="ptbxl-00001"
+    )
+    observation["effectiveDateTime"] = "2023-03-14T09:30:00Z"
+    return observation
