@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -58,7 +59,7 @@ _MM_PER_INCH = 25.4
 TITLE_MAX_CHARS = 120
 
 
-def _draw_grid(ax: object) -> None:
+def _draw_grid(ax: Axes) -> None:
     minor_x = np.arange(0.0, GRID_WIDTH_MM + 0.5, 1.0)
     minor_y = np.arange(0.0, GRID_HEIGHT_MM + 0.5, 1.0)
     for positions, vertical in ((minor_x, True), (minor_y, False)):
@@ -66,12 +67,12 @@ def _draw_grid(ax: object) -> None:
         major = [p for p in positions if round(p) % 5 == 0]
         for lines, colour, width in ((minor, MINOR_COLOUR, 0.3), (major, MAJOR_COLOUR, 0.7)):
             if vertical:
-                ax.vlines(lines, 0, GRID_HEIGHT_MM, colors=colour, linewidth=width, zorder=1)  # type: ignore[attr-defined]
+                ax.vlines(lines, 0, GRID_HEIGHT_MM, colors=colour, linewidth=width, zorder=1)
             else:
-                ax.hlines(lines, 0, GRID_WIDTH_MM, colors=colour, linewidth=width, zorder=1)  # type: ignore[attr-defined]
+                ax.hlines(lines, 0, GRID_WIDTH_MM, colors=colour, linewidth=width, zorder=1)
 
 
-def _calibration_pulse(ax: object, baseline_mm: float) -> None:
+def _calibration_pulse(ax: Axes, baseline_mm: float) -> None:
     """The 1 mV x 200 ms square pulse carts print to show the gain."""
     x0 = 2.0
     width = 0.2 * MM_PER_S
@@ -85,16 +86,16 @@ def _calibration_pulse(ax: object, baseline_mm: float) -> None:
         baseline_mm,
         baseline_mm,
     ]
-    ax.plot(xs, ys, color=TRACE_COLOUR, linewidth=0.8, zorder=3)  # type: ignore[attr-defined]
+    ax.plot(xs, ys, color=TRACE_COLOUR, linewidth=0.8, zorder=3)
 
 
-def _trace(ax: object, samples: np.ndarray, fs: float, x0_mm: float, baseline_mm: float) -> None:
+def _trace(ax: Axes, samples: np.ndarray, fs: float, x0_mm: float, baseline_mm: float) -> None:
     if samples.size == 0:
         return
     t_mm = np.arange(samples.size) / fs * MM_PER_S
     limit = ROW_HEIGHT_MM * 0.95  # a wild lead may overlap its neighbours, never the page
     y = np.clip(samples * MM_PER_MV, -limit, limit) + baseline_mm
-    ax.plot(t_mm + x0_mm, y, color=TRACE_COLOUR, linewidth=0.6, zorder=3)  # type: ignore[attr-defined]
+    ax.plot(t_mm + x0_mm, y, color=TRACE_COLOUR, linewidth=0.6, zorder=3)
 
 
 def _label(lead: str, derived: frozenset[str], missing: frozenset[str]) -> str:

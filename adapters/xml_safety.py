@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from typing import Any
 
 from lxml import etree
 
@@ -128,7 +129,7 @@ def local_name(element: etree._Element) -> str:
     return etree.QName(element).localname
 
 
-def build_ecg(item: ReaderInput, format: str, **fields: object) -> Ecg:
+def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
     """Construct the canonical record for one input of an XML reader.
 
     :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
@@ -139,7 +140,7 @@ def build_ecg(item: ReaderInput, format: str, **fields: object) -> Ecg:
         format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
     )
     try:
-        return Ecg(source=source, **fields)  # type: ignore[arg-type]
+        return Ecg(source=source, **fields)
     except EcgFormatError as exc:
         if exc.source == item.name:
             raise
