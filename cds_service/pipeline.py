@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -243,7 +244,7 @@ class Pipeline:
             try:
                 files = bundle.unpack(data, self.settings.max_ecg_bytes)
                 header = bundle.header_name(files)
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
                 raise EcgFormatError(
                     name or ecg_id, f"stored bundle is unreadable: {exc}"
                 ) from None

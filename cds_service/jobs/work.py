@@ -64,8 +64,18 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
             pipeline.mark_job("classify", ecg_id, version, "running")
             try:
                 loaded.append((ecg_id, pipeline.load_ecg(ecg_id)))
+            except OperationalError:
+                raise
             except (EcgFormatError, KeyError) as exc:
                 _fail(runtime, ecg_id, version, f"stored ECG could not be re-read: {exc}")
+                outcomes[ecg_id] = "failed"
+            except Exception as exc:  # never leave an ECG pending because of a surprise
+                _fail(
+                    runtime,
+                    ecg_id,
+                    version,
+                    f"stored ECG could not be re-read: {type(exc).__name__}: {exc}",
+                )
                 outcomes[ecg_id] = "failed"
         if runtime.settings.jobs.debug_task_delay_s > 0:
             time.sleep(runtime.settings.jobs.debug_task_delay_s)
@@ -88,8 +98,9 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
+        # A report annotation belongs in a patient's record: ECGs with no patient are not sent.
         for ecg_id, outcome in outcomes.items():
-            if outcome in ("stored", "exists"):
+            if outcome in ("stored", "exists") and _patient(pipeline, ecg_id):
                 runtime.dispatcher.enqueue("annotate_report", ecg_id)
     return outcomes
 
