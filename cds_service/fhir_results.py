@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import quote
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
@@ -413,7 +414,9 @@ def _if_none_exist(resource: Mapping[str, Any]) -> str | None:
     if not identifiers:
         return None
     first = identifiers[0]
-    return f"identifier={first['system']}|{first['value']}"
+    # A query string: '+' would read as a space (model versions carry one), so encode.
+    system, value = (quote(first[k], safe=":/-._~") for k in ("system", "value"))
+    return f"identifier={system}|{value}"
 
 
 def _entry(full_url: str, resource: dict[str, Any], if_none_exist: str | None) -> dict[str, Any]:

@@ -236,3 +236,24 @@ def test_card_suggestion_resources_need_no_ids_or_device() -> None:
     assert "result" not in report
     Observation.model_validate(obs)
     DiagnosticReport.model_validate(report)
+
+
+def test_conditional_create_query_is_url_encoded() -> None:
+    """Model versions look like ``ecg-clip-0.1.0+ab12cd34``: a raw '+' would match nothing."""
+    result = ClassificationResult(
+        model_version="ecg-clip-0.1.0+ab12cd34", quality=QualityReport(acceptable=True)
+    )
+    built = build_result_bundle(
+        result,
+        ecg_reference=None,
+        patient_reference="Patient/p-42",
+        effective=None,
+        model_card_url=MODEL_CARD,
+        ecg_id="ecg-3",
+    )
+    requests = {e["resource"]["resourceType"]: e["request"] for e in built.bundle["entry"]}
+    assert (
+        requests["Device"]["ifNoneExist"]
+        == "identifier=urn:ecg-cds:model|ecg-clip-0.1.0%2Bab12cd34"
+    )
+    assert "+" not in requests["Observation"]["ifNoneExist"]
