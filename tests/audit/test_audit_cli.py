@@ -1,0 +1,108 @@
+"""``ecg-cds audit verify`` and ``ecg-cds audit query`` on a service database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from cds_service.audit import Actor, AuditTrail
+from cds_service.cli import app
+from cds_service.settings import get_settings
+from cds_service.storage.base import make_engine, make_session_factory
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def trail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditTrail]:
+    """A trail in the database the CLI finds through ``ECG_CDS_DATA_DIR``."""
+    monkeypatch.setenv("ECG_CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ECG_CDS_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    engine = make_engine(f"sqlite:///{tmp_path / 'ecg-cds.db'}")
+    trail = AuditTrail(make_session_factory(engine))
+    trail.create_table()
+    actor = Actor(iss="https://ehr.example.org", sub="c7", user="Practitioner/123")
+    trail.record("hook-call", actor=actor, patient="p1", model_version="m-1")
+    trail.record("fetch", actor=actor, patient="p1", outcome="failure")
+    trail.record("classification", patient="p2", ecg_id="e2", model_version="m-1")
+    yield trail
+    engine.dispose()
+    get_settings.cache_clear()
+
+
+def test_verify_intact_chain_exits_0(trail: AuditTrail) -> None:
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "3 entries" in result.output
+    report = json.loads(runner.invoke(app, ["audit", "verify", "--json"]).output)
+    assert report["ok"] is True and report["n_entries"] == 3
+
+
+def test_verify_broken_chain_exits_1_naming_the_entry(trail: AuditTrail) -> None:
+    with trail.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_events_no_update"))
+        conn.execute(text("UPDATE audit_events SET outcome = 'success' WHERE seq = 2"))
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert "seq 2" in result.output
+    report = json.loads(runner.invoke(app, ["audit", "verify", "--json"]).output)
+    assert report == {
+        "ok": False,
+        "n_entries": 2,
+        "first_bad_seq": 2,
+        "reason": report["reason"],
+        "last_hash": report["last_hash"],
+    }
+
+
+def test_query_json_lines_with_filters(trail: AuditTrail) -> None:
+    result = runner.invoke(app, ["audit", "query", "--json", "--patient", "Patient/p1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [e["seq"] for e in lines] == [2, 1]
+    assert lines[1]["actor"]["user"] == "Practitioner/123"
+
+    failures = runner.invoke(app, ["audit", "query", "--json", "--outcome", "failure"])
+    assert [json.loads(x)["event"] for x in failures.output.splitlines()] == ["fetch"]
+    by_event = runner.invoke(
+        app, ["audit", "query", "--json", "--event", "classification", "--event", "hook-call"]
+    )
+    assert [json.loads(x)["seq"] for x in by_event.output.splitlines()] == [3, 1]
+    limited = runner.invoke(app, ["audit", "query", "--json", "--limit", "1"])
+    assert [json.loads(x)["seq"] for x in limited.output.splitlines()] == [3]
+    future = runner.invoke(app, ["audit", "query", "--json", "--from", "2999-01-01"])
+    assert future.exit_code == 0 and future.output == ""
+
+
+def test_query_table(trail: AuditTrail) -> None:
+    result = runner.invoke(app, ["audit", "query", "--user", "c7"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "of 2" in result.output and "hook-call" in result.output
+    assert "classification" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["--event", "nonsense"], ["--from", "yesterday"], ["--outcome", "ok"]]
+)
+def test_query_bad_input_is_a_usage_error(trail: AuditTrail, args: list[str]) -> None:
+    result = runner.invoke(app, ["audit", "query", *args])
+    assert result.exit_code == 2
+    assert "Invalid value" in result.output
+
+
+def test_missing_audit_table_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECG_CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ECG_CDS_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["audit", "verify"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "no audit_events table" in result.output
