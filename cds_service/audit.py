@@ -385,14 +385,17 @@ class AuditTrail:
             row = session.scalars(select(AuditEventRow).where(AuditEventRow.seq == seq)).first()
         return _entry(row) if row else None
 
-    def verify(self, batch_size: int = 1000) -> VerifyReport:
+    def verify(self, batch_size: int = 1000, *, witnessed_hash: str | None = None) -> VerifyReport:
         """Walk the chain from the first entry; report the first entry that does not check out.
 
         Catches edited entries (hash mismatch), inserted or removed entries (a gap in ``seq`` or
         a ``prev_hash`` that is not the previous entry's hash). Removing the *newest* entries
-        leaves a valid shorter chain: compare ``last_hash`` with a copy kept elsewhere for that.
+        leaves a valid shorter chain; to catch that, keep ``last_hash`` somewhere else (a
+        ticket, a log shipper) and pass it back as ``witnessed_hash``: it must still be in the
+        chain.
         """
         expected_seq, prev_hash, n = 1, GENESIS_HASH, 0
+        witnessed_seen = witnessed_hash is None
         for row in self._iter_rows(batch_size):
             n += 1
             if row["seq"] != expected_seq:
@@ -420,6 +423,15 @@ class AuditTrail:
                     prev_hash,
                 )
             prev_hash, expected_seq = row["hash"], expected_seq + 1
+            witnessed_seen = witnessed_seen or row["hash"] == witnessed_hash
+        if not witnessed_seen:
+            return VerifyReport(
+                False,
+                n,
+                expected_seq,
+                "the witnessed hash is not in the chain (entries removed from its end?)",
+                prev_hash if n else None,
+            )
         return VerifyReport(True, n, None, None, prev_hash if n else None)
 
     def _iter_rows(self, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -43,8 +43,16 @@ def _open_trail() -> AuditTrail:
 @app.command("verify", help="Check the audit hash chain; exit 0 when intact, 1 when broken.")
 def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    witnessed: Annotated[
+        str | None,
+        typer.Option(
+            "--witnessed",
+            help="A head hash printed by an earlier verify: it must still be in the chain "
+            "(catches entries removed from the end).",
+        ),
+    ] = None,
 ) -> None:
-    report = _open_trail().verify()
+    report = _open_trail().verify(witnessed_hash=witnessed)
     if as_json:
         typer.echo(
             json.dumps(

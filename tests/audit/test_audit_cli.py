@@ -42,6 +42,9 @@ def test_verify_intact_chain_exits_0(trail: AuditTrail) -> None:
     assert "3 entries" in result.output
     report = json.loads(runner.invoke(app, ["audit", "verify", "--json"]).output)
     assert report["ok"] is True and report["n_entries"] == 3
+    head = report["last_hash"]
+    assert runner.invoke(app, ["audit", "verify", "--witnessed", head]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify", "--witnessed", "f" * 64]).exit_code == 1
 
 
 def test_verify_broken_chain_exits_1_naming_the_entry(trail: AuditTrail) -> None:

@@ -143,6 +143,21 @@ def test_removed_entry_is_found(trail: AuditTrail, engine: Engine) -> None:
     assert "missing" in (report.reason or "")
 
 
+def test_removed_tail_is_found_against_a_witnessed_head(trail: AuditTrail, engine: Engine) -> None:
+    _fill(trail, 6)
+    witnessed = trail.verify().last_hash
+    trail.record("card", actor=EHR)
+    assert trail.verify(witnessed_hash=witnessed).ok  # the chain grew past the witness: fine
+    _drop_guard(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_events WHERE seq >= 6"))
+    assert trail.verify().ok  # a shorter chain is self-consistent...
+    report = trail.verify(witnessed_hash=witnessed)
+    assert not report.ok  # ...but no longer holds the witnessed head
+    assert report.first_bad_seq == 6
+    assert "witnessed" in (report.reason or "")
+
+
 def test_credentials_never_reach_the_database(trail: AuditTrail, engine: Engine) -> None:
     secret = "eyJhbGciOiJSUzM4NCJ9.secret-token-value"
     trail.record(
