@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sierraecg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sierraecg.xli import xli_decode_deltas
 
 from adapters import STANDARD_LEADS, EcgFormatError, load_ecg
+from adapters.philips import _xli_undo_deltas
 
 FILES = ["philips_xml/129DYPRG.XML", "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"]
 V103, V104 = FILES
@@ -170,3 +174,21 @@ def test_utf16_file_is_detected_from_bytes(formats_dir: Path) -> None:
     ecg = load_ecg(data, name="upload")
     assert ecg.source.format == "philips-xml"
     assert ecg.source.uri is None
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(
+    n=st.integers(min_value=1, max_value=64),
+    first=st.integers(min_value=-100, max_value=100),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_vectorised_deltas_equal_sierraecg(n: int, first: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    high = rng.choice([0, 255], n)  # small signed values, as real XLI deltas are
+    low = rng.integers(0, 256, n)
+    buffer = [int(v) for v in np.concatenate((high, low))]
+    try:
+        expected = np.asarray(xli_decode_deltas(list(buffer), first), dtype=np.int64)
+    except OverflowError:  # the reference's int16 array overflowed: not a valid file
+        return
+    np.testing.assert_array_equal(_xli_undo_deltas(np.asarray(buffer), first), expected)
