@@ -275,3 +275,51 @@ def test_hl7_timestamp_with_zone() -> None:
     moment = parse_hl7_ts("20021122091000-0500")
     assert moment is not None and moment.utcoffset() is not None
     assert moment.utcoffset().total_seconds() == -5 * 3600  # type: ignore[union-attr]
+
+
+INTERPRETATION = """
+<subjectOf><annotationSet>
+  <component><annotation>
+    <code code="MDC_ECG_INTERPRETATION" codeSystem="2.16.840.1.113883.6.24"/>
+    <component><annotation>
+      <code code="MDC_ECG_INTERPRETATION_STATEMENT" codeSystem="2.16.840.1.113883.6.24"/>
+      <value xsi:type="ST">Sinus rhythm</value>
+    </annotation></component>
+    <component><annotation>
+      <code code="MDC_ECG_INTERPRETATION_STATEMENT" codeSystem="2.16.840.1.113883.6.24"/>
+      <value xsi:type="ST">Left axis deviation</value>
+    </annotation></component>
+  </annotation></component>
+  <component><annotation>
+    <code code="MDC_ECG_HEART_RATE" codeSystem="2.16.840.1.113883.6.24"/>
+    <value xsi:type="PQ" value="72" unit="bpm"/>
+  </annotation></component>
+</annotationSet></subjectOf>
+"""
+
+
+def test_interpretation_statements_and_measurements(minimum_text: str) -> None:
+    # the layout GE and Philips aECG exports use for machine statements
+    variant = minimum_text.replace("</series>", INTERPRETATION + "</series>")
+    ecg = load_ecg(variant.encode(), name="interpreted.xml")
+    assert ecg.statements == ("Sinus rhythm", "Left axis deviation")
+    assert ecg.extra["MDC_ECG_HEART_RATE"] == "72 bpm"
+
+
+def test_split_sequence_sets_are_merged(example_text: str) -> None:
+    """Leads spread over two simultaneous sequence sets (same time axis) are one recording."""
+    rhythm = example_text[: example_text.index("<derivation>")]
+    time_part = _time_component(rhythm)
+    lead_iii = rhythm.index("<component>", rhythm.index('code="MDC_ECG_LEAD_V6"'))
+    split = (
+        rhythm[:lead_iii]
+        + "</sequenceSet></component><component><sequenceSet>"
+        + time_part
+        + rhythm[lead_iii:]
+    )
+    variant = split + example_text[example_text.index("<derivation>") :]
+    assert variant.count("<sequenceSet>") == example_text.count("<sequenceSet>") + 1
+    merged = load_ecg(variant.encode(), name="split.xml")
+    original = load_ecg(example_text.encode(), name="original.xml")
+    assert merged.leads == original.leads
+    np.testing.assert_array_equal(merged.signal, original.signal)
