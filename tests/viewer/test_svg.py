@@ -213,7 +213,7 @@ def test_two_lead_holter_record_draws_what_exists(formats_dir: Path) -> None:
 def test_size_stays_reasonable_for_a_500_hz_record(ptbxl_500: Ecg) -> None:
     raw_points = 12 * 5000
     for layout in ("3x4", "stacked"):
-        svg = render_ecg_svg(ptbxl_500, layout)  # type: ignore[arg-type]
+        svg = render_ecg_svg(ptbxl_500, layout)
         # Far smaller than writing every sample (~12 bytes a point).
         assert len(svg) < raw_points * 12 / 3, (layout, len(svg))
 
