@@ -63,9 +63,9 @@ OUTCOMES: Final = {"success": "0", "failure": "4", "error": "8", "fatal": "12"}
 
 GENESIS_HASH: Final = "0" * 64
 _REDACTED: Final = "[redacted]"
-#: Keys whose values are credentials (compared case-insensitively, ``-`` and ``_`` ignored).
+#: Keys whose values are credentials (compared lower-case with ``-`` and ``_`` removed).
 _SECRET_KEYS: Final = frozenset(
-    k.replace("_", "").replace("-", "")
+    k.lower().replace("_", "").replace("-", "")
     for k in (
         "access_token",
         "refresh_token",
@@ -232,6 +232,19 @@ class VerifyReport:
     last_hash: str | None = None
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One entry to append (see :meth:`AuditTrail.record` for the fields)."""
+
+    event: str
+    outcome: str = "success"
+    actor: Actor | None = None
+    patient: str | None = None
+    ecg_id: str | None = None
+    model_version: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
 @dataclass
 class _Pending:
     event: str
@@ -279,21 +292,19 @@ class AuditTrail:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Append one entry to the chain. ``detail`` is scrubbed of credentials before storing."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown audit event {event!r}; expected one of {', '.join(EVENTS)}")
-        if outcome not in OUTCOMES:
-            raise ValueError(
-                f"unknown audit outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}"
-            )
-        pending = _Pending(
-            event=event,
-            outcome=outcome,
-            actor=actor or Actor(),
-            patient=normalise_patient(patient),
-            ecg_id=ecg_id,
-            model_version=model_version,
-            detail=canonical_json(scrub(dict(detail or {}))),
+        self.record_many(
+            [AuditRecord(event, outcome, actor, patient, ecg_id, model_version, detail)]
         )
+
+    def record_many(self, records: Sequence[AuditRecord]) -> None:
+        """Append several entries in one transaction (one disk sync instead of one each).
+
+        All or none are written, consecutively in the chain. For a caller that records a
+        group together, e.g. a hook call with its fetch and its cards.
+        """
+        pending = [_prepare(r) for r in records]  # validate everything before writing
+        if not pending:
+            return
         last_error: Exception | None = None
         for attempt in range(_MAX_APPEND_ATTEMPTS):
             try:
@@ -308,9 +319,8 @@ class AuditTrail:
             time.sleep(0.01 * (attempt + 1))
         raise AuditError(f"could not append to the audit chain: {last_error}")
 
-    def _append(self, pending: _Pending) -> None:
+    def _append(self, pending: list[_Pending]) -> None:
         dialect = self._engine.dialect.name
-        table = AUDIT_TABLE
         if dialect == "sqlite":
             # pysqlite begins transactions lazily (and only DEFERRED); take the write lock
             # before reading the chain head so no other process can append in between.
@@ -318,7 +328,7 @@ class AuditTrail:
                 conn = raw.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
-                    conn.execute(insert(table).values(**self._next_row(conn, pending)))
+                    conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -327,33 +337,39 @@ class AuditTrail:
         with self._engine.begin() as conn:
             if dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-            conn.execute(insert(table).values(**self._next_row(conn, pending)))
+            conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
 
     @staticmethod
-    def _next_row(conn: Connection, pending: _Pending) -> dict[str, Any]:
+    def _next_rows(conn: Connection, pending: list[_Pending]) -> list[dict[str, Any]]:
+        """Rows continuing the chain from its current head (read under the append lock)."""
         head = conn.execute(
             select(AuditEventRow.seq, AuditEventRow.hash)
             .order_by(AuditEventRow.seq.desc())
             .limit(1)
         ).first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-        row = {
-            "seq": seq,
-            "ts": datetime.now(UTC),
-            "event": pending.event,
-            "outcome": pending.outcome,
-            "actor_iss": pending.actor.iss,
-            "actor_sub": pending.actor.sub,
-            "actor_user": pending.actor.user,
-            "actor_client": pending.actor.client,
-            "patient": pending.patient,
-            "ecg_id": pending.ecg_id,
-            "model_version": pending.model_version,
-            "detail": pending.detail,
-            "prev_hash": prev_hash,
-        }
-        row["hash"] = entry_hash(row, prev_hash)
-        return row
+        now = datetime.now(UTC)
+        rows = []
+        for p in pending:
+            row = {
+                "seq": seq,
+                "ts": now,
+                "event": p.event,
+                "outcome": p.outcome,
+                "actor_iss": p.actor.iss,
+                "actor_sub": p.actor.sub,
+                "actor_user": p.actor.user,
+                "actor_client": p.actor.client,
+                "patient": p.patient,
+                "ecg_id": p.ecg_id,
+                "model_version": p.model_version,
+                "detail": p.detail,
+                "prev_hash": prev_hash,
+            }
+            row["hash"] = prev_hash = entry_hash(row, prev_hash)
+            rows.append(row)
+            seq += 1
+        return rows
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -500,8 +516,28 @@ def normalise_patient(patient: str | None) -> str | None:
     return patient.removeprefix("Patient/")
 
 
+def _prepare(record: AuditRecord) -> _Pending:
+    if record.event not in EVENTS:
+        raise ValueError(
+            f"unknown audit event {record.event!r}; expected one of {', '.join(EVENTS)}"
+        )
+    if record.outcome not in OUTCOMES:
+        raise ValueError(
+            f"unknown audit outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}"
+        )
+    return _Pending(
+        event=record.event,
+        outcome=record.outcome,
+        actor=record.actor or Actor(),
+        patient=normalise_patient(record.patient),
+        ecg_id=record.ecg_id,
+        model_version=record.model_version,
+        detail=canonical_json(scrub(dict(record.detail or {}))),
+    )
+
+
 def _is_secret_key(key: str) -> bool:
-    return key.lower().replace("_", "").replace("-", "") in {k.lower() for k in _SECRET_KEYS}
+    return key.lower().replace("_", "").replace("-", "") in _SECRET_KEYS
 
 
 def _is_lock_error(exc: OperationalError) -> bool:

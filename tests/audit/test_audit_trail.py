@@ -21,6 +21,7 @@ from cds_service.audit import (
     GENESIS_HASH,
     Actor,
     AuditFilter,
+    AuditRecord,
     AuditTrail,
     canonical_json,
 )
@@ -187,6 +188,23 @@ def test_unknown_event_or_outcome_is_refused(trail: AuditTrail) -> None:
     with pytest.raises(ValueError, match="unknown audit outcome"):
         trail.record("fetch", outcome="ok")
     assert trail.query().total == 0
+
+
+def test_record_many_is_consecutive_and_all_or_nothing(trail: AuditTrail) -> None:
+    trail.record("ingest", ecg_id="e0")
+    trail.record_many(
+        [
+            AuditRecord("fetch", actor=EHR, patient="p1"),
+            AuditRecord("hook-call", actor=EHR, patient="p1"),
+            AuditRecord("card", actor=EHR, patient="p1", ecg_id="e0", model_version="m-1"),
+        ]
+    )
+    assert [e.event for e in trail.query().entries] == ["card", "hook-call", "fetch", "ingest"]
+    with pytest.raises(ValueError, match="unknown audit event"):
+        trail.record_many([AuditRecord("fetch"), AuditRecord("typo")])
+    assert trail.query().total == 4
+    report = trail.verify()
+    assert report.ok and report.n_entries == 4
 
 
 def test_threads_share_one_chain(trail: AuditTrail) -> None:
