@@ -4,6 +4,7 @@ Uses :mod:`adapters` for input; knows nothing of web services, queues or databas
 """
 
 from models.catalog import Label, LabelCatalog, load_catalog
+from models.measurements import measure
 from models.quality import assess_quality
 from models.results import ClassificationResult, Code, LabelScore, Measurement, QualityReport
 
@@ -17,4 +18,5 @@ __all__ = [
     "QualityReport",
     "assess_quality",
     "load_catalog",
+    "measure",
 ]
