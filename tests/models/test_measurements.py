@@ -1,0 +1,235 @@
+"""ECG measurements against annotated intervals, independent R-peak detection and diagnoses."""
+
+from __future__ import annotations
+
+import ast
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb.processing
+from lxml import etree
+
+from adapters import Ecg, load_ecg
+from models.measurements import SPECS, measure
+from models.results import Measurement
+
+Values = dict[str, float | None]
+
+
+def _values(ecg: Ecg) -> Values:
+    return {name: m.value for name, m in measure(ecg).items()}
+
+
+@pytest.fixture(scope="session")
+def ptbxl_rows(ptbxl_dir: Path) -> list[dict[str, str]]:
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def load_ptbxl(ptbxl_dir: Path) -> Callable[[dict[str, str], str], Ecg]:
+    def load(row: dict[str, str], column: str = "filename_hr") -> Ecg:
+        return load_ecg(ptbxl_dir / f"{row[column]}.hea")
+
+    return load
+
+
+def _codes(row: dict[str, str]) -> dict[str, float]:
+    codes: dict[str, float] = ast.literal_eval(row["scp_codes"])
+    return codes
+
+
+@pytest.fixture(scope="session")
+def groups(
+    ptbxl_rows: list[dict[str, str]], load_ptbxl: Callable[[dict[str, str], str], Ecg]
+) -> dict[str, list[Values]]:
+    """Measurements of the PTB-XL records (500 Hz) carrying each statement (NORM: first 40)."""
+    wanted = ("1AVB", "CLBBB", "CRBBB", "AFIB", "SBRAD", "STACH", "NORM")
+    result: dict[str, list[Values]] = {g: [] for g in wanted}
+    for row in ptbxl_rows:
+        codes = _codes(row)
+        hits = [g for g in wanted if g in codes and not (g == "NORM" and len(result[g]) >= 40)]
+        if hits:
+            values = _values(load_ptbxl(row, "filename_hr"))
+            for g in hits:
+                result[g].append(values)
+    return result
+
+
+def _measured(group: list[Values], key: str) -> np.ndarray:
+    return np.array([v[key] for v in group if v[key] is not None], dtype=float)
+
+
+def test_every_key_has_unit_loinc_and_display(formats_dir: Path) -> None:
+    result = measure(load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml"))
+    assert set(result) == set(SPECS)
+    loinc = {name: m.loinc for name, m in result.items()}
+    # docs/REFERENCE.md section 2: PR, QRS, QT, QTc, heart rate and QRS axis.
+    assert loinc == {
+        "heart_rate": "8867-4", "rr_irregularity": None, "pr": "8625-6", "qrs": "8633-0",
+        "qt": "8634-8", "qtc": "8636-3", "qtc_fridericia": None, "axis": "8632-2",
+    }  # fmt: skip
+    assert result["qtc"].display == "QTc (Bazett)"
+    assert {m.unit for m in result.values()} == {"/min", "1", "ms", "deg"}
+    assert all(isinstance(m, Measurement) and m.value is not None for m in result.values())
+
+
+def _aecg_annotation(tree: etree._ElementTree, code: str) -> float:
+    ns = {"h": "urn:hl7-org:v3"}
+    values = tree.xpath(f"//h:annotation[h:code/@code='{code}']/h:value/@value", namespaces=ns)
+    assert values, code
+    return float(values[0])
+
+
+def test_hl7_aecg_example_matches_its_annotated_intervals(formats_dir: Path) -> None:
+    path = formats_dir / "hl7_aecg" / "Example_aECG_HL7_2003-12.xml"
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    tree = etree.parse(str(path), parser)
+    values = _values(load_ecg(path))
+    # The annotation set was made by the cart (Mortara ELI250) on the same recording.
+    tolerances = {
+        "pr": ("MDC_ECG_TIME_PD_PR", 20),
+        "qrs": ("MDC_ECG_TIME_PD_QRS", 20),
+        "qt": ("MDC_ECG_TIME_PD_QT", 30),
+        "qtc": ("MDC_ECG_TIME_PD_QTc", 40),
+        "axis": ("MDC_ECG_ANGLE_QRS_FRONT", 20),
+    }
+    for key, (code, tolerance) in tolerances.items():
+        expected = _aecg_annotation(tree, code)
+        measured = values[key]
+        assert measured is not None, key
+        assert abs(measured - expected) <= tolerance, (key, measured, expected)
+
+
+def test_heart_rate_agrees_with_an_independent_qrs_detector(
+    ptbxl_rows: list[dict[str, str]], load_ptbxl: Callable[[dict[str, str], str], Ecg]
+) -> None:
+    """Heart rate vs the RR intervals wfdb's XQRS detector finds in lead II."""
+    rows = [r for r in ptbxl_rows[:40] if "SR" in _codes(r)][:15]
+    differences = []
+    for row in rows:
+        ecg = load_ptbxl(row, "filename_hr")
+        peaks = wfdb.processing.xqrs_detect(
+            ecg.lead("II").astype(np.float64), fs=ecg.fs, verbose=False
+        )
+        reference = 60.0 / float(np.median(np.diff(peaks) / ecg.fs))
+        measured = _values(ecg)["heart_rate"]
+        assert measured is not None
+        differences.append(abs(measured - reference))
+    assert len(differences) == 15
+    assert np.median(differences) <= 1.0
+    assert max(differences) <= 5.0, differences
+
+
+def test_first_degree_av_block_has_long_pr(groups: dict[str, list[Values]]) -> None:
+    avb, normal = _measured(groups["1AVB"], "pr"), _measured(groups["NORM"], "pr")
+    assert len(avb) >= 7 and len(normal) >= 35
+    assert np.median(avb) > 200
+    assert np.mean(avb > 200) >= 0.6
+    assert np.mean(normal <= 200) >= 0.9
+    assert np.median(avb) - np.median(normal) >= 50
+
+
+def test_bundle_branch_blocks_have_wide_qrs(groups: dict[str, list[Values]]) -> None:
+    for group in ("CLBBB", "CRBBB"):
+        qrs = _measured(groups[group], "qrs")
+        assert len(qrs) >= 6, group
+        assert np.mean(qrs >= 120) >= 0.75, (group, qrs)
+    normal = _measured(groups["NORM"], "qrs")
+    assert np.mean(normal < 120) >= 0.9
+
+
+def test_atrial_fibrillation_is_irregular_and_has_no_pr(groups: dict[str, list[Values]]) -> None:
+    af, normal = (
+        _measured(groups["AFIB"], "rr_irregularity"),
+        _measured(groups["NORM"], "rr_irregularity"),
+    )
+    assert len(af) == len(groups["AFIB"]) >= 10
+    assert np.median(af) >= 3 * np.median(normal)
+    assert np.mean(af > np.percentile(normal, 90)) >= 0.8
+    # No P waves: PR is not reported for most AF recordings.
+    assert np.mean([v["pr"] is None for v in groups["AFIB"]]) >= 0.75
+
+
+def test_sinus_brady_and_tachycardia_rates(groups: dict[str, list[Values]]) -> None:
+    brady, tachy = (
+        _measured(groups["SBRAD"], "heart_rate"),
+        _measured(groups["STACH"], "heart_rate"),
+    )
+    assert len(brady) == len(groups["SBRAD"]) and len(tachy) == len(groups["STACH"])
+    assert np.mean(brady < 60) >= 0.85, brady
+    assert np.all(tachy > 100), tachy
+
+
+def test_qtc_formulas(groups: dict[str, list[Values]]) -> None:
+    for values in groups["NORM"]:
+        qt, qtc, hr = values["qt"], values["qtc"], values["heart_rate"]
+        if qt is None or hr is None:
+            continue
+        rr = 60.0 / hr
+        assert qtc == pytest.approx(qt / np.sqrt(rr), abs=2.0)
+        assert values["qtc_fridericia"] == pytest.approx(qt / rr ** (1 / 3), abs=2.0)
+    assert 350 <= np.median(_measured(groups["NORM"], "qtc")) <= 450
+
+
+def test_unmeasurable_input_gives_none_not_errors(
+    ptbxl_rows: list[dict[str, str]], load_ptbxl: Callable[[dict[str, str], str], Ecg]
+) -> None:
+    ecg = load_ptbxl(ptbxl_rows[0], "filename_hr")
+    flat = _values(ecg.with_signal(np.zeros_like(ecg.signal), ecg.leads))
+    assert all(v is None for v in flat.values())
+    short = _values(ecg.with_signal(ecg.signal[:, :500], ecg.leads))  # 1 s
+    assert all(v is None for v in short.values())
+    rng = np.random.default_rng(3)
+    noise = _values(
+        ecg.with_signal(rng.standard_normal(ecg.signal.shape).astype(np.float32), ecg.leads)
+    )
+    # Whatever "beats" a detector finds in noise share no shape: no intervals from them.
+    assert all(noise[k] is None for k in ("pr", "qrs", "qt", "qtc", "axis"))
+
+
+def test_two_lead_holter_record(formats_dir: Path) -> None:
+    # MIT-BIH 100 (MLII, V5; 360 Hz): rate and intervals from V5, no frontal axis without I/aVF.
+    values = _values(load_ecg(formats_dir / "wfdb" / "100.hea"))
+    assert values["heart_rate"] is not None and 60 <= values["heart_rate"] <= 90
+    assert values["qrs"] is not None and values["axis"] is None
+
+
+@pytest.mark.slow
+def test_axis_follows_ptbxl_heart_axis_categories(
+    ptbxl_rows: list[dict[str, str]], load_ptbxl: Callable[[dict[str, str], str], Ecg]
+) -> None:
+    """PTB-XL's heart_axis (German convention): ALAD < -30, LAD -30..+30, MID, RAD +90..+120."""
+    axes: dict[str, list[float]] = {"ALAD": [], "LAD": [], "MID": [], "RAD": []}
+    for row in ptbxl_rows:
+        category = row["heart_axis"]
+        if category in axes:
+            axis = _values(load_ptbxl(row, "filename_hr"))["axis"]
+            if axis is not None:
+                axes[category].append(axis)
+    alad, lad, mid, rad = (np.array(axes[k]) for k in ("ALAD", "LAD", "MID", "RAD"))
+    assert len(alad) >= 10 and len(lad) >= 30 and len(mid) >= 10 and len(rad) >= 5
+    assert np.mean(alad < -20) >= 0.9
+    assert np.mean((mid > -15) & (mid < 95)) >= 0.9
+    assert np.mean(rad > 75) >= 0.9
+    assert np.median(alad) < np.median(lad) < np.median(mid) < np.median(rad)
+
+
+@pytest.mark.slow
+def test_every_ptbxl_record_at_both_rates(
+    ptbxl_rows: list[dict[str, str]], load_ptbxl: Callable[[dict[str, str], str], Ecg]
+) -> None:
+    """Never raises, always finds a rate, and 100 Hz agrees with 500 Hz for the same record."""
+    agree = {"heart_rate": [], "qrs": [], "qt": []}  # type: dict[str, list[bool]]
+    for row in ptbxl_rows:
+        high, low = _values(load_ptbxl(row, "filename_hr")), _values(load_ptbxl(row, "filename_lr"))
+        assert high["heart_rate"] is not None and low["heart_rate"] is not None, row["ecg_id"]
+        for key, tolerance in (("heart_rate", 2.0), ("qrs", 12.0), ("qt", 20.0)):
+            a, b = high[key], low[key]
+            if a is not None and b is not None:
+                agree[key].append(abs(a - b) <= tolerance)
+    for key, flags in agree.items():
+        assert len(flags) >= 450 and np.mean(flags) >= 0.9, key
