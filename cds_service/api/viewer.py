@@ -400,10 +400,9 @@ def ecg_feedback(
         display = override_reason_display(reason or "")
         if display is None:
             return _feedback_error(wants_json, 422, "choose a reason for the override")
-        override = {"reason": {"system": OVERRIDE_REASON_SYSTEM, "code": reason,
-                               "display": display}}  # fmt: skip
-        if comment:
-            override["userComment"] = comment
+        # Stored as the CDS Hooks feedback endpoint stores it: the reason Coding, with the
+        # comment in its own field.
+        override = {"system": OVERRIDE_REASON_SYSTEM, "code": reason, "display": display}
 
     pipeline = runtime.pipeline
     info = pipeline.get_info(ecg_id)

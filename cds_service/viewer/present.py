@@ -12,9 +12,12 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+from cds_service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from models.results import ClassificationResult, LabelScore, Measurement
 
 log = logging.getLogger(__name__)
+
+__all__ = ["OVERRIDE_REASONS", "OVERRIDE_REASON_SYSTEM", "ResultView", "result_view"]
 
 #: A label is shown as a finding at or above this calibrated probability; the rest are
 #: listed under "other labels scored".
@@ -31,16 +34,9 @@ MEASUREMENT_LABELS = {
 }
 UNIT_TEXT = {"/min": "bpm", "ms": "ms", "deg": "°", "1": ""}
 
-#: Why a clinician overrides the AI read (CDS Hooks ``overrideReason.reason`` Codings).
-OVERRIDE_REASON_SYSTEM = "https://ecg-cds.example.org/CodeSystem/viewer-override-reason"
-OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
-    ("finding-incorrect", "A finding is wrong"),
-    ("finding-missed", "A finding is missing"),
-    ("poor-signal", "Tracing quality too poor to judge"),
-    ("already-known", "Already known and documented"),
-    ("not-relevant", "Not clinically relevant now"),
-    ("other", "Other (see comment)"),
-)
+#: Why a clinician overrides the AI read: the same Codings the cards offer as
+#: ``overrideReasons``, so feedback from the viewer and from the EHR counts alike.
+OVERRIDE_REASON_SYSTEM = OVERRIDE_SYSTEM
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cds_service.viewer.links import viewer_link
-from cds_service.viewer.present import percent
+from cds_service.viewer.present import OVERRIDE_REASONS, percent
 from tests.viewer.conftest import AUDIT_TOKEN, ViewerService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -106,14 +106,15 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
     page.get_by_test_id("agree").click()
     feedback_list = page.get_by_test_id("feedback-list")
     feedback_list.get_by_text("Agreed").wait_for()
-    page.select_option("#override-reason", "poor-signal")
+    reason_code = OVERRIDE_REASONS[-1][0]
+    page.select_option("#override-reason", reason_code)
     page.fill("#override-comment", "Baseline too noisy in the limb leads")
     page.get_by_test_id("override").click()
     feedback_list.get_by_text("Overridden").wait_for()
     assert "Baseline too noisy" in feedback_list.inner_text()
     stored_feedback = pipeline.feedback_for(ecg_id)[before:]
     assert [f.outcome for f in stored_feedback] == ["accepted", "overridden"]
-    assert stored_feedback[1].override_reason["reason"]["code"] == "poor-signal"
+    assert stored_feedback[1].override_reason["code"] == reason_code
     assert all(f.source == "viewer" for f in stored_feedback)
     page.locator("#feedback").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "ecg-feedback-1280x800.png"))

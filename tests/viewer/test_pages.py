@@ -18,7 +18,7 @@ import pytest
 
 from cds_service.audit import AuditFilter
 from cds_service.viewer.links import make_token, reviewer_link, viewer_link
-from cds_service.viewer.present import percent
+from cds_service.viewer.present import OVERRIDE_REASON_SYSTEM, OVERRIDE_REASONS, percent
 from tests.viewer.conftest import AUDIT_TOKEN, PATIENT, ViewerService
 
 #: The service fixture loads the model and classifies three real ECGs (tens of seconds).
@@ -189,7 +189,7 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
         data={
             "token": token,
             "outcome": "overridden",
-            "reason": "finding-incorrect",
+            "reason": OVERRIDE_REASONS[0][0],
             "comment": "Lateral T-wave inversion not reported",
         },
     )
@@ -203,7 +203,11 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
     assert [f.outcome for f in stored] == ["accepted", "overridden"]
     assert all(f.source == "viewer" and f.ecg_id == ecg_id for f in stored)
     assert stored[1].override_reason is not None
-    assert stored[1].override_reason["reason"]["code"] == "finding-incorrect"
+    assert stored[1].override_reason == {
+        "system": OVERRIDE_REASON_SYSTEM,
+        "code": OVERRIDE_REASONS[0][0],
+        "display": OVERRIDE_REASONS[0][1],
+    }
     assert stored[1].user_comment == "Lateral T-wave inversion not reported"
     # Both land on one viewer card for this ECG and model version.
     assert stored[0].card_uuid == stored[1].card_uuid and stored[0].card_known
