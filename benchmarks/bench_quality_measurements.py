@@ -1,0 +1,80 @@
+"""How long the quality gate and the measurements take per ECG.
+
+For PTB-XL records (10 s, 12 leads) at 500 Hz and at 100 Hz: the median and 90th percentile
+time per record of :func:`models.quality.assess_quality` (target: under 2 ms at 500 Hz) and
+:func:`models.measurements.measure` (target: under 150 ms), plus the one-off neurokit2 import
+that the first ``measure`` call pays (``models.measurements.warm_up`` moves it to start-up).
+
+Run: ``.venv/bin/python benchmarks/bench_quality_measurements.py [--records 100]
+[--repeats 5] [--data ../shared/data]``. Times are CPU seconds of this process
+(``time.process_time``) because the development machine is shared and wall time there mostly
+measures the wait for a core; wall-time medians are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from adapters import Ecg, load_ecg
+from models.measurements import measure, warm_up
+from models.quality import assess_quality
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _time(
+    fn: Callable[[Ecg], object], ecgs: list[Ecg], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Per record, the median over ``repeats`` calls: (CPU ms, wall ms)."""
+    cpu, wall = [], []
+    for ecg in ecgs:
+        c, w = [], []
+        for _ in range(repeats):
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn(ecg)
+            c.append(time.process_time() - c0)
+            w.append(time.perf_counter() - w0)
+        cpu.append(1000 * statistics.median(c))
+        wall.append(1000 * statistics.median(w))
+    return cpu, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--records", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    ptbxl = args.data / "ptbxl"
+    with (ptbxl / "ptbxl_database.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))[: args.records]
+
+    c0, w0 = time.process_time(), time.perf_counter()
+    warm_up()
+    print(
+        f"neurokit2 import (once per process): {time.process_time() - c0:.2f} s CPU, "
+        f"{time.perf_counter() - w0:.2f} s wall"
+    )
+    print(f"PTB-XL records 1-{len(rows)}, {args.repeats} repeats each, median per record")
+    print(f"{'rate':>6} {'function':<15} {'CPU median':>11} {'CPU p90':>9} {'wall median':>12}")
+    for column, rate in (("filename_hr", "500 Hz"), ("filename_lr", "100 Hz")):
+        ecgs = [load_ecg(ptbxl / f"{row[column]}.hea") for row in rows]
+        for name, fn in (("assess_quality", assess_quality), ("measure", measure)):
+            fn(ecgs[0])  # warm caches
+            cpu, wall = _time(fn, ecgs, args.repeats)
+            print(
+                f"{rate:>6} {name:<15} {np.median(cpu):>8.2f} ms {np.percentile(cpu, 90):>6.2f} ms"
+                f" {np.median(wall):>9.2f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()
