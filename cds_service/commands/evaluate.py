@@ -1,10 +1,50 @@
-"""`ecg-cds evaluate`: placeholder until its issue lands."""
+"""`ecg-cds evaluate`: zero-shot macro AUROC on PTB-XL tasks or CinC-format folders."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+TASKS = ("super", "sub", "form", "rhythm", "cinc")
 
-def evaluate() -> None:
-    typer.echo("ecg-cds evaluate is not available yet in this build.", err=True)
-    raise typer.Exit(2)
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="PTB-XL folder, or a CinC-format folder."),
+    task: list[str] = typer.Option(..., "--task", help=f"One of {', '.join(TASKS)} (repeatable)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder (default: shipped)."),
+    splits: Path | None = typer.Option(
+        None,
+        "--splits",
+        help="merl_splits folder with the PTB-XL class sets "
+        "(default: DATA/../ptbxl_labels/merl_splits).",
+    ),
+    split: str = typer.Option("test", "--split", help="PTB-XL split: test (fold 10) or val."),
+    min_positives: int = typer.Option(3, "--min-positives", help="CinC: labels with fewer skip."),
+    out: Path = typer.Option(Path("runs/evaluation.json"), "--out", help="JSON results file."),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Print a table per task and write all results (data, split, metric, n, positives) as JSON."""
+    from models.classifier import ZeroShotClassifier
+    from models.evaluation import evaluate_cinc, evaluate_ptbxl, write_results
+
+    unknown = [t for t in task if t not in TASKS]
+    if unknown:
+        typer.echo(f"error: unknown task {unknown}; use {', '.join(TASKS)}", err=True)
+        raise typer.Exit(2)
+    clf = ZeroShotClassifier.from_pretrained(model, threads=threads)
+    splits_dir = splits or data.parent / "ptbxl_labels" / "merl_splits"
+    results = []
+    try:
+        for name in task:
+            if name == "cinc":
+                result = evaluate_cinc(clf, data, min_positives=min_positives)
+            else:
+                result = evaluate_ptbxl(clf, data, name, splits_dir, split=split)
+            typer.echo(result.table() + "\n")
+            results.append(result)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_results(results, out)
+    typer.echo(f"results written to {out}")

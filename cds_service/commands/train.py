@@ -1,10 +1,72 @@
-"""`ecg-cds train`: placeholder until its issue lands."""
+"""`ecg-cds train`: train the ECG-text model on a PTB-XL layout or an archive of ECG files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def train() -> None:
-    typer.echo("ecg-cds train is not available yet in this build.", err=True)
-    raise typer.Exit(2)
+def train(
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="A PhysioNet PTB-XL folder (ptbxl_database.csv, records500/), or a folder of "
+        "ECG files in any supported format.",
+    ),
+    reports: Path | None = typer.Option(
+        None,
+        "--reports",
+        help="CSV with columns file,report[,split] for a folder of ECG files (default: the "
+        "statements inside the files, e.g. MUSE/Philips).",
+    ),
+    out: Path = typer.Option(
+        Path("runs/ecg-clip"), "--out", help="Run folder (checkpoints, model)."
+    ),
+    epochs: int = typer.Option(40, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed", help="Same seed and threads: same model."),
+    threads: int = typer.Option(2, "--threads"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.pt."),
+    max_records: int | None = typer.Option(None, "--max-records", help="Use only N records."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps."),
+    report_loss_weight: float = typer.Option(
+        0.5, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
+    ),
+    catalog: Path | None = typer.Option(
+        None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train, then calibrate on the validation split and write a servable model to OUT/model."""
+    from models.catalog import load_catalog
+    from models.release import prepare_release
+    from models.training import TrainArgs, index_data
+    from models.training import train as run_training
+
+    if not data.is_dir():
+        typer.echo(f"error: --data {data}: not a folder", err=True)
+        raise typer.Exit(2)
+    args = TrainArgs(
+        data=data,
+        out_dir=out,
+        reports_csv=reports,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        resume=resume,
+        max_records=max_records,
+        max_steps=max_steps,
+        report_loss_weight=report_loss_weight,
+        progress=not quiet,
+    )
+    try:
+        model_dir = run_training(args)
+        prepare_release(model_dir, data, refs=index_data(args), catalog=load_catalog(catalog))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"model written to {model_dir}")

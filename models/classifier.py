@@ -1,0 +1,257 @@
+"""Zero-shot classification: any ECG, any list of label texts, calibrated probabilities.
+
+Example::
+
+    from adapters import load_ecg
+    from models import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.from_pretrained()              # shipped weights, offline
+    [result] = clf.classify([load_ecg("rec.hea")], ["sinus bradycardia with first degree AV block"])
+    result.scores[0].probability
+
+Each label's text embedding is a prompt ensemble (the mean of its prompts' embeddings; a
+free-text label is put into the config's prompt templates) and is cached per text. The
+signal-quality gate (:func:`models.quality.assess_quality`) runs first: a rejected ECG gets
+reasons and no scores. An ECG whose embedding is far from every training ECG is flagged
+``out_of_distribution`` (its scores are still given, with that warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+
+from adapters import Ecg
+from models.calibration import Calibration, Platt
+from models.catalog import Label, LabelCatalog, load_catalog
+from models.modeling import EcgClipModel, load_text_cache, model_version
+from models.preprocessing import preprocess
+from models.results import ClassificationResult, LabelScore, Measurement, QualityReport
+from models.text_encoder import TextEncoder, text_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+OOD_BANK_NAME = "ood_bank.safetensors"
+DEFAULT_THREADS = 2
+DEFAULT_BATCH_SIZE = 64
+
+
+def prompts_digest(prompts: Sequence[str]) -> str:
+    """Identifies a prompt ensemble: a calibration fitted for other prompts is not reused."""
+    return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16]
+
+
+class ZeroShotClassifier:
+    """Scores ECGs against label texts with the ECG-text model. Thread-safe for inference."""
+
+    def __init__(
+        self,
+        model: EcgClipModel,
+        directory: Path,
+        *,
+        catalog: LabelCatalog | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.directory = Path(directory)
+        self.batch_size = batch_size
+        self.calibration = Calibration.load(self.directory)
+        self.text_encoder = TextEncoder(load_text_cache(self.directory))
+        self.model_version = model_version(self.directory, self.config)
+        self._catalog = catalog
+        self._label_cache: dict[str, np.ndarray] = {}
+        bank_path = self.directory / OOD_BANK_NAME
+        self._ood_bank = (
+            load_numpy(str(bank_path))["embeddings"].astype(np.float32)
+            if bank_path.is_file()
+            else None
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        catalog: LabelCatalog | None = None,
+        threads: int | None = DEFAULT_THREADS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> ZeroShotClassifier:
+        """Load a saved model folder (default: the shipped ``models/weights``), offline.
+
+        ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
+        """
+        if threads is not None:
+            torch.set_num_threads(threads)
+        directory = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
+        model = EcgClipModel.from_pretrained(directory)
+        return cls(model, directory, catalog=catalog, batch_size=batch_size)
+
+    @property
+    def catalog(self) -> LabelCatalog:
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
+
+    @property
+    def default_mapping(self) -> Platt:
+        """The documented default for uncalibrated labels: the model head's own sigmoid."""
+        scale = float(self.model.logit_scale.detach().exp().clamp(max=100.0))
+        return Platt(slope=scale, intercept=float(self.model.logit_bias.detach()))
+
+    # ---- embeddings ------------------------------------------------------------------------
+
+    def label_prompts(self, label: Label) -> tuple[str, ...]:
+        """Catalog labels carry their own ensemble; a single free text gets the templates."""
+        if len(label.prompts) > 1:
+            return label.prompts
+        return tuple(t.format(label.prompts[0]) for t in self.config.prompt_templates)
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Projected, L2-normalised embeddings of texts (n, embed_dim), cached per text."""
+        missing = [t for t in dict.fromkeys(texts) if text_key(t) not in self._label_cache]
+        if missing:
+            features = torch.from_numpy(self.text_encoder.encode(missing))
+            projected = self.model.encode_text_features(features).numpy()
+            for text, vec in zip(missing, projected, strict=True):
+                self._label_cache[text_key(text)] = vec
+        return np.stack([self._label_cache[text_key(t)] for t in texts])
+
+    def label_embeddings(self, labels: LabelCatalog) -> np.ndarray:
+        """One normalised prompt-ensemble embedding per label (n_labels, embed_dim)."""
+        rows = []
+        for label in labels:
+            mean = self.text_embeddings(self.label_prompts(label)).mean(axis=0)
+            rows.append(mean / max(float(np.linalg.norm(mean)), 1e-8))
+        return np.stack(rows).astype(np.float32)
+
+    @torch.no_grad()
+    def embed(self, ecgs: Sequence[Ecg]) -> np.ndarray:
+        """L2-normalised ECG embeddings (n, embed_dim): window embeddings averaged per ECG."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(ecgs), self.batch_size):
+            chunk = ecgs[start : start + self.batch_size]
+            windows = [preprocess(ecg, self.config).windows for ecg in chunk]
+            owners = np.repeat(np.arange(len(chunk)), [len(w) for w in windows])
+            emb = self.model.encode_ecg(torch.from_numpy(np.concatenate(windows))).numpy()
+            pooled = np.zeros((len(chunk), emb.shape[1]), dtype=np.float32)
+            np.add.at(pooled, owners, emb)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-8)
+            out.append(pooled)
+        if not out:
+            return np.zeros((0, self.config.embed_dim), dtype=np.float32)
+        return np.concatenate(out)
+
+    def similarities(self, ecgs: Sequence[Ecg], labels: LabelCatalog) -> np.ndarray:
+        """Raw cosine similarity (n_ecgs, n_labels)."""
+        return self.embed(ecgs) @ self.label_embeddings(labels).T
+
+    def nearest_training_similarity(self, embeddings: np.ndarray) -> np.ndarray | None:
+        if self._ood_bank is None or len(embeddings) == 0:
+            return None
+        return (embeddings @ self._ood_bank.T).max(axis=1)
+
+    # ---- classification --------------------------------------------------------------------
+
+    def resolve_labels(self, labels: Sequence[str] | LabelCatalog | None) -> LabelCatalog:
+        if labels is None:
+            return self.catalog
+        if isinstance(labels, LabelCatalog):
+            return labels
+        return LabelCatalog.from_texts(list(labels))
+
+    def probabilities(self, label: Label, cosine: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Calibrated where a fit exists for exactly these prompts; else the default map."""
+        fitted = self.calibration.labels.get(label.id)
+        if fitted is not None and self.calibration.label_prompts.get(label.id) == prompts_digest(
+            self.label_prompts(label)
+        ):
+            return fitted(cosine), True
+        if label.calibration is not None:
+            cal = label.calibration
+            return Platt(cal.slope, cal.intercept)(cosine), True
+        return self.default_mapping(cosine), False
+
+    def classify(
+        self,
+        ecgs: Ecg | Sequence[Ecg],
+        labels: Sequence[str] | LabelCatalog | None = None,
+    ) -> list[ClassificationResult]:
+        """Quality gate, measurements and calibrated scores for each ECG, in input order.
+
+        ``labels``: None for the catalog, a :class:`LabelCatalog`, or any list of free texts.
+        """
+        batch: list[Ecg] = [ecgs] if isinstance(ecgs, Ecg) else list(ecgs)
+        catalog = self.resolve_labels(labels)
+        qualities = [_quality(ecg) for ecg in batch]
+        accepted = [i for i, q in enumerate(qualities) if q.acceptable]
+        emb = self.embed([batch[i] for i in accepted])
+        nearest = self.nearest_training_similarity(emb)
+        cos = emb @ self.label_embeddings(catalog).T
+        probs: list[tuple[np.ndarray, bool]] = [
+            self.probabilities(label, cos[:, j]) for j, label in enumerate(catalog)
+        ]
+        results: list[ClassificationResult] = []
+        row_of = {i: r for r, i in enumerate(accepted)}
+        for i, ecg in enumerate(batch):
+            quality = qualities[i]
+            scores: tuple[LabelScore, ...] = ()
+            if i in row_of:
+                r = row_of[i]
+                threshold = self.calibration.ood_threshold
+                if nearest is not None and threshold is not None and nearest[r] < threshold:
+                    quality = replace(quality, out_of_distribution=True)
+                items = [
+                    LabelScore(
+                        label_id=label.id,
+                        text=label.text,
+                        probability=float(p[r]),
+                        similarity=float(cos[r, j]),
+                        severity=label.severity,
+                        codes=label.codes,
+                        calibrated=calibrated,
+                    )
+                    for j, (label, (p, calibrated)) in enumerate(zip(catalog, probs, strict=True))
+                ]
+                scores = tuple(sorted(items, key=lambda s: -s.probability))
+            results.append(
+                ClassificationResult(
+                    model_version=self.model_version,
+                    quality=quality,
+                    measurements=_measurements(ecg),
+                    scores=scores,
+                )
+            )
+        return results
+
+    def save_text_cache(self) -> None:
+        """Persist the text-feature cache beside the weights (used when shipping a model)."""
+        save_numpy(dict(self.text_encoder.cache), str(self.directory / "text_cache.safetensors"))
+
+
+def _quality(ecg: Ecg) -> QualityReport:
+    from models.quality import assess_quality
+
+    return assess_quality(ecg)
+
+
+def _measurements(ecg: Ecg) -> dict[str, Measurement]:
+    try:
+        from models.measurements import measure
+    except ImportError:  # the measurement module has not landed in this build
+        return {}
+    try:
+        return measure(ecg)
+    except Exception as exc:  # a measurement failure must not cost the classification
+        log.warning("measurements failed for %s: %s", ecg.source.uri or ecg.source.format, exc)
+        return {}

@@ -1,0 +1,385 @@
+"""Train the ECG encoder and projections against frozen MiniLM text features.
+
+Recipe for little data (what the model card reports on):
+
+* frozen text tower: every training sentence is embedded once (mean-pooled MiniLM) and
+  cached on disk; only a linear text projection is tuned, at a tenth of the ECG learning rate;
+* a **label-aware sigmoid loss** over the vocabulary of facts (SCP statements, classes,
+  axis, noise flags, or report sentences): each step draws one phrasing per fact, and an
+  ECG is a positive for every fact it carries, so ECGs that share a statement are never
+  pushed apart (the multi-positive problem of plain CLIP on PTB-XL);
+* a **multi-positive CLIP loss** on whole English reports composed from the facts:
+  targets spread evenly over every ECG in the batch with the same fact set;
+* signal augmentation: random crops, gain, noise, baseline wander, lead dropout;
+* model selection on validation macro AUROC over the facts seen there.
+
+Deterministic for a given seed and thread count; checkpoints every epoch; ``resume=True``
+continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from tqdm import tqdm
+
+from models.augment import augment
+from models.config import EcgClipConfig
+from models.data import (
+    RecordRef,
+    SignalDataset,
+    fit_window,
+    folder_records,
+    is_ptbxl_layout,
+    ptbxl_records,
+    read_record,
+)
+from models.modeling import EcgClipModel
+from models.preprocessing import filter_and_resample
+from models.text import Fact, compose_report
+from models.text_encoder import TextEncoder, text_key
+
+
+@dataclass
+class TrainArgs:
+    data: Path
+    out_dir: Path = Path("runs/ecg-clip")
+    reports_csv: Path | None = None
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    text_lr_scale: float = 0.1
+    seed: int = 0
+    crop_s: float = 8.0
+    min_fact_count: int = 2
+    reports_per_record: int = 4
+    report_loss_weight: float = 0.5
+    fact_loss_weight: float = 1.0
+    lead_dropout: float = 0.1
+    augment: bool = True
+    threads: int = 2
+    resume: bool = False
+    max_records: int | None = None  # smoke tests: a handful of records
+    max_steps: int | None = None
+    rate: int = 500
+    text_cache: Path | None = (
+        None  # persistent MiniLM feature cache (default: out_dir/text_features.safetensors)
+    )
+    progress: bool = True
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Vocabulary:
+    """The facts trained on, each with its English sentences (phrasings x templates)."""
+
+    keys: list[str]
+    sentences: list[list[str]]
+
+    @classmethod
+    def build(cls, refs: list[RecordRef], min_count: int) -> Vocabulary:
+        counts: Counter[str] = Counter()
+        phrases: dict[str, Fact] = {}
+        for ref in refs:
+            for fact in ref.facts:
+                counts[fact.key] += 1
+                phrases.setdefault(fact.key, fact)
+        keys = sorted(k for k, c in counts.items() if c >= min_count)
+        return cls(keys, [list(phrases[k].sentences()) for k in keys])
+
+    def targets(self, refs: list[RecordRef]) -> np.ndarray:
+        index = {k: i for i, k in enumerate(self.keys)}
+        y = np.zeros((len(refs), len(self.keys)), dtype=np.float32)
+        for r, ref in enumerate(refs):
+            for fact in ref.facts:
+                if fact.key in index:
+                    y[r, index[fact.key]] = 1.0
+        return y
+
+
+def index_data(args: TrainArgs) -> list[RecordRef]:
+    if is_ptbxl_layout(args.data):
+        refs = ptbxl_records(args.data, rate=args.rate)
+    else:
+        refs = folder_records(args.data, args.reports_csv)
+    if not refs:
+        raise ValueError(f"{args.data}: no records with signals and report text found")
+    if args.max_records is not None:
+        train = [r for r in refs if r.split == "train"][: args.max_records]
+        val = [r for r in refs if r.split == "val"][: max(2, args.max_records // 4)]
+        refs = train + val
+    return refs
+
+
+def estimate_lead_scales(
+    refs: list[RecordRef], config: EcgClipConfig, limit: int = 200
+) -> list[float]:
+    """Per-lead standard deviation (mV) of filtered signals on up to ``limit`` training records."""
+    stds: list[np.ndarray] = []
+    for ref in refs[:limit]:
+        from adapters import standard_12_lead
+
+        view = standard_12_lead(read_record(ref))
+        x = filter_and_resample(view.ecg.signal, float(view.ecg.fs), config)
+        stds.append(x.std(axis=1))
+    med = np.median(np.stack(stds), axis=0)
+    return [float(max(s, 0.02)) for s in med]
+
+
+def load_text_features(texts: list[str], cache_path: Path, progress: bool) -> dict[str, np.ndarray]:
+    cache = dict(load_numpy(str(cache_path))) if cache_path.is_file() else {}
+    encoder = TextEncoder(cache)
+    todo = [t for t in dict.fromkeys(texts) if text_key(t) not in cache]
+    for i in tqdm(range(0, len(todo), 256), desc="text features", disable=not progress or not todo):
+        encoder.encode(todo[i : i + 256])
+    if todo:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        save_numpy(encoder.cache, str(cache_path))
+    return encoder.cache
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def embed_signals(
+    model: EcgClipModel, dataset: SignalDataset, batch_size: int = 128
+) -> torch.Tensor:
+    """Validation embeddings: the full recording in windows, embeddings averaged."""
+    from models.preprocessing import windows_of
+
+    model.eval()
+    out: list[torch.Tensor] = []
+    cfg = model.config
+    for start in range(0, len(dataset), batch_size):
+        wins, owners = [], []
+        for j, i in enumerate(range(start, min(start + batch_size, len(dataset)))):
+            w = windows_of(dataset.signal(i), cfg.window_samples, cfg.max_windows)
+            wins.append(w)
+            owners += [j] * len(w)
+        emb = model.encode_ecg(torch.from_numpy(np.concatenate(wins)))
+        idx = torch.tensor(owners)
+        pooled = torch.zeros(len(wins), emb.shape[1]).index_add_(0, idx, emb)
+        out.append(F.normalize(pooled, dim=-1))
+    return torch.cat(out)
+
+
+def macro_auroc(y: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [
+        roc_auc_score(y[:, j], scores[:, j])
+        for j in range(y.shape[1])
+        if 0 < y[:, j].sum() < len(y)
+    ]
+    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
+
+
+def vocab_prompt_features(vocab: Vocabulary, feats: dict[str, np.ndarray]) -> torch.Tensor:
+    """Prompt ensemble: the mean MiniLM feature of all sentences of each fact."""
+    return torch.from_numpy(
+        np.stack(
+            [np.mean([feats[text_key(s)] for s in sents], axis=0) for sents in vocab.sentences]
+        )
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: EcgClipModel, dataset: SignalDataset, y: np.ndarray, prompts: torch.Tensor
+) -> float:
+    emb = embed_signals(model, dataset)
+    text = model.encode_text_features(prompts)
+    auc, _ = macro_auroc(y, (emb @ text.T).numpy())
+    return auc
+
+
+def train(args: TrainArgs) -> Path:
+    """Train; returns the folder of the best model (``out_dir/model``)."""
+    seed_everything(args.seed, args.threads)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    refs = index_data(args)
+    train_refs = [r for r in refs if r.split == "train"]
+    val_refs = [r for r in refs if r.split == "val"]
+    if not train_refs:
+        raise ValueError(
+            f"{args.data}: no training records (all records are in validation/test splits)"
+        )
+    vocab = Vocabulary.build(train_refs, args.min_fact_count)
+    if not vocab.keys:
+        raise ValueError("no fact occurs often enough to train on; lower --min-fact-count")
+
+    config = EcgClipConfig(**args.config_overrides)
+    config.extra["lead_scale_mv"] = estimate_lead_scales(train_refs, config)
+    rng_text = random.Random(args.seed)
+    key_set = set(vocab.keys)
+    reports: list[list[str]] = []
+    for ref in train_refs:
+        facts = [f for f in ref.facts if f.key in key_set]
+        reports.append([compose_report(facts, rng_text) for _ in range(args.reports_per_record)])
+    all_texts = [s for sents in vocab.sentences for s in sents] + [t for rs in reports for t in rs]
+    feats = load_text_features(
+        all_texts, args.text_cache or out / "text_features.safetensors", args.progress
+    )
+
+    sentence_feats = [
+        torch.from_numpy(np.stack([feats[text_key(s)] for s in sents])) for sents in vocab.sentences
+    ]
+    report_feats = torch.from_numpy(np.stack([[feats[text_key(t)] for t in rs] for rs in reports]))
+    y_train = torch.from_numpy(vocab.targets(train_refs))
+    fact_sets = [frozenset(f.key for f in r.facts if f.key in key_set) for r in train_refs]
+    val_y = vocab.targets(val_refs)
+    prompts = vocab_prompt_features(vocab, feats)
+
+    model = EcgClipModel(config)
+    text_params = list(model.text_proj.parameters())
+    other = [p for n, p in model.named_parameters() if not n.startswith("text_proj")]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": other, "lr": args.lr},
+            {"params": text_params, "lr": args.lr * args.text_lr_scale},
+        ],
+        weight_decay=args.weight_decay,
+    )
+    steps_per_epoch = max(1, len(train_refs) // args.batch_size)
+    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[args.lr, args.lr * args.text_lr_scale],
+        total_steps=total_steps,
+        pct_start=0.1,
+    )
+    train_ds = SignalDataset(train_refs, config)
+    val_ds = SignalDataset(val_refs, config)
+    np_rng = np.random.default_rng(args.seed)
+    start_epoch, step, best, best_state = 0, 0, -1.0, None
+    history: list[dict[str, float]] = []
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if args.resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, step, best, best_state = (
+            ckpt["epoch"] + 1,
+            ckpt["step"],
+            ckpt["best"],
+            ckpt["best_state"],
+        )
+        history = ckpt["history"]
+        np_rng.bit_generator.state = ckpt["np_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    crop = round(args.crop_s * config.sample_rate)
+    epochs = (
+        args.epochs if args.max_steps is None else max(1, -(-args.max_steps // steps_per_epoch))
+    )
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not args.progress)
+    for epoch in range(start_epoch, epochs):
+        if step >= total_steps:
+            break
+        model.train()
+        order = np_rng.permutation(len(train_refs))
+        t0, losses = time.perf_counter(), []
+        for b in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
+            xs = []
+            for i in idx:
+                x = fit_window(train_ds.signal(int(i)), crop, np_rng)
+                xs.append(
+                    augment(x, np_rng, config.sample_rate, args.lead_dropout) if args.augment else x
+                )
+            ecg = model.encode_ecg(torch.from_numpy(np.stack(xs)))
+            pick = torch.from_numpy(np_rng.integers(0, 1 << 30, size=len(sentence_feats)))
+            fact_text = torch.stack(
+                [sf[int(p) % len(sf)] for sf, p in zip(sentence_feats, pick, strict=True)]
+            )
+            logits = model.logits(ecg, model.encode_text_features(fact_text))
+            loss = (
+                args.fact_loss_weight
+                * F.binary_cross_entropy_with_logits(logits, y_train[idx], reduction="sum")
+                / len(idx)
+            )
+            if args.report_loss_weight > 0:
+                r = torch.from_numpy(np_rng.integers(0, args.reports_per_record, size=len(idx)))
+                rep = model.encode_text_features(report_feats[torch.from_numpy(idx), r])
+                sim = model.logit_scale.exp().clamp(max=100.0) * ecg @ rep.T
+                same = torch.tensor(
+                    [[float(fact_sets[i] == fact_sets[j]) for j in idx] for i in idx]
+                )
+                target = same / same.sum(1, keepdim=True)
+                clip = (
+                    -(target * F.log_softmax(sim, 1)).sum(1).mean()
+                    - (target * F.log_softmax(sim.T, 1)).sum(1).mean()
+                )
+                loss = loss + args.report_loss_weight * clip / 2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", best=f"{best:.3f}")
+        score = validate(model, val_ds, val_y, prompts) if len(val_refs) else float("nan")
+        if np.isnan(score) or score > best:
+            best = -1.0 if np.isnan(score) else score
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "val_macro_auroc": score,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "best": best,
+                "best_state": best_state,
+                "history": history,
+                "np_rng": np_rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+            },
+            ckpt_path,
+        )
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    model_dir = model.save_pretrained(out / "model")
+    summary = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+        "records": {"train": len(train_refs), "val": len(val_refs)},
+        "vocabulary": vocab.keys,
+        "best_val_macro_auroc_facts": best,
+        "history": history,
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return model_dir
