@@ -227,7 +227,8 @@ def test_fhir_date_search_and_paging(client: TestClient) -> None:
     _seed(_trail(client))
 
     def search(params: list[tuple[str, str]]) -> dict[str, Any]:
-        response = client.get("/fhir/AuditEvent", params=params, headers=_auth())
+        query = "&".join(f"{k}={v}" for k, v in params)
+        response = client.get(f"/fhir/AuditEvent?{query}", headers=_auth())
         assert response.status_code == 200, response.text
         return dict(response.json())
 

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -239,8 +240,9 @@ def _append_from_process(url: str, k: int, n: int) -> None:
 
 @pytest.mark.slow
 def test_processes_share_one_chain(trail: AuditTrail, db_url: str) -> None:
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # fork starts fast; spawn (re-importing everything) where fork does not exist.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context: Any = multiprocessing.get_context(method)
     n_procs, per_proc = 3, 20
     procs = [
         context.Process(target=_append_from_process, args=(db_url, k, per_proc))
