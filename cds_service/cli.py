@@ -18,6 +18,7 @@ from cds_service.commands import (
     inspect,
     serve,
     train,
+    viewer,
     worker,
 )
 
@@ -52,6 +53,9 @@ app.command("inspect", help="Summarise an ECG file (format, leads, fs, statement
     inspect.inspect
 )
 app.command("ehr", help="Act as an EHR: sign a JWT and call a hook with an ECG file.")(ehr.ehr)
+app.command("viewer-link", help="Print a signed viewer link for an ECG or the review list.")(
+    viewer.viewer_link
+)
 app.add_typer(audit.app, name="audit", help="Query and verify the tamper-evident audit trail.")
 
 

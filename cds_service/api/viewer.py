@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -211,6 +213,55 @@ def _feedback_view(fb: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Tracing:
+    svg_3x4: str
+    svg_stacked: str
+    notes: tuple[str, ...]
+
+
+_UNREADABLE = '<p class="warn">The stored tracing could not be read.</p>'
+#: Drawn tracings by the SHA-256 of the stored bytes (the drawing depends on nothing else),
+#: so a reload or the redirect after feedback does not parse and draw the ECG again.
+_tracings: OrderedDict[str, _Tracing] = OrderedDict()
+_tracings_lock = threading.Lock()
+TRACING_CACHE_SIZE = 32
+
+
+def _tracing(pipeline: Any, ecg_id: str, sha256: str) -> _Tracing:
+    with _tracings_lock:
+        cached = _tracings.get(sha256)
+        if cached is not None:
+            _tracings.move_to_end(sha256)
+            return cached
+    try:
+        ecg = pipeline.load_ecg(ecg_id)
+    except (EcgFormatError, KeyError) as exc:
+        log.warning("viewer: ECG %s unreadable: %s", ecg_id, exc)
+        return _Tracing(_UNREADABLE, _UNREADABLE, ())
+    view = standard_12_lead(ecg)
+    notes: list[str] = []
+    if view.derived:
+        notes.append(
+            "Derived from I and II (not stored by the cart): "
+            + ", ".join(n for n in view.ecg.leads if n in view.derived)
+        )
+    if view.missing:
+        notes.append("Not recorded: " + ", ".join(n for n in view.ecg.leads if n in view.missing))
+    if ecg.duration_s > 10.0 + 1e-6:
+        notes.append(f"Showing the first 10 s of {ecg.duration_s:.1f} s")
+    tracing = _Tracing(
+        svg_3x4=render_ecg_svg(ecg, "3x4", title="12-lead ECG, 3x4 and rhythm strip"),
+        svg_stacked=render_ecg_svg(ecg, "stacked", title="12-lead ECG, leads stacked"),
+        notes=tuple(notes),
+    )
+    with _tracings_lock:
+        _tracings[sha256] = tracing
+        while len(_tracings) > TRACING_CACHE_SIZE:
+            _tracings.popitem(last=False)
+    return tracing
+
+
 # ---------------------------------------------------------------------------- static
 
 
@@ -263,27 +314,7 @@ def ecg_page(
     if info is None:
         return _page("not_found.html", status_code=404, root=root)
 
-    svg_3x4 = svg_stacked = Markup('<p class="warn">The stored tracing could not be read.</p>')
-    lead_notes: list[str] = []
-    try:
-        ecg = pipeline.load_ecg(ecg_id)
-    except (EcgFormatError, KeyError) as exc:
-        log.warning("viewer: ECG %s unreadable: %s", ecg_id, exc)
-    else:
-        svg_3x4 = Markup(render_ecg_svg(ecg, "3x4", title="12-lead ECG, 3x4 and rhythm strip"))
-        svg_stacked = Markup(render_ecg_svg(ecg, "stacked", title="12-lead ECG, leads stacked"))
-        view = standard_12_lead(ecg)
-        if view.derived:
-            lead_notes.append(
-                "Derived from I and II (not stored by the cart): "
-                + ", ".join(n for n in view.ecg.leads if n in view.derived)
-            )
-        if view.missing:
-            lead_notes.append(
-                "Not recorded: " + ", ".join(n for n in view.ecg.leads if n in view.missing)
-            )
-        if ecg.duration_s > 10.0 + 1e-6:
-            lead_notes.append(f"Showing the first 10 s of {ecg.duration_s:.1f} s")
+    tracing = _tracing(pipeline, ecg_id, info.sha256)
 
     stored = pipeline.result(ecg_id)
     names = label_names(settings.catalog_file)
@@ -318,10 +349,10 @@ def ecg_page(
         },
         result=result,
         threshold=percent(FINDING_THRESHOLD),
-        svg_3x4=svg_3x4,
-        svg_stacked=svg_stacked,
+        svg_3x4=Markup(tracing.svg_3x4),
+        svg_stacked=Markup(tracing.svg_stacked),
         layout=layout,
-        lead_notes=lead_notes,
+        lead_notes=tracing.notes,
         feedback=feedback,
         saved=saved,
         reasons=OVERRIDE_REASONS,
