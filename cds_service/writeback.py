@@ -87,7 +87,7 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
     settings = runtime.settings
     server = (settings.fhir.writeback_server or "").rstrip("/")
     info = runtime.pipeline.get_info(ecg_id)
-    patient = _patient_reference(info.patient_ref if info else None)
+    patient = _patient_reference(info.patient_ref if info else None, server)
     audit_keys: dict[str, Any] = {"ecg_id": ecg_id, "patient": patient}
 
     def refuse(message: str, model_version: str | None = None) -> WriteBackRejected:
@@ -166,9 +166,12 @@ def is_allowed(server: str, allowed: list[str]) -> bool:
     return any(wanted == a.rstrip("/") for a in allowed)
 
 
-def _patient_reference(patient_ref: str | None) -> str | None:
+def _patient_reference(patient_ref: str | None, server: str) -> str | None:
+    """``Patient/<id>``; a bare id gets the type, an absolute URL on the server is made relative."""
     if not patient_ref:
         return None
+    if server and patient_ref.startswith(server + "/"):
+        patient_ref = patient_ref[len(server) + 1 :]
     return patient_ref if "/" in patient_ref else f"Patient/{patient_ref}"
 
 
