@@ -76,7 +76,8 @@ def read(item: ReaderInput) -> Ecg:
     if not np.isfinite(signal).all():
         raise EcgFormatError(item.name, "the signal contains NaN or infinite samples")
     units = "mV"
-    if signal.size and float(np.percentile(np.abs(signal), 99)) > _UV_THRESHOLD:
+    # Every 7th sample is plenty for a 99th percentile and avoids sorting the whole record.
+    if signal.size and float(np.percentile(np.abs(signal[:, ::7]), 99)) > _UV_THRESHOLD:
         signal = signal / np.float32(1000.0)
         units = "uV"
     extra = {"units": units}

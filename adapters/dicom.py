@@ -142,9 +142,9 @@ def _group_signal(
     order = "<" if little_endian else ">"
     raw = np.frombuffer(raw_bytes[:needed], dtype=order + dtype).reshape(n_samples, n_channels)
     scales = [_channel_scale(label, ch, where, i) for i, ch in enumerate(channels)]
-    multiplier = np.array([m for m, _ in scales], dtype=np.float64)
-    offset = np.array([o for _, o in scales], dtype=np.float64)
-    signal = (raw.T * multiplier[:, None] + offset[:, None]).astype(np.float32)
+    signal = raw.T.astype(np.float32, order="C")  # one copy, (leads, samples)
+    signal *= np.array([m for m, _ in scales], dtype=np.float32)[:, None]
+    signal += np.array([o for _, o in scales], dtype=np.float32)[:, None]
     names = tuple(_lead_name(ch, i) for i, ch in enumerate(channels))
     return signal, names, fs
 

@@ -11,6 +11,7 @@ the whole SPH database, is assumed and recorded in ``extra["fs_source"]``.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 
@@ -36,11 +37,21 @@ def _metadata_row(path: Path | None) -> dict[str, str] | None:
     table = path.parent / "metadata.csv"
     if not table.is_file():
         return None
-    with table.open(newline="", encoding="utf-8") as handle:
+    stat = table.stat()
+    return _metadata_table(str(table), stat.st_mtime_ns, stat.st_size).get(path.name)
+
+
+@functools.lru_cache(maxsize=8)
+def _metadata_table(table: str, mtime_ns: int, size: int) -> dict[str, dict[str, str]]:
+    """Rows of a ``metadata.csv`` by file name; cached per (path, mtime, size) so a folder
+    of records parses its table once, and an edited table is re-read."""
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = {}
         for row in csv.DictReader(handle):
-            if row.get("ECG_ID", "").strip() in (path.name, path.stem):
-                return row
-    return None
+            name = row.get("ECG_ID", "").strip()
+            rows[name] = row
+            rows.setdefault(name.removesuffix(".h5") + ".h5", row)
+        return rows
 
 
 def _read_array(item: ReaderInput) -> np.ndarray:
