@@ -12,7 +12,10 @@ builders the write-back uses), plus a cardiology-review ServiceRequest where it 
 
 from __future__ import annotations
 
+import copy
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -293,6 +296,54 @@ def _finish(card: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- cards
 
+#: Validated suggestion resources per (ECG, model version, patient, reference, date): building
+#: and R4B-validating them costs more than the rest of a cached hook call.
+_RESOURCE_CACHE: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+_RESOURCE_CACHE_SIZE = 2048
+_RESOURCE_LOCK = threading.Lock()
+
+
+def impression_resources(
+    ecg: EcgRef, result: ClassificationResult, patient_ref: str | None, policy: CardPolicy
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The impression Observation and its DiagnosticReport (fresh ids on every call)."""
+    key = (
+        ecg.ecg_id,
+        result.model_version,
+        patient_ref,
+        ecg.reference,
+        ecg.acquired,
+        policy.finding_threshold,
+    )
+    with _RESOURCE_LOCK:
+        cached = _RESOURCE_CACHE.get(key)
+        if cached is not None:
+            _RESOURCE_CACHE.move_to_end(key)
+    if cached is None:
+        observation = build_impression_observation(
+            result,
+            patient_reference=patient_ref,
+            ecg_reference=ecg.reference,
+            effective=ecg.acquired,
+            findings_threshold=policy.finding_threshold,
+        )
+        report = build_diagnostic_report(
+            result,
+            observation_references=["Observation/placeholder"],
+            patient_reference=patient_ref,
+            effective=ecg.acquired,
+            findings_threshold=policy.finding_threshold,
+        )
+        cached = (observation, report)
+        with _RESOURCE_LOCK:
+            _RESOURCE_CACHE[key] = cached
+            while len(_RESOURCE_CACHE) > _RESOURCE_CACHE_SIZE:
+                _RESOURCE_CACHE.popitem(last=False)
+    observation, report = copy.deepcopy(cached)
+    observation["id"] = str(uuid.uuid4())
+    report["result"] = [{"reference": f"Observation/{observation['id']}"}]
+    return observation, report
+
 
 def review_card(
     ecg: EcgRef,
@@ -328,21 +379,7 @@ def review_card(
         "links": list(links),
     }
     if result.quality.acceptable:
-        observation = build_impression_observation(
-            result,
-            patient_reference=patient_ref,
-            ecg_reference=ecg.reference,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
-        observation["id"] = str(uuid.uuid4())
-        report = build_diagnostic_report(
-            result,
-            observation_references=[f"Observation/{observation['id']}"],
-            patient_reference=patient_ref,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
+        observation, report = impression_resources(ecg, result, patient_ref, policy)
         suggestions: list[dict[str, Any]] = [
             {
                 "label": "File the AI ECG impression (preliminary)",

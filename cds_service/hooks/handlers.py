@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
-from dataclasses import dataclass, field
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from adapters import EcgFormatError
+from adapters import EcgFormatError, sha256_hex
 from cds_service.audit import Actor
 from cds_service.auth import VerifiedToken
 from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused, redact_url
@@ -26,6 +29,7 @@ from cds_service.hooks import cards as card_builders
 from cds_service.hooks.cards import CardPolicy, EcgRef
 from cds_service.hooks.prefetch import PrefetchError, read_prefetch, render_template
 from cds_service.hooks.qt_drugs import qt_drug_orders
+from cds_service.hooks.recorder import RECORDER
 from cds_service.hooks.schemas import FeedbackRequest, HookRequest
 from cds_service.hooks.services import ECG_QUERIES, HookService
 from cds_service.hooks.sources import (
@@ -241,35 +245,96 @@ class _Classified:
     ecg_id: str
 
 
+class _KnownEcgs:
+    """SHA-256 -> (ECG id, acquisition time) of ECGs this process has already stored.
+
+    Stored ECGs are immutable, so a repeat call skips the store (a database round trip and
+    an ingest audit entry) and goes straight to the cached result. Bounded LRU.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._items: OrderedDict[str, tuple[str, datetime | None]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> tuple[str, datetime | None] | None:
+        with self._lock:
+            hit = self._items.get(digest)
+            if hit is not None:
+                self._items.move_to_end(digest)
+            return hit
+
+    def put(self, digest: str, value: tuple[str, datetime | None]) -> None:
+        with self._lock:
+            self._items[digest] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def forget(self, ecg_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, (i, _) in self._items.items() if i == ecg_id]:
+                del self._items[digest]
+
+
+_KNOWN: weakref.WeakKeyDictionary[Any, _KnownEcgs] = weakref.WeakKeyDictionary()
+
+
+def _known(pipeline: Any) -> _KnownEcgs:
+    known = _KNOWN.get(pipeline)
+    if known is None:
+        known = _KNOWN.setdefault(pipeline, _KnownEcgs())
+    return known
+
+
+def _store(
+    pipeline: Any, item: _Loaded, patient_ref: str, actor: Actor, known: _KnownEcgs
+) -> tuple[str, datetime | None]:
+    c = item.candidate
+    digest = sha256_hex(item.data)
+    hit = known.get(digest)
+    if hit is not None:
+        return hit
+    info = pipeline.accept_bytes(
+        item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
+    )
+    known.put(digest, (info.id, info.acquired_at))
+    return info.id, info.acquired_at
+
+
 def _accept_and_wait(
     runtime: Any, loaded: list[_Loaded], patient_ref: str, actor: Actor, problems: list[str]
 ) -> list[_Classified]:
     """Store (dedupe by hash), submit what has no result, wait the budget. Runs in a thread."""
     pipeline = runtime.pipeline
+    known = _known(pipeline)
     refs: dict[str, EcgRef] = {}
+    items: dict[str, _Loaded] = {}
     for item in loaded:
         c = item.candidate
         try:
-            info = pipeline.accept_bytes(
-                item.data,
-                source_uri=c.origin,
-                patient_ref=patient_ref,
-                format=c.format,
-                actor=actor,
-            )
+            ecg_id, stored_at = _store(pipeline, item, patient_ref, actor, known)
         except EcgFormatError as exc:
             problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
             continue
-        if info.id not in refs:
-            acquired: datetime | None = c.acquired or info.acquired_at
-            refs[info.id] = EcgRef(info.id, acquired, reference=c.reference, origin=c.origin)
+        if ecg_id not in refs:
+            acquired: datetime | None = c.acquired or stored_at
+            refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
+            items[ecg_id] = item
     if not refs:
         return []
     ids = list(refs)
     found = pipeline.wait(ids, 0)
     missing = [i for i in ids if found.get(i) is None]
-    for ecg_id in missing:
-        pipeline.submit(ecg_id)
+    for ecg_id in list(missing):
+        try:
+            pipeline.submit(ecg_id)
+        except KeyError:  # removed from storage since we saw it: store it again
+            known.forget(ecg_id)
+            new_id, _ = _store(pipeline, items[ecg_id], patient_ref, actor, known)
+            refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
+            ids[ids.index(ecg_id)] = new_id
+            missing[missing.index(ecg_id)] = new_id
+            pipeline.submit(new_id)
     if missing:
         found.update(pipeline.wait(missing, runtime.settings.jobs.hook_wait_budget_s))
     return [_Classified(refs[i], found.get(i), i) for i in ids]
@@ -442,7 +507,7 @@ async def handle_hook(
     if service.kind == "qt-drug":
         selections = call.context.get("selections") if service.hook == "order-select" else None
         if not qt_drug_orders(call.context.get("draftOrders"), selections):
-            await run_in_threadpool(
+            RECORDER.submit(
                 _record, runtime, service, call, actor, patient_ref, [], _Gathered(), None
             )
             return []
@@ -461,9 +526,8 @@ async def handle_hook(
         _build_cards, service, call, runtime, classified, gathered.problems, patient_ref
     )
     server = redact_url(fetcher.base_url) if fetcher is not None else None
-    await run_in_threadpool(
-        _record, runtime, service, call, actor, patient_ref, cards, gathered, server
-    )
+    # Cards and audit entries are written right after the response (see recorder.py).
+    RECORDER.submit(_record, runtime, service, call, actor, patient_ref, cards, gathered, server)
     return [card for card, _, _ in cards]
 
 
@@ -472,6 +536,7 @@ def handle_feedback(
 ) -> int:
     """Store each feedback item against its card (and so its ECG); audit it. Sync (thread)."""
     pipeline, audit = runtime.pipeline, runtime.audit
+    RECORDER.flush(5.0)  # the cards this feedback is about are written first
     actor = Actor(iss=token.iss, sub=token.sub)
     for item in body.feedback:
         reason = item.overrideReason
