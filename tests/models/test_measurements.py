@@ -226,7 +226,7 @@ def test_every_ptbxl_record_at_both_rates(
 
     Records 1-200 (the full 500 take a minute on a shared core).
     """
-    agree = {"heart_rate": [], "qrs": [], "qt": []}  # type: dict[str, list[bool]]
+    agree: dict[str, list[bool]] = {"heart_rate": [], "qrs": [], "qt": []}
     for row in ptbxl_rows[:200]:
         high, low = _values(load_ptbxl(row, "filename_hr")), _values(load_ptbxl(row, "filename_lr"))
         assert high["heart_rate"] is not None and low["heart_rate"] is not None, row["ecg_id"]
@@ -236,3 +236,26 @@ def test_every_ptbxl_record_at_both_rates(
                 agree[key].append(abs(a - b) <= tolerance)
     for key, flags in agree.items():
         assert len(flags) >= 180 and np.mean(flags) >= 0.9, key
+
+
+def test_cpsc_records_from_another_hospital(cinc_dir: Path) -> None:
+    """CPSC 2018 A0001-A0010 (independent of PTB-XL), labelled by SNOMED codes in the header."""
+    folder = cinc_dir / "cinc2021_more" / "smoke_data" / "CPSC_CPSC-Extra"
+    af: list[Values] = []
+    other: list[Values] = []
+    rbbb: list[Values] = []
+    not_rbbb: list[Values] = []
+    for header in sorted(folder.glob("A00*.hea")):
+        ecg = load_ecg(header)
+        codes = {code.split("|")[-1] for code in ecg.diagnosis_codes}
+        values = _values(ecg)
+        (af if "164889003" in codes else other).append(values)
+        (rbbb if "59118001" in codes else not_rbbb).append(values)
+    assert len(af) == 4 and len(rbbb) == 3
+    assert np.median(_measured(af, "rr_irregularity")) >= 3 * np.median(
+        _measured(other, "rr_irregularity")
+    )
+    assert sum(v["pr"] is None for v in af) >= 3
+    assert all(v["pr"] is not None for v in other)
+    assert np.median(_measured(rbbb, "qrs")) >= 120
+    assert np.median(_measured(not_rbbb, "qrs")) < 110
