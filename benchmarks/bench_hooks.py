@@ -284,8 +284,9 @@ def main() -> None:
             if k not in ("case", "n", "p50_ms", "p95_ms", "p99_ms", "mean_ms")
         }
         print(
-            f"{row['case']:<28} n={row['n']:<5} p50={row['p50_ms']:>7} ms  p95={row['p95_ms']:>7} ms  "
-            f"p99={row['p99_ms']:>7} ms  {' '.join(f'{k}={v}' for k, v in extra.items())}"
+            f"{row['case']:<28} n={row['n']:<5} p50={row['p50_ms']:>7} ms  "
+            f"p95={row['p95_ms']:>7} ms  p99={row['p99_ms']:>7} ms  "
+            + " ".join(f"{k}={v}" for k, v in extra.items())
         )
 
 
