@@ -383,34 +383,8 @@ class Pipeline:
         self, kind: str, ecg_id: str, model_version: str, state: str, error: str | None = None
     ) -> None:
         """Record a job's progress (creating its row when a task arrives without a submit)."""
-        now = utcnow()
         with self._sessions.begin() as session:
-            insert_ignore(
-                session,
-                JobRow.__table__,  # type: ignore[arg-type]
-                {
-                    "kind": kind,
-                    "ecg_id": ecg_id,
-                    "model_version": model_version,
-                    "state": state,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-                ("kind", "ecg_id", "model_version"),
-            )
-            values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
-            if state == "running":
-                values["attempts"] = JobRow.attempts + 1
-            session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.kind == kind,
-                    JobRow.ecg_id == ecg_id,
-                    JobRow.model_version == model_version,
-                )
-                .values(**values)
-            )
+            _mark_job(session, kind, ecg_id, model_version, state, error)
 
     def job_state(self, kind: str, ecg_id: str, model_version: str) -> str | None:
         with self._sessions() as session:
@@ -446,7 +420,7 @@ class Pipeline:
                     updated_at=utcnow(),
                 )
             )
-        self.mark_job("classify", ecg_id, result.model_version, "done")
+            _mark_job(session, "classify", ecg_id, result.model_version, "done")
         self.notify()
         return inserted
 
@@ -458,7 +432,7 @@ class Pipeline:
                 .where(EcgRow.id == ecg_id)
                 .values(status="failed", error=error[:2000], updated_at=utcnow())
             )
-        self.mark_job("classify", ecg_id, model_version, "failed", error[:2000])
+            _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
         self.notify()
 
     def notify(self) -> None:
@@ -595,3 +569,41 @@ class Pipeline:
                 session.add(StateRow(key=key, value=value, updated_at=datetime.now(UTC)))
             else:
                 row.value = value
+
+
+def _mark_job(
+    session: Session,
+    kind: str,
+    ecg_id: str,
+    model_version: str,
+    state: str,
+    error: str | None = None,
+) -> None:
+    """Upsert a job row's state inside the caller's transaction; ``running`` counts an attempt."""
+    now = utcnow()
+    insert_ignore(
+        session,
+        JobRow.__table__,  # type: ignore[arg-type]
+        {
+            "kind": kind,
+            "ecg_id": ecg_id,
+            "model_version": model_version,
+            "state": state,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+        ("kind", "ecg_id", "model_version"),
+    )
+    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
+    if state == "running":
+        values["attempts"] = JobRow.attempts + 1
+    session.execute(
+        update(JobRow)
+        .where(
+            JobRow.kind == kind,
+            JobRow.ecg_id == ecg_id,
+            JobRow.model_version == model_version,
+        )
+        .values(**values)
+    )

@@ -81,10 +81,11 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def classifier() -> Any:
-    """The shipped zero-shot model, loaded once for the session."""
+    """The model the service would load (``ECG_CDS_MODEL_DIR``, else the shipped weights)."""
+    from cds_service.settings import Settings
     from models.classifier import ZeroShotClassifier
 
-    return ZeroShotClassifier.from_pretrained()
+    return ZeroShotClassifier.from_pretrained(Settings().model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,124 @@
+"""Embedded mode (the default): jobs run in the service process, no broker, SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from adapters import load_ecg
+from cds_service.jobs import work
+from cds_service.runtime import Runtime
+from cds_service.settings import Settings
+from cds_service.storage.tables import EcgBlobRow, ResultRow
+
+WAIT_S = 120.0  # generous: the shared test machine may be busy; wait() returns as soon as done
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'ecg-cds.db'}")
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, classifier: Any) -> Iterator[Runtime]:
+    rt = Runtime.start(_settings(tmp_path), classifier=classifier)
+    yield rt
+    rt.stop()
+
+
+def _result_rows(runtime: Runtime, ecg_id: str) -> int:
+    with runtime.session_factory() as session:
+        return int(
+            session.scalar(
+                sa.select(sa.func.count()).select_from(ResultRow).where(ResultRow.ecg_id == ecg_id)
+            )
+            or 0
+        )
+
+
+def test_submitted_ecgs_are_classified_in_process(
+    runtime: Runtime, ptbxl_records: list[Path], classifier: Any
+) -> None:
+    infos = [runtime.pipeline.accept_path(p) for p in ptbxl_records[:4]]
+    for info in infos:
+        runtime.pipeline.submit(info.id)
+    results = runtime.pipeline.wait([i.id for i in infos], timeout_s=WAIT_S)
+    assert all(r is not None for r in results.values())
+    for path, info in zip(ptbxl_records[:4], infos, strict=True):
+        stored = results[info.id]
+        assert stored is not None and stored.model_version == classifier.model_version
+        # the job re-read the stored bytes: same answer as classifying the file directly
+        [direct] = classifier.classify([load_ecg(path)])
+        assert [s.label_id for s in stored.result.scores] == [s.label_id for s in direct.scores]
+        assert stored.result.scores[0].probability == pytest.approx(
+            direct.scores[0].probability, abs=1e-5
+        )
+        status = runtime.pipeline.get_info(info.id).status  # type: ignore[union-attr]
+        assert status == ("done" if direct.quality.acceptable else "rejected")
+
+
+def test_the_same_ecg_and_model_never_produce_two_results(
+    runtime: Runtime, ptbxl_records: list[Path]
+) -> None:
+    info = runtime.pipeline.accept_path(ptbxl_records[4])
+    for _ in range(3):
+        runtime.pipeline.submit(info.id)
+    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    runtime.pipeline.submit(info.id)  # already classified: nothing queued
+    assert work.classify_ecgs(runtime, [info.id]) == {info.id: "exists"}  # a redelivery
+    assert _result_rows(runtime, info.id) == 1
+
+
+def test_failed_classification_is_kept_and_can_be_retried(
+    runtime: Runtime, ptbxl_records: list[Path]
+) -> None:
+    info = runtime.pipeline.accept_path(ptbxl_records[5])
+    with runtime.session_factory.begin() as session:  # the stored bytes get damaged
+        blob = session.get(EcgBlobRow, info.id)
+        assert blob is not None
+        original, blob.data = blob.data, b"PK\x03\x04 damaged"
+    runtime.pipeline.submit(info.id)
+    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S) == {info.id: None}
+    failed = runtime.pipeline.get_info(info.id)
+    assert failed is not None and failed.status == "failed"
+    assert failed.error and "could not be re-read" in failed.error
+    entries = runtime.audit.query().entries
+    assert any(e.event == "classification" and e.outcome == "error" for e in entries)
+
+    with runtime.session_factory.begin() as session:  # repaired (e.g. restored from backup)
+        session.get(EcgBlobRow, info.id).data = original  # type: ignore[union-attr]
+    runtime.pipeline.submit(info.id)  # the retry
+    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    retried = runtime.pipeline.get_info(info.id)
+    assert retried is not None and retried.status in ("done", "rejected") and retried.error is None
+    assert _result_rows(runtime, info.id) == 1
+
+
+def test_pending_ecgs_are_resumed_after_a_restart(
+    tmp_path: Path, classifier: Any, ptbxl_records: list[Path]
+) -> None:
+    first = Runtime.start(_settings(tmp_path), classifier=classifier, resume=False)
+    info = first.pipeline.accept_path(ptbxl_records[6])
+    first.stop()  # stopped before anything classified it
+    second = Runtime.start(_settings(tmp_path), classifier=classifier)
+    try:
+        assert second.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    finally:
+        second.stop()
+
+
+def test_ingest_and_classification_are_audited(runtime: Runtime, ptbxl_records: list[Path]) -> None:
+    info = runtime.pipeline.accept_path(ptbxl_records[7], patient_ref="Patient/42")
+    runtime.pipeline.accept_path(ptbxl_records[7])  # a duplicate
+    runtime.pipeline.submit(info.id)
+    runtime.pipeline.wait([info.id], timeout_s=WAIT_S)
+    entries = [e for e in runtime.audit.query().entries if e.ecg_id == info.id]
+    ingests = [e for e in entries if e.event == "ingest"]
+    assert sorted(e.detail["duplicate"] for e in ingests) == [False, True]
+    classified = [e for e in entries if e.event == "classification"]
+    assert len(classified) == 1 and classified[0].patient == "42"
+    assert classified[0].model_version == runtime.model_version
+    assert runtime.audit.verify().ok

@@ -1,0 +1,98 @@
+"""``ecg-cds ingest``: folders of real records, duplicates, unreadable files, a DICOMweb PACS."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cds_service.cli import app
+from cds_service.runtime import Runtime
+from cds_service.settings import Settings, get_settings
+from tests.servers import OrthancServer
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An embedded-mode service home in ``tmp_path`` (settings from the environment)."""
+    monkeypatch.setenv("ECG_CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ECG_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'ecg-cds.db'}")
+    monkeypatch.setenv("ECG_CDS_JOBS__MODE", "embedded")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _summary(output: str) -> tuple[int, int, int]:
+    match = re.search(r"(\d+) ECGs \((\d+) new, (\d+) already stored\)", output)
+    assert match, output
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def test_ingest_a_folder_twice(env: Path, cinc_dir: Path) -> None:
+    folder = cinc_dir / "cpsc2018_a0001_a0010"  # ten CinC records: .hea + .mat each
+    runner = CliRunner()
+    first = runner.invoke(app, ["ingest", str(folder), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert _summary(first.output) == (10, 10, 0)
+    assert "pending" not in first.output and "failed" not in first.output
+    second = runner.invoke(app, ["ingest", str(folder), "--no-progress"])
+    assert second.exit_code == 0, second.output
+    assert _summary(second.output) == (10, 0, 10)
+
+    runtime = Runtime.start(get_settings(), resume=False)
+    try:
+        stored = runtime.pipeline.list_ecgs(limit=100)
+    finally:
+        runtime.stop()
+    assert len(stored) == 10
+    assert all(result is not None for _, result in stored)
+    assert {info.format for info, _ in stored} == {"wfdb"}
+
+
+def test_unreadable_files_are_reported_and_fail_the_run(env: Path, formats_dir: Path) -> None:
+    notes = env / "inbox"
+    notes.mkdir()
+    (notes / "scan.bin").write_bytes(b"\x00\x01 not an ECG at all")
+    good = formats_dir / "philips_xml" / "129DYPRG.XML"
+    result = CliRunner().invoke(app, ["ingest", str(notes), str(good), "--no-progress"])
+    assert result.exit_code == 1
+    assert "unreadable:" in result.output and "scan.bin" in result.output
+    assert _summary(result.output) == (1, 1, 0)
+
+
+@pytest.mark.integration
+def test_dicomweb_poll_picks_up_new_ecgs_once(
+    env: Path, orthanc: OrthancServer, formats_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomweb_client.api import DICOMwebClient
+    from pydicom import dcmread
+
+    dicom = formats_dir / "dicom" / "pydicom_waveform_ecg.dcm"
+    DICOMwebClient(url=orthanc.dicomweb_url).store_instances([dcmread(dicom)])
+    runner = CliRunner()
+
+    refused = runner.invoke(app, ["ingest", "--dicomweb", orthanc.dicomweb_url, "--no-progress"])
+    assert refused.exit_code == 2 and "allowed_dicomweb" in refused.output
+
+    monkeypatch.setenv("ECG_CDS_FHIR__ALLOWED_DICOMWEB", f'["{orthanc.dicomweb_url}"]')
+    get_settings.cache_clear()
+    first = runner.invoke(app, ["ingest", "--dicomweb", orthanc.dicomweb_url, "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert _summary(first.output)[:2] == (1, 1)
+    second = runner.invoke(app, ["ingest", "--dicomweb", orthanc.dicomweb_url, "--no-progress"])
+    assert second.exit_code == 0, second.output
+    assert _summary(second.output)[:2] == (0, 0)
+
+    runtime = Runtime.start(Settings(), resume=False)
+    try:
+        [(info, result)] = runtime.pipeline.list_ecgs()
+        state = runtime.pipeline.get_state("dicomweb-poll:" + orthanc.dicomweb_url)
+    finally:
+        runtime.stop()
+    assert info.format == "dicom" and result is not None
+    assert info.source_uri is not None and info.source_uri.startswith(orthanc.dicomweb_url)
+    assert state is not None and "last_run" in state
