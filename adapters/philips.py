@@ -3,8 +3,9 @@
 Waveforms sit in ``parsedwaveforms`` as base64, usually XLI-compressed (LZW + second
 differences, one chunk per lead). Decompression uses the ``sierraecg`` package's LZW
 decoder; the chunk walk around it is ours so corrupt input cannot loop forever or expand
-without bound, and the delta step is sierraecg's recurrence vectorised (tested equal). As in ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF
-as residuals against I and II, and they are reconstructed here (vectorised, in int64).
+without bound, and the delta step is sierraecg's recurrence vectorised (tested equal).
+As in ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against
+I and II, and they are reconstructed here (vectorised, in int64).
 
 Sample values are in units of ``signalresolution`` / ``resolution`` microvolts (5 uV in
 both sample files). The stored 11 s ends with a stretch in which every lead is identical:
