@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.datadict
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
@@ -62,42 +64,78 @@ def _code(item: Dataset, sequence: str) -> Dataset | None:
     return seq[0] if seq else None
 
 
-def _lead_name(channel: Dataset, index: int) -> str:
-    source = _code(channel, "ChannelSourceSequence")
+#: Parsed code items by their raw encoded bytes (see :func:`_code_of`).
+CodeCache = dict[bytes, tuple[str, str] | None]
+
+
+def _code_of(item: Dataset, keyword: str, cache: CodeCache) -> tuple[str, str] | None:
+    """(CodeValue, CodeMeaning) of the first item of a code sequence, parsed once per bytes.
+
+    Every channel of a group repeats the same units sequence, and the rhythm and median
+    groups repeat the same lead codes; pydicom parses nested sequences lazily and slowly,
+    so identical raw encodings are parsed once per file.
+    """
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None or tag not in item:
+        return None
+    raw = item.get_item(tag)
+    key = raw.value if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) else None
+    if key is not None and key in cache:
+        return cache[key]
+    code = _code(item, keyword)
+    result = (
+        None
+        if code is None
+        else (str(code.get("CodeValue", "")).strip(), str(code.get("CodeMeaning", "")).strip())
+    )
+    if key is not None:
+        cache[key] = result
+    return result
+
+
+def _lead_name(channel: Dataset, index: int, cache: CodeCache) -> str:
+    source = _code_of(channel, "ChannelSourceSequence", cache)
     if source is None:
         return f"ch{index + 1}"
-    name = lead_name_from_code(str(source.get("CodeValue", "")))
+    value, meaning = source
+    name = lead_name_from_code(value)
     if name is not None:
         return name
-    meaning = str(source.get("CodeMeaning", "")).strip()
     # "Lead I (Einthoven)" -> "I"; an unknown meaning keeps its own text.
     meaning = meaning.split("(")[0].strip() or meaning
     return normalize_lead_name(meaning) if meaning else f"ch{index + 1}"
 
 
-def _channel_scale(name: str, channel: Dataset, where: str, index: int) -> tuple[float, float]:
+def _channel_scale(
+    channel: Dataset, where: str, index: int, cache: CodeCache
+) -> tuple[float, float]:
     """(multiplier, offset) taking a raw sample to millivolts for one channel."""
-    units = _code(channel, "ChannelSensitivityUnitsSequence")
+    units = _code_of(channel, "ChannelSensitivityUnitsSequence", cache)
     if "ChannelSensitivity" not in channel or units is None:
         raise EcgFormatError(
             where,
             f"channel {index + 1} has no sensitivity or sensitivity units",
             "the samples cannot be converted to millivolts",
         )
-    unit = str(units.get("CodeValue", "")).strip()
+    unit = units[0]
     factor = _TO_MV.get(unit.lower())
     if factor is None:
         raise EcgFormatError(where, f"channel {index + 1} is in {unit!r}, not a voltage")
     sensitivity = float(channel.ChannelSensitivity)
     correction = float(channel.get("ChannelSensitivityCorrectionFactor", 1.0) or 1.0)
     baseline = float(channel.get("ChannelBaseline", 0.0) or 0.0)
-    if not math.isfinite(sensitivity * correction * baseline) or sensitivity == 0:
-        raise EcgFormatError(where, f"channel {index + 1} has sensitivity {sensitivity}")
+    values = (sensitivity, correction, baseline)
+    if not all(math.isfinite(v) for v in values) or sensitivity * correction == 0:
+        raise EcgFormatError(
+            where,
+            f"channel {index + 1} has sensitivity {sensitivity}, correction {correction}, "
+            f"baseline {baseline}",
+        )
     return sensitivity * correction * factor, baseline * factor
 
 
 def _group_signal(
-    group: Dataset, where: str, little_endian: bool
+    group: Dataset, where: str, little_endian: bool, cache: CodeCache
 ) -> tuple[np.ndarray, tuple[str, ...], float]:
     label = str(group.get("MultiplexGroupLabel", "")) or "unlabelled"
     required = (
@@ -141,11 +179,11 @@ def _group_signal(
         )
     order = "<" if little_endian else ">"
     raw = np.frombuffer(raw_bytes[:needed], dtype=order + dtype).reshape(n_samples, n_channels)
-    scales = [_channel_scale(label, ch, where, i) for i, ch in enumerate(channels)]
+    scales = [_channel_scale(ch, where, i, cache) for i, ch in enumerate(channels)]
     signal = raw.T.astype(np.float32, order="C")  # one copy, (leads, samples)
     signal *= np.array([m for m, _ in scales], dtype=np.float32)[:, None]
     signal += np.array([o for _, o in scales], dtype=np.float32)[:, None]
-    names = tuple(_lead_name(ch, i) for i, ch in enumerate(channels))
+    names = tuple(_lead_name(ch, i, cache) for i, ch in enumerate(channels))
     return signal, names, fs
 
 
@@ -233,10 +271,13 @@ def read(item: ReaderInput) -> Ecg:
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
     rhythm_index, median_index = _pick_groups(groups)
-    signal, leads, fs = _group_signal(groups[rhythm_index], item.name, little_endian)
+    cache: CodeCache = {}
+    signal, leads, fs = _group_signal(groups[rhythm_index], item.name, little_endian, cache)
     median: MedianBeats | None = None
     if median_index is not None and median_index != rhythm_index:
-        beats, beat_leads, beat_fs = _group_signal(groups[median_index], item.name, little_endian)
+        beats, beat_leads, beat_fs = _group_signal(
+            groups[median_index], item.name, little_endian, cache
+        )
         median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
     statements, codes, measurements = _annotations(ds)
     device = " ".join(
