@@ -22,7 +22,8 @@ of 0.05 mm, far below a screen pixel at any usual zoom.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
 
@@ -42,6 +43,9 @@ COLUMN_S = 2.5
 ROW_MM_3X4 = 40.0
 ROW_MM_STACKED = 25.0
 FOOTER_MM = 8.0
+#: Keep traces this far from the paper's edge; never pad more than MAX_PAD_MM.
+EDGE_MM = 1.0
+MAX_PAD_MM = 40.0
 #: Decimation bin and simplification tolerance, in mm of paper.
 BIN_MM = 0.1
 TOLERANCE_MM = 0.05
@@ -126,8 +130,13 @@ def render_ecg_svg(ecg: Ecg, layout: Layout = "3x4", *, title: str | None = None
     else:
         raise ValueError(f"unknown layout {layout!r}; use '3x4' or 'stacked'")
 
+    # Tall complexes in the first row (or deep ones in the last) would be cut off by the
+    # edge of the paper: add whole 5 mm squares above or below so they fit.
+    top_pad, bottom_pad = _edge_padding(traces, rows * row_mm)
+    if top_pad:
+        traces = [replace(t, baseline_mm=t.baseline_mm + top_pad) for t in traces]
     width = TRACE_X0_MM + STRIP_S * MM_PER_S + RIGHT_MARGIN_MM
-    height = rows * row_mm + FOOTER_MM
+    height = top_pad + rows * row_mm + bottom_pad + FOOTER_MM
     baselines = sorted({t.baseline_mm for t in traces})
     notes = [f"{MM_PER_S:g} mm/s", f"{MM_PER_MV:g} mm/mV", f"{fs:g} Hz"]
     if view.ecg.duration_s < STRIP_S:
@@ -156,13 +165,27 @@ def render_ecg_svg(ecg: Ecg, layout: Layout = "3x4", *, title: str | None = None
     for trace in traces:
         parts.append(_trace(trace))
     if layout == "3x4":
-        parts.append(_column_ticks(rows=3, row_mm=row_mm))
+        parts.append(_column_ticks(rows=3, row_mm=row_mm, top_mm=top_pad))
     parts.append(
         f'<text class="scale-note" x="{TRACE_X0_MM:g}" y="{height - 2.5:g}" font-size="3" '
         f'fill="#444">{escape("   ·   ".join(notes))}</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _edge_padding(traces: list[Trace], rows_height_mm: float) -> tuple[float, float]:
+    """Millimetres to add above and below (multiples of 5, at most 40) so no trace is cut."""
+    drawn = [t for t in traces if not t.missing and t.samples.size]
+    if not drawn:
+        return 0.0, 0.0
+    highest = min(t.baseline_mm - float(t.samples.max()) * MM_PER_MV for t in drawn)
+    lowest = max(t.baseline_mm - float(t.samples.min()) * MM_PER_MV for t in drawn)
+
+    def squares(overshoot_mm: float) -> float:
+        return min(MAX_PAD_MM, 5.0 * math.ceil(max(0.0, overshoot_mm) / 5.0))
+
+    return squares(EDGE_MM - highest), squares(lowest - (rows_height_mm - EDGE_MM))
 
 
 def _remove_baseline(signal: np.ndarray) -> np.ndarray:
@@ -192,11 +215,11 @@ def _calibration_pulse(baseline_mm: float) -> str:
     return f'<path d="M{x0:g} {baseline_mm:g}h1.5v{-rise:g}h{0.2 * MM_PER_S:g}v{rise:g}h1.5"/>'
 
 
-def _column_ticks(rows: int, row_mm: float) -> str:
+def _column_ticks(rows: int, row_mm: float, top_mm: float) -> str:
     """Short vertical marks where one lead's column ends and the next begins."""
     marks = []
     for r in range(rows):
-        baseline = row_mm * (r + 0.5)
+        baseline = top_mm + row_mm * (r + 0.5)
         for c in range(1, 4):
             x = TRACE_X0_MM + c * COLUMN_S * MM_PER_S
             marks.append(f"M{x:g} {baseline - 4:g}v8")

@@ -221,3 +221,21 @@ def test_size_stays_reasonable_for_a_500_hz_record(ptbxl_500: Ecg) -> None:
 def test_unknown_layout_is_refused(ptbxl_500: Ecg) -> None:
     with pytest.raises(ValueError, match="unknown layout"):
         render_ecg_svg(ptbxl_500, "6x2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "relative", ["cinc2021/E07500.hea", "cinc2021/JS20000.hea", "cinc2021/E07501.hea"]
+)
+def test_tall_complexes_stay_on_the_paper(cinc_dir: Path, relative: str) -> None:
+    """Georgia/Ningbo records with tall precordial R waves: nothing is cut at the edges."""
+    ecg = load_ecg(cinc_dir / relative)
+    for layout in ("3x4", "stacked"):
+        root = _parse(render_ecg_svg(ecg, layout))
+        _, _, width, height = (float(v) for v in (root.get("viewBox") or "").split())
+        for group in _lead_groups(root):
+            points = _trace_points(group)
+            assert points[:, 1].min() >= 0 and points[:, 1].max() <= height, (
+                layout,
+                group.get("data-lead"),
+            )
+            assert points[:, 0].max() <= width
