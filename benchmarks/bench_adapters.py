@@ -110,6 +110,7 @@ def cases(data: Path) -> list[Case]:
             "sierraecg.read_file",
             _philips,
         ),
+        Case("SCP-ECG", sorted((formats / "scp_ecg").glob("*.[sS][cC][pP]"))),
         Case(
             "CPSC 2018 .mat",
             list(sorted((data / "cinc/cpsc2018").glob("*.mat"))[:5]),

@@ -25,6 +25,8 @@ SAMPLES = [
     "formats/ge_muse_xml/muse-sinus.xml",
     "formats/philips_xml/129DYPRG.XML",
     "formats/philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml",
+    "formats/scp_ecg/Example.scp",
+    "formats/scp_ecg/ECG_20060620_112352_197001138994.SCP",
     "formats/wfdb/s0010_re",
     "ptbxl/records500/00000/00001_hr",
     "ptbxl/records100/00000/00001_lr",
