@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     #: Secret for signed viewer links; generated into data_dir on first start when unset.
     link_secret: str | None = None
     link_ttl_s: int = 900
+    #: SMART on FHIR client id of the viewer, as registered with the EHR. When set, cards also
+    #: carry a ``smart`` link that launches ``/viewer/launch`` (EHR launch, PKCE, public client)
+    #: from the FHIR servers in ``fhir.allowed_servers``. None: signed links only.
+    smart_client_id: str | None = None
     log_level: str = "INFO"
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
