@@ -45,6 +45,13 @@ SNOMED_SYSTEM = "http://snomed.info/sct"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 EKG_IMPRESSION_LOINC = "8601-7"
+#: LOINC parts naming the 12 standard leads (as in the HL7 Germany EkgLeads value set).
+LOINC_LEAD_PARTS = {
+    "LP7386-8": "I", "LP7387-6": "II", "LP7388-4": "III",
+    "LP7385-0": "aVR", "LP7384-3": "aVL", "LP7383-5": "aVF",
+    "LP7389-2": "V1", "LP7390-0": "V2", "LP7391-8": "V3",
+    "LP7392-6": "V4", "LP7393-4": "V5", "LP7394-2": "V6",
+}  # fmt: skip
 #: Carries a start time without time zone (the cart's local clock); see :func:`_effective`.
 LOCAL_TIME_EXTENSION = "urn:ecg-cds:fhir:local-acquisition-time"
 
@@ -75,6 +82,9 @@ def _lead_name(component: dict[str, Any], index: int) -> str:
             name = lead_name_from_code(str(coding.get("code", "")))
             if name is not None:
                 return name
+    for coding in _codings(concept):
+        if coding.get("system") == LOINC_SYSTEM and coding.get("code") in LOINC_LEAD_PARTS:
+            return LOINC_LEAD_PARTS[str(coding["code"])]
     # The lead's own text first: with the generic potential code (131328), the display
     # names no lead and the writer puts the lead name in text.
     texts = [concept.get("text") if isinstance(concept, dict) else None]

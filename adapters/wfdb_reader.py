@@ -246,7 +246,27 @@ def _digital_resolution(text: str) -> int:
     return max(widths, default=64)
 
 
+def _check_names_stay_local(item: ReaderInput, text: str) -> None:
+    """Signal files and segments must be bare names in the header's own folder.
+
+    A header is untrusted input (an upload, a PACS export): a name such as
+    ``../../secrets.dat`` or ``/etc/shadow`` would make the reader return another file's
+    bytes as an ECG, so anything but a plain file name is refused.
+    """
+    for line in _content_lines(text)[1:]:
+        name = line.split()[0]
+        if name == "~":
+            continue
+        if name in (".", "..") or "/" in name or "\\" in name or ":" in name:
+            raise EcgFormatError(
+                item.name,
+                f"the header names {name!r}, outside the record's folder",
+                "WFDB signal files must sit beside the header",
+            )
+
+
 def _read_record(item: ReaderInput, header: Path, text: str) -> tuple[wfdb.Record, list[Path]]:
+    _check_names_stay_local(item, text)
     files = _signal_files(header, text)
     for file in files:
         if not file.is_file():

@@ -133,7 +133,8 @@ def test_text_and_loinc_fallback_names(observation: dict[str, Any]) -> None:
     leads[0]["code"] = {"coding": [{"system": "http://loinc.org", "code": "LP7386-8",
                                     "display": "Lead I"}]}  # fmt: skip
     leads[1]["code"] = {"text": "MDC_ECG_ELEC_POTL_II"}
-    assert _read(document).leads[:2] == ("I", "II")
+    leads[2]["code"] = {"coding": [{"system": "http://loinc.org", "code": "LP7388-4"}]}
+    assert _read(document).leads[:3] == ("I", "II", "III")
 
 
 def test_bundle_with_one_observation(observation: dict[str, Any]) -> None:

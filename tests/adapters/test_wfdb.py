@@ -281,3 +281,14 @@ def test_hdf5_without_ecg_dataset_is_refused(tmp_path: Path) -> None:
         handle["x"] = np.zeros(3)
     with pytest.raises(EcgFormatError, match="without an 'ecg' dataset"):
         load_ecg(path)
+
+
+@pytest.mark.parametrize("name", ["../secret.dat", "/etc/passwd", "sub/00001_lr.dat"])
+def test_signal_file_outside_the_folder_is_refused(
+    ptbxl_dir: Path, tmp_path: Path, name: str
+) -> None:
+    record = _copy_record(ptbxl_dir / "records100/00000/00001_lr", tmp_path)
+    header = record.with_suffix(".hea")
+    header.write_text(header.read_text().replace("00001_lr.dat ", f"{name} "))
+    with pytest.raises(EcgFormatError, match="outside the record's folder"):
+        load_ecg(header)
