@@ -209,3 +209,34 @@ def test_unusable_leads_survive_the_result_round_trip() -> None:
     )
     result = ClassificationResult(model_version="t", quality=quality)
     assert ClassificationResult.from_dict(result.to_dict()).quality == quality
+
+
+@pytest.mark.slow
+def test_every_other_real_recording_gets_an_explained_verdict(data_dir: Path) -> None:
+    """All CinC/CPSC/format sample records: rejected only when too short or leads really dead."""
+    paths = [
+        p
+        for p in sorted((data_dir / "cinc").rglob("*.hea"))
+        + sorted((data_dir / "formats").rglob("*"))
+        if p.suffix.lower() in (".hea", ".xml", ".dcm") and p.parent.name != "xsd"
+    ]
+    checked = rejected = 0
+    for path in paths:
+        try:
+            ecg = load_ecg(path)
+        except Exception:
+            continue  # not an ECG this project reads (schemas, unsupported formats)
+        report = assess_quality(ecg)
+        checked += 1
+        if report.acceptable:
+            continue
+        rejected += 1
+        if ecg.duration_s < 5.0:
+            assert report.reasons[0].startswith("recording too short"), path
+            continue
+        assert report.reasons[0].startswith("too few usable leads"), (path, report.reasons)
+        for lead in report.unusable_leads:  # the leads called dead are constant in the file
+            still = float(np.mean(np.diff(ecg.lead(lead)) == 0.0))  # for most of the recording
+            assert still >= 0.5, (path, lead, still)
+    assert checked >= 150
+    assert rejected <= 0.05 * checked
