@@ -35,6 +35,7 @@ from markupsafe import Markup
 
 from adapters import EcgFormatError, standard_12_lead
 from cds_service.settings import Settings
+from cds_service.viewer import smart
 from cds_service.viewer.links import (
     make_token,
     verify_link_token,
@@ -237,7 +238,8 @@ def _tracing(pipeline: Any, ecg_id: str, sha256: str) -> _Tracing:
     try:
         ecg = pipeline.load_ecg(ecg_id)
     except (EcgFormatError, KeyError) as exc:
-        log.warning("viewer: ECG %s unreadable: %s", ecg_id, exc)
+        # The message may name the source file; the id is enough to find it (no PHI in logs).
+        log.warning("viewer: stored ECG %s is unreadable (%s)", ecg_id, type(exc).__name__)
         return _Tracing(_UNREADABLE, _UNREADABLE, ())
     view = standard_12_lead(ecg)
     notes: list[str] = []
@@ -503,6 +505,104 @@ def _viewer_card(pipeline: Any, info: Any, stored: Any, settings: Settings) -> s
         },
     )
     return card_uuid
+
+
+# ---------------------------------------------------------------------------- SMART launch
+
+
+def _launch_failed(runtime: Any, message: str, *, status_code: int = 403) -> HTMLResponse:
+    _audit(
+        runtime,
+        "auth-failure",
+        outcome="failure",
+        client="viewer-smart",
+        detail={"where": "viewer-launch", "reason": message},
+    )
+    response = _page(
+        "denied.html",
+        status_code=status_code,
+        root="../",
+        heading="The ECG viewer could not be launched",
+        message=message[:1].upper() + message[1:] + ".",
+    )
+    response.delete_cookie(smart.STATE_COOKIE, path="/viewer/launch")
+    return response
+
+
+@router.get(
+    "/launch",
+    summary="SMART on FHIR EHR launch (the cards' `smart` link); redirects to the EHR's login",
+    responses={
+        303: {"description": "On to the EHR's authorization endpoint"},
+        403: {"description": "Not configured, or the EHR is not allow-listed"},
+    },
+)
+def smart_launch(
+    request: Request,
+    iss: Annotated[str | None, Query(max_length=2048)] = None,
+    launch: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response:
+    runtime = _runtime(request)
+    settings: Settings = runtime.settings
+    redirect_uri = settings.public_base_url.rstrip("/") + "/viewer/launch/callback"
+    try:
+        authorize_url, state = smart.begin(settings, iss, launch, redirect_uri)
+    except smart.LaunchError as exc:
+        return _launch_failed(runtime, str(exc))
+    response = _redirect(authorize_url)
+    response.set_cookie(
+        smart.STATE_COOKIE,
+        smart.seal_state(settings, state),
+        max_age=smart.LAUNCH_TTL_S,
+        path="/viewer/launch",
+        httponly=True,
+        samesite="lax",
+        secure=settings.public_base_url.startswith("https://"),
+    )
+    return response
+
+
+@router.get(
+    "/launch/callback",
+    summary="SMART launch redirect target: redeems the code and opens the launched ECG",
+    responses={
+        303: {"description": "On to the ECG's page"},
+        403: {"description": "State, code, ECG or patient context not valid"},
+    },
+)
+def smart_callback(
+    request: Request,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    state: Annotated[str | None, Query(max_length=256)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    runtime = _runtime(request)
+    settings: Settings = runtime.settings
+    if error:
+        return _launch_failed(runtime, "the EHR did not authorise the launch")
+    try:
+        launch = smart.open_state(settings, request.cookies.get(smart.STATE_COOKIE), state)
+        context = smart.finish(settings, launch, code)
+    except smart.LaunchError as exc:
+        return _launch_failed(runtime, str(exc))
+    info = runtime.pipeline.get_info(context.ecg_id)
+    if info is None:
+        return _launch_failed(runtime, "the launched ECG is not stored on this service")
+    if not smart.same_patient(info.patient_ref, context.patient):
+        return _launch_failed(runtime, "the launched ECG belongs to another patient")
+    _audit(
+        runtime,
+        "viewer-access",
+        client="viewer-smart",
+        patient=info.patient_ref,
+        ecg_id=info.id,
+        detail={"access": "smart-launch", "iss": launch.iss},
+    )
+    token = make_token(settings, "ecg", info.id)
+    # Relative to /viewer/launch/callback: the page is /viewer/ecg/{id}.
+    response = _redirect("../ecg/" + _ecg_url(info.id, token, None, None))
+    response.delete_cookie(smart.STATE_COOKIE, path="/viewer/launch")
+    return response
 
 
 # ---------------------------------------------------------------------------- reviewers

@@ -139,6 +139,15 @@ def test_expired_missing_and_tampered_links_are_refused_without_phi(
     assert any(e.detail.get("where") == "viewer-ecg" for e in failures.entries)
 
 
+def test_a_valid_link_to_an_ecg_no_longer_stored_is_404(
+    viewer_service: ViewerService, client: httpx.Client
+) -> None:
+    gone = "00000000-0000-4000-8000-00000000dead"
+    response = client.get(viewer_link(viewer_service.settings, gone))
+    assert response.status_code == 404
+    assert '<svg class="ecg-paper' not in response.text
+
+
 def _assert_no_phi(service: ViewerService, html: str) -> None:
     assert PATIENT not in html
     for ecg_id in service.ecgs.values():
