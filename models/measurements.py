@@ -21,8 +21,15 @@ How (the classic "representative beat" approach of interpretive carts):
 
 Why not neurokit2's wave delineation (``ecg_delineate``, method "dwt", per beat on lead II)?
 On the shared PTB-XL records it gave QRS durations of 150-380 ms for normal ECGs and PR
-intervals of 50-140 ms, and took 150 ms or more per record; the median-beat approach is both
-closer to what cardiologists and carts measure (global, multi-lead intervals) and ~10x faster.
+intervals of 50-140 ms, and its delineation alone took about 150 ms per record (wall time, shared
+machine). The median-beat approach measures what cardiologists and carts report (global,
+multi-lead intervals) and takes about 11-16 ms CPU per 10 s record (see
+benchmarks/bench_quality_measurements.py); the first call also pays the neurokit2 import
+(about 1.5 s CPU) unless :func:`warm_up` ran at start-up.
+
+Known bias: the tangent method puts T end a little early, so QT reads about 10-20 ms shorter
+than on the carts we could compare with (HL7 aECG example: 404 vs 420 ms; median QTc of
+normal PTB-XL records 395 ms).
 
 Never raises on a real recording: any failure of a step leaves the dependent values None.
 """
