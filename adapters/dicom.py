@@ -64,24 +64,35 @@ def _code(item: Dataset, sequence: str) -> Dataset | None:
     return seq[0] if seq else None
 
 
-#: Parsed code items by their raw encoded bytes (see :func:`_code_of`).
-CodeCache = dict[bytes, tuple[str, str] | None]
+#: Parsed code items by their raw encoding (see :func:`_code_of`).
+CodeCache = dict[tuple[bytes, bool, bool], tuple[str, str] | None]
+#: Shared by all reads in this process: carts repeat the same few dozen code items in every
+#: file. Content-addressed (bytes + encoding), so it can never return another file's code;
+#: cleared when it grows past :data:`_CODE_CACHE_LIMIT` entries.
+_CODE_CACHE: CodeCache = {}
+_CODE_CACHE_LIMIT = 4096
+_CODE_TAGS = {
+    keyword: pydicom.datadict.tag_for_keyword(keyword)
+    for keyword in ("ChannelSourceSequence", "ChannelSensitivityUnitsSequence")
+}
 
 
 def _code_of(item: Dataset, keyword: str, cache: CodeCache) -> tuple[str, str] | None:
-    """(CodeValue, CodeMeaning) of the first item of a code sequence, parsed once per bytes.
+    """(CodeValue, CodeMeaning) of the first item of a code sequence, parsed once per encoding.
 
-    Every channel of a group repeats the same units sequence, and the rhythm and median
-    groups repeat the same lead codes; pydicom parses nested sequences lazily and slowly,
-    so identical raw encodings are parsed once per file.
+    Every channel repeats the same units sequence, the median group repeats the rhythm
+    group's lead codes, and a cart writes the same lead codes in every file; pydicom parses
+    nested sequences lazily and slowly, so identical raw encodings are parsed once.
     """
-    tag = pydicom.datadict.tag_for_keyword(keyword)
+    tag = _CODE_TAGS.get(keyword) or pydicom.datadict.tag_for_keyword(keyword)
     if tag is None or tag not in item:
         return None
     raw = item.get_item(tag)
-    key = raw.value if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) else None
-    if key is not None and key in cache:
-        return cache[key]
+    key = None
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        key = (raw.value, bool(raw.is_implicit_VR), bool(raw.is_little_endian))
+        if key in cache:
+            return cache[key]
     code = _code(item, keyword)
     result = (
         None
@@ -89,6 +100,8 @@ def _code_of(item: Dataset, keyword: str, cache: CodeCache) -> tuple[str, str] |
         else (str(code.get("CodeValue", "")).strip(), str(code.get("CodeMeaning", "")).strip())
     )
     if key is not None:
+        if len(cache) >= _CODE_CACHE_LIMIT:
+            cache.clear()
         cache[key] = result
     return result
 
@@ -271,7 +284,7 @@ def read(item: ReaderInput) -> Ecg:
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
     rhythm_index, median_index = _pick_groups(groups)
-    cache: CodeCache = {}
+    cache = _CODE_CACHE
     signal, leads, fs = _group_signal(groups[rhythm_index], item.name, little_endian, cache)
     median: MedianBeats | None = None
     if median_index is not None and median_index != rhythm_index:
