@@ -62,7 +62,9 @@ def _read_array(item: ReaderInput) -> np.ndarray:
             item.name, "HDF5 support needs the h5py package", "pip install h5py"
         ) from None
     try:
-        with h5py.File(io.BytesIO(item.data), "r") as handle:
+        # The path when there is one: h5py reads files natively, file objects via callbacks.
+        source = str(item.path) if item.path is not None else io.BytesIO(item.data)
+        with h5py.File(source, "r") as handle:
             dataset = handle.get("ecg")
             if not isinstance(dataset, h5py.Dataset):
                 raise EcgFormatError(
