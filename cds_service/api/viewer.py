@@ -37,7 +37,9 @@ from adapters import EcgFormatError, standard_12_lead
 from cds_service.settings import Settings
 from cds_service.viewer import smart
 from cds_service.viewer.links import (
+    feedback_token,
     make_token,
+    verify_feedback_token,
     verify_link_token,
     verify_list_token,
 )
@@ -180,7 +182,7 @@ def _ecg_url(ecg_id: str, token: str, card: str | None, service: str | None, **e
 @dataclass(frozen=True)
 class _Access:
     kind: Literal["link", "reviewer"]
-    token: str  # an ecg token for the page's feedback forms
+    token: str  # a feedback token for the page's forms
 
 
 def _ecg_access(
@@ -192,9 +194,9 @@ def _ecg_access(
     service: str | None,
 ) -> _Access | None:
     if token and verify_link_token(settings, ecg_id, token, card_uuid=card, service_id=service):
-        return _Access("link", token)
+        return _Access("link", feedback_token(settings, ecg_id, card_uuid=card, service_id=service))
     if _is_reviewer(settings, request):
-        return _Access("reviewer", make_token(settings, "ecg", ecg_id))
+        return _Access("reviewer", feedback_token(settings, ecg_id))
     return None
 
 
@@ -360,7 +362,9 @@ def ecg_page(
         reasons=OVERRIDE_REASONS,
         feedback_action=f"{quote(ecg_id, safe='')}/feedback",
         form={"token": access.token, "card": card if access.kind == "link" else None,
-              "service": service if access.kind == "link" else None},
+              "service": service if access.kind == "link" else None,
+              # Where the no-script form returns to: the page's own link, while it lasts.
+              "back": token if access.kind == "link" else None},
     )  # fmt: skip
 
 
@@ -407,12 +411,13 @@ def ecg_feedback(
     outcome: Annotated[str | None, Form(max_length=32)] = None,
     reason: Annotated[str | None, Form(max_length=64)] = None,
     comment: Annotated[str | None, Form(max_length=4000)] = None,
+    back: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Response:
     runtime = _runtime(request)
     settings: Settings = runtime.settings
     wants_json = "application/json" in request.headers.get("accept", "")
     card, service = card or None, service or None
-    if not verify_link_token(settings, ecg_id, token, card_uuid=card, service_id=service):
+    if not verify_feedback_token(settings, ecg_id, token, card_uuid=card, service_id=service):
         _audit(
             runtime,
             "auth-failure",
@@ -473,8 +478,17 @@ def ecg_feedback(
         return JSONResponse(
             {"stored": True, "feedback": _feedback_view(saved)}, headers=_SECURITY_HEADERS
         )
-    # Relative to .../ecg/{id}/feedback: back up to the page itself.
-    return _redirect("../" + _ecg_url(ecg_id, token or "", card, service, saved="1") + "#feedback")
+    # Without script: back to the page (relative to .../ecg/{id}/feedback), with the page's
+    # own link while it is valid or through the reviewer session; never with a new link.
+    if back and verify_link_token(settings, ecg_id, back, card_uuid=card, service_id=service):
+        return _redirect("../" + _ecg_url(ecg_id, back, card, service, saved="1") + "#feedback")
+    if _is_reviewer(settings, request):
+        return _redirect(f"../{quote(ecg_id, safe='')}?saved=1#feedback")
+    return HTMLResponse(
+        '<!doctype html><meta charset="utf-8"><title>Feedback recorded</title>'
+        "<p>Feedback recorded. Thank you.</p>",
+        headers=_SECURITY_HEADERS,
+    )
 
 
 def _viewer_card(pipeline: Any, info: Any, stored: Any, settings: Settings) -> str:

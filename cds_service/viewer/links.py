@@ -11,6 +11,9 @@ Scopes:
 
 - ``ecg``: opens one ECG's page and lets its holder record feedback on it (card links).
 - ``list``: opens the reviewer list (``/viewer/``) and every ECG page reached from it.
+- ``feedback``: only records feedback on one ECG (and card); the page puts one in its forms,
+  valid longer than the link (``FEEDBACK_TTL_S``) so a page left open can still be answered,
+  without stretching who can *open* the ECG.
 
 When ``link_secret`` is not configured, a random secret is generated once and kept in
 ``<data_dir>/viewer-link-secret`` (mode 0600), so links survive restarts of one instance.
@@ -33,12 +36,14 @@ from urllib.parse import quote, urlencode
 
 from cds_service.settings import Settings
 
-Scope = Literal["ecg", "list"]
+Scope = Literal["ecg", "list", "feedback"]
 
 _VERSION = "v1"
 _SECRET_FILE = "viewer-link-secret"
 #: The subject of a ``list`` token: it names no ECG.
 LIST_SUBJECT = "*"
+#: Lifetime of the feedback tokens a page embeds in its forms.
+FEEDBACK_TTL_S = 8 * 3600
 #: Upper bound on any requested lifetime: links are meant to be short-lived.
 MAX_TTL_S = 7 * 24 * 3600
 
@@ -110,7 +115,7 @@ def _parse(token: str | None, now: float | None) -> tuple[str, int, str] | None:
     if not token or len(token) > 200:
         return None
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != _VERSION or parts[1] not in ("ecg", "list"):
+    if len(parts) != 4 or parts[0] != _VERSION or parts[1] not in ("ecg", "list", "feedback"):
         return None
     scope, expiry_text, signature = parts[1], parts[2], parts[3]
     if not expiry_text.isdigit() or not signature:
@@ -153,6 +158,29 @@ def verify_link_token(
     """True when ``token`` is an unexpired ``ecg`` token for this very ECG (and card, if any)."""
     subject = ecg_subject(ecg_id, card_uuid, service_id)
     return verify_token(settings, token, "ecg", subject) is not None
+
+
+def feedback_token(
+    settings: Settings, ecg_id: str, *, card_uuid: str | None = None, service_id: str | None = None
+) -> str:
+    """A token that only lets its holder record feedback on this ECG (and card)."""
+    subject = ecg_subject(ecg_id, card_uuid, service_id)
+    return make_token(settings, "feedback", subject, ttl_s=FEEDBACK_TTL_S)
+
+
+def verify_feedback_token(
+    settings: Settings,
+    ecg_id: str,
+    token: str | None,
+    *,
+    card_uuid: str | None = None,
+    service_id: str | None = None,
+) -> bool:
+    """True for a ``feedback`` token, or an ``ecg`` link token, for this ECG (and card)."""
+    subject = ecg_subject(ecg_id, card_uuid, service_id)
+    return any(
+        verify_token(settings, token, scope, subject) is not None for scope in ("feedback", "ecg")
+    )
 
 
 def verify_list_token(settings: Settings, token: str | None) -> bool:

@@ -11,7 +11,9 @@ import pytest
 
 from cds_service.settings import Settings
 from cds_service.viewer.links import (
+    feedback_token,
     make_token,
+    verify_feedback_token,
     verify_link_token,
     verify_list_token,
     verify_token,
@@ -95,6 +97,22 @@ def test_generated_secret_is_private_and_stable(settings: Settings) -> None:
     # A new Settings object (a restart) reads the same secret back.
     again = Settings(data_dir=settings.data_dir)
     assert verify_link_token(again, "e1", token)
+
+
+def test_feedback_tokens_only_record_feedback(settings: Settings) -> None:
+    token = feedback_token(settings, "e1", card_uuid="c-1", service_id="ecg-review")
+    assert verify_feedback_token(settings, "e1", token, card_uuid="c-1", service_id="ecg-review")
+    assert not verify_feedback_token(
+        settings, "e2", token, card_uuid="c-1", service_id="ecg-review"
+    )
+    assert not verify_feedback_token(settings, "e1", token)
+    # It opens neither the page nor the list, and lasts longer than the link.
+    assert not verify_link_token(settings, "e1", token, card_uuid="c-1", service_id="ecg-review")
+    assert not verify_list_token(settings, token)
+    assert int(token.split(".")[2]) > time.time() + settings.link_ttl_s
+    # A link token for the ECG is also good for feedback (the page's own link).
+    link = make_token(settings, "ecg", "e1")
+    assert verify_feedback_token(settings, "e1", link)
 
 
 def test_lifetime_bounds(settings: Settings) -> None:

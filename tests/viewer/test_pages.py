@@ -193,20 +193,26 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
 
     agreed = client.post(action, data={"token": token, "outcome": "accepted"}, headers=json)
     assert agreed.status_code == 200 and agreed.json()["stored"] is True
+    # The override form as the page serves it, posted without JavaScript: the service
+    # records it and sends the browser back to the page through the page's own link.
+    page = client.get(_link(viewer_service, "muse"))
+    hidden = _override_form_fields(page.text)
+    assert hidden["token"] != token  # the forms carry a feedback-only token
     overridden = client.post(
         action,
         data={
-            "token": token,
-            "outcome": "overridden",
+            **hidden,
             "reason": OVERRIDE_REASONS[0][0],
             "comment": "Lateral T-wave inversion not reported",
         },
     )
-    # Without JavaScript the form posts and is sent back to the page.
     assert overridden.status_code == 303
     back = urljoin(str(overridden.url), overridden.headers["location"])
     assert urlsplit(back).path == f"/viewer/ecg/{ecg_id}"
     assert client.get(back).status_code == 200
+    # The feedback-only token records feedback but never opens the page.
+    opened = client.get(f"/viewer/ecg/{ecg_id}", params={"token": hidden["token"]})
+    assert opened.status_code == 403
 
     stored = pipeline.feedback_for(ecg_id)[before:]
     assert [f.outcome for f in stored] == ["accepted", "overridden"]
@@ -220,6 +226,19 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
     assert stored[1].user_comment == "Lateral T-wave inversion not reported"
     # Both land on one viewer card for this ECG and model version.
     assert stored[0].card_uuid == stored[1].card_uuid and stored[0].card_known
+
+
+def _override_form_fields(html: str) -> dict[str, str]:
+    """The hidden fields of the page's override form (the second feedback form)."""
+    forms = html.split("data-feedback>")
+    assert len(forms) == 3, "two feedback forms expected"
+    fields = {
+        str(a.get("name")): str(a.get("value"))
+        for tag, a in _parse(forms[2].split("</form>")[0]).tags
+        if tag == "input" and a.get("type") == "hidden"
+    }
+    assert fields["outcome"] == "overridden"
+    return fields
 
 
 def test_feedback_through_a_card_link_is_recorded_against_that_card(
