@@ -76,6 +76,7 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
     requests: list[str] = []
     page = _page(browser, DESKTOP, requests=requests)
     page.goto(viewer_link(viewer_service.settings, ecg_id))
+    page.screenshot(path=str(shots / "ecg-1280x800.png"))  # what a clinician sees first
 
     # The 12 leads on standard paper (3x4 + rhythm strip by default).
     assert sorted(set(_visible_leads(page, "3x4"))) == sorted(STANDARD_LEADS)
@@ -92,7 +93,6 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
         assert percent(score.probability) in item.inner_text()
     assert page.get_by_text(stored.model_version).first.is_visible()
     assert _no_horizontal_page_scroll(page)
-    page.screenshot(path=str(shots / "ecg-1280x800.png"), full_page=False)
     page.screenshot(path=str(shots / "ecg-1280-full.png"), full_page=True)
 
     # 12 stacked leads at the click of the toggle.
