@@ -4,7 +4,13 @@
 dependency every hook route uses. Any failure is a bare 401 (:class:`AuthFailed`).
 """
 
-from cds_service.auth.dependency import AuthFailed, get_verifier, require_ehr_token
+from cds_service.auth.dependency import (
+    AuthFailed,
+    EhrAuthMiddleware,
+    authenticate,
+    get_verifier,
+    require_ehr_token,
+)
 from cds_service.auth.jwks import JwksCache
 from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
 from cds_service.auth.verify import ALLOWED_ALGORITHMS, TokenVerifier, VerifiedToken
@@ -12,12 +18,14 @@ from cds_service.auth.verify import ALLOWED_ALGORITHMS, TokenVerifier, VerifiedT
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "AuthFailed",
+    "EhrAuthMiddleware",
     "InMemoryReplayCache",
     "JwksCache",
     "RedisReplayCache",
     "ReplayCache",
     "TokenVerifier",
     "VerifiedToken",
+    "authenticate",
     "get_verifier",
     "require_ehr_token",
 ]

@@ -12,6 +12,9 @@ import logging
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cds_service.auth.errors import TokenRejected
 from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
@@ -34,8 +37,10 @@ def get_verifier(request: Request) -> TokenVerifier:
     if verifier is None:
         settings: Settings = state.settings
         replay: ReplayCache
-        if settings.jobs.mode == "distributed":
-            replay = RedisReplayCache(settings.jobs.broker_url)
+        broker = settings.jobs.broker_url
+        if settings.jobs.mode == "distributed" and broker.startswith(("redis://", "rediss://")):
+            # shared by every web worker, so a token replayed to another worker is caught
+            replay = RedisReplayCache(broker)
         else:
             replay = InMemoryReplayCache()
         verifier = TokenVerifier(settings.auth, replay=replay)
@@ -67,6 +72,15 @@ def _bearer(request: Request) -> str | None:
 
 
 async def require_ehr_token(request: Request) -> VerifiedToken:
+    """The caller's verified JWT (checked by :class:`EhrAuthMiddleware` before the body is
+    read, or here when the middleware is not installed); :class:`AuthFailed` otherwise."""
+    verified = getattr(request.state, "ehr_token", None)
+    if isinstance(verified, VerifiedToken):
+        return verified
+    return await authenticate(request)
+
+
+async def authenticate(request: Request) -> VerifiedToken:
     """Verify the caller's JWT; raise :class:`AuthFailed` (bare 401) on any problem."""
     settings: Settings = request.app.state.settings
     token = _bearer(request)
@@ -77,7 +91,7 @@ async def require_ehr_token(request: Request) -> VerifiedToken:
     except TokenRejected as exc:
         # The reason goes to our log and audit trail; the token itself never does.
         log.info("hook call refused: %s (%s %s)", exc.reason, request.method, request.url.path)
-        _audit_failure(request, exc.reason)
+        await run_in_threadpool(_audit_failure, request, exc.reason)
         raise AuthFailed(exc.reason) from None
     request.state.ehr_token = verified
     return verified
@@ -96,3 +110,37 @@ def _audit_failure(request: Request, reason: str) -> None:
         )
     except Exception:  # auditing must never turn a 401 into a 500
         log.exception("could not record auth failure in the audit trail")
+
+
+class EhrAuthMiddleware:
+    """Checks the JWT of every ``/cds-services`` request before its body is read.
+
+    FastAPI reads and parses a request body before running route dependencies, so without
+    this an unauthenticated client could make the service parse large bodies, and a
+    malformed body would be answered 400 instead of 401. CORS preflights pass through (the
+    CORS middleware sits outside this one and answers them).
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/cds-services") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope.get("method") == "OPTIONS"
+            or not (path == self.prefix or path.startswith(self.prefix + "/"))
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)  # no receive: the body stays unread
+        try:
+            verified = await authenticate(request)
+        except AuthFailed:
+            await Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})(
+                scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["ehr_token"] = verified
+        await self.app(scope, receive, send)

@@ -129,7 +129,11 @@ class TokenVerifier:
         if not isinstance(jti, str) or not jti:
             raise TokenRejected("jti is empty")
         # Keep the jti until the token could no longer pass the exp check anyway.
-        if not await self.replay.first_use(f"{issuer.iss}\x00{jti}", float(exp) + skew + 1):
+        try:
+            first = await self.replay.first_use(f"{issuer.iss}\x00{jti}", float(exp) + skew + 1)
+        except Exception as exc:  # fail closed: a token we cannot check for replay is refused
+            raise TokenRejected(f"replay cache unavailable ({type(exc).__name__})") from None
+        if not first:
             raise TokenRejected("jti was already used (replay)")
 
         sub = claims.get("sub")

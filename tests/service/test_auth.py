@@ -64,6 +64,14 @@ def test_every_route_requires_the_token(ehr: Ehr) -> None:
     _assert_bare_401(ehr.client.post("/cds-services/ecg-review", json={}))
     _assert_bare_401(ehr.client.post("/cds-services/ecg-review/feedback", json={}))
     _assert_bare_401(ehr.client.post("/cds-services/no-such-service", json={}))
+    # checked before the body is read: a malformed body without a token is 401, not 400
+    _assert_bare_401(
+        ehr.client.post(
+            "/cds-services/ecg-review",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+    )
 
 
 def test_wrong_signature_is_401(ehr: Ehr, sandbox_key: EhrKey) -> None:
