@@ -12,10 +12,14 @@ resources, DICOMweb WADO-RS instances) through ``httpx`` with a size bound.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import http.cookiejar
 import logging
 import re
+import ssl
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -152,13 +156,13 @@ class FhirFetcher:
                 "allow_redirects": False,
             },
         )
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._timeout = timeout
 
     def __repr__(self) -> str:  # never show the token
         return f"FhirFetcher({self.base_url!r})"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Nothing to release: connections belong to the shared per-loop client."""
 
     async def __aenter__(self) -> FhirFetcher:
         return self
@@ -289,8 +293,8 @@ class FhirFetcher:
     async def _get(self, url: str, *, accept: str) -> tuple[bytes, str]:
         what = redact_url(url)
         try:
-            async with self._http.stream(
-                "GET", url, headers={**self._headers, "Accept": accept}
+            async with _shared_http().stream(
+                "GET", url, headers={**self._headers, "Accept": accept}, timeout=self._timeout
             ) as response:
                 if response.status_code in (401, 403):
                     raise FetchFailed(what, f"access refused (HTTP {response.status_code})")
@@ -306,6 +310,38 @@ class FhirFetcher:
                 return b"".join(chunks), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing: one EHR call's cookies must never ride along on another's."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
+def _shared_http() -> httpx.AsyncClient:
+    """One pooled client per event loop: building a client (its TLS context) costs tens of
+    milliseconds, more than a whole cached hook call."""
+    global _SSL_CONTEXT
+    loop = asyncio.get_running_loop()
+    client = _HTTP_CLIENTS.get(loop)
+    if client is None:
+        if _SSL_CONTEXT is None:
+            _SSL_CONTEXT = ssl.create_default_context()
+        client = httpx.AsyncClient(
+            verify=_SSL_CONTEXT, follow_redirects=False, cookies=_NoCookies()
+        )
+        _HTTP_CLIENTS[loop] = client
+    return client
 
 
 def split_multipart(body: bytes, content_type: str) -> list[bytes]:
