@@ -77,6 +77,13 @@ ECG_PREFETCH: dict[str, str] = {
 }
 
 
+USAGE_REQUIREMENTS = (
+    "Send the prefetch keys, or fhirServer with fhirAuthorization granting read access to "
+    "the patient's Observation, DocumentReference, Binary, ImagingStudy and Endpoint "
+    "resources; the fhirServer (and any DICOMweb server) must be on this service's allow-list."
+)
+
+
 @dataclass(frozen=True)
 class HookService:
     id: str
@@ -96,6 +103,7 @@ class HookService:
             title=self.title,
             description=self.description,
             prefetch=self.prefetch,
+            usageRequirements=USAGE_REQUIREMENTS,
         )
 
 
