@@ -209,7 +209,7 @@ class Pipeline:
         )
 
     def audit(self, event: str, **kwargs: Any) -> None:
-        """Record an audit event; an audit failure is logged, never swallowed silently."""
+        """Record an audit event (``AuditError`` propagates: an unauditable action is an error)."""
         if self._audit is None:
             return
         self._audit.record(event, **kwargs)
@@ -396,8 +396,14 @@ class Pipeline:
                 )
             )
 
-    def store_result(self, ecg_id: str, result: ClassificationResult) -> bool:
-        """Store a result once per (ECG, model version); True if this call stored it."""
+    def store_result(
+        self, ecg_id: str, result: ClassificationResult, *, notify: bool = True
+    ) -> bool:
+        """Store a result once per (ECG, model version); True if this call stored it.
+
+        ``notify=False`` lets the caller finish its bookkeeping (the audit entry) before
+        waiters wake; it then calls :meth:`notify` itself.
+        """
         with self._sessions.begin() as session:
             inserted = insert_ignore(
                 session,
@@ -421,10 +427,13 @@ class Pipeline:
                 )
             )
             _mark_job(session, "classify", ecg_id, result.model_version, "done")
-        self.notify()
+        if notify:
+            self.notify()
         return inserted
 
-    def mark_failed(self, ecg_id: str, model_version: str, error: str) -> None:
+    def mark_failed(
+        self, ecg_id: str, model_version: str, error: str, *, notify: bool = True
+    ) -> None:
         """The ECG stays recorded with its error; :meth:`submit` retries it."""
         with self._sessions.begin() as session:
             session.execute(
@@ -433,7 +442,8 @@ class Pipeline:
                 .values(status="failed", error=error[:2000], updated_at=utcnow())
             )
             _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
-        self.notify()
+        if notify:
+            self.notify()
 
     def notify(self) -> None:
         """Wake every :meth:`wait` in this process (a result or failure was just stored)."""

@@ -83,18 +83,22 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
             if result is None:
                 outcomes[ecg_id] = "failed"
                 continue
-            pipeline.store_result(ecg_id, result)
-            outcomes[ecg_id] = "stored"
-            pipeline.audit(
-                "classification",
-                ecg_id=ecg_id,
-                model_version=version,
-                patient=_patient(pipeline, ecg_id),
-                detail={
-                    "acceptable": result.quality.acceptable,
-                    "top": [s.label_id for s in result.scores[:3]],
-                },
-            )
+            stored = pipeline.store_result(ecg_id, result, notify=False)
+            outcomes[ecg_id] = "stored" if stored else "exists"
+            try:
+                if stored:  # a redelivered task does not audit the classification twice
+                    pipeline.audit(
+                        "classification",
+                        ecg_id=ecg_id,
+                        model_version=version,
+                        patient=_patient(pipeline, ecg_id),
+                        detail={
+                            "acceptable": result.quality.acceptable,
+                            "top": [s.label_id for s in result.scores[:3]],
+                        },
+                    )
+            finally:
+                pipeline.notify()  # waiters see the result together with its audit entry
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
@@ -128,14 +132,17 @@ def _classify_each(
 
 def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
     log.warning("ECG %s failed: %s", ecg_id, error)
-    runtime.pipeline.mark_failed(ecg_id, version, error)
-    runtime.pipeline.audit(
-        "classification",
-        outcome="error",
-        ecg_id=ecg_id,
-        model_version=version,
-        detail={"error": error[:500]},
-    )
+    runtime.pipeline.mark_failed(ecg_id, version, error, notify=False)
+    try:
+        runtime.pipeline.audit(
+            "classification",
+            outcome="error",
+            ecg_id=ecg_id,
+            model_version=version,
+            detail={"error": error[:500]},
+        )
+    finally:
+        runtime.pipeline.notify()
 
 
 def _patient(pipeline: Any, ecg_id: str) -> str | None:

@@ -1,8 +1,9 @@
 """Distributed mode: real ``ecg-cds worker`` processes, Redis on loopback, PostgreSQL storage.
 
 The kill test is the point of ``acks_late`` + ``reject_on_worker_lost``: a worker killed
-mid-task (SIGKILL, no chance to clean up) leaves the task unacknowledged; after the
-visibility timeout another worker gets it and finishes it, and the result is stored once.
+mid-task (SIGKILL, no chance to clean up) leaves the task unacknowledged; another worker gets
+it (Redis: after the visibility timeout; RabbitMQ: as soon as the dead connection closes)
+and finishes it, and the result is stored once. Both brokers run every test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from adapters import load_ecg
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
 from cds_service.storage.tables import JobRow, ResultRow
+from tests.conftest import service_unavailable
 from tests.jobs.conftest import create_pg_database, drop_pg_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAIT_S = 120.0
 READY_TIMEOUT_S = 90.0
 VISIBILITY_TIMEOUT_S = 4
+RABBITMQ_URL = os.environ.get("ECG_CDS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 @dataclass
@@ -43,13 +46,29 @@ class Deployment:
     logs: Path
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Both brokers the deployment guide names, on loopback."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        service_unavailable(f"RabbitMQ is not reachable at {RABBITMQ_URL}: {exc}")
+    return RABBITMQ_URL
+
+
 @pytest.fixture
-def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
+def deployment(tmp_path: Path, broker_url: str) -> Iterator[Deployment]:
     db_url = create_pg_database()
     queue = f"ecg-cds-test-{uuid.uuid4().hex[:8]}"
     values = {
         "ECG_CDS_JOBS__MODE": "distributed",
-        "ECG_CDS_JOBS__BROKER_URL": redis_url,
+        "ECG_CDS_JOBS__BROKER_URL": broker_url,
         "ECG_CDS_JOBS__QUEUE": queue,
         "ECG_CDS_JOBS__VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
         "ECG_CDS_DATABASE_URL": db_url,
@@ -65,7 +84,7 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
         database_url=db_url,
         jobs={
             "mode": "distributed",
-            "broker_url": redis_url,
+            "broker_url": broker_url,
             "queue": queue,
             "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
         },
@@ -73,9 +92,10 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
     try:
         yield Deployment(env=env, settings=settings, logs=tmp_path)
     finally:
-        import redis
+        from kombu import Connection
 
-        redis.Redis.from_url(redis_url).delete(queue)
+        with Connection(broker_url, connect_timeout=3) as connection:
+            connection.default_channel.queue_delete(queue)
         drop_pg_database(db_url)
 
 

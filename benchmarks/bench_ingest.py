@@ -1,0 +1,208 @@
+"""Ingest throughput (ECGs/s): embedded mode, and one and two ``ecg-cds worker`` processes on Redis.
+
+"Ingest" is the whole path an ECG takes: read the file, parse and validate it, store the
+original bytes (SHA-256 dedupe), record the audit entry, queue classification, classify
+(quality gate, measurements, 46-label zero-shot scores), store the result, audit it. The
+clock runs from the first upload to the last stored result; worker start-up (model load) is
+excluded, as it happens once per process.
+
+Also measured: the model's own cost per ECG in this process (``classify([ecg])``, one ECG per
+call as a task does) -- the basis of the per-core capacity figures in deploy/CAPACITY.md.
+
+Data: PTB-XL records (100 Hz, 10 s, 12 leads) from ``../shared/data/ptbxl/records100``,
+stored as WFDB bundles (header + signal file).
+
+Run: ``.venv/bin/python benchmarks/bench_ingest.py [--n 100] [--modes embedded,1,2]
+[--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--redis redis://127.0.0.1:6379/9]``.
+Distributed runs use PostgreSQL (a fresh database, dropped afterwards) when reachable, else a
+SQLite file. Each worker is a separate process with one pool process and one torch thread.
+The figures depend on the machine and on what else runs on it: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from adapters import load_ecg  # noqa: E402
+from cds_service.runtime import Runtime  # noqa: E402
+from cds_service.settings import Settings  # noqa: E402
+
+
+def ptbxl_headers(n: int) -> list[Path]:
+    data = Path(os.environ.get("ECG_DATA_DIR", REPO.parent / "shared" / "data"))
+    headers = sorted((data / "ptbxl" / "records100").rglob("*_lr.hea"))
+    if len(headers) < n:
+        raise SystemExit(f"only {len(headers)} PTB-XL records under {data}; lower --n")
+    return headers[:n]
+
+
+def run_ingest(runtime: Runtime, headers: list[Path], timeout_s: float) -> tuple[float, int]:
+    """Accept + submit every header, wait for every result; (seconds, results stored)."""
+    started = time.perf_counter()
+    ids = []
+    for header in headers:
+        info = runtime.pipeline.accept_path(header)
+        runtime.pipeline.submit(info.id)
+        ids.append(info.id)
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, Any] = {}
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        pending = [i for i in ids if i not in done]
+        got = runtime.pipeline.wait(pending, timeout_s=min(5.0, deadline - time.monotonic()))
+        done.update({k: v for k, v in got.items() if v is not None})
+    return time.perf_counter() - started, len(done)
+
+
+def pg_database(admin_url: str) -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            admin_url.replace("postgresql+psycopg://", "postgresql://"),
+            autocommit=True,
+            connect_timeout=3,
+        ) as conn:
+            name = f"ecgcds_bench_{uuid.uuid4().hex[:10]}"
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return admin_url.rsplit("/", 1)[0] + "/" + name
+    except Exception as exc:
+        print(f"  (PostgreSQL unavailable: {exc}; using SQLite)")
+        return None
+
+
+def drop_pg(admin_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        admin_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "cds_service.cli", "worker",
+        "--concurrency", "1", "--loglevel", "warning", "--hostname", f"{name}@%h",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def bench_distributed(
+    headers: list[Path], warmup: list[Path], workers: int, args: argparse.Namespace
+) -> tuple[float, int]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    pg_url = pg_database(args.pg) if args.pg else None
+    db_url = pg_url or f"sqlite:///{folder / 'ecg-cds.db'}"
+    queue = f"ecg-cds-bench-{uuid.uuid4().hex[:8]}"
+    jobs = {"mode": "distributed", "broker_url": args.redis, "queue": queue}
+    settings = Settings(data_dir=folder, database_url=db_url, jobs=jobs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_CDS_")}
+    env.update(
+        {
+            "ECG_CDS_JOBS__MODE": "distributed",
+            "ECG_CDS_JOBS__BROKER_URL": args.redis,
+            "ECG_CDS_JOBS__QUEUE": queue,
+            "ECG_CDS_DATABASE_URL": db_url,
+            "ECG_CDS_DATA_DIR": str(folder),
+        }
+    )
+    if settings.model_dir is not None:
+        env["ECG_CDS_MODEL_DIR"] = str(settings.model_dir)
+    runtime = Runtime.start(settings)
+    processes = [start_worker(env, f"bench{i}", folder / f"w{i}.log") for i in range(workers)]
+    try:
+        # Warm-up: one ECG per worker, so every pool process has loaded the model.
+        run_ingest(runtime, warmup, timeout_s=300)
+        return run_ingest(runtime, headers, timeout_s=args.timeout)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        runtime.stop()
+        if pg_url:
+            drop_pg(args.pg, pg_url)
+
+
+def bench_embedded(
+    headers: list[Path], warmup: list[Path], args: argparse.Namespace
+) -> tuple[float, int]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'ecg-cds.db'}")
+    runtime = Runtime.start(settings)
+    try:
+        run_ingest(runtime, warmup, timeout_s=300)
+        return run_ingest(runtime, headers, timeout_s=args.timeout)
+    finally:
+        runtime.stop()
+
+
+def model_cost(headers: list[Path]) -> tuple[float, float]:
+    """Median seconds per ``classify([ecg])`` with 1 torch thread, and with the default."""
+    from models.classifier import ZeroShotClassifier
+
+    ecgs = [load_ecg(h) for h in headers]
+    out = []
+    for threads in (1, None):
+        clf = ZeroShotClassifier.from_pretrained(Settings().model_dir, threads=threads)
+        clf.classify(ecgs[:2])  # warm caches
+        times = []
+        for ecg in ecgs:
+            t0 = time.perf_counter()
+            clf.classify([ecg])
+            times.append(time.perf_counter() - t0)
+        out.append(statistics.median(times))
+    return out[0], out[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="ECGs per run")
+    parser.add_argument("--modes", default="embedded,1,2", help="embedded and/or worker counts")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args()
+
+    headers = ptbxl_headers(args.n + 4)
+    warmup, headers = headers[:4], headers[4:]
+    print(f"{args.n} PTB-XL ECGs per run; {os.cpu_count()} cores; load average {os.getloadavg()}")
+    one, default = model_cost(headers[:30])
+    print(
+        f"model alone, one ECG per call: median {one * 1000:.0f} ms with 1 torch thread "
+        f"({1 / one:.1f} ECGs/s/core), {default * 1000:.0f} ms with the default threads"
+    )
+    print(f"{'mode':<28}{'seconds':>10}{'ECGs/s':>10}{'stored':>10}")
+    for mode in args.modes.split(","):
+        if mode == "embedded":
+            seconds, stored = bench_embedded(headers, warmup, args)
+            label = "embedded (thread, SQLite)"
+        else:
+            seconds, stored = bench_distributed(headers, warmup, int(mode), args)
+            label = f"{mode} worker(s) on Redis"
+        print(f"{label:<28}{seconds:>10.1f}{stored / seconds:>10.2f}{stored:>10}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
