@@ -56,6 +56,7 @@ EVENTS: Final = (
     "writeback",
     "ingest",
     "auth-failure",
+    "viewer-access",
 )
 #: Outcomes, mapped to the FHIR AuditEvent outcome codes (0 success, 4 minor failure such as a
 #: refused request, 8 serious failure such as a server error, 12 major failure).

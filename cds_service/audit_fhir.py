@@ -36,6 +36,7 @@ _EVENT_CODES: Final[dict[str, tuple[str, str, str, str | None]]] = {
     "writeback": ("110106", "Export", "C", "transaction"),
     "ingest": ("110107", "Import", "C", None),
     "auth-failure": ("110114", "User Authentication", "E", None),
+    "viewer-access": ("110110", "Patient Record", "R", "read"),
 }
 
 

@@ -41,6 +41,7 @@ EventName = Literal[
     "writeback",
     "ingest",
     "auth-failure",
+    "viewer-access",
 ]
 OutcomeName = Literal["success", "failure", "error", "fatal"]
 FHIR_JSON = "application/fhir+json"

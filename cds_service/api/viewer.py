@@ -133,11 +133,8 @@ def _audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Write one audit entry. A failure propagates: PHI is not shown unaudited."""
-    from cds_service.audit import EVENTS, Actor
+    from cds_service.audit import Actor
 
-    if event not in EVENTS:  # older audit vocabularies: record page views as a fetch
-        detail = {"kind": event, **(detail or {})}
-        event = "fetch"
     runtime.audit.record(
         event,
         outcome=outcome,

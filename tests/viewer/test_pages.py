@@ -162,6 +162,7 @@ def test_page_view_is_audited(viewer_service: ViewerService, client: httpx.Clien
     page = viewer_service.runtime.audit.query(AuditFilter(ecg_id=ecg_id), limit=1000)
     assert page.total == before + 1
     entry = page.entries[0]
+    assert entry.event == "viewer-access"
     assert entry.detail.get("access") == "link"
     assert entry.actor.client == "viewer-link"
     assert entry.patient == PATIENT.removeprefix("Patient/")
