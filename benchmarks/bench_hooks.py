@@ -129,7 +129,11 @@ class Service:
             [str(bin_dir / "ecg-cds"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env, "serve.log",
         )  # fmt: skip
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a worker or Redis behind
+            raise
 
     def _spawn(self, argv: list[str], env: dict[str, str], log: str) -> None:
         handle = (self.workdir / log).open("wb")
