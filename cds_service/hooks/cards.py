@@ -13,6 +13,8 @@ builders the write-back uses), plus a cardiology-review ServiceRequest where it 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import threading
 import uuid
 from collections import OrderedDict
@@ -303,13 +305,19 @@ _RESOURCE_CACHE_SIZE = 2048
 _RESOURCE_LOCK = threading.Lock()
 
 
+def _fingerprint(result: ClassificationResult) -> str:
+    """Identifies a result's content (not just its ECG and model version)."""
+    raw = json.dumps(result.to_dict(), sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(raw).hexdigest()
+
+
 def impression_resources(
     ecg: EcgRef, result: ClassificationResult, patient_ref: str | None, policy: CardPolicy
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The impression Observation and its DiagnosticReport (fresh ids on every call)."""
     key = (
         ecg.ecg_id,
-        result.model_version,
+        _fingerprint(result),
         patient_ref,
         ecg.reference,
         ecg.acquired,
