@@ -39,6 +39,10 @@ from cds_service.hooks.prefetch import bundle_resources
 from cds_service.settings import Settings
 
 log = logging.getLogger(__name__)
+# httpx logs every request URL at INFO; search URLs carry patient ids. Keep them out of the
+# service log unless an operator turns httpx logging on deliberately.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DICOM_MEDIA_TYPE = "application/dicom"
 WADO_ACCEPT = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
