@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -105,15 +104,15 @@ class Ehr:
     def token(self, path: str, **claims: Any) -> str:
         return self.key.sign(sandbox_claims(SANDBOX_ISS, BASE + path, **claims), jku=self.jku)
 
-    def get(self, path: str) -> httpx.Response:
+    def get(self, path: str) -> Any:
         return self.client.get(path, headers={"Authorization": f"Bearer {self.token(path)}"})
 
-    def post(self, path: str, body: Any) -> httpx.Response:
+    def post(self, path: str, body: Any) -> Any:
         return self.client.post(
             path, json=body, headers={"Authorization": f"Bearer {self.token(path)}"}
         )
 
-    def call(self, service_id: str, body: dict[str, Any]) -> httpx.Response:
+    def call(self, service_id: str, body: dict[str, Any]) -> Any:
         return self.post(f"/cds-services/{service_id}", body)
 
     @property

@@ -96,7 +96,7 @@ def unsigned_token(claims: dict[str, Any], header: dict[str, Any]) -> str:
 
 
 class _JsonHandler(BaseHTTPRequestHandler):
-    server: RecordingServer  # type: ignore[assignment]
+    server: RecordingServer
 
     def do_GET(self) -> None:
         self.server.requests.append(("GET", self.path, dict(self.headers)))

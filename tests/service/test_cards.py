@@ -155,7 +155,7 @@ def test_summaries_stay_under_140_characters() -> None:
 
 def test_qt_drug_card_levels(catalog: LabelCatalog) -> None:
     drugs = [DrugOrder("sotalol", "MedicationRequest/d1")]
-    common = {
+    common: dict[str, Any] = {
         "catalog": catalog,
         "settings": SETTINGS,
         "patient_ref": "Patient/p",

@@ -27,7 +27,7 @@ from tests.service.ehr import (
     searchset,
 )
 
-R4B_MODELS = {
+R4B_MODELS: dict[str, Any] = {
     "Observation": Observation,
     "DiagnosticReport": DiagnosticReport,
     "ServiceRequest": ServiceRequest,
