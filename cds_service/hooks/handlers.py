@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from cds_service.hooks.services import ECG_QUERIES, HookService
 from cds_service.hooks.sources import (
     EcgCandidate,
     candidates_from,
+    canonical_json,
     endpoint_references,
     newest_first,
 )
@@ -195,8 +197,8 @@ async def _load(
     """Bytes for each candidate: inline, or fetched concurrently (attachments, WADO-RS)."""
 
     async def one(candidate: EcgCandidate) -> _Loaded | None:
-        if candidate.data is not None:
-            return _Loaded(candidate, candidate.data)
+        if candidate.resource is not None:
+            return _Loaded(candidate, canonical_json(candidate.resource))
         if candidate.attachment is not None and candidate.attachment.get("data"):
             fetch = fetcher or _InlineOnly()
             data = await fetch.attachment_bytes(candidate.attachment)
@@ -302,9 +304,15 @@ def _store(
 
 
 def _accept_and_wait(
-    runtime: Any, loaded: list[_Loaded], patient_ref: str, actor: Actor, problems: list[str]
+    runtime: Any,
+    loaded: list[_Loaded],
+    patient_ref: str,
+    actor: Actor,
+    problems: list[str],
+    deadline: float,
 ) -> list[_Classified]:
-    """Store (dedupe by hash), submit what has no result, wait the budget. Runs in a thread."""
+    """Store (dedupe by hash), submit what has no result, wait until ``deadline``
+    (``time.monotonic``). Runs in a thread."""
     pipeline = runtime.pipeline
     known = _known(pipeline)
     refs: dict[str, EcgRef] = {}
@@ -336,7 +344,7 @@ def _accept_and_wait(
             missing[missing.index(ecg_id)] = new_id
             pipeline.submit(new_id)
     if missing:
-        found.update(pipeline.wait(missing, runtime.settings.jobs.hook_wait_budget_s))
+        found.update(pipeline.wait(missing, max(0.0, deadline - time.monotonic())))
     return [_Classified(refs[i], found.get(i), i) for i in ids]
 
 
@@ -500,6 +508,9 @@ async def handle_hook(
 ) -> list[dict[str, Any]]:
     """Answer one service call with its cards (already pruned and validated)."""
     settings: Settings = runtime.settings
+    # The wait budget counts from the call's arrival, so fetching and storing new ECGs
+    # eat into it instead of adding to it: the EHR gets its answer within ~budget.
+    deadline = time.monotonic() + settings.jobs.hook_wait_budget_s
     patient_id = _patient_id(service, call)
     patient_ref = f"Patient/{patient_id}"
     actor = _actor(token, call)
@@ -520,7 +531,7 @@ async def handle_hook(
         if fetcher is not None:
             await fetcher.aclose()
     classified = await run_in_threadpool(
-        _accept_and_wait, runtime, loaded, patient_ref, actor, gathered.problems
+        _accept_and_wait, runtime, loaded, patient_ref, actor, gathered.problems, deadline
     )
     cards = await run_in_threadpool(
         _build_cards, service, call, runtime, classified, gathered.problems, patient_ref

@@ -42,7 +42,8 @@ class EcgCandidate:
     origin: str  # e.g. "Observation/12", "DocumentReference/3 (attachment 1)"
     reference: str | None  # relative FHIR reference for derivedFrom
     acquired: datetime | None
-    data: bytes | None = None
+    #: An Observation that *is* the ECG; serialised only once it is among the newest.
+    resource: dict[str, Any] | None = None
     format: str | None = None
     attachment: dict[str, Any] | None = None
     dicomweb: DicomwebRef | None = None
@@ -98,7 +99,7 @@ def from_observation(resource: dict[str, Any]) -> list[EcgCandidate]:
             origin=reference or "Observation (prefetched, no id)",
             reference=reference,
             acquired=acquired,
-            data=canonical_json(resource),
+            resource=resource,
             format="fhir-observation",
         )
     ]
