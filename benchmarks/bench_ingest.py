@@ -36,6 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import sqlalchemy as sa  # noqa: E402
+
 from adapters import load_ecg  # noqa: E402
 from cds_service.runtime import Runtime  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
@@ -57,6 +59,9 @@ def run_ingest(runtime: Runtime, headers: list[Path], timeout_s: float) -> tuple
         info = runtime.pipeline.accept_path(header)
         runtime.pipeline.submit(info.id)
         ids.append(info.id)
+    accepted = time.perf_counter() - started
+    if len(headers) > 10:
+        print(f"  upload side (accept + submit, one thread): {len(ids) / accepted:.1f} ECGs/s")
     deadline = time.monotonic() + timeout_s
     done: dict[str, Any] = {}
     while len(done) < len(ids) and time.monotonic() < deadline:
@@ -129,7 +134,10 @@ def bench_distributed(
     try:
         # Warm-up: one ECG per worker, so every pool process has loaded the model.
         run_ingest(runtime, warmup, timeout_s=300)
-        return run_ingest(runtime, headers, timeout_s=args.timeout)
+        figures = run_ingest(runtime, headers, timeout_s=args.timeout)
+        rss = ", ".join(f"{mb:.0f}" for mb in worker_rss_mb(processes))
+        print(f"  worker processes' resident memory (MB): {rss}")
+        return figures
     finally:
         for process in processes:
             if process.poll() is None:
@@ -152,7 +160,19 @@ def bench_embedded(
     runtime = Runtime.start(settings)
     try:
         run_ingest(runtime, warmup, timeout_s=300)
-        return run_ingest(runtime, headers, timeout_s=args.timeout)
+        figures = run_ingest(runtime, headers, timeout_s=args.timeout)
+        with runtime.session_factory() as session:
+            blob, result = session.execute(
+                sa.text(
+                    "SELECT (SELECT avg(length(data)) FROM ecg_blobs),"
+                    " (SELECT avg(length(CAST(result AS TEXT))) FROM results)"
+                )
+            ).one()
+        print(
+            f"  stored per ECG: {blob / 1024:.0f} KiB original bytes, "
+            f"{result / 1024:.1f} KiB result"
+        )
+        return figures
     finally:
         runtime.stop()
 
@@ -175,6 +195,45 @@ def model_cost(headers: list[Path]) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def task_cost(headers: list[Path]) -> float:
+    """Median seconds a worker core spends per ECG: the ``classify_ecg`` task body run
+    sequentially (re-read the stored bytes, quality gate, measurements, scores, store the
+    result, audit), one torch thread, SQLite -- what one pool process does per task."""
+    import torch
+
+    from cds_service.jobs import work
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-task-"))
+    settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'ecg-cds.db'}")
+    runtime = Runtime.start(settings, role="worker", resume=False)
+    try:
+        torch.set_num_threads(1)
+        ids = [runtime.pipeline.accept_path(h).id for h in headers]
+        work.classify_ecgs(runtime, ids[:2])  # warm up
+        times = []
+        for ecg_id in ids[2:]:
+            t0 = time.perf_counter()
+            work.classify_ecgs(runtime, [ecg_id])
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+    finally:
+        runtime.stop()
+
+
+def worker_rss_mb(processes: list[subprocess.Popen[bytes]]) -> list[float]:
+    """Resident memory of every process in the workers' process groups (Linux /proc)."""
+    groups = {p.pid for p in processes}
+    sizes = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) in groups:  # field 5 of stat: the process group id
+                sizes.append(int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+        except (OSError, IndexError, ValueError):
+            continue
+    return sorted(sizes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100, help="ECGs per run")
@@ -191,6 +250,11 @@ def main() -> None:
     print(
         f"model alone, one ECG per call: median {one * 1000:.0f} ms with 1 torch thread "
         f"({1 / one:.1f} ECGs/s/core), {default * 1000:.0f} ms with the default threads"
+    )
+    task = task_cost(headers[:30])
+    print(
+        f"classify_ecg task body per ECG (storage + model + audit, 1 thread): median "
+        f"{task * 1000:.0f} ms ({1 / task:.1f} ECGs/s per worker process)"
     )
     print(f"{'mode':<28}{'seconds':>10}{'ECGs/s':>10}{'stored':>10}")
     for mode in args.modes.split(","):
