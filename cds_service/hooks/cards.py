@@ -458,7 +458,7 @@ def unreadable_card(
     return _finish(
         {
             "uuid": str(uuid.uuid4()),
-            "summary": fit_summary(f"{count} {noun} could not be read for AI review"),
+            "summary": fit_summary(f"{count} {noun} could not be read or analysed for AI review"),
             "indicator": "info",
             "detail": detail,
             "source": _source(settings, model_version),

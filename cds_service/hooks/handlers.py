@@ -163,10 +163,29 @@ async def _gather(
         out.fetched.append(resource_type)
 
     endpoints = await _endpoints(resources, fetcher, out)
+    patient_id = str(call.context.get("patientId"))
     for resource in resources:
+        if not _about_patient(resource, patient_id):
+            # Never show one patient's ECG in another's chart, whatever the EHR sent.
+            out.problems.append(
+                f"{resource.get('resourceType')}/{resource.get('id', '?')}: belongs to another "
+                "patient; ignored"
+            )
+            continue
         out.candidates += candidates_from(resource, endpoints)
     out.candidates = newest_first(out.candidates)[:MAX_ECGS_PER_CALL]
     return out
+
+
+def _about_patient(resource: dict[str, Any], patient_id: str) -> bool:
+    """False when the resource names a subject/patient other than the hook's patient."""
+    if resource.get("resourceType") == "Endpoint":
+        return True
+    subject = resource.get("subject") or resource.get("patient")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str) or not reference:
+        return True  # no subject given: nothing to contradict
+    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
 async def _endpoints(
@@ -245,6 +264,8 @@ class _Classified:
     ref: EcgRef
     result: StoredResult | None
     ecg_id: str
+    #: The job failed (the pipeline retries on a later submit): not "pending".
+    failed: bool = False
 
 
 class _KnownEcgs:
@@ -345,7 +366,17 @@ def _accept_and_wait(
             pipeline.submit(new_id)
     if missing:
         found.update(pipeline.wait(missing, max(0.0, deadline - time.monotonic())))
-    return [_Classified(refs[i], found.get(i), i) for i in ids]
+    out: list[_Classified] = []
+    for ecg_id in ids:
+        result = found.get(ecg_id)
+        failed = False
+        if result is None:
+            info = pipeline.get_info(ecg_id)
+            if info is not None and info.status == "failed":
+                failed = True
+                problems.append(f"{refs[ecg_id].origin}: analysis failed ({info.error or 'error'})")
+        out.append(_Classified(refs[ecg_id], result, ecg_id, failed))
+    return out
 
 
 def _links(settings: Settings, ecg_id: str, card_uuid: str) -> list[dict[str, Any]]:
@@ -373,7 +404,7 @@ def _build_cards(
     policy = CardPolicy()
     model_version = runtime.pipeline.model_version
     out: list[tuple[dict[str, Any], str | None, str | None]] = []
-    pending = [c for c in classified if c.result is None]
+    pending = [c for c in classified if c.result is None and not c.failed]
 
     if service.kind == "qt-drug":
         drugs = qt_drug_orders(

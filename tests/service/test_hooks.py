@@ -511,3 +511,17 @@ def test_access_token_in_a_call_is_not_stored(ehr: Ehr, dicom_bytes: bytes) -> N
     for path in db.parent.glob("ecg-cds.db*"):
         assert secret.encode() not in path.read_bytes()
         assert base64.b64encode(secret.encode()) not in path.read_bytes()
+
+
+def test_ecgs_of_another_patient_are_never_shown(
+    ehr: Ehr, dicom_bytes: bytes, review_response: dict[str, Any]
+) -> None:
+    other = document_reference("dicom-other", dicom_bytes, "application/dicom")
+    other["subject"] = {"reference": "Patient/someone-else"}
+    cards = _cards(
+        ehr.call("ecg-review", hook_body(prefetch=_prefetch(ecgDocuments=searchset(other))))
+    )
+    assert _ecg_cards(cards) == []
+    [card] = cards
+    assert "DocumentReference/dicom-other" in card["detail"]
+    assert "another patient" in card["detail"]
