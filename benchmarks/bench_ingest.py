@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+LATENCY_SAMPLES = 15
 sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
@@ -69,6 +70,19 @@ def run_ingest(runtime: Runtime, headers: list[Path], timeout_s: float) -> tuple
         got = runtime.pipeline.wait(pending, timeout_s=min(5.0, deadline - time.monotonic()))
         done.update({k: v for k, v in got.items() if v is not None})
     return time.perf_counter() - started, len(done)
+
+
+def miss_latency(runtime: Runtime, headers: list[Path]) -> float:
+    """Median seconds from ``submit`` to the result being visible to ``wait`` for one ECG
+    with an idle worker: what a hook pays on a cache miss (upload excluded)."""
+    times = []
+    for header in headers:
+        info = runtime.pipeline.accept_path(header)
+        t0 = time.perf_counter()
+        runtime.pipeline.submit(info.id)
+        runtime.pipeline.wait([info.id], timeout_s=30)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def pg_database(admin_url: str) -> str | None:
@@ -109,7 +123,11 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[
 
 
 def bench_distributed(
-    headers: list[Path], warmup: list[Path], workers: int, args: argparse.Namespace
+    headers: list[Path],
+    warmup: list[Path],
+    latency_set: list[Path],
+    workers: int,
+    args: argparse.Namespace,
 ) -> tuple[float, int]:
     folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     pg_url = pg_database(args.pg) if args.pg else None
@@ -135,6 +153,8 @@ def bench_distributed(
         # Warm-up: one ECG per worker, so every pool process has loaded the model.
         run_ingest(runtime, warmup, timeout_s=300)
         figures = run_ingest(runtime, headers, timeout_s=args.timeout)
+        miss = miss_latency(runtime, latency_set)
+        print(f"  one ECG, submit to result visible: median {miss * 1000:.0f} ms")
         rss = ", ".join(f"{mb:.0f}" for mb in worker_rss_mb(processes))
         print(f"  worker processes' resident memory (MB): {rss}")
         return figures
@@ -153,7 +173,7 @@ def bench_distributed(
 
 
 def bench_embedded(
-    headers: list[Path], warmup: list[Path], args: argparse.Namespace
+    headers: list[Path], warmup: list[Path], latency_set: list[Path], args: argparse.Namespace
 ) -> tuple[float, int]:
     folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'ecg-cds.db'}")
@@ -161,6 +181,8 @@ def bench_embedded(
     try:
         run_ingest(runtime, warmup, timeout_s=300)
         figures = run_ingest(runtime, headers, timeout_s=args.timeout)
+        miss = miss_latency(runtime, latency_set)
+        print(f"  one ECG, submit to result visible: median {miss * 1000:.0f} ms")
         with runtime.session_factory() as session:
             blob, result = session.execute(
                 sa.text(
@@ -243,8 +265,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
 
-    headers = ptbxl_headers(args.n + 4)
-    warmup, headers = headers[:4], headers[4:]
+    headers = ptbxl_headers(args.n + 4 + LATENCY_SAMPLES)
+    warmup, latency_set, headers = (
+        headers[:4],
+        headers[4 : 4 + LATENCY_SAMPLES],
+        headers[4 + LATENCY_SAMPLES :],
+    )
     print(f"{args.n} PTB-XL ECGs per run; {os.cpu_count()} cores; load average {os.getloadavg()}")
     one, default = model_cost(headers[:30])
     print(
@@ -259,10 +285,10 @@ def main() -> None:
     print(f"{'mode':<28}{'seconds':>10}{'ECGs/s':>10}{'stored':>10}")
     for mode in args.modes.split(","):
         if mode == "embedded":
-            seconds, stored = bench_embedded(headers, warmup, args)
+            seconds, stored = bench_embedded(headers, warmup, latency_set, args)
             label = "embedded (thread, SQLite)"
         else:
-            seconds, stored = bench_distributed(headers, warmup, int(mode), args)
+            seconds, stored = bench_distributed(headers, warmup, latency_set, int(mode), args)
             label = f"{mode} worker(s) on Redis"
         print(f"{label:<28}{seconds:>10.1f}{stored / seconds:>10.2f}{stored:>10}")
     print(f"load average after: {os.getloadavg()}")
