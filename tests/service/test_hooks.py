@@ -525,3 +525,32 @@ def test_ecgs_of_another_patient_are_never_shown(
     [card] = cards
     assert "DocumentReference/dicom-other" in card["detail"]
     assert "another patient" in card["detail"]
+
+
+def test_new_ecg_beyond_the_budget_gets_a_pending_card_then_its_result(
+    ehr: Ehr, ptbxl_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook waits only the configured budget; the job finishes anyway and is reused."""
+    import time
+
+    from adapters import load_ecg, to_fhir_observation
+
+    ecg = load_ecg(ptbxl_dir / "records500" / "00000" / "00007_hr.hea")
+    observation = to_fhir_observation(
+        ecg, patient_ref="Patient/test-patient", observation_id="ptbxl-00007"
+    )
+    observation["effectiveDateTime"] = "2020-07-07T07:00:00Z"
+    prefetch = _prefetch(ecgObservations=searchset(observation))
+    jobs = ehr.runtime.settings.jobs
+    monkeypatch.setattr(jobs, "hook_wait_budget_s", 0.0)
+    [pending] = _cards(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
+    assert pending["indicator"] == "info"
+    assert pending["summary"].startswith("AI analysis pending")
+    assert "suggestions" not in pending
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+        if cards:
+            break
+        time.sleep(0.5)
+    assert len(cards) == 1 and "2020-07-07" in cards[0]["summary"]
