@@ -295,3 +295,34 @@ async def _rotation(sandbox_key: EhrKey) -> None:
         assert len(server.requests) == before
     finally:
         server.stop()
+
+
+def test_trust_comes_from_a_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The same through a YAML settings file (ECG_CDS_SETTINGS_FILE)."""
+    import json
+
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    key = EhrKey.generate("RS384")
+    jwks_file = tmp_path / "ehr.json"
+    jwks_file.write_text(json.dumps(jwks(key)), encoding="utf-8")
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(
+        "auth:\n"
+        "  trusted_issuers:\n"
+        "    - iss: https://file-ehr.test\n"
+        f"      jwks_file: {jwks_file}\n"
+        "  max_token_lifetime_s: 900\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("ECG_CDS_SETTINGS_FILE", str(settings_file))
+    monkeypatch.delenv("ECG_CDS_AUTH__TRUSTED_ISSUERS", raising=False)
+    settings = Settings(data_dir=tmp_path / "var")
+    client = TestClient(create_app(settings), base_url=BASE)
+    good = key.sign(epic_claims("https://file-ehr.test", AUD))
+    assert client.get(DISCOVERY, headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    too_long = key.sign(
+        epic_claims("https://file-ehr.test", AUD, exp=int(time.time()) + 1800)
+    )  # over this file's 900 s maximum lifetime
+    _assert_bare_401(client.get(DISCOVERY, headers={"Authorization": f"Bearer {too_long}"}))
