@@ -280,6 +280,18 @@ class Pipeline:
                 best[row.ecg_id] = row
         return {ecg_id: StoredResult.from_row(row) for ecg_id, row in best.items()}
 
+    def ids_matching(
+        self, *, patient_ref: str | None = None, source_prefix: str | None = None
+    ) -> list[str]:
+        """Ids of every stored ECG of a patient and/or from under a source URI prefix."""
+        query = select(EcgRow.id).order_by(EcgRow.id)
+        if patient_ref is not None:
+            query = query.where(EcgRow.patient_ref == patient_ref)
+        if source_prefix is not None:
+            query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
+        with self._sessions() as session:
+            return list(session.scalars(query).all())
+
     def has_result(self, ecg_id: str, model_version: str) -> bool:
         with self._sessions() as session:
             found = session.scalar(

@@ -48,12 +48,24 @@ def ingest(
     wait: bool = typer.Option(True, help="Wait for classification to finish."),
     timeout: float = typer.Option(3600.0, help="Longest wait for classification, seconds."),
     progress: bool = typer.Option(True, help="Show progress bars (on stderr)."),
+    backfill: bool = typer.Option(
+        False,
+        help="Read no files: classify ECGs already stored from PATHS (folders or files) or of "
+        "--patient that lack a result for the current model, in chunks (e.g. after a model "
+        "upgrade, or what an earlier --no-wait left pending).",
+    ),
 ) -> None:
     from adapters import EcgFormatError
     from cds_service.audit import Actor
     from cds_service.runtime import Runtime
     from cds_service.settings import get_settings
 
+    if backfill:
+        if not paths and not patient:
+            typer.echo("--backfill needs folders/files or --patient to select ECGs.", err=True)
+            raise typer.Exit(2)
+        _backfill(paths or [], patient or None, wait, timeout, progress)
+        return
     if not paths and not dicomweb:
         typer.echo("Nothing to ingest: give files/folders or --dicomweb URL.", err=True)
         raise typer.Exit(2)
@@ -97,6 +109,41 @@ def ingest(
     finally:
         runtime.stop()
     if problems or failed:
+        raise typer.Exit(1)
+
+
+def _backfill(
+    paths: list[Path], patient: str | None, wait: bool, timeout: float, progress: bool
+) -> None:
+    """Queue ``backfill`` tasks for the selected stored ECGs; wait for them when asked."""
+    from cds_service.runtime import Runtime
+    from cds_service.settings import get_settings
+
+    # Stored ECGs remember where they came from as file URIs: a folder selects what was under it.
+    prefixes: list[str | None] = [
+        path.resolve().as_uri() + ("/" if path.is_dir() else "") for path in paths
+    ] or [None]
+    runtime = Runtime.start(get_settings(), role="cli", resume=False)
+    started = time.perf_counter()
+    try:
+        ids: list[str] = []
+        for prefix in prefixes:
+            ids.extend(runtime.pipeline.ids_matching(patient_ref=patient, source_prefix=prefix))
+            runtime.dispatcher.enqueue("backfill", patient_ref=patient, source_prefix=prefix)
+        if wait and ids:
+            _wait_all(runtime, ids, timeout, progress)
+        statuses: dict[str, int] = {}
+        for ecg_id in dict.fromkeys(ids):
+            status = _status(runtime, ecg_id) or "missing"
+            statuses[status] = statuses.get(status, 0) + 1
+        typer.echo(
+            f"backfill: {len(set(ids))} stored ECGs selected; status: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+            + f"; {time.perf_counter() - started:.1f} s"
+        )
+    finally:
+        runtime.stop()
+    if statuses.get("failed"):
         raise typer.Exit(1)
 
 

@@ -53,6 +53,28 @@ def test_ingest_a_folder_twice(env: Path, cinc_dir: Path) -> None:
     assert {info.format for info, _ in stored} == {"wfdb"}
 
 
+def test_backfill_classifies_what_was_left_pending(env: Path, ptbxl_records: list[Path]) -> None:
+    folder = ptbxl_records[0].parent
+    few = [str(p) for p in ptbxl_records[:5]]
+    runner = CliRunner()
+    stored = runner.invoke(app, ["ingest", *few, "--no-wait", "--no-progress"])
+    assert stored.exit_code == 0, stored.output
+    assert _summary(stored.output)[:2] == (5, 5)
+
+    backfilled = runner.invoke(app, ["ingest", "--backfill", str(folder), "--no-progress"])
+    assert backfilled.exit_code == 0, backfilled.output
+    assert "backfill: 5 stored ECGs selected" in backfilled.output
+    assert "pending" not in backfilled.output
+    runtime = Runtime.start(get_settings(), resume=False)
+    try:
+        assert all(result is not None for _, result in runtime.pipeline.list_ecgs())
+    finally:
+        runtime.stop()
+
+    nothing = runner.invoke(app, ["ingest", "--backfill", "--no-progress"])
+    assert nothing.exit_code == 2 and "needs folders/files or --patient" in nothing.output
+
+
 def test_unreadable_files_are_reported_and_fail_the_run(env: Path, formats_dir: Path) -> None:
     notes = env / "inbox"
     notes.mkdir()
