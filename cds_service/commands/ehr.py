@@ -272,10 +272,21 @@ def ehr(
 
     target = f"{base}/cds-services/{service_id}"
     deadline = time.monotonic() + max(0.0, wait)
-    with httpx.Client(timeout=30.0) as client:
+    # The first call to a fresh service also loads the model: allow it time.
+    with httpx.Client(timeout=120.0) as client:
         while True:
             token = keys.sign(iss=iss, aud=target)
-            response = client.post(target, json=call, headers={"Authorization": f"Bearer {token}"})
+            try:
+                response = client.post(
+                    target, json=call, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as exc:
+                typer.echo(
+                    f"Could not reach {base} ({type(exc).__name__}). Is the service running "
+                    "(`make run`) and is --url right?",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
             if response.status_code == 401:
                 typer.echo(
                     "401: the service does not trust this EHR. Run `ecg-cds ehr --print-settings` "
