@@ -131,7 +131,10 @@ def observation_prefetch(ecg_path: Path, patient_id: str) -> dict[str, Any]:
     import adapters
     from adapters import load_ecg
 
-    ecg = load_ecg(ecg_path)
+    try:
+        ecg = load_ecg(ecg_path)
+    except adapters.EcgFormatError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ECG_FILE") from None
     writer = getattr(adapters, "to_fhir_observation", None)
     if writer is None:
         raise typer.BadParameter("this build has no FHIR Observation writer (adapters)")
