@@ -11,6 +11,7 @@ Recipe for little data (what the model card reports on):
 * a **multi-positive CLIP loss** on whole English reports composed from the facts:
   targets spread evenly over every ECG in the batch with the same fact set;
 * signal augmentation: random crops, gain, noise, baseline wander, lead dropout;
+* an exponential moving average of the weights (validated and shipped);
 * model selection on validation macro AUROC over the facts seen there.
 
 Deterministic for a given seed and thread count; checkpoints every epoch; ``resume=True``
@@ -56,7 +57,7 @@ class TrainArgs:
     data: Path
     out_dir: Path = Path("runs/ecg-clip")
     reports_csv: Path | None = None
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -65,14 +66,19 @@ class TrainArgs:
     crop_s: float = 8.0
     min_fact_count: int = 2
     reports_per_record: int = 4
-    report_loss_weight: float = 0.5
+    report_loss_weight: float = 0.0  # off by default: it did not help on validation
     fact_loss_weight: float = 1.0
     lead_dropout: float = 0.1
+    #: Exponential moving average of the weights, validated and shipped instead of the raw
+    #: weights (0 disables). With ~5 steps per epoch, 0.95 averages about four epochs.
+    ema_decay: float = 0.95
     augment: bool = True
     threads: int = 2
     resume: bool = False
     max_records: int | None = None  # smoke tests: a handful of records
     max_steps: int | None = None
+    #: End this session after N epochs, keeping the schedule of ``epochs`` (resume later).
+    stop_after_epochs: int | None = None
     rate: int = 500
     text_cache: Path | None = (
         None  # persistent MiniLM feature cache (default: out_dir/text_features.safetensors)
@@ -210,6 +216,15 @@ def validate(
     return auc
 
 
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], model: EcgClipModel, decay: float) -> None:
+    for key, value in model.state_dict().items():
+        if decay > 0 and value.is_floating_point():
+            ema[key].mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+        else:
+            ema[key].copy_(value)
+
+
 def train(args: TrainArgs) -> Path:
     """Train; returns the folder of the best model (``out_dir/model``)."""
     seed_everything(args.seed, args.threads)
@@ -270,6 +285,7 @@ def train(args: TrainArgs) -> Path:
     val_ds = SignalDataset(val_refs, config)
     np_rng = np.random.default_rng(args.seed)
     start_epoch, step, best, best_state = 0, 0, -1.0, None
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history: list[dict[str, float]] = []
     ckpt_path = out / "checkpoints" / "last.pt"
     if args.resume and ckpt_path.is_file():
@@ -284,6 +300,7 @@ def train(args: TrainArgs) -> Path:
             ckpt["best_state"],
         )
         history = ckpt["history"]
+        ema = ckpt["ema"]
         np_rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
 
@@ -292,7 +309,8 @@ def train(args: TrainArgs) -> Path:
         args.epochs if args.max_steps is None else max(1, -(-args.max_steps // steps_per_epoch))
     )
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not args.progress)
-    for epoch in range(start_epoch, epochs):
+    last_epoch = epochs if args.stop_after_epochs is None else min(epochs, args.stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
         if step >= total_steps:
             break
         model.train()
@@ -338,13 +356,18 @@ def train(args: TrainArgs) -> Path:
             optimizer.step()
             scheduler.step()
             step += 1
+            update_ema(ema, model, args.ema_decay)
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", best=f"{best:.3f}")
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if args.ema_decay > 0:
+            model.load_state_dict(ema)
         score = validate(model, val_ds, val_y, prompts) if len(val_refs) else float("nan")
         if np.isnan(score) or score > best:
             best = -1.0 if np.isnan(score) else score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(raw)
         history.append(
             {
                 "epoch": epoch,
@@ -363,6 +386,7 @@ def train(args: TrainArgs) -> Path:
                 "step": step,
                 "best": best,
                 "best_state": best_state,
+                "ema": ema,
                 "history": history,
                 "np_rng": np_rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),

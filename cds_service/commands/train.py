@@ -23,7 +23,7 @@ def train(
     out: Path = typer.Option(
         Path("runs/ecg-clip"), "--out", help="Run folder (checkpoints, model)."
     ),
-    epochs: int = typer.Option(40, "--epochs"),
+    epochs: int = typer.Option(60, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr"),
     seed: int = typer.Option(0, "--seed", help="Same seed and threads: same model."),
@@ -31,8 +31,13 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.pt."),
     max_records: int | None = typer.Option(None, "--max-records", help="Use only N records."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps."),
+    stop_after_epochs: int | None = typer.Option(
+        None,
+        "--stop-after-epochs",
+        help="End this session after N epochs, keeping the --epochs schedule (then --resume).",
+    ),
     report_loss_weight: float = typer.Option(
-        0.5, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
+        0.0, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
     ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
@@ -60,6 +65,7 @@ def train(
         resume=resume,
         max_records=max_records,
         max_steps=max_steps,
+        stop_after_epochs=stop_after_epochs,
         report_loss_weight=report_loss_weight,
         progress=not quiet,
     )
