@@ -44,8 +44,11 @@ def main() -> None:
     cold = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 cwd=REPO, check=True).stdout.strip().splitlines()[-1])  # fmt: skip
 
+    import torch
+
     from adapters import load_ecg
     from models import ZeroShotClassifier
+    from models.preprocessing import preprocess
 
     t0 = time.perf_counter()
     clf = ZeroShotClassifier.from_pretrained(threads=args.threads)
@@ -66,6 +69,12 @@ def main() -> None:
 
     core_single()
     core_ms = _median_ms(core_single, args.repeats)
+    ecg = load_ecg(record)
+    load_ms = _median_ms(lambda: load_ecg(record), args.repeats)
+    prep_ms = _median_ms(lambda: preprocess(ecg, clf.config), args.repeats)
+    windows = torch.from_numpy(preprocess(ecg, clf.config).windows)
+    with torch.no_grad():
+        embed_ms = _median_ms(lambda: clf.model.encode_ecg(windows), args.repeats)
     full_ms = _median_ms(full_single, max(5, args.repeats // 5))
 
     ecgs = [load_ecg(p) for p in files[: args.batch]]
@@ -79,6 +88,8 @@ def main() -> None:
     print(f"model load, fresh process (imports + weights + catalog text):  {cold:8.2f} s")
     print(f"model load, in process:                                       {warm_load:8.2f} s")
     print(f"single ECG: load + preprocess + embed + score, median:        {core_ms:8.1f} ms")
+    print(f"  of which: file load {load_ms:.1f} ms, preprocess {prep_ms:.1f} ms, "
+          f"encoder forward {embed_ms:.1f} ms")  # fmt: skip
     print(f"single ECG: full classify() incl. quality + measurements:     {full_ms:8.1f} ms")
     print(f"batch {args.batch}: preprocess + embed + score:                      "
           f"{args.batch / embed_s:8.0f} ECGs/s")  # fmt: skip

@@ -43,14 +43,33 @@ class Preprocessed:
     derived_leads: frozenset[str]
 
 
-@lru_cache(maxsize=32)
-def _lowpass(fs: float, cutoff: float) -> np.ndarray:
-    return sps.butter(4, cutoff, btype="lowpass", fs=fs, output="sos")
+@lru_cache(maxsize=64)
+def _butter(order: int, cutoff: float, kind: str, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """Second-order sections and their steady-state initial conditions, computed once per rate."""
+    sos = sps.butter(order, cutoff, btype=kind, fs=fs, output="sos")
+    return sos, sps.sosfilt_zi(sos)
 
 
-@lru_cache(maxsize=32)
-def _highpass(fs: float, cutoff: float) -> np.ndarray:
-    return sps.butter(2, cutoff, btype="highpass", fs=fs, output="sos")
+@lru_cache(maxsize=64)
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """``resample_poly``'s own default anti-alias FIR (Kaiser, beta 5), designed once."""
+    rate = max(up, down)
+    return np.asarray(sps.firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)))
+
+
+def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt(sos, x, axis=1)`` (same padding and initial conditions), with
+    the filter design cached: designing it was a third of the preprocessing time."""
+    sos, zi = _butter(order, cutoff, kind, fs)
+    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    edge = min(3 * ntaps, x.shape[1] - 1)
+    left = 2 * x[:, :1] - x[:, edge:0:-1]
+    right = 2 * x[:, -1:] - x[:, -2 : -edge - 2 : -1]
+    ext = np.concatenate([left, x, right], axis=1)
+    y, _ = sps.sosfilt(sos, ext, axis=1, zi=zi[:, None, :] * ext[None, :, :1])
+    y = y[:, ::-1]
+    y, _ = sps.sosfilt(sos, y, axis=1, zi=zi[:, None, :] * y[None, :, :1])
+    return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
 
 
 def filter_and_resample(x: np.ndarray, fs: float, config: EcgClipConfig) -> np.ndarray:
@@ -58,12 +77,13 @@ def filter_and_resample(x: np.ndarray, fs: float, config: EcgClipConfig) -> np.n
     target = float(config.sample_rate)
     x = x.astype(np.float64, copy=False)
     if fs > 2.0 * config.lowpass_hz + 1.0 and x.shape[1] > 30:
-        x = sps.sosfiltfilt(_lowpass(float(fs), config.lowpass_hz), x, axis=1)
+        x = _filtfilt(4, config.lowpass_hz, "lowpass", float(fs), x)
     if abs(fs - target) > 1e-6:
         ratio = Fraction(target / float(fs)).limit_denominator(1000)
-        x = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
+        up, down = ratio.numerator, ratio.denominator
+        x = sps.resample_poly(x, up, down, axis=1, window=_resampling_filter(up, down))
     if x.shape[1] > 30:
-        x = sps.sosfiltfilt(_highpass(target, config.highpass_hz), x, axis=1)
+        x = _filtfilt(2, config.highpass_hz, "highpass", target, x)
     return x.astype(np.float32)
 
 
