@@ -329,10 +329,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ jobs
 
-    def submit(self, ecg_id: str, *, requeue_before: datetime | None = None) -> None:
+    def submit(
+        self, ecg_id: str, *, bulk: bool = False, requeue_before: datetime | None = None
+    ) -> None:
         """Queue classification unless a result or a live job exists for the current model.
 
         A failed ECG is reset to pending and queued again: this is how failures are retried.
+        ``bulk`` (folder ingest, backfills) yields to interactive work (hooks, uploads).
         A queued or running job counts as live unless it was last touched more than
         ``jobs.job_stale_after_s`` ago, or before ``requeue_before`` (the start of this
         process, when an embedded-mode job cannot have survived a restart).
@@ -377,7 +380,7 @@ class Pipeline:
                 job.state, job.error, job.updated_at = "queued", None, utcnow()
             if ecg.status == "failed":
                 ecg.status, ecg.error = "pending", None
-        self._dispatcher.enqueue("classify_ecg", ecg_id)
+        self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
     def pending_ids(self, *, limit: int = 10_000) -> list[str]:
         """ECGs accepted but never finished (e.g. the process stopped): resumed at start."""

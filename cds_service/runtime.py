@@ -94,7 +94,7 @@ class Runtime:
         else:
             from cds_service.jobs.celery_app import make_celery
 
-            dispatcher = CeleryDispatcher(make_celery(settings))
+            dispatcher = CeleryDispatcher(make_celery(settings), settings.jobs.queue)
         runtime = cls(
             settings=settings,
             engine=engine,
@@ -147,7 +147,7 @@ class Runtime:
         """Embedded mode: jobs of a previous run died with it; queue their ECGs again."""
         try:
             for ecg_id in self.pipeline.pending_ids():
-                self.pipeline.submit(ecg_id, requeue_before=self.started_at)
+                self.pipeline.submit(ecg_id, bulk=True, requeue_before=self.started_at)
         except Exception:
             log.exception("could not resume pending ECGs")
 

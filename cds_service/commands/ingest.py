@@ -90,7 +90,7 @@ def ingest(
             stored += info.created
             duplicates += not info.created
             ids.append(info.id)
-            runtime.pipeline.submit(info.id)
+            runtime.pipeline.submit(info.id, bulk=True)
         if dicomweb:
             new_ids, dicom_problems = _poll_dicomweb(
                 runtime, dicomweb, full, patient, actor, progress
@@ -129,7 +129,9 @@ def _backfill(
         ids: list[str] = []
         for prefix in prefixes:
             ids.extend(runtime.pipeline.ids_matching(patient_ref=patient, source_prefix=prefix))
-            runtime.dispatcher.enqueue("backfill", patient_ref=patient, source_prefix=prefix)
+            runtime.dispatcher.enqueue(
+                "backfill", bulk=True, patient_ref=patient, source_prefix=prefix
+            )
         if wait and ids:
             _wait_all(runtime, ids, timeout, progress)
         statuses: dict[str, int] = {}
@@ -307,7 +309,7 @@ def _poll_dicomweb(
         except Exception as exc:
             problems.append(f"{source}: could not retrieve ({type(exc).__name__}: {exc})")
             continue
-        runtime.pipeline.submit(info.id)
+        runtime.pipeline.submit(info.id, bulk=True)
         if info.created:
             new_ids.append(info.id)
     runtime.pipeline.set_state(

@@ -22,6 +22,7 @@ def worker(
     hostname: str = typer.Option("", help="Worker node name (default: ecg-cds@<host>)."),
 ) -> None:
     from cds_service.jobs.celery_app import make_celery
+    from cds_service.jobs.dispatch import bulk_queue
     from cds_service.settings import get_settings
 
     settings = get_settings()
@@ -40,7 +41,8 @@ def worker(
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={processes}",
-        f"--queues={settings.jobs.queue}",
+        # Interactive work first in the list; bulk (folders, backfills) shares the workers.
+        f"--queues={settings.jobs.queue},{bulk_queue(settings.jobs.queue)}",
         # Mingle and gossip sync state between workers at start-up and cost a second
         # each; these workers share nothing but the queue and the database.
         "--without-mingle",

@@ -11,10 +11,12 @@ Task bodies live in :mod:`cds_service.jobs.work` and take identifiers only.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cds_service.jobs.errors import RetryableError, backoff_s
@@ -33,90 +35,143 @@ TASK_NAMES = {
 
 TaskRunner = Callable[[str, tuple[Any, ...], dict[str, Any]], None]
 
+#: Lower runs first: a hook waiting for one ECG overtakes a backfill of thousands.
+INTERACTIVE, BULK = 0, 1
+
+
+def bulk_queue(queue: str) -> str:
+    """The broker queue for bulk work (ingest of folders, backfills) beside ``queue``."""
+    return f"{queue}.bulk"
+
 
 class Dispatcher(Protocol):
     #: True when jobs run in this process, so waiters can be woken without polling.
     in_process: bool
 
-    def enqueue(self, task: str, *args: Any, **kwargs: Any) -> None: ...
+    def enqueue(self, task: str, *args: Any, bulk: bool = False, **kwargs: Any) -> None:
+        """Run ``task(*args, **kwargs)`` soon; ``bulk`` work yields to interactive work."""
+        ...
 
     def shutdown(self) -> None: ...
 
 
 class EmbeddedDispatcher:
-    """Runs task bodies on a thread pool in this process; retries with backoff on timers."""
+    """Runs task bodies on worker threads in this process, interactive jobs first;
+    retries with backoff on timers."""
 
     in_process = True
 
     def __init__(self, runner: TaskRunner, *, threads: int, max_retries: int) -> None:
         self._runner = runner
         self._max_retries = max_retries
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ecg-job")
+        self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"ecg-job-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def enqueue(self, task: str, *args: Any, **kwargs: Any) -> None:
+    def enqueue(self, task: str, *args: Any, bulk: bool = False, **kwargs: Any) -> None:
         if task not in TASK_NAMES:
             raise ValueError(f"unknown task {task!r}")
-        self._submit(task, args, kwargs, attempt=0)
+        self._put(_Job(task, args, kwargs, BULK if bulk else INTERACTIVE, attempt=0))
 
-    def _submit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int
-    ) -> None:
+    def _put(self, job: _Job) -> None:
         with self._lock:
             if self._closed:
-                log.warning("job %s not started: the service is shutting down", task)
+                log.warning("job %s not started: the service is shutting down", job.task)
                 return
-            self._pool.submit(self._run, task, args, kwargs, attempt)
+            self._queue.put((job.priority, next(self._order), job))
 
-    def _run(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int) -> None:
-        try:
-            self._runner(task, args, {**kwargs, "attempt": attempt})
-        except RetryableError as exc:
-            if attempt >= self._max_retries:
-                log.error("job %s gave up after %d attempts: %s", task, attempt + 1, exc)
+    def _work(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:  # shutdown
                 return
-            delay = backoff_s(attempt)
-            log.warning("job %s will retry in %.0f s: %s", task, delay, exc)
-            timer = threading.Timer(delay, self._retry, (task, args, kwargs, attempt + 1))
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        try:
+            self._runner(job.task, job.args, {**job.kwargs, "attempt": job.attempt})
+        except RetryableError as exc:
+            if job.attempt >= self._max_retries:
+                log.error("job %s gave up after %d attempts: %s", job.task, job.attempt + 1, exc)
+                return
+            delay = backoff_s(job.attempt)
+            log.warning("job %s will retry in %.0f s: %s", job.task, delay, exc)
+            again = _Job(job.task, job.args, job.kwargs, job.priority, job.attempt + 1)
+            timer = threading.Timer(delay, self._retry, (again,))
             timer.daemon = True
             with self._lock:
                 self._timers.add(timer)
             timer.start()
-        except Exception:  # the body has recorded the failure; keep the pool alive
-            log.exception("job %s failed", task)
+        except Exception:  # the body has recorded the failure; keep the thread alive
+            log.exception("job %s failed", job.task)
 
-    def _retry(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int
-    ) -> None:
+    def _retry(self, job: _Job) -> None:
         with self._lock:
             self._timers = {
                 t for t in self._timers if t.is_alive() and t is not threading.current_thread()
             }
-        self._submit(task, args, kwargs, attempt)
+        self._put(job)
 
     def shutdown(self) -> None:
-        """Finish running jobs, drop queued retries (their ECGs stay pending and are resumed
-        at the next start)."""
+        """Finish running jobs; drop queued ones and retries (their ECGs stay pending and are
+        resumed at the next start)."""
         with self._lock:
             self._closed = True
             timers = list(self._timers)
+            dropped = 0
+            while True:
+                try:
+                    self._queue.get_nowait()
+                    dropped += 1
+                except queue.Empty:
+                    break
+            for _ in self._threads:  # sentinels sort after every real job's priority
+                self._queue.put((BULK + 1, next(self._order), None))
         for timer in timers:
             timer.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if dropped:
+            log.info("%d queued jobs left for the next start", dropped)
+        for thread in self._threads:
+            thread.join()
+
+
+@dataclass(frozen=True)
+class _Job:
+    task: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    priority: int
+    attempt: int
 
 
 class CeleryDispatcher:
-    """Sends tasks by name to the broker; ``ecg-cds worker`` processes run them."""
+    """Sends tasks by name to the broker; ``ecg-cds worker`` processes run them.
+
+    Bulk work goes to its own queue; workers consume both queues in turn, so a hook's
+    classification waits for at most one bulk task per worker process, not for the backlog.
+    """
 
     in_process = False
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, queue: str) -> None:
         self._app = app
+        self._queue = queue
 
-    def enqueue(self, task: str, *args: Any, **kwargs: Any) -> None:
-        self._app.send_task(TASK_NAMES[task], args=list(args), kwargs=kwargs)
+    def enqueue(self, task: str, *args: Any, bulk: bool = False, **kwargs: Any) -> None:
+        self._app.send_task(
+            TASK_NAMES[task],
+            args=list(args),
+            kwargs=kwargs,
+            queue=bulk_queue(self._queue) if bulk else self._queue,
+        )
 
     def shutdown(self) -> None:
         self._app.close()

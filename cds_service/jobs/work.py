@@ -232,6 +232,7 @@ def backfill(
     cursor = ids[-1]
     runtime.dispatcher.enqueue(
         "backfill",
+        bulk=True,
         patient_ref=patient_ref,
         source_prefix=source_prefix,
         after_id=cursor,

@@ -1,0 +1,55 @@
+"""The embedded dispatcher: interactive jobs overtake queued bulk work; retries back off."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from cds_service.jobs.dispatch import EmbeddedDispatcher
+from cds_service.jobs.errors import RetryableError, backoff_s
+
+
+def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    done = threading.Semaphore(0)
+
+    def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if args[0] == "blocker":
+            started.set()
+            release.wait(10)
+        order.append(str(args[0]))
+        done.release()
+
+    dispatcher = EmbeddedDispatcher(runner, threads=1, max_retries=0)
+    try:
+        dispatcher.enqueue("classify_ecg", "blocker", bulk=True)
+        assert started.wait(10)
+        for name in ("bulk-1", "bulk-2", "bulk-3"):
+            dispatcher.enqueue("classify_ecg", name, bulk=True)
+        dispatcher.enqueue("classify_ecg", "hook")  # a clinician is waiting for this one
+        release.set()
+        for _ in range(5):
+            assert done.acquire(timeout=10)
+    finally:
+        dispatcher.shutdown()
+    assert order == ["blocker", "hook", "bulk-1", "bulk-2", "bulk-3"]
+
+
+def test_outages_are_retried_and_then_given_up() -> None:
+    attempts: list[int] = []
+    finished = threading.Event()
+
+    def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        attempts.append(kwargs["attempt"])
+        if kwargs["attempt"] == 1:
+            finished.set()
+        raise RetryableError("FHIR server unavailable")
+
+    dispatcher = EmbeddedDispatcher(runner, threads=1, max_retries=1)
+    try:
+        dispatcher.enqueue("annotate_report", "ecg-1")
+        assert finished.wait(backoff_s(0) + 10)
+    finally:
+        dispatcher.shutdown()
+    assert attempts == [0, 1]  # one retry after the first backoff, then it gives up
