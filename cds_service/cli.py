@@ -34,9 +34,7 @@ app.command("serve", help="Run the CDS Hooks service (embedded mode by default).
 app.command("worker", help="Run a Celery worker for classification and write-back jobs.")(
     worker.worker
 )
-app.command("classify", help="Classify ECG files zero-shot against label texts.")(
-    classify.classify
-)
+app.command("classify", help="Classify ECG files zero-shot against label texts.")(classify.classify)
 app.command("train", help="Train the ECG-text model on a PTB-XL layout or an ECG archive.")(
     train.train
 )

@@ -10,7 +10,7 @@ Severity = Literal["critical", "warning", "info", "normal"]
 
 @dataclass(frozen=True)
 class Code:
-    """A coded concept, e.g. ``Code("http://snomed.info/sct", "164889003", "Atrial fibrillation")``."""
+    """A coded concept, e.g. ``Code("http://snomed.info/sct", "164889003", "AF")``."""
 
     system: str
     code: str

@@ -6,7 +6,9 @@ import typer
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep loopback unless behind TLS."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to bind; keep loopback unless behind TLS."
+    ),
     port: int = typer.Option(8080, help="TCP port."),
     workers: int = typer.Option(1, help="Web worker processes."),
 ) -> None:
