@@ -74,7 +74,9 @@ def classify_ecg(self: Task, ecg_id: str) -> str:
 def annotate_report(self: Task, ecg_id: str) -> str:
     """Write one ECG's result back to the FHIR server; retried while the server is down."""
     try:
-        return work.annotate_report(worker_runtime(), ecg_id)
+        runtime = worker_runtime()
+        final = self.request.retries >= runtime.settings.jobs.max_retries
+        return work.annotate_report(runtime, ecg_id, final_attempt=final)
     except RetryableError as exc:
         _retry(self, exc)
         raise

@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 
 def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Run one task body by name (the embedded dispatcher's entry point)."""
-    kwargs = {k: v for k, v in kwargs.items() if k != "attempt"}
+    attempt = int(kwargs.pop("attempt", 0))
     if name == "classify_ecg":
         classify_ecgs(runtime, [str(args[0] if args else kwargs["ecg_id"])])
     elif name == "annotate_report":
-        annotate_report(runtime, *args, **kwargs)
+        final = attempt >= runtime.settings.jobs.max_retries
+        annotate_report(runtime, *args, final_attempt=final, **kwargs)
     elif name == "backfill":
         backfill(runtime, *args, **kwargs)
     else:
@@ -150,11 +151,12 @@ def _patient(pipeline: Any, ecg_id: str) -> str | None:
     return info.patient_ref if info else None
 
 
-def annotate_report(runtime: Runtime, ecg_id: str) -> str:
+def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = False) -> str:
     """Write the result back to the FHIR server (Observation, DiagnosticReport, Provenance).
 
     The FHIR resources are J2's (:func:`cds_service.writeback.write_back`); this body adds
-    the once-only bookkeeping and turns outages into retries.
+    the once-only bookkeeping and turns outages into retries. On the ``final_attempt`` an
+    outage marks the job failed (with its error) instead of asking for another retry.
     """
     if not runtime.settings.fhir.writeback_server:
         return "disabled"
@@ -170,7 +172,7 @@ def annotate_report(runtime: Runtime, ecg_id: str) -> str:
     try:
         write_back(runtime, ecg_id)
     except Exception as exc:
-        if _is_outage(exc):
+        if _is_outage(exc) and not final_attempt:
             pipeline.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
             raise RetryableError(f"FHIR server unavailable: {exc}") from exc
         pipeline.mark_job("annotate", ecg_id, version, "failed", f"{type(exc).__name__}: {exc}")
