@@ -292,6 +292,7 @@ def _poll_dicomweb(
                 instances.append((study_uid, series_uid, sop_uid))
     new_ids: list[str] = []
     problems: list[str] = []
+    retrieval_failed = False
     for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
         source = f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         if runtime.pipeline.find_by_source(source) is not None:
@@ -308,10 +309,15 @@ def _poll_dicomweb(
             continue
         except Exception as exc:
             problems.append(f"{source}: could not retrieve ({type(exc).__name__}: {exc})")
+            retrieval_failed = True
             continue
         runtime.pipeline.submit(info.id, bulk=True)
         if info.created:
             new_ids.append(info.id)
+    if retrieval_failed:
+        # A PACS outage mid-poll: keep the old mark so the next poll asks for these again
+        # (instances already stored are skipped by their source URI).
+        return new_ids, problems
     runtime.pipeline.set_state(
         state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
     )
