@@ -18,6 +18,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,7 @@ class Pipeline:
         digest = sha256_hex(data)
         existing = self._find_by_sha(digest)
         if existing is not None:
-            self._record_ingest(existing, actor, duplicate=True)
-            return existing
+            return self._duplicate(existing, patient_ref, actor)
         ecg = load_ecg(
             data, format, name=source_uri or "<upload>", max_bytes=self.settings.max_ecg_bytes
         )
@@ -124,8 +124,7 @@ class Pipeline:
         digest = sha256_hex(blob)
         existing = self._find_by_sha(digest)
         if existing is not None:
-            self._record_ingest(existing, actor, duplicate=True)
-            return existing
+            return self._duplicate(existing, patient_ref, actor)
         with bundle.extracted(files) as folder:
             ecg = load_ecg(
                 folder / header, name=source_uri or header, max_bytes=self.settings.max_ecg_bytes
@@ -193,11 +192,29 @@ class Pipeline:
             existing = self._find_by_sha(digest)
             if existing is None:
                 raise
-            self._record_ingest(existing, actor, duplicate=True)
-            return existing
+            return self._duplicate(existing, patient_ref, actor)
         info = EcgInfo.from_row(row, created=True)
         self._record_ingest(info, actor, duplicate=False)
         return info
+
+    def _duplicate(self, existing: EcgInfo, patient_ref: str | None, actor: Any) -> EcgInfo:
+        """The stored record for bytes seen before. A patient reference given now fills one
+        that was missing (a folder ingest first, the same ECG from the EHR later); a
+        different one never overwrites it."""
+        if patient_ref and existing.patient_ref is None:
+            with self._sessions.begin() as session:
+                session.execute(
+                    update(EcgRow)
+                    .where(EcgRow.id == existing.id, EcgRow.patient_ref.is_(None))
+                    .values(patient_ref=patient_ref)
+                )
+            existing = replace(existing, patient_ref=patient_ref)
+        elif patient_ref and existing.patient_ref != patient_ref:
+            log.warning(
+                "ECG %s was stored for another patient; the new reference is ignored", existing.id
+            )
+        self._record_ingest(existing, actor, duplicate=True)
+        return existing
 
     def _record_ingest(self, info: EcgInfo, actor: Any, *, duplicate: bool) -> None:
         self.audit(

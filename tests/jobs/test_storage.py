@@ -85,6 +85,13 @@ def test_duplicate_upload_is_recognised_by_content_hash(
     assert first.status == "pending"
     assert [info.id for info, _ in pipeline.list_ecgs(patient_ref="Patient/p1")] == [first.id]
     assert len(pipeline.list_ecgs()) == 2
+    # a duplicate never moves an ECG to another patient, but links one that had none
+    assert pipeline.accept_bytes(data, patient_ref="Patient/other").patient_ref == "Patient/p1"
+    linked = pipeline.accept_path(
+        formats_dir / "philips_xml" / "129DYPRG.XML", patient_ref="Patient/p2"
+    )
+    assert linked.id == other.id and linked.patient_ref == "Patient/p2"
+    assert pipeline.get_info(other.id).patient_ref == "Patient/p2"  # type: ignore[union-attr]
 
 
 def test_stored_bytes_reread_to_the_same_ecg(pipeline: Pipeline, formats_dir: Path) -> None:
