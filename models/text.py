@@ -236,6 +236,13 @@ def ptbxl_facts(
     return facts
 
 
+#: Facts measured from the signal itself (see :mod:`models.rate`), not stated by a reader.
+RATE_FACTS: tuple[Fact, ...] = (
+    Fact("rate:brady", ("bradycardia", "slow heart rate", "heart rate below 60 beats per minute")),
+    Fact("rate:tachy", ("tachycardia", "fast heart rate", "heart rate above 100 beats per minute")),
+    Fact("rate:normal", ("normal heart rate", "heart rate between 60 and 100 beats per minute")),
+)
+
 _SPLIT = re.compile(r"[.;\n]+")
 
 

@@ -21,9 +21,11 @@ continues from the last checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,8 @@ from models.data import (
 )
 from models.modeling import EcgClipModel
 from models.preprocessing import filter_and_resample
-from models.text import Fact, compose_report
+from models.rate import estimate_heart_rate, rate_fact_keys
+from models.text import RATE_FACTS, Fact, compose_report
 from models.text_encoder import TextEncoder, text_key
 
 
@@ -72,6 +75,8 @@ class TrainArgs:
     #: Exponential moving average of the weights, validated and shipped instead of the raw
     #: weights (0 disables). With ~5 steps per epoch, 0.95 averages about four epochs.
     ema_decay: float = 0.95
+    #: Add "bradycardia"/"tachycardia"/"normal heart rate" facts measured from each signal.
+    measured_rate_facts: bool = True
     augment: bool = True
     threads: int = 2
     resume: bool = False
@@ -104,6 +109,12 @@ class Vocabulary:
                 phrases.setdefault(fact.key, fact)
         keys = sorted(k for k, c in counts.items() if c >= min_count)
         return cls(keys, [list(phrases[k].sentences()) for k in keys])
+
+    def add(self, facts: Sequence[Fact]) -> None:
+        for fact in facts:
+            if fact.key not in self.keys:
+                self.keys.append(fact.key)
+                self.sentences.append(list(fact.sentences()))
 
     def targets(self, refs: list[RecordRef]) -> np.ndarray:
         index = {k: i for i, k in enumerate(self.keys)}
@@ -216,6 +227,34 @@ def validate(
     return auc
 
 
+class RateTargets:
+    """Rate facts per record, measured once from its signal (lazily: no extra pass over data)."""
+
+    def __init__(self, vocab: Vocabulary, fs: float, enabled: bool) -> None:
+        self.columns = {k: i for i, k in enumerate(vocab.keys) if k.startswith("rate:")}
+        self.n = len(vocab.keys)
+        self.fs = fs
+        self.enabled = enabled
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, dataset: SignalDataset, index: int) -> np.ndarray:
+        key = (id(dataset), index)
+        row = self._cache.get(key)
+        if row is None:
+            row = np.zeros(self.n, dtype=np.float32)
+            hr = estimate_heart_rate(dataset.signal(index), self.fs)
+            for fact in rate_fact_keys(hr):
+                row[self.columns[fact]] = 1.0
+            self._cache[key] = row
+        return row
+
+    def batch(self, y: torch.Tensor, dataset: SignalDataset, idx: np.ndarray) -> torch.Tensor:
+        if not self.enabled:
+            return y[idx]
+        extra = torch.from_numpy(np.stack([self(dataset, int(i)) for i in idx]))
+        return torch.maximum(y[idx], extra)
+
+
 @torch.no_grad()
 def update_ema(ema: dict[str, torch.Tensor], model: EcgClipModel, decay: float) -> None:
     for key, value in model.state_dict().items():
@@ -240,6 +279,8 @@ def train(args: TrainArgs) -> Path:
     vocab = Vocabulary.build(train_refs, args.min_fact_count)
     if not vocab.keys:
         raise ValueError("no fact occurs often enough to train on; lower --min-fact-count")
+    if args.measured_rate_facts:
+        vocab.add(RATE_FACTS)
 
     config = EcgClipConfig(**args.config_overrides)
     config.extra["lead_scale_mv"] = estimate_lead_scales(train_refs, config)
@@ -283,6 +324,10 @@ def train(args: TrainArgs) -> Path:
     )
     train_ds = SignalDataset(train_refs, config)
     val_ds = SignalDataset(val_refs, config)
+    rate_targets = RateTargets(vocab, config.sample_rate, enabled=args.measured_rate_facts)
+    if args.measured_rate_facts:
+        for i in range(len(val_refs)):
+            val_y[i] = np.maximum(val_y[i], rate_targets(val_ds, i))
     np_rng = np.random.default_rng(args.seed)
     start_epoch, step, best, best_state = 0, 0, -1.0, None
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -334,7 +379,9 @@ def train(args: TrainArgs) -> Path:
             logits = model.logits(ecg, model.encode_text_features(fact_text))
             loss = (
                 args.fact_loss_weight
-                * F.binary_cross_entropy_with_logits(logits, y_train[idx], reduction="sum")
+                * F.binary_cross_entropy_with_logits(
+                    logits, rate_targets.batch(y_train, train_ds, idx), reduction="sum"
+                )
                 / len(idx)
             )
             if args.report_loss_weight > 0:
@@ -391,8 +438,10 @@ def train(args: TrainArgs) -> Path:
                 "np_rng": np_rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
             },
-            ckpt_path,
+            ckpt_path.with_suffix(".tmp"),
         )
+        # Atomic: an interrupted save never leaves a half-written checkpoint to resume from.
+        os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -1,0 +1,39 @@
+"""The signal-measured rate facts agree with the cardiologists' SBRAD/STACH statements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters import load_ecg
+from models.config import EcgClipConfig
+from models.preprocessing import standardise_signal
+from models.rate import estimate_heart_rate, rate_fact_keys
+
+CONFIG = EcgClipConfig(extra={"lead_scale_mv": [0.2] * 12})
+SBRAD = (2, 12, 69, 78, 225)  # PTB-XL records stating sinus bradycardia
+STACH = (103, 108, 263, 270, 279)  # ... sinus tachycardia
+
+
+def _rate(ptbxl_dir: Path, ecg_id: int) -> float | None:
+    ecg = load_ecg(ptbxl_dir / f"records500/00000/{ecg_id:05d}_hr.hea")
+    x, _, _ = standardise_signal(ecg, CONFIG)
+    return estimate_heart_rate(x, CONFIG.sample_rate)
+
+
+@pytest.mark.parametrize("ecg_id", SBRAD)
+def test_bradycardia_records_measure_below_60(ptbxl_dir: Path, ecg_id: int) -> None:
+    assert rate_fact_keys(_rate(ptbxl_dir, ecg_id)) == ("rate:brady",)
+
+
+@pytest.mark.parametrize("ecg_id", STACH)
+def test_tachycardia_records_measure_above_100(ptbxl_dir: Path, ecg_id: int) -> None:
+    assert rate_fact_keys(_rate(ptbxl_dir, ecg_id)) == ("rate:tachy",)
+
+
+def test_no_rhythm_in_a_flat_signal() -> None:
+    import numpy as np
+
+    assert estimate_heart_rate(np.zeros((12, 1000), dtype=np.float32), 100.0) is None
+    assert rate_fact_keys(None) == ()
