@@ -23,14 +23,13 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from adapters import EcgFormatError, sha256_hex
-from cds_service.audit import Actor
+from cds_service.audit import Actor, AuditRecord
 from cds_service.auth import VerifiedToken
 from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused, redact_url
 from cds_service.hooks import cards as card_builders
 from cds_service.hooks.cards import CardPolicy, EcgRef
 from cds_service.hooks.prefetch import PrefetchError, read_prefetch, render_template
 from cds_service.hooks.qt_drugs import qt_drug_orders
-from cds_service.hooks.recorder import RECORDER
 from cds_service.hooks.schemas import FeedbackRequest, HookRequest
 from cds_service.hooks.services import ECG_QUERIES, HookService
 from cds_service.hooks.sources import (
@@ -484,7 +483,11 @@ def _record(
     gathered: _Gathered,
     server: str | None,
 ) -> None:
-    """Remember the cards (for feedback) and write the audit trail. Runs in a thread."""
+    """Remember the cards (for feedback) and audit the call, before the EHR gets its answer.
+
+    The audit entries of one call go in one transaction (one disk sync). A failure here
+    fails the call: cards that carry PHI are never shown unaudited.
+    """
     pipeline, audit = runtime.pipeline, runtime.audit
     for card, ecg_id, _version in cards:
         pipeline.save_card(
@@ -496,15 +499,18 @@ def _record(
             indicator=card["indicator"],
             card=card,
         )
-    try:
-        if gathered.fetched:
-            audit.record(
+    entries: list[AuditRecord] = []
+    if gathered.fetched:
+        entries.append(
+            AuditRecord(
                 "fetch",
                 actor=actor,
                 patient=patient_ref,
                 detail={"server": server, "read": sorted(set(gathered.fetched))},
             )
-        audit.record(
+        )
+    entries.append(
+        AuditRecord(
             "hook-call",
             actor=actor,
             patient=patient_ref,
@@ -516,22 +522,24 @@ def _record(
                 "cards": len(cards),
             },
         )
-        for card, ecg_id, version in cards:
-            audit.record(
-                "card",
-                actor=actor,
-                patient=patient_ref,
-                ecg_id=ecg_id,
-                model_version=version,
-                detail={
-                    "service": service.id,
-                    "card": card["uuid"],
-                    "indicator": card["indicator"],
-                    "summary": card["summary"],
-                },
-            )
-    except Exception:  # the clinician still gets the cards; the failure is logged loudly
-        log.exception("audit trail write failed for a hook call")
+    )
+    entries.extend(
+        AuditRecord(
+            "card",
+            actor=actor,
+            patient=patient_ref,
+            ecg_id=ecg_id,
+            model_version=version,
+            detail={
+                "service": service.id,
+                "card": card["uuid"],
+                "indicator": card["indicator"],
+                "summary": card["summary"],
+            },
+        )
+        for card, ecg_id, version in cards
+    )
+    audit.record_many(entries)
 
 
 async def handle_hook(
@@ -549,7 +557,7 @@ async def handle_hook(
     if service.kind == "qt-drug":
         selections = call.context.get("selections") if service.hook == "order-select" else None
         if not qt_drug_orders(call.context.get("draftOrders"), selections):
-            RECORDER.submit(
+            await run_in_threadpool(
                 _record, runtime, service, call, actor, patient_ref, [], _Gathered(), None
             )
             return []
@@ -568,8 +576,9 @@ async def handle_hook(
         _build_cards, service, call, runtime, classified, gathered.problems, patient_ref
     )
     server = redact_url(fetcher.base_url) if fetcher is not None else None
-    # Cards and audit entries are written right after the response (see recorder.py).
-    RECORDER.submit(_record, runtime, service, call, actor, patient_ref, cards, gathered, server)
+    await run_in_threadpool(
+        _record, runtime, service, call, actor, patient_ref, cards, gathered, server
+    )
     return [card for card, _, _ in cards]
 
 
@@ -578,7 +587,6 @@ def handle_feedback(
 ) -> int:
     """Store each feedback item against its card (and so its ECG); audit it. Sync (thread)."""
     pipeline, audit = runtime.pipeline, runtime.audit
-    RECORDER.flush(5.0)  # the cards this feedback is about are written first
     actor = Actor(iss=token.iss, sub=token.sub)
     for item in body.feedback:
         reason = item.overrideReason

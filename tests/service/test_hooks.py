@@ -16,7 +16,6 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.hooks.recorder import flush
 from tests.service.conftest import BASE, Ehr
 from tests.service.ehr import (
     RecordingServer,
@@ -201,7 +200,6 @@ def test_cards_are_remembered_and_audited(ehr: Ehr, review_response: dict[str, A
     from cds_service.audit import AuditFilter
 
     card = _ecg_cards(review_response["cards"])[0]
-    assert flush()
     assert ehr.runtime.pipeline.get_card(card["uuid"])["summary"] == card["summary"]
     page = ehr.runtime.audit.query(AuditFilter(events=("card",)), limit=200)
     assert any(card["uuid"] in str(e.to_dict()) for e in page.entries)
@@ -506,7 +504,6 @@ def test_access_token_in_a_call_is_not_stored(ehr: Ehr, dicom_bytes: bytes) -> N
         },
     )
     _cards(ehr.call("ecg-review", body))
-    assert flush()
     db = ehr.runtime.settings.data_dir / "ecg-cds.db"
     for path in db.parent.glob("ecg-cds.db*"):
         assert secret.encode() not in path.read_bytes()

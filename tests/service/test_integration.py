@@ -21,7 +21,6 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.hooks.recorder import flush
 from tests.servers import FhirServer, OrthancServer
 from tests.service.conftest import BASE, Ehr, make_settings
 from tests.service.ehr import EhrKey, find_empty, hook_body
@@ -246,7 +245,6 @@ def test_fetches_are_audited_and_the_token_is_stored_nowhere(
     pid = ehr_data["patient"]
     body = hook_body(pid, fhirServer=fhir_server.base_url, fhirAuthorization=_authorization(pid))
     assert fetching_ehr.call("ecg-review", body).status_code == 200
-    assert flush()
     page = fetching_ehr.runtime.audit.query(
         AuditFilter(events=("fetch",), patient=f"Patient/{pid}"), limit=10
     )
