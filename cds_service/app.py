@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         runtime = Runtime.start(settings)
         app.state.runtime = runtime
+        # Load the model in the background: the service answers at once (discovery,
+        # health) and the first hook call finds the model loaded or nearly so.
+        if settings.preload_model:
+            threading.Thread(target=runtime.warm_up, name="model-warm-up", daemon=True).start()
         try:
             yield
         finally:

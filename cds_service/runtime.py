@@ -139,6 +139,16 @@ class Runtime:
         log.info("model %s loaded (%s)", classifier.model_version, self.role)
         return classifier
 
+    def warm_up(self) -> None:
+        """Load the model and the delineation library now, so the first hook call is not slow."""
+        try:
+            self.classifier  # noqa: B018 - loading is the point
+            from models.measurements import warm_up
+
+            warm_up()
+        except Exception:  # the first call will retry the load and report the error
+            log.exception("model warm-up failed")
+
     @property
     def model_version(self) -> str:
         return self.classifier.model_version

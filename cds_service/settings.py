@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     #: from the FHIR servers in ``fhir.allowed_servers``. None: signed links only.
     smart_client_id: str | None = None
     log_level: str = "INFO"
+    #: Load the model in the background at start-up so the first hook call finds it ready.
+    preload_model: bool = True
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)

@@ -14,6 +14,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Test apps load the model only when a test classifies; a background preload in every
+# short-lived app would only burn the CI machine's two cores.
+os.environ.setdefault("ECG_CDS_PRELOAD_MODEL", "false")
+
 #: Real servers on loopback (FHIR, Orthanc) as session fixtures for every test.
 pytest_plugins = ["tests.servers"]
 

@@ -45,3 +45,32 @@ def test_settings_from_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_data_fixture_points_at_real_data(data_dir) -> None:
     assert (data_dir / "ptbxl" / "ptbxl_database.csv").is_file()
+
+
+def test_service_answers_at_once_and_preloads_the_model(tmp_path) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from cds_service.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, preload_model=True))
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        runtime = app.state.runtime
+        deadline = time.monotonic() + 120  # a bound against hanging, not a speed check
+        while runtime._classifier is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runtime._classifier is not None
+        assert runtime.model_version.startswith("ecg-clip")
+
+
+def test_model_card_is_served(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from cds_service.app import create_app
+
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+        response = client.get("/model-card")
+    assert response.status_code == 200
+    assert "PTB-XL" in response.text
