@@ -48,9 +48,13 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: Path) -> Iterator[Any]:
-    """A headless Chromium driven by Playwright (never ``playwright install``)."""
+    """A headless Chromium driven by Playwright (never ``playwright install``).
+
+    Module scope: Playwright's sync API keeps an event loop running in the main thread
+    while it is open, which would break later tests that call ``asyncio.run``.
+    """
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
