@@ -243,6 +243,13 @@ RATE_FACTS: tuple[Fact, ...] = (
     Fact("rate:normal", ("normal heart rate", "heart rate between 60 and 100 beats per minute")),
 )
 
+INTERVAL_FACTS: tuple[Fact, ...] = (
+    Fact("rr:irregular", ("irregular rhythm", "irregular RR intervals", "variable RR intervals")),
+    Fact("rr:regular", ("regular rhythm", "regular RR intervals")),
+    Fact("qrs:wide", ("wide QRS complex", "QRS duration of 120 ms or more", "broad QRS complexes")),
+    Fact("pr:long", ("prolonged PR interval", "PR interval longer than 200 ms")),
+)
+
 _SPLIT = re.compile(r"[.;\n]+")
 
 

@@ -56,19 +56,27 @@ class TextEncoder:
 
     @torch.no_grad()
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled features. Texts are batched only with texts of the same token length:
+        no padding, so a text's features never depend on which texts shared its batch (which
+        makes training runs reproducible bit for bit, whatever the cache already held)."""
         self._load()
         assert self._model is not None and self._tokenizer is not None
-        out: list[np.ndarray] = []
-        for i in range(0, len(texts), self.batch_size):
-            chunk = list(texts[i : i + self.batch_size])
-            batch = self._tokenizer(  # type: ignore[operator]
-                chunk, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-            )
-            hidden = self._model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out.append(pooled.float().numpy())
-        return np.concatenate(out, axis=0)
+        tokens = self._tokenizer(  # type: ignore[operator]
+            list(texts), truncation=True, max_length=MAX_TOKENS
+        )["input_ids"]
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(tokens):
+            by_length.setdefault(len(ids), []).append(i)
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for length in sorted(by_length):
+            group = by_length[length]
+            for start in range(0, len(group), self.batch_size):
+                rows = group[start : start + self.batch_size]
+                ids = torch.tensor([tokens[i] for i in rows], dtype=torch.long)
+                mask = torch.ones_like(ids)
+                hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+                out[rows] = hidden.mean(dim=1).float().numpy()
+        return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), 384) float32; new texts are embedded once and cached."""

@@ -20,6 +20,7 @@ continues from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -50,8 +51,8 @@ from models.data import (
 )
 from models.modeling import EcgClipModel
 from models.preprocessing import filter_and_resample
-from models.rate import estimate_heart_rate, rate_fact_keys
-from models.text import RATE_FACTS, Fact, compose_report
+from models.rate import estimate_heart_rate, interval_fact_keys, rate_fact_keys
+from models.text import INTERVAL_FACTS, RATE_FACTS, Fact, compose_report
 from models.text_encoder import TextEncoder, text_key
 
 
@@ -77,6 +78,8 @@ class TrainArgs:
     ema_decay: float = 0.95
     #: Add "bradycardia"/"tachycardia"/"normal heart rate" facts measured from each signal.
     measured_rate_facts: bool = True
+    #: Add rhythm-regularity, wide-QRS and long-PR facts from models.measurements.measure.
+    measured_interval_facts: bool = False
     augment: bool = True
     threads: int = 2
     resume: bool = False
@@ -227,14 +230,17 @@ def validate(
     return auc
 
 
-class RateTargets:
-    """Rate facts per record, measured once from its signal (lazily: no extra pass over data)."""
+class MeasuredFacts:
+    """Facts measured from each record's signal, once (lazily: no extra pass over the data)."""
 
-    def __init__(self, vocab: Vocabulary, fs: float, enabled: bool) -> None:
-        self.columns = {k: i for i, k in enumerate(vocab.keys) if k.startswith("rate:")}
+    def __init__(self, vocab: Vocabulary, fs: float, rate: bool, intervals: bool) -> None:
+        prefixes = ("rate:", "rr:", "qrs:", "pr:")
+        self.columns = {k: i for i, k in enumerate(vocab.keys) if k.startswith(prefixes)}
         self.n = len(vocab.keys)
         self.fs = fs
-        self.enabled = enabled
+        self.rate = rate
+        self.intervals = intervals
+        self.enabled = rate or intervals
         self._cache: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, dataset: SignalDataset, index: int) -> np.ndarray:
@@ -242,8 +248,16 @@ class RateTargets:
         row = self._cache.get(key)
         if row is None:
             row = np.zeros(self.n, dtype=np.float32)
-            hr = estimate_heart_rate(dataset.signal(index), self.fs)
-            for fact in rate_fact_keys(hr):
+            keys: tuple[str, ...] = ()
+            if self.rate:
+                keys += rate_fact_keys(estimate_heart_rate(dataset.signal(index), self.fs))
+            if self.intervals:
+                from models.measurements import measure
+
+                # An unmeasurable record simply gets no interval facts.
+                with contextlib.suppress(Exception):
+                    keys += interval_fact_keys(measure(read_record(dataset.refs[index])))
+            for fact in keys:
                 row[self.columns[fact]] = 1.0
             self._cache[key] = row
         return row
@@ -281,6 +295,8 @@ def train(args: TrainArgs) -> Path:
         raise ValueError("no fact occurs often enough to train on; lower --min-fact-count")
     if args.measured_rate_facts:
         vocab.add(RATE_FACTS)
+    if args.measured_interval_facts:
+        vocab.add(INTERVAL_FACTS)
 
     config = EcgClipConfig(**args.config_overrides)
     config.extra["lead_scale_mv"] = estimate_lead_scales(train_refs, config)
@@ -324,8 +340,10 @@ def train(args: TrainArgs) -> Path:
     )
     train_ds = SignalDataset(train_refs, config)
     val_ds = SignalDataset(val_refs, config)
-    rate_targets = RateTargets(vocab, config.sample_rate, enabled=args.measured_rate_facts)
-    if args.measured_rate_facts:
+    rate_targets = MeasuredFacts(
+        vocab, config.sample_rate, args.measured_rate_facts, args.measured_interval_facts
+    )
+    if rate_targets.enabled:
         for i in range(len(val_refs)):
             val_y[i] = np.maximum(val_y[i], rate_targets(val_ds, i))
     np_rng = np.random.default_rng(args.seed)

@@ -37,3 +37,27 @@ def test_no_rhythm_in_a_flat_signal() -> None:
 
     assert estimate_heart_rate(np.zeros((12, 1000), dtype=np.float32), 100.0) is None
     assert rate_fact_keys(None) == ()
+
+
+def test_interval_facts_from_measurements_of_real_records(ptbxl_dir: Path) -> None:
+    """The first AF record is irregular, the first LBBB wide, a normal sinus record regular."""
+    from models.measurements import measure
+    from models.rate import interval_fact_keys
+
+    def keys(ecg_id: int) -> tuple[str, ...]:
+        ecg = load_ecg(ptbxl_dir / f"records500/00000/{ecg_id:05d}_hr.hea")
+        return interval_fact_keys(measure(ecg))
+
+    assert "rr:irregular" in keys(_first(ptbxl_dir, "AFIB"))
+    assert "qrs:wide" in keys(_first(ptbxl_dir, "CLBBB"))
+    assert "rr:regular" in keys(9)  # fold 10, NORM, sinus rhythm
+
+
+def _first(ptbxl_dir: Path, code: str) -> int:
+    import csv
+
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if f"'{code}'" in row["scp_codes"]:
+                return int(float(row["ecg_id"]))
+    raise AssertionError(f"no {code} record")
