@@ -140,16 +140,14 @@ def class_phrases(name: str, statements: dict[str, dict[str, object]]) -> tuple[
     """English phrases for a benchmark class name (superclass, subclass or SCP statement)."""
     if name in CLASS_PHRASES and name != "NORM":
         return CLASS_PHRASES[name]
-    key = {"STD": "STD_", "NST": "NST_", "NT": "NT_", "TAB": "TAB_", "STE": "STE_"}.get(name, name)
+    aliases = {"STD": "STD_", "NST": "NST_", "NT": "NT_", "TAB": "TAB_", "STE": "STE_"}
+    key = {**aliases, "ISC": "ISC_", "AVB": "_AVB"}.get(name, name)
     if key in SCP_SYNONYMS:
         return SCP_SYNONYMS[key]
     if key in SUBCLASS_PHRASES:
         return SUBCLASS_PHRASES[key]
     if key in statements:
         return (str(statements[key]["description"]),)
-    for sub in ("ISCA", "ISCI"):
-        if name == sub:
-            return SUBCLASS_PHRASES[sub]
     return (name,)
 
 
