@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class ZeroShotClassifier:
         self.model_version = model_version(self.directory, self.config)
         self._catalog = catalog
         self._label_cache: dict[str, np.ndarray] = {}
+        self._matrix_cache: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
+        self.threads = max(1, torch.get_num_threads())
+        self._pool: ThreadPoolExecutor | None = None
         bank_path = self.directory / OOD_BANK_NAME
         self._ood_bank = (
             load_numpy(str(bank_path))["embeddings"].astype(np.float32)
@@ -128,12 +132,20 @@ class ZeroShotClassifier:
         return np.stack([self._label_cache[text_key(t)] for t in texts])
 
     def label_embeddings(self, labels: LabelCatalog) -> np.ndarray:
-        """One normalised prompt-ensemble embedding per label (n_labels, embed_dim)."""
+        """One normalised prompt-ensemble embedding per label (n_labels, embed_dim), cached."""
+        key = tuple(self.label_prompts(label) for label in labels)
+        cached = self._matrix_cache.get(key)
+        if cached is not None:
+            return cached
         rows = []
         for label in labels:
             mean = self.text_embeddings(self.label_prompts(label)).mean(axis=0)
             rows.append(mean / max(float(np.linalg.norm(mean)), 1e-8))
-        return np.stack(rows).astype(np.float32)
+        matrix = np.stack(rows).astype(np.float32)
+        if len(self._matrix_cache) >= 64:  # free-text label sets vary: keep the cache bounded
+            self._matrix_cache.clear()
+        self._matrix_cache[key] = matrix
+        return matrix
 
     @torch.no_grad()
     def embed(self, ecgs: Sequence[Ecg]) -> np.ndarray:
@@ -141,7 +153,7 @@ class ZeroShotClassifier:
         out: list[np.ndarray] = []
         for start in range(0, len(ecgs), self.batch_size):
             chunk = ecgs[start : start + self.batch_size]
-            windows = [preprocess(ecg, self.config).windows for ecg in chunk]
+            windows = self._preprocess_all(chunk)
             owners = np.repeat(np.arange(len(chunk)), [len(w) for w in windows])
             emb = self.model.encode_ecg(torch.from_numpy(np.concatenate(windows))).numpy()
             pooled = np.zeros((len(chunk), emb.shape[1]), dtype=np.float32)
@@ -151,6 +163,15 @@ class ZeroShotClassifier:
         if not out:
             return np.zeros((0, self.config.embed_dim), dtype=np.float32)
         return np.concatenate(out)
+
+    def _preprocess_all(self, ecgs: Sequence[Ecg]) -> list[np.ndarray]:
+        """Preprocess a batch, on ``threads`` threads: scipy's filters release the GIL, and
+        filtering is about half the cost of a batch."""
+        if len(ecgs) < 2 or self.threads < 2:
+            return [preprocess(ecg, self.config).windows for ecg in ecgs]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ecg-preprocess")
+        return list(self._pool.map(lambda ecg: preprocess(ecg, self.config).windows, ecgs))
 
     def similarities(self, ecgs: Sequence[Ecg], labels: LabelCatalog) -> np.ndarray:
         """Raw cosine similarity (n_ecgs, n_labels)."""
