@@ -102,6 +102,7 @@ def _print_table(line: dict[str, Any], top: int) -> None:
     typer.echo(f"   model {line['model_version']}, quality {status}")
     for name, m in line["measurements"].items():
         if m["value"] is not None:
-            typer.echo(f"   {m['display'] or name}: {m['value']:.0f} {m['unit']}")
+            unit = "" if m["unit"] == "1" else f" {m['unit']}"  # UCUM "1": dimensionless
+            typer.echo(f"   {m['display'] or name}: {m['value']:.3g}{unit}")
     for text, p in list(line["scores"].items())[:top]:
         typer.echo(f"   {p:6.3f}  {text}")
