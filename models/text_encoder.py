@@ -47,6 +47,9 @@ class TextEncoder:
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a local load; a progress bar only clutters CLI output
 
         path = minilm_path()
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
