@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast, get_args
 
 from sqlalchemy import (
     DDL,
@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from cds_service.storage.base import Base
 
 #: What can be audited. Callers pass one of these as ``event``.
-EVENTS: Final = (
+EventName = Literal[
     "hook-call",
     "fetch",
     "classification",
@@ -57,7 +57,8 @@ EVENTS: Final = (
     "ingest",
     "auth-failure",
     "viewer-access",
-)
+]
+EVENTS: Final[tuple[str, ...]] = get_args(EventName)
 #: Outcomes, mapped to the FHIR AuditEvent outcome codes (0 success, 4 minor failure such as a
 #: refused request, 8 serious failure such as a server error, 12 major failure).
 OUTCOMES: Final = {"success": "0", "failure": "4", "error": "8", "fatal": "12"}

@@ -8,11 +8,8 @@ the hooks may not read who did what. Any failure is a bare 401 and is itself aud
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -23,26 +20,16 @@ from cds_service.audit import (
     EVENTS,
     Actor,
     AuditEntry,
-    AuditError,
     AuditFilter,
     AuditTrail,
+    EventName,
 )
 from cds_service.audit_fhir import DateParamError, DateRange, parse_date_param, to_audit_event
+from cds_service.auth.static_tokens import require_static_bearer
 from cds_service.settings import Settings
 
 router = APIRouter(tags=["audit"])
 
-EventName = Literal[
-    "hook-call",
-    "fetch",
-    "classification",
-    "card",
-    "feedback",
-    "writeback",
-    "ingest",
-    "auth-failure",
-    "viewer-access",
-]
 OutcomeName = Literal["success", "failure", "error", "fatal"]
 FHIR_JSON = "application/fhir+json"
 MAX_PAGE = 500
@@ -51,8 +38,6 @@ MAX_PAGE = 500
 _FHIR_PARAMS = frozenset(
     {"patient", "date", "subtype", "outcome", "entity-id", "_count", "_offset", "_format"}
 )
-
-assert set(get_args(EventName)) == set(EVENTS), "EventName must list cds_service.audit.EVENTS"
 
 
 # -- dependencies ------------------------------------------------------------------------------
@@ -71,54 +56,14 @@ def get_audit_trail(request: Request) -> AuditTrail:
     return trail
 
 
-def token_matches(presented: str, configured: list[str]) -> int | None:
-    """Index of the configured audit token that ``presented`` matches, else None.
-
-    A configured entry is either the token itself or ``sha256:<hex digest>`` of it (so settings
-    files need not hold the secret). Every entry is compared in constant time.
-    """
-    presented_bytes = presented.encode("utf-8")
-    presented_digest = hashlib.sha256(presented_bytes).hexdigest().encode("ascii")
-    found: int | None = None
-    for index, entry in enumerate(configured):
-        if entry.startswith("sha256:"):
-            ok = hmac.compare_digest(presented_digest, entry[7:].strip().lower().encode("ascii"))
-        else:
-            ok = hmac.compare_digest(presented_bytes, entry.encode("utf-8"))
-        if ok and found is None:
-            found = index
-    return found
-
-
 def require_audit_credential(
     request: Request,
     settings: Settings = Depends(get_settings_from_app),
     trail: AuditTrail = Depends(get_audit_trail),
 ) -> Actor:
     """The audit reader, or a bare 401 (recorded as ``auth-failure``)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        reason = "no bearer credential"
-    elif not settings.auth.audit_tokens:
-        reason = "audit endpoints have no credential configured"
-    else:
-        index = token_matches(token, settings.auth.audit_tokens)
-        if index is not None:
-            return Actor(client=f"audit-token-{index}")
-        reason = "credential not accepted"
-    client_host = request.client.host if request.client else None
-    # Refuse even when the failure cannot be recorded: that must never turn into access.
-    with contextlib.suppress(AuditError):
-        trail.record(
-            "auth-failure",
-            outcome="failure",
-            actor=Actor(client=f"host:{client_host}" if client_host else None),
-            detail={"endpoint": request.url.path, "reason": reason},
-        )
-    raise HTTPException(
-        status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Bearer"}
+    return require_static_bearer(
+        request, settings.auth.audit_tokens, trail, kind="audit", setting="auth.audit_tokens"
     )
 
 

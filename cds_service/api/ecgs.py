@@ -31,8 +31,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from adapters import EcgFormatError
-from cds_service.api.audit import token_matches
 from cds_service.audit import Actor, AuditError
+from cds_service.auth.static_tokens import require_static_bearer
 from cds_service.runtime import Runtime
 from cds_service.storage.records import EcgInfo, StoredResult
 
@@ -93,28 +93,12 @@ def require_ingest_token(
     _scheme: Any = Depends(_bearer_scheme),
 ) -> Actor:
     """The uploading client, or a bare 401 (recorded as ``auth-failure``)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    tokens = runtime.settings.auth.ingest_tokens
-    if scheme.lower() != "bearer" or not token:
-        reason = "no bearer credential"
-    elif not tokens:
-        reason = "ECG endpoints have no credential configured (auth.ingest_tokens)"
-    else:
-        index = token_matches(token, tokens)
-        if index is not None:
-            return Actor(client=f"ingest-token-{index}")
-        reason = "credential not accepted"
-    host = request.client.host if request.client else None
-    with contextlib.suppress(AuditError):  # refuse even if the refusal cannot be recorded
-        runtime.audit.record(
-            "auth-failure",
-            outcome="failure",
-            actor=Actor(client=f"host:{host}" if host else None),
-            detail={"endpoint": request.url.path, "reason": reason},
-        )
-    raise HTTPException(
-        status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Bearer"}
+    return require_static_bearer(
+        request,
+        runtime.settings.auth.ingest_tokens,
+        runtime.audit,
+        kind="ingest",
+        setting="auth.ingest_tokens",
     )
 
 
