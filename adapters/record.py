@@ -80,9 +80,7 @@ class Ecg:
         if n_leads == 0 or n_samples == 0:
             raise EcgFormatError(name, "the recording holds no samples")
         if len(self.leads) != n_leads:
-            raise EcgFormatError(
-                name, f"{n_leads} signal rows but {len(self.leads)} lead names"
-            )
+            raise EcgFormatError(name, f"{n_leads} signal rows but {len(self.leads)} lead names")
         if len(set(self.leads)) != n_leads:
             raise EcgFormatError(name, f"duplicate lead names {list(self.leads)}")
         if not (MIN_FS_HZ <= float(self.fs) <= MAX_FS_HZ):
@@ -119,9 +117,7 @@ class Ecg:
 
     def with_signal(self, signal: np.ndarray, leads: Sequence[str], fs: float | None = None) -> Ecg:
         """A copy with a new signal (same source and metadata)."""
-        return replace(
-            self, signal=signal, leads=tuple(leads), fs=self.fs if fs is None else fs
-        )
+        return replace(self, signal=signal, leads=tuple(leads), fs=self.fs if fs is None else fs)
 
 
 @dataclass(frozen=True, eq=False)
