@@ -20,6 +20,7 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,6 +70,35 @@ def _bare_401() -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
+def audit_refusal(app: Any, scope: Scope, status: int, messages: Sequence[str]) -> None:
+    """Record a hook request answered with an error as a ``hook-call`` audit entry.
+
+    Bad input leaves a trace for compliance like any other call: who (when the JWT was
+    verified), which route, the status and what was wrong. A refusal that cannot be recorded
+    is still answered: the failure is logged, never turned into a different answer.
+    """
+    from cds_service.audit import Actor
+
+    trail = getattr(getattr(app.state, "runtime", None), "audit", None)
+    if trail is None:
+        return
+    token = (scope.get("state") or {}).get("ehr_token")
+    actor = Actor(iss=getattr(token, "iss", None), sub=getattr(token, "sub", None))
+    try:
+        trail.record(
+            "hook-call",
+            outcome="error" if status >= 500 else "failure",
+            actor=actor,
+            detail={
+                "path": scope.get("path", ""),
+                "status": status,
+                "problems": [m[:300] for m in messages[:5]],
+            },
+        )
+    except Exception:
+        log.exception("could not audit a refused hook request")
+
+
 def _validation_messages(exc: RequestValidationError) -> list[str]:
     messages = []
     for error in exc.errors()[:20]:
@@ -83,15 +113,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _auth_failed(request: Request, exc: AuthFailed) -> Response:
         return _bare_401()
 
+    async def _refuse(request: Request, status: int, messages: list[str], **kw: Any) -> Response:
+        await run_in_threadpool(audit_refusal, request.app, request.scope, status, messages)
+        return operation_outcome(status, messages, **kw)
+
     @app.exception_handler(HookProblem)
     async def _hook_problem(request: Request, exc: HookProblem) -> Response:
-        return operation_outcome(exc.status, [exc.message], code=exc.code)
+        return await _refuse(request, exc.status, [exc.message], code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         if not _is_hooks(request):
             return await request_validation_exception_handler(request, exc)
-        return operation_outcome(400, _validation_messages(exc))
+        return await _refuse(request, 400, _validation_messages(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -99,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return await http_exception_handler(request, exc)
         if exc.status_code == 401:
             return _bare_401()
-        return operation_outcome(exc.status_code, [str(exc.detail)])
+        return await _refuse(request, exc.status_code, [str(exc.detail)])
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
@@ -110,7 +144,10 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             exc_info=exc,
         )
-        return operation_outcome(500, ["internal error; the service log has the details"])
+        messages = ["internal error; the service log has the details"]
+        if _is_hooks(request):
+            return await _refuse(request, 500, messages)
+        return operation_outcome(500, messages)
 
 
 class _BodyTooLarge(Exception):
@@ -169,12 +206,12 @@ class RequestSizeLimit:
             if not started:
                 await self._reject(scope, receive, send, limit)
 
-    @staticmethod
-    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = operation_outcome(
-            413, [f"request body over the {limit}-byte limit (setting max_request_bytes)"]
-        )
-        await response(scope, receive, send)
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        messages = [f"request body over the {limit}-byte limit (setting max_request_bytes)"]
+        app = scope.get("app")
+        if app is not None and str(scope.get("path", "")).startswith(HOOKS_PREFIX):
+            await run_in_threadpool(audit_refusal, app, scope, 413, messages)
+        await operation_outcome(413, messages)(scope, receive, send)
 
 
 def body_limits(settings: Any) -> dict[str, int]:

@@ -16,7 +16,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from tests.service.conftest import BASE, Ehr
+from tests.service.conftest import BASE, SANDBOX_ISS, Ehr
 from tests.service.ehr import (
     RecordingServer,
     document_reference,
@@ -357,6 +357,37 @@ def test_malformed_hook_requests_are_400_saying_what_is_wrong(
     assert expected in _outcome(ehr.call("ecg-review", body), 400)
 
 
+@pytest.mark.parametrize(
+    ("service_id", "body", "status"),
+    [
+        ("ecg-review", {"hook": "patient-view", "context": {"patientId": "p"}}, 400),
+        ("ecg-review", "missing-prefetch", 412),
+        ("no-such-service", "all-null", 404),
+    ],
+)
+def test_refused_hook_requests_are_audited(
+    ehr: Ehr, service_id: str, body: Any, status: int
+) -> None:
+    """Bad input gets an audit entry naming who sent it, the route, the status and why."""
+    from cds_service.audit import AuditFilter
+
+    if body == "missing-prefetch":
+        body = hook_body()
+    elif body == "all-null":
+        body = hook_body(prefetch=ALL_NULL)
+    trail = ehr.runtime.audit
+    before = trail.query(AuditFilter(events=["hook-call"]), limit=1).total
+    message = _outcome(ehr.call(service_id, body), status)
+    page = trail.query(AuditFilter(events=["hook-call"]), limit=1)
+    assert page.total == before + 1
+    entry = page.entries[0]
+    assert entry.outcome == "failure"
+    assert entry.actor.iss == SANDBOX_ISS
+    assert entry.detail["status"] == status
+    assert entry.detail["path"] == f"/cds-services/{service_id}"
+    assert entry.detail["problems"] and entry.detail["problems"][0] in message
+
+
 def test_body_that_is_not_json_is_400(ehr: Ehr) -> None:
     path = "/cds-services/ecg-review"
     response = ehr.client.post(
@@ -373,16 +404,21 @@ def test_unknown_service_is_404_operation_outcome(ehr: Ehr) -> None:
 
 def test_oversized_request_is_413(sandbox_key: Any, jwks_url: str, tmp_path: Any) -> None:
     from cds_service.app import create_app
+    from cds_service.audit import AuditFilter
     from cds_service.settings import Settings
 
     settings = Settings(data_dir=tmp_path, max_request_bytes=10_000)
-    client = TestClient(create_app(settings), base_url=BASE)
     big = hook_body(prefetch={"ecgObservations": {"resourceType": "Bundle", "x": "a" * 20_000}})
     token = sandbox_key.sign(sandbox_claims("x", BASE + "/cds-services/ecg-review"))
-    response = client.post(
-        "/cds-services/ecg-review", json=big, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert _outcome(response, 413)
+    with TestClient(create_app(settings), base_url=BASE) as client:
+        response = client.post(
+            "/cds-services/ecg-review", json=big, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert "limit" in _outcome(response, 413)
+        refusals = client.app.state.runtime.audit.query(  # type: ignore[attr-defined]
+            AuditFilter(events=["hook-call"]), limit=5
+        )
+    assert [e.detail["status"] for e in refusals.entries] == [413]
 
 
 def test_cors_preflight_allows_browser_ehrs(tmp_path: Any) -> None:
