@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -58,4 +59,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(RequestSizeLimit, **body_limits(settings))
+    _document_hook_errors_as_400(app)
     return app
+
+
+def _document_hook_errors_as_400(app: FastAPI) -> None:
+    """Hook routes answer malformed requests with 400 (CDS Hooks), never FastAPI's 422:
+    keep the OpenAPI document truthful by dropping the 422 FastAPI adds to them."""
+
+    def openapi() -> dict[str, Any]:
+        schema = FastAPI.openapi(app)  # builds once and caches on app.openapi_schema
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith("/cds-services"):
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -587,3 +587,15 @@ def test_new_ecg_beyond_the_budget_gets_a_pending_card_then_its_result(
             break
         time.sleep(0.5)
     assert len(cards) == 1 and "2020-07-07" in cards[0]["summary"]
+
+
+def test_openapi_documents_hook_errors_as_400_not_422(tmp_path: Any) -> None:
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    schema = create_app(Settings(data_dir=tmp_path)).openapi()
+    call = schema["paths"]["/cds-services/{service_id}"]["post"]["responses"]
+    assert "400" in call and "412" in call
+    assert "422" not in call
+    # other routes keep FastAPI's validation answer
+    assert "422" in schema["paths"]["/ecgs"]["post"]["responses"]
