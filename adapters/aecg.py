@@ -28,9 +28,9 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import Ecg, MedianBeats
-from adapters.xml_safety import build_ecg, parse_xml, root_element_is
+from adapters.xml_safety import parse_xml, root_element_is
 
 FORMAT = "hl7-aecg"
 HL7_NS = "urn:hl7-org:v3"

@@ -16,8 +16,8 @@ import numpy as np
 import scipy.io
 
 from adapters.errors import EcgFormatError
-from adapters.loader import Reader, ReaderInput, register_reader
-from adapters.record import STANDARD_LEADS, Ecg, EcgSource, sha256_hex
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.record import STANDARD_LEADS, Ecg
 
 FORMAT = "cpsc2018-mat"
 FS_HZ = 500.0
@@ -90,15 +90,12 @@ def read(item: ReaderInput) -> Ecg:
     if sex is not None:
         extra["sex"] = sex
         statements.append(f"Sex: {sex}")
-    return Ecg(
+    return build_ecg(
+        item,
+        FORMAT,
         signal=signal,
         fs=FS_HZ,
         leads=STANDARD_LEADS,
-        source=EcgSource(
-            format=FORMAT,
-            uri=str(item.path) if item.path else None,
-            sha256=sha256_hex(item.data),
-        ),
         statements=tuple(statements),
         extra=extra,
     )

@@ -31,9 +31,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg, EcgSource, MedianBeats, sha256_hex
+from adapters.record import Ecg, MedianBeats
 
 FORMAT = "dicom"
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -307,15 +307,12 @@ def read(item: ReaderInput) -> Ecg:
     ):
         if first.get(tag) is not None:
             extra[key] = str(first.get(tag))
-    return Ecg(
+    return build_ecg(
+        item,
+        FORMAT,
         signal=signal,
         fs=fs,
         leads=leads,
-        source=EcgSource(
-            format=FORMAT,
-            uri=str(item.path) if item.path else None,
-            sha256=sha256_hex(item.data),
-        ),
         start_time=_datetime(ds),
         patient_id=str(ds.get("PatientID", "") or "").strip() or None,
         device=device or None,

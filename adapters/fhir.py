@@ -33,9 +33,9 @@ from adapters.leads import (
     mdc_lead_term,
     normalize_lead_name,
 )
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg, EcgSource, sha256_hex
+from adapters.record import Ecg
 
 FORMAT = "fhir-observation"
 MDC_SYSTEM = "urn:oid:2.16.840.1.113883.6.24"
@@ -320,13 +320,12 @@ def read(item: ReaderInput) -> Ecg:
     if observation.get("id"):
         extra["observation_id"] = str(observation["id"])
     device = observation.get("device")
-    return Ecg(
+    return build_ecg(
+        item,
+        FORMAT,
         signal=np.stack(rows).astype(np.float32),
         fs=fs,
         leads=tuple(leads),
-        source=EcgSource(
-            format=FORMAT, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
-        ),
         start_time=_parse_datetime(observation),
         patient_id=_reference_id(observation.get("subject")),
         device=str(device.get("display"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adapters.errors import EcgFormatError
-from adapters.record import Ecg
+from adapters.record import Ecg, EcgSource, sha256_hex
 
 #: Default upper bound on the size of one input file (bytes). Override per call.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -37,6 +38,24 @@ class Reader:
 
 
 _READERS: dict[str, Reader] = {}
+
+
+def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
+    """Construct the canonical record for one reader input.
+
+    :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
+    the record by its URI; for input read from bytes that would be just the format, so
+    its errors are re-raised here under the caller's display name.
+    """
+    source = EcgSource(
+        format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
+    )
+    try:
+        return Ecg(source=source, **fields)
+    except EcgFormatError as exc:
+        if exc.source == item.name:
+            raise
+        raise EcgFormatError(item.name, exc.problem, exc.hint) from None
 
 
 def register_reader(reader: Reader) -> None:

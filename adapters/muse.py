@@ -23,9 +23,9 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import STANDARD_LEADS, Ecg, EcgSource, MedianBeats, standard_12_lead
-from adapters.xml_safety import build_ecg, parse_xml, root_element_is
+from adapters.xml_safety import parse_xml, root_element_is
 
 FORMAT = "ge-muse-xml"
 

@@ -26,9 +26,9 @@ from sierraecg.lzw import LzwDecoder
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import Ecg, MedianBeats
-from adapters.xml_safety import build_ecg, local_name, parse_xml, root_element_is
+from adapters.xml_safety import local_name, parse_xml, root_element_is
 
 FORMAT = "philips-xml"
 _SUPPORTED = {"SierraECG": ("1.03",), "PhilipsECG": ("1.03", "1.04", "1.04.01", "1.04.02")}

@@ -23,9 +23,8 @@ from datetime import datetime
 import numpy as np
 
 from adapters.errors import EcgFormatError
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import Ecg, MedianBeats
-from adapters.xml_safety import build_ecg
 
 FORMAT = "scp-ecg"
 _MARKER = b"SCPECG"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from adapters.errors import EcgFormatError
-from adapters.loader import Reader, ReaderInput, register_reader
-from adapters.record import STANDARD_LEADS, Ecg, EcgSource, sha256_hex
+from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.record import STANDARD_LEADS, Ecg
 
 FORMAT = "sph-hdf5"
 DEFAULT_FS_HZ = 500.0
@@ -114,15 +114,12 @@ def read(item: ReaderInput) -> Ecg:
             extra["date"] = day
     else:
         extra["fs_source"] = "SPH database default (no metadata.csv row)"
-    return Ecg(
+    return build_ecg(
+        item,
+        FORMAT,
         signal=data.astype(np.float32),
         fs=fs,
         leads=STANDARD_LEADS,
-        source=EcgSource(
-            format=FORMAT,
-            uri=str(item.path) if item.path else None,
-            sha256=sha256_hex(item.data),
-        ),
         patient_id=patient,
         statements=tuple(statements),
         diagnosis_codes=codes,

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import codecs
 import re
-from typing import Any
 
 from lxml import etree
 
 from adapters.errors import EcgFormatError
-from adapters.loader import ReaderInput
-from adapters.record import Ecg, EcgSource, sha256_hex
 
 #: How much of the file the format sniffers look at: the root element of every supported
 #: format sits after at most a few comment lines.
@@ -127,21 +124,3 @@ def root_element_is(data: bytes, local_name: str, namespace: str | None = None) 
 def local_name(element: etree._Element) -> str:
     """An element's tag without its namespace."""
     return etree.QName(element).localname
-
-
-def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
-    """Construct the canonical record for one input of an XML reader.
-
-    :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
-    the record by its URI; for input read from bytes that would be just the format, so
-    its errors are re-raised here under the caller's display name.
-    """
-    source = EcgSource(
-        format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
-    )
-    try:
-        return Ecg(source=source, **fields)
-    except EcgFormatError as exc:
-        if exc.source == item.name:
-            raise
-        raise EcgFormatError(item.name, exc.problem, exc.hint) from None
