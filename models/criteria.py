@@ -9,9 +9,10 @@ of the label catalog (``models/catalog/labels.yaml``), beside the labels that na
 A rule is evaluated to a **soft margin**: how far the measurement lies beyond its threshold,
 in units of the rule's ``scale`` (a clinically small step: 5/min, 20 ms, 10 deg, 0.05 mV),
 clipped to +-:data:`MARGIN_CLIP`. Positive means the criterion is met. ``all`` takes the
-smallest margin of its measured parts, ``any`` the largest, ``not`` flips the sign; a part
-that was not measured (``None``) neither blocks nor supports, and a rule with no measured
-part has no margin (the label then keeps its embedding score).
+smallest margin of its parts, ``any`` the largest, ``not`` flips the sign. A part that was
+not measured (``None``) leaves the margin unknown unless the measured parts already decide
+(an ``all`` with a failed part, an ``any`` with a met part); a label whose criteria have no
+margin keeps its embedding score.
 The margin is monotone in every measurement, so the criterion alone ranks ECGs exactly as
 the measurement does, and it feeds the fusion in :mod:`models.fusion`.
 
@@ -144,19 +145,21 @@ class Combination:
 
     def evaluate(self, values: Values) -> Outcome:
         outcomes = [p.evaluate(values) for p in self.parts]
-        evidence = tuple(line for o in outcomes for line in o.evidence)
+        evidence = tuple(dict.fromkeys(line for o in outcomes for line in o.evidence))
         known = [o.margin for o in outcomes if o.margin is not None]
         if self.kind == "not":
             margin = outcomes[0].margin
             return Outcome(None if margin is None else -margin, evidence)
         if not known:
             return Outcome(None, evidence)
-        # Decided on what was measured: a part that could not be measured neither blocks
-        # nor supports (its "not measured" line stays in the evidence).
-        margin = min(known) if self.kind == "all" else max(known)
-        if (self.kind == "all") == (margin <= 0):
-            return Outcome(margin, _deciding(outcomes, margin))
-        return Outcome(margin, evidence)
+        if self.kind == "all":
+            # A failed measured part decides; otherwise every part must have been measured.
+            if min(known) <= 0:
+                return Outcome(min(known), _deciding(outcomes, min(known)))
+            return Outcome(min(known) if len(known) == len(outcomes) else None, evidence)
+        if max(known) > 0:  # any: a met measured part decides
+            return Outcome(max(known), _deciding(outcomes, max(known)))
+        return Outcome(max(known) if len(known) == len(outcomes) else None, evidence)
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ Rule = Condition | Combination | Reference
 
 def _deciding(outcomes: list[Outcome], margin: float) -> tuple[str, ...]:
     """Evidence of the parts that decided an all/any (what a reader needs to see)."""
-    return tuple(line for o in outcomes if o.margin == margin for line in o.evidence)
+    return tuple(dict.fromkeys(line for o in outcomes if o.margin == margin for line in o.evidence))
 
 
 def _term(key: str) -> tuple[str, str, int]:
