@@ -233,7 +233,7 @@ def cart_reference(path: Path, ecg: Ecg) -> dict[str, float | None]:
     """The cart's own global measurements for one sample file (empty when it has none)."""
     extra = ecg.extra
     fmt = ecg.source.format
-    if fmt == "philips" or path.suffix.lower() == ".xml" and "document" in extra:
+    if fmt == "philips" or (path.suffix.lower() == ".xml" and "document" in extra):
         return _philips_globals(path)
     if "PRInterval" in extra or "QRSDuration" in extra:  # GE MUSE
         return {
