@@ -108,7 +108,7 @@ def _median_intervals(rows: Iterable[dict[str, float | None]]) -> dict[str, floa
     rows = list(rows)
     result: dict[str, float | None] = {}
     for key in INTERVALS:
-        values = [r[key] for r in rows if r.get(key) is not None]
+        values = [float(v) for r in rows if (v := r.get(key)) is not None]
         result[key] = float(np.median(values)) if values else None
     return result
 
