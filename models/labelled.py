@@ -50,6 +50,15 @@ def cinc_source(name: str) -> str:
     return "other"
 
 
+#: PTB-XL ``heart_axis`` values (LAD/ALAD left, RAD/ARAD right) -> catalog labels.
+HEART_AXIS = {
+    "LAD": "left_axis_deviation",
+    "ALAD": "left_axis_deviation",
+    "RAD": "right_axis_deviation",
+    "ARAD": "right_axis_deviation",
+}
+
+
 @dataclass(frozen=True)
 class LabelledRecord:
     name: str
@@ -97,10 +106,16 @@ def _ptbxl(root: Path, catalog: LabelCatalog, split: str) -> list[LabelledRecord
             statements = ptbxl_statements_with_superclasses(
                 parse_scp_codes(row["scp_codes"]), classes
             )
-            positives = frozenset(lb.id for lb in catalog if lb.is_ptbxl_positive(statements))
+            positives = {lb.id for lb in catalog if lb.is_ptbxl_positive(statements)}
+            axis = (row.get("heart_axis") or "").strip()
+            seen = set(assessed)
+            if axis:  # PTB-XL states the axis in its own column, not as an SCP statement
+                seen |= {i for i in set(HEART_AXIS.values()) if i in catalog}
+                if HEART_AXIS.get(axis) in catalog:
+                    positives.add(HEART_AXIS[axis])
             out.append(
                 LabelledRecord(f"ptbxl:{int(float(row['ecg_id']))}", "PTB-XL", read_wfdb(path),
-                               positives, assessed)
+                               frozenset(positives), frozenset(seen))
             )  # fmt: skip
     return out
 
