@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
     model_dir: Path | None = None  # default: the shipped weights
     catalog_file: Path | None = None  # default: the shipped label catalog
+    #: A site calibration written by ``ecg-cds calibrate`` (relative: beside the model);
+    #: results, cards and the model card then name it. None: the shipped calibration.
+    site_calibration: Path | None = None
     max_request_bytes: int = 32 * 1024 * 1024
     max_ecg_bytes: int = 64 * 1024 * 1024
     cors_origins: list[str] = Field(default_factory=list)

@@ -30,8 +30,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from adapters import Ecg, load_ecg
 from models.calibration import expected_calibration_error
 from models.catalog import SNOMED_SYSTEM, Label, LabelCatalog
-from models.classifier import ZeroShotClassifier
+from models.classifier import ZeroShotClassifier, _measurements
 from models.data import fold_split, read_scp_statements, read_wfdb
+from models.evaluation_channels import bootstrap_ci, macro_bootstrap
+from models.scoring import values_of
 from models.text import CLASS_PHRASES, SCP_SYNONYMS, SUBCLASS_PHRASES, TEMPLATES
 
 PTBXL_TASKS = {"super": "super_class", "sub": "sub_class", "form": "form", "rhythm": "rhythm"}
@@ -52,6 +54,12 @@ class ClassResult:
     auroc: float
     auprc: float
     ece: float
+    #: The criteria the class rests on, and the AUROC of the measurement channel alone and
+    #: of the fused (served) probability, with the fused score's bootstrap 95 % interval.
+    criteria: list[str] = field(default_factory=list)
+    auroc_measurement: float | None = None
+    auroc_fused: float | None = None
+    ci_fused: list[float] | None = None
 
 
 @dataclass
@@ -68,20 +76,33 @@ class TaskResult:
     skipped: dict[str, str] = field(default_factory=dict)
     model_version: str = ""
     notes: str = ""
+    #: Macro AUROC of the fused probability (embedding + criteria), with its bootstrap
+    #: 95 % interval, and of the embedding cosine's interval (``macro_auroc`` is the cosine).
+    macro_auroc_fused: float | None = None
+    macro_ci_fused: list[float] | None = None
+    macro_ci: list[float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def table(self) -> str:
+        def f(v: float | None) -> str:
+            return "   -  " if v is None else f"{v:6.3f}"
+
+        def ci(v: list[float] | None) -> str:
+            return "" if v is None else f" [{v[0]:.3f}-{v[1]:.3f}]"
+
         lines = [
             f"{self.task}: {self.data} [{self.split}] n={self.n_records} "
-            f"macro AUROC={self.macro_auroc:.3f} ({self.model_version})",
-            f"{'class':<34} {'pos':>4} {'n':>4} {'AUROC':>6} {'AUPRC':>6} {'ECE':>6}",
+            f"macro AUROC embedding={self.macro_auroc:.3f}{ci(self.macro_ci)} "
+            f"fused={f(self.macro_auroc_fused)}{ci(self.macro_ci_fused)} ({self.model_version})",
+            f"{'class':<34} {'pos':>4} {'n':>4} {'AUROC':>6} {'meas':>6} {'fused':>6} "
+            f"{'AUPRC':>6} {'ECE':>6}",
         ]
         for c in self.classes:
             lines.append(
                 f"{c.name[:34]:<34} {c.positives:>4} {c.n:>4} {c.auroc:>6.3f} "
-                f"{c.auprc:>6.3f} {c.ece:>6.3f}"
+                f"{f(c.auroc_measurement)} {f(c.auroc_fused)} {c.auprc:>6.3f} {c.ece:>6.3f}"
             )
         for name, why in self.skipped.items():
             lines.append(f"{name[:34]:<34} skipped: {why}")
@@ -99,6 +120,7 @@ def score_task(
     """Per-class AUROC/AUPRC/ECE and their macro mean over classes with both outcomes."""
     emb = clf.embed(ecgs)
     cos = emb @ clf.label_embeddings(labels).T
+    values = values_of([_measurements(e) for e in ecgs])
     result = TaskResult(
         task=meta["task"],
         data=meta["data"],
@@ -109,15 +131,23 @@ def score_task(
         model_version=clf.model_version,
         notes=meta.get("notes", ""),
     )
-    aucs = []
+    aucs, fused_aucs = [], []
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rows = np.arange(len(y))
     for j, (name, label) in enumerate(zip(names, labels, strict=True)):
         pos = int(y[:, j].sum())
         if pos == 0 or pos == len(y):
             result.skipped[name] = "no positive" if pos == 0 else "no negative"
             continue
-        prob, _ = clf.probabilities(label, cos[:, j])
+        p_embedding, _ = clf.probabilities(label, cos[:, j])
+        evidence = clf.scorer.evidence(label, values)
+        fused = clf.scorer.fuse(label, p_embedding, evidence)
         auc = float(roc_auc_score(y[:, j], cos[:, j]))
         aucs.append(auc)
+        fused_auc = float(roc_auc_score(y[:, j], fused))
+        fused_aucs.append(fused_auc)
+        kept.append((y[:, j], cos[:, j], fused))
+        backed = bool(evidence.resolution.criteria)
         result.classes.append(
             ClassResult(
                 name=name,
@@ -125,11 +155,26 @@ def score_task(
                 positives=pos,
                 n=len(y),
                 auroc=auc,
-                auprc=float(average_precision_score(y[:, j], cos[:, j])),
-                ece=expected_calibration_error(prob, y[:, j]),
+                auprc=float(average_precision_score(y[:, j], fused)),
+                ece=expected_calibration_error(fused, y[:, j]),
+                criteria=list(evidence.resolution.criteria),
+                auroc_measurement=(
+                    float(roc_auc_score(y[:, j], np.nan_to_num(evidence.margins, nan=0.0)))
+                    if backed
+                    else None
+                ),
+                auroc_fused=fused_auc,
+                ci_fused=bootstrap_ci(y[:, j], fused),
             )
         )
     result.macro_auroc = float(np.mean(aucs)) if aucs else float("nan")
+    result.macro_auroc_fused = float(np.mean(fused_aucs)) if fused_aucs else None
+    if kept:
+        ys = [k[0] for k in kept]
+        result.macro_ci = macro_bootstrap(ys, [k[1] for k in kept], [rows] * len(kept), len(y))
+        result.macro_ci_fused = macro_bootstrap(
+            ys, [k[2] for k in kept], [rows] * len(kept), len(y)
+        )
     return result
 
 
@@ -151,11 +196,24 @@ def class_phrases(name: str, statements: dict[str, dict[str, object]]) -> tuple[
     return (name,)
 
 
-def class_label(name: str, statements: dict[str, dict[str, object]]) -> Label:
+def class_label(
+    name: str, statements: dict[str, dict[str, object]], catalog: LabelCatalog | None = None
+) -> Label:
+    """A benchmark class as a label: its English phrases as prompts; its criteria those of
+    the catalog label mapped to exactly this PTB-XL statement or superclass (so the fused
+    figures are those of the served catalog label), else resolved from its first phrase."""
     phrases = class_phrases(name, statements)
     prompts = tuple(dict.fromkeys(t.format(p) for p in phrases for t in TEMPLATES))
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "cls"
-    return Label(id=f"ptbxl_{slug}", name=name, prompts=prompts)
+    criteria = None
+    for label in catalog or ():
+        if label.ptbxl and label.ptbxl[0] == name and label.criteria is not None:
+            criteria = label.criteria
+            break
+    return Label(
+        id=f"ptbxl_{slug}", name=phrases[0] if criteria is None else name, prompts=prompts,
+        criteria=criteria,
+    )  # fmt: skip
 
 
 def evaluate_ptbxl(
@@ -192,7 +250,7 @@ def evaluate_ptbxl(
             ys.append([int(float(label_rows[ecg_id][c])) for c in classes])
     if not ecgs:
         raise ValueError(f"{root}: no {split} records with waveforms and {task} labels")
-    labels = LabelCatalog(class_label(c, statements) for c in classes)
+    labels = LabelCatalog(class_label(c, statements, clf.catalog) for c in classes)
     return score_task(
         clf, ecgs, labels, np.array(ys), classes,
         task=f"ptbxl-{task}", data=f"PTB-XL ({root.name}), labels from merl_splits/{folder}",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from models.catalog import LabelCatalog
 from models.classifier import ZeroShotClassifier
@@ -88,9 +88,13 @@ class ChannelTask:
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    if y.min() == y.max():
+    """AUROC by the Mann-Whitney U statistic (ties count one half), as sklearn's."""
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
         return None
-    return float(roc_auc_score(y, s))
+    ranks = rankdata(s)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def bootstrap_ci(
