@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -360,6 +361,10 @@ def evaluate_cinc(
     return result
 
 
-def write_results(results: Sequence[TaskResult], path: Path) -> None:
+class _Reportable(Protocol):
+    def to_dict(self) -> dict[str, object]: ...
+
+
+def write_results(results: Sequence[_Reportable], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")

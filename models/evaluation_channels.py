@@ -213,16 +213,18 @@ def evaluate_heldout(
     data: str,
     min_positives: int = 3,
 ) -> list[ChannelTask]:
-    """Pooled held-out figures, then one table per source (each held out of every fit)."""
+    """Pooled held-out figures (PTB-XL test records + CinC test sources), then one table per
+    source; pass PTB-XL records of the test split only."""
     catalog = clf.catalog
     labels = LabelCatalog(catalog.labels, catalog.criteria)
     scores = channel_scores(clf, records, labels)
+    sources = np.array(scores.sources)
+    held = np.flatnonzero(np.isin(sources, [*TEST_SOURCES, "PTB-XL"]))
     out = [
-        summarise(scores, labels, task="heldout", data=data, clf=clf,
+        summarise(scores, labels, task="heldout", data=data, clf=clf, rows=held,
                   split="held out of every fit: PTB-XL fold 10 + CinC " + ", ".join(TEST_SOURCES),
                   min_positives=min_positives)
     ]  # fmt: skip
-    sources = np.array(scores.sources)
     for source in sorted(set(scores.sources)):
         rows = np.flatnonzero(sources == source)
         role = "validation source (fusion fit)" if source in VALIDATION_SOURCES else "held out"

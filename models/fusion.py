@@ -34,6 +34,8 @@ from scipy.optimize import minimize
 FUSION_NAME = "fusion.json"
 #: A defining criterion missed by more than this many clinical steps contradicts the label.
 CONTRADICTION_MARGIN = -1.0
+#: A label needs this many validation positives for weights of its own.
+MIN_LABEL_POSITIVES = 3
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -58,6 +60,20 @@ class Fusion:
     n_pairs: int = 0
     positives: int = 0
     per_label: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per-label weights (w_embedding, w_criteria, bias), fitted with a prior around the
+    #: shared ones; a label without its own weights uses the shared ones.
+    label_weights: dict[str, list[float]] = field(default_factory=dict)
+    #: "logistic": the formula above. "margin_first": the criteria margin ranks and the
+    #: embedding only moves an ECG by up to ``kappa`` clinical steps,
+    #: p = sigmoid(w_criteria * (margin + kappa * (2 p_embedding - 1)) + bias).
+    mode: str = "logistic"
+    kappa: float = 0.0
+
+    def weights(self, label_id: str | None) -> tuple[float, float, float]:
+        own = self.label_weights.get(label_id or "")
+        if own is not None:
+            return own[0], own[1], own[2]
+        return self.w_embedding, self.w_criteria, self.bias
 
     def save(self, directory: Path) -> None:
         data = {
@@ -76,18 +92,30 @@ class Fusion:
         data.pop("method", None)
         return cls(**data)
 
-    def logits(self, p_embedding: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    def logits(
+        self, p_embedding: np.ndarray, margin: np.ndarray, label_id: str | None = None
+    ) -> np.ndarray:
         """Fused logits; ``margin`` NaN where not measured (the embedding logit is kept)."""
+        a, b, c = self.weights(label_id)
         z = logit(p_embedding)
         m = np.asarray(margin, dtype=np.float64)
         measured = ~np.isnan(m)
-        fused = self.w_embedding * z + self.w_criteria * np.where(measured, m, 0.0) + self.bias
+        m0 = np.where(measured, m, 0.0)
+        if self.mode == "margin_first":
+            p = np.asarray(p_embedding, dtype=np.float64)
+            fused = b * (m0 + self.kappa * (2.0 * p - 1.0)) + c
+        else:
+            fused = a * z + b * m0 + c
         return np.where(measured, fused, z)
 
     def probabilities(
-        self, p_embedding: np.ndarray, margin: np.ndarray, defining: bool
+        self,
+        p_embedding: np.ndarray,
+        margin: np.ndarray,
+        defining: bool,
+        label_id: str | None = None,
     ) -> np.ndarray:
-        z = self.logits(p_embedding, margin)
+        z = self.logits(p_embedding, margin, label_id)
         if defining:
             z = guard(z, np.asarray(margin, dtype=np.float64), self.contradiction_cap)
         return sigmoid(z)
@@ -109,6 +137,8 @@ def fit_fusion(
     fitted_on: str,
     label_ids: list[str] | None = None,
     prior: float = 1.0,
+    label_prior: float | None = None,
+    kappa: float | None = None,
 ) -> Fusion:
     """Penalised logistic regression of y on (logit p_embedding, margin) over measured pairs.
 
@@ -125,25 +155,25 @@ def fit_fusion(
     if t.sum() < 3 or len(t) - t.sum() < 3:
         raise ValueError(f"too few measured pairs to fit the fusion ({int(t.sum())} positives)")
 
-    def loss(params: np.ndarray) -> float:
-        a, b, c = params
-        u = a * z + b * m + c
-        nll = np.sum(np.logaddexp(0.0, u) - t * u)
-        return float(nll + prior * ((a - 1.0) ** 2 + (b - 1.0) ** 2 + c**2))
-
-    res = minimize(
-        loss,
-        x0=np.array([1.0, 1.0, 0.0]),
-        method="L-BFGS-B",
-        bounds=[(0.0, None), (0.0, None), (None, None)],
-    )
-    a, b, c = (float(v) for v in res.x)
+    if kappa is not None:  # margin first: fit the scale and bias of the combined score
+        combined = m + kappa * (2.0 * np.asarray(p_embedding)[keep] - 1.0)
+        _, b, c = _fit(np.zeros_like(z), combined, t, np.array([0.0, 1.0, 0.0]), prior)
+        return Fusion(
+            w_embedding=0.0, w_criteria=round(b, 4), bias=round(c, 4), fitted_on=fitted_on,
+            n_pairs=len(t), positives=int(t.sum()), mode="margin_first", kappa=kappa,
+        )  # fmt: skip
+    a, b, c = _fit(z, m, t, np.array([1.0, 1.0, 0.0]), prior)
     per_label: dict[str, dict[str, int]] = {}
+    label_weights: dict[str, list[float]] = {}
     if label_ids is not None:
         ids = np.asarray(label_ids)[keep]
         for lid in sorted(set(ids.tolist())):
             mask = ids == lid
-            per_label[lid] = {"pairs": int(mask.sum()), "positives": int(t[mask].sum())}
+            pos = int(t[mask].sum())
+            per_label[lid] = {"pairs": int(mask.sum()), "positives": pos}
+            if label_prior is not None and pos >= MIN_LABEL_POSITIVES:
+                own = _fit(z[mask], m[mask], t[mask], np.array([a, b, c]), label_prior)
+                label_weights[lid] = [round(v, 4) for v in own]
     return Fusion(
         w_embedding=round(a, 4),
         w_criteria=round(b, 4),
@@ -152,4 +182,23 @@ def fit_fusion(
         n_pairs=len(t),
         positives=int(t.sum()),
         per_label=per_label,
+        label_weights=label_weights,
     )
+
+
+def _fit(
+    z: np.ndarray, m: np.ndarray, t: np.ndarray, centre: np.ndarray, prior: float
+) -> tuple[float, float, float]:
+    """MAP logistic regression on (z, m) with a Gaussian prior around ``centre``."""
+
+    def loss(params: np.ndarray) -> float:
+        u = params[0] * z + params[1] * m + params[2]
+        nll = np.sum(np.logaddexp(0.0, u) - t * u)
+        return float(nll + prior * np.sum((params - centre) ** 2))
+
+    res = minimize(
+        loss, x0=centre.copy(), method="L-BFGS-B",
+        bounds=[(0.0, None), (0.0, None), (None, None)],
+    )  # fmt: skip
+    a, b, c = (float(v) for v in res.x)
+    return a, b, c

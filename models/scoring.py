@@ -73,7 +73,11 @@ class CriteriaScorer:
         site map can lift a score its defining measurement contradicts.
         """
         measured = bool(ev.resolution.criteria)
-        z = self.fusion.logits(p_embedding, ev.margins) if measured else logit(p_embedding)
+        z = (
+            self.fusion.logits(p_embedding, ev.margins, label.id)
+            if measured
+            else logit(p_embedding)
+        )
         if self.site is not None:
             z = self.site.apply_logit(label.id, z)
         if measured and ev.defining:
