@@ -31,7 +31,7 @@ class TrustedIssuer(BaseModel):
 class AuthSettings(BaseModel):
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
     #: Exact ``aud`` base, e.g. ``https://cds.example.org``; the service path is appended.
-    #: Empty: derived from the request URL.
+    #: Empty: ``public_base_url``. Never derived from the request (Host, X-Forwarded-*).
     audience_base_url: str | None = None
     clock_skew_s: int = 60
     max_token_lifetime_s: int = 3600
@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 32 * 1024 * 1024
     max_ecg_bytes: int = 64 * 1024 * 1024
     cors_origins: list[str] = Field(default_factory=list)
+    #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are believed
+    #: (the client address used for audit and throttling). Empty: forwarded headers ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: Secret for signed viewer links; generated into data_dir on first start when unset.
     link_secret: str | None = None
     link_ttl_s: int = 900
