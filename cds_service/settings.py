@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from adapters.limits import DecodeLimits
+
 
 class TrustedIssuer(BaseModel):
     """An EHR allowed to call the hooks: its ``iss`` and where its public keys are."""
@@ -100,6 +102,11 @@ class Settings(BaseSettings):
     catalog_file: Path | None = None  # default: the shipped label catalog
     max_request_bytes: int = 32 * 1024 * 1024
     max_ecg_bytes: int = 64 * 1024 * 1024
+    #: What one decoded ECG may hold, checked against the file's declared shape and
+    #: decompressed size before anything is allocated (413 when over).
+    max_ecg_leads: int = 64
+    max_ecg_samples: int = 5_000_000  # leads x samples, all leads together
+    max_ecg_decoded_bytes: int = 64 * 1024 * 1024
     cors_origins: list[str] = Field(default_factory=list)
     #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are believed
     #: (the client address used for audit and throttling). Empty: forwarded headers ignored.
@@ -118,6 +125,15 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """The ECG size limits in the form every reader in :mod:`adapters` checks."""
+        return DecodeLimits(
+            max_ecg_leads=self.max_ecg_leads,
+            max_ecg_samples=self.max_ecg_samples,
+            max_ecg_decoded_bytes=self.max_ecg_decoded_bytes,
+        )
 
     @property
     def resolved_database_url(self) -> str:
