@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     max_ecg_leads: int = 64
     max_ecg_samples: int = 5_000_000  # leads x samples, all leads together
     max_ecg_decoded_bytes: int = 64 * 1024 * 1024
+    #: JSON bodies nested deeper than this are refused (400) before they are parsed.
+    max_json_depth: int = 64
     cors_origins: list[str] = Field(default_factory=list)
     #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are believed
     #: (the client address used for audit and throttling). Empty: forwarded headers ignored.
