@@ -25,7 +25,7 @@ from adapters import Ecg
 from cds_service.audit import AuditTrail
 from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from cds_service.settings import Settings
-from cds_service.storage.base import make_engine, make_session_factory
+from cds_service.storage.base import make_engine, make_session_factory, private_directory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
 from cds_service.storage.jobs import JobLedger
@@ -80,7 +80,7 @@ class Runtime:
         from ``settings.model_dir`` on first use. In embedded mode, ECGs left pending by a
         previous run are resubmitted in the background (``resume``).
         """
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)  # the database and the link secret live here
         engine = make_engine(settings.resolved_database_url)
         if migrate:
             upgrade(engine)
