@@ -2,74 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from adapters import aecg, cpsc_mat, dicom, fhir, muse, philips, scp, sph_hdf5, wfdb_reader
 from adapters.errors import EcgFormatError
-from adapters.record import Ecg, EcgSource, sha256_hex
+from adapters.limits import DEFAULT_LIMITS, DecodeLimits
+from adapters.reader import Reader, ReaderInput
+from adapters.record import Ecg
 
 #: Default upper bound on the size of one input file (bytes). Override per call.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ReaderInput:
-    """What a reader gets: the raw bytes, a display name, and the path when read from disk.
-
-    ``path`` matters for multi-file formats (WFDB ``.hea`` + ``.dat``); readers of
-    single-file formats use ``data`` only.
-    """
-
-    data: bytes
-    name: str
-    path: Path | None
-    max_bytes: int
-
-
-@dataclass(frozen=True)
-class Reader:
-    """A format: how to recognise it from the first bytes and how to read it."""
-
-    format: str
-    sniff: Callable[[ReaderInput], bool]
-    read: Callable[[ReaderInput], Ecg]
-
-
-_READERS: dict[str, Reader] = {}
-
-
-def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
-    """Construct the canonical record for one reader input.
-
-    :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
-    the record by its URI; for input read from bytes that would be just the format, so
-    its errors are re-raised here under the caller's display name.
-    """
-    source = EcgSource(
-        format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
+#: Every reader, in the order they are tried when sniffing (each sniff looks at content,
+#: never at the file name; order matters only where two could claim the same bytes).
+_READERS: dict[str, Reader] = {
+    reader.format: reader
+    for reader in (
+        aecg.READER,
+        cpsc_mat.READER,
+        dicom.READER,
+        fhir.READER,
+        muse.READER,
+        philips.READER,
+        scp.READER,
+        sph_hdf5.READER,
+        wfdb_reader.READER,
     )
-    try:
-        return Ecg(source=source, **fields)
-    except EcgFormatError as exc:
-        if exc.source == item.name:
-            raise
-        raise EcgFormatError(item.name, exc.problem, exc.hint) from None
-
-
-def register_reader(reader: Reader) -> None:
-    _READERS[reader.format] = reader
+}
 
 
 def available_formats() -> list[str]:
-    _ensure_registered()
     return sorted(_READERS)
-
-
-def _ensure_registered() -> None:
-    # Importing the package registers every reader (see adapters/__init__.py).
-    import adapters  # noqa: F401
 
 
 def _wfdb_header_instead(path: Path) -> Path:
@@ -89,7 +53,9 @@ def _wfdb_header_instead(path: Path) -> Path:
     return path
 
 
-def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) -> ReaderInput:
+def _read_input(
+    source: str | Path | bytes, name: str | None, max_bytes: int, limits: DecodeLimits
+) -> ReaderInput:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         display = name or "<bytes>"
@@ -99,7 +65,7 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
                 f"input is {len(data)} bytes, over the {max_bytes}-byte limit",
                 "raise max_bytes if this file is genuine",
             )
-        return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes)
+        return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes, limits=limits)
     path = Path(source)
     display = name or str(path)
     path = _wfdb_header_instead(path)
@@ -114,7 +80,9 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
             f"file is {size} bytes, over the {max_bytes}-byte limit",
             "raise max_bytes if this file is genuine",
         )
-    return ReaderInput(data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes)
+    return ReaderInput(
+        data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes, limits=limits
+    )
 
 
 def load_ecg(
@@ -123,17 +91,19 @@ def load_ecg(
     *,
     name: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: DecodeLimits | None = None,
 ) -> Ecg:
     """Read one ECG from a path or from bytes, in any supported format.
 
     The format is detected from the content, not the file name, unless ``format`` names
     one of :func:`available_formats`. Anything that cannot be read raises
-    :class:`~adapters.errors.EcgFormatError`; no other exception escapes.
+    :class:`~adapters.errors.EcgFormatError`; no other exception escapes. A record whose
+    declared shape or decompressed size is over ``limits`` raises
+    :class:`~adapters.limits.EcgTooLarge` before it is decoded.
     """
-    _ensure_registered()
     display = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
     try:
-        item = _read_input(source, name, max_bytes)
+        item = _read_input(source, name, max_bytes, limits or DEFAULT_LIMITS)
         if format is not None:
             reader = _READERS.get(format)
             if reader is None:

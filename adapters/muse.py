@@ -23,7 +23,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg, EcgSource, MedianBeats, standard_12_lead
 from adapters.xml_safety import parse_xml, root_element_is
 
@@ -223,6 +223,8 @@ def read_muse(item: ReaderInput) -> Ecg:
     root = parse_xml(item.data, name, item.max_bytes)
     if root.tag != "RestingECG":
         raise EcgFormatError(name, f"root element is {root.tag!r}, not RestingECG")
+    # 16-bit samples, base64: every lead's values counted before any is decoded.
+    item.check_values(sum(len(d.text or "") * 3 // 8 for d in root.iter("WaveFormData")))
     waveforms = {_text(w, "WaveformType").lower(): w for w in root.iterfind("Waveform")}
     if "rhythm" not in waveforms:
         raise EcgFormatError(name, "no Rhythm waveform in this MUSE export")
@@ -265,4 +267,4 @@ def sniff_muse(item: ReaderInput) -> bool:
     return root_element_is(item.data, "RestingECG")
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_muse, read=read_muse))
+READER = Reader(format=FORMAT, sniff=sniff_muse, read=read_muse)

@@ -26,7 +26,7 @@ from sierraecg.lzw import LzwDecoder
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import local_name, parse_xml, root_element_is
 
@@ -285,6 +285,7 @@ def read_philips(item: ReaderInput) -> Ecg:
     if not 0 < n_samples <= item.max_bytes:
         raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
     labels = [normalize_lead_name(label) for label in _lead_labels(parsed, signal_info, name)]
+    item.check_shape(len(labels), n_samples)  # before the XLI decoder allocates them
     if len(set(labels)) != len(labels):
         raise EcgFormatError(name, f"duplicate lead labels {labels}")
 
@@ -336,4 +337,4 @@ def sniff_philips(item: ReaderInput) -> bool:
     return root_element_is(item.data, "restingecgdata")
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_philips, read=read_philips))
+READER = Reader(format=FORMAT, sniff=sniff_philips, read=read_philips)

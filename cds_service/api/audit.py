@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cds_service.api.deps import AuditDep, SettingsDep
 from cds_service.audit import (
     EVENTS,
     Actor,
@@ -26,13 +27,14 @@ from cds_service.audit import (
 )
 from cds_service.audit_fhir import DateParamError, DateRange, parse_date_param, to_audit_event
 from cds_service.auth.static_tokens import require_static_bearer
-from cds_service.settings import Settings
 
 router = APIRouter(tags=["audit"])
 
 OutcomeName = Literal["success", "failure", "error", "fatal"]
 FHIR_JSON = "application/fhir+json"
 MAX_PAGE = 500
+#: Offsets and sequence numbers beyond this cannot be stored (SQL BIGINT): refused at the edge.
+MAX_POSITION = AuditTrail.MAX_POSITION
 #: Search parameters ``GET /fhir/AuditEvent`` understands; any other is refused, because
 #: silently ignoring a filter would return more audit data than was asked for.
 _FHIR_PARAMS = frozenset(
@@ -43,23 +45,10 @@ _FHIR_PARAMS = frozenset(
 # -- dependencies ------------------------------------------------------------------------------
 
 
-def get_settings_from_app(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_audit_trail(request: Request) -> AuditTrail:
-    """The running service's audit trail (``app.state.runtime.audit``)."""
-    trail = getattr(getattr(request.app.state, "runtime", None), "audit", None)
-    if not isinstance(trail, AuditTrail):
-        raise HTTPException(status_code=503, detail="The audit trail is not available.")
-    return trail
-
-
 def require_audit_credential(
     request: Request,
-    settings: Settings = Depends(get_settings_from_app),
-    trail: AuditTrail = Depends(get_audit_trail),
+    settings: SettingsDep,
+    trail: AuditDep,
 ) -> Actor:
     """The audit reader, or a bare 401 (recorded as ``auth-failure``)."""
     return require_static_bearer(
@@ -129,7 +118,7 @@ class AuditPageOut(BaseModel):
 )
 def query_audit(
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    trail: AuditDep,
     patient: Annotated[str | None, Query(description="Patient id or Patient/<id>")] = None,
     user: Annotated[
         str | None, Query(description="Matches the actor's user, JWT sub or client name")
@@ -146,7 +135,7 @@ def query_audit(
     outcome: Annotated[OutcomeName | None, Query()] = None,
     ecg_id: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> AuditPageOut:
     filters = AuditFilter(
         patient=patient,
@@ -185,8 +174,8 @@ def query_audit(
 def search_audit_events(
     request: Request,
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
-    settings: Annotated[Settings, Depends(get_settings_from_app)],
+    trail: AuditDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     params = request.query_params
     unknown = sorted(set(params.keys()) - _FHIR_PARAMS)
@@ -194,7 +183,7 @@ def search_audit_events(
         return _operation_outcome(400, f"unsupported search parameter(s): {', '.join(unknown)}")
     try:
         count = _int_param(params.get("_count"), "_count", 50, 1, MAX_PAGE)
-        offset = _int_param(params.get("_offset"), "_offset", 0, 0, None)
+        offset = _int_param(params.get("_offset"), "_offset", 0, 0, MAX_POSITION)
         dates = DateRange()
         for raw in params.getlist("date"):
             dates = dates.intersect(parse_date_param(raw))
@@ -257,9 +246,9 @@ def search_audit_events(
     },
 )
 def read_audit_event(
-    seq: int,
+    seq: Annotated[int, Path(ge=1, le=MAX_POSITION, description="Position in the hash chain")],
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    trail: AuditDep,
 ) -> JSONResponse:
     entry = trail.get(seq)
     if entry is None:
@@ -279,6 +268,8 @@ def _utc(ts: datetime | None) -> datetime | None:
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int | None) -> int:
     if raw is None:
         return default
+    if len(raw) > 20:  # longer than any position; never convert 4,300-digit strings
+        raise ValueError(f"{name} must be an integer of at most 20 digits")
     try:
         value = int(raw)
     except ValueError:
