@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -398,12 +397,3 @@ def measured_keys(rule: Rule) -> set[str]:
         return set().union(*(measured_keys(p) for p in rule.parts))
     assert rule.catalog is not None
     return measured_keys(rule.catalog.get(rule.criterion).rule)
-
-
-def load_criteria(path: Path | str | None = None) -> CriteriaCatalog:
-    """The ``criteria:`` section of a catalog file (default: the shipped catalog)."""
-    from models.catalog import load_catalog
-
-    catalog = load_catalog(path)
-    assert catalog.criteria is not None
-    return catalog.criteria

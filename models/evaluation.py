@@ -20,7 +20,7 @@ import csv
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,22 +28,20 @@ from typing import Protocol
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from adapters import Ecg, load_ecg
+from adapters import Ecg
 from models.calibration import expected_calibration_error
 from models.catalog import SNOMED_SYSTEM, Label, LabelCatalog
 from models.classifier import ZeroShotClassifier, _measurements
 from models.data import fold_split, read_scp_statements, read_wfdb
-from models.evaluation_channels import bootstrap_ci, macro_bootstrap
+from models.labelled import (
+    cinc_records,
+    read_dx_names,
+)
+from models.metrics import bootstrap_ci, macro_bootstrap
 from models.scoring import values_of
 from models.text import CLASS_PHRASES, SCP_SYNONYMS, SUBCLASS_PHRASES, TEMPLATES
 
 PTBXL_TASKS = {"super": "super_class", "sub": "sub_class", "form": "form", "rhythm": "rhythm"}
-INDEPENDENT_CINC_PREFIXES = ("A", "Q", "E", "JS", "S")  # S covers SPH
-#: CPSC 2018 reference class numbers -> challenge abbreviations (dx_mapping_scored.csv).
-CPSC_CLASSES = {
-    "1": "SNR", "2": "AF", "3": "IAVB", "4": "LBBB", "5": "RBBB",
-    "6": "PAC", "7": "PVC", "8": "STD", "9": "STE",
-}  # fmt: skip
 
 
 @dataclass
@@ -260,68 +258,6 @@ def evaluate_ptbxl(
 
 
 # ---- CinC ---------------------------------------------------------------------------------------
-
-
-def read_dx_names(cinc_root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """SNOMED code -> name, and abbreviation -> SNOMED code, from the challenge tables."""
-    names: dict[str, str] = {}
-    abbrev: dict[str, str] = {}
-    for path in sorted(cinc_root.rglob("*.csv")):
-        if path.name not in {"dx_mapping_scored.csv", "dx_mapping_unscored.csv"}:
-            continue
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                code = (row.get("SNOMED CT Code") or row.get("SNOMEDCTCode") or "").strip()
-                if code:
-                    names.setdefault(code, row["Dx"].strip())
-                    abbrev.setdefault(row.get("Abbreviation", "").strip(), code)
-    return names, abbrev
-
-
-def _cinc_files(root: Path) -> Iterable[Path]:
-    for pattern in ("*.hea", "*.mat", "*.h5"):
-        yield from sorted(root.rglob(pattern))
-
-
-def is_independent(name: str) -> bool:
-    return not name.startswith("HR") and name.startswith(INDEPENDENT_CINC_PREFIXES)
-
-
-def cinc_records(root: Path) -> list[tuple[str, Ecg, set[str]]]:
-    """(record name, ECG, SNOMED codes) for every independent development record, deduplicated."""
-    _, abbrev = read_dx_names(root)
-    cpsc_ref: dict[str, set[str]] = {}
-    ref_csv = root / "labels" / "cpsc2018_ecgchat" / "training_REFERENCE.csv"
-    if ref_csv.is_file():
-        with ref_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                nums = [
-                    row.get(k, "").split(".")[0]
-                    for k in ("First_label", "Second_label", "Third_label")
-                ]
-                cpsc_ref[row["Recording"]] = {
-                    abbrev[CPSC_CLASSES[n]]
-                    for n in nums
-                    if n in CPSC_CLASSES and CPSC_CLASSES[n] in abbrev
-                }
-    found: dict[str, tuple[Ecg, set[str]]] = {}
-    for path in _cinc_files(root):
-        name = path.stem
-        if not is_independent(name) or (
-            path.suffix == ".mat" and path.with_suffix(".hea").exists()
-        ):
-            continue
-        if name in found and found[name][1]:
-            continue
-        try:
-            ecg = load_ecg(path)
-        except ValueError:
-            continue
-        codes = {c.split("|", 1)[1] for c in ecg.diagnosis_codes if c.startswith(SNOMED_SYSTEM)}
-        codes |= cpsc_ref.get(name, set())
-        if codes or name not in found:
-            found[name] = (ecg, codes)
-    return [(name, ecg, codes) for name, (ecg, codes) in sorted(found.items()) if codes]
 
 
 def evaluate_cinc(

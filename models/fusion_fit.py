@@ -95,7 +95,7 @@ def select_variant(scores: ChannelScores) -> tuple[str, dict[str, dict[str, floa
     Returns the variant with the best macro AUROC over criterion-backed labels (ties: fewer
     labels worse than their criterion alone), and every variant's figures.
     """
-    from models.evaluation_channels import _auc
+    from models.metrics import auroc as _auc
 
     sources = np.array(scores.sources)
     report: dict[str, dict[str, float]] = {}

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import Ecg, load_ecg
-from models.catalog import LabelCatalog, ptbxl_statements_with_superclasses
+from models.catalog import SNOMED_SYSTEM, LabelCatalog, ptbxl_statements_with_superclasses
 from models.data import fold_split, read_scp_statements, read_wfdb
 from models.resolution import NEGATION
 from models.text import parse_scp_codes
@@ -68,6 +68,76 @@ class LabelledRecord:
     #: Labels the record's labelling can say anything about (a PTB-XL record says nothing
     #: about a label without a PTB-XL mapping: it is neither positive nor negative there).
     assessed: frozenset[str]
+
+
+INDEPENDENT_CINC_PREFIXES = ("A", "Q", "E", "JS", "S")  # S covers SPH
+#: CPSC 2018 reference class numbers -> challenge abbreviations (dx_mapping_scored.csv).
+CPSC_CLASSES = {
+    "1": "SNR", "2": "AF", "3": "IAVB", "4": "LBBB", "5": "RBBB",
+    "6": "PAC", "7": "PVC", "8": "STD", "9": "STE",
+}  # fmt: skip
+
+
+def read_dx_names(cinc_root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """SNOMED code -> name, and abbreviation -> SNOMED code, from the challenge tables."""
+    names: dict[str, str] = {}
+    abbrev: dict[str, str] = {}
+    for path in sorted(cinc_root.rglob("*.csv")):
+        if path.name not in {"dx_mapping_scored.csv", "dx_mapping_unscored.csv"}:
+            continue
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                code = (row.get("SNOMED CT Code") or row.get("SNOMEDCTCode") or "").strip()
+                if code:
+                    names.setdefault(code, row["Dx"].strip())
+                    abbrev.setdefault(row.get("Abbreviation", "").strip(), code)
+    return names, abbrev
+
+
+def _cinc_files(root: Path) -> Iterable[Path]:
+    for pattern in ("*.hea", "*.mat", "*.h5"):
+        yield from sorted(root.rglob(pattern))
+
+
+def is_independent(name: str) -> bool:
+    return not name.startswith("HR") and name.startswith(INDEPENDENT_CINC_PREFIXES)
+
+
+def cinc_records(root: Path) -> list[tuple[str, Ecg, set[str]]]:
+    """(record name, ECG, SNOMED codes) for every independent development record, deduplicated."""
+    _, abbrev = read_dx_names(root)
+    cpsc_ref: dict[str, set[str]] = {}
+    ref_csv = root / "labels" / "cpsc2018_ecgchat" / "training_REFERENCE.csv"
+    if ref_csv.is_file():
+        with ref_csv.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                nums = [
+                    row.get(k, "").split(".")[0]
+                    for k in ("First_label", "Second_label", "Third_label")
+                ]
+                cpsc_ref[row["Recording"]] = {
+                    abbrev[CPSC_CLASSES[n]]
+                    for n in nums
+                    if n in CPSC_CLASSES and CPSC_CLASSES[n] in abbrev
+                }
+    found: dict[str, tuple[Ecg, set[str]]] = {}
+    for path in _cinc_files(root):
+        name = path.stem
+        if not is_independent(name) or (
+            path.suffix == ".mat" and path.with_suffix(".hea").exists()
+        ):
+            continue
+        if name in found and found[name][1]:
+            continue
+        try:
+            ecg = load_ecg(path)
+        except ValueError:
+            continue
+        codes = {c.split("|", 1)[1] for c in ecg.diagnosis_codes if c.startswith(SNOMED_SYSTEM)}
+        codes |= cpsc_ref.get(name, set())
+        if codes or name not in found:
+            found[name] = (ecg, codes)
+    return [(name, ecg, codes) for name, (ecg, codes) in sorted(found.items()) if codes]
 
 
 def labelled_records(
@@ -121,9 +191,6 @@ def _ptbxl(root: Path, catalog: LabelCatalog, split: str) -> list[LabelledRecord
 
 
 def _cinc_or_files(root: Path, catalog: LabelCatalog) -> list[LabelledRecord]:
-    from models.catalog import SNOMED_SYSTEM
-    from models.evaluation import cinc_records
-
     records = cinc_records(root)
     if records:
         coded = frozenset(lb.id for lb in catalog if lb.snomed_codes())
