@@ -64,6 +64,11 @@ class LabelScore:
     #: The embedding-only probability before fusion with the criteria (None: not fused).
     embedding_probability: float | None = None
 
+    @property
+    def measured_evidence(self) -> tuple[str, ...]:
+        """The evidence lines with a measured value (what a reader checks on the tracing)."""
+        return tuple(e for e in self.evidence if not e.endswith(" not measured"))
+
 
 @dataclass(frozen=True)
 class ClassificationResult:
