@@ -121,8 +121,9 @@ class FailureGate:
                 first = True
             window.refused += 1
             window.last_at = stamp
-            window.note(window.reasons, reason[:200])
-            window.note(window.endpoints, endpoint[:200])
+            if not first:  # the aggregate counts what was not audited in full
+                window.note(window.reasons, reason[:200])
+                window.note(window.endpoints, endpoint[:200])
         for closed_key, closed_window in closed:
             self._write_aggregate(closed_key, closed_window)
         if first:

@@ -43,6 +43,7 @@ jwks_url = _service.jwks_url
 epic_jwks_file = _service.epic_jwks_file
 service_client = _service.service_client
 ehr = _service.ehr
+dicom_bytes = _service.dicom_bytes
 
 
 @dataclass
