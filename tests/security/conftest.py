@@ -94,9 +94,11 @@ def peak_growth_mb(pid: int, attack: Callable[[], Any]) -> tuple[float, Any]:
     return max(0, peak - before) / 1024, result
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[LiveService]:
-    folder = tmp_path_factory.mktemp("security")
+def start_service(
+    folder: Path, model_dir: Path, **settings: str
+) -> tuple[str, subprocess.Popen[bytes], EhrKey, Any]:
+    """Start ``uvicorn`` on a free loopback port with the operator-style settings above
+    (plus ``settings``, as ``ECG_CDS_*`` variables); wait until it answers."""
     key = EhrKey.generate("ES384")
     jwks_file = folder / "ehr-jwks.json"
     jwks_file.write_text(json.dumps(jwks(key)), encoding="utf-8")
@@ -112,6 +114,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[
         "ECG_CDS_AUTH__AUDIT_TOKENS": json.dumps([AUDIT_HASH]),
         "ECG_CDS_AUTH__INGEST_TOKENS": json.dumps([INGEST_TOKEN]),
         "ECG_CDS_JOBS__HOOK_WAIT_BUDGET_S": "0.2",
+        **{f"ECG_CDS_{name.upper()}": value for name, value in settings.items()},
     }
     env.pop("ECG_CDS_SETTINGS_FILE", None)
     log = (folder / "service.log").open("wb")
@@ -146,12 +149,23 @@ def live(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[
             output = (folder / "service.log").read_text(errors="replace")[-3000:]
             pytest.fail(f"the service did not start:\n{output}")
         time.sleep(0.2)
+    return base, process, key, log
+
+
+def stop_service(process: subprocess.Popen[bytes], log: Any) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[LiveService]:
+    folder = tmp_path_factory.mktemp("security")
+    base, process, key, log = start_service(folder, model_dir)
     try:
         yield LiveService(base, process, key, folder / "var")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop_service(process, log)
