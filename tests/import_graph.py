@@ -21,8 +21,8 @@ PACKAGES = ("adapters", "models", "cds_service")
 FORBIDDEN = {"adapters": {"models", "cds_service"}, "models": {"cds_service"}}
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -35,16 +35,17 @@ def project_modules(root: Path = ROOT) -> dict[str, Path]:
         for path in sorted((root / package).rglob("*.py")):
             if "migrations" in path.parts:  # alembic's revision scripts, loaded by alembic
                 continue
-            found[_module_name(path)] = path
+            found[_module_name(path, root)] = path
     return found
 
 
-def _imported(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[str, int]]:
-    """(dotted target, line) for every import statement anywhere in the tree."""
+def _imported(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[list[str], int]]:
+    """For every import statement anywhere in the tree: the dotted names it may mean, most
+    specific first (``from a import b`` means module ``a.b`` if there is one, else ``a``)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, node.lineno
+                yield [alias.name], node.lineno
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".")
@@ -55,64 +56,22 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[st
             else:
                 prefix = node.module or ""
             for alias in node.names:
-                yield f"{prefix}.{alias.name}", node.lineno
-                yield prefix, node.lineno
+                yield [f"{prefix}.{alias.name}", prefix], node.lineno
 
 
 def import_graph(root: Path = ROOT) -> dict[str, dict[str, int]]:
-    """module -> {imported project module: first line}; ``from a import b`` counts as
-    importing ``a.b`` when that is a module, else ``a``."""
+    """module -> {imported project module: first line it is imported on}."""
     modules = project_modules(root)
     graph: dict[str, dict[str, int]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         edges: dict[str, int] = {}
-        is_package = path.name == "__init__.py"
-        seen_from: set[tuple[str, int]] = set()
-        for target, line in _imported(tree, name, is_package):
-            if target in modules:
-                resolved = target
-            else:
-                continue
-            if resolved == name:
-                continue
-            seen_from.add((resolved, line))
-            edges.setdefault(resolved, line)
-        # ``from a import b`` where ``a.b`` is a module: drop the edge to ``a`` itself unless
-        # something else is imported from ``a`` on that line.
-        for target, line in list(seen_from):
-            parent = target.rsplit(".", 1)[0]
-            if (
-                parent in edges
-                and edges[parent] == line
-                and not _imports_names(tree, parent, line, modules, name, is_package)
-            ):
-                del edges[parent]
+        for candidates, line in _imported(tree, name, path.name == "__init__.py"):
+            target = next((c for c in candidates if c in modules), None)
+            if target is not None and target != name:
+                edges[target] = min(line, edges.get(target, line))
         graph[name] = edges
     return graph
-
-
-def _imports_names(
-    tree: ast.AST,
-    parent: str,
-    line: int,
-    modules: dict[str, Path],
-    module: str,
-    is_package: bool,
-) -> bool:
-    """Whether the ``from parent import ...`` on ``line`` imports a non-module name."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.lineno == line:
-            for target, _ in _imported(node, module, is_package):
-                if target.rsplit(".", 1)[0] == parent and target not in modules:
-                    return True
-        elif (
-            isinstance(node, ast.Import)
-            and node.lineno == line
-            and any(alias.name == parent for alias in node.names)
-        ):
-            return True
-    return False
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:

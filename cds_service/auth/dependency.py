@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cds_service.auth.errors import TokenRejected
+from cds_service.auth.errors import AuthFailed, TokenRejected
 from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
 from cds_service.auth.throttle import client_address, gate_for
 from cds_service.auth.verify import TokenVerifier, VerifiedToken
@@ -28,10 +28,6 @@ from cds_service.settings import Settings
 log = logging.getLogger(__name__)
 
 _FEEDBACK_SUFFIX = "/feedback"
-
-
-class AuthFailed(Exception):
-    """Raised by :func:`require_ehr_token`; answered with a bare 401 (no body)."""
 
 
 def get_verifier(request: Request) -> TokenVerifier:

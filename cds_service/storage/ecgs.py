@@ -261,14 +261,24 @@ class EcgStore:
             return (blob.data, row.container) if row and blob else None
 
     def ids_matching(
-        self, *, patient_ref: str | None = None, source_prefix: str | None = None
+        self,
+        *,
+        patient_ref: str | None = None,
+        source_prefix: str | None = None,
+        after_id: str | None = None,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids of every stored ECG of a patient and/or from under a source URI prefix."""
+        """Ids of stored ECGs of a patient and/or from under a source URI prefix, in id order;
+        ``after_id`` and ``limit`` page through them."""
         query = select(EcgRow.id).order_by(EcgRow.id)
         if patient_ref is not None:
             query = query.where(EcgRow.patient_ref == patient_ref)
         if source_prefix is not None:
             query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
+        if after_id is not None:
+            query = query.where(EcgRow.id > after_id)
+        if limit is not None:
+            query = query.limit(limit)
         with self._sessions() as session:
             return list(session.scalars(query).all())
 

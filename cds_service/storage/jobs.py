@@ -85,6 +85,20 @@ class JobLedger:
             )
             return found is not None
 
+    def classified(self, ecg_ids: Sequence[str], model_version: str) -> set[str]:
+        """Those of ``ecg_ids`` that have a result of ``model_version``."""
+        if not ecg_ids:
+            return set()
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(ResultRow.ecg_id).where(
+                        ResultRow.ecg_id.in_(list(ecg_ids)),
+                        ResultRow.model_version == model_version,
+                    )
+                ).all()
+            )
+
     def submit(
         self, ecg_id: str, *, bulk: bool = False, requeue_before: datetime | None = None
     ) -> None:
