@@ -17,7 +17,7 @@ import pytest
 
 from adapters import EcgFormatError, load_ecg
 from tests.security.conftest import AUDIT_SECRET, INGEST_TOKEN, LiveService
-from tests.security.test_outbound import Listener
+from tests.security.listener import Listener
 from tests.service.ehr import hook_body, searchset
 
 HOOK = "/cds-services/ecg-review"

@@ -3,55 +3,16 @@ redirects and schemes that already held. Loopback listeners prove "no request wa
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
 from tests.security.conftest import Ehr
+from tests.security.listener import Listener
 from tests.service.ehr import hook_body, searchset
 
 ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
-
-
-class Listener(ThreadingHTTPServer):
-    """Records every request; answers each with ``status`` (and ``Location`` when set)."""
-
-    def __init__(self, status: int = 404, location: str | None = None) -> None:
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                listener.requests.append(self.path)
-                self.send_response(listener.status)
-                if listener.location:
-                    self.send_header("Location", listener.location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_GET
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.status, self.location = status, location
-        self.requests: list[str] = []
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 # -- the one check ----------------------------------------------------------------------------
