@@ -106,13 +106,13 @@ def wfdb_bomb() -> dict[str, bytes]:
 
 
 def aecg_bomb(template: bytes) -> bytes:
-    """An HL7 aECG whose first two leads' digits are 3 M values each ("0 0 0 ..."): 12 MB
+    """An HL7 aECG whose first two leads' digits are 3 M values each ("12 12 12 ..."): 18 MB
     of text (each text node under libxml2's 10 MB cap) that a token list would turn into
-    ~400 MB of Python objects."""
+    ~350 MB of Python strings (two-character strings are not shared singletons)."""
     out, position = [], 0
     for _ in range(2):
         start = template.index(b"<digits>", position) + len(b"<digits>")
         end = template.index(b"</digits>", start)
-        out += [template[position:start], b"0 " * 3_000_000]
+        out += [template[position:start], b"12 " * 3_000_000]
         position = end
     return b"".join([*out, template[position:]])
