@@ -607,3 +607,13 @@ def _entry(r: AuditEventRow) -> AuditEntry:
         prev_hash=r.prev_hash,
         hash=r.hash,
     )
+
+
+def running_trail(app: object) -> AuditTrail | None:
+    """The audit trail of a started app (``app.state.runtime.audit``), or None before start.
+
+    For middleware and error handlers, which run outside route dependencies.
+    """
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    trail = getattr(runtime, "audit", None)
+    return trail if isinstance(trail, AuditTrail) else None

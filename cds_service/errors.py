@@ -24,8 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cds_service.audit import Actor, running_trail
 from cds_service.auth import AuthFailed
 from cds_service.hooks.problems import HookProblem
+from cds_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,14 @@ def _bare_401() -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
-def audit_refusal(app: Any, scope: Scope, status: int, messages: Sequence[str]) -> None:
+def audit_refusal(app: object, scope: Scope, status: int, messages: Sequence[str]) -> None:
     """Record a hook request answered with an error as a ``hook-call`` audit entry.
 
     Bad input leaves a trace for compliance like any other call: who (when the JWT was
     verified), which route, the status and what was wrong. A refusal that cannot be recorded
     is still answered: the failure is logged, never turned into a different answer.
     """
-    from cds_service.audit import Actor
-
-    trail = getattr(getattr(app.state, "runtime", None), "audit", None)
+    trail = running_trail(app)
     if trail is None:
         return
     token = (scope.get("state") or {}).get("ehr_token")
@@ -214,7 +214,7 @@ class RequestSizeLimit:
         await operation_outcome(413, messages)(scope, receive, send)
 
 
-def body_limits(settings: Any) -> dict[str, int]:
+def body_limits(settings: Settings) -> dict[str, int]:
     """Hook calls: ``max_request_bytes``; uploads may carry a whole ECG file plus overhead."""
     hooks_limit = int(settings.max_request_bytes)
     return {

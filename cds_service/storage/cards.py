@@ -6,6 +6,7 @@ the ECG and result it was about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,3 +98,19 @@ class CardStore:
                 .order_by(FeedbackRow.created_at, FeedbackRow.id)
             ).all()
             return [FeedbackInfo.from_row(row) for row in rows]
+
+    def feedback_for_many(self, ecg_ids: Sequence[str]) -> dict[str, list[FeedbackInfo]]:
+        """:meth:`feedback_for` of several ECGs in one query (ECGs without any are absent)."""
+        if not ecg_ids:
+            return {}
+        out: dict[str, list[FeedbackInfo]] = {}
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(FeedbackRow)
+                .where(FeedbackRow.ecg_id.in_(list(ecg_ids)))
+                .order_by(FeedbackRow.created_at, FeedbackRow.id)
+            ).all()
+            for row in rows:
+                if row.ecg_id is not None:
+                    out.setdefault(row.ecg_id, []).append(FeedbackInfo.from_row(row))
+        return out
