@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service.audit import Actor, running_trail
-from cds_service.auth import AuthFailed
+from cds_service.auth.errors import AuthFailed
 from cds_service.hooks.problems import HookProblem
 from cds_service.settings import Settings
 
