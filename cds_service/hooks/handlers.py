@@ -22,7 +22,7 @@ from cds_service.auth import VerifiedToken
 from cds_service.fhir_client import redact_url
 from cds_service.hooks import cards as card_builders
 from cds_service.hooks.accept import Classified, accept_and_wait
-from cds_service.hooks.assess import CardPolicy, catalog_for
+from cds_service.hooks.assess import catalog_for, policy_for
 from cds_service.hooks.context import BuiltCard, Gathered, HookContext
 from cds_service.hooks.gather import gather, open_fetcher
 from cds_service.hooks.load import load
@@ -58,7 +58,7 @@ def build_cards(
     """Cards with the ECG id and model version each is about."""
     service, call, patient_ref = ctx.service, ctx.call, ctx.patient_ref
     catalog = catalog_for(settings)
-    policy = CardPolicy()
+    policy = policy_for(settings)
     out: list[BuiltCard] = []
     pending = [c for c in classified if c.result is None and not c.failed]
 
