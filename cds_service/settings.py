@@ -129,7 +129,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
     model_dir: Path | None = None  # default: the shipped weights
     catalog_file: Path | None = None  # default: the shipped label catalog
+    #: The one limit on a request body (hook calls and ECG uploads alike): 413 when over.
     max_request_bytes: int = 32 * 1024 * 1024
+    #: The limit on one ECG file read from disk, a folder ingest, a FHIR attachment or PACS.
     max_ecg_bytes: int = 64 * 1024 * 1024
     #: What one decoded ECG may hold, checked against the file's declared shape and
     #: decompressed size before anything is allocated (413 when over).
