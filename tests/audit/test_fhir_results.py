@@ -1,7 +1,8 @@
 """The report-annotation resources: R4B-valid, correctly coded, AI-labelled, cross-referenced.
 
 Results are built from the shipped label catalog's real labels and codes; expected codes are the
-LOINC/SNOMED CT values listed in docs/REFERENCE.md section 2.
+LOINC/SNOMED CT values of the FHIR R4 ECG examples and LOINC's EKG panel (11524-6 EKG study,
+8601-7 EKG impression, LP29708-2 Cardiology).
 """
 
 from __future__ import annotations

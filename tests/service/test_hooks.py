@@ -1,4 +1,4 @@
-"""Conformance with CDS Hooks 2.0.1 (docs/REFERENCE.md section 1), acting as the EHR.
+"""Conformance with CDS Hooks 2.0.1 (https://cds-hooks.hl7.org/2.0.1/), acting as the EHR.
 
 Real ECG files go in as prefetch (DICOM and aECG as DocumentReference attachments, a PTB-XL
 record as a FHIR Observation from our writer); the real runtime classifies them.
