@@ -225,7 +225,16 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
     if medians is None:
         return values, per_lead
     usable = prepared.usable
-    waves = delineate(medians.filtered[usable], rr_median)
+    position = np.searchsorted(peaks, medians.beats)
+    gaps = np.diff(peaks) / WORK_FS
+    next_s = gaps[position[position < gaps.size]]
+    previous_s = gaps[position[position > 0] - 1]
+    waves = delineate(
+        medians.filtered[usable],
+        rr_median,
+        float(np.median(next_s)) if next_s.size else None,
+        float(np.median(previous_s)) if previous_s.size else None,
+    )
     ms = 1000.0 / WORK_FS
     if waves.qrs_on is not None and waves.qrs_off is not None:
         values["qrs"] = _plausible("qrs", (waves.qrs_off - waves.qrs_on) * ms)
