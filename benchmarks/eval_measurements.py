@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _row(label: str, row: ErrorRow) -> str:
+    if not row.marked:
+        return f"| {label} | {row.interval.upper()} | not marked | | | | | | |"
     s = row.summary()
     mean_tol, sd_tol = IEC_TOLERANCE_MS[row.interval]
     return (

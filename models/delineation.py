@@ -43,8 +43,13 @@ QT_LOW_S = 0.33
 #: The P wave is the hump nearest the QRS among those at least this share as prominent as
 #: the most prominent one before it.
 P_NEAREST_SHARE = 0.3
+#: P onset is looked for at most this long before the P peak (onset to peak is 40-80 ms).
+P_RISE_S = 0.1
+#: A "P wave" longer than this is a merged T-P or baseline drift, not a P wave (P mitrale
+#: reaches 160-180 ms).
+MAX_P_DURATION_S = 0.2
 #: A P wave is present when its RMS amplitude over the leads exceeds this (mV) in the median beat.
-MIN_P_AMPLITUDE_MV = 0.02
+MIN_P_AMPLITUDE_MV = 0.015
 
 R_INDEX = round(BEAT_BEFORE_S * WORK_FS)
 
@@ -193,7 +198,9 @@ def delineate(
     next_qrs = qrs_on + after - _n(0.04)
     next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs - _n(0.16)
     t_peak, t_end = _t_wave(rms, qrs_off, next_p, length)
-    if t_end is not None and p_on is None:  # look again with the measured T end
+    if t_end is not None and t_end - before + _n(0.02) > previous_t:
+        # The previous T wave lasts longer than the estimate: look again after its measured
+        # end, so its tail is not taken for a P wave.
         p_on, p_off = _p_wave(rms, qrs_on, t_end - before + _n(0.02))
     return Waves(p_on, p_off, qrs_on, qrs_off, t_peak, t_end)
 
@@ -254,7 +261,7 @@ def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, in
     prominence = props["prominences"][-tops.size :]
     strong = tops[prominence >= P_NEAREST_SHARE * prominence.max()]
     p_peak = p_lo + int(strong[-1])
-    start = max(p_lo, p_peak - _n(0.14))
+    start = max(p_lo, p_peak - _n(P_RISE_S))
     level = float(rms[start : p_peak + 1].min())
     lo = start + int(np.argmin(rms[start : p_peak + 1]))
     if p_peak - lo < 2:
@@ -265,4 +272,6 @@ def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, in
     if stop - p_peak < 3:
         return p_on, None
     p_off = _tangent_crossing(rms, p_peak, stop, float(after.min()), falling=True)
+    if p_off - p_on > _n(MAX_P_DURATION_S):  # no P wave lasts this long: not a clear P
+        return None, None
     return p_on, p_off
