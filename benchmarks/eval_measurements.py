@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _row(label: str, row: ErrorRow) -> str:
-    if not row.marked:
-        return f"| {label} | {row.interval.upper()} | not marked | | | | | | |"
+    if not row.marked or not row.errors:
+        what = "not marked" if not row.marked else f"0/{row.marked} (not annotated)"
+        return f"| {label} | {row.interval.upper()} | {what} | | | | | | |"
     s = row.summary()
     mean_tol, sd_tol = IEC_TOLERANCE_MS[row.interval]
     return (

@@ -1,35 +1,38 @@
-"""Global ECG intervals, rate and axis: what the cart prints above the tracing.
+"""ECG measurements: what the cart prints above the tracing, and what criteria read.
 
-:func:`measure` returns heart rate, RR irregularity, PR, QRS, QT, QTc (Bazett and Fridericia)
-and the frontal QRS axis, each a :class:`~models.results.Measurement` with its UCUM unit and
-LOINC code, ``value=None`` when it cannot be measured (e.g. PR in atrial fibrillation).
+:func:`measure` returns, for every key of :data:`SPECS`, a :class:`~models.results.Measurement`
+with its UCUM unit and LOINC code (``value=None`` when it cannot be measured, e.g. PR in
+atrial fibrillation): rate and RR irregularity; PR, QRS, QT, QTc (Bazett, Fridericia); P,
+QRS and T frontal axes; P-wave presence, duration, amplitude and terminal force in V1; per
+lead R, S, Q, R-peak time, terminal S, notching, ST at J and J+60 ms, T amplitude;
+Sokolow-Lyon and Cornell voltages, R-wave transition, R' in V1/V2; pacing spikes. Lead-wise
+keys carry ``Measurement.per_lead``.
 
-How (the classic "representative beat" approach of interpretive carts):
+How (the "representative beat" approach of interpretive carts):
 
-1. Resample to 250 Hz (4 ms resolution is finer than any tolerance an interval is read to)
-   and band-pass 0.5-40 Hz.
-2. R peaks with neurokit2 (``ecg_clean`` + ``ecg_peaks``) on lead II, or the first usable of
-   V5, I, V6, ... when II is flat or missing. Heart rate = 60 / median RR; irregularity =
-   coefficient of variation of RR.
-3. A median beat per lead from the beats whose QRS matches the dominant morphology (so
-   ectopic beats do not distort it).
-4. Global QRS onset/offset where the spatial velocity of all usable leads (root sum of squared
-   first differences) rises above / falls below a fraction of its QRS peak; T end by the
-   tangent method on the root-mean-square of the baseline-corrected leads; P onset likewise
-   on the rising edge of the P wave, and no PR when there is no P wave.
-5. Axis from the net QRS areas in I and aVF.
+1. Pacing spikes on the signal as read, at the source rate (:mod:`models.pacing`): they are
+   1-2 ms wide and any resampling or low-pass would erase them.
+2. Resample to 250 Hz (4 ms resolution is finer than any tolerance an interval is read to);
+   a 0.5-40 Hz band-passed copy for delineation, the unfiltered copy for amplitudes. All
+   leads present take part: the 12 standard leads (limb leads derived from I and II when
+   absent) and any other recorded lead (Holter ``ECG1``, ``CM5``...), so two-lead records
+   are measured on the leads they have.
+3. R peaks with neurokit2's detector on lead II, or the first usable of V5, I, V6, ..., then
+   any other lead. Heart rate = 60 / median RR; irregularity = coefficient of variation of RR.
+4. Median beats from the beats whose QRS matches the dominant morphology (ectopic beats left
+   out), and global boundaries from all usable leads (:mod:`models.delineation`).
+5. Per-lead amplitudes and shapes on the unfiltered median beat (:mod:`models.lead_features`).
 
 Why not neurokit2's wave delineation (``ecg_delineate``, method "dwt", per beat on lead II)?
 On the shared PTB-XL records it gave QRS durations of 150-380 ms for normal ECGs and PR
-intervals of 50-140 ms, and its delineation alone took about 150 ms per record (wall time, shared
-machine). The median-beat approach measures what cardiologists and carts report (global,
-multi-lead intervals) and takes about 11-16 ms CPU per 10 s record (see
-benchmarks/bench_quality_measurements.py); the first call also pays the neurokit2 import
-(about 1.5 s CPU) unless :func:`warm_up` ran at start-up.
+intervals of 50-140 ms, and its delineation alone took about 150 ms per record. The
+median-beat approach measures what cardiologists and carts report (global, multi-lead
+intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py);
+the first call also pays the neurokit2 import unless :func:`warm_up` ran at start-up.
 
-Known bias: the tangent method puts T end a little early, so QT reads about 10-20 ms shorter
-than on the carts we could compare with (HL7 aECG example: 404 vs 420 ms; median QTc of
-normal PTB-XL records 395 ms).
+Accuracy (benchmarks/eval_measurements.py; the model card's measurement section): against
+the QT Database cardiologists and five carts' own intervals. Known bias: QT reads about
+15-25 ms shorter than cardiologists and carts (the tangent method puts T end a little early).
 
 Never raises on a real recording: any failure of a step leaves the dependent values None.
 """
