@@ -145,3 +145,40 @@ def test_two_lead_records_are_measured_on_the_leads_they_have(
     case = next(qtdb_cases(data_dir / "qtdb", ["sel16265"]))
     assert case.ecg.leads == ("ECG1", "ECG2")
     assert all(measured_intervals(case.ecg)[k] is not None for k in ("pr", "qrs", "qt"))
+
+
+def test_qrs_morphology_of_bundle_branch_blocks_and_lvh(ptbxl_dir: Path) -> None:
+    """PTB-XL (500 Hz) records with CRBBB, CLBBB, LVH or NORM (first 25 of each in 1-500)."""
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups: dict[str, list[dict[str, float | None]]] = {
+        g: [] for g in ("CRBBB", "CLBBB", "LVH", "NORM")
+    }
+    for row in rows:
+        codes = ast.literal_eval(row["scp_codes"])
+        for group, found in groups.items():
+            if group in codes and len(found) < 25:
+                m = measure(load_ecg(ptbxl_dir / f"{row['filename_hr']}.hea"))
+                found.append({k: v.value for k, v in m.items()})
+
+    def values(group: str, key: str) -> np.ndarray:
+        return np.array([v[key] for v in groups[group] if v[key] is not None], dtype=float)
+
+    assert len(groups["CRBBB"]) >= 7 and len(groups["CLBBB"]) >= 7
+    # RBBB: R' in V1/V2 and a broad terminal S in I/V6 (AHA/ACCF/HRS 2009).
+    assert np.mean(values("CRBBB", "rsr_prime_v1")) >= 0.6
+    assert np.mean(values("NORM", "rsr_prime_v1")) <= 0.15
+    assert np.median(values("CRBBB", "terminal_s_duration")) >= 60
+    assert np.median(values("CRBBB", "terminal_s_duration")) >= 1.5 * np.median(
+        values("NORM", "terminal_s_duration")
+    )
+    # LBBB: late R peak in V5/V6 (> 60 ms), late precordial transition.
+    assert np.median(values("CLBBB", "r_peak_time")) > 60
+    assert np.median(values("NORM", "r_peak_time")) < 50
+    assert np.median(values("CLBBB", "r_wave_transition")) >= 4
+    # LVH: voltage criteria well above normal records.
+    assert np.median(values("LVH", "sokolow_lyon")) >= 3.5
+    assert np.median(values("LVH", "sokolow_lyon")) >= np.median(values("NORM", "sokolow_lyon")) + 1
+    assert np.median(values("LVH", "cornell_voltage")) > np.median(
+        values("NORM", "cornell_voltage")
+    )
