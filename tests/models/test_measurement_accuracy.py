@@ -110,6 +110,12 @@ def test_lead_amplitudes_agree_with_the_philips_cart(formats_dir: Path) -> None:
         abs((ours["s_amplitude"].per_lead or {})[n] + c["samp"]) for n, c in cart.items()
     ]
     assert np.median(s_differences) <= 0.05
+    # The cart read "Inferior infarct, acute": ST elevation in II, III, aVF, reciprocal
+    # depression in aVL, at J and at J+60 ms.
+    for key in ("st_j", "st_j60"):
+        st = ours[key].per_lead or {}
+        assert min(st["II"], st["III"], st["aVF"]) >= 0.1, (key, st)
+        assert st["aVL"] <= -0.05, (key, st)
 
 
 def test_pacing_spikes_in_paced_ptbxl_records(ptbxl_dir: Path) -> None:
