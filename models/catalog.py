@@ -74,6 +74,8 @@ class Label:
     #: :mod:`models.criteria`). ``()``: none, the embedding alone. ``None``: not named, so the
     #: scorer resolves them from the label's text (:mod:`models.resolution`).
     criteria: tuple[str, ...] | None = None
+    #: Whether this finding on the latest ECG makes ordering a QT-prolonging drug a risk.
+    qt_risk: bool = False
 
     @property
     def text(self) -> str:
@@ -243,6 +245,7 @@ class _LabelSchema(BaseModel):
     calibration: _CalibrationSchema | None = None
     critical_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     criteria: list[str] | None = None
+    qt_risk: bool = False
 
     @field_validator("prompts")
     @classmethod
@@ -269,6 +272,7 @@ class _LabelSchema(BaseModel):
             ptbxl=tuple(self.ptbxl),
             critical_threshold=self.critical_threshold,
             criteria=None if self.criteria is None else tuple(self.criteria),
+            qt_risk=self.qt_risk,
         )
 
 

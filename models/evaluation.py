@@ -28,11 +28,11 @@ from typing import Protocol
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from adapters import Ecg
+from adapters import Ecg, load_ecg
 from models.calibration import expected_calibration_error
 from models.catalog import SNOMED_SYSTEM, Label, LabelCatalog
 from models.classifier import ZeroShotClassifier, _measurements
-from models.data import fold_split, read_scp_statements, read_wfdb
+from models.data import fold_split, read_scp_statements
 from models.labelled import (
     cinc_records,
     read_dx_names,
@@ -245,7 +245,7 @@ def evaluate_ptbxl(
             path = root / row["filename_hr"]
             if not path.with_suffix(".hea").is_file():
                 continue
-            ecgs.append(read_wfdb(path))
+            ecgs.append(load_ecg(path))
             ys.append([int(float(label_rows[ecg_id][c])) for c in classes])
     if not ecgs:
         raise ValueError(f"{root}: no {split} records with waveforms and {task} labels")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from adapters import Ecg, load_ecg
 from models.catalog import SNOMED_SYSTEM, LabelCatalog, ptbxl_statements_with_superclasses
-from models.data import fold_split, read_scp_statements, read_wfdb
+from models.data import fold_split, read_scp_statements
 from models.resolution import NEGATION
 from models.text import parse_scp_codes
 
@@ -184,7 +184,7 @@ def _ptbxl(root: Path, catalog: LabelCatalog, split: str) -> list[LabelledRecord
                 if HEART_AXIS.get(axis) in catalog:
                     positives.add(HEART_AXIS[axis])
             out.append(
-                LabelledRecord(f"ptbxl:{int(float(row['ecg_id']))}", "PTB-XL", read_wfdb(path),
+                LabelledRecord(f"ptbxl:{int(float(row['ecg_id']))}", "PTB-XL", load_ecg(path),
                                frozenset(positives), frozenset(seen))
             )  # fmt: skip
     return out
