@@ -274,7 +274,6 @@ class MeasuredFacts:
         return torch.maximum(y[idx], extra)
 
 
-@torch.no_grad()
 def rank_penalty(z: torch.Tensor, variance_weight: float, covariance_weight: float) -> torch.Tensor:
     """Variance hinge + spread of the covariance spectrum on a batch of unit embeddings.
 
@@ -294,6 +293,7 @@ def rank_penalty(z: torch.Tensor, variance_weight: float, covariance_weight: flo
     return variance_weight * variance + covariance_weight * (1.0 + spread)
 
 
+@torch.no_grad()
 def update_ema(ema: dict[str, torch.Tensor], model: EcgClipModel, decay: float) -> None:
     for key, value in model.state_dict().items():
         if decay > 0 and value.is_floating_point():
