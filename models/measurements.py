@@ -90,7 +90,8 @@ class _Spec:
     summary: Summary | None = None
 
 
-#: What each key means: UCUM unit, LOINC code (docs/REFERENCE.md section 2) and display text.
+#: What each key means: UCUM unit, LOINC code (LOINC's EKG measurement codes: 8625-6 PR,
+#: 8633-0 QRS, 8634-8 QT, 8636-3 QTc, 8867-4 heart rate, 8626-4/8632-2/8638-9 axes) and display.
 #: Conventions: amplitudes in mV relative to the isoelectric PR segment just before QRS onset,
 #: measured on the median beat (ectopic beats left out) after a 0.05-150 Hz band (never the
 #: model's low-pass); durations in ms; "1" = dimensionless (counts, shares, 0/1 flags).

@@ -68,7 +68,7 @@ def test_every_key_has_unit_loinc_and_display(formats_dir: Path) -> None:
     result = measure(load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml"))
     assert set(result) == set(SPECS)
     loinc = {name: m.loinc for name, m in result.items() if m.loinc}
-    # docs/REFERENCE.md section 2: PR, QRS, QT, QTc, heart rate, QRS/P/T axes.
+    # LOINC's EKG measurement codes: PR, QRS, QT, QTc, heart rate, QRS/P/T axes.
     assert loinc == {
         "heart_rate": "8867-4", "pr": "8625-6", "qrs": "8633-0", "qt": "8634-8",
         "qtc": "8636-3", "axis": "8632-2", "p_axis": "8626-4", "t_axis": "8638-9",
