@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -135,9 +136,10 @@ class ZeroShotClassifier:
 
     @property
     def calibration_in_use(self) -> str:
-        """Names the calibration every result is stamped with."""
-        shipped = self.calibration.source or "model head default"
-        text = f"shipped: {shipped}; fusion: {self.fusion.fitted_on}"
+        """Names the calibration every result is stamped with (short: it is shown on cards)."""
+        shipped = re.sub(r"(?:/[^/\s]+)*/([^/\s]+)", r"\1", self.calibration.source)
+        fusion = self.fusion.fitted_on.split("; variant")[0]
+        text = f"shipped: {shipped or 'model head default'}; fusion: {fusion}"
         if self.site_calibration is not None:
             text = f"{self.site_calibration.description}; {text}"
         return text
