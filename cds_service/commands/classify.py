@@ -77,6 +77,12 @@ def classify(
             "scores": {
                 names.get(s.label_id, s.label_id): round(s.probability, 4) for s in result.scores
             },
+            "evidence": {
+                names.get(s.label_id, s.label_id): list(s.measured_evidence)
+                for s in result.scores
+                if s.measured_evidence
+            },
+            "calibration": result.calibration,
         }
     failed = 0
     for line in lines:
@@ -104,5 +110,7 @@ def _print_table(line: dict[str, Any], top: int) -> None:
         if m["value"] is not None:
             unit = "" if m["unit"] == "1" else f" {m['unit']}"  # UCUM "1": dimensionless
             typer.echo(f"   {m['display'] or name}: {m['value']:.3g}{unit}")
+    evidence = line.get("evidence", {})
     for text, p in list(line["scores"].items())[:top]:
-        typer.echo(f"   {p:6.3f}  {text}")
+        shown = "; ".join(evidence.get(text, [])[:3])
+        typer.echo(f"   {p:6.3f}  {text}" + (f"  [{shown}]" if shown else ""))

@@ -28,7 +28,11 @@ def test_classify_json_with_free_text_and_a_bad_file(
     assert [line["file"] for line in lines] == files
     assert "error" in lines[1] and "not_an_ecg.xml" in lines[1]["error"]
     for line in (lines[0], lines[2]):
-        assert set(line) == {"file", "model_version", "quality", "measurements", "scores"}
+        assert set(line) == {
+            "file", "model_version", "quality", "measurements", "scores", "evidence",
+            "calibration",
+        }  # fmt: skip
+        assert line["calibration"].startswith("shipped")
         assert line["model_version"].startswith("ecg-clip-")
         if line["quality"]["acceptable"]:
             assert set(line["scores"]) == set(labels)
