@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cds_service.api import audit, ecgs, health, hooks, viewer
+from cds_service.api import audit, ecgs, health, hooks, pages, viewer
 from cds_service.auth import EhrAuthMiddleware
 from cds_service.errors import RequestSizeLimit, body_limits, install_error_handlers
+from cds_service.metrics import install_metrics
 from cds_service.settings import Settings, get_settings
 
 
@@ -40,10 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Zero-shot ECG classification as a CDS Hooks 2.0.1 service",
         version="0.1.0",
         lifespan=lifespan,
+        # Served from local assets by the pages router: no CDN, nothing downloaded.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
-    for module in (health, hooks, ecgs, audit, viewer):
+    for module in (pages, health, hooks, ecgs, audit, viewer):
         app.include_router(module.router)
+    install_metrics(app)
     install_error_handlers(app)
     # Innermost: the EHR's JWT is checked before a hook request's body is read.
     app.add_middleware(EhrAuthMiddleware)
@@ -61,6 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, **body_limits(settings))
     _document_hook_errors_as_400(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory ``ecg-cds serve`` gives uvicorn: the process's logging, then the app
+    (each web worker process runs it)."""
+    from cds_service.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def _document_hook_errors_as_400(app: FastAPI) -> None:

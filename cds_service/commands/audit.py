@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from cds_service.audit import AuditTrail
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 
 
 def _open_trail() -> AuditTrail:
