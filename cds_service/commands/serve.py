@@ -70,4 +70,7 @@ def serve(
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the service's logging (plain or JSON lines) for uvicorn too
         access_log=False,  # access lines carry query strings (patient ids): keep PHI out of logs
+        # uvicorn believes X-Forwarded-* from loopback by default; only configured proxies here
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
