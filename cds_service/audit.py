@@ -308,7 +308,7 @@ class AuditTrail:
         if not pending:
             return
         last_error: Exception | None = None
-        from cds_service.metrics import AUDIT_APPEND_SECONDS
+        from cds_service.instruments import AUDIT_APPEND_SECONDS
 
         for attempt in range(_MAX_APPEND_ATTEMPTS):
             try:

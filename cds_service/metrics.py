@@ -18,34 +18,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from cds_service.runtime import Runtime
+from cds_service.instruments import AUDIT_APPEND_SECONDS, CLASSIFICATION_SECONDS
 
 log = logging.getLogger(__name__)
 
-#: Seconds; from a cached hook answer (ms) to a slow batch.
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-CLASSIFICATION_SECONDS = Histogram(
-    "ecg_cds_classification_seconds",
-    "Model time per ECG (quality gate, measurements, scoring), in this process.",
-    buckets=_LATENCY_BUCKETS,
-    registry=None,
-)
-AUDIT_APPEND_SECONDS = Histogram(
-    "ecg_cds_audit_append_seconds",
-    "Time to append one audit transaction (one or more entries) to the hash chain.",
-    buckets=_LATENCY_BUCKETS,
-    registry=None,
-)
 JOB_STATES = ("queued", "running", "done", "failed")
 
 
@@ -56,7 +40,7 @@ class RuntimeCollector(Collector):
         self._app = app
 
     def collect(self) -> Iterator[Metric]:
-        runtime: Runtime | None = getattr(self._app.state, "runtime", None)
+        runtime: Any = getattr(self._app.state, "runtime", None)
         jobs = GaugeMetricFamily(
             "ecg_cds_jobs", "Background jobs by kind and state.", labels=["kind", "state"]
         )
@@ -73,7 +57,7 @@ class RuntimeCollector(Collector):
         yield model
 
 
-def _job_counts(runtime: Runtime) -> dict[tuple[str, str], int]:
+def _job_counts(runtime: Any) -> dict[tuple[str, str], int]:
     from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 

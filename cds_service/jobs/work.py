@@ -11,22 +11,55 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+import httpx
 from sqlalchemy.exc import OperationalError
 
 from adapters import Ecg, EcgFormatError
+from cds_service.audit import AuditTrail
+from cds_service.jobs.dispatch import Dispatcher
 from cds_service.jobs.errors import RetryableError
-from cds_service.storage.tables import EcgRow, ResultRow
-
-if TYPE_CHECKING:
-    from cds_service.runtime import Runtime
+from cds_service.settings import Settings
+from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.jobs import JobLedger
+from cds_service.writeback import write_back
+from models.results import ClassificationResult
 
 log = logging.getLogger(__name__)
 
 
-def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+class Classifier(Protocol):
+    """What the task bodies need of a model (``models.ZeroShotClassifier``)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def classify(self, ecgs: list[Ecg]) -> list[ClassificationResult]: ...
+
+
+class TaskRuntime(Protocol):
+    """What the task bodies need of a process (:class:`cds_service.runtime.Runtime`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def ecgs(self) -> EcgStore: ...
+    @property
+    def jobs(self) -> JobLedger: ...
+    @property
+    def audit(self) -> AuditTrail: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def classifier(self) -> Classifier: ...
+    @property
+    def model_version(self) -> str: ...
+
+
+def run_task(
+    runtime: TaskRuntime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     """Run one task body by name (the embedded dispatcher's entry point)."""
     attempt = int(kwargs.pop("attempt", 0))
     if name == "classify_ecg":
@@ -40,31 +73,30 @@ def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[st
         raise ValueError(f"unknown task {name!r}")
 
 
-def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
+def classify_ecgs(runtime: TaskRuntime, ecg_ids: Sequence[str]) -> dict[str, str]:
     """Classify ECGs that have no result for the current model; returns id -> outcome.
 
     Outcomes: ``exists`` (already classified), ``stored``, ``failed`` (recorded with its error),
     ``missing`` (no such ECG). Database outages raise :class:`RetryableError`.
     """
-    pipeline = runtime.pipeline
     outcomes: dict[str, str] = {}
     try:
         classifier = runtime.classifier
         version = classifier.model_version
         todo: list[str] = []
         for ecg_id in ecg_ids:
-            if pipeline.has_result(ecg_id, version):
+            if runtime.jobs.has_result(ecg_id, version):
                 outcomes[ecg_id] = "exists"
-                pipeline.mark_job("classify", ecg_id, version, "done")
-            elif pipeline.get_info(ecg_id) is None:
+                runtime.jobs.mark_job("classify", ecg_id, version, "done")
+            elif runtime.ecgs.get_info(ecg_id) is None:
                 outcomes[ecg_id] = "missing"
             else:
                 todo.append(ecg_id)
         loaded: list[tuple[str, Ecg]] = []
         for ecg_id in todo:
-            pipeline.mark_job("classify", ecg_id, version, "running")
+            runtime.jobs.mark_job("classify", ecg_id, version, "running")
             try:
-                loaded.append((ecg_id, pipeline.load_ecg(ecg_id)))
+                loaded.append((ecg_id, runtime.ecgs.load_ecg(ecg_id)))
             except OperationalError:
                 raise
             except (EcgFormatError, KeyError) as exc:
@@ -84,39 +116,39 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
             if result is None:
                 outcomes[ecg_id] = "failed"
                 continue
-            stored = pipeline.store_result(ecg_id, result, notify=False)
+            stored = runtime.jobs.store_result(ecg_id, result, notify=False)
             outcomes[ecg_id] = "stored" if stored else "exists"
             try:
                 if stored:  # a redelivered task does not audit the classification twice
-                    pipeline.audit(
+                    runtime.audit.record(
                         "classification",
                         ecg_id=ecg_id,
                         model_version=version,
-                        patient=_patient(pipeline, ecg_id),
+                        patient=_patient(runtime, ecg_id),
                         detail={
                             "acceptable": result.quality.acceptable,
                             "top": [s.label_id for s in result.scores[:3]],
                         },
                     )
             finally:
-                pipeline.notify()  # waiters see the result together with its audit entry
+                runtime.jobs.notify()  # waiters see the result together with its audit entry
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
         # A report annotation belongs in a patient's record: ECGs with no patient are not sent.
         for ecg_id, outcome in outcomes.items():
-            if outcome in ("stored", "exists") and _patient(pipeline, ecg_id):
+            if outcome in ("stored", "exists") and _patient(runtime, ecg_id):
                 runtime.dispatcher.enqueue("annotate_report", ecg_id)
     return outcomes
 
 
 def _classify_each(
-    runtime: Runtime, loaded: list[tuple[str, Ecg]], version: str
+    runtime: TaskRuntime, loaded: list[tuple[str, Ecg]], version: str
 ) -> dict[tuple[str, Ecg], Any]:
     """One batched call; if the batch fails, one call per ECG so one bad ECG fails alone."""
     if not loaded:
         return {}
-    from cds_service.metrics import CLASSIFICATION_SECONDS
+    from cds_service.instruments import CLASSIFICATION_SECONDS
 
     classifier = runtime.classifier
     try:
@@ -137,11 +169,11 @@ def _classify_each(
     return out
 
 
-def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
+def _fail(runtime: TaskRuntime, ecg_id: str, version: str, error: str) -> None:
     log.warning("ECG %s failed: %s", ecg_id, error)
-    runtime.pipeline.mark_failed(ecg_id, version, error, notify=False)
+    runtime.jobs.mark_failed(ecg_id, version, error, notify=False)
     try:
-        runtime.pipeline.audit(
+        runtime.audit.record(
             "classification",
             outcome="error",
             ecg_id=ecg_id,
@@ -149,48 +181,49 @@ def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
             detail={"error": error[:500]},
         )
     finally:
-        runtime.pipeline.notify()
+        runtime.jobs.notify()
 
 
-def _patient(pipeline: Any, ecg_id: str) -> str | None:
-    info = pipeline.get_info(ecg_id)
+def _patient(runtime: TaskRuntime, ecg_id: str) -> str | None:
+    info = runtime.ecgs.get_info(ecg_id)
     return info.patient_ref if info else None
 
 
-def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = False) -> str:
+def annotate_report(runtime: TaskRuntime, ecg_id: str, *, final_attempt: bool = False) -> str:
     """Write the result back to the FHIR server (Observation, DiagnosticReport, Provenance).
 
-    The FHIR resources are J2's (:func:`cds_service.writeback.write_back`); this body adds
-    the once-only bookkeeping and turns outages into retries. On the ``final_attempt`` an
+    The FHIR resources and the request are :func:`cds_service.writeback.write_back`'s; this
+    body adds the once-only bookkeeping and turns outages into retries. On the ``final_attempt`` an
     outage marks the job failed (with its error) instead of asking for another retry.
     """
     if not runtime.settings.fhir.writeback_server:
         return "disabled"
     version = runtime.model_version
-    pipeline = runtime.pipeline
-    if pipeline.job_state("annotate", ecg_id, version) == "done":
+    if runtime.jobs.job_state("annotate", ecg_id, version) == "done":
         return "exists"
-    if not pipeline.has_result(ecg_id, version):
+    if not runtime.jobs.has_result(ecg_id, version):
         return "no-result"
-    from cds_service.writeback import write_back
-
-    pipeline.mark_job("annotate", ecg_id, version, "running")
+    runtime.jobs.mark_job("annotate", ecg_id, version, "running")
     try:
-        write_back(runtime, ecg_id)
+        write_back(
+            runtime.settings,
+            runtime.audit,
+            ecg_id,
+            runtime.ecgs.get_info(ecg_id),
+            runtime.jobs.result(ecg_id),
+        )
     except Exception as exc:
         if _is_outage(exc) and not final_attempt:
-            pipeline.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
+            runtime.jobs.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
             raise RetryableError(f"FHIR server unavailable: {exc}") from exc
-        pipeline.mark_job("annotate", ecg_id, version, "failed", f"{type(exc).__name__}: {exc}")
+        runtime.jobs.mark_job("annotate", ecg_id, version, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    pipeline.mark_job("annotate", ecg_id, version, "done")
+    runtime.jobs.mark_job("annotate", ecg_id, version, "done")
     return "written"
 
 
 def _is_outage(exc: BaseException) -> bool:
     """Connection errors, timeouts and 5xx/429 answers are passing; 4xx are our bug or data."""
-    import httpx
-
     if isinstance(exc, RetryableError | ConnectionError | TimeoutError | httpx.TransportError):
         return True
     if getattr(exc, "retryable", False):
@@ -201,7 +234,7 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 def backfill(
-    runtime: Runtime,
+    runtime: TaskRuntime,
     *,
     patient_ref: str | None = None,
     source_prefix: str | None = None,
@@ -216,22 +249,10 @@ def backfill(
     """
     size = chunk_size or runtime.settings.jobs.backfill_chunk_size
     version = runtime.model_version
-    with runtime.session_factory() as session:
-        query = select(EcgRow.id).order_by(EcgRow.id).limit(size)
-        if patient_ref is not None:
-            query = query.where(EcgRow.patient_ref == patient_ref)
-        if source_prefix is not None:
-            query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
-        if after_id is not None:
-            query = query.where(EcgRow.id > after_id)
-        ids = list(session.scalars(query).all())
-        done = set(
-            session.scalars(
-                select(ResultRow.ecg_id).where(
-                    ResultRow.ecg_id.in_(ids), ResultRow.model_version == version
-                )
-            ).all()
-        )
+    ids = runtime.ecgs.ids_matching(
+        patient_ref=patient_ref, source_prefix=source_prefix, after_id=after_id, limit=size
+    )
+    done = runtime.jobs.classified(ids, version)
     todo = [ecg_id for ecg_id in ids if ecg_id not in done]
     if todo:
         classify_ecgs(runtime, todo)
