@@ -3,10 +3,10 @@
 Command modules import their heavy dependencies (torch, the web stack) inside the command
 function, so ``ecg-cds --help`` stays fast.
 
-Exit statuses, the same for every command: 0 success; 1 the command ran and what it checked
-failed (a broken audit chain, an ECG that could not be classified, a configuration problem);
-2 the command could not run as asked (a bad option, an input file that is missing or not an
-ECG, settings that do not load). Errors go to stderr, one line each; results to stdout.
+Exit statuses, the same for every command: 0 success; 1 the command ran but some of its
+work failed (one of several files, a broken audit chain, a configuration problem found);
+2 nothing could be done as asked (a bad option, a missing path, no input that is an ECG,
+settings that do not load). Errors go to stderr, one line each; results to stdout.
 """
 
 from __future__ import annotations
@@ -87,13 +87,18 @@ def _value_kind(param: Any) -> str | None:
     return _KINDS.get(bare)
 
 
+def _no_type(ctx: Any) -> None:
+    return None
+
+
 def _tidy_help(command: Any) -> None:
     """Classic help metavars: a value shows its kind in capitals (``PATH``, ``INTEGER``,
     ``TEXT``), not ``<list[str]>``. Typer's own click objects, duck-typed."""
     for param in command.params:
-        if param.metavar is not None:
-            continue
-        if param.param_type_name == "option":
+        if param.param_type_name == "argument":
+            # its name (FILE...) says what it is; Typer would add "<list[Path]>"
+            param.display_type_rich = _no_type
+        elif param.metavar is None and param.param_type_name == "option":
             flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
             param.metavar = "" if flag else _value_kind(param)
     for sub in getattr(command, "commands", {}).values():

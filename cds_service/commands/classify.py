@@ -3,7 +3,7 @@
 Results go to stdout (a table, or one JSON object per file with ``--json``); a file that
 cannot be read or scored is an ``error:`` line on stderr (and, with ``--json``, an object
 with ``error`` on stdout, so every input has its line). Exit 0 when every file was scored,
-2 when a file is missing or is not an ECG, 1 when a readable ECG could not be classified.
+1 when some were not, 2 when none could be (a missing path is a 2 before anything runs).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _error_line(file: str, message: str) -> dict[str, Any]:
 def classify(
     files: list[Path] = typer.Argument(
         ...,
-        metavar="FILE...",
+        metavar="FILE",
         help="ECG files in any format the adapters read (WFDB: the .hea file or record name).",
         show_default=False,
     ),
@@ -47,7 +47,7 @@ def classify(
     threads: int = typer.Option(2, "--threads", help="Torch CPU threads."),
 ) -> None:
     """Classify ECG files. A file that cannot be read or scored becomes an error line; the
-    run goes on. Exit 2 if a file is missing or not an ECG, 1 if one could not be scored."""
+    run goes on. Exit 1 if some file failed, 2 if none was an ECG or a path is missing."""
     require_ecg_files(files)
     if catalog is not None and not catalog.is_file():
         raise fail(f"{catalog}: no such catalog file")
@@ -67,7 +67,7 @@ def classify(
     if label:
         _embed_with_progress(clf, label_set)
     names = {lab.id: lab.name for lab in label_set}
-    unreadable = False
+    unreadable = 0
 
     loaded: dict[int, Any] = {}
     lines: list[dict[str, Any] | None] = [None] * len(files)
@@ -76,7 +76,7 @@ def classify(
             loaded[i] = load_ecg(path)
         except EcgFormatError as exc:
             lines[i] = _error_line(str(path), str(exc))
-            unreadable = True
+            unreadable += 1
     order = sorted(loaded)
     results = []
     if order:
@@ -120,7 +120,8 @@ def classify(
         elif "error" not in line:
             _print_table(line, top)
     if failed:
-        raise typer.Exit(USAGE_ERROR if unreadable else FAILED)
+        # nothing could be scored because no input was an ECG: as for `inspect`, a 2
+        raise typer.Exit(USAGE_ERROR if unreadable == len(files) else FAILED)
 
 
 def _embed_with_progress(clf: Any, label_set: Any) -> None:

@@ -31,6 +31,8 @@ _SKIP_SUFFIXES = {
     ".md", ".txt", ".csv", ".tsv", ".xsd", ".xsx", ".py", ".png", ".jpg", ".pdf", ".html",
     ".gz", ".zip", ".npy", ".npz", ".pkl", ".log",
 }  # fmt: skip
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".bmp"}
+_SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
@@ -67,7 +69,18 @@ def ingest(
         _backfill(paths or [], patient or None, wait, timeout, progress)
         return
     if not paths and not dicomweb:
-        typer.echo("Nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        typer.echo("error: nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        raise typer.Exit(2)
+    skipped: list[Path] = []
+    files = list(_expand(paths or [], skipped))
+    if skipped:
+        typer.echo(_skipped_line(skipped), err=True)
+    if paths and not files and not dicomweb:
+        typer.echo(
+            f"error: no ECG files in {', '.join(str(p) for p in paths)}"
+            + (" (only files that are not ECG signals, above)" if skipped else " (empty)"),
+            err=True,
+        )
         raise typer.Exit(2)
     settings = get_settings()
     runtime = Runtime.start(settings, role="cli", resume=False)
@@ -77,7 +90,6 @@ def ingest(
     problems: list[str] = []
     started = time.perf_counter()
     try:
-        files = list(_expand(paths or []))
         for path in _bar(files, "store", progress):
             try:
                 info = runtime.ecgs.accept_path(path, patient_ref=patient or None, actor=actor)
@@ -149,19 +161,31 @@ def _backfill(
         raise typer.Exit(1)
 
 
-def _expand(paths: list[Path]) -> Iterator[Path]:
-    """Files to ingest: WFDB headers stand for their record; companions are not read alone."""
+def _expand(paths: list[Path], skipped: list[Path]) -> Iterator[Path]:
+    """Files to ingest: WFDB headers stand for their record; companions are not read alone.
+    Files in folders that are not ECG signals go to ``skipped`` (reported, never silent)."""
     for path in paths:
         if path.is_dir():
-            yield from _folder(path)
+            yield from _folder(path, skipped)
         elif path.exists() or path.with_suffix(".hea").exists():
             yield path if path.exists() else path.with_suffix(".hea")
         else:
-            typer.echo(f"{path}: no such file or folder", err=True)
+            typer.echo(f"error: {path}: no such file or folder", err=True)
             raise typer.Exit(2)
 
 
-def _folder(folder: Path) -> Iterator[Path]:
+def _skipped_line(skipped: list[Path]) -> str:
+    kinds: dict[str, int] = {}
+    for path in skipped:
+        kind = path.suffix.lower() or path.name
+        kinds[kind] = kinds.get(kind, 0) + 1
+    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+    images = sum(kinds.get(k, 0) for k in _IMAGE_SUFFIXES)
+    note = "; images of ECGs (scans, screenshots) cannot be read, only signals" if images else ""
+    return f"skipped {len(skipped)} files that are not ECG signals ({listed}){note}"
+
+
+def _folder(folder: Path, skipped: list[Path]) -> Iterator[Path]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
@@ -169,6 +193,7 @@ def _folder(folder: Path) -> Iterator[Path]:
         if suffix in _SKIP_SUFFIXES or path.name.upper().startswith(
             ("LICENSE", "README", "COPYING")
         ):
+            skipped.append(path)
             continue
         if suffix in _WFDB_COMPANIONS and path.with_suffix(".hea").is_file():
             continue
@@ -234,7 +259,7 @@ def _report(
     typer.echo(
         f"{len(unique)} ECGs ({stored} new, {duplicates} already stored), "
         f"{len(problems)} unreadable; status: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
         + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
     )
     return statuses.get("failed", 0)
@@ -272,10 +297,13 @@ def _poll_dicomweb(
         since = datetime.fromisoformat(state["last_run"]) - timedelta(days=1)
         filters["StudyDate"] = since.strftime("%Y%m%d") + "-"
     client = DICOMwebClient(url=url, timeout=runtime.settings.fhir.timeout_s)
+    # dicomweb-client retries every failure, a failed DNS lookup included, with exponential
+    # waits (~30 s); a poll runs again on its schedule, so one try is the honest answer.
+    client.set_http_retry_params(retry=False)
     try:
         series = client.search_for_series(search_filters=filters, get_remaining=True)
     except Exception as exc:
-        typer.echo(f"QIDO-RS query to {url} failed: {exc}", err=True)
+        typer.echo(f"error: QIDO-RS query to {url} failed: {_http_problem(exc)}", err=True)
         raise typer.Exit(1) from None
     instances: list[tuple[str, str, str]] = []
     for item in series:
@@ -321,6 +349,31 @@ def _poll_dicomweb(
         state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
     )
     return new_ids, problems
+
+
+def _http_problem(exc: BaseException) -> str:
+    """One line for an HTTP failure, from its innermost cause (not urllib3's repr chain)."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason}"
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time (fhir.timeout_s)"
+    root: BaseException = exc
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    text = str(root)
+    if (
+        "Name or service not known" in text
+        or "NameResolution" in type(root).__name__
+        or ("getaddrinfo" in text or "nodename nor servname" in text)
+    ):
+        return "the host name does not resolve (check the URL)"
+    if isinstance(root, ConnectionRefusedError) or "Connection refused" in text:
+        return "connection refused (is the server running on that port?)"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot connect ({type(root).__name__})"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
 def _value(item: dict[str, Any], tag: str) -> str | None:
