@@ -66,7 +66,11 @@ class EcgStore:
         if existing is not None:
             return self._duplicate(existing, patient_ref, actor)
         ecg = load_ecg(
-            data, format, name=source_uri or "<upload>", max_bytes=self.settings.max_ecg_bytes
+            data,
+            format,
+            name=source_uri or "<upload>",
+            max_bytes=self.settings.max_ecg_bytes,
+            limits=self.settings.decode_limits,
         )
         return self._store(ecg, data, digest, "raw", source_uri, patient_ref, actor)
 
@@ -95,7 +99,10 @@ class EcgStore:
             return self._duplicate(existing, patient_ref, actor)
         with bundle.extracted(files) as folder:
             ecg = load_ecg(
-                folder / header, name=source_uri or header, max_bytes=self.settings.max_ecg_bytes
+                folder / header,
+                name=source_uri or header,
+                max_bytes=self.settings.max_ecg_bytes,
+                limits=self.settings.decode_limits,
             )
         return self._store(ecg, blob, digest, "zip", source_uri or header, patient_ref, actor)
 
@@ -232,8 +239,19 @@ class EcgStore:
                     name or ecg_id, f"stored bundle is unreadable: {exc}"
                 ) from None
             with bundle.extracted(files) as folder:
-                return load_ecg(folder / header, name=name, max_bytes=self.settings.max_ecg_bytes)
-        return load_ecg(data, fmt, name=name or ecg_id, max_bytes=self.settings.max_ecg_bytes)
+                return load_ecg(
+                    folder / header,
+                    name=name,
+                    max_bytes=self.settings.max_ecg_bytes,
+                    limits=self.settings.decode_limits,
+                )
+        return load_ecg(
+            data,
+            fmt,
+            name=name or ecg_id,
+            max_bytes=self.settings.max_ecg_bytes,
+            limits=self.settings.decode_limits,
+        )
 
     def original_bytes(self, ecg_id: str) -> tuple[bytes, str] | None:
         """The stored blob and its container (``raw`` or ``zip``), e.g. for attachments."""
