@@ -21,7 +21,10 @@ from cds_service.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Tests pass their own ``Settings``; production reads the environment."""
-    settings = settings or get_settings()
+    from cds_service.sandbox import with_sandbox
+
+    # With the sandbox on: its key trusted, its FHIR endpoint allow-listed (a copy).
+    settings = with_sandbox(settings or get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     for module in (pages, health, hooks, ecgs, audit, viewer):
         app.include_router(module.router)
+    if settings.sandbox.enabled:
+        from cds_service.api import sandbox
+        from cds_service.sandbox import SandboxFhir
+
+        app.state.sandbox_fhir = SandboxFhir()
+        app.include_router(sandbox.router)
     install_metrics(app)
     install_error_handlers(app)
     # Innermost: NUL in URLs, JSON nested too deep, escaped NULs/lone surrogates: refused

@@ -186,6 +186,22 @@ def _jobs(settings: Settings) -> Iterator[Problem]:
         )
 
 
+def _sandbox(settings: Settings) -> Iterator[Problem]:
+    if not settings.sandbox.enabled:
+        return
+    if not is_loopback_host(settings.host) and not settings.sandbox.allow_non_loopback:
+        yield Problem(
+            "error",
+            "sandbox.enabled",
+            f"the sandbox signs calls this service trusts; host {settings.host!r} is not "
+            "loopback (bind 127.0.0.1, or set sandbox.allow_non_loopback)",
+        )
+    else:
+        yield Problem(
+            "warning", "sandbox.enabled", "the EHR sandbox is on: for integration testing only"
+        )
+
+
 def _storage(settings: Settings) -> Iterator[Problem]:
     from sqlalchemy.exc import ArgumentError
 
@@ -255,7 +271,7 @@ def settings_problems(settings: Settings) -> list[Problem]:
     """Problems visible in the settings alone (and the files they name): no connections.
     ``ecg-cds serve`` refuses to start on an error among these."""
     found: list[Problem] = []
-    for check in (_urls, _trust, _tokens, _jobs):
+    for check in (_urls, _trust, _tokens, _jobs, _sandbox):
         found.extend(check(settings))
     return _ordered(found)
 

@@ -32,7 +32,10 @@ _DOCS_ASSETS = {
     "redoc.standalone.js": "text/javascript; charset=utf-8",
     "favicon.png": "image/png",
 }
-_SITE_ASSETS = {"site.css": "text/css; charset=utf-8"}
+_SITE_ASSETS = {
+    "site.css": "text/css; charset=utf-8",
+    "sandbox.js": "text/javascript; charset=utf-8",
+}
 
 _templates = Environment(
     loader=FileSystemLoader(WEB_DIR / "templates"),
