@@ -1,5 +1,6 @@
 """Pages for people: the start page (``/``), the model card as HTML, and the API docs
-(Swagger UI at ``/docs``, ReDoc at ``/redoc``) served from locally installed assets.
+(Swagger UI at ``/docs``) served from locally installed assets. (No ReDoc: its page loads
+its logo from a CDN whatever the options.)
 
 Nothing here loads anything from the internet: the docs' JavaScript and CSS come from the
 ``fastapi-offline`` package, the model card is rendered with markdown-it-py with raw HTML
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -29,7 +30,6 @@ _DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 _DOCS_ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "redoc.standalone.js": "text/javascript; charset=utf-8",
     "favicon.png": "image/png",
 }
 _SITE_ASSETS = {
@@ -121,18 +121,6 @@ def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{root}docs-assets/swagger-ui-bundle.js",
         swagger_css_url=f"{root}docs-assets/swagger-ui.css",
         swagger_favicon_url=f"{root}docs-assets/favicon.png",
-    )
-
-
-@router.get("/redoc", include_in_schema=False)
-def redoc(request: Request) -> HTMLResponse:
-    root = _root(request)
-    return get_redoc_html(
-        openapi_url=f"{root}openapi.json",
-        title=f"{request.app.title} - API reference",
-        redoc_js_url=f"{root}docs-assets/redoc.standalone.js",
-        redoc_favicon_url=f"{root}docs-assets/favicon.png",
-        with_google_fonts=False,
     )
 
 

@@ -42,7 +42,7 @@
 
   function renderCard(service, card, detailHtml) {
     const indicator = ["info", "warning", "critical"].includes(card.indicator) ? card.indicator : "info";
-    const box = el("article", { class: "card card-" + indicator, "data-indicator": indicator });
+    const box = el("article", { class: "card card-" + indicator, "data-indicator": indicator, "data-card": card.uuid || "" });
     const head = el("header", { class: "card-head" });
     head.appendChild(el("span", { class: "indicator" }, indicator.toUpperCase()));
     head.appendChild(el("h2", { class: "card-summary" }, card.summary || ""));
