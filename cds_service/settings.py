@@ -16,14 +16,15 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_settings
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapters.limits import DecodeLimits
+if TYPE_CHECKING:  # importing adapters loads every reader: not on the CLI's start path
+    from adapters.limits import DecodeLimits
 
 ENV_PREFIX = "ECG_CDS_"
 SETTINGS_FILE_ENV = "ECG_CDS_SETTINGS_FILE"
@@ -180,6 +181,8 @@ class Settings(BaseSettings):
     @property
     def decode_limits(self) -> DecodeLimits:
         """The ECG size limits in the form every reader in :mod:`adapters` checks."""
+        from adapters.limits import DecodeLimits
+
         return DecodeLimits(
             max_ecg_leads=self.max_ecg_leads,
             max_ecg_samples=self.max_ecg_samples,
