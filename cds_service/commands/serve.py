@@ -9,10 +9,14 @@ one line naming the setting, not a traceback from a worker process.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
 from cds_service.settings import ENV_PREFIX
+
+if TYPE_CHECKING:
+    from cds_service.settings import Settings
 
 
 def default_public_base_url(host: str, port: int) -> str:
@@ -50,7 +54,10 @@ def serve(
     problems = settings_problems(settings)
     for problem in problems:
         typer.echo(problem.line(), err=True)
-    if any(p.level == "error" for p in problems):
+    database = _database_problem(settings)
+    if database:
+        typer.echo(f"error   database_url: {database}", err=True)
+    if database or any(p.level == "error" for p in problems):
         typer.echo(
             "Not starting: fix the settings above (`ecg-cds check-config` checks them all).",
             err=True,
@@ -74,3 +81,25 @@ def serve(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
+
+
+def _database_problem(settings: Settings) -> str | None:
+    """Whether the database opens at all (the schema is migrated at start-up), so that a
+    wrong URL or an unwritable data folder is one line here, not a traceback from uvicorn."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.probes import database_problem
+    from cds_service.storage.base import make_engine
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the data folder {settings.data_dir} ({exc.strerror or exc})"
+    try:
+        engine = make_engine(settings.resolved_database_url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        return f"not a usable database URL ({exc})"
+    try:
+        return database_problem(engine, expect_schema=False)
+    finally:
+        engine.dispose()

@@ -92,3 +92,11 @@ def test_serve_refuses_to_start_on_a_trust_problem(cli: CliRun, tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "auth.trusted_issuers[0].jwks_file" in result.stderr and "Not starting" in result.stderr
+
+
+def test_serve_refuses_a_database_it_cannot_open(cli: CliRun, tmp_path: Path) -> None:
+    url = "postgresql+psycopg://u:secret@127.0.0.1:1/db"  # nothing listens on port 1
+    result = cli("serve", "--port", "1", env=clean_env(tmp_path, ECG_CDS_DATABASE_URL=url))
+    assert result.returncode == 2
+    assert "database_url: cannot open the database" in result.stderr
+    assert "secret" not in result.stderr and "Traceback" not in result.stderr
