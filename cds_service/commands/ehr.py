@@ -291,16 +291,32 @@ def ehr(
     deadline = time.monotonic() + max(0.0, wait)
     # The first call to a fresh service also loads the model: allow it time.
     with httpx.Client(timeout=120.0) as client:
+        announced = False
         while True:
             token = keys.sign(iss=iss, aud=target)
             try:
                 response = client.post(
                     target, json=call, headers={"Authorization": f"Bearer {token}"}
                 )
+            except httpx.ConnectError:
+                # A service started a moment ago (`make run &`) is not listening yet: wait
+                # for it within --wait, as the README's "Try it" runs straight on.
+                if time.monotonic() < deadline:
+                    if not announced:
+                        typer.echo(f"waiting for the service at {base} to start...", err=True)
+                        announced = True
+                    time.sleep(1.0)
+                    continue
+                typer.echo(
+                    f"error: could not reach {base} (nothing listening). Is the service "
+                    "running (`make run`) and is --url right?",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
             except httpx.HTTPError as exc:
                 typer.echo(
-                    f"Could not reach {base} ({type(exc).__name__}). Is the service running "
-                    "(`make run`) and is --url right?",
+                    f"error: could not reach {base} ({type(exc).__name__}). Is the service "
+                    "running (`make run`) and is --url right?",
                     err=True,
                 )
                 raise typer.Exit(1) from None

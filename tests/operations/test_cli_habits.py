@@ -88,3 +88,16 @@ def test_many_free_text_labels_show_progress(cli: CliRun, ptbxl_dir: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "embed labels" in result.stderr  # tqdm's bar on stderr, stdout stays JSON
     assert len(json.loads(result.stdout)["scores"]) == 40
+
+
+def test_ehr_waits_briefly_for_a_service_that_is_starting_then_says_why(
+    cli: CliRun, tmp_path: Path, formats_dir: Path
+) -> None:
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    ecg = str(formats_dir / "dicom" / "pydicom_waveform_ecg.dcm")
+    result = cli("ehr", ecg, "--url", url, "--wait", "1", "--key-dir", str(tmp_path / "keys"))
+    assert result.returncode == 1
+    assert f"waiting for the service at {url} to start" in result.stderr
+    assert f"error: could not reach {url} (nothing listening)" in result.stderr
