@@ -81,7 +81,7 @@ def _model_card_html(mtime: float) -> str:
     from markdown_it import MarkdownIt
 
     renderer = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
-    return renderer.render(MODEL_CARD.read_text(encoding="utf-8"))
+    return str(renderer.render(MODEL_CARD.read_text(encoding="utf-8")))
 
 
 @router.get(

@@ -13,7 +13,6 @@ remembered in the database so the next run only asks for newer studies.
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import typer
 
 if TYPE_CHECKING:
     from cds_service.audit import Actor
+    from cds_service.dicomweb import DicomwebClient
     from cds_service.runtime import Runtime
 
 #: Files that are never ECGs (licences, notes, tables, schemas); not worth an error line.
@@ -272,22 +272,34 @@ def _report(
 def _poll_dicomweb(
     runtime: Runtime, url: str, full: bool, patient: str, actor: Actor, progress: bool
 ) -> tuple[list[str], list[str]]:
-    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet."""
-    from dicomweb_client.api import DICOMwebClient
-    from pydicom import dcmwrite
+    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet.
 
-    from adapters import EcgFormatError
-    from cds_service.allow_list import OutboundRefused, check_url
+    Instances are stored exactly as the PACS sends them (:mod:`cds_service.dicomweb`, the
+    same reads as the hooks'), so an ECG polled here and the same ECG seen in a hook call
+    have one SHA-256 and are stored once.
+    """
+    from cds_service.allow_list import OutboundRefused
+    from cds_service.dicomweb import DicomwebClient
 
     try:
-        url = check_url(url, runtime.settings.fhir.allowed_dicomweb, kind="DICOMweb URL")
+        client = DicomwebClient(runtime.settings, url)
     except OutboundRefused as exc:
         typer.echo(
             f"{exc.url} {exc.problem} (fhir.allowed_dicomweb); add it to the settings to poll it.",
             err=True,
         )
         raise typer.Exit(2) from None
-    url = url.rstrip("/")
+    with client:
+        return _poll(runtime, client, full, patient, actor, progress)
+
+
+def _poll(
+    runtime: Runtime, client: DicomwebClient, full: bool, patient: str, actor: Actor, progress: bool
+) -> tuple[list[str], list[str]]:
+    from adapters import EcgFormatError
+    from cds_service.dicomweb import FetchFailed
+
+    url = client.base_url
     state_key = _STATE_PREFIX + url
     state = runtime.state.get(state_key) or {}
     poll_started = datetime.now(UTC)
@@ -297,14 +309,10 @@ def _poll_dicomweb(
         # stored just before midnight is not missed); stored instances are skipped below.
         since = datetime.fromisoformat(state["last_run"]) - timedelta(days=1)
         filters["StudyDate"] = since.strftime("%Y%m%d") + "-"
-    client = DICOMwebClient(url=url, timeout=runtime.settings.fhir.timeout_s)
-    # dicomweb-client retries every failure, a failed DNS lookup included, with exponential
-    # waits (~30 s); a poll runs again on its schedule, so one try is the honest answer.
-    client.set_http_retry_params(retry=False)
     try:
-        series = client.search_for_series(search_filters=filters, get_remaining=True)
-    except Exception as exc:
-        typer.echo(f"error: QIDO-RS query to {url} failed: {_http_problem(exc)}", err=True)
+        series = client.search_series(filters)
+    except FetchFailed as exc:
+        typer.echo(f"error: QIDO-RS query to {url} failed: {exc.problem}", err=True)
         raise typer.Exit(1) from None
     instances: list[tuple[str, str, str]] = []
     for item in series:
@@ -312,9 +320,7 @@ def _poll_dicomweb(
         series_uid = _value(item, "0020000E")
         if not study_uid or not series_uid:
             continue
-        for inst in client.search_for_instances(
-            study_instance_uid=study_uid, series_instance_uid=series_uid, get_remaining=True
-        ):
+        for inst in client.search_instances(study_uid, series_uid):
             sop_uid = _value(inst, "00080018")
             if sop_uid:
                 instances.append((study_uid, series_uid, sop_uid))
@@ -322,15 +328,13 @@ def _poll_dicomweb(
     problems: list[str] = []
     retrieval_failed = False
     for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
-        source = f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        source = client.instance_url(study_uid, series_uid, sop_uid)
         if runtime.ecgs.find_by_source(source) is not None:
             continue  # fetched by an earlier poll
         try:
-            dataset = client.retrieve_instance(study_uid, series_uid, sop_uid)
-            buffer = io.BytesIO()
-            dcmwrite(buffer, dataset, enforce_file_format=True)
+            data = client.retrieve_instance(study_uid, series_uid, sop_uid)
             info = runtime.ecgs.accept_bytes(
-                buffer.getvalue(), source_uri=source, patient_ref=patient or None, actor=actor
+                data, source_uri=source, patient_ref=patient or None, actor=actor
             )
         except EcgFormatError as exc:
             problems.append(str(exc))
@@ -350,31 +354,6 @@ def _poll_dicomweb(
         state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
     )
     return new_ids, problems
-
-
-def _http_problem(exc: BaseException) -> str:
-    """One line for an HTTP failure, from its innermost cause (not urllib3's repr chain)."""
-    import requests
-
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code} {exc.response.reason}"
-    if isinstance(exc, requests.Timeout):
-        return "no answer in time (fhir.timeout_s)"
-    root: BaseException = exc
-    while root.__cause__ is not None or root.__context__ is not None:
-        root = root.__cause__ or root.__context__  # type: ignore[assignment]
-    text = str(root)
-    if (
-        "Name or service not known" in text
-        or "NameResolution" in type(root).__name__
-        or ("getaddrinfo" in text or "nodename nor servname" in text)
-    ):
-        return "the host name does not resolve (check the URL)"
-    if isinstance(root, ConnectionRefusedError) or "Connection refused" in text:
-        return "connection refused (is the server running on that port?)"
-    if isinstance(exc, requests.ConnectionError):
-        return f"cannot connect ({type(root).__name__})"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
 def _value(item: dict[str, Any], tag: str) -> str | None:
