@@ -32,6 +32,8 @@ _SKIP_SUFFIXES = {
     ".md", ".txt", ".csv", ".tsv", ".xsd", ".xsx", ".py", ".png", ".jpg", ".pdf", ".html",
     ".gz", ".zip", ".npy", ".npz", ".pkl", ".log",
 }  # fmt: skip
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".bmp"}
+_SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
@@ -68,7 +70,18 @@ def ingest(
         _backfill(paths or [], patient or None, wait, timeout, progress)
         return
     if not paths and not dicomweb:
-        typer.echo("Nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        typer.echo("error: nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        raise typer.Exit(2)
+    skipped: list[Path] = []
+    files = list(_expand(paths or [], skipped))
+    if skipped:
+        typer.echo(_skipped_line(skipped), err=True)
+    if paths and not files and not dicomweb:
+        typer.echo(
+            f"error: no ECG files in {', '.join(str(p) for p in paths)}"
+            + (" (only files that are not ECG signals, above)" if skipped else " (empty)"),
+            err=True,
+        )
         raise typer.Exit(2)
     settings = get_settings()
     runtime = Runtime.start(settings, role="cli", resume=False)
@@ -78,7 +91,6 @@ def ingest(
     problems: list[str] = []
     started = time.perf_counter()
     try:
-        files = list(_expand(paths or []))
         for path in _bar(files, "store", progress):
             try:
                 info = runtime.ecgs.accept_path(path, patient_ref=patient or None, actor=actor)
@@ -150,19 +162,31 @@ def _backfill(
         raise typer.Exit(1)
 
 
-def _expand(paths: list[Path]) -> Iterator[Path]:
-    """Files to ingest: WFDB headers stand for their record; companions are not read alone."""
+def _expand(paths: list[Path], skipped: list[Path]) -> Iterator[Path]:
+    """Files to ingest: WFDB headers stand for their record; companions are not read alone.
+    Files in folders that are not ECG signals go to ``skipped`` (reported, never silent)."""
     for path in paths:
         if path.is_dir():
-            yield from _folder(path)
+            yield from _folder(path, skipped)
         elif path.exists() or path.with_suffix(".hea").exists():
             yield path if path.exists() else path.with_suffix(".hea")
         else:
-            typer.echo(f"{path}: no such file or folder", err=True)
+            typer.echo(f"error: {path}: no such file or folder", err=True)
             raise typer.Exit(2)
 
 
-def _folder(folder: Path) -> Iterator[Path]:
+def _skipped_line(skipped: list[Path]) -> str:
+    kinds: dict[str, int] = {}
+    for path in skipped:
+        kind = path.suffix.lower() or path.name
+        kinds[kind] = kinds.get(kind, 0) + 1
+    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+    images = sum(kinds.get(k, 0) for k in _IMAGE_SUFFIXES)
+    note = "; images of ECGs (scans, screenshots) cannot be read, only signals" if images else ""
+    return f"skipped {len(skipped)} files that are not ECG signals ({listed}){note}"
+
+
+def _folder(folder: Path, skipped: list[Path]) -> Iterator[Path]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
@@ -170,6 +194,7 @@ def _folder(folder: Path) -> Iterator[Path]:
         if suffix in _SKIP_SUFFIXES or path.name.upper().startswith(
             ("LICENSE", "README", "COPYING")
         ):
+            skipped.append(path)
             continue
         if suffix in _WFDB_COMPANIONS and path.with_suffix(".hea").is_file():
             continue
@@ -235,7 +260,7 @@ def _report(
     typer.echo(
         f"{len(unique)} ECGs ({stored} new, {duplicates} already stored), "
         f"{len(problems)} unreadable; status: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
         + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
     )
     return statuses.get("failed", 0)
@@ -287,7 +312,7 @@ def _poll(
     try:
         series = client.search_series(filters)
     except FetchFailed as exc:
-        typer.echo(f"QIDO-RS query to {url} failed: {exc}", err=True)
+        typer.echo(f"error: QIDO-RS query to {url} failed: {exc.problem}", err=True)
         raise typer.Exit(1) from None
     instances: list[tuple[str, str, str]] = []
     for item in series:
