@@ -207,6 +207,9 @@ class Criterion:
     rule: Rule
     source: str
     defining: bool = False
+    #: Meeting it clearly makes the finding (PR > 200 ms is first-degree AV block): the
+    #: fusion keeps such a label at least even odds where the measurement clearly meets it.
+    sufficient: bool = False
     #: Phrases that sound close but name something else (e.g. "early repolarization" for ST
     #: elevation): a label nearest to one of these does not take this criterion.
     near_misses: tuple[str, ...] = ()
@@ -255,6 +258,11 @@ class CriteriaCatalog:
 
     def is_defining(self, ids: Iterable[str]) -> bool:
         return any(self.get(i).defining for i in ids)
+
+    def is_sufficient(self, ids: Iterable[str]) -> bool:
+        """A conjunction of sufficient criteria is sufficient (all must hold, and each does)."""
+        ids = tuple(ids)
+        return bool(ids) and all(self.get(i).sufficient for i in ids)
 
 
 # ------------------------------------------------------------------------- file schema
@@ -319,6 +327,7 @@ class _CriterionSchema(BaseModel):
     rule: _RuleSchema
     source: str = Field(min_length=1)
     defining: bool = False
+    sufficient: bool = False
     near_misses: list[str] = Field(default_factory=list)
 
 
@@ -346,6 +355,7 @@ def parse_criteria(items: list[Any], where: str = "criteria") -> CriteriaCatalog
             rule=rule,
             source=s.source,
             defining=s.defining,
+            sufficient=s.sufficient,
             near_misses=tuple(s.near_misses),
         )
         for s, rule in parsed

@@ -17,6 +17,9 @@ Where the criteria could not be measured the label keeps its embedding probabili
 block) is clearly not met (margin <= -1: more than one clinical step on the wrong side), the
 probability is squashed below :attr:`Fusion.contradiction_cap` by an order-preserving map, so
 no score says "sinus bradycardia" at a measured 74/min, and ECGs still keep their order.
+Symmetrically, where **sufficient** criteria (meeting them is the finding) are clearly met
+(margin >= 1), the probability is lifted above :attr:`Fusion.support_floor` (0.5) by an
+order-preserving map: a measured QTc of 516 ms is reported as a prolonged QT.
 
 A site calibration (``ecg-cds calibrate``, :mod:`models.site`) may add a per-label Platt map
 on the fused logit; it is applied after the fusion.
@@ -55,6 +58,9 @@ class Fusion:
     w_criteria: float = 1.0
     bias: float = 0.0
     contradiction_cap: float = 0.05
+    #: A label resting only on sufficient criteria clearly met (margin >= 1) keeps at least
+    #: these odds: the measurement is the finding.
+    support_floor: float = 0.5
     #: What the weights were fitted on (data, split, records, pairs, positives).
     fitted_on: str = "not fitted: defaults"
     n_pairs: int = 0
@@ -119,6 +125,14 @@ class Fusion:
         if defining:
             z = guard(z, np.asarray(margin, dtype=np.float64), self.contradiction_cap)
         return sigmoid(z)
+
+
+def support(z: np.ndarray, margin: np.ndarray, floor: float) -> np.ndarray:
+    """Lift logits above ``floor`` where sufficient criteria are clearly met, keeping order."""
+    base = float(np.log(floor / (1 - floor)))
+    lifted = base + np.logaddexp(0.0, z - base)  # > base, ~z far above it
+    supported = np.nan_to_num(margin, nan=0.0) >= -CONTRADICTION_MARGIN
+    return np.where(supported, lifted, z)
 
 
 def guard(z: np.ndarray, margin: np.ndarray, cap: float) -> np.ndarray:

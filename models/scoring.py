@@ -16,7 +16,7 @@ import numpy as np
 from models.catalog import Label
 from models.criteria import CriteriaCatalog
 from models.criteria_values import Values, criteria_values
-from models.fusion import Fusion, guard, logit, sigmoid
+from models.fusion import Fusion, guard, logit, sigmoid, support
 from models.resolution import CriteriaResolver, Resolution
 from models.results import Measurement
 from models.site import SiteCalibration
@@ -30,6 +30,7 @@ class LabelEvidence:
     margins: np.ndarray
     evidence: tuple[tuple[str, ...], ...]
     defining: bool
+    sufficient: bool = False
 
 
 class CriteriaScorer:
@@ -64,13 +65,14 @@ class CriteriaScorer:
             margins,
             tuple(o.evidence for o in outcomes),
             self.criteria.is_defining(resolution.criteria),
+            self.criteria.is_sufficient(resolution.criteria),
         )
 
     def fuse(self, label: Label, p_embedding: np.ndarray, ev: LabelEvidence) -> np.ndarray:
         """Fused probability (the embedding's where nothing was measured).
 
-        Order: fusion logit, then the site's map, then the contradiction guard, so that no
-        site map can lift a score its defining measurement contradicts.
+        Order: fusion logit, then the site's map, then the support floor and the
+        contradiction guard, so that no site map can override what the measurement says.
         """
         measured = bool(ev.resolution.criteria)
         z = (
@@ -80,6 +82,8 @@ class CriteriaScorer:
         )
         if self.site is not None:
             z = self.site.apply_logit(label.id, z)
+        if measured and ev.sufficient:
+            z = support(z, ev.margins, self.fusion.support_floor)
         if measured and ev.defining:
             z = guard(z, ev.margins, self.fusion.contradiction_cap)
         return sigmoid(z)
