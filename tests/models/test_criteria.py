@@ -240,3 +240,16 @@ def test_fused_is_not_worse_than_the_criterion_alone_on_held_out_records(
             assert fused >= alone - 0.05, (label.id, fused, alone)
     assert len(fused_aucs) >= 15 and len(checked) >= 4
     assert np.mean(fused_aucs) >= np.mean(criterion_aucs)
+
+
+def test_a_clearly_met_sufficient_measurement_is_reported(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path
+) -> None:
+    """PTB-XL record 320 (cardiologist: LNGQT) measures QTc > 500 ms: prolonged QT must be a
+    finding (>= 0.5) although the embedding alone gives it a few per cent."""
+    [result] = classifier.classify(load_ecg(ptbxl_dir / "records500/00000/00320_hr.hea"))
+    qtc = result.measurements["qtc"].value
+    assert qtc is not None and qtc > 480
+    score = next(s for s in result.scores if s.label_id == "prolonged_qt")
+    assert score.probability >= 0.5 and any("QTc" in e for e in score.evidence)
+    assert score.embedding_probability is not None and score.embedding_probability < 0.5
