@@ -5,6 +5,7 @@ Readers register themselves with :mod:`adapters.loader` when imported below; cal
 """
 
 from adapters.errors import EcgFormatError
+from adapters.limits import DEFAULT_LIMITS, DecodeLimits, EcgTooLarge
 from adapters.loader import DEFAULT_MAX_BYTES, available_formats, load_ecg
 from adapters.record import (
     STANDARD_LEADS,
@@ -36,11 +37,14 @@ from adapters.dicom import ecg_to_dicom_bytes as to_dicom_bytes
 from adapters.fhir import ecg_to_fhir_observation as to_fhir_observation
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_BYTES",
     "STANDARD_LEADS",
+    "DecodeLimits",
     "Ecg",
     "EcgFormatError",
     "EcgSource",
+    "EcgTooLarge",
     "MedianBeats",
     "StandardLeads",
     "available_formats",

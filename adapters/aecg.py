@@ -28,6 +28,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
+from adapters.limits import UNLIMITED, count_tokens, parse_numbers
 from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import parse_xml, root_element_is
@@ -157,10 +158,10 @@ def _code(element: etree._Element | None) -> str:
 
 def _digits(value: etree._Element, lead: str, name: str) -> np.ndarray:
     text = value.findtext(_q("digits")) or ""
-    try:
-        digits = np.array(text.split(), dtype=np.float64)
-    except ValueError:
-        raise EcgFormatError(name, f"lead {lead}: digits are not all numbers") from None
+    # counted against the limits for the whole document in read_aecg
+    digits = parse_numbers(name, text, UNLIMITED)
+    if digits is None:
+        raise EcgFormatError(name, f"lead {lead}: digits are not all numbers")
     if digits.size == 0:
         raise EcgFormatError(name, f"lead {lead} has no samples")
     if not np.isfinite(digits).all():
@@ -375,6 +376,8 @@ def read_aecg(item: ReaderInput) -> Ecg:
     root = parse_xml(item.data, name, item.max_bytes)
     if root.tag != _q("AnnotatedECG"):
         raise EcgFormatError(name, f"root element is {root.tag!r}, not HL7 v3 AnnotatedECG")
+    # Every sample of every series, counted before any is parsed.
+    item.check_values(sum(count_tokens(d.text or "") for d in root.iter(_q("digits"))))
     series = _rhythm_series(root, name)
     rhythm = _read_series(series, name)
     statements, measurements = _annotations(series)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +28,17 @@ import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
+from adapters.limits import DecodeLimits, inflate_capped
 from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
 from adapters.record import Ecg, MedianBeats
@@ -148,7 +156,7 @@ def _channel_scale(
 
 
 def _group_signal(
-    group: Dataset, where: str, little_endian: bool, cache: CodeCache
+    group: Dataset, where: str, little_endian: bool, cache: CodeCache, limits: DecodeLimits
 ) -> tuple[np.ndarray, tuple[str, ...], float]:
     label = str(group.get("MultiplexGroupLabel", "")) or "unlabelled"
     required = (
@@ -165,6 +173,7 @@ def _group_signal(
         raise EcgFormatError(where, f"multiplex group {label!r} lacks {', '.join(missing)}")
     n_channels = int(group.NumberOfWaveformChannels)
     n_samples = int(group.NumberOfWaveformSamples)
+    limits.check_shape(where, n_channels, n_samples)
     fs = float(group.SamplingFrequency)
     kind = (int(group.WaveformBitsAllocated), str(group.WaveformSampleInterpretation))
     dtype = _DTYPES.get(kind)
@@ -264,7 +273,23 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
     return statements, list(dict.fromkeys(codes)), measurements
 
 
+def _check_deflated(item: ReaderInput) -> None:
+    """A deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by
+    pydicom: inflate it here first, capped, so a few KB cannot become gigabytes."""
+    fp = io.BytesIO(item.data)
+    try:
+        # what dcmread itself does first (the public read_file_meta_info wants a path)
+        pydicom.filereader.read_preamble(fp, False)
+        meta = pydicom.filereader._read_file_meta_info(fp)
+    except Exception:
+        return  # no readable file meta: dcmread reports it
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflate_capped(item.name, item.data[fp.tell() :], item.limits, wbits=-zlib.MAX_WBITS)
+
+
 def read(item: ReaderInput) -> Ecg:
+    _check_deflated(item)
     try:
         ds = pydicom.dcmread(io.BytesIO(item.data))
     except Exception as exc:
@@ -285,11 +310,13 @@ def read(item: ReaderInput) -> Ecg:
         little_endian = False
     rhythm_index, median_index = _pick_groups(groups)
     cache = _CODE_CACHE
-    signal, leads, fs = _group_signal(groups[rhythm_index], item.name, little_endian, cache)
+    signal, leads, fs = _group_signal(
+        groups[rhythm_index], item.name, little_endian, cache, item.limits
+    )
     median: MedianBeats | None = None
     if median_index is not None and median_index != rhythm_index:
         beats, beat_leads, beat_fs = _group_signal(
-            groups[median_index], item.name, little_endian, cache
+            groups[median_index], item.name, little_endian, cache, item.limits
         )
         median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
     statements, codes, measurements = _annotations(ds)

@@ -33,6 +33,7 @@ from adapters.leads import (
     mdc_lead_term,
     normalize_lead_name,
 )
+from adapters.limits import UNLIMITED, count_tokens, parse_numbers
 from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
 from adapters.record import Ecg
@@ -135,10 +136,9 @@ def _samples(
     text = sampled.get("data")
     if not isinstance(text, str) or not text.strip():
         raise EcgFormatError(where, f"lead {lead}: SampledData has no data")
-    tokens = text.split()
-    try:
-        data = np.array(tokens, dtype=np.float64)
-    except ValueError:
+    data = parse_numbers(where, text, UNLIMITED)  # the record was counted by read()
+    if data is None:
+        tokens = text.split()
         data = _special_values(tokens, sampled, factor, float(origin["value"]), lead, where)
     values = (float(origin["value"]) + factor * data) * to_mv
     return values, period, dimensions, unit
@@ -287,6 +287,15 @@ def read(item: ReaderInput) -> Ecg:
         ]
     if not components:
         raise EcgFormatError(item.name, "the Observation has no SampledData")
+    # Every value of every lead, counted before any is parsed.
+    item.check_shape(len(components), 0)
+    item.check_values(
+        sum(
+            count_tokens(data)
+            for c in components
+            if isinstance(data := c["valueSampledData"].get("data"), str)
+        )
+    )
     for index, component in enumerate(components):
         name = _lead_name(component, index)
         values, period, dimensions, unit = _samples(component["valueSampledData"], name, item.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.errors import EcgFormatError
+from adapters.limits import DEFAULT_LIMITS, DecodeLimits
 from adapters.record import Ecg, EcgSource, sha256_hex
 
 #: Default upper bound on the size of one input file (bytes). Override per call.
@@ -26,6 +27,14 @@ class ReaderInput:
     name: str
     path: Path | None
     max_bytes: int
+    #: Declared-shape and decompressed-size limits, checked before allocating.
+    limits: DecodeLimits = DEFAULT_LIMITS
+
+    def check_shape(self, leads: int, samples_per_lead: int) -> None:
+        self.limits.check_shape(self.name, leads, samples_per_lead)
+
+    def check_values(self, n_values: int) -> None:
+        self.limits.check_values(self.name, n_values)
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,9 @@ def _wfdb_header_instead(path: Path) -> Path:
     return path
 
 
-def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) -> ReaderInput:
+def _read_input(
+    source: str | Path | bytes, name: str | None, max_bytes: int, limits: DecodeLimits
+) -> ReaderInput:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         display = name or "<bytes>"
@@ -99,7 +110,7 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
                 f"input is {len(data)} bytes, over the {max_bytes}-byte limit",
                 "raise max_bytes if this file is genuine",
             )
-        return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes)
+        return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes, limits=limits)
     path = Path(source)
     display = name or str(path)
     path = _wfdb_header_instead(path)
@@ -114,7 +125,9 @@ def _read_input(source: str | Path | bytes, name: str | None, max_bytes: int) ->
             f"file is {size} bytes, over the {max_bytes}-byte limit",
             "raise max_bytes if this file is genuine",
         )
-    return ReaderInput(data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes)
+    return ReaderInput(
+        data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes, limits=limits
+    )
 
 
 def load_ecg(
@@ -123,17 +136,20 @@ def load_ecg(
     *,
     name: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: DecodeLimits | None = None,
 ) -> Ecg:
     """Read one ECG from a path or from bytes, in any supported format.
 
     The format is detected from the content, not the file name, unless ``format`` names
     one of :func:`available_formats`. Anything that cannot be read raises
-    :class:`~adapters.errors.EcgFormatError`; no other exception escapes.
+    :class:`~adapters.errors.EcgFormatError`; no other exception escapes. A record whose
+    declared shape or decompressed size is over ``limits`` raises
+    :class:`~adapters.limits.EcgTooLarge` before it is decoded.
     """
     _ensure_registered()
     display = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
     try:
-        item = _read_input(source, name, max_bytes)
+        item = _read_input(source, name, max_bytes, limits or DEFAULT_LIMITS)
         if format is not None:
             reader = _READERS.get(format)
             if reader is None:

@@ -223,6 +223,8 @@ def read_muse(item: ReaderInput) -> Ecg:
     root = parse_xml(item.data, name, item.max_bytes)
     if root.tag != "RestingECG":
         raise EcgFormatError(name, f"root element is {root.tag!r}, not RestingECG")
+    # 16-bit samples, base64: every lead's values counted before any is decoded.
+    item.check_values(sum(len(d.text or "") * 3 // 8 for d in root.iter("WaveFormData")))
     waveforms = {_text(w, "WaveformType").lower(): w for w in root.iterfind("Waveform")}
     if "rhythm" not in waveforms:
         raise EcgFormatError(name, "no Rhythm waveform in this MUSE export")

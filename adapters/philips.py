@@ -285,6 +285,7 @@ def read_philips(item: ReaderInput) -> Ecg:
     if not 0 < n_samples <= item.max_bytes:
         raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
     labels = [normalize_lead_name(label) for label in _lead_labels(parsed, signal_info, name)]
+    item.check_shape(len(labels), n_samples)  # before the XLI decoder allocates them
     if len(set(labels)) != len(labels):
         raise EcgFormatError(name, f"duplicate lead labels {labels}")
 

@@ -23,6 +23,7 @@ from datetime import datetime
 import numpy as np
 
 from adapters.errors import EcgFormatError
+from adapters.limits import DecodeLimits
 from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.record import Ecg, MedianBeats
 
@@ -119,6 +120,8 @@ def _huffman_default(data: bytes, n_values: int, name: str, lead: str) -> np.nda
     ``0`` is 0; ``1^k 0 s`` (k = 1..8 ones, a zero, a sign bit) is +-k; nine ones then
     ``0`` or ``1`` escape to a raw 8- or 16-bit two's-complement value.
     """
+    # The longest code is 26 bits: more bytes than that cannot be read, so never unpack them.
+    data = data[: (26 * n_values + 7) // 8]
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8)).tolist()  # lists index fast
     n_bits = len(bits)
     out = np.empty(n_values, dtype=np.int64)
@@ -251,7 +254,7 @@ def _rhythm(
 
 
 def _median_beats(
-    sections: dict[int, bytes], leads: list[_Lead], huffman: bool, name: str
+    sections: dict[int, bytes], leads: list[_Lead], huffman: bool, name: str, limits: DecodeLimits
 ) -> MedianBeats | None:
     if 5 not in sections or 4 not in sections or len(sections[4]) < 2:
         return None
@@ -263,6 +266,7 @@ def _median_beats(
     if avm_nv == 0 or interval_us == 0 or length_ms == 0:
         return None
     n_samples = round(length_ms * 1000 / interval_us)
+    limits.check_shape(name, len(leads), n_samples)
     values = _decode_block(
         body, leads, [n_samples] * len(leads), huffman, order, name, "reference beat"
     )
@@ -348,9 +352,10 @@ def read_scp(item: ReaderInput) -> Ecg:
             raise EcgFormatError(
                 name, "SCP-ECG reference-beat subtraction is not supported", "export without it"
             )
+        item.check_shape(len(leads), max((lead.n_samples for lead in leads), default=0))
         huffman = _huffman_used(sections, name)
         signal, fs, interval_us = _rhythm(sections, leads, huffman, name)
-        median_beats = _median_beats(sections, leads, huffman, name)
+        median_beats = _median_beats(sections, leads, huffman, name, item.limits)
         fields = _tags(sections.get(1, b""))
     except struct.error:
         raise EcgFormatError(name, "an SCP-ECG section is shorter than its fields") from None

@@ -72,6 +72,7 @@ def _read_array(item: ReaderInput) -> np.ndarray:
                     f"an HDF5 file without an 'ecg' dataset (contents: {sorted(handle.keys())})",
                     "only SPH-layout HDF5 ECGs are supported",
                 )
+            _check_declared(item, dataset.shape, dataset.dtype)
             return np.asarray(dataset[()])
     except EcgFormatError:
         raise
@@ -79,6 +80,17 @@ def _read_array(item: ReaderInput) -> np.ndarray:
         raise EcgFormatError(
             item.name, f"the HDF5 file cannot be read ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _check_declared(item: ReaderInput, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """The dataset's declared shape and size, before HDF5 allocates and inflates it."""
+    if len(shape) != 2:
+        raise EcgFormatError(item.name, f"'ecg' has shape {shape}; expected 12 x samples")
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        raise EcgFormatError(item.name, f"'ecg' holds {dtype}, not numbers")
+    leads, samples = (shape[1], shape[0]) if shape[0] != len(STANDARD_LEADS) else shape
+    item.check_shape(int(leads), int(samples))
+    item.limits.check_decoded(item.name, int(shape[0]) * int(shape[1]) * dtype.itemsize)
 
 
 def read(item: ReaderInput) -> Ecg:

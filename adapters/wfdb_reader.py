@@ -183,6 +183,7 @@ def _check_header(item: ReaderInput, header: Path, text: str) -> None:
         ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")
     ]
     record = lines[0]
+    _check_declared_size(item, header, record, lines[1:])
     if "/" in record[0]:
         return
     fs_token = record[2].split("/")[0] if len(record) > 2 else "250"
@@ -227,6 +228,43 @@ def _check_header(item: ReaderInput, header: Path, text: str) -> None:
                 f"per channel need {expected}",
                 "the file is truncated or the header is wrong",
             )
+
+
+def _check_declared_size(
+    item: ReaderInput, header: Path, record: list[str], signal_lines: list[list[str]]
+) -> None:
+    """Leads x samples the header declares (or the signal files imply), against the limits,
+    before wfdb allocates them: a header can declare anything, and a zipped signal file of
+    zeros is tiny until inflated."""
+    if len(record) < 2 or not record[1].isdigit():
+        raise EcgFormatError(item.name, "the record line gives no number of signals")
+    n_sig = int(record[1])
+    if n_sig > item.limits.max_ecg_leads:
+        item.check_shape(n_sig, 0)
+    if len(record) >= 4 and record[3].isdigit():
+        item.check_shape(n_sig, int(record[3]))
+        return
+    if "/" in record[0]:
+        raise EcgFormatError(
+            item.name, "a multi-segment record must declare its length on the record line"
+        )
+    # No length: wfdb reads whole signal files. Bound what they can hold.
+    total = 0
+    seen: set[str] = set()
+    for tokens in signal_lines[:n_sig]:
+        spec = _FORMAT_SPEC.match(tokens[1]) if len(tokens) > 1 else None
+        size = _BYTES_PER_SAMPLE.get(spec.group(1)) if spec else None
+        if size is None:
+            raise EcgFormatError(
+                item.name,
+                "the header gives no signal length and a format whose size cannot be bounded",
+                "add the number of samples to the record line",
+            )
+        file = header.parent / tokens[0]
+        if tokens[0] not in seen and file.is_file():
+            seen.add(tokens[0])
+            total += int(file.stat().st_size / size)  # all of the file's interleaved values
+    item.check_values(total)
 
 
 def _digital_resolution(text: str) -> int:

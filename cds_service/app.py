@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from cds_service.api import audit, ecgs, health, hooks, viewer
 from cds_service.auth import EhrAuthMiddleware
 from cds_service.errors import RequestSizeLimit, body_limits, install_error_handlers
+from cds_service.input_guard import InputGuard
 from cds_service.settings import Settings, get_settings
 
 
@@ -45,7 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, hooks, ecgs, audit, viewer):
         app.include_router(module.router)
     install_error_handlers(app)
-    # Innermost: the EHR's JWT is checked before a hook request's body is read.
+    # Innermost: NUL in URLs, JSON nested too deep, escaped NULs/lone surrogates: refused
+    # before any handler parses them (inside the hook authentication, so only for callers).
+    app.add_middleware(InputGuard, max_json_depth=settings.max_json_depth)
+    # Then the EHR's JWT is checked before a hook request's body is read.
     app.add_middleware(EhrAuthMiddleware)
     # Outermost last: size limit first, then CORS (browser clients such as the CDS Hooks
     # sandbox send Authorization and Content-Type, so preflights must allow them).

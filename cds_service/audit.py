@@ -375,12 +375,16 @@ class AuditTrail:
 
     # -- reading -----------------------------------------------------------------------------
 
+    #: The largest position (seq, offset) a SQL BIGINT holds; larger ones match nothing.
+    MAX_POSITION = 2**63 - 1
+
     def query(
         self, filters: AuditFilter | None = None, *, limit: int = 50, offset: int = 0
     ) -> AuditPage:
         """Entries matching ``filters``, newest first, with the total count for paging."""
         if limit < 1 or offset < 0:
             raise ValueError("limit must be >= 1 and offset >= 0")
+        limit, offset = min(limit, self.MAX_POSITION), min(offset, self.MAX_POSITION)
         conditions = _conditions(filters or AuditFilter())
         with self._session_factory() as session:
             total = session.scalar(
@@ -399,6 +403,8 @@ class AuditTrail:
 
     def get(self, seq: int) -> AuditEntry | None:
         """The entry at ``seq``, or None."""
+        if not 0 < seq <= self.MAX_POSITION:
+            return None
         with self._session_factory() as session:
             row = session.scalars(select(AuditEventRow).where(AuditEventRow.seq == seq)).first()
         return _entry(row) if row else None

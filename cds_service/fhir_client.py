@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import http.cookiejar
 import logging
 import re
@@ -22,7 +23,7 @@ import ssl
 import weakref
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -35,8 +36,20 @@ from fhirpy.base.exceptions import (
     ResourceNotFound,
 )
 
+# Re-exported: callers import the allow-list names from here too.
+from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
 from cds_service.hooks.prefetch import bundle_resources
 from cds_service.settings import Settings
+
+__all__ = [
+    "DicomwebRef",
+    "FetchFailed",
+    "FhirFetcher",
+    "OutboundRefused",
+    "redact_url",
+    "split_multipart",
+    "url_allowed",
+]
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO; search URLs carry patient ids. Keep them out of the
@@ -50,15 +63,6 @@ WADO_ACCEPT = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
 MAX_PAGES = 3
 
 
-class OutboundRefused(Exception):
-    """A URL that is not under an allow-listed base: it was not contacted."""
-
-    def __init__(self, url: str, kind: str) -> None:
-        self.url = redact_url(url)
-        self.kind = kind
-        super().__init__(f"{kind} {self.url} is not on the allow-list; it was not contacted")
-
-
 class FetchFailed(Exception):
     """An allow-listed server answered with an error or could not be reached."""
 
@@ -66,52 +70,6 @@ class FetchFailed(Exception):
         self.what = what
         self.problem = problem
         super().__init__(f"{what}: {problem}")
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info or query (query strings can carry patient ids)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
-    return parts.scheme, parts.hostname.lower(), port
-
-
-def url_allowed(url: str, allowed_bases: list[str]) -> bool:
-    """True when ``url`` is one of ``allowed_bases`` or below one of them.
-
-    Compared on scheme, host, port and whole path segments (``https://ehr/fhir`` allows
-    ``https://ehr/fhir/Patient/1`` but not ``https://ehr/fhirevil``). URLs with user info
-    or dot segments are refused outright.
-    """
-    parts = urlsplit(url)
-    if parts.username or parts.password or "\\" in url:
-        return False
-    path = unquote(parts.path)
-    if any(segment in (".", "..") for segment in path.split("/")):
-        return False
-    origin = _origin(url)
-    if origin is None:
-        return False
-    for base in allowed_bases:
-        base_origin = _origin(base)
-        if base_origin != origin:
-            continue
-        base_path = unquote(urlsplit(base).path).rstrip("/")
-        if path.rstrip("/") == base_path or path.startswith(base_path + "/"):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -144,10 +102,10 @@ class FhirFetcher:
         *,
         max_bytes: int | None = None,
     ) -> None:
-        if not url_allowed(server, settings.fhir.allowed_servers):
-            raise OutboundRefused(server, "fhirServer")
         self.settings = settings
-        self.base_url = server.rstrip("/")
+        self.base_url = check_url(server, settings.fhir.allowed_servers, kind="fhirServer").rstrip(
+            "/"
+        )
         self.max_bytes = max_bytes or settings.max_ecg_bytes
         authorization = f"Bearer {access_token}" if access_token else None
         self._headers = {"Authorization": authorization} if authorization else {}
@@ -189,16 +147,14 @@ class FhirFetcher:
 
     async def page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
         """One more page of a searchset (a ``next`` link, which must be on our server)."""
-        if not url_allowed(url, [self.base_url]):
-            raise OutboundRefused(url, "search page")
+        url = check_url(url, [self.base_url], kind="search page")
         bundle = await self._execute(url, None, what="search page")
         return bundle_resources(bundle, "search page")
 
     async def read(self, reference: str) -> dict[str, Any]:
         """Read ``Type/id`` (relative to fhirServer) or an absolute URL on fhirServer."""
         if reference.startswith(("http://", "https://")):
-            if not url_allowed(reference, [self.base_url]):
-                raise OutboundRefused(reference, "reference")
+            reference = check_url(reference, [self.base_url], kind="reference")
         elif not re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}", reference):
             raise FetchFailed(reference, "not a relative reference Type/id")
         return await self._execute(reference, None, what=reference.split("?")[0])
@@ -230,11 +186,11 @@ class FhirFetcher:
         """Absolute URL for an attachment and which allow-list it is on ("fhir"/"dicomweb")."""
         if not url.startswith(("http://", "https://")):
             url = f"{self.base_url}/{url.lstrip('/')}"
-        if url_allowed(url, [self.base_url, *self.settings.fhir.allowed_servers]):
-            return url, "fhir"
-        if url_allowed(url, self.settings.fhir.allowed_dicomweb):
-            return url, "dicomweb"
-        raise OutboundRefused(url, "attachment URL")
+        with contextlib.suppress(OutboundRefused):
+            fhir_bases = [self.base_url, *self.settings.fhir.allowed_servers]
+            return check_url(url, fhir_bases, kind="attachment URL"), "fhir"
+        dicomweb = self.settings.fhir.allowed_dicomweb
+        return check_url(url, dicomweb, kind="attachment URL"), "dicomweb"
 
     async def attachment_bytes(self, attachment: dict[str, Any]) -> bytes:
         """The bytes of a FHIR Attachment: inline ``data``, a Binary, or a WADO-RS URL."""
@@ -278,9 +234,8 @@ class FhirFetcher:
 
     async def wado(self, ref: DicomwebRef) -> list[bytes]:
         """WADO-RS retrieve: the DICOM instances at ``ref`` (study, series or instance)."""
-        if not url_allowed(ref.url, self.settings.fhir.allowed_dicomweb):
-            raise OutboundRefused(ref.url, "DICOMweb URL")
-        return await self._wado(ref.url)
+        url = check_url(ref.url, self.settings.fhir.allowed_dicomweb, kind="DICOMweb URL")
+        return await self._wado(url)
 
     async def _wado(self, url: str) -> list[bytes]:
         body, content_type = await self._get(url, accept=WADO_ACCEPT)

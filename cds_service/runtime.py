@@ -26,7 +26,7 @@ from cds_service.audit import AuditTrail
 from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from cds_service.pipeline import Pipeline
 from cds_service.settings import Settings
-from cds_service.storage.base import make_engine, make_session_factory
+from cds_service.storage.base import make_engine, make_session_factory, private_directory
 from cds_service.storage.migrate import upgrade
 from cds_service.storage.tables import utcnow
 from models.results import ClassificationResult
@@ -74,7 +74,7 @@ class Runtime:
         from ``settings.model_dir`` on first use. In embedded mode, ECGs left pending by a
         previous run are resubmitted in the background (``resume``).
         """
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)  # the database and the link secret live here
         engine = make_engine(settings.resolved_database_url)
         if migrate:
             upgrade(engine)

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from adapters.limits import DecodeLimits
+
 
 class TrustedIssuer(BaseModel):
     """An EHR allowed to call the hooks: its ``iss`` and where its public keys are."""
@@ -31,7 +33,7 @@ class TrustedIssuer(BaseModel):
 class AuthSettings(BaseModel):
     trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
     #: Exact ``aud`` base, e.g. ``https://cds.example.org``; the service path is appended.
-    #: Empty: derived from the request URL.
+    #: Empty: ``public_base_url``. Never derived from the request (Host, X-Forwarded-*).
     audience_base_url: str | None = None
     clock_skew_s: int = 60
     max_token_lifetime_s: int = 3600
@@ -100,7 +102,17 @@ class Settings(BaseSettings):
     catalog_file: Path | None = None  # default: the shipped label catalog
     max_request_bytes: int = 32 * 1024 * 1024
     max_ecg_bytes: int = 64 * 1024 * 1024
+    #: What one decoded ECG may hold, checked against the file's declared shape and
+    #: decompressed size before anything is allocated (413 when over).
+    max_ecg_leads: int = 64
+    max_ecg_samples: int = 5_000_000  # leads x samples, all leads together
+    max_ecg_decoded_bytes: int = 64 * 1024 * 1024
+    #: JSON bodies nested deeper than this are refused (400) before they are parsed.
+    max_json_depth: int = 64
     cors_origins: list[str] = Field(default_factory=list)
+    #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are believed
+    #: (the client address used for audit and throttling). Empty: forwarded headers ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: Secret for signed viewer links; generated into data_dir on first start when unset.
     link_secret: str | None = None
     link_ttl_s: int = 900
@@ -115,6 +127,15 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """The ECG size limits in the form every reader in :mod:`adapters` checks."""
+        return DecodeLimits(
+            max_ecg_leads=self.max_ecg_leads,
+            max_ecg_samples=self.max_ecg_samples,
+            max_ecg_decoded_bytes=self.max_ecg_decoded_bytes,
+        )
 
     @property
     def resolved_database_url(self) -> str:

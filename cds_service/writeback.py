@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cds_service.allow_list import OutboundRefused, check_url
 from cds_service.audit import Actor
 from cds_service.fhir_results import build_result_bundle
 
@@ -103,11 +104,13 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
 
     if not server:
         raise refuse("no write-back server is configured (settings.fhir.writeback_server)")
-    if not is_allowed(server, settings.fhir.allowed_servers):
+    try:
+        server = check_url(server, settings.fhir.allowed_servers, kind="write-back server")
+    except OutboundRefused as exc:
         raise refuse(
-            f"write-back server {server} is not in settings.fhir.allowed_servers; add it there "
-            "to allow this service to write to it"
-        )
+            f"write-back server {exc.url} {exc.problem} (settings.fhir.allowed_servers); add it "
+            "there to allow this service to write to it"
+        ) from None
     if info is None:
         raise refuse(f"no ECG with id {ecg_id} is stored")
     if patient is None:
@@ -158,12 +161,6 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
     )
     log.info("wrote report annotation for ECG %s to %s", ecg_id, server)
     return WriteBackOutcome(server, ecg_id, version, status, references)
-
-
-def is_allowed(server: str, allowed: list[str]) -> bool:
-    """Exact base-URL match (ignoring a trailing slash): no prefix or host-only matching."""
-    wanted = server.rstrip("/")
-    return any(wanted == a.rstrip("/") for a in allowed)
 
 
 def _patient_reference(patient_ref: str | None, server: str) -> str | None:

@@ -41,17 +41,19 @@ import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 import scipy.signal
 
-from adapters.record import Ecg, standard_12_lead
+from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
+from models.delineation import WORK_FS, delineate, median_beats
+from models.lead_features import lead_features, summarise
+from models.pacing import paced_share, pacing_spikes
 from models.results import Measurement
 
 logger = logging.getLogger(__name__)
 
-#: Working sampling rate (Hz). Intervals are read to 4 ms, well inside any clinical tolerance.
-WORK_FS = 250.0
 #: Only the first minute is measured: intervals are read from a 10 s resting ECG, and a
 #: 30-minute Holter record would otherwise cost seconds.
 MAX_ANALYSIS_S = 60.0
@@ -61,25 +63,6 @@ DETECTION_LEADS = ("II", "V5", "I", "V6", "V4", "aVF", "V2", "III", "V3", "V1", 
 MIN_LEAD_PTP_MV = 0.1
 #: Physiological RR range (s): 300/min to 20/min. Peaks closer than this are not two beats.
 MIN_RR_S, MAX_RR_S = 0.2, 3.0
-#: Median beat window around each R peak (s): long enough for a PR of 350 ms before and a QT
-#: of 650 ms after.
-BEAT_BEFORE_S, BEAT_AFTER_S = 0.45, 0.7
-#: Beats whose QRS correlates less than this with the dominant QRS are left out of the median
-#: beat (premature ventricular beats, aberrant conduction, artefacts).
-MIN_QRS_CORRELATION = 0.9
-#: At least this share of the beats must share the dominant QRS shape, or the intervals are
-#: not measured (the "beats" are then more likely noise than a rhythm with ectopics).
-MIN_DOMINANT_SHARE = 0.3
-#: QRS boundaries: spatial velocity above floor + QRS_THRESHOLD x (peak - floor). The spatial
-#: velocity must stay below it for QRS_QUIET_S to count as outside the QRS.
-QRS_THRESHOLD = 0.06
-QRS_QUIET_S = 0.012
-#: T end search: the T wave's falling limb ends where its RMS has come within this fraction of
-#: its amplitude from the floor; the steepest descent is looked for before that point only.
-T_END_FRACTION = 0.15
-#: A P wave is present when its RMS amplitude over the leads exceeds this (mV) in the median beat.
-MIN_P_AMPLITUDE_MV = 0.02
-
 #: Plausible ranges (ms, deg): a value outside is reported as not measurable rather than wrong.
 PLAUSIBLE = {
     "pr": (60.0, 500.0),
@@ -88,38 +71,97 @@ PLAUSIBLE = {
 }
 
 
+Summary = Literal["max", "extreme", "V5V6", "IV6", "any"]
+
+
 @dataclass(frozen=True)
 class _Spec:
     unit: str
     loinc: str | None
     display: str
+    #: For lead-wise measurements (``Measurement.per_lead``): how ``value`` summarises the
+    #: leads. "max": the largest per-lead value; "extreme": the signed per-lead value of
+    #: largest magnitude; "V5V6" / "IV6": the larger of those two leads' values; "any": 1 when
+    #: any lead has the feature. None: a global measurement, no per-lead values.
+    summary: Summary | None = None
 
 
 #: What each key means: UCUM unit, LOINC code (docs/REFERENCE.md section 2) and display text.
+#: Conventions: amplitudes in mV relative to the isoelectric PR segment just before QRS onset,
+#: measured on the median beat (ectopic beats left out) after a 0.05-150 Hz band (never the
+#: model's low-pass); durations in ms; "1" = dimensionless (counts, shares, 0/1 flags).
 SPECS: dict[str, _Spec] = {
+    # ---- rate and rhythm
     "heart_rate": _Spec("/min", "8867-4", "Heart rate"),
     # No LOINC code names RR variability as a number; 76281-5 is a coded rhythm, not this.
     "rr_irregularity": _Spec("1", None, "RR irregularity (coefficient of variation of RR)"),
+    # ---- global intervals (multi-lead, onset of earliest lead to offset of latest)
     "pr": _Spec("ms", "8625-6", "PR interval"),
     "qrs": _Spec("ms", "8633-0", "QRS duration"),
     "qt": _Spec("ms", "8634-8", "QT interval"),
     "qtc": _Spec("ms", "8636-3", "QTc (Bazett)"),
     # 8636-3 is "QT interval corrected"; the service reports Bazett under it, Fridericia apart.
     "qtc_fridericia": _Spec("ms", None, "QTc (Fridericia)"),
+    # ---- frontal axes (from net areas in I and aVF)
     "axis": _Spec("deg", "8632-2", "QRS axis (frontal)"),
+    "p_axis": _Spec("deg", "8626-4", "P axis (frontal)"),
+    "t_axis": _Spec("deg", "8638-9", "T axis (frontal)"),
+    # ---- P wave
+    # 1: a P wave precedes the QRS in the median beat; 0: looked for and none found (e.g. AF);
+    # None: no median beat to look in.
+    "p_wave_present": _Spec("1", None, "P wave present"),
+    "p_duration": _Spec("ms", None, "P-wave duration"),
+    # Signed peak of the P wave per lead (positive or negative part, whichever is larger).
+    "p_amplitude": _Spec("mV", None, "P-wave amplitude", summary="extreme"),
+    # Morris index: depth (mV, positive) x duration (ms) of the negative terminal part of P in
+    # V1; 0 when the P in V1 has no negative terminal part. Abnormal >= 4 mV.ms (0.04 mm.s).
+    "p_terminal_force_v1": _Spec("mV.ms", None, "P terminal force in V1"),
+    # ---- QRS amplitudes and morphology, per lead
+    # R: the largest positive QRS deflection; S: the depth (positive mV) of the largest
+    # negative deflection after the first R (or of the whole QRS when there is no R: QS).
+    "r_amplitude": _Spec("mV", None, "R amplitude", summary="max"),
+    "s_amplitude": _Spec("mV", None, "S amplitude (depth)", summary="max"),
+    # Initial negative deflection before the first R; 0 when there is none.
+    "q_duration": _Spec("ms", None, "Q-wave duration", summary="max"),
+    # QRS onset to the peak of the last R (R' when present): intrinsicoid deflection.
+    "r_peak_time": _Spec("ms", None, "R-peak time", summary="V5V6"),
+    # Duration of the negative deflection that ends the QRS; 0 when the QRS ends upright.
+    "terminal_s_duration": _Spec("ms", None, "Terminal S duration", summary="IV6"),
+    # 1: two peaks of the same polarity within the QRS (notched or M-shaped), else 0.
+    "qrs_notched": _Spec("1", None, "Notched QRS", summary="any"),
+    # 1: an R' (second positive deflection after an S) in V1 or V2 (rsr', rsR', rSR'), else 0.
+    "rsr_prime_v1": _Spec("1", None, "R' in V1/V2 (rsr')"),
+    # Sokolow-Lyon: S(V1) + max(R(V5), R(V6)); LVH >= 3.5 mV.
+    "sokolow_lyon": _Spec("mV", None, "Sokolow-Lyon voltage"),
+    # Cornell: R(aVL) + S(V3); LVH > 2.8 mV (men), > 2.0 mV (women).
+    "cornell_voltage": _Spec("mV", None, "Cornell voltage"),
+    # First precordial lead (1 = V1 ... 6 = V6) where R >= S; 7 when none up to V6.
+    "r_wave_transition": _Spec("1", None, "R-wave transition lead (V1=1 ... V6=6)"),
+    # ---- ST-T, per lead (relative to the PR segment)
+    "st_j": _Spec("mV", None, "ST level at J point", summary="extreme"),
+    "st_j60": _Spec("mV", None, "ST level at J+60 ms", summary="extreme"),
+    "t_amplitude": _Spec("mV", None, "T-wave amplitude", summary="extreme"),
+    # ---- pacing (detected on the raw signal at the source rate, >= 250 Hz only)
+    # Narrow (< 4 ms), steep deflections in the first MAX_ANALYSIS_S seconds; None when the
+    # source rate is too low to see a pacing spike (e.g. 100 Hz).
+    "pacing_spike_count": _Spec("1", None, "Pacing spikes (count)"),
+    # Share of the detected beats with a pacing spike in the 300 ms before their QRS.
+    "paced_beat_share": _Spec("1", None, "Share of paced beats"),
 }
 
 
 def measure(ecg: Ecg) -> dict[str, Measurement]:
-    """Heart rate, RR irregularity, PR, QRS, QT, QTc and QRS axis of one ECG.
+    """Heart rate, rhythm, intervals, axes, P/QRS/ST-T features and pacing of one ECG.
 
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
+    Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
+    that were recorded (or derived from I and II) and usable.
     """
     try:
-        values = _measure_values(ecg)
+        values, per_lead = _measure_values(ecg)
     except Exception:  # never let a measurement failure cost the classification
         logger.warning("ECG measurements failed", exc_info=True)
-        values = {}
+        values, per_lead = {}, {}
     return {
         name: Measurement(
             name=name,
@@ -127,6 +169,7 @@ def measure(ecg: Ecg) -> dict[str, Measurement]:
             unit=spec.unit,
             loinc=spec.loinc,
             display=spec.display,
+            per_lead=per_lead.get(name, {}) if spec.summary is not None else None,
         )
         for name, spec in SPECS.items()
     }
@@ -146,33 +189,48 @@ def warm_up() -> None:
 
 @dataclass
 class _Prepared:
-    signal: np.ndarray  # (12, n) band-passed, at WORK_FS, standard lead order
-    raw: np.ndarray  # (12, n) resampled, not filtered (for neurokit's own cleaning)
-    usable: np.ndarray  # (12,) bool
+    signal: np.ndarray  # (leads, n) band-passed 0.5-40 Hz at WORK_FS: delineation
+    raw: np.ndarray  # (leads, n) resampled, not filtered: R peaks, amplitudes
+    usable: np.ndarray  # (leads,) bool
+    #: The 12 standard leads first (recorded, or derived from I and II), then any other
+    #: recorded lead under its own name (Holter "ECG1", "CM5", Frank "vx"...).
     leads: tuple[str, ...]
+    standard: np.ndarray  # (leads,) bool: a standard lead that was recorded or derived
 
 
-def _measure_values(ecg: Ecg) -> dict[str, float | None]:
+def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
     values: dict[str, float | None] = {}
+    per_lead: dict[str, dict[str, float]] = {}
+    limit = int(MAX_ANALYSIS_S * float(ecg.fs))
+    if ecg.n_samples > limit:  # cut first: the 12-lead view of a Holter record is large
+        ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
+    # Pacing spikes are 0.5-2 ms wide: look for them before any resampling or filtering.
+    spikes = pacing_spikes(ecg.signal, float(ecg.fs))
     prepared = _prepare(ecg)
-    if prepared is None:
-        return values
+    if prepared is None:  # flat or too short: nothing measured, not even "no spikes"
+        return values, per_lead
+    if spikes is not None:
+        values["pacing_spike_count"] = float(spikes.size)
     peaks = _r_peaks(prepared)
     if peaks is None or peaks.size < 3:
-        return values
+        return values, per_lead
+    if spikes is not None:
+        values["paced_beat_share"] = paced_share(spikes, peaks / WORK_FS, float(ecg.fs))
     rr = np.diff(peaks) / WORK_FS
     rr_median = float(np.median(rr))
     values["heart_rate"] = round(60.0 / rr_median, 1)
     values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
 
-    beat = _median_beat(prepared, peaks)
-    if beat is None:
-        return values
-    waves = _delineate(beat, prepared.usable, rr_median)
+    medians = median_beats(prepared.signal, prepared.raw, prepared.usable, peaks)
+    if medians is None:
+        return values, per_lead
+    usable = prepared.usable
+    waves = delineate(medians.filtered[usable], rr_median)
     ms = 1000.0 / WORK_FS
     if waves.qrs_on is not None and waves.qrs_off is not None:
         values["qrs"] = _plausible("qrs", (waves.qrs_off - waves.qrs_on) * ms)
-        values["axis"] = _axis(beat, prepared, waves.qrs_on, waves.qrs_off)
+        values["axis"] = _axis(medians.filtered, prepared, waves.qrs_on, waves.qrs_off)
+        values["p_wave_present"] = float(waves.p_on is not None)
     if waves.qrs_on is not None and waves.p_on is not None:
         values["pr"] = _plausible("pr", (waves.qrs_on - waves.p_on) * ms)
     if waves.qrs_on is not None and waves.t_end is not None:
@@ -181,7 +239,13 @@ def _measure_values(ecg: Ecg) -> dict[str, float | None]:
         if qt is not None:
             values["qtc"] = round(qt / math.sqrt(rr_median))
             values["qtc_fridericia"] = round(qt / rr_median ** (1.0 / 3.0))
-    return values
+    lead_wise = usable & prepared.standard
+    names = [n for n, keep in zip(prepared.leads, lead_wise, strict=True) if keep]
+    derived, per_lead = lead_features(medians.wide[lead_wise], names, waves)
+    values.update(derived)
+    summaries = {k: spec.summary for k, spec in SPECS.items() if spec.summary is not None}
+    values.update(summarise(per_lead, summaries))
+    return values, per_lead
 
 
 def _plausible(name: str, value_ms: float) -> float | None:
@@ -191,11 +255,15 @@ def _plausible(name: str, value_ms: float) -> float | None:
 
 def _prepare(ecg: Ecg) -> _Prepared | None:
     fs = float(ecg.fs)
-    limit = int(MAX_ANALYSIS_S * fs)
-    if ecg.n_samples > limit:  # cut first: the 12-lead view of a Holter record is large
-        ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
     view = standard_12_lead(ecg)
-    signal = view.ecg.signal.astype(np.float64)
+    extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
+    rows = view.ecg.signal
+    if extra:
+        rows = np.concatenate([rows, ecg.signal[extra]], axis=0)
+    leads = STANDARD_LEADS + tuple(ecg.leads[i] for i in extra)
+    standard = np.array([i < len(STANDARD_LEADS) for i in range(len(leads))])
+    standard[: len(STANDARD_LEADS)] = [name not in view.missing for name in STANDARD_LEADS]
+    signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
         ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
         signal = scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=1)
@@ -203,19 +271,21 @@ def _prepare(ecg: Ecg) -> _Prepared | None:
         return None
     sos = scipy.signal.butter(2, [0.5, 40.0], btype="bandpass", fs=WORK_FS, output="sos")
     filtered = scipy.signal.sosfiltfilt(sos, signal, axis=1)
-    usable = np.ptp(filtered, axis=1) >= MIN_LEAD_PTP_MV
-    usable &= np.array([name not in view.missing for name in view.ecg.leads])
+    recorded = standard.copy()
+    recorded[len(STANDARD_LEADS) :] = True
+    usable = (np.ptp(filtered, axis=1) >= MIN_LEAD_PTP_MV) & recorded
     if not usable.any():
         return None
-    return _Prepared(filtered, signal, usable, view.ecg.leads)
+    return _Prepared(filtered, signal, usable, leads, standard)
 
 
 def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
     """R-peak sample indices (at WORK_FS) from the first usable detection lead that works."""
     import neurokit2 as nk  # heavy import, only when measuring
 
-    for name in DETECTION_LEADS:
-        index = prepared.leads.index(name)
+    order = [prepared.leads.index(name) for name in DETECTION_LEADS]
+    order += list(range(len(STANDARD_LEADS), len(prepared.leads)))
+    for index in order:
         if not prepared.usable[index]:
             continue
         try:
@@ -225,7 +295,7 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
                 _, info = nk.ecg_peaks(cleaned, sampling_rate=int(WORK_FS))
             peaks = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
         except Exception:  # neurokit raises on pathological input; try the next lead
-            logger.debug("R-peak detection failed on lead %s", name, exc_info=True)
+            logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue
         peaks = np.unique(peaks)
         if peaks.size >= 3:
@@ -233,116 +303,6 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
             if np.median(rr) >= MIN_RR_S and np.median(rr) <= MAX_RR_S:
                 return peaks
     return None
-
-
-def _median_beat(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray | None:
-    """(12, L) median beat, R peak at index round(BEAT_BEFORE_S * WORK_FS)."""
-    before, after = round(BEAT_BEFORE_S * WORK_FS), round(BEAT_AFTER_S * WORK_FS)
-    n = prepared.signal.shape[1]
-    inside = peaks[(peaks - before >= 0) & (peaks + after < n)]
-    if inside.size < 2:
-        return None
-    offsets = np.arange(-before, after)
-    beats = prepared.signal[:, inside[:, None] + offsets[None, :]]  # (12, beats, L)
-    # Keep the beats whose QRS (R +- 60 ms, all usable leads) matches the dominant one.
-    qrs = slice(before - round(0.06 * WORK_FS), before + round(0.06 * WORK_FS))
-    shapes = beats[prepared.usable][:, :, qrs]  # (leads, beats, q)
-    shapes = np.transpose(shapes, (1, 0, 2)).reshape(inside.size, -1)
-    shapes = shapes - shapes.mean(axis=1, keepdims=True)
-    template = np.median(shapes, axis=0)
-    norms = np.linalg.norm(shapes, axis=1) * np.linalg.norm(template)
-    correlation = shapes @ template / np.maximum(norms, 1e-12)
-    keep = correlation >= MIN_QRS_CORRELATION
-    if keep.sum() < max(2, MIN_DOMINANT_SHARE * inside.size):
-        return None  # no dominant beat shape: noise or chaos, nothing to delineate
-    return np.asarray(np.median(beats[:, keep], axis=1))
-
-
-@dataclass(frozen=True)
-class _Waves:
-    p_on: int | None
-    qrs_on: int | None
-    qrs_off: int | None
-    t_end: int | None
-
-
-def _first_quiet(below: np.ndarray, start: int, stop: int, step: int, quiet: int) -> int | None:
-    """First index from ``start`` towards ``stop`` where ``below`` holds for ``quiet`` samples."""
-    run = 0
-    for i in range(start, stop, step):
-        run = run + 1 if below[i] else 0
-        if run >= quiet:
-            return i - step * (quiet - 1)
-    return None
-
-
-def _tangent_crossing(curve: np.ndarray, lo: int, hi: int, level: float, falling: bool) -> int:
-    """Tangent method: where the tangent at the steepest point of curve[lo:hi] hits ``level``."""
-    slope = np.diff(curve[lo:hi])
-    i = int(np.argmin(slope) if falling else np.argmax(slope)) + lo
-    s = float(curve[i + 1] - curve[i])
-    if (falling and s >= 0) or (not falling and s <= 0):
-        return hi if falling else lo
-    crossing = i + (level - float(curve[i])) / s
-    return round(min(max(crossing, float(lo)), float(hi)))
-
-
-def _delineate(beat: np.ndarray, usable: np.ndarray, rr_s: float) -> _Waves:
-    r = round(BEAT_BEFORE_S * WORK_FS)
-    length = beat.shape[1]
-    leads = beat[usable]
-    quiet = max(2, round(QRS_QUIET_S * WORK_FS))
-
-    # QRS: spatial velocity (root sum of squared first differences over the usable leads),
-    # lightly smoothed so one-sample dips at R and S apexes do not end the QRS.
-    velocity = np.sqrt((np.diff(leads, axis=1) ** 2).sum(axis=0))
-    velocity = np.convolve(velocity, np.ones(3) / 3, mode="same")
-    # Start from the fastest point near the detected peak: the detection lead's peak need not
-    # be where the QRS moves fastest in the other leads.
-    lo = r - round(0.08 * WORK_FS)
-    centre = lo + int(np.argmax(velocity[lo : r + round(0.08 * WORK_FS)]))
-    peak = float(velocity[centre])
-    floor = float(np.percentile(velocity, 20))
-    threshold = floor + QRS_THRESHOLD * (peak - floor)
-    below = velocity < threshold
-    onset = _first_quiet(below, centre, max(centre - round(0.2 * WORK_FS), quiet), -1, quiet)
-    offset = _first_quiet(below, centre, min(centre + round(0.25 * WORK_FS), length - 2), 1, quiet)
-    if onset is None or offset is None:
-        return _Waves(None, None, None, None)
-    qrs_on, qrs_off = onset, offset
-
-    # Baseline: the PR segment just before the QRS (20 ms), per lead.
-    pr_segment = leads[:, max(qrs_on - round(0.02 * WORK_FS), 0) : qrs_on + 1]
-    corrected = leads - pr_segment.mean(axis=1, keepdims=True)
-    rms = np.sqrt((corrected**2).mean(axis=0))
-
-    # T end: tangent on the falling limb of the RMS T wave, searched up to shortly before the
-    # next beat could start.
-    t_lo = qrs_off + round(0.06 * WORK_FS)
-    t_hi = min(length - 1, r + round(min(BEAT_AFTER_S, max(0.3, rr_s - 0.1)) * WORK_FS))
-    t_end: int | None = None
-    if t_hi - t_lo > round(0.08 * WORK_FS):
-        t_peak = t_lo + int(np.argmax(rms[t_lo:t_hi]))
-        if t_hi - t_peak >= 3:
-            level = float(rms[t_peak:t_hi].min())
-            # The steepest descent must belong to this T wave: search only until the RMS has
-            # first come down near its floor, not on into a U wave or the next P wave.
-            near_floor = rms[t_peak:t_hi] <= level + T_END_FRACTION * (rms[t_peak] - level)
-            t_stop = t_peak + int(np.argmax(near_floor)) + 1
-            t_end = _tangent_crossing(rms, t_peak, min(t_stop + 1, t_hi), level, falling=True)
-
-    # P onset: the P wave lies between the previous T wave and the QRS.
-    p_on: int | None = None
-    p_hi = qrs_on - round(0.04 * WORK_FS)
-    p_lo = max(qrs_on - round(0.4 * WORK_FS), 1)
-    if t_end is not None:
-        p_lo = max(p_lo, t_end - round(rr_s * WORK_FS) + round(0.04 * WORK_FS))
-    if p_hi - p_lo > round(0.06 * WORK_FS):
-        p_peak = p_lo + int(np.argmax(rms[p_lo:p_hi]))
-        level = float(rms[p_lo : p_peak + 1].min())
-        if p_peak - p_lo >= 3 and float(rms[p_peak]) - level >= MIN_P_AMPLITUDE_MV:
-            p_on = _tangent_crossing(rms, p_lo, p_peak + 1, level, falling=False)
-    return _Waves(p_on, qrs_on, qrs_off, t_end)
 
 
 def _axis(beat: np.ndarray, prepared: _Prepared, qrs_on: int, qrs_off: int) -> float | None:

@@ -23,9 +23,14 @@ class Measurement:
 
     name: str  # e.g. "heart_rate", "pr", "qrs", "qt", "qtc", "axis", "rr_irregularity"
     value: float | None  # None when it could not be measured
-    unit: str  # UCUM: "/min", "ms", "deg", "1"
+    unit: str  # UCUM: "/min", "ms", "deg", "1", "mV", "mV.ms"
     loinc: str | None
     display: str  # e.g. "QTc (Bazett)"
+    #: Per-lead values (same unit) for lead-wise measurements such as ST level or R amplitude,
+    #: keyed by standard lead name; only the leads that were recorded and usable appear.
+    #: None for global measurements. ``value`` is then the documented summary of the leads
+    #: (see ``models.measurements.SPECS``).
+    per_lead: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

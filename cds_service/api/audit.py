@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,8 @@ router = APIRouter(tags=["audit"])
 OutcomeName = Literal["success", "failure", "error", "fatal"]
 FHIR_JSON = "application/fhir+json"
 MAX_PAGE = 500
+#: Offsets and sequence numbers beyond this cannot be stored (SQL BIGINT): refused at the edge.
+MAX_POSITION = AuditTrail.MAX_POSITION
 #: Search parameters ``GET /fhir/AuditEvent`` understands; any other is refused, because
 #: silently ignoring a filter would return more audit data than was asked for.
 _FHIR_PARAMS = frozenset(
@@ -146,7 +148,7 @@ def query_audit(
     outcome: Annotated[OutcomeName | None, Query()] = None,
     ecg_id: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> AuditPageOut:
     filters = AuditFilter(
         patient=patient,
@@ -194,7 +196,7 @@ def search_audit_events(
         return _operation_outcome(400, f"unsupported search parameter(s): {', '.join(unknown)}")
     try:
         count = _int_param(params.get("_count"), "_count", 50, 1, MAX_PAGE)
-        offset = _int_param(params.get("_offset"), "_offset", 0, 0, None)
+        offset = _int_param(params.get("_offset"), "_offset", 0, 0, MAX_POSITION)
         dates = DateRange()
         for raw in params.getlist("date"):
             dates = dates.intersect(parse_date_param(raw))
@@ -257,7 +259,7 @@ def search_audit_events(
     },
 )
 def read_audit_event(
-    seq: int,
+    seq: Annotated[int, Path(ge=1, le=MAX_POSITION, description="Position in the hash chain")],
     reader: Annotated[Actor, Depends(require_audit_credential)],
     trail: Annotated[AuditTrail, Depends(get_audit_trail)],
 ) -> JSONResponse:
@@ -279,6 +281,8 @@ def _utc(ts: datetime | None) -> datetime | None:
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int | None) -> int:
     if raw is None:
         return default
+    if len(raw) > 20:  # longer than any position; never convert 4,300-digit strings
+        raise ValueError(f"{name} must be an integer of at most 20 digits")
     try:
         value = int(raw)
     except ValueError:

@@ -30,7 +30,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from adapters import EcgFormatError
+from adapters import EcgFormatError, EcgTooLarge
 from cds_service.audit import Actor, AuditError
 from cds_service.auth.static_tokens import require_static_bearer
 from cds_service.runtime import Runtime
@@ -159,7 +159,10 @@ def _result_dict(result: StoredResult | None) -> dict[str, Any] | None:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not a readable ECG (OperationOutcome says why)"},
     401: {"description": "Missing or wrong bearer token"},
-    413: {"description": "Body over max_request_bytes"},
+    413: {
+        "description": "Body over max_request_bytes, or an ECG over max_ecg_samples, "
+        "max_ecg_leads or max_ecg_decoded_bytes (OperationOutcome names the limit)"
+    },
     415: {"description": "Unsupported content type"},
     422: {"description": "JSON that is not a usable FHIR Observation/DocumentReference"},
 }
@@ -217,7 +220,7 @@ def _from_fhir_json(body: bytes) -> bytes:
     """The ECG bytes in a FHIR resource: an Observation as is, a DocumentReference attachment."""
     try:
         resource = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
         raise InputProblem(400, "structure", f"body is not valid JSON: {exc}") from None
     if not isinstance(resource, dict) or "resourceType" not in resource:
         raise InputProblem(422, "structure", "JSON body is not a FHIR resource (no resourceType)")
@@ -300,7 +303,11 @@ async def upload_ecg(
                 "multipart/form-data, application/fhir+json or application/octet-stream",
             )
     except EcgFormatError as exc:
-        problem = InputProblem(400, "invalid", str(exc))
+        # over a size limit (declared shape, decompressed size): 413, naming the setting
+        too_large = isinstance(exc, EcgTooLarge)
+        problem = InputProblem(
+            413 if too_large else 400, "too-costly" if too_large else "invalid", str(exc)
+        )
         _audit_refusal(runtime, actor, patient, problem)
         return _problem_response(problem)
     except InputProblem as problem:

@@ -1,9 +1,12 @@
 """FastAPI dependency: every CDS Hooks route requires a verified EHR JWT.
 
-The audience a token must carry is the exact URL being called: ``auth.audience_base_url``
-plus the request path when configured (behind a proxy or TLS terminator), else the URL
-the request arrived on. Feedback calls may also carry their service's URL, because some
-clients sign every call to a service with the service URL.
+The audience a token must carry is the exact URL being called, built from configuration
+only: ``auth.audience_base_url`` (when the EHR addresses the service by another name, e.g.
+behind a proxy) else ``public_base_url``, plus the request path. Never from the request's
+``Host`` or forwarded headers: those are the caller's to choose, and a token the EHR issued
+to another service (``aud=http://other-cds.example/...``) would pass with ``Host:
+other-cds.example``. Feedback calls may also carry their service's URL, because some clients
+sign every call to a service with the service URL.
 """
 
 from __future__ import annotations
@@ -49,12 +52,8 @@ def get_verifier(request: Request) -> TokenVerifier:
 
 
 def expected_audiences(request: Request, settings: Settings) -> list[str]:
-    base = settings.auth.audience_base_url
-    if base:
-        called = base.rstrip("/") + request.url.path
-    else:
-        url = request.url
-        called = f"{url.scheme}://{url.netloc}{url.path}"
+    base = settings.auth.audience_base_url or settings.public_base_url
+    called = base.rstrip("/") + request.url.path
     audiences = [called]
     if called.endswith(_FEEDBACK_SUFFIX):
         audiences.append(called[: -len(_FEEDBACK_SUFFIX)])

@@ -256,11 +256,6 @@ def _report(
 # -- DICOMweb ----------------------------------------------------------------------------------
 
 
-def _allowed(url: str, allowed: list[str]) -> bool:
-    url = url.rstrip("/")
-    return any(url == a.rstrip("/") or url.startswith(a.rstrip("/") + "/") for a in allowed)
-
-
 def _poll_dicomweb(
     runtime: Runtime, url: str, full: bool, patient: str, actor: Any, progress: bool
 ) -> tuple[list[str], list[str]]:
@@ -269,13 +264,17 @@ def _poll_dicomweb(
     from pydicom import dcmwrite
 
     from adapters import EcgFormatError
+    from cds_service.allow_list import OutboundRefused, check_url
 
-    url = url.rstrip("/")
-    if not _allowed(url, runtime.settings.fhir.allowed_dicomweb):
+    try:
+        url = check_url(url, runtime.settings.fhir.allowed_dicomweb, kind="DICOMweb URL")
+    except OutboundRefused as exc:
         typer.echo(
-            f"{url} is not in fhir.allowed_dicomweb; add it to the settings to poll it.", err=True
+            f"{exc.url} {exc.problem} (fhir.allowed_dicomweb); add it to the settings to poll it.",
+            err=True,
         )
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
+    url = url.rstrip("/")
     state_key = _STATE_PREFIX + url
     state = runtime.pipeline.get_state(state_key) or {}
     poll_started = datetime.now(UTC)

@@ -27,4 +27,7 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,  # access lines carry query strings (patient ids): keep PHI out of logs
+        # uvicorn believes X-Forwarded-* from loopback by default; only configured proxies here
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )

@@ -6,10 +6,16 @@ alembic sees the whole schema. SQLite is the embedded default; PostgreSQL in pro
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -24,10 +30,50 @@ def normalise_url(url: str) -> str:
     return url
 
 
+#: The database holds patient data: owner only. SQLite gives its -wal, -shm and journal
+#: files the database file's permissions, so creating that file 0600 covers them all.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_directory(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) 0700. An existing folder is the operator's
+    choice (it may be a shared mount or the working directory): only warned about."""
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    elif stat.S_IMODE(folder.stat().st_mode) & 0o077:
+        log.warning(
+            "data folder %s is readable by others (mode %o); it holds patient data: chmod 700 it",
+            folder,
+            stat.S_IMODE(folder.stat().st_mode),
+        )
+
+
+def private_sqlite_file(database: str) -> None:
+    """Create the SQLite file (and its folder) owner-only before SQLite does it 0644, and
+    tighten a database, WAL, SHM or journal file an older version left world-readable."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    private_directory(path.parent)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        candidate = path.with_name(path.name + suffix)
+        try:
+            if stat.S_IMODE(candidate.stat().st_mode) & 0o077:
+                os.chmod(candidate, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and foreign keys so concurrent readers don't block."""
+    """An engine for ``url``; SQLite gets WAL and foreign keys so concurrent readers don't block
+    and a database file only its owner can read."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        private_sqlite_file(make_url(url).database or "")
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

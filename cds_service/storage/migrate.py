@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,7 +60,9 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 
     lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
+    with os.fdopen(
+        os.open(lock_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "a"
+    ) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from cds_service.fhir_client import url_allowed
+from cds_service.allow_list import OutboundRefused, check_url
 from cds_service.settings import Settings
 from cds_service.viewer.links import link_secret
 
@@ -121,8 +121,10 @@ def begin(
         raise LaunchError("SMART launch is not configured on this service")
     if not iss or not launch or len(launch) > 2048:
         raise LaunchError("the EHR did not send iss and launch")
-    if not url_allowed(iss, settings.fhir.allowed_servers):
-        raise LaunchError("this EHR's FHIR server is not on the service's allow-list")
+    try:
+        iss = check_url(iss, settings.fhir.allowed_servers, kind="iss")
+    except OutboundRefused:
+        raise LaunchError("this EHR's FHIR server is not on the service's allow-list") from None
     discovery = iss.rstrip("/") + "/.well-known/smart-configuration"
     try:
         with httpx.Client(timeout=settings.fhir.timeout_s, follow_redirects=False) as client:
@@ -141,8 +143,10 @@ def begin(
         raise LaunchError("the EHR's SMART endpoints are not web URLs")
     iss_parts = urlsplit(iss)
     iss_origin = f"{iss_parts.scheme}://{iss_parts.netloc}"
-    if not url_allowed(token, [iss_origin, *settings.fhir.allowed_servers]):
-        raise LaunchError("the EHR's token endpoint is not on the service's allow-list")
+    try:
+        token = check_url(token, [iss_origin, *settings.fhir.allowed_servers], kind="token URL")
+    except OutboundRefused:
+        raise LaunchError("the EHR's token endpoint is not on the service's allow-list") from None
     verifier = _b64(secrets.token_bytes(32))
     state = LaunchState(
         state=_b64(secrets.token_bytes(16)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from lxml import etree
 
 from adapters import Ecg, load_ecg
 from models.measurements import SPECS, measure
-from models.results import Measurement
+from models.results import ClassificationResult, Measurement, QualityReport
 
 Values = dict[str, float | None]
 
@@ -66,15 +67,33 @@ def _measured(group: list[Values], key: str) -> np.ndarray:
 def test_every_key_has_unit_loinc_and_display(formats_dir: Path) -> None:
     result = measure(load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml"))
     assert set(result) == set(SPECS)
-    loinc = {name: m.loinc for name, m in result.items()}
-    # docs/REFERENCE.md section 2: PR, QRS, QT, QTc, heart rate and QRS axis.
+    loinc = {name: m.loinc for name, m in result.items() if m.loinc}
+    # docs/REFERENCE.md section 2: PR, QRS, QT, QTc, heart rate, QRS/P/T axes.
     assert loinc == {
-        "heart_rate": "8867-4", "rr_irregularity": None, "pr": "8625-6", "qrs": "8633-0",
-        "qt": "8634-8", "qtc": "8636-3", "qtc_fridericia": None, "axis": "8632-2",
+        "heart_rate": "8867-4", "pr": "8625-6", "qrs": "8633-0", "qt": "8634-8",
+        "qtc": "8636-3", "axis": "8632-2", "p_axis": "8626-4", "t_axis": "8638-9",
     }  # fmt: skip
     assert result["qtc"].display == "QTc (Bazett)"
-    assert {m.unit for m in result.values()} == {"/min", "1", "ms", "deg"}
-    assert all(isinstance(m, Measurement) and m.value is not None for m in result.values())
+    assert {m.unit for m in result.values()} == {"/min", "1", "ms", "deg", "mV", "mV.ms"}
+    assert all(isinstance(m, Measurement) for m in result.values())
+    core = ("heart_rate", "rr_irregularity", "pr", "qrs", "qt", "qtc", "qtc_fridericia", "axis")
+    assert all(result[k].value is not None for k in core)
+    for name, spec in SPECS.items():  # lead-wise keys carry a per-lead mapping, others none
+        assert (result[name].per_lead is None) == (spec.summary is None), name
+
+
+def test_measurements_survive_json_storage(formats_dir: Path) -> None:
+    result = measure(load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml"))
+    stored = ClassificationResult(
+        model_version="t", quality=QualityReport(acceptable=True), measurements=result
+    )
+    again = ClassificationResult.from_dict(json.loads(json.dumps(stored.to_dict())))
+    assert again == stored
+    # Results stored before per-lead values existed still load.
+    old = stored.to_dict()
+    for m in old["measurements"].values():
+        del m["per_lead"]
+    assert ClassificationResult.from_dict(old).measurements["qrs"].per_lead is None
 
 
 def _aecg_annotation(tree: etree._ElementTree, code: str) -> float:

@@ -78,6 +78,8 @@ def make_settings(
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "model_dir": model_dir,
+        # The audience tokens must carry: the URL the EHR calls us by (TestClient's base).
+        "public_base_url": BASE,
         "auth": {
             "trusted_issuers": [
                 {"iss": SANDBOX_ISS, "jwks_urls": [jwks_url]},

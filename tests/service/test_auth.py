@@ -245,6 +245,7 @@ def test_trust_comes_from_environment_settings(
         json.dumps([{"iss": "https://new-ehr.test", "jwks_file": str(jwks_file)}]),
     )
     monkeypatch.setenv("ECG_CDS_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ECG_CDS_PUBLIC_BASE_URL", BASE)
     settings = Settings()
     app = create_app(settings)
     client = TestClient(app, base_url=BASE)  # no lifespan: discovery needs no runtime
@@ -259,7 +260,8 @@ def test_nothing_is_trusted_by_default(sandbox_key: EhrKey, tmp_path: Any) -> No
     from cds_service.app import create_app
     from cds_service.settings import Settings
 
-    client = TestClient(create_app(Settings(data_dir=tmp_path)), base_url=BASE)
+    settings = Settings(data_dir=tmp_path, public_base_url=BASE)
+    client = TestClient(create_app(settings), base_url=BASE)
     token = sandbox_key.sign(sandbox_claims(SANDBOX_ISS, AUD))
     _assert_bare_401(client.get(DISCOVERY, headers={"Authorization": f"Bearer {token}"}))
 
@@ -318,7 +320,7 @@ def test_trust_comes_from_a_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
     monkeypatch.setenv("ECG_CDS_SETTINGS_FILE", str(settings_file))
     monkeypatch.delenv("ECG_CDS_AUTH__TRUSTED_ISSUERS", raising=False)
-    settings = Settings(data_dir=tmp_path / "var")
+    settings = Settings(data_dir=tmp_path / "var", public_base_url=BASE)
     client = TestClient(create_app(settings), base_url=BASE)
     good = key.sign(epic_claims("https://file-ehr.test", AUD))
     assert client.get(DISCOVERY, headers={"Authorization": f"Bearer {good}"}).status_code == 200

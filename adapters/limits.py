@@ -1,0 +1,142 @@
+"""Size limits every reader checks *before* it allocates or decompresses.
+
+A small file can declare a huge record: an HDF5 dataset of 12 x 10^10 samples filled with a
+fill value, a MATLAB element that inflates a hundredfold, a deflated DICOM, a WFDB header
+whose signal file is a zip of zeros. Each reader reads the declared shape (leads x samples)
+and the decompressed size from the file's own structure, checks them here, and only then
+decodes. Refusals are :class:`EcgTooLarge` (an :class:`EcgFormatError` that names the limit),
+which the service answers with 413.
+
+The defaults are far above any diagnostic ECG (12 leads x 10 s x 500 Hz is 60,000 values; a
+5-minute 16-lead 1 kHz recording is 4.8 million) and keep one decoded record's work arrays
+well under 100 MB.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapters.errors import EcgFormatError
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "UNLIMITED",
+    "DecodeLimits",
+    "EcgTooLarge",
+    "count_tokens",
+    "inflate_capped",
+    "parse_numbers",
+]
+
+_TOKEN_START = re.compile(r"(?<!\S)\S")
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one decoded ECG may hold. Field names are the service's settings names."""
+
+    #: Channels in one record.
+    max_ecg_leads: int = 64
+    #: Values in one record, all leads together (leads x samples per lead).
+    max_ecg_samples: int = 5_000_000
+    #: Bytes after decompression (deflate, zlib, XLI, FLAC...), all parts together.
+    max_ecg_decoded_bytes: int = 64 * 1024 * 1024
+
+    def check_shape(self, name: str, leads: int, samples_per_lead: int) -> None:
+        """Refuse a declared shape over the limits (call before allocating it)."""
+        if leads < 0 or samples_per_lead < 0:
+            raise EcgFormatError(name, f"declares a negative shape ({leads} x {samples_per_lead})")
+        if leads > self.max_ecg_leads:
+            raise EcgTooLarge(
+                name, f"declares {leads} channels", "max_ecg_leads", self.max_ecg_leads
+            )
+        self.check_values(name, leads * samples_per_lead, f"{leads} x {samples_per_lead}")
+
+    def check_values(self, name: str, n_values: int, shape: str | None = None) -> None:
+        """Refuse a declared number of values (all leads together) over the limit."""
+        if n_values > self.max_ecg_samples:
+            what = f"declares {shape} = {n_values} samples" if shape else f"has {n_values} samples"
+            raise EcgTooLarge(name, what, "max_ecg_samples", self.max_ecg_samples)
+
+    def check_decoded(self, name: str, n_bytes: int, what: str = "decompresses to") -> None:
+        if n_bytes > self.max_ecg_decoded_bytes:
+            raise EcgTooLarge(
+                name,
+                f"{what} {n_bytes} bytes",
+                "max_ecg_decoded_bytes",
+                self.max_ecg_decoded_bytes,
+            )
+
+
+DEFAULT_LIMITS = DecodeLimits()
+#: For helpers whose caller has already checked the whole record against the real limits.
+UNLIMITED = DecodeLimits(2**62, 2**62, 2**62)
+
+
+class EcgTooLarge(EcgFormatError):
+    """A record larger than a configured limit; ``limit`` names the setting."""
+
+    def __init__(self, source: str, what: str, limit: str, value: int) -> None:
+        self.limit = limit
+        self.limit_value = value
+        super().__init__(
+            source,
+            f"{what}, over the limit of {value} (setting {limit})",
+            f"raise {limit} if this record is genuine",
+        )
+
+
+def inflate_capped(
+    name: str, data: bytes, limits: DecodeLimits, *, wbits: int = zlib.MAX_WBITS
+) -> bytes:
+    """Decompress a zlib/deflate stream, refusing output beyond ``max_ecg_decoded_bytes``.
+
+    The output is produced in bounded steps (``max_length``), so a bomb is stopped after at
+    most the limit plus one step of memory, never after it has inflated.
+    """
+    cap = limits.max_ecg_decoded_bytes
+    inflater = zlib.decompressobj(wbits)
+    out = bytearray()
+    pending = data
+    try:
+        while True:
+            chunk = inflater.decompress(pending, min(1 << 20, cap + 1 - len(out)))
+            out += chunk
+            if len(out) > cap:
+                limits.check_decoded(name, len(out), "decompresses to more than")
+            pending = inflater.unconsumed_tail
+            if inflater.eof or (not pending and not chunk):
+                break
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise EcgFormatError(name, f"the compressed data is corrupt ({exc})") from None
+    if len(out) > cap:
+        limits.check_decoded(name, len(out), "decompresses to more than")
+    return bytes(out)
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace-separated tokens in ``text``, counted without building them."""
+    if len(text) <= _CHUNK:
+        return len(_TOKEN_START.findall(text))
+    count = 0
+    for start in range(0, len(text), _CHUNK):
+        # the look-behind sees the character before ``start``: no token is counted twice
+        count += len(_TOKEN_START.findall(text, start, start + _CHUNK))
+    return count
+
+
+def parse_numbers(name: str, text: str, limits: DecodeLimits) -> np.ndarray | None:
+    """The whitespace-separated numbers of ``text`` as float64, checked against the limits
+    before anything is allocated; None when a token is not a plain number (the caller's
+    slower path explains which). No per-token Python objects are made."""
+    limits.check_values(name, count_tokens(text))
+    try:
+        return np.fromstring(text, dtype=np.float64, sep=" ")
+    except ValueError:
+        return None

@@ -1,0 +1,168 @@
+"""Input no handler should ever see: refused at the edge with a 400 OperationOutcome.
+
+One pure ASGI middleware, :class:`InputGuard`, for every route:
+
+* request URLs (path and query) holding NUL (``%00``): no id, filter or token has one, and
+  databases refuse them mid-query (PostgreSQL) or store them truncated;
+* JSON bodies (``application/json``, ``application/fhir+json``, ``*+json``) that are nested
+  deeper than ``max_json_depth`` (parsers and every recursive walk after them have a
+  stack), hold a number of more than :data:`MAX_NUMBER_DIGITS` digits (Python refuses to
+  convert those, and they are never data), or escape a NUL or a lone UTF-16 surrogate
+  (``\\u0000``, ``\\ud800``: they cannot be stored or encoded as UTF-8).
+
+The body check scans the bytes without parsing them (strings are skipped, escapes read in
+order), so a hostile body costs a linear scan, not a parse. It sits inside the size limit
+(which bounds what is buffered) and inside the hook authentication (so unauthenticated hook
+callers cannot make it scan).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: A JSON number this long is not data (Python refuses to convert over 4,300 digits).
+MAX_NUMBER_DIGITS = 400
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_LONG_NUMBER = re.compile(rb"[0-9]{%d,}" % (MAX_NUMBER_DIGITS + 1))
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NUL_IN_URL = re.compile(rb"%00|\x00")
+_JSON_TYPES = ("application/json", "application/fhir+json")
+_INLINE_SCAN_BYTES = 256 * 1024
+
+
+def _escape_problem(body: bytes) -> str | None:
+    """The first escaped NUL or lone surrogate, read escape by escape (``\\\\u0000`` is a
+    backslash and text, not a NUL)."""
+    if b"\\" not in body:
+        return None
+    pending_high: int | None = None  # end offset of an unpaired high surrogate escape
+    for match in _ESCAPE.finditer(body):
+        hex_digits = match.group(1)
+        code = int(hex_digits, 16) if hex_digits is not None else None
+        if pending_high is not None:
+            if code is not None and 0xDC00 <= code <= 0xDFFF and match.start() == pending_high:
+                pending_high = None
+                continue
+            return "a string holds a lone UTF-16 surrogate (\\ud800-\\udbff unpaired)"
+        if code is None:
+            continue
+        if code == 0:
+            return "a string holds a NUL character (\\u0000)"
+        if 0xD800 <= code <= 0xDBFF:
+            pending_high = match.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return "a string holds a lone UTF-16 surrogate (\\udc00-\\udfff unpaired)"
+    if pending_high is not None:
+        return "a string holds a lone UTF-16 surrogate (\\ud800-\\udbff unpaired)"
+    return None
+
+
+def _max_depth(structure: bytes, limit: int) -> int:
+    """The deepest nesting of ``structure`` (JSON with its strings removed), or any value
+    over ``limit`` as soon as it is seen."""
+    brackets = structure.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return len(brackets)  # cannot nest deeper than it has brackets
+    opens = frozenset(b"[{")
+    depth = deepest = 0
+    step = 1 << 20
+    for start in range(0, len(brackets), step):
+        chunk = np.frombuffer(brackets, dtype=np.uint8, count=min(step, len(brackets) - start),
+                              offset=start)  # fmt: skip
+        steps = np.where(np.isin(chunk, list(opens)), 1, -1).astype(np.int32)
+        running = depth + np.cumsum(steps)
+        deepest = max(deepest, int(running.max()))
+        if deepest > limit:
+            return deepest
+        depth = int(running[-1])
+    return deepest
+
+
+def json_body_problem(body: bytes, max_depth: int) -> str | None:
+    """Why a JSON body must be refused, naming the limit; None when it may be parsed."""
+    problem = _escape_problem(body)
+    if problem:
+        return problem
+    structure = _STRING.sub(b'""', body)
+    depth = _max_depth(structure, max_depth)
+    if depth > max_depth:
+        return (
+            f"JSON nested at least {depth} levels deep, over the limit of {max_depth} "
+            "(setting max_json_depth)"
+        )
+    if _LONG_NUMBER.search(structure):
+        return f"a JSON number has more than {MAX_NUMBER_DIGITS} digits"
+    return None
+
+
+def _is_json(scope: Scope) -> bool:
+    for key, value in scope.get("headers") or []:
+        if key == b"content-type":
+            media = value.decode("latin-1").split(";")[0].strip().lower()
+            return media in _JSON_TYPES or media.endswith("+json")
+    return False
+
+
+class InputGuard:
+    """See the module docstring. ``max_json_depth`` comes from the settings."""
+
+    def __init__(self, app: ASGIApp, *, max_json_depth: int = 64) -> None:
+        self.app = app
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        url_bytes = (
+            bytes(scope.get("raw_path") or b"") + b"?" + bytes(scope.get("query_string", b""))
+        )
+        if _NUL_IN_URL.search(url_bytes):
+            await self._refuse(scope, receive, send, "the URL holds a NUL character (%00)")
+            return
+        if scope.get("method") not in ("POST", "PUT", "PATCH") or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()  # the size limit outside raises when over it
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if len(body) > _INLINE_SCAN_BYTES:  # a long scan must not stall the event loop
+            problem = await run_in_threadpool(json_body_problem, body, self.max_json_depth)
+        else:
+            problem = json_body_problem(body, self.max_json_depth)
+        if problem:
+            await self._refuse(scope, receive, send, problem)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, problem: str) -> None:
+        from cds_service.errors import HOOKS_PREFIX, audit_refusal, operation_outcome
+
+        app: Any = scope.get("app")
+        if app is not None and str(scope.get("path", "")).startswith(HOOKS_PREFIX):
+            await run_in_threadpool(audit_refusal, app, scope, 400, [problem])
+        await operation_outcome(400, [problem], code="too-costly" if "limit" in problem else None)(
+            scope, receive, send
+        )

@@ -1,0 +1,256 @@
+"""Per-lead amplitudes and shapes of the median beat: P, QRS waves, ST level, T, voltages.
+
+Input: the wide-band median beat (no low-pass beyond the 125 Hz of the working rate) of the
+standard leads, re-referenced to the PR segment just before QRS onset, and the global wave
+boundaries from :mod:`models.delineation`. Wave naming follows the AHA/ACCF/HRS 2009
+recommendations (part II): Q is an initial negative deflection, R any positive deflection,
+S a negative deflection after an R, R' a second positive deflection; deflections smaller
+than :data:`MIN_WAVE_MV` are not counted as waves (the CSE convention uses 20-30 uV).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.delineation import WORK_FS, Waves
+
+#: Smallest deflection counted as a QRS wave (mV).
+MIN_WAVE_MV = 0.05
+#: A notch: a dip of at least this (mV), and this share of the smaller peak, between two
+#: peaks of the same polarity inside the QRS.
+NOTCH_MIN_MV = 0.05
+NOTCH_MIN_SHARE = 0.1
+#: ST level is read at J and J + 60 ms, averaged over +-8 ms (4 samples) against noise.
+ST_OFFSET_S = 0.06
+ST_HALF_WINDOW_S = 0.008
+PRECORDIAL = ("V1", "V2", "V3", "V4", "V5", "V6")
+
+MS = 1000.0 / WORK_FS
+
+Values = dict[str, float | None]
+PerLead = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class _Wave:
+    sign: int  # +1 positive, -1 negative
+    start: int  # first sample (relative to QRS onset)
+    stop: int  # one past the last sample
+    peak: float  # signed extreme
+
+
+def qrs_waves(qrs: np.ndarray) -> list[_Wave]:
+    """Positive and negative deflections of one lead's QRS (baseline 0), small ones merged."""
+    sign = np.where(qrs > 0, 1, -1)
+    edges = np.flatnonzero(np.diff(sign)) + 1
+    bounds = [0, *edges.tolist(), qrs.size]
+    waves: list[_Wave] = []
+    for a, b in itertools.pairwise(bounds):
+        part = qrs[a:b]
+        s = int(sign[a])
+        peak = float(part.max() if s > 0 else part.min())
+        if abs(peak) < MIN_WAVE_MV:
+            continue
+        if waves and waves[-1].sign == s:  # a small opposite wiggle between: one wave
+            last = waves[-1]
+            better = peak if abs(peak) > abs(last.peak) else last.peak
+            waves[-1] = _Wave(s, last.start, b, better)
+        else:
+            waves.append(_Wave(s, a, b, peak))
+    return waves
+
+
+def _notched(qrs: np.ndarray, waves: list[_Wave]) -> bool:
+    """Two peaks of one polarity inside the QRS, with a real dip between them."""
+    same = [w for w in waves if w.sign > 0]
+    if len(same) >= 2:
+        return True  # R and R'
+    for w in waves:
+        part = w.sign * qrs[w.start : w.stop]
+        if part.size < 5:
+            continue
+        # Local maxima of |deflection| within this wave.
+        inner = np.flatnonzero((part[1:-1] > part[:-2]) & (part[1:-1] >= part[2:])) + 1
+        if inner.size < 2:
+            continue
+        tops = part[inner]
+        order = np.argsort(tops)[::-1][:2]
+        a, b = sorted(inner[order].tolist())
+        dip = float(part[a : b + 1].min())
+        smaller = float(min(part[a], part[b]))
+        if smaller - dip >= max(NOTCH_MIN_MV, NOTCH_MIN_SHARE * smaller):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class QrsShape:
+    r: float  # mV, >= 0
+    s: float  # mV depth, >= 0
+    q_ms: float
+    r_peak_ms: float | None  # None without an R wave
+    terminal_s_ms: float
+    notched: bool
+    rsr_prime: bool
+
+
+def qrs_shape(qrs: np.ndarray) -> QrsShape:
+    waves = qrs_waves(qrs)
+    positive = [w for w in waves if w.sign > 0]
+    r = max((w.peak for w in positive), default=0.0)
+    if positive:
+        first_r = waves.index(positive[0])
+        after = [w for w in waves[first_r + 1 :] if w.sign < 0]
+        s = -min((w.peak for w in after), default=0.0)
+        q_ms = (positive[0].start * MS) if first_r > 0 else 0.0
+        last_r = positive[-1]
+        r_peak_ms: float | None = (
+            last_r.start + int(np.argmax(qrs[last_r.start : last_r.stop]))
+        ) * MS
+    else:  # QS complex: the whole QRS is negative
+        s = -float(qrs.min()) if qrs.size else 0.0
+        q_ms = qrs.size * MS if waves else 0.0
+        r_peak_ms = None
+    terminal = waves[-1] if waves else None
+    terminal_s_ms = (
+        (qrs.size - terminal.start) * MS
+        if terminal is not None and terminal.sign < 0 and positive
+        else 0.0
+    )
+    signs = [w.sign for w in waves]
+    rsr = any(signs[i : i + 3] == [1, -1, 1] for i in range(len(signs) - 2))
+    return QrsShape(r, s, q_ms, r_peak_ms, terminal_s_ms, _notched(qrs, waves), rsr)
+
+
+def _level(lead: np.ndarray, at: int) -> float:
+    h = max(1, round(ST_HALF_WINDOW_S * WORK_FS))
+    lo, hi = max(0, at - h), min(lead.size, at + h + 1)
+    return float(lead[lo:hi].mean())
+
+
+def _extreme(part: np.ndarray) -> float:
+    """The signed value of largest magnitude."""
+    return float(part[int(np.argmax(np.abs(part)))])
+
+
+def _terminal_negative_force(p: np.ndarray) -> float:
+    """Depth (mV) x duration (ms) of the negative part that ends the P wave; 0 if none."""
+    if p.size < 3:
+        return 0.0
+    negative = p < 0
+    half = p.size // 2
+    if not negative[half:].any():
+        return 0.0
+    # The last negative stretch that reaches into the second half of the P wave.
+    end = half + int(np.flatnonzero(negative[half:])[-1]) + 1
+    start = end
+    while start > 0 and negative[start - 1]:
+        start -= 1
+    return float(-p[start:end].min() * (end - start) * MS)
+
+
+def _axis(lead_i: float, lead_avf: float) -> float | None:
+    """Frontal axis from net areas in I and aVF: a = atan2(2 aVF / sqrt(3), I)."""
+    if abs(lead_i) + abs(lead_avf) < 1e-9:
+        return None
+    return float(round(math.degrees(math.atan2(2.0 * lead_avf / math.sqrt(3.0), lead_i))))
+
+
+def lead_features(wide: np.ndarray, leads: Sequence[str], waves: Waves) -> tuple[Values, PerLead]:
+    """Per-lead values and the global values derived from them (voltages, axes, transition).
+
+    ``wide``: (leads, L) median beats of the usable standard leads named by ``leads``.
+    """
+    values: Values = {}
+    per: PerLead = {}
+    if waves.qrs_on is None or waves.qrs_off is None or not leads:
+        return values, per
+    on, off = waves.qrs_on, waves.qrs_off
+    # Re-reference every lead to its PR segment: the 20 ms just before QRS onset.
+    beat = wide - wide[:, max(0, on - round(0.02 * WORK_FS)) : on + 1].mean(axis=1, keepdims=True)
+    index = {name: i for i, name in enumerate(leads)}
+    shapes = {name: qrs_shape(beat[i, on : off + 1]) for name, i in index.items()}
+
+    def put(key: str, lead: str, value: float | None, digits: int = 3) -> None:
+        if value is not None:
+            per.setdefault(key, {})[lead] = round(float(value), digits) + 0.0  # no -0.0
+
+    j60 = off + round(ST_OFFSET_S * WORK_FS)
+    st60_ok = waves.t_end is None or j60 < waves.t_end
+    for name, i in index.items():
+        shape = shapes[name]
+        put("r_amplitude", name, shape.r)
+        put("s_amplitude", name, shape.s)
+        put("q_duration", name, shape.q_ms, 0)
+        put("r_peak_time", name, shape.r_peak_ms, 0)
+        put("terminal_s_duration", name, shape.terminal_s_ms, 0)
+        put("qrs_notched", name, float(shape.notched), 0)
+        put("st_j", name, _level(beat[i], off))
+        if st60_ok and j60 < beat.shape[1]:
+            put("st_j60", name, _level(beat[i], j60))
+        if waves.t_end is not None and waves.t_end - off > 4:
+            put("t_amplitude", name, _extreme(beat[i, off + 4 : waves.t_end + 1]))
+        if waves.p_on is not None and waves.p_off is not None and waves.p_off > waves.p_on:
+            put("p_amplitude", name, _extreme(beat[i, waves.p_on : waves.p_off + 1]))
+
+    def r(lead: str) -> float | None:
+        return shapes[lead].r if lead in shapes else None
+
+    def s(lead: str) -> float | None:
+        return shapes[lead].s if lead in shapes else None
+
+    s_v1, r_v5, r_v6 = s("V1"), r("V5"), r("V6")
+    if s_v1 is not None and (r_v5 is not None or r_v6 is not None):
+        values["sokolow_lyon"] = round(s_v1 + max(v for v in (r_v5, r_v6) if v is not None), 3)
+    r_avl, s_v3 = r("aVL"), s("V3")
+    if r_avl is not None and s_v3 is not None:
+        values["cornell_voltage"] = round(r_avl + s_v3, 3)
+    if all(v in shapes for v in PRECORDIAL):
+        transition = next((n for n, v in enumerate(PRECORDIAL, 1) if shapes[v].r >= shapes[v].s), 7)
+        values["r_wave_transition"] = float(transition)
+    if "V1" in shapes or "V2" in shapes:
+        values["rsr_prime_v1"] = float(
+            any(shapes[v].rsr_prime for v in ("V1", "V2") if v in shapes)
+        )
+
+    if waves.p_on is not None and waves.p_off is not None:
+        values["p_duration"] = float(round((waves.p_off - waves.p_on) * MS))
+        if "V1" in index:
+            p_v1 = beat[index["V1"], waves.p_on : waves.p_off + 1]
+            values["p_terminal_force_v1"] = round(_terminal_negative_force(p_v1), 1)
+    if "I" in index and "aVF" in index:
+        i, f = index["I"], index["aVF"]
+        if waves.p_on is not None and waves.p_off is not None:
+            p = slice(waves.p_on, waves.p_off + 1)
+            values["p_axis"] = _axis(float(beat[i, p].sum()), float(beat[f, p].sum()))
+        if waves.t_end is not None:
+            t = slice(off, waves.t_end + 1)
+            values["t_axis"] = _axis(float(beat[i, t].sum()), float(beat[f, t].sum()))
+    return values, per
+
+
+def summarise(per: PerLead, summaries: Mapping[str, str]) -> Values:
+    """The scalar ``value`` of each lead-wise key from its per-lead values (see SPECS)."""
+    values: Values = {}
+    for key, how in summaries.items():
+        leads = per.get(key)
+        if not leads:
+            continue
+        items = list(leads.values())
+        if how == "max":
+            values[key] = max(items)
+        elif how == "any":
+            values[key] = float(max(items) > 0)
+        elif how == "extreme":
+            values[key] = max(items, key=abs)
+        else:  # a named pair of leads, e.g. "V5V6", "IV6"
+            pair = ("V5", "V6") if how == "V5V6" else ("I", "V6")
+            chosen = [leads[v] for v in pair if v in leads]
+            if chosen:
+                values[key] = max(chosen)
+    return values

@@ -1,0 +1,349 @@
+"""How far :func:`models.measurements.measure` falls from a cardiologist's and a cart's reading.
+
+Two references:
+
+* **QT Database** (Laguna et al. 1997, PhysioNet ``qtdb``): cardiologist 1's wave boundaries
+  (``.q1c``) on at least 30 beats per record, two Holter leads at 250 Hz. Per record the
+  reference interval is the median over the annotated beats; :func:`measure` reads the same
+  stretch (the annotated beats plus a margin), on the leads the record has. ecgpuwave's
+  automatic boundaries (``.pu0`` for lead 0, ``.pu1`` for lead 1) on the same beats are the
+  baseline: per beat the earliest onset and latest offset over the two leads, the multi-lead
+  rule :func:`measure` itself follows. Cardiologist 2 (``.q2c``, 11 records) against
+  cardiologist 1 gives the inter-observer spread.
+* **Cart measurements** carried by the clinical-format samples: GE MUSE (``Ecg.extra``),
+  Mortara via DICOM and HL7 aECG (``Ecg.extra``), Philips XML 1.03/1.04 (their
+  ``globalmeasurements``, read here because the adapter does not expose them).
+
+IEC 60601-2-25:2011 (201.12.4.102.3.2) anchors the tolerances for global intervals measured
+on its CSE/CTS test sets: mean difference within +-10 ms (PR, QRS) / +-25 ms (QT), and
+standard deviation within 10 ms (PR, QRS) / 30 ms (QT), against the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lxml import etree
+
+from adapters import Ecg, EcgSource, load_ecg
+from adapters.leads import normalize_lead_name
+from models.measurements import measure
+
+INTERVALS = ("pr", "qrs", "qt")
+#: Mean and SD tolerances (ms) of IEC 60601-2-25:2011 for global intervals.
+IEC_TOLERANCE_MS = {"pr": (10.0, 10.0), "qrs": (10.0, 10.0), "qt": (25.0, 30.0)}
+#: Seconds of signal kept before the first and after the last annotated beat.
+QTDB_MARGIN_S = 3.0
+#: Below this many seconds the measurement would see too few beats: widen the window.
+QTDB_MIN_WINDOW_S = 20.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One recording with reference intervals (ms) and, optionally, a baseline's."""
+
+    name: str
+    ecg: Ecg
+    reference: dict[str, float | None]
+    baseline: dict[str, float | None] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- QT Database
+
+
+@dataclass(frozen=True)
+class _Beat:
+    p_on: int | None
+    qrs_on: int | None
+    qrs_peak: int
+    qrs_off: int | None
+    t_end: int | None
+
+
+def _beats(samples: np.ndarray, symbols: Sequence[str]) -> list[_Beat]:
+    """Beats from a WFDB boundary annotation: ``(`` onset, peak symbol, ``)`` offset."""
+    beats: list[_Beat] = []
+    n = len(symbols)
+    for i, symbol in enumerate(symbols):
+        if symbol != "N":  # QTDB marks every annotated QRS peak as N
+            continue
+        qrs_on = int(samples[i - 1]) if i > 0 and symbols[i - 1] == "(" else None
+        qrs_off = int(samples[i + 1]) if i + 1 < n and symbols[i + 1] == ")" else None
+        p_on = None
+        # P: "( p )" just before the QRS onset mark.
+        j = i - 2 if qrs_on is not None else i - 1
+        if j >= 2 and symbols[j] == ")" and symbols[j - 1] == "p" and symbols[j - 2] == "(":
+            p_on = int(samples[j - 2])
+        elif j >= 1 and symbols[j] == "p" and symbols[j - 1] == "(":
+            p_on = int(samples[j - 1])
+        t_end = None
+        k = i + 2 if qrs_off is not None else i + 1
+        # T: "[(] t )" after the QRS offset, before the next QRS.
+        while k < n and symbols[k] not in ("N", "t"):
+            k += 1
+        if k < n and symbols[k] == "t" and k + 1 < n and symbols[k + 1] == ")":
+            t_end = int(samples[k + 1])
+        beats.append(_Beat(p_on, qrs_on, int(samples[i]), qrs_off, t_end))
+    return beats
+
+
+def _beat_intervals(beat: _Beat, fs: float) -> dict[str, float | None]:
+    ms = 1000.0 / fs
+
+    def span(a: int | None, b: int | None) -> float | None:
+        return None if a is None or b is None else (b - a) * ms
+
+    return {
+        "pr": span(beat.p_on, beat.qrs_on),
+        "qrs": span(beat.qrs_on, beat.qrs_off),
+        "qt": span(beat.qrs_on, beat.t_end),
+    }
+
+
+def _median_intervals(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
+    rows = list(rows)
+    result: dict[str, float | None] = {}
+    for key in INTERVALS:
+        values = [float(v) for r in rows if (v := r.get(key)) is not None]
+        result[key] = float(np.median(values)) if values else None
+    return result
+
+
+def _ecgpuwave(record: str, reference_beats: list[_Beat], fs: float) -> dict[str, float | None]:
+    """ecgpuwave's intervals on the cardiologist's beats: earliest onset, latest offset."""
+    import wfdb
+
+    per_lead: list[dict[int, _Beat]] = []
+    for extension in ("pu0", "pu1"):
+        try:
+            ann = wfdb.rdann(record, extension)
+        except (FileNotFoundError, ValueError):
+            continue
+        beats = _beats(np.asarray(ann.sample), list(ann.symbol))
+        per_lead.append({b.qrs_peak: b for b in beats})
+    tolerance = round(0.1 * fs)
+    rows = []
+    for ref in reference_beats:
+        matched = []
+        for lead in per_lead:
+            peaks = np.array(sorted(lead))
+            if peaks.size == 0:
+                continue
+            nearest = int(peaks[np.argmin(np.abs(peaks - ref.qrs_peak))])
+            if abs(nearest - ref.qrs_peak) <= tolerance:
+                matched.append(lead[nearest])
+        if not matched:
+            continue
+
+        def first(values: list[int | None]) -> int | None:
+            present = [v for v in values if v is not None]
+            return min(present) if present else None
+
+        def last(values: list[int | None]) -> int | None:
+            present = [v for v in values if v is not None]
+            return max(present) if present else None
+
+        combined = _Beat(
+            first([b.p_on for b in matched]),
+            first([b.qrs_on for b in matched]),
+            ref.qrs_peak,
+            last([b.qrs_off for b in matched]),
+            last([b.t_end for b in matched]),
+        )
+        rows.append(_beat_intervals(combined, fs))
+    return _median_intervals(rows)
+
+
+def qtdb_cases(
+    qtdb_dir: Path, records: Sequence[str] | None = None, annotator: str = "q1c"
+) -> Iterator[Case]:
+    """Each QT Database record annotated by ``annotator``, cut to its annotated stretch."""
+    import wfdb
+
+    names = records or sorted(p.stem for p in qtdb_dir.glob(f"*.{annotator}"))
+    for name in names:
+        path = str(qtdb_dir / name)
+        ann = wfdb.rdann(path, annotator)
+        beats = _beats(np.asarray(ann.sample), list(ann.symbol))
+        if not beats:
+            continue
+        header = wfdb.rdheader(path)
+        fs = float(header.fs)
+        first = min(b.p_on or b.qrs_on or b.qrs_peak for b in beats)
+        last = max(b.t_end or b.qrs_off or b.qrs_peak for b in beats)
+        margin = round(QTDB_MARGIN_S * fs)
+        start, stop = max(0, first - margin), min(int(header.sig_len), last + margin)
+        short = round(QTDB_MIN_WINDOW_S * fs) - (stop - start)
+        if short > 0:
+            start = max(0, start - short // 2)
+            stop = min(int(header.sig_len), stop + short - short // 2)
+        record = wfdb.rdrecord(path, sampfrom=start, sampto=stop, physical=True)
+        signal = np.nan_to_num(np.asarray(record.p_signal, dtype=np.float64).T)
+        leads = tuple(normalize_lead_name(n) for n in record.sig_name)
+        if len(set(leads)) != len(leads):
+            leads = tuple(f"{n}#{i}" for i, n in enumerate(leads))
+        ecg = Ecg(
+            signal=signal.astype(np.float32),
+            fs=fs,
+            leads=leads,
+            source=EcgSource(format="wfdb", uri=f"qtdb/{name}", sha256=""),
+        )
+        reference = _median_intervals(_beat_intervals(b, fs) for b in beats)
+        yield Case(name, ecg, reference, _ecgpuwave(path, beats, fs))
+
+
+# ---------------------------------------------------------------------------- carts
+
+
+def _ms(text: str | None) -> float | None:
+    """'161 ms' or '161' -> 161.0; anything unreadable (e.g. 'Indeterminate') -> None."""
+    if text is None:
+        return None
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _philips_globals(path: Path) -> dict[str, float | None]:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    root = etree.parse(str(path), parser).getroot()
+
+    def text(tag: str) -> str | None:
+        found = root.xpath(f"//*[local-name()='globalmeasurements']/*[local-name()='{tag}']")
+        return found[0].text if found else None
+
+    return {
+        "pr": _ms(text("meanprint")),
+        "qrs": _ms(text("meanqrsdur")),
+        "qt": _ms(text("meanqtint")),
+        "qtc": _ms(text("meanqtc")),
+        "heart_rate": _ms(text("meanventrate")),
+        "axis": _ms(text("qrsfrontaxis")),
+        "p_axis": _ms(text("pfrontaxis")),
+        "t_axis": _ms(text("tfrontaxis")),
+    }
+
+
+def cart_reference(path: Path, ecg: Ecg) -> dict[str, float | None]:
+    """The cart's own global measurements for one sample file (empty when it has none)."""
+    extra = ecg.extra
+    fmt = ecg.source.format
+    if fmt == "philips" or (path.suffix.lower() == ".xml" and "document" in extra):
+        return _philips_globals(path)
+    if "PRInterval" in extra or "QRSDuration" in extra:  # GE MUSE
+        return {
+            "pr": _ms(extra.get("PRInterval")),
+            "qrs": _ms(extra.get("QRSDuration")),
+            "qt": _ms(extra.get("QTInterval")),
+            "qtc": _ms(extra.get("QTCorrected")),
+            "heart_rate": _ms(extra.get("VentricularRate")),
+            "axis": _ms(extra.get("RAxis")),
+            "p_axis": _ms(extra.get("PAxis")),
+            "t_axis": _ms(extra.get("TAxis")),
+        }
+    if "QRS Duration" in extra:  # DICOM waveform annotations
+        rr = _ms(extra.get("RR Interval"))
+        return {
+            "pr": _ms(extra.get("PR Interval")),
+            "qrs": _ms(extra.get("QRS Duration")),
+            "qt": _ms(extra.get("QT Interval")),
+            "qtc": _ms(extra.get("QTc Interval")),
+            "heart_rate": 60000.0 / rr if rr else None,
+            "axis": _ms(extra.get("QRS Axis")),
+            "p_axis": _ms(extra.get("P Axis")),
+            "t_axis": _ms(extra.get("T Axis")),
+        }
+    if "MDC_ECG_TIME_PD_QRS" in extra:  # HL7 aECG annotations
+        return {
+            "pr": _ms(extra.get("MDC_ECG_TIME_PD_PR")),
+            "qrs": _ms(extra.get("MDC_ECG_TIME_PD_QRS")),
+            "qt": _ms(extra.get("MDC_ECG_TIME_PD_QT")),
+            "qtc": _ms(extra.get("MDC_ECG_TIME_PD_QTc")),
+            "axis": _ms(extra.get("MDC_ECG_ANGLE_QRS_FRONT")),
+            "p_axis": _ms(extra.get("MDC_ECG_ANGLE_P_FRONT")),
+            "t_axis": _ms(extra.get("MDC_ECG_ANGLE_T_FRONT")),
+        }
+    return {}
+
+
+#: The clinical-format samples that carry a cart's measurements (relative to ``formats/``).
+CART_FILES = (
+    "ge_muse_xml/muse-sinus.xml",
+    "philips_xml/129DYPRG.XML",
+    "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml",
+    "dicom/pydicom_waveform_ecg.dcm",
+    "hl7_aecg/Example_aECG_HL7_2003-12.xml",
+)
+
+
+def cart_cases(formats_dir: Path) -> Iterator[Case]:
+    for relative in CART_FILES:
+        path = formats_dir / relative
+        ecg = load_ecg(path)
+        reference = cart_reference(path, ecg)
+        if reference:
+            yield Case(relative, ecg, reference)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """Signed errors (measured - reference, ms) of one interval over a set of cases."""
+
+    interval: str
+    errors: tuple[float, ...]
+    marked: int  # cases where the reference has this interval
+    names: tuple[str, ...] = ()  # the case of each error, in order
+
+    @property
+    def coverage(self) -> float:
+        return len(self.errors) / self.marked if self.marked else math.nan
+
+    def summary(self) -> dict[str, float]:
+        a = np.abs(np.array(self.errors)) if self.errors else np.array([math.nan])
+        e = np.array(self.errors) if self.errors else np.array([math.nan])
+        return {
+            "n": float(len(self.errors)),
+            "marked": float(self.marked),
+            "coverage": self.coverage,
+            "mean": float(np.mean(e)),
+            "sd": float(np.std(e, ddof=1)) if len(self.errors) > 1 else math.nan,
+            "median_abs": float(np.median(a)),
+            "p95_abs": float(np.percentile(a, 95)),
+            "max_abs": float(np.max(a)),
+        }
+
+
+def errors(
+    cases: Iterable[tuple[str, dict[str, float | None], dict[str, float | None]]],
+    keys: Sequence[str] = INTERVALS,
+) -> dict[str, ErrorRow]:
+    """Per key, the errors of ``measured`` against ``reference`` over (name, measured, ref)."""
+    collected: dict[str, list[tuple[str, float]]] = {k: [] for k in keys}
+    marked = dict.fromkeys(keys, 0)
+    for name, measured, reference in cases:
+        for key in keys:
+            ref = reference.get(key)
+            if ref is None:
+                continue
+            marked[key] += 1
+            value = measured.get(key)
+            if value is not None:
+                collected[key].append((name, float(value) - float(ref)))
+    return {
+        k: ErrorRow(k, tuple(e for _, e in v), marked[k], tuple(n for n, _ in v))
+        for k, v in collected.items()
+    }
+
+
+def measured_intervals(ecg: Ecg) -> dict[str, float | None]:
+    result = measure(ecg)
+    keys = (*INTERVALS, "qtc", "heart_rate", "axis", "p_axis", "t_axis")
+    return {k: result[k].value for k in keys if k in result}
