@@ -57,8 +57,8 @@ def run_ingest(runtime: Runtime, headers: list[Path], timeout_s: float) -> tuple
     started = time.perf_counter()
     ids = []
     for header in headers:
-        info = runtime.pipeline.accept_path(header)
-        runtime.pipeline.submit(info.id)
+        info = runtime.ecgs.accept_path(header)
+        runtime.jobs.submit(info.id)
         ids.append(info.id)
     accepted = time.perf_counter() - started
     if len(headers) > 10:
@@ -67,7 +67,7 @@ def run_ingest(runtime: Runtime, headers: list[Path], timeout_s: float) -> tuple
     done: dict[str, Any] = {}
     while len(done) < len(ids) and time.monotonic() < deadline:
         pending = [i for i in ids if i not in done]
-        got = runtime.pipeline.wait(pending, timeout_s=min(5.0, deadline - time.monotonic()))
+        got = runtime.jobs.wait(pending, timeout_s=min(5.0, deadline - time.monotonic()))
         done.update({k: v for k, v in got.items() if v is not None})
     return time.perf_counter() - started, len(done)
 
@@ -77,10 +77,10 @@ def miss_latency(runtime: Runtime, headers: list[Path]) -> float:
     with an idle worker: what a hook pays on a cache miss (upload excluded)."""
     times = []
     for header in headers:
-        info = runtime.pipeline.accept_path(header)
+        info = runtime.ecgs.accept_path(header)
         t0 = time.perf_counter()
-        runtime.pipeline.submit(info.id)
-        runtime.pipeline.wait([info.id], timeout_s=30)
+        runtime.jobs.submit(info.id)
+        runtime.jobs.wait([info.id], timeout_s=30)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -230,7 +230,7 @@ def task_cost(headers: list[Path]) -> float:
     runtime = Runtime.start(settings, role="worker", resume=False)
     try:
         torch.set_num_threads(1)
-        ids = [runtime.pipeline.accept_path(h).id for h in headers]
+        ids = [runtime.ecgs.accept_path(h).id for h in headers]
         work.classify_ecgs(runtime, ids[:2])  # warm up
         times = []
         for ecg_id in ids[2:]:

@@ -292,12 +292,12 @@ def bench_backfill(
     runtime = Runtime.start(settings, role="cli", resume=False)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        ids = [runtime.pipeline.accept_path(p).id for p in sorted(folder.glob("*.hea"))]
+        ids = [runtime.ecgs.accept_path(p).id for p in sorted(folder.glob("*.hea"))]
         processes = [start_worker(env, f"bf{i}", work / f"w{i}.log") for i in range(workers)]
-        warm = [runtime.pipeline.accept_path(p).id for p in warmup]
+        warm = [runtime.ecgs.accept_path(p).id for p in warmup]
         for ecg_id in warm:  # every pool process loads the model before the clock starts
-            runtime.pipeline.submit(ecg_id)
-        if None in runtime.pipeline.wait(warm, timeout_s=300).values():
+            runtime.jobs.submit(ecg_id)
+        if None in runtime.jobs.wait(warm, timeout_s=300).values():
             raise SystemExit(f"workers did not warm up; see {work}/w*.log")
 
         def run() -> float:

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service.auth import AuthFailed
-from cds_service.hooks.handlers import HookProblem
+from cds_service.hooks.problems import HookProblem
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What a running process holds: settings, storage, audit trail, job pipeline, classifier.
+"""What a running process holds: settings, stores, audit trail, job dispatch, classifier.
 
 One :class:`Runtime` per process: the web app keeps it in ``app.state.runtime``, each Celery
 worker process builds one after the fork, ``ecg-cds ingest`` builds one for its run.
@@ -24,10 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from adapters import Ecg
 from cds_service.audit import AuditTrail
 from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
-from cds_service.pipeline import Pipeline
 from cds_service.settings import Settings
 from cds_service.storage.base import make_engine, make_session_factory, private_directory
+from cds_service.storage.cards import CardStore
+from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.jobs import JobLedger
 from cds_service.storage.migrate import upgrade
+from cds_service.storage.state import StateStore
 from cds_service.storage.tables import utcnow
 from models.results import ClassificationResult
 
@@ -52,7 +55,10 @@ class Runtime:
     session_factory: sessionmaker[Session]
     audit: AuditTrail
     dispatcher: Dispatcher
-    pipeline: Pipeline = field(init=False)
+    jobs: JobLedger = field(init=False)
+    ecgs: EcgStore = field(init=False)
+    cards: CardStore = field(init=False)
+    state: StateStore = field(init=False)
     role: Role = "web"
     started_at: datetime = field(default_factory=utcnow)
     _classifier: Classifier | None = None
@@ -105,13 +111,12 @@ class Runtime:
             _classifier=classifier,
         )
         runtime_box.append(runtime)
-        runtime.pipeline = Pipeline(
-            settings,
-            session_factory,
-            dispatcher,
-            model_version=lambda: runtime.model_version,
-            audit=runtime.audit,
+        runtime.jobs = JobLedger(
+            settings, session_factory, dispatcher, model_version=lambda: runtime.model_version
         )
+        runtime.ecgs = EcgStore(settings, session_factory, runtime.jobs, audit=runtime.audit)
+        runtime.cards = CardStore(session_factory)
+        runtime.state = StateStore(session_factory)
         if resume and settings.jobs.mode == "embedded" and role != "worker":
             threading.Thread(target=runtime._resume_pending, name="ecg-resume", daemon=True).start()
         return runtime
@@ -156,8 +161,8 @@ class Runtime:
     def _resume_pending(self) -> None:
         """Embedded mode: jobs of a previous run died with it; queue their ECGs again."""
         try:
-            for ecg_id in self.pipeline.pending_ids():
-                self.pipeline.submit(ecg_id, bulk=True, requeue_before=self.started_at)
+            for ecg_id in self.jobs.pending_ids():
+                self.jobs.submit(ecg_id, bulk=True, requeue_before=self.started_at)
         except Exception:
             log.exception("could not resume pending ECGs")
 

@@ -87,7 +87,7 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
     """Write the stored result for ``ecg_id`` to the write-back FHIR server; audit the outcome."""
     settings = runtime.settings
     server = (settings.fhir.writeback_server or "").rstrip("/")
-    info = runtime.pipeline.get_info(ecg_id)
+    info = runtime.ecgs.get_info(ecg_id)
     patient = _patient_reference(info.patient_ref if info else None, server)
     audit_keys: dict[str, Any] = {"ecg_id": ecg_id, "patient": patient}
 
@@ -115,7 +115,7 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
         raise refuse(f"no ECG with id {ecg_id} is stored")
     if patient is None:
         raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
-    stored = runtime.pipeline.result(ecg_id)
+    stored = runtime.jobs.result(ecg_id)
     if stored is None:
         raise refuse(f"ECG {ecg_id} has no classification result yet")
     version = stored.model_version

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cds_service.api.deps import AuditDep, SettingsDep
 from cds_service.audit import (
     EVENTS,
     Actor,
@@ -26,7 +27,6 @@ from cds_service.audit import (
 )
 from cds_service.audit_fhir import DateParamError, DateRange, parse_date_param, to_audit_event
 from cds_service.auth.static_tokens import require_static_bearer
-from cds_service.settings import Settings
 
 router = APIRouter(tags=["audit"])
 
@@ -45,23 +45,10 @@ _FHIR_PARAMS = frozenset(
 # -- dependencies ------------------------------------------------------------------------------
 
 
-def get_settings_from_app(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_audit_trail(request: Request) -> AuditTrail:
-    """The running service's audit trail (``app.state.runtime.audit``)."""
-    trail = getattr(getattr(request.app.state, "runtime", None), "audit", None)
-    if not isinstance(trail, AuditTrail):
-        raise HTTPException(status_code=503, detail="The audit trail is not available.")
-    return trail
-
-
 def require_audit_credential(
     request: Request,
-    settings: Settings = Depends(get_settings_from_app),
-    trail: AuditTrail = Depends(get_audit_trail),
+    settings: SettingsDep,
+    trail: AuditDep,
 ) -> Actor:
     """The audit reader, or a bare 401 (recorded as ``auth-failure``)."""
     return require_static_bearer(
@@ -131,7 +118,7 @@ class AuditPageOut(BaseModel):
 )
 def query_audit(
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    trail: AuditDep,
     patient: Annotated[str | None, Query(description="Patient id or Patient/<id>")] = None,
     user: Annotated[
         str | None, Query(description="Matches the actor's user, JWT sub or client name")
@@ -187,8 +174,8 @@ def query_audit(
 def search_audit_events(
     request: Request,
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
-    settings: Annotated[Settings, Depends(get_settings_from_app)],
+    trail: AuditDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     params = request.query_params
     unknown = sorted(set(params.keys()) - _FHIR_PARAMS)
@@ -261,7 +248,7 @@ def search_audit_events(
 def read_audit_event(
     seq: Annotated[int, Path(ge=1, le=MAX_POSITION, description="Position in the hash chain")],
     reader: Annotated[Actor, Depends(require_audit_credential)],
-    trail: Annotated[AuditTrail, Depends(get_audit_trail)],
+    trail: AuditDep,
 ) -> JSONResponse:
     entry = trail.get(seq)
     if entry is None:

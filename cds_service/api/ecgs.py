@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from adapters import EcgFormatError, EcgTooLarge
+from cds_service.api.deps import get_runtime
 from cds_service.audit import Actor, AuditError
 from cds_service.auth.static_tokens import require_static_bearer
 from cds_service.runtime import Runtime
@@ -78,13 +79,6 @@ def _problem_response(problem: InputProblem) -> JSONResponse:
 
 
 # -- dependencies -------------------------------------------------------------------------------
-
-
-def get_runtime(request: Request) -> Runtime:
-    runtime = getattr(request.app.state, "runtime", None)
-    if not isinstance(runtime, Runtime):
-        raise HTTPException(status_code=503, detail="The service is starting; try again.")
-    return runtime
 
 
 def require_ingest_token(
@@ -275,25 +269,24 @@ async def upload_ecg(
 ) -> JSONResponse:
     limit = runtime.settings.max_request_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    pipeline = runtime.pipeline
     try:
         if content_type == "multipart/form-data":
             files = await _multipart_files(request, limit)
             info = await run_in_threadpool(
-                pipeline.accept_files, files, patient_ref=patient, actor=actor,
+                runtime.ecgs.accept_files, files, patient_ref=patient, actor=actor,
                 source_uri=None if len(files) > 1 else next(iter(files)),
             )  # fmt: skip
         elif content_type in _JSON_TYPES:
             data = _from_fhir_json(await _read_limited(request, limit))
             info = await run_in_threadpool(
-                pipeline.accept_bytes, data, patient_ref=patient, actor=actor
+                runtime.ecgs.accept_bytes, data, patient_ref=patient, actor=actor
             )
         elif content_type in _RAW_TYPES:
             data = await _read_limited(request, limit)
             if not data:
                 raise InputProblem(400, "required", "the body is empty; send the ECG file")
             info = await run_in_threadpool(
-                pipeline.accept_bytes, data, patient_ref=patient, actor=actor
+                runtime.ecgs.accept_bytes, data, patient_ref=patient, actor=actor
             )
         else:
             raise InputProblem(
@@ -313,11 +306,11 @@ async def upload_ecg(
     except InputProblem as problem:
         _audit_refusal(runtime, actor, patient, problem)
         return _problem_response(problem)
-    await run_in_threadpool(pipeline.submit, info.id)
+    await run_in_threadpool(runtime.jobs.submit, info.id)
     result = None
     if wait_s > 0:
-        result = (await run_in_threadpool(pipeline.wait, [info.id], wait_s))[info.id]
-        fresh = await run_in_threadpool(pipeline.get_info, info.id)
+        result = (await run_in_threadpool(runtime.jobs.wait, [info.id], wait_s))[info.id]
+        fresh = await run_in_threadpool(runtime.ecgs.get_info, info.id)
         if fresh is not None:  # the status moved on; ``created`` belongs to this request
             info = replace(fresh, created=info.created)
     body = EcgOut.of(info, result).model_dump(mode="json", exclude_none=True)
@@ -351,10 +344,10 @@ def get_ecg(
     _actor: Actor = Depends(require_ingest_token),
     runtime: Runtime = Depends(get_runtime),
 ) -> EcgOut:
-    info = runtime.pipeline.get_info(ecg_id)
+    info = runtime.ecgs.get_info(ecg_id)
     if info is None:
         raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
-    return EcgOut.of(info, runtime.pipeline.result(ecg_id))
+    return EcgOut.of(info, runtime.jobs.result(ecg_id))
 
 
 @router.get(
@@ -373,10 +366,10 @@ def get_result(
     _actor: Actor = Depends(require_ingest_token),
     runtime: Runtime = Depends(get_runtime),
 ) -> Any:
-    info = runtime.pipeline.get_info(ecg_id)
+    info = runtime.ecgs.get_info(ecg_id)
     if info is None:
         raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
-    stored = runtime.pipeline.result(ecg_id)
+    stored = runtime.jobs.result(ecg_id)
     if stored is not None:
         return ResultOut(
             ecg_id=stored.ecg_id,
@@ -405,7 +398,7 @@ def classify_again(
     runtime: Runtime = Depends(get_runtime),
 ) -> dict[str, str]:
     try:
-        runtime.pipeline.submit(ecg_id)
+        runtime.jobs.submit(ecg_id)
     except KeyError:
         raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.") from None
     return {"ecg_id": ecg_id, "status": "queued"}

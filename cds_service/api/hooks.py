@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from cds_service.api.deps import get_runtime
 from cds_service.auth import VerifiedToken, require_ehr_token
-from cds_service.hooks.handlers import HookProblem, handle_feedback, handle_hook
+from cds_service.hooks.handlers import handle_feedback, handle_hook
+from cds_service.hooks.problems import HookProblem
 from cds_service.hooks.schemas import (
     CardsResponse,
     Discovery,
@@ -24,6 +26,7 @@ from cds_service.hooks.schemas import (
     dump,
 )
 from cds_service.hooks.services import SERVICES, HookService
+from cds_service.runtime import Runtime
 
 router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
 
@@ -41,13 +44,6 @@ def _service(service_id: str) -> HookService:
     if service is None:
         raise HookProblem(404, f"no CDS service {service_id!r}", code="not-found")
     return service
-
-
-def _runtime(request: Request) -> Any:
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None or getattr(runtime, "pipeline", None) is None:
-        raise HookProblem(503, "the service is starting; try again shortly", code="transient")
-    return runtime
 
 
 @router.get(
@@ -70,11 +66,10 @@ async def discovery(_: VerifiedToken = Depends(require_ehr_token)) -> JSONRespon
 async def call_service(
     service_id: str,
     call: HookRequest,
-    request: Request,
     token: VerifiedToken = Depends(require_ehr_token),
+    runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
     service = _service(service_id)
-    runtime = _runtime(request)
     cards = await handle_hook(service, call, runtime, token)
     return JSONResponse({"cards": cards})
 
@@ -88,10 +83,9 @@ async def call_service(
 async def feedback(
     service_id: str,
     body: FeedbackRequest,
-    request: Request,
     token: VerifiedToken = Depends(require_ehr_token),
+    runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
     service = _service(service_id)
-    runtime = _runtime(request)
     stored = await run_in_threadpool(handle_feedback, service, body, runtime, token)
     return JSONResponse(dump(FeedbackAck(stored=stored)))

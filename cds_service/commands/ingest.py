@@ -114,7 +114,7 @@ def store_all(
     files = list(_expand(paths))
     for path in _bar(files, "store", progress):
         try:
-            info = runtime.pipeline.accept_path(path, patient_ref=patient, actor=actor)
+            info = runtime.ecgs.accept_path(path, patient_ref=patient, actor=actor)
         except EcgFormatError as exc:
             out.problems.append(str(exc))
             continue
@@ -124,7 +124,7 @@ def store_all(
         out.created += info.created
         out.duplicates += not info.created
         out.ids.append(info.id)
-        runtime.pipeline.submit(info.id, bulk=True)
+        runtime.jobs.submit(info.id, bulk=True)
     return out
 
 
@@ -144,7 +144,7 @@ def _backfill(
     try:
         ids: list[str] = []
         for prefix in prefixes:
-            ids.extend(runtime.pipeline.ids_matching(patient_ref=patient, source_prefix=prefix))
+            ids.extend(runtime.ecgs.ids_matching(patient_ref=patient, source_prefix=prefix))
             runtime.dispatcher.enqueue(
                 "backfill", bulk=True, patient_ref=patient, source_prefix=prefix
             )
@@ -208,7 +208,7 @@ def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -
         total=len(remaining), desc="classify", unit="ECG", disable=not progress, file=sys.stderr
     ) as bar:
         while remaining and time.monotonic() < deadline:
-            got = runtime.pipeline.wait(remaining, min(1.0, deadline - time.monotonic()))
+            got = runtime.jobs.wait(remaining, min(1.0, deadline - time.monotonic()))
             finished = {
                 i for i, r in got.items() if r is not None or _status(runtime, i) == "failed"
             }
@@ -219,7 +219,7 @@ def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -
 
 
 def _status(runtime: Runtime, ecg_id: str) -> str | None:
-    info = runtime.pipeline.get_info(ecg_id)
+    info = runtime.ecgs.get_info(ecg_id)
     return info.status if info else None
 
 
@@ -240,7 +240,7 @@ def _report(
         status = _status(runtime, ecg_id) or "missing"
         statuses[status] = statuses.get(status, 0) + 1
     for ecg_id in unique:
-        info = runtime.pipeline.get_info(ecg_id)
+        info = runtime.ecgs.get_info(ecg_id)
         if info is not None and info.status == "failed":
             typer.echo(f"failed: {info.source_uri or ecg_id}: {info.error}", err=True)
     rate = len(unique) / elapsed if elapsed > 0 and waited else len(unique) / max(accepted_s, 1e-9)
@@ -276,7 +276,7 @@ def _poll_dicomweb(
         raise typer.Exit(2) from None
     url = url.rstrip("/")
     state_key = _STATE_PREFIX + url
-    state = runtime.pipeline.get_state(state_key) or {}
+    state = runtime.state.get(state_key) or {}
     poll_started = datetime.now(UTC)
     filters: dict[str, str] = {"Modality": "ECG"}
     if state.get("last_run") and not full:
@@ -307,13 +307,13 @@ def _poll_dicomweb(
     retrieval_failed = False
     for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
         source = f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-        if runtime.pipeline.find_by_source(source) is not None:
+        if runtime.ecgs.find_by_source(source) is not None:
             continue  # fetched by an earlier poll
         try:
             dataset = client.retrieve_instance(study_uid, series_uid, sop_uid)
             buffer = io.BytesIO()
             dcmwrite(buffer, dataset, enforce_file_format=True)
-            info = runtime.pipeline.accept_bytes(
+            info = runtime.ecgs.accept_bytes(
                 buffer.getvalue(), source_uri=source, patient_ref=patient or None, actor=actor
             )
         except EcgFormatError as exc:
@@ -323,14 +323,14 @@ def _poll_dicomweb(
             problems.append(f"{source}: could not retrieve ({type(exc).__name__}: {exc})")
             retrieval_failed = True
             continue
-        runtime.pipeline.submit(info.id, bulk=True)
+        runtime.jobs.submit(info.id, bulk=True)
         if info.created:
             new_ids.append(info.id)
     if retrieval_failed:
         # A PACS outage mid-poll: keep the old mark so the next poll asks for these again
         # (instances already stored are skipped by their source URI).
         return new_ids, problems
-    runtime.pipeline.set_state(
+    runtime.state.set(
         state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
     )
     return new_ids, problems

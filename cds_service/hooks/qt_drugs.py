@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cds_service.hooks.cards import DrugOrder
+from cds_service.hooks.qt_cards import DrugOrder
 
 QT_DRUGS: frozenset[str] = frozenset(
     {

@@ -46,25 +46,24 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
     Outcomes: ``exists`` (already classified), ``stored``, ``failed`` (recorded with its error),
     ``missing`` (no such ECG). Database outages raise :class:`RetryableError`.
     """
-    pipeline = runtime.pipeline
     outcomes: dict[str, str] = {}
     try:
         classifier = runtime.classifier
         version = classifier.model_version
         todo: list[str] = []
         for ecg_id in ecg_ids:
-            if pipeline.has_result(ecg_id, version):
+            if runtime.jobs.has_result(ecg_id, version):
                 outcomes[ecg_id] = "exists"
-                pipeline.mark_job("classify", ecg_id, version, "done")
-            elif pipeline.get_info(ecg_id) is None:
+                runtime.jobs.mark_job("classify", ecg_id, version, "done")
+            elif runtime.ecgs.get_info(ecg_id) is None:
                 outcomes[ecg_id] = "missing"
             else:
                 todo.append(ecg_id)
         loaded: list[tuple[str, Ecg]] = []
         for ecg_id in todo:
-            pipeline.mark_job("classify", ecg_id, version, "running")
+            runtime.jobs.mark_job("classify", ecg_id, version, "running")
             try:
-                loaded.append((ecg_id, pipeline.load_ecg(ecg_id)))
+                loaded.append((ecg_id, runtime.ecgs.load_ecg(ecg_id)))
             except OperationalError:
                 raise
             except (EcgFormatError, KeyError) as exc:
@@ -84,28 +83,28 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
             if result is None:
                 outcomes[ecg_id] = "failed"
                 continue
-            stored = pipeline.store_result(ecg_id, result, notify=False)
+            stored = runtime.jobs.store_result(ecg_id, result, notify=False)
             outcomes[ecg_id] = "stored" if stored else "exists"
             try:
                 if stored:  # a redelivered task does not audit the classification twice
-                    pipeline.audit(
+                    runtime.audit.record(
                         "classification",
                         ecg_id=ecg_id,
                         model_version=version,
-                        patient=_patient(pipeline, ecg_id),
+                        patient=_patient(runtime, ecg_id),
                         detail={
                             "acceptable": result.quality.acceptable,
                             "top": [s.label_id for s in result.scores[:3]],
                         },
                     )
             finally:
-                pipeline.notify()  # waiters see the result together with its audit entry
+                runtime.jobs.notify()  # waiters see the result together with its audit entry
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
         # A report annotation belongs in a patient's record: ECGs with no patient are not sent.
         for ecg_id, outcome in outcomes.items():
-            if outcome in ("stored", "exists") and _patient(pipeline, ecg_id):
+            if outcome in ("stored", "exists") and _patient(runtime, ecg_id):
                 runtime.dispatcher.enqueue("annotate_report", ecg_id)
     return outcomes
 
@@ -133,9 +132,9 @@ def _classify_each(
 
 def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
     log.warning("ECG %s failed: %s", ecg_id, error)
-    runtime.pipeline.mark_failed(ecg_id, version, error, notify=False)
+    runtime.jobs.mark_failed(ecg_id, version, error, notify=False)
     try:
-        runtime.pipeline.audit(
+        runtime.audit.record(
             "classification",
             outcome="error",
             ecg_id=ecg_id,
@@ -143,11 +142,11 @@ def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
             detail={"error": error[:500]},
         )
     finally:
-        runtime.pipeline.notify()
+        runtime.jobs.notify()
 
 
-def _patient(pipeline: Any, ecg_id: str) -> str | None:
-    info = pipeline.get_info(ecg_id)
+def _patient(runtime: Runtime, ecg_id: str) -> str | None:
+    info = runtime.ecgs.get_info(ecg_id)
     return info.patient_ref if info else None
 
 
@@ -161,23 +160,22 @@ def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = Fals
     if not runtime.settings.fhir.writeback_server:
         return "disabled"
     version = runtime.model_version
-    pipeline = runtime.pipeline
-    if pipeline.job_state("annotate", ecg_id, version) == "done":
+    if runtime.jobs.job_state("annotate", ecg_id, version) == "done":
         return "exists"
-    if not pipeline.has_result(ecg_id, version):
+    if not runtime.jobs.has_result(ecg_id, version):
         return "no-result"
     from cds_service.writeback import write_back
 
-    pipeline.mark_job("annotate", ecg_id, version, "running")
+    runtime.jobs.mark_job("annotate", ecg_id, version, "running")
     try:
         write_back(runtime, ecg_id)
     except Exception as exc:
         if _is_outage(exc) and not final_attempt:
-            pipeline.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
+            runtime.jobs.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
             raise RetryableError(f"FHIR server unavailable: {exc}") from exc
-        pipeline.mark_job("annotate", ecg_id, version, "failed", f"{type(exc).__name__}: {exc}")
+        runtime.jobs.mark_job("annotate", ecg_id, version, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    pipeline.mark_job("annotate", ecg_id, version, "done")
+    runtime.jobs.mark_job("annotate", ecg_id, version, "done")
     return "written"
 
 

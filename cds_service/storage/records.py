@@ -1,4 +1,4 @@
-"""Plain records the pipeline hands out: what callers see of the tables, detached from sessions."""
+"""Plain records the stores hand out: what callers see of the tables, detached from sessions."""
 
 from __future__ import annotations
 

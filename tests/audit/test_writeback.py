@@ -102,9 +102,9 @@ def _classified(
     runtime: Runtime, path: Path, patient: str | None, result: ClassificationResult
 ) -> str:
     """Store the ECG through the pipeline with the model's result for it."""
-    info = runtime.pipeline.accept_path(path, patient_ref=patient)
+    info = runtime.ecgs.accept_path(path, patient_ref=patient)
     assert result.model_version == runtime.model_version
-    runtime.pipeline.store_result(info.id, result)
+    runtime.jobs.store_result(info.id, result)
     return info.id
 
 
@@ -138,7 +138,7 @@ def test_written_resources_read_back_and_validate(
 ) -> None:
     patient = _create_patient(fhir_server)
     ecg_id = _classified(runtime, ecg_path, patient, result)
-    stored = runtime.pipeline.result(ecg_id)
+    stored = runtime.jobs.result(ecg_id)
     assert stored is not None
 
     with caplog.at_level(logging.DEBUG):
@@ -333,8 +333,8 @@ def test_classification_job_annotates_the_report(
 ) -> None:
     """End to end: accept -> classify job -> annotate_report job -> resources on the server."""
     patient = _create_patient(fhir_server)
-    info = runtime.pipeline.accept_path(ecg_path, patient_ref=patient)
-    runtime.pipeline.submit(info.id)
+    info = runtime.ecgs.accept_path(ecg_path, patient_ref=patient)
+    runtime.jobs.submit(info.id)
     deadline = time.monotonic() + 120
     total = 0
     while time.monotonic() < deadline:

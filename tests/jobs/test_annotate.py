@@ -30,22 +30,22 @@ def test_an_unreachable_fhir_server_is_retried_then_the_job_fails(
     )
     runtime = Runtime.start(settings, classifier=classifier)
     try:
-        with_patient = runtime.pipeline.accept_path(ptbxl_records[9], patient_ref="Patient/p1")
-        without = runtime.pipeline.accept_path(ptbxl_records[10])
+        with_patient = runtime.ecgs.accept_path(ptbxl_records[9], patient_ref="Patient/p1")
+        without = runtime.ecgs.accept_path(ptbxl_records[10])
         for info in (with_patient, without):
-            runtime.pipeline.submit(info.id)
-        assert all(runtime.pipeline.wait([with_patient.id, without.id], 120).values())
+            runtime.jobs.submit(info.id)
+        assert all(runtime.jobs.wait([with_patient.id, without.id], 120).values())
         deadline = time.monotonic() + 60  # first retry after a 2 s backoff
         state = None
         while time.monotonic() < deadline:
-            state = runtime.pipeline.job_state("annotate", with_patient.id, runtime.model_version)
+            state = runtime.jobs.job_state("annotate", with_patient.id, runtime.model_version)
             if state == "failed":
                 break
             time.sleep(0.1)
         with runtime.session_factory() as session:
             jobs = session.scalars(sa.select(JobRow).where(JobRow.kind == "annotate")).all()
         entries = runtime.audit.query().entries
-        status = runtime.pipeline.get_info(with_patient.id).status  # type: ignore[union-attr]
+        status = runtime.ecgs.get_info(with_patient.id).status  # type: ignore[union-attr]
     finally:
         runtime.stop()
     assert state == "failed"

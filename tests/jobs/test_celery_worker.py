@@ -165,10 +165,10 @@ def test_workers_classify_what_the_service_submits(
     worker = Worker(deployment, "w1")
     try:
         worker.wait_ready()
-        infos = [web.pipeline.accept_path(p) for p in ptbxl_records[:3]]
+        infos = [web.ecgs.accept_path(p) for p in ptbxl_records[:3]]
         for info in infos:
-            web.pipeline.submit(info.id)
-        results = web.pipeline.wait([i.id for i in infos], timeout_s=WAIT_S)
+            web.jobs.submit(info.id)
+        results = web.jobs.wait([i.id for i in infos], timeout_s=WAIT_S)
         assert all(r is not None for r in results.values()), worker.output()[-3000:]
         for path, info in zip(ptbxl_records[:3], infos, strict=True):
             stored = results[info.id]
@@ -177,10 +177,10 @@ def test_workers_classify_what_the_service_submits(
             assert stored.result.scores[0].label_id == direct.scores[0].label_id
 
         # backfill: a folder's history, classified in chunks of two by the worker
-        rest = [web.pipeline.accept_path(p) for p in ptbxl_records[3:8]]
+        rest = [web.ecgs.accept_path(p) for p in ptbxl_records[3:8]]
         prefix = ptbxl_records[0].parent.resolve().as_uri() + "/"
         web.dispatcher.enqueue("backfill", source_prefix=prefix, chunk_size=2)
-        backfilled = web.pipeline.wait([i.id for i in rest], timeout_s=WAIT_S)
+        backfilled = web.jobs.wait([i.id for i in rest], timeout_s=WAIT_S)
         assert all(r is not None for r in backfilled.values()), worker.output()[-3000:]
         for info in infos + rest:
             assert _count(web, ResultRow, info.id) == 1
@@ -195,8 +195,8 @@ def test_a_worker_killed_mid_task_leaves_the_task_to_another(
     doomed = Worker(deployment, "doomed", ECG_CDS_JOBS__DEBUG_TASK_DELAY_S="30")
     try:
         doomed.wait_ready()
-        info = web.pipeline.accept_path(ptbxl_records[8])
-        web.pipeline.submit(info.id)
+        info = web.ecgs.accept_path(ptbxl_records[8])
+        web.jobs.submit(info.id)
         deadline = time.monotonic() + WAIT_S
         while _running_attempts(web, info.id) < 1:
             assert time.monotonic() < deadline, doomed.output()[-3000:]
@@ -204,12 +204,12 @@ def test_a_worker_killed_mid_task_leaves_the_task_to_another(
         doomed.kill()
     finally:
         doomed.stop()
-    assert web.pipeline.result(info.id) is None  # it died before storing anything
+    assert web.jobs.result(info.id) is None  # it died before storing anything
 
     rescuer = Worker(deployment, "rescuer")
     try:
         rescuer.wait_ready()
-        stored = web.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id]
+        stored = web.jobs.wait([info.id], timeout_s=WAIT_S)[info.id]
         assert stored is not None, rescuer.output()[-3000:]
     finally:
         rescuer.stop()

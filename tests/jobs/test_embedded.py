@@ -42,10 +42,10 @@ def _result_rows(runtime: Runtime, ecg_id: str) -> int:
 def test_submitted_ecgs_are_classified_in_process(
     runtime: Runtime, ptbxl_records: list[Path], classifier: Any
 ) -> None:
-    infos = [runtime.pipeline.accept_path(p) for p in ptbxl_records[:4]]
+    infos = [runtime.ecgs.accept_path(p) for p in ptbxl_records[:4]]
     for info in infos:
-        runtime.pipeline.submit(info.id)
-    results = runtime.pipeline.wait([i.id for i in infos], timeout_s=WAIT_S)
+        runtime.jobs.submit(info.id)
+    results = runtime.jobs.wait([i.id for i in infos], timeout_s=WAIT_S)
     assert all(r is not None for r in results.values())
     for path, info in zip(ptbxl_records[:4], infos, strict=True):
         stored = results[info.id]
@@ -56,18 +56,18 @@ def test_submitted_ecgs_are_classified_in_process(
         assert stored.result.scores[0].probability == pytest.approx(
             direct.scores[0].probability, abs=1e-5
         )
-        status = runtime.pipeline.get_info(info.id).status  # type: ignore[union-attr]
+        status = runtime.ecgs.get_info(info.id).status  # type: ignore[union-attr]
         assert status == ("done" if direct.quality.acceptable else "rejected")
 
 
 def test_the_same_ecg_and_model_never_produce_two_results(
     runtime: Runtime, ptbxl_records: list[Path]
 ) -> None:
-    info = runtime.pipeline.accept_path(ptbxl_records[4])
+    info = runtime.ecgs.accept_path(ptbxl_records[4])
     for _ in range(3):
-        runtime.pipeline.submit(info.id)
-    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
-    runtime.pipeline.submit(info.id)  # already classified: nothing queued
+        runtime.jobs.submit(info.id)
+    assert runtime.jobs.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    runtime.jobs.submit(info.id)  # already classified: nothing queued
     assert work.classify_ecgs(runtime, [info.id]) == {info.id: "exists"}  # a redelivery
     assert _result_rows(runtime, info.id) == 1
 
@@ -75,14 +75,14 @@ def test_the_same_ecg_and_model_never_produce_two_results(
 def test_failed_classification_is_kept_and_can_be_retried(
     runtime: Runtime, ptbxl_records: list[Path]
 ) -> None:
-    info = runtime.pipeline.accept_path(ptbxl_records[5])
+    info = runtime.ecgs.accept_path(ptbxl_records[5])
     with runtime.session_factory.begin() as session:  # the stored bytes get damaged
         blob = session.get(EcgBlobRow, info.id)
         assert blob is not None
         original, blob.data = blob.data, b"PK\x03\x04 damaged"
-    runtime.pipeline.submit(info.id)
-    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S) == {info.id: None}
-    failed = runtime.pipeline.get_info(info.id)
+    runtime.jobs.submit(info.id)
+    assert runtime.jobs.wait([info.id], timeout_s=WAIT_S) == {info.id: None}
+    failed = runtime.ecgs.get_info(info.id)
     assert failed is not None and failed.status == "failed"
     assert failed.error and "could not be re-read" in failed.error
     entries = runtime.audit.query().entries
@@ -90,9 +90,9 @@ def test_failed_classification_is_kept_and_can_be_retried(
 
     with runtime.session_factory.begin() as session:  # repaired (e.g. restored from backup)
         session.get(EcgBlobRow, info.id).data = original  # type: ignore[union-attr]
-    runtime.pipeline.submit(info.id)  # the retry
-    assert runtime.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
-    retried = runtime.pipeline.get_info(info.id)
+    runtime.jobs.submit(info.id)  # the retry
+    assert runtime.jobs.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    retried = runtime.ecgs.get_info(info.id)
     assert retried is not None and retried.status in ("done", "rejected") and retried.error is None
     assert _result_rows(runtime, info.id) == 1
 
@@ -101,20 +101,20 @@ def test_pending_ecgs_are_resumed_after_a_restart(
     tmp_path: Path, classifier: Any, ptbxl_records: list[Path]
 ) -> None:
     first = Runtime.start(_settings(tmp_path), classifier=classifier, resume=False)
-    info = first.pipeline.accept_path(ptbxl_records[6])
+    info = first.ecgs.accept_path(ptbxl_records[6])
     first.stop()  # stopped before anything classified it
     second = Runtime.start(_settings(tmp_path), classifier=classifier)
     try:
-        assert second.pipeline.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+        assert second.jobs.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
     finally:
         second.stop()
 
 
 def test_ingest_and_classification_are_audited(runtime: Runtime, ptbxl_records: list[Path]) -> None:
-    info = runtime.pipeline.accept_path(ptbxl_records[7], patient_ref="Patient/42")
-    runtime.pipeline.accept_path(ptbxl_records[7])  # a duplicate
-    runtime.pipeline.submit(info.id)
-    runtime.pipeline.wait([info.id], timeout_s=WAIT_S)
+    info = runtime.ecgs.accept_path(ptbxl_records[7], patient_ref="Patient/42")
+    runtime.ecgs.accept_path(ptbxl_records[7])  # a duplicate
+    runtime.jobs.submit(info.id)
+    runtime.jobs.wait([info.id], timeout_s=WAIT_S)
     entries = [e for e in runtime.audit.query().entries if e.ecg_id == info.id]
     ingests = [e for e in entries if e.event == "ingest"]
     assert sorted(e.detail["duplicate"] for e in ingests) == [False, True]

@@ -45,7 +45,7 @@ def test_ingest_a_folder_twice(env: Path, cinc_dir: Path) -> None:
 
     runtime = Runtime.start(get_settings(), resume=False)
     try:
-        stored = runtime.pipeline.list_ecgs(limit=100)
+        stored = runtime.ecgs.list_ecgs(limit=100)
     finally:
         runtime.stop()
     assert len(stored) == 10
@@ -67,7 +67,7 @@ def test_backfill_classifies_what_was_left_pending(env: Path, ptbxl_records: lis
     assert "pending" not in backfilled.output
     runtime = Runtime.start(get_settings(), resume=False)
     try:
-        assert all(result is not None for _, result in runtime.pipeline.list_ecgs())
+        assert all(result is not None for _, result in runtime.ecgs.list_ecgs())
     finally:
         runtime.stop()
 
@@ -111,8 +111,8 @@ def test_dicomweb_poll_picks_up_new_ecgs_once(
 
     runtime = Runtime.start(Settings(), resume=False)
     try:
-        [(info, result)] = runtime.pipeline.list_ecgs()
-        state = runtime.pipeline.get_state("dicomweb-poll:" + orthanc.dicomweb_url)
+        [(info, result)] = runtime.ecgs.list_ecgs()
+        state = runtime.state.get("dicomweb-poll:" + orthanc.dicomweb_url)
     finally:
         runtime.stop()
     assert info.format == "dicom" and result is not None

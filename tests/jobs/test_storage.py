@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,13 +13,17 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.orm import Session, sessionmaker
 
 from adapters import EcgFormatError, load_ecg
 from cds_service.jobs.dispatch import EmbeddedDispatcher
-from cds_service.pipeline import Pipeline
 from cds_service.settings import Settings
 from cds_service.storage.base import Base, make_engine, make_session_factory
+from cds_service.storage.cards import CardStore
+from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.jobs import JobLedger
 from cds_service.storage.migrate import import_table_modules, upgrade
+from cds_service.storage.state import StateStore
 from cds_service.storage.tables import JobRow, ResultRow
 from models.results import ClassificationResult, LabelScore, Measurement, QualityReport
 
@@ -41,8 +46,16 @@ def _result(version: str = VERSION, acceptable: bool = True) -> ClassificationRe
     )
 
 
+@dataclass
+class Stores:
+    ecgs: EcgStore
+    jobs: JobLedger
+    cards: CardStore
+    sessions: sessionmaker[Session]
+
+
 @pytest.fixture
-def pipeline(database_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(database_url: str, tmp_path: Path) -> Iterator[Stores]:
     engine = make_engine(database_url)
     upgrade(engine)
     settings = Settings(data_dir=tmp_path, database_url=database_url)
@@ -51,7 +64,9 @@ def pipeline(database_url: str, tmp_path: Path) -> Iterator[Pipeline]:
         raise AssertionError("storage tests do not run jobs")
 
     dispatcher = EmbeddedDispatcher(never, threads=1, max_retries=0)
-    yield Pipeline(settings, make_session_factory(engine), dispatcher, lambda: VERSION)
+    sessions = make_session_factory(engine)
+    jobs = JobLedger(settings, sessions, dispatcher, lambda: VERSION)
+    yield Stores(EcgStore(settings, sessions, jobs), jobs, CardStore(sessions), sessions)
     dispatcher.shutdown()
     engine.dispose()
 
@@ -70,12 +85,12 @@ def test_migrations_build_the_schema_the_code_declares(database_url: str) -> Non
 
 
 def test_duplicate_upload_is_recognised_by_content_hash(
-    pipeline: Pipeline, formats_dir: Path
+    pipeline: Stores, formats_dir: Path
 ) -> None:
     data = (formats_dir / "hl7_aecg" / "Example_aECG_HL7_2003-12.xml").read_bytes()
-    first = pipeline.accept_bytes(data, source_uri="upload-1.xml", patient_ref="Patient/p1")
-    again = pipeline.accept_bytes(data, source_uri="upload-2.xml")
-    other = pipeline.accept_bytes(
+    first = pipeline.ecgs.accept_bytes(data, source_uri="upload-1.xml", patient_ref="Patient/p1")
+    again = pipeline.ecgs.accept_bytes(data, source_uri="upload-2.xml")
+    other = pipeline.ecgs.accept_bytes(
         (formats_dir / "philips_xml" / "129DYPRG.XML").read_bytes(), source_uri="philips.xml"
     )
     assert first.created and not again.created and other.created
@@ -83,62 +98,62 @@ def test_duplicate_upload_is_recognised_by_content_hash(
     assert other.id != first.id
     assert first.format == "hl7-aecg" and first.n_leads == 12 and first.fs == 500.0
     assert first.status == "pending"
-    assert [info.id for info, _ in pipeline.list_ecgs(patient_ref="Patient/p1")] == [first.id]
-    assert len(pipeline.list_ecgs()) == 2
+    assert [info.id for info, _ in pipeline.ecgs.list_ecgs(patient_ref="Patient/p1")] == [first.id]
+    assert len(pipeline.ecgs.list_ecgs()) == 2
     # a duplicate never moves an ECG to another patient, but links one that had none
-    assert pipeline.accept_bytes(data, patient_ref="Patient/other").patient_ref == "Patient/p1"
-    linked = pipeline.accept_path(
+    assert pipeline.ecgs.accept_bytes(data, patient_ref="Patient/other").patient_ref == "Patient/p1"
+    linked = pipeline.ecgs.accept_path(
         formats_dir / "philips_xml" / "129DYPRG.XML", patient_ref="Patient/p2"
     )
     assert linked.id == other.id and linked.patient_ref == "Patient/p2"
-    assert pipeline.get_info(other.id).patient_ref == "Patient/p2"  # type: ignore[union-attr]
+    assert pipeline.ecgs.get_info(other.id).patient_ref == "Patient/p2"  # type: ignore[union-attr]
 
 
-def test_stored_bytes_reread_to_the_same_ecg(pipeline: Pipeline, formats_dir: Path) -> None:
+def test_stored_bytes_reread_to_the_same_ecg(pipeline: Stores, formats_dir: Path) -> None:
     """Raw files and multi-file WFDB records both come back sample for sample."""
     header = formats_dir / "wfdb" / "s0010_re.hea"
-    wfdb_info = pipeline.accept_path(header)
+    wfdb_info = pipeline.ecgs.accept_path(header)
     assert wfdb_info.format == "wfdb" and wfdb_info.n_leads == 15
-    assert pipeline.accept_path(header).id == wfdb_info.id  # the bundle hashes the same
-    direct, stored = load_ecg(header), pipeline.load_ecg(wfdb_info.id)
+    assert pipeline.ecgs.accept_path(header).id == wfdb_info.id  # the bundle hashes the same
+    direct, stored = load_ecg(header), pipeline.ecgs.load_ecg(wfdb_info.id)
     assert stored.leads == direct.leads and stored.fs == direct.fs
     assert np.array_equal(stored.signal, direct.signal)
 
     muse = formats_dir / "ge_muse_xml" / "muse-sinus.xml"
-    muse_info = pipeline.accept_path(muse)
-    assert np.array_equal(pipeline.load_ecg(muse_info.id).signal, load_ecg(muse).signal)
+    muse_info = pipeline.ecgs.accept_path(muse)
+    assert np.array_equal(pipeline.ecgs.load_ecg(muse_info.id).signal, load_ecg(muse).signal)
 
 
-def test_unreadable_bytes_are_refused_and_not_stored(pipeline: Pipeline, formats_dir: Path) -> None:
+def test_unreadable_bytes_are_refused_and_not_stored(pipeline: Stores, formats_dir: Path) -> None:
     with pytest.raises(EcgFormatError, match="not a recognised ECG format"):
-        pipeline.accept_bytes(b"this is not an ECG", source_uri="notes.txt")
+        pipeline.ecgs.accept_bytes(b"this is not an ECG", source_uri="notes.txt")
     with pytest.raises(EcgFormatError):  # a WFDB header whose signal file is missing
-        pipeline.accept_files({"x.hea": (formats_dir / "wfdb" / "100.hea").read_bytes()})
-    assert pipeline.list_ecgs() == []
+        pipeline.ecgs.accept_files({"x.hea": (formats_dir / "wfdb" / "100.hea").read_bytes()})
+    assert pipeline.ecgs.list_ecgs() == []
 
 
-def test_one_result_per_ecg_and_model_version(pipeline: Pipeline, formats_dir: Path) -> None:
-    info = pipeline.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
-    assert pipeline.store_result(info.id, _result()) is True
-    assert pipeline.store_result(info.id, _result()) is False  # a redelivered task
-    assert pipeline.store_result(info.id, _result("older-model-0")) is True
-    stored = pipeline.result(info.id)
+def test_one_result_per_ecg_and_model_version(pipeline: Stores, formats_dir: Path) -> None:
+    info = pipeline.ecgs.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    assert pipeline.jobs.store_result(info.id, _result()) is True
+    assert pipeline.jobs.store_result(info.id, _result()) is False  # a redelivered task
+    assert pipeline.jobs.store_result(info.id, _result("older-model-0")) is True
+    stored = pipeline.jobs.result(info.id)
     assert stored is not None and stored.model_version == VERSION
     assert stored.result == _result()  # round-trips exactly through JSON
-    assert pipeline.get_info(info.id).status == "done"  # type: ignore[union-attr]
-    with pipeline._sessions() as session:
+    assert pipeline.ecgs.get_info(info.id).status == "done"  # type: ignore[union-attr]
+    with pipeline.sessions() as session:
         rows = session.scalars(sa.select(ResultRow).where(ResultRow.ecg_id == info.id)).all()
     assert sorted(r.model_version for r in rows) == ["older-model-0", VERSION]
 
 
-def test_concurrent_workers_store_exactly_one_result(pipeline: Pipeline, formats_dir: Path) -> None:
-    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+def test_concurrent_workers_store_exactly_one_result(pipeline: Stores, formats_dir: Path) -> None:
+    info = pipeline.ecgs.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
     outcomes: list[bool] = []
     barrier = threading.Barrier(6)
 
     def store() -> None:
         barrier.wait()
-        outcomes.append(pipeline.store_result(info.id, _result()))
+        outcomes.append(pipeline.jobs.store_result(info.id, _result()))
 
     threads = [threading.Thread(target=store) for _ in range(6)]
     for t in threads:
@@ -146,43 +161,43 @@ def test_concurrent_workers_store_exactly_one_result(pipeline: Pipeline, formats
     for t in threads:
         t.join()
     assert sorted(outcomes) == [False] * 5 + [True]
-    with pipeline._sessions() as session:
+    with pipeline.sessions() as session:
         count = session.scalar(
             sa.select(sa.func.count()).select_from(ResultRow).where(ResultRow.ecg_id == info.id)
         )
     assert count == 1
 
 
-def test_quality_rejection_is_a_status_not_a_failure(pipeline: Pipeline, formats_dir: Path) -> None:
-    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
-    pipeline.store_result(info.id, _result(acceptable=False))
-    assert pipeline.get_info(info.id).status == "rejected"  # type: ignore[union-attr]
+def test_quality_rejection_is_a_status_not_a_failure(pipeline: Stores, formats_dir: Path) -> None:
+    info = pipeline.ecgs.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    pipeline.jobs.store_result(info.id, _result(acceptable=False))
+    assert pipeline.ecgs.get_info(info.id).status == "rejected"  # type: ignore[union-attr]
 
 
 def test_failed_classification_stays_recorded_with_its_error(
-    pipeline: Pipeline, formats_dir: Path
+    pipeline: Stores, formats_dir: Path
 ) -> None:
-    info = pipeline.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
-    pipeline.mark_job("classify", info.id, VERSION, "running")
-    pipeline.mark_failed(info.id, VERSION, "classification failed: RuntimeError: boom")
-    failed = pipeline.get_info(info.id)
+    info = pipeline.ecgs.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    pipeline.jobs.mark_job("classify", info.id, VERSION, "running")
+    pipeline.jobs.mark_failed(info.id, VERSION, "classification failed: RuntimeError: boom")
+    failed = pipeline.ecgs.get_info(info.id)
     assert failed is not None and failed.status == "failed"
     assert failed.error == "classification failed: RuntimeError: boom"
-    assert pipeline.job_state("classify", info.id, VERSION) == "failed"
-    assert [i.id for i, _ in pipeline.list_ecgs(status="failed")] == [info.id]
+    assert pipeline.jobs.job_state("classify", info.id, VERSION) == "failed"
+    assert [i.id for i, _ in pipeline.ecgs.list_ecgs(status="failed")] == [info.id]
     # wait() does not sit out its budget on an ECG that has failed
-    assert pipeline.wait([info.id], timeout_s=30.0) == {info.id: None}
-    with pipeline._sessions() as session:
+    assert pipeline.jobs.wait([info.id], timeout_s=30.0) == {info.id: None}
+    with pipeline.sessions() as session:
         job = session.scalar(sa.select(JobRow).where(JobRow.ecg_id == info.id))
     assert job is not None and job.attempts == 1
 
 
 def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
-    pipeline: Pipeline, formats_dir: Path
+    pipeline: Stores, formats_dir: Path
 ) -> None:
-    info = pipeline.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    info = pipeline.ecgs.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
     card = {"uuid": "card-1", "summary": "Possible atrial fibrillation", "indicator": "warning"}
-    pipeline.save_card(
+    pipeline.cards.save_card(
         card_uuid="card-1",
         service_id="ecg-review",
         ecg_id=info.id,
@@ -191,7 +206,7 @@ def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
         indicator="warning",
         card=card,
     )
-    pipeline.save_card(  # the same card shown again is stored once
+    pipeline.cards.save_card(  # the same card shown again is stored once
         card_uuid="card-1",
         service_id="ecg-review",
         ecg_id=info.id,
@@ -200,9 +215,9 @@ def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
         indicator="warning",
         card=card,
     )
-    assert pipeline.get_card("card-1") == card
+    assert pipeline.cards.get_card("card-1") == card
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    known = pipeline.save_feedback(
+    known = pipeline.cards.save_feedback(
         card_uuid="card-1",
         service_id="ecg-review",
         outcome="overridden",
@@ -211,7 +226,7 @@ def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
         user_comment="lead reversal",
         outcome_timestamp=when,
     )
-    unknown = pipeline.save_feedback(
+    unknown = pipeline.cards.save_feedback(
         card_uuid="never-shown",
         service_id="ecg-review",
         outcome="accepted",
@@ -223,18 +238,15 @@ def test_feedback_links_to_card_and_ecg_and_keeps_unknown_cards(
     assert known.card_known and known.ecg_id == info.id and known.outcome_timestamp == when
     assert not unknown.card_known and unknown.ecg_id is None
     assert unknown.accepted_suggestions == ["s-1"]
-    assert [f.id for f in pipeline.feedback_for(info.id)] == [known.id]
+    assert [f.id for f in pipeline.cards.feedback_for(info.id)] == [known.id]
 
 
-def test_remembered_state_survives_reopening(database_url: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=database_url)
+def test_remembered_state_survives_reopening(database_url: str) -> None:
     for value in ({"last_run": "2026-01-01T00:00:00+00:00"}, {"last_run": "2026-02-01"}):
         engine = make_engine(database_url)
         upgrade(engine)
-        dispatcher = EmbeddedDispatcher(lambda *a: None, threads=1, max_retries=0)
-        p = Pipeline(settings, make_session_factory(engine), dispatcher, lambda: VERSION)
-        before = p.get_state("dicomweb-poll:x")
-        p.set_state("dicomweb-poll:x", value)
-        dispatcher.shutdown()
+        state = StateStore(make_session_factory(engine))
+        before = state.get("dicomweb-poll:x")
+        state.set("dicomweb-poll:x", value)
         engine.dispose()
     assert before == {"last_run": "2026-01-01T00:00:00+00:00"}

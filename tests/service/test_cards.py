@@ -12,14 +12,10 @@ import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
-from cds_service.hooks.cards import (
-    DrugOrder,
-    EcgRef,
-    catalog_for,
-    fit_summary,
-    qt_drug_card,
-    review_card,
-)
+from cds_service.hooks.assess import EcgRef, catalog_for
+from cds_service.hooks.card_text import fit_summary
+from cds_service.hooks.cards import review_card
+from cds_service.hooks.qt_cards import DrugOrder, qt_drug_card
 from cds_service.hooks.schemas import Card
 from cds_service.hooks.services import SERVICES
 from cds_service.settings import Settings

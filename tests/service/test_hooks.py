@@ -173,10 +173,11 @@ def test_second_call_for_the_same_ecg_reuses_the_cached_result(
 ) -> None:
     import hashlib
 
-    pipeline = ehr.runtime.pipeline
     sha = hashlib.sha256(dicom_bytes).hexdigest()
     [(info, stored)] = [
-        (i, r) for i, r in pipeline.list_ecgs(patient_ref="Patient/test-patient") if i.sha256 == sha
+        (i, r)
+        for i, r in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient")
+        if i.sha256 == sha
     ]
     assert stored is not None
     prefetch = _prefetch(
@@ -184,9 +185,9 @@ def test_second_call_for_the_same_ecg_reuses_the_cached_result(
     )
     cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert len(cards) == 1
-    again = pipeline.result(info.id)
+    again = ehr.runtime.jobs.result(info.id)
     assert again.created_at == stored.created_at  # the same stored result, not a new run
-    assert pipeline.job_state("classify", info.id, stored.model_version) == "done"
+    assert ehr.runtime.jobs.job_state("classify", info.id, stored.model_version) == "done"
     from sqlalchemy import text
 
     with ehr.runtime.engine.connect() as conn:
@@ -200,7 +201,7 @@ def test_cards_are_remembered_and_audited(ehr: Ehr, review_response: dict[str, A
     from cds_service.audit import AuditFilter
 
     card = _ecg_cards(review_response["cards"])[0]
-    assert ehr.runtime.pipeline.get_card(card["uuid"])["summary"] == card["summary"]
+    assert ehr.runtime.cards.get_card(card["uuid"])["summary"] == card["summary"]
     page = ehr.runtime.audit.query(AuditFilter(events=("card",)), limit=200)
     assert any(card["uuid"] in str(e.to_dict()) for e in page.entries)
 
@@ -471,11 +472,12 @@ def test_feedback_accepted_is_stored_against_card_and_ecg(
     response = ehr.post(_feedback_path(), body)
     assert response.status_code == 200, response.text
     assert find_empty(response.json()) == []
-    pipeline = ehr.runtime.pipeline
-    stored_card = pipeline.get_card(card["uuid"])
+    stored_card = ehr.runtime.cards.get_card(card["uuid"])
     assert stored_card is not None
-    ecg_ids = [i.id for i, _ in pipeline.list_ecgs(patient_ref="Patient/test-patient", limit=100)]
-    feedback = [f for ecg_id in ecg_ids for f in pipeline.feedback_for(ecg_id)]
+    ecg_ids = [
+        i.id for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient", limit=100)
+    ]
+    feedback = [f for ecg_id in ecg_ids for f in ehr.runtime.cards.feedback_for(ecg_id)]
     mine = [f for f in feedback if f.card_uuid == card["uuid"]]
     assert mine and mine[0].outcome == "accepted"
     assert mine[0].accepted_suggestions == [suggestion]
@@ -499,13 +501,12 @@ def test_feedback_overridden_keeps_the_reason_and_repeats_are_allowed(
     }
     for _ in range(2):  # the same card may get feedback more than once
         assert ehr.post(_feedback_path(), body).status_code == 200
-    pipeline = ehr.runtime.pipeline
     ecg_id = next(
         i.id
-        for i, _ in pipeline.list_ecgs(patient_ref="Patient/test-patient", limit=100)
-        if any(f.card_uuid == card["uuid"] for f in pipeline.feedback_for(i.id))
+        for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient", limit=100)
+        if any(f.card_uuid == card["uuid"] for f in ehr.runtime.cards.feedback_for(i.id))
     )
-    mine = [f for f in pipeline.feedback_for(ecg_id) if f.card_uuid == card["uuid"]]
+    mine = [f for f in ehr.runtime.cards.feedback_for(ecg_id) if f.card_uuid == card["uuid"]]
     assert len(mine) == 2
     assert mine[0].override_reason["code"] == reason["code"]
     assert mine[0].user_comment == "artefact in V1"

@@ -148,12 +148,11 @@ def viewer_service(
         "ptb": formats_dir / "wfdb" / "s0010_re.hea",
     }
     ecgs = {
-        name: runtime.pipeline.accept_path(path, patient_ref=PATIENT).id
-        for name, path in paths.items()
+        name: runtime.ecgs.accept_path(path, patient_ref=PATIENT).id for name, path in paths.items()
     }
     for ecg_id in ecgs.values():
-        runtime.pipeline.submit(ecg_id)
-    results = runtime.pipeline.wait(list(ecgs.values()), timeout_s=240)
+        runtime.jobs.submit(ecg_id)
+    results = runtime.jobs.wait(list(ecgs.values()), timeout_s=240)
     missing = [name for name, ecg_id in ecgs.items() if results.get(ecg_id) is None]
     if missing:
         pytest.fail(f"the model stored no result for {missing} within 240 s")

@@ -70,8 +70,7 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
     browser: Any, viewer_service: ViewerService, shots: Path
 ) -> None:
     ecg_id = viewer_service.ecgs["ptbxl"]
-    pipeline = viewer_service.runtime.pipeline
-    stored = pipeline.result(ecg_id)
+    stored = viewer_service.runtime.jobs.result(ecg_id)
     assert stored is not None
     requests: list[str] = []
     page = _page(browser, DESKTOP, requests=requests)
@@ -102,7 +101,7 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
     page.screenshot(path=str(shots / "ecg-stacked-1280.png"), full_page=True)
 
     # Feedback: agree, then override with a reason; both stored by the service.
-    before = len(pipeline.feedback_for(ecg_id))
+    before = len(viewer_service.runtime.cards.feedback_for(ecg_id))
     page.get_by_test_id("agree").click()
     feedback_list = page.get_by_test_id("feedback-list")
     feedback_list.get_by_text("Agreed").wait_for()
@@ -112,7 +111,7 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
     page.get_by_test_id("override").click()
     feedback_list.get_by_text("Overridden").wait_for()
     assert "Baseline too noisy" in feedback_list.inner_text()
-    stored_feedback = pipeline.feedback_for(ecg_id)[before:]
+    stored_feedback = viewer_service.runtime.cards.feedback_for(ecg_id)[before:]
     assert [f.outcome for f in stored_feedback] == ["accepted", "overridden"]
     assert stored_feedback[1].override_reason["code"] == reason_code
     assert all(f.source == "viewer" for f in stored_feedback)

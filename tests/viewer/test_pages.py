@@ -69,7 +69,7 @@ def test_page_shows_leads_findings_and_measurements_from_the_stored_result(
     # 3x4 (12 + rhythm II) and stacked (12) are both on the page; the CSS shows one.
     assert sorted(set(leads)) == sorted(STANDARD_LEADS)
     assert len(leads) == 13 + 12
-    stored = viewer_service.runtime.pipeline.result(ecg_id)
+    stored = viewer_service.runtime.jobs.result(ecg_id)
     assert stored is not None
     labelled = [str(a["data-label"]) for _, a in page.tags if a.get("data-label")]
     assert sorted(labelled) == sorted(s.label_id for s in stored.result.scores)
@@ -172,8 +172,7 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
     viewer_service: ViewerService, client: httpx.Client
 ) -> None:
     ecg_id = viewer_service.ecgs["muse"]
-    pipeline = viewer_service.runtime.pipeline
-    before = len(pipeline.feedback_for(ecg_id))
+    before = len(viewer_service.runtime.cards.feedback_for(ecg_id))
     action = f"/viewer/ecg/{ecg_id}/feedback"
     json = {"Accept": "application/json"}
 
@@ -183,7 +182,7 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
     # A token for another ECG: refused.
     other = parse_qs(urlsplit(_link(viewer_service, "ptbxl")).query)["token"][0]
     assert client.post(action, data={"token": other, "outcome": "accepted"}).status_code == 403
-    assert len(pipeline.feedback_for(ecg_id)) == before
+    assert len(viewer_service.runtime.cards.feedback_for(ecg_id)) == before
 
     token = parse_qs(urlsplit(_link(viewer_service, "muse")).query)["token"][0]
     # An override needs a reason; a bad outcome is refused.
@@ -215,7 +214,7 @@ def test_feedback_needs_the_page_token_and_is_stored_like_cds_feedback(
     opened = client.get(f"/viewer/ecg/{ecg_id}", params={"token": hidden["token"]})
     assert opened.status_code == 403
 
-    stored = pipeline.feedback_for(ecg_id)[before:]
+    stored = viewer_service.runtime.cards.feedback_for(ecg_id)[before:]
     assert [f.outcome for f in stored] == ["accepted", "overridden"]
     assert all(f.source == "viewer" and f.ecg_id == ecg_id for f in stored)
     assert stored[1].override_reason is not None
@@ -246,9 +245,8 @@ def test_feedback_through_a_card_link_is_recorded_against_that_card(
     viewer_service: ViewerService, client: httpx.Client
 ) -> None:
     ecg_id = viewer_service.ecgs["ptb"]
-    pipeline = viewer_service.runtime.pipeline
     card_uuid = "0d5f3f7e-viewer-test-card"
-    pipeline.save_card(
+    viewer_service.runtime.cards.save_card(
         card_uuid=card_uuid,
         service_id="ecg-review",
         ecg_id=ecg_id,
@@ -272,7 +270,7 @@ def test_feedback_through_a_card_link_is_recorded_against_that_card(
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 200
-    latest = pipeline.feedback_for(ecg_id)[-1]
+    latest = viewer_service.runtime.cards.feedback_for(ecg_id)[-1]
     assert (latest.card_uuid, latest.service_id, latest.card_known) == (
         card_uuid,
         "ecg-review",
@@ -331,17 +329,16 @@ def _rows(html: str) -> list[str]:
 
 def test_list_filters(viewer_service: ViewerService, client: httpx.Client) -> None:
     assert client.post("/viewer/login", data={"audit_token": AUDIT_TOKEN}).status_code == 303
-    pipeline = viewer_service.runtime.pipeline
     ids = set(viewer_service.ecgs.values())
 
-    with_feedback = {i for i in ids if pipeline.feedback_for(i)}
+    with_feedback = {i for i in ids if viewer_service.runtime.cards.feedback_for(i)}
     shown = set(_rows(client.get("/viewer/", params={"feedback": "yes"}).text))
     assert shown & ids == with_feedback
     shown = set(_rows(client.get("/viewer/", params={"feedback": "no"}).text))
     assert shown & ids == ids - with_feedback
 
     # By finding and probability: compare with each stored result.
-    stored = {i: pipeline.result(i) for i in ids}
+    stored = {i: viewer_service.runtime.jobs.result(i) for i in ids}
     label = next(iter(stored.values())).result.scores[0].label_id
     for threshold in (0, 50, 100):
         expected = {

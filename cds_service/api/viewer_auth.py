@@ -1,0 +1,171 @@
+"""Viewer sign-in: reviewers (audit token -> session cookie) and the SMART on FHIR EHR launch."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from cds_service.api.deps import get_runtime
+from cds_service.api.viewer_access import (
+    REVIEWER_COOKIE,
+    audit_viewer,
+    ecg_url,
+    redirect,
+    render_page,
+    set_reviewer_cookie,
+)
+from cds_service.runtime import Runtime
+from cds_service.viewer import smart
+from cds_service.viewer.links import make_token
+
+router = APIRouter()
+
+
+def _launch_failed(runtime: Runtime, message: str, *, status_code: int = 403) -> HTMLResponse:
+    audit_viewer(
+        runtime,
+        "auth-failure",
+        outcome="failure",
+        client="viewer-smart",
+        detail={"where": "viewer-launch", "reason": message},
+    )
+    response = render_page(
+        "denied.html",
+        status_code=status_code,
+        root="../",
+        heading="The ECG viewer could not be launched",
+        message=message[:1].upper() + message[1:] + ".",
+    )
+    response.delete_cookie(smart.STATE_COOKIE, path="/viewer/launch")
+    return response
+
+
+@router.get(
+    "/launch",
+    summary="SMART on FHIR EHR launch (the cards' `smart` link); redirects to the EHR's login",
+    responses={
+        303: {"description": "On to the EHR's authorization endpoint"},
+        403: {"description": "Not configured, or the EHR is not allow-listed"},
+    },
+)
+def smart_launch(
+    request: Request,
+    iss: Annotated[str | None, Query(max_length=2048)] = None,
+    launch: Annotated[str | None, Query(max_length=2048)] = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    settings = runtime.settings
+    redirect_uri = settings.public_base_url.rstrip("/") + "/viewer/launch/callback"
+    try:
+        authorize_url, state = smart.begin(settings, iss, launch, redirect_uri)
+    except smart.LaunchError as exc:
+        return _launch_failed(runtime, str(exc))
+    response = redirect(authorize_url)
+    response.set_cookie(
+        smart.STATE_COOKIE,
+        smart.seal_state(settings, state),
+        max_age=smart.LAUNCH_TTL_S,
+        path="/viewer/launch",
+        httponly=True,
+        samesite="lax",
+        secure=settings.public_base_url.startswith("https://"),
+    )
+    return response
+
+
+@router.get(
+    "/launch/callback",
+    summary="SMART launch redirect target: redeems the code and opens the launched ECG",
+    responses={
+        303: {"description": "On to the ECG's page"},
+        403: {"description": "State, code, ECG or patient context not valid"},
+    },
+)
+def smart_callback(
+    request: Request,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    state: Annotated[str | None, Query(max_length=256)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    settings = runtime.settings
+    if error:
+        return _launch_failed(runtime, "the EHR did not authorise the launch")
+    try:
+        launch = smart.open_state(settings, request.cookies.get(smart.STATE_COOKIE), state)
+        context = smart.finish(settings, launch, code)
+    except smart.LaunchError as exc:
+        return _launch_failed(runtime, str(exc))
+    info = runtime.ecgs.get_info(context.ecg_id)
+    if info is None:
+        return _launch_failed(runtime, "the launched ECG is not stored on this service")
+    if not smart.same_patient(info.patient_ref, context.patient):
+        return _launch_failed(runtime, "the launched ECG belongs to another patient")
+    audit_viewer(
+        runtime,
+        "viewer-access",
+        client="viewer-smart",
+        patient=info.patient_ref,
+        ecg_id=info.id,
+        detail={"access": "smart-launch", "iss": launch.iss},
+    )
+    token = make_token(settings, "ecg", info.id)
+    # Relative to /viewer/launch/callback: the page is /viewer/ecg/{id}.
+    response = redirect("../ecg/" + ecg_url(info.id, token, None, None))
+    response.delete_cookie(smart.STATE_COOKIE, path="/viewer/launch")
+    return response
+
+
+@router.get(
+    "/login",
+    summary="Reviewer sign-in form (audit token)",
+    response_class=HTMLResponse,
+)
+def login_form(request: Request) -> HTMLResponse:
+    return render_page("login.html", root="../")
+
+
+@router.post(
+    "/login",
+    summary="Sign in with an audit token; sets the reviewer session cookie",
+    responses={
+        303: {"description": "Signed in; on to the list"},
+        401: {"description": "Not an audit token"},
+    },
+)
+def login(
+    request: Request,
+    audit_token: Annotated[str, Form(max_length=512)] = "",
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    settings = runtime.settings
+    tokens = settings.auth.audit_tokens
+    given = audit_token.encode("utf-8")
+    matched = any(hmac.compare_digest(given, t.encode("utf-8")) for t in tokens)
+    if not matched:
+        audit_viewer(
+            runtime,
+            "auth-failure",
+            outcome="failure",
+            client="viewer",
+            detail={"where": "viewer-login", "reason": "not an audit token"},
+        )
+        error = (
+            "That is not an audit token for this service."
+            if tokens
+            else "No audit tokens are configured; ask for a reviewer link instead."
+        )
+        return render_page("login.html", status_code=401, root="../", error=error)
+    response = redirect("./")
+    set_reviewer_cookie(response, settings)
+    return response
+
+
+@router.post("/logout", summary="End the reviewer session", responses={303: {}})
+def logout() -> Response:
+    response = redirect("login")
+    response.delete_cookie(REVIEWER_COOKIE, path="/viewer")
+    return response

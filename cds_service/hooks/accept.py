@@ -1,0 +1,138 @@
+"""Step 3 of a hook call: store the loaded ECGs, submit what has no result, wait for it.
+
+ECGs already seen are found by content hash and their cached result is used as is; new
+ECGs are stored and submitted, and the call waits until the context's deadline for them.
+The model never runs twice for the same ECG and model version. Runs in a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from adapters import EcgFormatError, sha256_hex
+from cds_service.audit import Actor
+from cds_service.hooks.assess import EcgRef
+from cds_service.hooks.context import HookContext
+from cds_service.hooks.load import Loaded
+from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.jobs import JobLedger
+from cds_service.storage.records import StoredResult
+
+
+@dataclass
+class Classified:
+    ref: EcgRef
+    result: StoredResult | None
+    ecg_id: str
+    #: The job failed (the ledger retries on a later submit): not "pending".
+    failed: bool = False
+
+
+class _KnownEcgs:
+    """SHA-256 -> (ECG id, acquisition time) of ECGs this process has already stored.
+
+    Stored ECGs are immutable, so a repeat call skips the store (a database round trip and
+    an ingest audit entry) and goes straight to the cached result. Bounded LRU.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._items: OrderedDict[str, tuple[str, datetime | None]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> tuple[str, datetime | None] | None:
+        with self._lock:
+            hit = self._items.get(digest)
+            if hit is not None:
+                self._items.move_to_end(digest)
+            return hit
+
+    def put(self, digest: str, value: tuple[str, datetime | None]) -> None:
+        with self._lock:
+            self._items[digest] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def forget(self, ecg_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, (i, _) in self._items.items() if i == ecg_id]:
+                del self._items[digest]
+
+
+_KNOWN: weakref.WeakKeyDictionary[EcgStore, _KnownEcgs] = weakref.WeakKeyDictionary()
+
+
+def _known(ecgs: EcgStore) -> _KnownEcgs:
+    known = _KNOWN.get(ecgs)
+    if known is None:
+        known = _KNOWN.setdefault(ecgs, _KnownEcgs())
+    return known
+
+
+def _store(
+    ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, known: _KnownEcgs
+) -> tuple[str, datetime | None]:
+    c = item.candidate
+    digest = sha256_hex(item.data)
+    hit = known.get(digest)
+    if hit is not None:
+        return hit
+    info = ecgs.accept_bytes(
+        item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
+    )
+    known.put(digest, (info.id, info.acquired_at))
+    return info.id, info.acquired_at
+
+
+def accept_and_wait(
+    ctx: HookContext, ecgs: EcgStore, jobs: JobLedger, loaded: list[Loaded], problems: list[str]
+) -> list[Classified]:
+    """Store (dedupe by hash), submit what has no result, wait until ``ctx.deadline``."""
+    patient_ref, actor = ctx.patient_ref, ctx.actor
+    known = _known(ecgs)
+    refs: dict[str, EcgRef] = {}
+    items: dict[str, Loaded] = {}
+    for item in loaded:
+        c = item.candidate
+        try:
+            ecg_id, stored_at = _store(ecgs, item, patient_ref, actor, known)
+        except EcgFormatError as exc:
+            problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
+            continue
+        if ecg_id not in refs:
+            acquired: datetime | None = c.acquired or stored_at
+            refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
+            items[ecg_id] = item
+    if not refs:
+        return []
+    ids = list(refs)
+    found = jobs.wait(ids, 0)
+    missing = [i for i in ids if found.get(i) is None]
+    for ecg_id in list(missing):
+        try:
+            jobs.submit(ecg_id)
+        except KeyError:  # removed from storage since we saw it: store it again
+            known.forget(ecg_id)
+            new_id, _ = _store(ecgs, items[ecg_id], patient_ref, actor, known)
+            refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
+            ids[ids.index(ecg_id)] = new_id
+            missing[missing.index(ecg_id)] = new_id
+            jobs.submit(new_id)
+    if missing:
+        found.update(jobs.wait(missing, max(0.0, ctx.deadline - time.monotonic())))
+    out: list[Classified] = []
+    for ecg_id in ids:
+        result = found.get(ecg_id)
+        failed = False
+        if result is None:
+            info = ecgs.get_info(ecg_id)
+            if info is not None and info.status == "failed":
+                failed = True
+                problems.append(f"{refs[ecg_id].origin}: analysis failed ({info.error or 'error'})")
+        out.append(Classified(refs[ecg_id], result, ecg_id, failed))
+    return out

@@ -1,0 +1,100 @@
+"""The words on a card: dates, the summary line, measurements, the detail table (Markdown)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cds_service.hooks.assess import Assessment, CardPolicy, EcgRef, label_name
+from models.catalog import LabelCatalog
+from models.results import ClassificationResult
+
+SUMMARY_MAX = 139  # "fewer than 140 characters"
+
+
+def ecg_date(acquired: datetime | None) -> str:
+    if acquired is None:
+        return "date unknown"
+    if acquired.tzinfo is not None:
+        acquired = acquired.astimezone(UTC)
+    return acquired.date().isoformat()
+
+
+def fit_summary(text: str) -> str:
+    """Trim to fewer than 140 characters on a word boundary, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= SUMMARY_MAX:
+        return text
+    cut = text[: SUMMARY_MAX - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
+def _fmt_measurement(result: ClassificationResult, name: str, label: str, unit: str) -> str | None:
+    m = result.measurements.get(name)
+    if m is None or m.value is None:
+        return None
+    return f"{label} {m.value:.0f} {unit}"
+
+
+def measurements_line(result: ClassificationResult) -> str:
+    parts = [
+        _fmt_measurement(result, "heart_rate", "HR", "/min"),
+        _fmt_measurement(result, "pr", "PR", "ms"),
+        _fmt_measurement(result, "qrs", "QRS", "ms"),
+        _fmt_measurement(result, "qt", "QT", "ms"),
+        _fmt_measurement(result, "qtc", "QTc", "ms"),
+        _fmt_measurement(result, "axis", "axis", "°"),
+    ]
+    present = [p for p in parts if p]
+    return " · ".join(present) if present else "not measurable on this tracing"
+
+
+def escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def detail_markdown(
+    ecg: EcgRef,
+    result: ClassificationResult,
+    assessment: Assessment,
+    catalog: LabelCatalog,
+    policy: CardPolicy,
+) -> str:
+    lines: list[str] = []
+    if not result.quality.acceptable:
+        reasons = "; ".join(result.quality.reasons) or "signal quality not acceptable"
+        lines.append(f"**The ECG could not be interpreted:** {escape(reasons)}.")
+    else:
+        shown = list(assessment.findings[: policy.max_findings])
+        if shown:
+            lines += [
+                "**Findings** (calibrated probability)",
+                "",
+                "| Finding | Probability | Severity |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {escape(label_name(s, catalog))} | {s.probability:.0%} | {s.severity} |"
+                for s in shown
+            ]
+        else:
+            top = result.scores[:3]
+            lines.append(
+                f"No finding reached the reporting threshold (p ≥ {policy.finding_threshold:.2f})."
+            )
+            if top:
+                listed = ", ".join(f"{label_name(s, catalog)} {s.probability:.0%}" for s in top)
+                lines.append(f"Highest scores: {escape(listed)}.")
+    lines += ["", f"- **Measurements:** {measurements_line(result)}"]
+    notes: list[str] = []
+    if result.quality.acceptable and result.quality.reasons:
+        notes.append("; ".join(result.quality.reasons))
+    if result.quality.out_of_distribution:
+        notes.append("this ECG looks unlike the model's training data: interpret with care")
+    lines.append(f"- **Signal quality:** {escape('; '.join(notes)) if notes else 'acceptable'}")
+    origin = f" · source: {ecg.origin}" if ecg.origin else ""
+    lines += [
+        "",
+        f"*AI interpretation by zero-shot model `{result.model_version}`; not reviewed by a "
+        f"clinician. Confirm on the tracing before acting.*{origin}",
+    ]
+    return "\n".join(lines)

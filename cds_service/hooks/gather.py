@@ -1,0 +1,132 @@
+"""Step 1 of a hook call: the ECG candidates, from prefetch or searched on the EHR's server.
+
+Prefetched resources are used as sent (following at most :data:`MAX_PREFETCH_PAGES` extra
+pages); a prefetch key that is missing, or that the EHR answered with an OperationOutcome,
+is fetched from ``fhirServer`` when the call names one on the allow-list. Resources about
+another patient are dropped, never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
+from cds_service.hooks.context import Gathered, HookContext
+from cds_service.hooks.prefetch import PrefetchError, read_prefetch, render_template
+from cds_service.hooks.problems import MAX_ECGS_PER_CALL, MAX_PREFETCH_PAGES, HookProblem
+from cds_service.hooks.schemas import HookRequest
+from cds_service.hooks.services import ECG_QUERIES
+from cds_service.hooks.sources import candidates_from, endpoint_references, newest_first
+from cds_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def open_fetcher(settings: Settings, call: HookRequest) -> tuple[FhirFetcher | None, str | None]:
+    """A fetcher for the call's fhirServer, or None and why not (nothing contacted)."""
+    if not call.fhirServer:
+        return None, "the request has no fhirServer"
+    token = call.fhirAuthorization.access_token if call.fhirAuthorization else None
+    try:
+        return FhirFetcher(settings, call.fhirServer, token), None
+    except OutboundRefused as exc:
+        log.warning("hook call names fhirServer %s, not allow-listed: refused", exc.url)
+        return None, f"fhirServer {exc.url} is not on this service's allow-list"
+
+
+async def gather(ctx: HookContext, fetcher: FhirFetcher | None, why_not: str | None) -> Gathered:
+    """ECG candidates from prefetch, or searched on fhirServer when not prefetched."""
+    service, call = ctx.service, ctx.call
+    out = Gathered()
+    resources: list[dict[str, Any]] = []
+    for key in service.prefetch:
+        try:
+            item = read_prefetch(call.prefetch, key)
+        except PrefetchError as exc:
+            raise HookProblem(400, str(exc)) from None
+        if item.state == "present":
+            resources += item.resources
+            next_url, pages = item.next_url, 0
+            while next_url and fetcher is not None and pages < MAX_PREFETCH_PAGES:
+                try:
+                    more, next_url = await fetcher.page(next_url)
+                except (FetchFailed, OutboundRefused) as exc:
+                    out.problems.append(f"prefetch.{key}: next page not read ({exc})")
+                    break
+                resources += more
+                pages += 1
+            continue
+        if item.state == "null":
+            continue
+        # missing, or the EHR's own query failed (OperationOutcome): fetch it ourselves
+        if fetcher is None:
+            state = (
+                "missing" if item.state == "missing" else f"an OperationOutcome ({item.problem})"
+            )
+            raise HookProblem(
+                412,
+                f"prefetch.{key} is {state} and cannot be fetched: {why_not}. Send it in "
+                "prefetch or send fhirServer and fhirAuthorization.",
+                code="not-found",
+            )
+        resource_type, template_params = ECG_QUERIES[key]
+        params: dict[str, str] = {}
+        for name, template in template_params.items():
+            value = render_template(template, call.context)
+            if value is None:
+                raise HookProblem(400, f"context lacks what prefetch.{key} needs ({template})")
+            params[name] = value
+        try:
+            resources += await fetcher.search(resource_type, params)
+        except (FetchFailed, OutboundRefused) as exc:
+            raise HookProblem(
+                412, f"prefetch.{key} was not sent and fetching it failed: {exc}", code="not-found"
+            ) from None
+        out.fetched.append(resource_type)
+
+    endpoints = await _endpoints(resources, fetcher, out)
+    for resource in resources:
+        if not _about_patient(resource, ctx.patient_id):
+            # Never show one patient's ECG in another's chart, whatever the EHR sent.
+            out.problems.append(
+                f"{resource.get('resourceType')}/{resource.get('id', '?')}: belongs to another "
+                "patient; ignored"
+            )
+            continue
+        out.candidates += candidates_from(resource, endpoints)
+    out.candidates = newest_first(out.candidates)[:MAX_ECGS_PER_CALL]
+    return out
+
+
+def _about_patient(resource: dict[str, Any], patient_id: str) -> bool:
+    """False when the resource names a subject/patient other than the hook's patient."""
+    if resource.get("resourceType") == "Endpoint":
+        return True
+    subject = resource.get("subject") or resource.get("patient")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str) or not reference:
+        return True  # no subject given: nothing to contradict
+    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+
+
+async def _endpoints(
+    resources: list[dict[str, Any]], fetcher: FhirFetcher | None, out: Gathered
+) -> dict[str, dict[str, Any]]:
+    """Read the DICOMweb Endpoints ImagingStudies refer to (not contained, not prefetched)."""
+    known = {f"Endpoint/{r.get('id')}": r for r in resources if r.get("resourceType") == "Endpoint"}
+    wanted = [
+        ref
+        for r in resources
+        if r.get("resourceType") == "ImagingStudy"
+        for ref in endpoint_references(r)
+        if ref not in known
+    ]
+    if wanted and fetcher is not None:
+        for ref in dict.fromkeys(wanted):
+            try:
+                known[ref] = await fetcher.read(ref)
+                out.fetched.append("Endpoint")
+            except (FetchFailed, OutboundRefused) as exc:
+                out.problems.append(f"{ref}: {exc}")
+    return known

@@ -1,0 +1,67 @@
+"""Step 2 of a hook call: each candidate's bytes, inline or fetched concurrently.
+
+A candidate that cannot be fetched becomes a problem on the "could not be read" card, never
+a failed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
+from cds_service.hooks.context import Gathered
+from cds_service.hooks.sources import EcgCandidate, canonical_json
+
+
+@dataclass
+class Loaded:
+    candidate: EcgCandidate
+    data: bytes
+
+
+async def load(
+    candidates: list[EcgCandidate], fetcher: FhirFetcher | None, gathered: Gathered
+) -> list[Loaded]:
+    """Bytes for each candidate: inline, or fetched concurrently (attachments, WADO-RS)."""
+
+    async def one(candidate: EcgCandidate) -> Loaded | None:
+        if candidate.resource is not None:
+            return Loaded(candidate, canonical_json(candidate.resource))
+        if candidate.attachment is not None and candidate.attachment.get("data"):
+            if fetcher is not None:
+                return Loaded(candidate, await fetcher.attachment_bytes(candidate.attachment))
+            return Loaded(candidate, inline_bytes(candidate.attachment))
+        if fetcher is None:
+            gathered.problems.append(f"{candidate.origin}: not fetched (no usable fhirServer)")
+            return None
+        if candidate.dicomweb is not None:
+            parts = await fetcher.wado(candidate.dicomweb)
+            gathered.fetched.append("DICOMweb")
+            return Loaded(candidate, parts[0])
+        if candidate.attachment is not None:
+            data = await fetcher.attachment_bytes(candidate.attachment)
+            gathered.fetched.append("attachment")
+            return Loaded(candidate, data)
+        return None
+
+    async def guarded(candidate: EcgCandidate) -> Loaded | None:
+        try:
+            return await one(candidate)
+        except (FetchFailed, OutboundRefused) as exc:
+            gathered.problems.append(f"{candidate.origin}: {exc}")
+            return None
+
+    results = await asyncio.gather(*(guarded(c) for c in candidates))
+    return [r for r in results if r is not None]
+
+
+def inline_bytes(attachment: dict[str, Any]) -> bytes:
+    """Decodes inline attachment data without any server (no fhirServer given)."""
+    try:
+        return base64.b64decode(str(attachment.get("data")), validate=True)
+    except (binascii.Error, ValueError):
+        raise FetchFailed("attachment", "inline data is not valid base64") from None

@@ -1,0 +1,281 @@
+"""The ECG store: accept ECGs (parse, dedupe by SHA-256, store the original bytes) and read
+them back.
+
+Every path that brings an ECG in goes through :meth:`EcgStore.accept_bytes` and its siblings:
+the upload endpoint, ``ecg-cds ingest``, the hooks. The bytes are parsed before anything is
+stored, so nothing unreadable is kept; the same bytes twice are stored once. Readers never get
+a waveform held from an earlier call: :meth:`EcgStore.load_ecg` re-reads the stored bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zipfile
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters import Ecg, EcgFormatError, load_ecg, sha256_hex
+from cds_service.audit import Actor, AuditTrail
+from cds_service.settings import Settings
+from cds_service.storage import bundle
+from cds_service.storage.jobs import JobLedger
+from cds_service.storage.records import EcgInfo, StoredResult
+from cds_service.storage.tables import EcgBlobRow, EcgRow
+
+log = logging.getLogger(__name__)
+
+
+class EcgStore:
+    """Stored ECGs: accept (store + dedupe) and read. Thread-safe; one per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        jobs: JobLedger,
+        audit: AuditTrail | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = session_factory
+        self._jobs = jobs
+        self._audit = audit
+
+    def accept_bytes(
+        self,
+        data: bytes,
+        *,
+        source_uri: str | None = None,
+        patient_ref: str | None = None,
+        format: str | None = None,
+        actor: Actor | None = None,
+    ) -> EcgInfo:
+        """Store one single-file ECG (any adapter format); a known SHA-256 returns its record.
+
+        The bytes are parsed first, so nothing unreadable is stored:
+        :class:`~adapters.EcgFormatError` reaches the caller with its explanation.
+        """
+        digest = sha256_hex(data)
+        existing = self._find_by_sha(digest)
+        if existing is not None:
+            return self._duplicate(existing, patient_ref, actor)
+        ecg = load_ecg(
+            data, format, name=source_uri or "<upload>", max_bytes=self.settings.max_ecg_bytes
+        )
+        return self._store(ecg, data, digest, "raw", source_uri, patient_ref, actor)
+
+    def accept_files(
+        self,
+        files: Mapping[str, bytes],
+        *,
+        source_uri: str | None = None,
+        patient_ref: str | None = None,
+        actor: Actor | None = None,
+    ) -> EcgInfo:
+        """Store a multi-file record (a WFDB ``.hea`` with its signal files) as one bundle."""
+        if len(files) == 1:
+            ((name, data),) = files.items()
+            return self.accept_bytes(
+                data, source_uri=source_uri or name, patient_ref=patient_ref, actor=actor
+            )
+        try:
+            blob = bundle.pack(files)
+            header = bundle.header_name(files)
+        except ValueError as exc:
+            raise EcgFormatError(source_uri or "<upload>", str(exc)) from None
+        digest = sha256_hex(blob)
+        existing = self._find_by_sha(digest)
+        if existing is not None:
+            return self._duplicate(existing, patient_ref, actor)
+        with bundle.extracted(files) as folder:
+            ecg = load_ecg(
+                folder / header, name=source_uri or header, max_bytes=self.settings.max_ecg_bytes
+            )
+        return self._store(ecg, blob, digest, "zip", source_uri or header, patient_ref, actor)
+
+    def accept_path(
+        self, path: Path, *, patient_ref: str | None = None, actor: Actor | None = None
+    ) -> EcgInfo:
+        """Store a file from disk; a WFDB header brings its signal files along."""
+        path = Path(path)
+        uri = path.resolve().as_uri()
+        if path.suffix.lower() == ".hea":
+            try:
+                files = bundle.wfdb_record_files(path)
+            except (OSError, UnicodeError) as exc:
+                raise EcgFormatError(
+                    str(path), str(exc), "keep the signal files beside the header"
+                ) from None
+            return self.accept_files(files, source_uri=uri, patient_ref=patient_ref, actor=actor)
+        if path.stat().st_size > self.settings.max_ecg_bytes:
+            raise EcgFormatError(
+                str(path), f"file is over the {self.settings.max_ecg_bytes}-byte limit"
+            )
+        return self.accept_bytes(
+            path.read_bytes(), source_uri=uri, patient_ref=patient_ref, actor=actor
+        )
+
+    def _find_by_sha(self, digest: str) -> EcgInfo | None:
+        with self._sessions() as session:
+            row = session.scalar(select(EcgRow).where(EcgRow.sha256 == digest))
+            return EcgInfo.from_row(row) if row else None
+
+    def _store(
+        self,
+        ecg: Ecg,
+        blob: bytes,
+        digest: str,
+        container: str,
+        source_uri: str | None,
+        patient_ref: str | None,
+        actor: Actor | None,
+    ) -> EcgInfo:
+        row = EcgRow(
+            id=str(uuid.uuid4()),
+            sha256=digest,
+            source_uri=source_uri,
+            format=ecg.source.format,
+            container=container,
+            patient_ref=patient_ref,
+            file_patient_id=ecg.patient_id,
+            acquired_at=ecg.start_time,
+            n_leads=len(ecg.leads),
+            fs=float(ecg.fs),
+            duration_s=float(ecg.duration_s),
+            size_bytes=len(blob),
+            status="pending",
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+                session.flush()
+                session.add(EcgBlobRow(ecg_id=row.id, data=blob))
+        except IntegrityError:  # the same bytes arrived concurrently: the other insert won
+            existing = self._find_by_sha(digest)
+            if existing is None:
+                raise
+            return self._duplicate(existing, patient_ref, actor)
+        info = EcgInfo.from_row(row, created=True)
+        self._record_ingest(info, actor, duplicate=False)
+        return info
+
+    def _duplicate(
+        self, existing: EcgInfo, patient_ref: str | None, actor: Actor | None
+    ) -> EcgInfo:
+        """The stored record for bytes seen before. A patient reference given now fills one
+        that was missing (a folder ingest first, the same ECG from the EHR later); a
+        different one never overwrites it."""
+        if patient_ref and existing.patient_ref is None:
+            with self._sessions.begin() as session:
+                session.execute(
+                    update(EcgRow)
+                    .where(EcgRow.id == existing.id, EcgRow.patient_ref.is_(None))
+                    .values(patient_ref=patient_ref)
+                )
+            existing = replace(existing, patient_ref=patient_ref)
+        elif patient_ref and existing.patient_ref != patient_ref:
+            log.warning(
+                "ECG %s was stored for another patient; the new reference is ignored", existing.id
+            )
+        self._record_ingest(existing, actor, duplicate=True)
+        return existing
+
+    def _record_ingest(self, info: EcgInfo, actor: Actor | None, *, duplicate: bool) -> None:
+        if self._audit is None:
+            return
+        self._audit.record(
+            "ingest",
+            actor=actor,
+            patient=info.patient_ref,
+            ecg_id=info.id,
+            detail={"format": info.format, "sha256": info.sha256, "duplicate": duplicate},
+        )
+
+    # ------------------------------------------------------------------ read
+
+    def get_info(self, ecg_id: str) -> EcgInfo | None:
+        with self._sessions() as session:
+            row = session.get(EcgRow, ecg_id)
+            return EcgInfo.from_row(row) if row else None
+
+    def find_by_source(self, source_uri: str) -> EcgInfo | None:
+        """The ECG stored from ``source_uri`` (the oldest, if several), or None."""
+        with self._sessions() as session:
+            row = session.scalar(
+                select(EcgRow)
+                .where(EcgRow.source_uri == source_uri)
+                .order_by(EcgRow.created_at)
+                .limit(1)
+            )
+            return EcgInfo.from_row(row) if row else None
+
+    def load_ecg(self, ecg_id: str) -> Ecg:
+        """The ECG re-read from its stored bytes. ``KeyError`` when the id is unknown."""
+        with self._sessions() as session:
+            row = session.get(EcgRow, ecg_id)
+            blob = session.get(EcgBlobRow, ecg_id)
+            if row is None or blob is None:
+                raise KeyError(f"no ECG with id {ecg_id}")
+            container, fmt, name, data = row.container, row.format, row.source_uri, blob.data
+        if container == "zip":
+            try:
+                files = bundle.unpack(data, self.settings.max_ecg_bytes)
+                header = bundle.header_name(files)
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise EcgFormatError(
+                    name or ecg_id, f"stored bundle is unreadable: {exc}"
+                ) from None
+            with bundle.extracted(files) as folder:
+                return load_ecg(folder / header, name=name, max_bytes=self.settings.max_ecg_bytes)
+        return load_ecg(data, fmt, name=name or ecg_id, max_bytes=self.settings.max_ecg_bytes)
+
+    def original_bytes(self, ecg_id: str) -> tuple[bytes, str] | None:
+        """The stored blob and its container (``raw`` or ``zip``), e.g. for attachments."""
+        with self._sessions() as session:
+            row = session.get(EcgRow, ecg_id)
+            blob = session.get(EcgBlobRow, ecg_id)
+            return (blob.data, row.container) if row and blob else None
+
+    def ids_matching(
+        self, *, patient_ref: str | None = None, source_prefix: str | None = None
+    ) -> list[str]:
+        """Ids of every stored ECG of a patient and/or from under a source URI prefix."""
+        query = select(EcgRow.id).order_by(EcgRow.id)
+        if patient_ref is not None:
+            query = query.where(EcgRow.patient_ref == patient_ref)
+        if source_prefix is not None:
+            query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
+        with self._sessions() as session:
+            return list(session.scalars(query).all())
+
+    def list_ecgs(
+        self,
+        *,
+        patient_ref: str | None = None,
+        status: str | None = None,
+        source_prefix: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[tuple[EcgInfo, StoredResult | None]]:
+        """Newest first, with each ECG's result (see :meth:`result`)."""
+        query = select(EcgRow).order_by(EcgRow.created_at.desc(), EcgRow.id)
+        if patient_ref is not None:
+            query = query.where(EcgRow.patient_ref == patient_ref)
+        if status is not None:
+            query = query.where(EcgRow.status == status)
+        if source_prefix is not None:
+            query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
+        if since is not None:
+            query = query.where(EcgRow.created_at >= since)
+        query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
+        with self._sessions() as session:
+            infos = [EcgInfo.from_row(row) for row in session.scalars(query).all()]
+        results = self._jobs.results([info.id for info in infos])
+        return [(info, results.get(info.id)) for info in infos]

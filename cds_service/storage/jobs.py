@@ -1,0 +1,298 @@
+"""The job ledger: classification jobs, their results, and waiting for them.
+
+:meth:`JobLedger.submit` queues classification unless a result or a live job exists for the
+current model; task bodies record progress with :meth:`JobLedger.mark_job` and finish with
+:meth:`JobLedger.store_result` or :meth:`JobLedger.mark_failed`. A result is stored once per
+(ECG, model version).
+
+Waiting for results never polls a broker. In embedded mode the job runs in this process and
+:meth:`JobLedger.notify` wakes waiters through a condition variable; in distributed mode the
+result appears in the shared database and :meth:`JobLedger.wait` re-reads it every
+``jobs.result_poll_interval_s`` (an indexed primary-key lookup) until its budget is spent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from cds_service.jobs.dispatch import Dispatcher
+from cds_service.settings import Settings
+from cds_service.storage.records import StoredResult
+from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
+from cds_service.storage.upsert import insert_ignore
+from models.results import ClassificationResult
+
+#: Statuses after which no result is coming for this ECG without a new submit.
+_FINAL_WITHOUT_RESULT = {"failed"}
+
+
+class JobLedger:
+    """Jobs and results of classification. Thread-safe; one per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        model_version: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self._sessions = session_factory
+        self._dispatcher = dispatcher
+        self._model_version = model_version
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    @property
+    def model_version(self) -> str:
+        """The version of the model this process classifies with (loads it on first use)."""
+        return self._model_version()
+
+    def result(self, ecg_id: str) -> StoredResult | None:
+        """The result of the current model version, else the newest of any version, else None."""
+        return self.results([ecg_id]).get(ecg_id)
+
+    def results(self, ecg_ids: Sequence[str]) -> dict[str, StoredResult]:
+        if not ecg_ids:
+            return {}
+        version = self.model_version
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(ResultRow)
+                .where(ResultRow.ecg_id.in_(list(ecg_ids)))
+                .order_by(ResultRow.created_at)
+            ).all()
+        best: dict[str, ResultRow] = {}
+        for row in rows:  # ascending: later rows win unless the current version is held
+            held = best.get(row.ecg_id)
+            if held is None or held.model_version != version:
+                best[row.ecg_id] = row
+        return {ecg_id: StoredResult.from_row(row) for ecg_id, row in best.items()}
+
+    def has_result(self, ecg_id: str, model_version: str) -> bool:
+        with self._sessions() as session:
+            found = session.scalar(
+                select(ResultRow.id).where(
+                    ResultRow.ecg_id == ecg_id, ResultRow.model_version == model_version
+                )
+            )
+            return found is not None
+
+    def submit(
+        self, ecg_id: str, *, bulk: bool = False, requeue_before: datetime | None = None
+    ) -> None:
+        """Queue classification unless a result or a live job exists for the current model.
+
+        A failed ECG is reset to pending and queued again: this is how failures are retried.
+        ``bulk`` (folder ingest, backfills) yields to interactive work (hooks, uploads).
+        A queued or running job counts as live unless it was last touched more than
+        ``jobs.job_stale_after_s`` ago, or before ``requeue_before`` (the start of this
+        process, when an embedded-mode job cannot have survived a restart).
+        """
+        version = self.model_version
+        if self.has_result(ecg_id, version):
+            return
+        stale = utcnow() - timedelta(seconds=self.settings.jobs.job_stale_after_s)
+        if requeue_before is not None:
+            stale = max(stale, requeue_before)
+        with self._sessions.begin() as session:
+            ecg = session.get(EcgRow, ecg_id)
+            if ecg is None:
+                raise KeyError(f"no ECG with id {ecg_id}")
+            job = session.scalar(
+                select(JobRow).where(
+                    JobRow.kind == "classify",
+                    JobRow.ecg_id == ecg_id,
+                    JobRow.model_version == version,
+                )
+            )
+            if job is not None and job.state in ("queued", "running") and job.updated_at > stale:
+                return
+            if job is None:
+                inserted = insert_ignore(
+                    session,
+                    JobRow.__table__,  # type: ignore[arg-type]
+                    {
+                        "kind": "classify",
+                        "ecg_id": ecg_id,
+                        "model_version": version,
+                        "state": "queued",
+                        "attempts": 0,
+                        "created_at": utcnow(),
+                        "updated_at": utcnow(),
+                    },
+                    ("kind", "ecg_id", "model_version"),
+                )
+                if not inserted:
+                    return  # another submit won the race and is queuing it
+            else:
+                job.state, job.error, job.updated_at = "queued", None, utcnow()
+            if ecg.status == "failed":
+                ecg.status, ecg.error = "pending", None
+        self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
+
+    def pending_ids(self, *, limit: int = 10_000) -> list[str]:
+        """ECGs accepted but never finished (e.g. the process stopped): resumed at start."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(EcgRow.id)
+                    .where(EcgRow.status == "pending")
+                    .order_by(EcgRow.created_at)
+                    .limit(limit)
+                ).all()
+            )
+
+    def mark_job(
+        self, kind: str, ecg_id: str, model_version: str, state: str, error: str | None = None
+    ) -> None:
+        """Record a job's progress (creating its row when a task arrives without a submit)."""
+        with self._sessions.begin() as session:
+            _mark_job(session, kind, ecg_id, model_version, state, error)
+
+    def job_state(self, kind: str, ecg_id: str, model_version: str) -> str | None:
+        with self._sessions() as session:
+            return session.scalar(
+                select(JobRow.state).where(
+                    JobRow.kind == kind,
+                    JobRow.ecg_id == ecg_id,
+                    JobRow.model_version == model_version,
+                )
+            )
+
+    def store_result(
+        self, ecg_id: str, result: ClassificationResult, *, notify: bool = True
+    ) -> bool:
+        """Store a result once per (ECG, model version); True if this call stored it.
+
+        ``notify=False`` lets the caller finish its bookkeeping (the audit entry) before
+        waiters wake; it then calls :meth:`notify` itself.
+        """
+        with self._sessions.begin() as session:
+            inserted = insert_ignore(
+                session,
+                ResultRow.__table__,  # type: ignore[arg-type]
+                {
+                    "ecg_id": ecg_id,
+                    "model_version": result.model_version,
+                    "acceptable": result.quality.acceptable,
+                    "result": result.to_dict(),
+                    "created_at": utcnow(),
+                },
+                ("ecg_id", "model_version"),
+            )
+            session.execute(
+                update(EcgRow)
+                .where(EcgRow.id == ecg_id)
+                .values(
+                    status="done" if result.quality.acceptable else "rejected",
+                    error=None,
+                    updated_at=utcnow(),
+                )
+            )
+            _mark_job(session, "classify", ecg_id, result.model_version, "done")
+        if notify:
+            self.notify()
+        return inserted
+
+    def mark_failed(
+        self, ecg_id: str, model_version: str, error: str, *, notify: bool = True
+    ) -> None:
+        """The ECG stays recorded with its error; :meth:`submit` retries it."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(EcgRow)
+                .where(EcgRow.id == ecg_id)
+                .values(status="failed", error=error[:2000], updated_at=utcnow())
+            )
+            _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
+        if notify:
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait` in this process (a result or failure was just stored)."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait(self, ecg_ids: Sequence[str], timeout_s: float) -> dict[str, StoredResult | None]:
+        """Results for ``ecg_ids``, waiting at most ``timeout_s`` for the missing ones.
+
+        Returns early when every id has a result or has failed. Missing ones map to None.
+        """
+        ids = list(dict.fromkeys(ecg_ids))
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        found: dict[str, StoredResult | None] = {}
+        pending = set(ids)
+        poll_s = self.settings.jobs.result_poll_interval_s
+        while True:
+            generation = self._generation
+            found.update(self.results(sorted(pending)))
+            pending -= set(found)
+            if pending:
+                pending -= self._failed(pending)
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                break
+            if self._dispatcher.in_process:
+                with self._changed:
+                    if self._generation == generation:
+                        self._changed.wait(remaining)
+            else:
+                time.sleep(min(poll_s, remaining))
+        return {ecg_id: found.get(ecg_id) for ecg_id in ids}
+
+    def _failed(self, ecg_ids: set[str]) -> set[str]:
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(EcgRow.id).where(
+                        EcgRow.id.in_(list(ecg_ids)), EcgRow.status.in_(_FINAL_WITHOUT_RESULT)
+                    )
+                ).all()
+            )
+
+
+def _mark_job(
+    session: Session,
+    kind: str,
+    ecg_id: str,
+    model_version: str,
+    state: str,
+    error: str | None = None,
+) -> None:
+    """Upsert a job row's state inside the caller's transaction; ``running`` counts an attempt."""
+    now = utcnow()
+    insert_ignore(
+        session,
+        JobRow.__table__,  # type: ignore[arg-type]
+        {
+            "kind": kind,
+            "ecg_id": ecg_id,
+            "model_version": model_version,
+            "state": state,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+        ("kind", "ecg_id", "model_version"),
+    )
+    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
+    if state == "running":
+        values["attempts"] = JobRow.attempts + 1
+    session.execute(
+        update(JobRow)
+        .where(
+            JobRow.kind == kind,
+            JobRow.ecg_id == ecg_id,
+            JobRow.model_version == model_version,
+        )
+        .values(**values)
+    )
