@@ -95,7 +95,10 @@ class Runtime:
         dispatcher: Dispatcher
         if settings.jobs.mode == "embedded":
             dispatcher = EmbeddedDispatcher(
-                run, threads=settings.jobs.embedded_threads, max_retries=settings.jobs.max_retries
+                run,
+                threads=settings.jobs.embedded_threads,
+                max_retries=settings.jobs.max_retries,
+                max_batch=settings.jobs.backfill_chunk_size,
             )
         else:
             from cds_service.jobs.celery_app import make_celery

@@ -17,8 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from adapters import Ecg, EcgFormatError
+from cds_service.audit import AuditRecord
 from cds_service.jobs.errors import RetryableError
-from cds_service.storage.tables import EcgRow, ResultRow
+from cds_service.storage.tables import EcgRow
+from models.results import ClassificationResult
 
 if TYPE_CHECKING:
     from cds_service.runtime import Runtime
@@ -30,7 +32,10 @@ def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[st
     """Run one task body by name (the embedded dispatcher's entry point)."""
     attempt = int(kwargs.pop("attempt", 0))
     if name == "classify_ecg":
-        classify_ecgs(runtime, [str(args[0] if args else kwargs["ecg_id"])])
+        ecg_id = str(args[0] if args else kwargs["ecg_id"])
+        classify_ecgs(runtime, [ecg_id], bulk=bool(kwargs.get("bulk")))
+    elif name == "classify_ecgs":
+        classify_ecgs(runtime, [str(i) for i in args[0]], bulk=bool(kwargs.get("bulk")))
     elif name == "annotate_report":
         final = attempt >= runtime.settings.jobs.max_retries
         annotate_report(runtime, *args, final_attempt=final, **kwargs)
@@ -40,28 +45,37 @@ def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[st
         raise ValueError(f"unknown task {name!r}")
 
 
-def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
+def classify_ecgs(
+    runtime: Runtime, ecg_ids: Sequence[str], *, bulk: bool = False
+) -> dict[str, str]:
     """Classify ECGs that have no result for the current model; returns id -> outcome.
 
     Outcomes: ``exists`` (already classified), ``stored``, ``failed`` (recorded with its error),
     ``missing`` (no such ECG). Database outages raise :class:`RetryableError`.
+
+    The batch goes through the model in one call and through storage in a few transactions
+    (which exist, mark running, store every result, append every classification's audit
+    entry under one lock), not a handful per ECG. Each classification keeps its own audit
+    entry (which ECG, which model, when). Write-backs it causes are queued with the batch's
+    priority: ``bulk`` for a backfill or a folder ingest.
     """
     outcomes: dict[str, str] = {}
+    ids = list(dict.fromkeys(ecg_ids))
     try:
         classifier = runtime.classifier
         version = classifier.model_version
-        todo: list[str] = []
-        for ecg_id in ecg_ids:
-            if runtime.jobs.has_result(ecg_id, version):
+        patients = _patients(runtime, ids)
+        done = runtime.jobs.with_result(ids, version)
+        for ecg_id in ids:
+            if ecg_id in done:
                 outcomes[ecg_id] = "exists"
-                runtime.jobs.mark_job("classify", ecg_id, version, "done")
-            elif runtime.ecgs.get_info(ecg_id) is None:
+            elif ecg_id not in patients:
                 outcomes[ecg_id] = "missing"
-            else:
-                todo.append(ecg_id)
+        runtime.jobs.mark_jobs("classify", sorted(done), version, "done")
+        todo = [ecg_id for ecg_id in ids if ecg_id not in outcomes]
+        runtime.jobs.mark_jobs("classify", todo, version, "running")
         loaded: list[tuple[str, Ecg]] = []
         for ecg_id in todo:
-            runtime.jobs.mark_job("classify", ecg_id, version, "running")
             try:
                 loaded.append((ecg_id, runtime.ecgs.load_ecg(ecg_id)))
             except OperationalError:
@@ -79,34 +93,54 @@ def classify_ecgs(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str]:
                 outcomes[ecg_id] = "failed"
         if runtime.settings.jobs.debug_task_delay_s > 0:
             time.sleep(runtime.settings.jobs.debug_task_delay_s)
+        classified: list[tuple[str, ClassificationResult]] = []
         for (ecg_id, _), result in _classify_each(runtime, loaded, version).items():
             if result is None:
                 outcomes[ecg_id] = "failed"
-                continue
-            stored = runtime.jobs.store_result(ecg_id, result, notify=False)
-            outcomes[ecg_id] = "stored" if stored else "exists"
-            try:
-                if stored:  # a redelivered task does not audit the classification twice
-                    runtime.audit.record(
+            else:
+                classified.append((ecg_id, result))
+        try:
+            stored = runtime.jobs.store_results(classified)
+            # A redelivered task does not audit a classification twice: only what it stored.
+            runtime.audit.record_many(
+                [
+                    AuditRecord(
                         "classification",
                         ecg_id=ecg_id,
                         model_version=version,
-                        patient=_patient(runtime, ecg_id),
+                        patient=patients.get(ecg_id),
                         detail={
                             "acceptable": result.quality.acceptable,
                             "top": [s.label_id for s in result.scores[:3]],
                         },
                     )
-            finally:
-                runtime.jobs.notify()  # waiters see the result together with its audit entry
+                    for ecg_id, result in classified
+                    if ecg_id in stored
+                ]
+            )
+            for ecg_id, _ in classified:
+                outcomes[ecg_id] = "stored" if ecg_id in stored else "exists"
+        finally:
+            runtime.jobs.notify()  # waiters see the results together with their audit entries
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
         # A report annotation belongs in a patient's record: ECGs with no patient are not sent.
         for ecg_id, outcome in outcomes.items():
-            if outcome in ("stored", "exists") and _patient(runtime, ecg_id):
-                runtime.dispatcher.enqueue("annotate_report", ecg_id)
+            if outcome in ("stored", "exists") and patients.get(ecg_id):
+                runtime.dispatcher.enqueue("annotate_report", ecg_id, bulk=bulk)
     return outcomes
+
+
+def _patients(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str | None]:
+    """The patient reference of each stored ECG among ``ecg_ids`` (unknown ids are absent)."""
+    if not ecg_ids:
+        return {}
+    with runtime.session_factory() as session:
+        rows = session.execute(
+            select(EcgRow.id, EcgRow.patient_ref).where(EcgRow.id.in_(list(ecg_ids)))
+        ).all()
+    return {ecg_id: patient for ecg_id, patient in rows}
 
 
 def _classify_each(
@@ -143,11 +177,6 @@ def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
         )
     finally:
         runtime.jobs.notify()
-
-
-def _patient(runtime: Runtime, ecg_id: str) -> str | None:
-    info = runtime.ecgs.get_info(ecg_id)
-    return info.patient_ref if info else None
 
 
 def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = False) -> str:
@@ -199,43 +228,24 @@ def backfill(
     source_prefix: str | None = None,
     after_id: str | None = None,
     chunk_size: int | None = None,
+    run: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> str | None:
-    """Classify a patient's or a folder's stored history, one chunk per task.
+    """Classify a patient's or a folder's stored history (see :mod:`cds_service.jobs.backfill`).
 
-    Picks the next ``chunk_size`` ECGs (ordered by id, after ``after_id``) that lack a result
-    for the current model, classifies them in one batch, and enqueues itself for the next
-    chunk. Returns the cursor of the next chunk, or None when done.
+    Without ``run`` this starts a run (its first chunks are queued at once, every worker
+    takes some); with ``run`` and ``ids`` it classifies that chunk and queues the next.
+    Returns the run's key.
     """
-    size = chunk_size or runtime.settings.jobs.backfill_chunk_size
-    version = runtime.model_version
-    with runtime.session_factory() as session:
-        query = select(EcgRow.id).order_by(EcgRow.id).limit(size)
-        if patient_ref is not None:
-            query = query.where(EcgRow.patient_ref == patient_ref)
-        if source_prefix is not None:
-            query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
-        if after_id is not None:
-            query = query.where(EcgRow.id > after_id)
-        ids = list(session.scalars(query).all())
-        done = set(
-            session.scalars(
-                select(ResultRow.ecg_id).where(
-                    ResultRow.ecg_id.in_(ids), ResultRow.model_version == version
-                )
-            ).all()
+    from cds_service.jobs import backfill as runs
+
+    if run is None:
+        return runs.start(
+            runtime,
+            patient_ref=patient_ref,
+            source_prefix=source_prefix,
+            after_id=after_id,
+            chunk_size=chunk_size,
         )
-    todo = [ecg_id for ecg_id in ids if ecg_id not in done]
-    if todo:
-        classify_ecgs(runtime, todo)
-    if len(ids) < size:
-        return None
-    cursor = ids[-1]
-    runtime.dispatcher.enqueue(
-        "backfill",
-        bulk=True,
-        patient_ref=patient_ref,
-        source_prefix=source_prefix,
-        after_id=cursor,
-        chunk_size=size,
-    )
-    return cursor
+    runs.run_chunk(runtime, run, [str(i) for i in ids or []])
+    return run

@@ -202,6 +202,66 @@ class JobLedger:
             self.notify()
         return inserted
 
+    def store_results(self, results: Sequence[tuple[str, ClassificationResult]]) -> set[str]:
+        """:meth:`store_result` for a batch, in one transaction; the ids this call stored.
+
+        Waiters are not woken: the caller appends the batch's audit entries, then calls
+        :meth:`notify` (a result is never visible before its audit entry is written).
+        """
+        stored: set[str] = set()
+        if not results:
+            return stored
+        now = utcnow()
+        with self._sessions.begin() as session:
+            for ecg_id, result in results:
+                if insert_ignore(
+                    session,
+                    ResultRow.__table__,  # type: ignore[arg-type]
+                    {
+                        "ecg_id": ecg_id,
+                        "model_version": result.model_version,
+                        "acceptable": result.quality.acceptable,
+                        "result": result.to_dict(),
+                        "created_at": now,
+                    },
+                    ("ecg_id", "model_version"),
+                ):
+                    stored.add(ecg_id)
+            for status in ("done", "rejected"):
+                ids = [
+                    ecg_id for ecg_id, r in results if r.quality.acceptable == (status == "done")
+                ]
+                if ids:
+                    session.execute(
+                        update(EcgRow)
+                        .where(EcgRow.id.in_(ids))
+                        .values(status=status, error=None, updated_at=now)
+                    )
+            for version in {r.model_version for _, r in results}:
+                ids = [ecg_id for ecg_id, r in results if r.model_version == version]
+                _mark_jobs(session, "classify", ids, version, "done")
+        return stored
+
+    def mark_jobs(self, kind: str, ecg_ids: Sequence[str], model_version: str, state: str) -> None:
+        """:meth:`mark_job` for many ECGs in one transaction."""
+        if ecg_ids:
+            with self._sessions.begin() as session:
+                _mark_jobs(session, kind, ecg_ids, model_version, state)
+
+    def with_result(self, ecg_ids: Sequence[str], model_version: str) -> set[str]:
+        """Which of ``ecg_ids`` have a result for ``model_version`` (one query)."""
+        if not ecg_ids:
+            return set()
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(ResultRow.ecg_id).where(
+                        ResultRow.ecg_id.in_(list(ecg_ids)),
+                        ResultRow.model_version == model_version,
+                    )
+                ).all()
+            )
+
     def mark_failed(
         self, ecg_id: str, model_version: str, error: str, *, notify: bool = True
     ) -> None:
@@ -292,6 +352,40 @@ def _mark_job(
         .where(
             JobRow.kind == kind,
             JobRow.ecg_id == ecg_id,
+            JobRow.model_version == model_version,
+        )
+        .values(**values)
+    )
+
+
+def _mark_jobs(
+    session: Session, kind: str, ecg_ids: Sequence[str], model_version: str, state: str
+) -> None:
+    """:func:`_mark_job` for many ECGs: one insert of the missing rows, one update."""
+    now = utcnow()
+    for ecg_id in ecg_ids:
+        insert_ignore(
+            session,
+            JobRow.__table__,  # type: ignore[arg-type]
+            {
+                "kind": kind,
+                "ecg_id": ecg_id,
+                "model_version": model_version,
+                "state": state,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+            ("kind", "ecg_id", "model_version"),
+        )
+    values: dict[str, Any] = {"state": state, "error": None, "updated_at": now}
+    if state == "running":
+        values["attempts"] = JobRow.attempts + 1
+    session.execute(
+        update(JobRow)
+        .where(
+            JobRow.kind == kind,
+            JobRow.ecg_id.in_(list(ecg_ids)),
             JobRow.model_version == model_version,
         )
         .values(**values)
