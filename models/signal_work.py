@@ -6,12 +6,12 @@ mostly holds the GIL: threads cannot run it on two cores at once (measured: 1.3x
 best with two threads). :class:`SignalWorkPool` runs it in worker processes instead; the
 encoder stays in the calling process (torch's own threads), so a batch uses every core.
 
-The workers are forked (as torch's own DataLoader workers are) on the first batch large
-enough to pay for the hop (:data:`MIN_POOL_BATCH` ECGs); a single hook ECG runs in the
-caller. They never call torch. ``spawn`` would re-import the caller's main script in every
-worker, which breaks any script without an ``if __name__ == "__main__"`` guard. Where child
-processes cannot be started (a daemonic Celery pool process, a platform without fork), or
-the pool breaks, the work runs in the caller, with the same results.
+The workers are forked (as torch's own DataLoader workers are) on the first batch of
+:data:`MIN_POOL_BATCH` ECGs, then used for every batch. They never call torch. ``spawn``
+would re-import the caller's main script in every worker, which breaks any script without
+an ``if __name__ == "__main__"`` guard. Where child processes cannot be started (a daemonic
+Celery pool process, a platform without fork), or the pool breaks, the work runs in the
+caller, with the same results.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from models.results import Measurement, QualityReport
 
 log = logging.getLogger(__name__)
 
-#: Below this many ECGs a batch runs in the caller: shipping a 10 s 500 Hz ECG to a process
-#: and back costs about 0.3 ms, but a cold pool costs a second or two to start.
-MIN_POOL_BATCH = 8
+#: A batch this large starts the pool (forking is quick, the workers' imports take a second
+#: or two in the background); once started, every batch goes to it, even one ECG: the work
+#: then leaves the caller's GIL to its other threads (the uploader, the web server).
+MIN_POOL_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class SignalWorkPool:
     def parts(self, ecgs: Sequence[Ecg], config: EcgClipConfig) -> Iterator[list[SignalWork]]:
         """The batch's work in consecutive parts, in input order, as each part finishes: the
         caller can run the encoder on one part while the workers prepare the next."""
-        if self._disabled or len(ecgs) < MIN_POOL_BATCH:
+        if self._disabled or (self._executor is None and len(ecgs) < MIN_POOL_BATCH):
             yield analyse_many(ecgs, config)
             return
         executor = self._start()
@@ -117,7 +118,7 @@ class SignalWorkPool:
             yield analyse_many(ecgs, config)
             return
         # A few parts per process: enough to overlap, few enough IPC round trips.
-        step = max(MIN_POOL_BATCH // 2, -(-len(ecgs) // (2 * self.processes)))
+        step = max(4, -(-len(ecgs) // (2 * self.processes)))
         starts = list(range(0, len(ecgs), step))
         done = 0
         try:

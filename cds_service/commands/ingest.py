@@ -35,6 +35,8 @@ _SKIP_SUFFIXES = {
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
+#: Stored ECGs are queued this many at a time: small enough that the workers start early.
+_SUBMIT_GROUP = 8
 
 
 def ingest(
@@ -112,6 +114,7 @@ def store_all(
 
     out = Stored()
     files = list(_expand(paths))
+    waiting: list[str] = []  # queued in groups: one job-ledger transaction per group
     for path in _bar(files, "store", progress):
         try:
             info = runtime.ecgs.accept_path(path, patient_ref=patient, actor=actor)
@@ -124,7 +127,11 @@ def store_all(
         out.created += info.created
         out.duplicates += not info.created
         out.ids.append(info.id)
-        runtime.jobs.submit(info.id, bulk=True)
+        waiting.append(info.id)
+        if len(waiting) >= _SUBMIT_GROUP:
+            runtime.jobs.submit_many(waiting, bulk=True)
+            waiting = []
+    runtime.jobs.submit_many(waiting, bulk=True)
     return out
 
 

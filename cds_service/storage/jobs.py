@@ -138,6 +138,65 @@ class JobLedger:
                 ecg.status, ecg.error = "pending", None
         self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
+    def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
+        """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
+        ids = list(dict.fromkeys(ecg_ids))
+        if not ids:
+            return
+        version = self.model_version
+        stale = utcnow() - timedelta(seconds=self.settings.jobs.job_stale_after_s)
+        done = self.with_result(ids, version)
+        queue: list[str] = []
+        with self._sessions.begin() as session:
+            ecgs = {
+                row.id: row
+                for row in session.scalars(select(EcgRow).where(EcgRow.id.in_(ids))).all()
+            }
+            jobs = {
+                row.ecg_id: row
+                for row in session.scalars(
+                    select(JobRow).where(
+                        JobRow.kind == "classify",
+                        JobRow.ecg_id.in_(ids),
+                        JobRow.model_version == version,
+                    )
+                ).all()
+            }
+            for ecg_id in ids:
+                if ecg_id in done:
+                    continue
+                ecg = ecgs.get(ecg_id)
+                if ecg is None:
+                    raise KeyError(f"no ECG with id {ecg_id}")
+                job = jobs.get(ecg_id)
+                live = job is not None and job.state in ("queued", "running")
+                if live and job is not None and job.updated_at > stale:
+                    continue
+                if job is None:
+                    now = utcnow()
+                    if not insert_ignore(
+                        session,
+                        JobRow.__table__,  # type: ignore[arg-type]
+                        {
+                            "kind": "classify",
+                            "ecg_id": ecg_id,
+                            "model_version": version,
+                            "state": "queued",
+                            "attempts": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                        },
+                        ("kind", "ecg_id", "model_version"),
+                    ):
+                        continue  # another submit won the race and is queuing it
+                else:
+                    job.state, job.error, job.updated_at = "queued", None, utcnow()
+                if ecg.status == "failed":
+                    ecg.status, ecg.error = "pending", None
+                queue.append(ecg_id)
+        for ecg_id in queue:
+            self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
+
     def pending_ids(self, *, limit: int = 10_000) -> list[str]:
         """ECGs accepted but never finished (e.g. the process stopped): resumed at start."""
         with self._sessions() as session:
