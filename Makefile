@@ -36,6 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.import_graph
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do \

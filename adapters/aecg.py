@@ -29,7 +29,7 @@ from lxml import etree
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
 from adapters.limits import UNLIMITED, count_tokens, parse_numbers
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import parse_xml, root_element_is
 
@@ -416,4 +416,4 @@ def sniff_aecg(item: ReaderInput) -> bool:
     return root_element_is(item.data, "AnnotatedECG", HL7_NS)
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_aecg, read=read_aecg))
+READER = Reader(format=FORMAT, sniff=sniff_aecg, read=read_aecg)

@@ -19,7 +19,7 @@ import scipy.io
 
 from adapters.errors import EcgFormatError
 from adapters.limits import DecodeLimits, inflate_capped
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg
 
 FORMAT = "cpsc2018-mat"
@@ -203,4 +203,4 @@ def read(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+READER = Reader(format=FORMAT, sniff=sniff, read=read)

@@ -39,8 +39,8 @@ from pydicom.uid import (
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
 from adapters.limits import DecodeLimits, inflate_capped
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 
 FORMAT = "dicom"
@@ -350,7 +350,7 @@ def read(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+READER = Reader(format=FORMAT, sniff=sniff, read=read)
 
 
 # --------------------------------------------------------------------------- writing

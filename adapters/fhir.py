@@ -34,8 +34,8 @@ from adapters.leads import (
     normalize_lead_name,
 )
 from adapters.limits import UNLIMITED, count_tokens, parse_numbers
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
 from adapters.quantise import quantisation_step_uv
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg
 
 FORMAT = "fhir-observation"
@@ -346,7 +346,7 @@ def read(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+READER = Reader(format=FORMAT, sniff=sniff, read=read)
 
 
 # --------------------------------------------------------------------------- writing

@@ -2,83 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from adapters import aecg, cpsc_mat, dicom, fhir, muse, philips, scp, sph_hdf5, wfdb_reader
 from adapters.errors import EcgFormatError
 from adapters.limits import DEFAULT_LIMITS, DecodeLimits
-from adapters.record import Ecg, EcgSource, sha256_hex
+from adapters.reader import Reader, ReaderInput
+from adapters.record import Ecg
 
 #: Default upper bound on the size of one input file (bytes). Override per call.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ReaderInput:
-    """What a reader gets: the raw bytes, a display name, and the path when read from disk.
-
-    ``path`` matters for multi-file formats (WFDB ``.hea`` + ``.dat``); readers of
-    single-file formats use ``data`` only.
-    """
-
-    data: bytes
-    name: str
-    path: Path | None
-    max_bytes: int
-    #: Declared-shape and decompressed-size limits, checked before allocating.
-    limits: DecodeLimits = DEFAULT_LIMITS
-
-    def check_shape(self, leads: int, samples_per_lead: int) -> None:
-        self.limits.check_shape(self.name, leads, samples_per_lead)
-
-    def check_values(self, n_values: int) -> None:
-        self.limits.check_values(self.name, n_values)
-
-
-@dataclass(frozen=True)
-class Reader:
-    """A format: how to recognise it from the first bytes and how to read it."""
-
-    format: str
-    sniff: Callable[[ReaderInput], bool]
-    read: Callable[[ReaderInput], Ecg]
-
-
-_READERS: dict[str, Reader] = {}
-
-
-def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
-    """Construct the canonical record for one reader input.
-
-    :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
-    the record by its URI; for input read from bytes that would be just the format, so
-    its errors are re-raised here under the caller's display name.
-    """
-    source = EcgSource(
-        format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
+#: Every reader, in the order they are tried when sniffing (each sniff looks at content,
+#: never at the file name; order matters only where two could claim the same bytes).
+_READERS: dict[str, Reader] = {
+    reader.format: reader
+    for reader in (
+        aecg.READER,
+        cpsc_mat.READER,
+        dicom.READER,
+        fhir.READER,
+        muse.READER,
+        philips.READER,
+        scp.READER,
+        sph_hdf5.READER,
+        wfdb_reader.READER,
     )
-    try:
-        return Ecg(source=source, **fields)
-    except EcgFormatError as exc:
-        if exc.source == item.name:
-            raise
-        raise EcgFormatError(item.name, exc.problem, exc.hint) from None
-
-
-def register_reader(reader: Reader) -> None:
-    _READERS[reader.format] = reader
+}
 
 
 def available_formats() -> list[str]:
-    _ensure_registered()
     return sorted(_READERS)
-
-
-def _ensure_registered() -> None:
-    # Importing the package registers every reader (see adapters/__init__.py).
-    import adapters  # noqa: F401
 
 
 def _wfdb_header_instead(path: Path) -> Path:
@@ -146,7 +101,6 @@ def load_ecg(
     declared shape or decompressed size is over ``limits`` raises
     :class:`~adapters.limits.EcgTooLarge` before it is decoded.
     """
-    _ensure_registered()
     display = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
     try:
         item = _read_input(source, name, max_bytes, limits or DEFAULT_LIMITS)

@@ -23,7 +23,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg, EcgSource, MedianBeats, standard_12_lead
 from adapters.xml_safety import parse_xml, root_element_is
 
@@ -267,4 +267,4 @@ def sniff_muse(item: ReaderInput) -> bool:
     return root_element_is(item.data, "RestingECG")
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_muse, read=read_muse))
+READER = Reader(format=FORMAT, sniff=sniff_muse, read=read_muse)

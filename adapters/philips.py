@@ -26,7 +26,7 @@ from sierraecg.lzw import LzwDecoder
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import local_name, parse_xml, root_element_is
 
@@ -337,4 +337,4 @@ def sniff_philips(item: ReaderInput) -> bool:
     return root_element_is(item.data, "restingecgdata")
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_philips, read=read_philips))
+READER = Reader(format=FORMAT, sniff=sniff_philips, read=read_philips)

@@ -24,7 +24,7 @@ import numpy as np
 
 from adapters.errors import EcgFormatError
 from adapters.limits import DecodeLimits
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 
 FORMAT = "scp-ecg"
@@ -375,4 +375,4 @@ def read_scp(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff_scp, read=read_scp))
+READER = Reader(format=FORMAT, sniff=sniff_scp, read=read_scp)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.errors import EcgFormatError
-from adapters.loader import Reader, ReaderInput, build_ecg, register_reader
+from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg
 
 FORMAT = "sph-hdf5"
@@ -139,4 +139,4 @@ def read(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+READER = Reader(format=FORMAT, sniff=sniff, read=read)

@@ -26,7 +26,7 @@ import wfdb
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.loader import Reader, ReaderInput, register_reader
+from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
 
 FORMAT = "wfdb"
@@ -475,4 +475,4 @@ def read(item: ReaderInput) -> Ecg:
     )
 
 
-register_reader(Reader(format=FORMAT, sniff=sniff, read=read))
+READER = Reader(format=FORMAT, sniff=sniff, read=read)

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service.api import audit, ecgs, health, hooks, viewer
 from cds_service.auth import EhrAuthMiddleware
+from cds_service.auth.throttle import gate_for
 from cds_service.errors import RequestSizeLimit, body_limits, install_error_handlers
 from cds_service.input_guard import InputGuard
 from cds_service.settings import Settings, get_settings
@@ -34,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # refused sign-ins still being counted are audited, not lost
+            gate_for(app).flush()
             runtime.stop()
 
     app = FastAPI(

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds_service.auth import AuthFailed
+from cds_service.auth.errors import AuthFailed
 from cds_service.hooks.problems import HookProblem
 
 log = logging.getLogger(__name__)

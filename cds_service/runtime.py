@@ -16,15 +16,17 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from functools import partial
+from typing import Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapters import Ecg
 from cds_service.audit import AuditTrail
 from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from cds_service.jobs.work import Classifier, run_task
 from cds_service.settings import Settings
+from cds_service.storage.backfills import BackfillRuns
 from cds_service.storage.base import make_engine, make_session_factory, private_directory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
@@ -32,20 +34,10 @@ from cds_service.storage.jobs import JobLedger
 from cds_service.storage.migrate import upgrade
 from cds_service.storage.state import StateStore
 from cds_service.storage.tables import utcnow
-from models.results import ClassificationResult
 
 log = logging.getLogger(__name__)
 
 Role = Literal["web", "worker", "cli"]
-
-
-class Classifier(Protocol):
-    """What the runtime needs of a model (``models.ZeroShotClassifier``)."""
-
-    @property
-    def model_version(self) -> str: ...
-
-    def classify(self, ecgs: list[Ecg]) -> list[ClassificationResult]: ...
 
 
 @dataclass
@@ -59,6 +51,7 @@ class Runtime:
     ecgs: EcgStore = field(init=False)
     cards: CardStore = field(init=False)
     state: StateStore = field(init=False)
+    backfills: BackfillRuns = field(init=False)
     role: Role = "web"
     started_at: datetime = field(default_factory=utcnow)
     _classifier: Classifier | None = None
@@ -85,17 +78,9 @@ class Runtime:
         if migrate:
             upgrade(engine)
         session_factory = make_session_factory(engine)
-        runtime_box: list[Runtime] = []
-
-        def run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            from cds_service.jobs.work import run_task
-
-            run_task(runtime_box[0], name, args, kwargs)
-
         dispatcher: Dispatcher
         if settings.jobs.mode == "embedded":
             dispatcher = EmbeddedDispatcher(
-                run,
                 threads=settings.jobs.embedded_threads,
                 max_retries=settings.jobs.max_retries,
                 max_batch=settings.jobs.backfill_chunk_size,
@@ -113,13 +98,15 @@ class Runtime:
             role=role,
             _classifier=classifier,
         )
-        runtime_box.append(runtime)
         runtime.jobs = JobLedger(
             settings, session_factory, dispatcher, model_version=lambda: runtime.model_version
         )
         runtime.ecgs = EcgStore(settings, session_factory, runtime.jobs, audit=runtime.audit)
         runtime.cards = CardStore(session_factory)
         runtime.state = StateStore(session_factory)
+        runtime.backfills = BackfillRuns(session_factory)
+        # Started once the runtime exists: embedded jobs run the task bodies against it.
+        dispatcher.start(partial(run_task, runtime))
         if resume and settings.jobs.mode == "embedded" and role != "worker":
             threading.Thread(target=runtime._resume_pending, name="ecg-resume", daemon=True).start()
         return runtime

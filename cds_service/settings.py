@@ -42,6 +42,15 @@ class AuthSettings(BaseModel):
     audit_tokens: list[str] = Field(default_factory=list)
     #: Bearer tokens accepted by ``POST /ecgs`` and ``GET /ecgs/...`` (no anonymous writes).
     ingest_tokens: list[str] = Field(default_factory=list)
+    #: Refused sign-ins per source address are counted in windows this long: the first of a
+    #: window is audited in full, the rest as one entry with a count when it closes.
+    #: 0 turns aggregation and throttling off.
+    failure_window_s: float = 60.0
+    #: Refused bearer credentials (hook JWTs, audit/ingest tokens) from one source within a
+    #: window before it is answered 429 until the window ends.
+    max_failures_per_source: int = 20
+    #: The same for the viewer's sign-in form (a person typing a token).
+    max_login_failures: int = 5
 
 
 class FhirSettings(BaseModel):

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 
 from cds_service.allow_list import OutboundRefused, check_url
-from cds_service.audit import Actor
+from cds_service.audit import Actor, AuditTrail
 from cds_service.fhir_results import build_result_bundle
-
-if TYPE_CHECKING:
-    from cds_service.runtime import Runtime
+from cds_service.settings import Settings
+from cds_service.storage.records import EcgInfo, StoredResult
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +82,21 @@ class WriteBackOutcome:
         return self.references.get("Device")
 
 
-def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
-    """Write the stored result for ``ecg_id`` to the write-back FHIR server; audit the outcome."""
-    settings = runtime.settings
+def write_back(
+    settings: Settings,
+    audit: AuditTrail,
+    ecg_id: str,
+    info: EcgInfo | None,
+    stored: StoredResult | None,
+) -> WriteBackOutcome:
+    """Write ``stored`` (the result for ECG ``ecg_id``, stored as ``info``) to the write-back
+    FHIR server; audit the outcome. None for either says it is missing (a refusal)."""
     server = (settings.fhir.writeback_server or "").rstrip("/")
-    info = runtime.ecgs.get_info(ecg_id)
     patient = _patient_reference(info.patient_ref if info else None, server)
     audit_keys: dict[str, Any] = {"ecg_id": ecg_id, "patient": patient}
 
     def refuse(message: str, model_version: str | None = None) -> WriteBackRejected:
-        runtime.audit.record(
+        audit.record(
             "writeback",
             outcome="failure",
             actor=WRITEBACK_ACTOR,
@@ -115,7 +119,6 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
         raise refuse(f"no ECG with id {ecg_id} is stored")
     if patient is None:
         raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
-    stored = runtime.jobs.result(ecg_id)
     if stored is None:
         raise refuse(f"ECG {ecg_id} has no classification result yet")
     version = stored.model_version
@@ -137,21 +140,21 @@ def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
             response = client.post(server, json=resources.bundle, headers=headers)
     except httpx.TransportError as exc:
         message = f"FHIR server {server} unreachable ({type(exc).__name__})"
-        _audit_failure(runtime, "error", server, message, None, version, audit_keys)
+        _audit_failure(audit, "error", server, message, None, version, audit_keys)
         raise WriteBackUnavailable(message) from None
 
     status = response.status_code
     if status >= 500 or status == 429:
         message = f"FHIR server {server} answered HTTP {status}"
-        _audit_failure(runtime, "error", server, message, status, version, audit_keys)
+        _audit_failure(audit, "error", server, message, status, version, audit_keys)
         raise WriteBackUnavailable(message, status_code=status)
     if status >= 300:
         message = f"FHIR server {server} refused the transaction: HTTP {status}" + _issues(response)
-        _audit_failure(runtime, "failure", server, message, status, version, audit_keys)
+        _audit_failure(audit, "failure", server, message, status, version, audit_keys)
         raise WriteBackRejected(message, status_code=status)
 
     references = _created_references(response)
-    runtime.audit.record(
+    audit.record(
         "writeback",
         outcome="success",
         actor=WRITEBACK_ACTOR,
@@ -218,7 +221,7 @@ def _issues(response: httpx.Response) -> str:
 
 
 def _audit_failure(
-    runtime: Runtime,
+    audit: AuditTrail,
     outcome: str,
     server: str,
     message: str,
@@ -226,7 +229,7 @@ def _audit_failure(
     version: str,
     keys: dict[str, Any],
 ) -> None:
-    runtime.audit.record(
+    audit.record(
         "writeback",
         outcome=outcome,
         actor=WRITEBACK_ACTOR,

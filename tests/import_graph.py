@@ -21,8 +21,8 @@ PACKAGES = ("adapters", "models", "cds_service")
 FORBIDDEN = {"adapters": {"models", "cds_service"}, "models": {"cds_service"}}
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -35,7 +35,7 @@ def project_modules(root: Path = ROOT) -> dict[str, Path]:
         for path in sorted((root / package).rglob("*.py")):
             if "migrations" in path.parts:  # alembic's revision scripts, loaded by alembic
                 continue
-            found[_module_name(path)] = path
+            found[_module_name(path, root)] = path
     return found
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from cds_service.allow_list import UrlMalformed, normalise_url
 from cds_service.api.deps import get_runtime
 from cds_service.api.viewer_access import (
     REVIEWER_COOKIE,
@@ -17,7 +17,10 @@ from cds_service.api.viewer_access import (
     render_page,
     set_reviewer_cookie,
 )
+from cds_service.auth.static_tokens import token_matches
+from cds_service.auth.throttle import client_address, gate_for
 from cds_service.runtime import Runtime
+from cds_service.settings import Settings
 from cds_service.viewer import smart
 from cds_service.viewer.links import make_token
 
@@ -134,6 +137,8 @@ def login_form(request: Request) -> HTMLResponse:
     responses={
         303: {"description": "Signed in; on to the list"},
         401: {"description": "Not an audit token"},
+        403: {"description": "Posted from another origin (login CSRF)"},
+        429: {"description": "Too many wrong tokens from this address (auth.max_login_failures)"},
     },
 )
 def login(
@@ -142,16 +147,49 @@ def login(
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
     settings = runtime.settings
-    tokens = settings.auth.audit_tokens
-    given = audit_token.encode("utf-8")
-    matched = any(hmac.compare_digest(given, t.encode("utf-8")) for t in tokens)
-    if not matched:
+    foreign = foreign_origin(request, settings)
+    if foreign is not None:
+        # Login CSRF: a page elsewhere signing the browser in as the attacker's reviewer.
         audit_viewer(
             runtime,
             "auth-failure",
             outcome="failure",
             client="viewer",
-            detail={"where": "viewer-login", "reason": "not an audit token"},
+            detail={"where": "viewer-login", "reason": f"posted from another origin ({foreign})"},
+        )
+        return render_page(
+            "login.html",
+            status_code=403,
+            root="../",
+            error="Sign in from this service's own sign-in page.",
+        )
+    gate = gate_for(request.app)
+    source = client_address(request)
+    retry = gate.retry_after(source, family="login")
+    if retry is not None:
+        throttled = render_page(
+            "login.html",
+            status_code=429,
+            root="../",
+            error=f"Too many wrong tokens from this address; try again in {retry} s.",
+        )
+        throttled.headers["Retry-After"] = str(retry)
+        return throttled
+    tokens = settings.auth.audit_tokens
+    # the one matcher every endpoint uses: plain or sha256: entries, constant time
+    if token_matches(audit_token, tokens) is None:
+        gate.refused(
+            source,
+            family="login",
+            reason="not an audit token",
+            endpoint=request.url.path,
+            audit_in_full=lambda: audit_viewer(
+                runtime,
+                "auth-failure",
+                outcome="failure",
+                client="viewer",
+                detail={"where": "viewer-login", "reason": "not an audit token"},
+            ),
         )
         error = (
             "That is not an audit token for this service."
@@ -162,6 +200,29 @@ def login(
     response = redirect("./")
     set_reviewer_cookie(response, settings)
     return response
+
+
+def foreign_origin(request: Request, settings: Settings) -> str | None:
+    """The origin a browser says a form was posted from, when it is not this service's
+    (``public_base_url``); None when it is ours or not stated (non-browser clients)."""
+    ours = _origin(settings.public_base_url)
+    stated = request.headers.get("origin")
+    if stated is None:
+        if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            return request.headers.get("sec-fetch-site")
+        referer = request.headers.get("referer")
+        if referer is None:
+            return None
+        stated = referer
+    origin = _origin(stated)
+    return None if origin is not None and origin == ours else (stated[:100] or "null")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        return normalise_url(url.strip()).origin
+    except UrlMalformed:
+        return None
 
 
 @router.post("/logout", summary="End the reviewer session", responses={303: {}})

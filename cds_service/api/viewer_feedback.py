@@ -26,6 +26,7 @@ from cds_service.api.viewer_access import (
     redirect,
     templates,
 )
+from cds_service.hooks.schemas import MAX_COMMENT_CHARS
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
 from cds_service.storage.cards import CardStore
@@ -101,8 +102,10 @@ def ecg_feedback(
     if outcome not in ("accepted", "overridden"):
         return _feedback_error(wants_json, 422, "outcome must be 'accepted' or 'overridden'")
     comment = (comment or "").strip() or None
-    if comment is not None and len(comment) > 2000:
-        return _feedback_error(wants_json, 422, "the comment is over 2000 characters")
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+        return _feedback_error(
+            wants_json, 422, f"the comment is over {MAX_COMMENT_CHARS} characters"
+        )
     override: dict[str, Any] | None = None
     if outcome == "overridden":
         display = override_reason_display(reason or "")

@@ -19,18 +19,15 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cds_service.auth.errors import TokenRejected
+from cds_service.auth.errors import AuthFailed, TokenRejected
 from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.throttle import client_address, gate_for
 from cds_service.auth.verify import TokenVerifier, VerifiedToken
 from cds_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _FEEDBACK_SUFFIX = "/feedback"
-
-
-class AuthFailed(Exception):
-    """Raised by :func:`require_ehr_token`; answered with a bare 401 (no body)."""
 
 
 def get_verifier(request: Request) -> TokenVerifier:
@@ -90,7 +87,15 @@ async def authenticate(request: Request) -> VerifiedToken:
     except TokenRejected as exc:
         # The reason goes to our log and audit trail; the token itself never does.
         log.info("hook call refused: %s (%s %s)", exc.reason, request.method, request.url.path)
-        await run_in_threadpool(_audit_failure, request, exc.reason)
+        reason = exc.reason
+        await run_in_threadpool(
+            gate_for(request.app).refused,
+            client_address(request),
+            family="bearer",
+            reason=reason,
+            endpoint=request.url.path,
+            audit_in_full=lambda: _audit_failure(request, reason),
+        )
         raise AuthFailed(exc.reason) from None
     request.state.ehr_token = verified
     return verified
@@ -109,6 +114,20 @@ def _audit_failure(request: Request, reason: str) -> None:
         )
     except Exception:  # auditing must never turn a 401 into a 500
         log.exception("could not record auth failure in the audit trail")
+
+
+def _too_many(retry_after: int) -> Response:
+    from cds_service.errors import operation_outcome
+
+    response = operation_outcome(
+        429,
+        [
+            "too many refused credentials from this address; try again later "
+            "(settings auth.max_failures_per_source, auth.failure_window_s)"
+        ],
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 class EhrAuthMiddleware:
@@ -134,6 +153,10 @@ class EhrAuthMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope)  # no receive: the body stays unread
+        retry = gate_for(request.app).retry_after(client_address(request))
+        if retry is not None:
+            await _too_many(retry)(scope, receive, send)
+            return
         try:
             verified = await authenticate(request)
         except AuthFailed:

@@ -1,4 +1,4 @@
-"""The one exception of the auth package."""
+"""The auth package's exceptions (a leaf module: the error handlers import it)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,7 @@ class TokenRejected(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class AuthFailed(Exception):
+    """Raised by :func:`cds_service.auth.require_ehr_token`; answered with a bare 401 (no body)."""

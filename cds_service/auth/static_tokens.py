@@ -13,6 +13,7 @@ import hmac
 from fastapi import HTTPException, Request
 
 from cds_service.audit import Actor, AuditError, AuditTrail
+from cds_service.auth.throttle import client_address, gate_for
 
 
 def token_matches(presented: str, configured: list[str]) -> int | None:
@@ -39,9 +40,20 @@ def require_static_bearer(
 ) -> Actor:
     """The caller as ``Actor(client="<kind>-token-<index>")``, or a bare 401.
 
-    Every refusal is recorded as an ``auth-failure`` audit event; a refusal that cannot be
-    recorded is still a refusal.
+    Refusals are audited as ``auth-failure`` events through the per-source
+    :class:`~cds_service.auth.throttle.FailureGate` (the first of a window in full, the rest
+    counted); a source over its limit gets 429. A refusal that cannot be recorded is still
+    a refusal.
     """
+    gate = gate_for(request.app)
+    host = client_address(request)
+    retry = gate.retry_after(host)
+    if retry is not None:
+        raise HTTPException(
+            status_code=429,
+            detail="Too many refused credentials from this address; try again later",
+            headers={"Retry-After": str(retry)},
+        )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -53,14 +65,19 @@ def require_static_bearer(
         if index is not None:
             return Actor(client=f"{kind}-token-{index}")
         reason = "credential not accepted"
-    host = request.client.host if request.client else None
-    with contextlib.suppress(AuditError):
-        trail.record(
-            "auth-failure",
-            outcome="failure",
-            actor=Actor(client=f"host:{host}" if host else None),
-            detail={"endpoint": request.url.path, "reason": reason},
-        )
+
+    def audit_in_full() -> None:
+        with contextlib.suppress(AuditError):
+            trail.record(
+                "auth-failure",
+                outcome="failure",
+                actor=Actor(client=f"host:{host}" if host else None),
+                detail={"endpoint": request.url.path, "reason": reason},
+            )
+
+    gate.refused(
+        host, family="bearer", reason=reason, endpoint=request.url.path, audit_in_full=audit_in_full
+    )
     raise HTTPException(
         status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Bearer"}
     )

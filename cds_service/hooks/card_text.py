@@ -48,8 +48,27 @@ def measurements_line(result: ClassificationResult) -> str:
     return " · ".join(present) if present else "not measurable on this tracing"
 
 
+#: Markdown metacharacters (CommonMark backslash-escapes them all) plus ``:``, ``.`` and
+#: ``@``, which GFM-style renderers turn into autolinks: links, images, emphasis, code spans,
+#: headings and table cells made from outside text all stay plain text. (``-``, ``+`` and
+#: ``=`` only mean something at the start of a line; outside text never starts one.)
+_MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#!|~:.@")
+#: Raw HTML is live in many CDS clients' Markdown renderers: entities, never tags.
+_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
 def escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` from outside (ids, file names, problems, drug names) as inert Markdown: one
+    line, every Markdown and HTML metacharacter escaped, control characters dropped."""
+    out: list[str] = []
+    for char in " ".join(str(text).split()):
+        if char in _HTML:
+            out.append(_HTML[char])
+        elif char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+    return "".join(out)
 
 
 def detail_markdown(
@@ -82,8 +101,10 @@ def detail_markdown(
                 f"No finding reached the reporting threshold (p ≥ {policy.finding_threshold:.2f})."
             )
             if top:
-                listed = ", ".join(f"{label_name(s, catalog)} {s.probability:.0%}" for s in top)
-                lines.append(f"Highest scores: {escape(listed)}.")
+                listed = ", ".join(
+                    f"{escape(label_name(s, catalog))} {s.probability:.0%}" for s in top
+                )
+                lines.append(f"Highest scores: {listed}.")
     lines += ["", f"- **Measurements:** {measurements_line(result)}"]
     notes: list[str] = []
     if result.quality.acceptable and result.quality.reasons:
@@ -91,7 +112,7 @@ def detail_markdown(
     if result.quality.out_of_distribution:
         notes.append("this ECG looks unlike the model's training data: interpret with care")
     lines.append(f"- **Signal quality:** {escape('; '.join(notes)) if notes else 'acceptable'}")
-    origin = f" · source: {ecg.origin}" if ecg.origin else ""
+    origin = f" · source: {escape(ecg.origin)}" if ecg.origin else ""
     lines += [
         "",
         f"*AI interpretation by zero-shot model `{result.model_version}`; not reviewed by a "

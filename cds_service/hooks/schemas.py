@@ -22,6 +22,14 @@ from pydantic import (
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
+#: Feedback limits, the same for the CDS Hooks feedback endpoint and the viewer's form: a
+#: clinician's comment is a sentence or two, and one call reports on the cards of one view.
+MAX_COMMENT_CHARS = 2000
+MAX_FEEDBACK_ITEMS = 100
+MAX_ACCEPTED_SUGGESTIONS = 20
+#: Card and suggestion ids are the UUIDs we issued; anything longer is not one of ours.
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
 
 class _Wire(BaseModel):
     """Base for response objects: fields in spec camelCase, unknown fields refused."""
@@ -96,9 +104,9 @@ class HookRequest(BaseModel):
 
 
 class Coding(_Wire):
-    system: NonEmpty
-    code: NonEmpty
-    display: NonEmpty | None = None
+    system: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    display: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
 
 
 class Source(_Wire):
@@ -158,21 +166,23 @@ class CardsResponse(_Wire):
 
 class AcceptedSuggestion(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: NonEmpty
+    id: _Id
 
 
 class OverrideReasonIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     reason: Coding | None = None
-    userComment: str | None = None
+    userComment: Annotated[str, StringConstraints(max_length=MAX_COMMENT_CHARS)] | None = None
 
 
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    card: NonEmpty
+    card: _Id
     outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    acceptedSuggestions: (
+        Annotated[list[AcceptedSuggestion], Field(max_length=MAX_ACCEPTED_SUGGESTIONS)] | None
+    ) = None
     overrideReason: OverrideReasonIn | None = None
     outcomeTimestamp: datetime
 
@@ -185,7 +195,7 @@ class FeedbackItem(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    feedback: list[FeedbackItem] = Field(min_length=1)
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
 
 
 class FeedbackAck(_Wire):

@@ -53,6 +53,10 @@ class Dispatcher(Protocol):
         """Run ``task(*args, **kwargs)`` soon; ``bulk`` work yields to interactive work."""
         ...
 
+    def start(self, runner: TaskRunner) -> None:
+        """Begin running jobs (in-process dispatchers call ``runner``; others ignore it)."""
+        ...
+
     def shutdown(self) -> None: ...
 
 
@@ -62,10 +66,8 @@ class EmbeddedDispatcher:
 
     in_process = True
 
-    def __init__(
-        self, runner: TaskRunner, *, threads: int, max_retries: int, max_batch: int = 64
-    ) -> None:
-        self._runner = runner
+    def __init__(self, *, threads: int, max_retries: int, max_batch: int = 64) -> None:
+        self._runner: TaskRunner | None = None
         self._max_retries = max_retries
         self._max_batch = max(1, max_batch)
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
@@ -73,10 +75,23 @@ class EmbeddedDispatcher:
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"ecg-job-{i}", daemon=True)
-            for i in range(max(1, threads))
-        ]
+        self._size = max(1, threads)
+        self._threads: list[threading.Thread] = []
+
+    def start(self, runner: TaskRunner) -> None:
+        """Start running jobs with ``runner`` (jobs enqueued before now wait for it).
+
+        The runner comes after construction because it needs what is built with the
+        dispatcher (the runtime the task bodies read from).
+        """
+        with self._lock:
+            if self._runner is not None:
+                raise RuntimeError("the dispatcher is already started")
+            self._runner = runner
+            self._threads = [
+                threading.Thread(target=self._work, name=f"ecg-job-{i}", daemon=True)
+                for i in range(self._size)
+            ]
         for thread in self._threads:
             thread.start()
 
@@ -122,6 +137,7 @@ class EmbeddedDispatcher:
         return _Job("classify_ecgs", (ids,), {"bulk": bulk}, first.priority, first.attempt)
 
     def _run(self, job: _Job) -> None:
+        assert self._runner is not None  # threads run only once started
         try:
             self._runner(job.task, job.args, {**job.kwargs, "attempt": job.attempt})
         except RetryableError as exc:
@@ -190,6 +206,9 @@ class CeleryDispatcher:
     def __init__(self, app: Celery, queue: str) -> None:
         self._app = app
         self._queue = queue
+
+    def start(self, runner: TaskRunner) -> None:
+        """Nothing to start here: ``ecg-cds worker`` processes run the task bodies."""
 
     def enqueue(self, task: str, *args: Any, bulk: bool = False, **kwargs: Any) -> None:
         self._app.send_task(

@@ -11,24 +11,58 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+import httpx
 from sqlalchemy.exc import OperationalError
 
 from adapters import Ecg, EcgFormatError
-from cds_service.audit import AuditRecord
+from cds_service.audit import AuditRecord, AuditTrail
+from cds_service.jobs.dispatch import Dispatcher
 from cds_service.jobs.errors import RetryableError
-from cds_service.storage.tables import EcgRow
+from cds_service.settings import Settings
+from cds_service.storage.backfills import BackfillRuns
+from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.jobs import JobLedger
+from cds_service.writeback import write_back
 from models.results import ClassificationResult
-
-if TYPE_CHECKING:
-    from cds_service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+class Classifier(Protocol):
+    """What the task bodies need of a model (``models.ZeroShotClassifier``)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def classify(self, ecgs: list[Ecg]) -> list[ClassificationResult]: ...
+
+
+class TaskRuntime(Protocol):
+    """What the task bodies need of a process (:class:`cds_service.runtime.Runtime`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def ecgs(self) -> EcgStore: ...
+    @property
+    def jobs(self) -> JobLedger: ...
+    @property
+    def audit(self) -> AuditTrail: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def backfills(self) -> BackfillRuns: ...
+    @property
+    def classifier(self) -> Classifier: ...
+    @property
+    def model_version(self) -> str: ...
+
+
+def run_task(
+    runtime: TaskRuntime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     """Run one task body by name (the embedded dispatcher's entry point)."""
     attempt = int(kwargs.pop("attempt", 0))
     if name == "classify_ecg":
@@ -46,7 +80,7 @@ def run_task(runtime: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[st
 
 
 def classify_ecgs(
-    runtime: Runtime, ecg_ids: Sequence[str], *, bulk: bool = False
+    runtime: TaskRuntime, ecg_ids: Sequence[str], *, bulk: bool = False
 ) -> dict[str, str]:
     """Classify ECGs that have no result for the current model; returns id -> outcome.
 
@@ -64,8 +98,8 @@ def classify_ecgs(
     try:
         classifier = runtime.classifier
         version = classifier.model_version
-        patients = _patients(runtime, ids)
-        done = runtime.jobs.with_result(ids, version)
+        patients = runtime.ecgs.patients(ids)
+        done = runtime.jobs.classified(ids, version)
         for ecg_id in ids:
             if ecg_id in done:
                 outcomes[ecg_id] = "exists"
@@ -132,19 +166,8 @@ def classify_ecgs(
     return outcomes
 
 
-def _patients(runtime: Runtime, ecg_ids: Sequence[str]) -> dict[str, str | None]:
-    """The patient reference of each stored ECG among ``ecg_ids`` (unknown ids are absent)."""
-    if not ecg_ids:
-        return {}
-    with runtime.session_factory() as session:
-        rows = session.execute(
-            select(EcgRow.id, EcgRow.patient_ref).where(EcgRow.id.in_(list(ecg_ids)))
-        ).all()
-    return {ecg_id: patient for ecg_id, patient in rows}
-
-
 def _classify_each(
-    runtime: Runtime, loaded: list[tuple[str, Ecg]], version: str
+    runtime: TaskRuntime, loaded: list[tuple[str, Ecg]], version: str
 ) -> dict[tuple[str, Ecg], Any]:
     """One batched call; if the batch fails, one call per ECG so one bad ECG fails alone."""
     if not loaded:
@@ -164,7 +187,7 @@ def _classify_each(
     return out
 
 
-def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
+def _fail(runtime: TaskRuntime, ecg_id: str, version: str, error: str) -> None:
     log.warning("ECG %s failed: %s", ecg_id, error)
     runtime.jobs.mark_failed(ecg_id, version, error, notify=False)
     try:
@@ -179,11 +202,11 @@ def _fail(runtime: Runtime, ecg_id: str, version: str, error: str) -> None:
         runtime.jobs.notify()
 
 
-def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = False) -> str:
+def annotate_report(runtime: TaskRuntime, ecg_id: str, *, final_attempt: bool = False) -> str:
     """Write the result back to the FHIR server (Observation, DiagnosticReport, Provenance).
 
-    The FHIR resources are J2's (:func:`cds_service.writeback.write_back`); this body adds
-    the once-only bookkeeping and turns outages into retries. On the ``final_attempt`` an
+    The FHIR resources and the request are :func:`cds_service.writeback.write_back`'s; this
+    body adds the once-only bookkeeping and turns outages into retries. On the ``final_attempt`` an
     outage marks the job failed (with its error) instead of asking for another retry.
     """
     if not runtime.settings.fhir.writeback_server:
@@ -193,11 +216,15 @@ def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = Fals
         return "exists"
     if not runtime.jobs.has_result(ecg_id, version):
         return "no-result"
-    from cds_service.writeback import write_back
-
     runtime.jobs.mark_job("annotate", ecg_id, version, "running")
     try:
-        write_back(runtime, ecg_id)
+        write_back(
+            runtime.settings,
+            runtime.audit,
+            ecg_id,
+            runtime.ecgs.get_info(ecg_id),
+            runtime.jobs.result(ecg_id),
+        )
     except Exception as exc:
         if _is_outage(exc) and not final_attempt:
             runtime.jobs.mark_job("annotate", ecg_id, version, "queued", f"retrying: {exc}")
@@ -210,8 +237,6 @@ def annotate_report(runtime: Runtime, ecg_id: str, *, final_attempt: bool = Fals
 
 def _is_outage(exc: BaseException) -> bool:
     """Connection errors, timeouts and 5xx/429 answers are passing; 4xx are our bug or data."""
-    import httpx
-
     if isinstance(exc, RetryableError | ConnectionError | TimeoutError | httpx.TransportError):
         return True
     if getattr(exc, "retryable", False):
@@ -222,7 +247,7 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 def backfill(
-    runtime: Runtime,
+    runtime: TaskRuntime,
     *,
     patient_ref: str | None = None,
     source_prefix: str | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +66,11 @@ class EcgStore:
         if existing is not None:
             return self._duplicate(existing, patient_ref, actor)
         ecg = load_ecg(
-            data, format, name=source_uri or "<upload>", max_bytes=self.settings.max_ecg_bytes
+            data,
+            format,
+            name=source_uri or "<upload>",
+            max_bytes=self.settings.max_ecg_bytes,
+            limits=self.settings.decode_limits,
         )
         return self._store(ecg, data, digest, "raw", source_uri, patient_ref, actor)
 
@@ -95,7 +99,10 @@ class EcgStore:
             return self._duplicate(existing, patient_ref, actor)
         with bundle.extracted(files) as folder:
             ecg = load_ecg(
-                folder / header, name=source_uri or header, max_bytes=self.settings.max_ecg_bytes
+                folder / header,
+                name=source_uri or header,
+                max_bytes=self.settings.max_ecg_bytes,
+                limits=self.settings.decode_limits,
             )
         return self._store(ecg, blob, digest, "zip", source_uri or header, patient_ref, actor)
 
@@ -232,8 +239,19 @@ class EcgStore:
                     name or ecg_id, f"stored bundle is unreadable: {exc}"
                 ) from None
             with bundle.extracted(files) as folder:
-                return load_ecg(folder / header, name=name, max_bytes=self.settings.max_ecg_bytes)
-        return load_ecg(data, fmt, name=name or ecg_id, max_bytes=self.settings.max_ecg_bytes)
+                return load_ecg(
+                    folder / header,
+                    name=name,
+                    max_bytes=self.settings.max_ecg_bytes,
+                    limits=self.settings.decode_limits,
+                )
+        return load_ecg(
+            data,
+            fmt,
+            name=name or ecg_id,
+            max_bytes=self.settings.max_ecg_bytes,
+            limits=self.settings.decode_limits,
+        )
 
     def original_bytes(self, ecg_id: str) -> tuple[bytes, str] | None:
         """The stored blob and its container (``raw`` or ``zip``), e.g. for attachments."""
@@ -242,15 +260,35 @@ class EcgStore:
             blob = session.get(EcgBlobRow, ecg_id)
             return (blob.data, row.container) if row and blob else None
 
+    def patients(self, ecg_ids: Sequence[str]) -> dict[str, str | None]:
+        """The patient reference of each stored ECG among ``ecg_ids`` (unknown ids absent)."""
+        if not ecg_ids:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(EcgRow.id, EcgRow.patient_ref).where(EcgRow.id.in_(list(ecg_ids)))
+            ).all()
+        return {ecg_id: patient for ecg_id, patient in rows}
+
     def ids_matching(
-        self, *, patient_ref: str | None = None, source_prefix: str | None = None
+        self,
+        *,
+        patient_ref: str | None = None,
+        source_prefix: str | None = None,
+        after_id: str | None = None,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids of every stored ECG of a patient and/or from under a source URI prefix."""
+        """Ids of stored ECGs of a patient and/or from under a source URI prefix, in id order;
+        ``after_id`` and ``limit`` page through them."""
         query = select(EcgRow.id).order_by(EcgRow.id)
         if patient_ref is not None:
             query = query.where(EcgRow.patient_ref == patient_ref)
         if source_prefix is not None:
             query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
+        if after_id is not None:
+            query = query.where(EcgRow.id > after_id)
+        if limit is not None:
+            query = query.limit(limit)
         with self._sessions() as session:
             return list(session.scalars(query).all())
 

@@ -85,6 +85,20 @@ class JobLedger:
             )
             return found is not None
 
+    def classified(self, ecg_ids: Sequence[str], model_version: str) -> set[str]:
+        """Those of ``ecg_ids`` that have a result of ``model_version``."""
+        if not ecg_ids:
+            return set()
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(ResultRow.ecg_id).where(
+                        ResultRow.ecg_id.in_(list(ecg_ids)),
+                        ResultRow.model_version == model_version,
+                    )
+                ).all()
+            )
+
     def submit(
         self, ecg_id: str, *, bulk: bool = False, requeue_before: datetime | None = None
     ) -> None:
@@ -145,7 +159,7 @@ class JobLedger:
             return
         version = self.model_version
         stale = utcnow() - timedelta(seconds=self.settings.jobs.job_stale_after_s)
-        done = self.with_result(ids, version)
+        done = self.classified(ids, version)
         queue: list[str] = []
         with self._sessions.begin() as session:
             ecgs = {
@@ -306,20 +320,6 @@ class JobLedger:
         if ecg_ids:
             with self._sessions.begin() as session:
                 _mark_jobs(session, kind, ecg_ids, model_version, state)
-
-    def with_result(self, ecg_ids: Sequence[str], model_version: str) -> set[str]:
-        """Which of ``ecg_ids`` have a result for ``model_version`` (one query)."""
-        if not ecg_ids:
-            return set()
-        with self._sessions() as session:
-            return set(
-                session.scalars(
-                    select(ResultRow.ecg_id).where(
-                        ResultRow.ecg_id.in_(list(ecg_ids)),
-                        ResultRow.model_version == model_version,
-                    )
-                ).all()
-            )
 
     def mark_failed(
         self, ecg_id: str, model_version: str, error: str, *, notify: bool = True

@@ -24,12 +24,25 @@ from fhir.resources.R4B.provenance import Provenance
 from sqlalchemy import text
 
 from adapters import load_ecg
+from cds_service import writeback
 from cds_service.audit import AuditFilter
 from cds_service.runtime import Runtime
 from cds_service.settings import FhirSettings, Settings
-from cds_service.writeback import WriteBackRejected, WriteBackUnavailable, write_back
+from cds_service.writeback import WriteBackOutcome, WriteBackRejected, WriteBackUnavailable
 from models.results import ClassificationResult
 from tests.servers import FhirServer, free_port
+
+
+def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
+    """What the annotate_report job hands the write-back: the stored ECG and its result."""
+    return writeback.write_back(
+        runtime.settings,
+        runtime.audit,
+        ecg_id,
+        runtime.ecgs.get_info(ecg_id),
+        runtime.jobs.result(ecg_id),
+    )
+
 
 pytestmark = pytest.mark.integration
 

@@ -54,11 +54,11 @@ def test_chunks_are_disjoint_bounded_and_cover_the_selection(
     assert all(task == "backfill" and q["bulk"] and q["run"] == run for task, q in recorder.queued)
     # Each finished chunk claims the next one: never one already claimed.
     claimed = [*recorder.queued[0][1]["ids"], *recorder.queued[1][1]["ids"]]
-    while chunk := runs.claim(runtime, run):
+    while chunk := runtime.backfills.claim(run):
         assert not set(chunk) & set(claimed)
         claimed.extend(chunk)
     assert sorted(claimed) == ids
-    state = runtime.state.get(run)
+    state = runtime.backfills.get(run)
     assert state is not None and state["finished"] and state["claimed"] == len(claimed)
 
 

@@ -26,7 +26,8 @@ def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
         for _ in ids:
             done.release()
 
-    dispatcher = EmbeddedDispatcher(runner, threads=1, max_retries=0)
+    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)
+    dispatcher.start(runner)
     try:
         dispatcher.enqueue("classify_ecg", "blocker", bulk=True)
         assert started.wait(10)
@@ -54,7 +55,8 @@ def test_outages_are_retried_and_then_given_up() -> None:
             finished.set()
         raise RetryableError("FHIR server unavailable")
 
-    dispatcher = EmbeddedDispatcher(runner, threads=1, max_retries=1)
+    dispatcher = EmbeddedDispatcher(threads=1, max_retries=1)
+    dispatcher.start(runner)
     try:
         dispatcher.enqueue("annotate_report", "ecg-1")
         assert finished.wait(backoff_s(0) + 10)

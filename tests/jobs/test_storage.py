@@ -59,11 +59,7 @@ def pipeline(database_url: str, tmp_path: Path) -> Iterator[Stores]:
     engine = make_engine(database_url)
     upgrade(engine)
     settings = Settings(data_dir=tmp_path, database_url=database_url)
-
-    def never(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        raise AssertionError("storage tests do not run jobs")
-
-    dispatcher = EmbeddedDispatcher(never, threads=1, max_retries=0)
+    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)  # never started: no jobs run
     sessions = make_session_factory(engine)
     jobs = JobLedger(settings, sessions, dispatcher, lambda: VERSION)
     yield Stores(EcgStore(settings, sessions, jobs), jobs, CardStore(sessions), sessions)
