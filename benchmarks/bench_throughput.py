@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotations here
+from fastapi.responses import JSONResponse
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -345,9 +347,6 @@ FLOOR_PATH = "/bench/floor"
 def app_with_floor() -> Any:
     """The service's app plus ``POST /bench/floor``: read the body, parse it, answer an empty
     card list (the HTTP + JSON floor every hook call pays). Used only by this benchmark."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-
     from cds_service.app import create_app
 
     app = create_app()
@@ -483,6 +482,7 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
         def sustained(target: str) -> tuple[float, float]:
             pool = [token() for _ in range(int(args.hook_seconds * 600) + 50)]
             latencies: list[float] = []
+            refused: list[str] = []
             stop_at = time.monotonic() + args.hook_seconds
 
             def loop(_: int, client: httpx.Client) -> None:
@@ -494,12 +494,16 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
                     t0 = time.perf_counter()
                     response = post(client, target, cached_body, tok)
                     elapsed = (time.perf_counter() - t0) * 1000
-                    if response.status_code != 200:
-                        raise SystemExit(f"{target}: HTTP {response.status_code}")
                     with lock:
-                        latencies.append(elapsed)
+                        if response.status_code == 200:
+                            latencies.append(elapsed)
+                        else:
+                            refused.append(f"HTTP {response.status_code}: {response.text[:300]}")
+                            return
 
             wall = clients(loop)
+            if refused or not latencies:
+                raise SystemExit(f"{target}: {refused[:1] or 'no answer'}")
             return len(latencies) / wall, percentile(latencies, 95)
 
         for _ in range(args.hook_rounds):

@@ -137,10 +137,14 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the model and the delineation library now, so the first hook call is not slow."""
         try:
-            self.classifier  # noqa: B018 - loading is the point
+            classifier = self.classifier
             from models.measurements import warm_up
 
             warm_up()
+            # The signal-work processes too: the first burst of new ECGs must not pay for them.
+            start_workers = getattr(classifier, "start_workers", None)
+            if start_workers is not None:
+                start_workers()
         except Exception:  # the first call will retry the load and report the error
             log.exception("model warm-up failed")
 

@@ -106,6 +106,11 @@ class ZeroShotClassifier:
         model = EcgClipModel.from_pretrained(directory)
         return cls(model, directory, catalog=catalog, batch_size=batch_size)
 
+    def start_workers(self) -> bool:
+        """Start the signal-work processes now (a service at start-up) rather than on the
+        first batch; False when this classifier works in the calling process only."""
+        return self._signal_pool.start()
+
     @property
     def catalog(self) -> LabelCatalog:
         if self._catalog is None:

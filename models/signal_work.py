@@ -134,6 +134,16 @@ class SignalWorkPool:
             self.close()
             yield analyse_many(ecgs[done:], config)
 
+    def start(self) -> bool:
+        """Start the worker processes now and wait until each has done its imports; False
+        when the work runs in the caller (one process, or no fork here)."""
+        executor = self._start()
+        if executor is None:
+            return False
+        for future in [executor.submit(_warm_worker) for _ in range(self.processes)]:
+            future.result()
+        return True
+
     def _start(self) -> ProcessPoolExecutor | None:
         with self._lock:
             if self._executor is not None or self._disabled:
