@@ -589,7 +589,9 @@ def _print(row: Row) -> None:
         return
     figures = ", ".join(f"{v:.3g}" for v in row.values)
     anchors = ", ".join(f"{a:.0f}" for a in row.anchors)
-    cpu = f"; CPU {statistics.median(row.cpu_ms):.1f} ms per ECG" if row.cpu_ms else ""
+    cpu = ""
+    if row.cpu_ms:  # worker processes of the signal-work pool are not in this figure
+        cpu = f"; this process's CPU {statistics.median(row.cpu_ms):.1f} ms per ECG"
     print(f"{row.path}: {figures} {row.unit} (anchor beside each: {anchors} ECGs/s){cpu}")
 
 
@@ -597,33 +599,28 @@ def report(anchor: Anchor, rows: list[Row]) -> None:
     """The Markdown table: medians, and each path's ratio to the anchor beside it."""
     median_anchor = statistics.median(anchor.samples)
     spread = f"{min(anchor.samples):.0f}-{max(anchor.samples):.0f}"
-    anchor_cpu = statistics.median(anchor.cpu_ms)
-    print("| path | median | ratio to the anchor | CPU ms per ECG (anchor / path) |")
-    print("|---|---|---|---|")
+    print("| path | median | ratio to the anchor beside it |")
+    print("|---|---|---|")
     print(
         f"| anchor: MERL ResNet18-1D forward, batch 64, 2 threads | {median_anchor:.0f} ECGs/s "
-        f"(range {spread} over {len(anchor.samples)} samples) | 1 | {anchor_cpu:.2f} |"
+        f"(range {spread} over {len(anchor.samples)} samples) | 1 |"
     )
     for row in rows:
         if not row.values:
-            print(f"| {row.path} | {row.note} | | |")
+            print(f"| {row.path} | {row.note} | |")
             continue
         if row.unit == "ECGs/s":
-            cpu = ""
-            if row.cpu_ms:
-                path_cpu = statistics.median(row.cpu_ms)
-                cpu = f"{path_cpu:.2f} ({anchor_cpu / path_cpu:.2f}x)"
-            print(f"| {row.path} | {row.value:.0f} ECGs/s | {row.ratio:.2f}x | {cpu} |")
+            print(f"| {row.path} | {row.value:.0f} ECGs/s | {row.ratio:.2f}x |")
         elif row.unit == "share":
-            print(f"| {row.path} | {row.value:.0%} of calls | | |")
+            print(f"| {row.path} | {row.value:.0%} of calls | |")
         elif "bare" in row.path:
-            print(f"| {row.path} | {row.value:.0f} {row.unit} | | |")
+            print(f"| {row.path} | {row.value:.0f} {row.unit} | |")
         elif row.unit == "requests/s":
             ratio = _paired(row, _floor_row(rows, "req/s"))
-            print(f"| {row.path} | {row.value:.0f} requests/s | {ratio:.2f}x the bare endpoint | |")
+            print(f"| {row.path} | {row.value:.0f} requests/s | {ratio:.2f}x the bare endpoint |")
         else:
             ratio = _paired(row, _floor_row(rows, "ms"))
-            print(f"| {row.path} | {row.value:.0f} ms | {ratio:.2f}x the bare endpoint's | |")
+            print(f"| {row.path} | {row.value:.0f} ms | {ratio:.2f}x the bare endpoint's |")
 
 
 def _floor_row(rows: list[Row], unit: str) -> Row | None:
