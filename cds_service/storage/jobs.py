@@ -26,7 +26,7 @@ from cds_service.jobs.dispatch import Dispatcher
 from cds_service.settings import Settings
 from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
-from cds_service.storage.upsert import insert_ignore
+from cds_service.storage.upsert import insert_ignore, insert_ignore_many
 from models.results import ClassificationResult
 
 #: Statuses after which no result is coming for this ECG without a new submit.
@@ -286,20 +286,22 @@ class JobLedger:
             return stored
         now = utcnow()
         with self._sessions.begin() as session:
-            for ecg_id, result in results:
-                if insert_ignore(
-                    session,
-                    ResultRow.__table__,  # type: ignore[arg-type]
+            stored = insert_ignore_many(
+                session,
+                ResultRow.__table__,  # type: ignore[arg-type]
+                [
                     {
                         "ecg_id": ecg_id,
                         "model_version": result.model_version,
                         "acceptable": result.quality.acceptable,
                         "result": result.to_dict(),
                         "created_at": now,
-                    },
-                    ("ecg_id", "model_version"),
-                ):
-                    stored.add(ecg_id)
+                    }
+                    for ecg_id, result in results
+                ],
+                ("ecg_id", "model_version"),
+                returning="ecg_id",
+            )
             for status in ("done", "rejected"):
                 ids = [
                     ecg_id for ecg_id, r in results if r.quality.acceptable == (status == "done")
