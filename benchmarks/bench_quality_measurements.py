@@ -6,7 +6,10 @@ time per record of :func:`models.quality.assess_quality` (target: under 2 ms at 
 that the first ``measure`` call pays (``models.measurements.warm_up`` moves it to start-up).
 
 Run: ``.venv/bin/python benchmarks/bench_quality_measurements.py [--records 100]
-[--repeats 5] [--data ../shared/data]``. Times are CPU seconds of this process
+[--repeats 5] [--data ../shared/data] [--baseline-rev 1c1f2b1]``. With ``--baseline-rev``
+the ``measure`` of ``models/measurements.py`` at that git revision (one that still held the
+whole measurement code in that file) is timed in the same run, on the same records, and the
+ratio of the medians is printed. Times are CPU seconds of this process
 (``time.process_time``) because the development machine is shared and wall time there mostly
 measures the wait for a core; wall-time medians are printed beside them.
 """
@@ -15,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,12 +53,35 @@ def _time(
     return cpu, wall
 
 
+def _baseline_measure(revision: str) -> Callable[[Ecg], object]:
+    """``measure`` from models/measurements.py at a git revision, imported under another name."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:models/measurements.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "baseline_measurements.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_measurements", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_measurements"] = module
+    spec.loader.exec_module(module)
+    measure_at_revision: Callable[[Ecg], object] = module.measure
+    return measure_at_revision
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--records", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-rev", help="git revision whose measure() to compare with")
     args = parser.parse_args()
+    baseline = _baseline_measure(args.baseline_rev) if args.baseline_rev else None
 
     ptbxl = args.data / "ptbxl"
     with (ptbxl / "ptbxl_database.csv").open(newline="") as f:
@@ -67,13 +97,25 @@ def main() -> None:
     print(f"{'rate':>6} {'function':<15} {'CPU median':>11} {'CPU p90':>9} {'wall median':>12}")
     for column, rate in (("filename_hr", "500 Hz"), ("filename_lr", "100 Hz")):
         ecgs = [load_ecg(ptbxl / f"{row[column]}.hea") for row in rows]
-        for name, fn in (("assess_quality", assess_quality), ("measure", measure)):
+        functions: list[tuple[str, Callable[[Ecg], object]]] = [
+            ("assess_quality", assess_quality),
+            ("measure", measure),
+        ]
+        if baseline is not None:
+            functions.append((f"measure@{args.baseline_rev}", baseline))
+        medians: dict[str, float] = {}
+        for _, fn in functions:
             fn(ecgs[0])  # warm caches
+        for name, fn in functions:
             cpu, wall = _time(fn, ecgs, args.repeats)
+            medians[name] = float(np.median(cpu))
             print(
                 f"{rate:>6} {name:<15} {np.median(cpu):>8.2f} ms {np.percentile(cpu, 90):>6.2f} ms"
                 f" {np.median(wall):>9.2f} ms"
             )
+        if baseline is not None:
+            ratio = medians["measure"] / medians[f"measure@{args.baseline_rev}"]
+            print(f"{rate:>6} measure / measure@{args.baseline_rev}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

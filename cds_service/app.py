@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from cds_service.api import audit, ecgs, health, hooks, viewer
 from cds_service.auth import EhrAuthMiddleware
 from cds_service.auth.throttle import gate_for
-from cds_service.errors import RequestSizeLimit, body_limits, install_error_handlers
+from cds_service.errors import RequestSizeLimit, body_limit, install_error_handlers
 from cds_service.input_guard import InputGuard
 from cds_service.settings import Settings, get_settings
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=False,
             max_age=600,
         )
-    app.add_middleware(RequestSizeLimit, **body_limits(settings))
+    app.add_middleware(RequestSizeLimit, limit=body_limit(settings))
     _document_hook_errors_as_400(app)
     return app
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast, get_args
@@ -298,11 +298,19 @@ class AuditTrail:
             [AuditRecord(event, outcome, actor, patient, ecg_id, model_version, detail)]
         )
 
-    def record_many(self, records: Sequence[AuditRecord]) -> None:
+    def record_many(
+        self,
+        records: Sequence[AuditRecord],
+        *,
+        with_rows: Callable[[Connection], None] | None = None,
+    ) -> None:
         """Append several entries in one transaction (one disk sync instead of one each).
 
         All or none are written, consecutively in the chain. For a caller that records a
-        group together, e.g. a hook call with its fetch and its cards.
+        group together, e.g. a hook call with its fetch and its cards. ``with_rows`` writes
+        the caller's own rows in the same transaction (it must be idempotent: a lost race
+        for the chain head runs the transaction again), so they and their audit entries are
+        stored together or not at all.
         """
         pending = [_prepare(r) for r in records]  # validate everything before writing
         if not pending:
@@ -310,7 +318,7 @@ class AuditTrail:
         last_error: Exception | None = None
         for attempt in range(_MAX_APPEND_ATTEMPTS):
             try:
-                self._append(pending)
+                self._append(pending, with_rows)
                 return
             except IntegrityError as exc:  # another writer took the same seq: re-read and retry
                 last_error = exc
@@ -321,7 +329,9 @@ class AuditTrail:
             time.sleep(0.01 * (attempt + 1))
         raise AuditError(f"could not append to the audit chain: {last_error}")
 
-    def _append(self, pending: list[_Pending]) -> None:
+    def _append(
+        self, pending: list[_Pending], with_rows: Callable[[Connection], None] | None = None
+    ) -> None:
         dialect = self._engine.dialect.name
         if dialect == "sqlite":
             # pysqlite begins transactions lazily (and only DEFERRED); take the write lock
@@ -330,6 +340,8 @@ class AuditTrail:
                 conn = raw.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
+                    if with_rows is not None:
+                        with_rows(conn)
                     conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
@@ -339,6 +351,8 @@ class AuditTrail:
         with self._engine.begin() as conn:
             if dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            if with_rows is not None:
+                with_rows(conn)
             conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
 
     @staticmethod
@@ -607,3 +621,13 @@ def _entry(r: AuditEventRow) -> AuditEntry:
         prev_hash=r.prev_hash,
         hash=r.hash,
     )
+
+
+def running_trail(app: object) -> AuditTrail | None:
+    """The audit trail of a started app (``app.state.runtime.audit``), or None before start.
+
+    For middleware and error handlers, which run outside route dependencies.
+    """
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    trail = getattr(runtime, "audit", None)
+    return trail if isinstance(trail, AuditTrail) else None

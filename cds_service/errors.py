@@ -24,8 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cds_service.audit import Actor, running_trail
 from cds_service.auth.errors import AuthFailed
 from cds_service.hooks.problems import HookProblem
+from cds_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,14 @@ def _bare_401() -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
-def audit_refusal(app: Any, scope: Scope, status: int, messages: Sequence[str]) -> None:
+def audit_refusal(app: object, scope: Scope, status: int, messages: Sequence[str]) -> None:
     """Record a hook request answered with an error as a ``hook-call`` audit entry.
 
     Bad input leaves a trace for compliance like any other call: who (when the JWT was
     verified), which route, the status and what was wrong. A refusal that cannot be recorded
     is still answered: the failure is logged, never turned into a different answer.
     """
-    from cds_service.audit import Actor
-
-    trail = getattr(getattr(app.state, "runtime", None), "audit", None)
+    trail = running_trail(app)
     if trail is None:
         return
     token = (scope.get("state") or {}).get("ehr_token")
@@ -155,22 +155,22 @@ class _BodyTooLarge(Exception):
 
 
 class RequestSizeLimit:
-    """Pure ASGI middleware: 413 for bodies over the limit, by header or by counting.
+    """Pure ASGI middleware: 413 for bodies over ``max_request_bytes``, by header or by
+    counting, before a route reads them into memory.
 
-    Hook calls get ``hooks_limit``; other routes (ECG upload) get ``other_limit``.
+    One limit for every body, hook calls and ECG uploads alike; ``POST /ecgs`` checks the
+    same number again where it reads the body (a stream, or the multipart form).
     """
 
-    def __init__(self, app: ASGIApp, *, hooks_limit: int, other_limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
-        self.hooks_limit = hooks_limit
-        self.other_limit = other_limit
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        limit = self.hooks_limit if path.startswith(HOOKS_PREFIX) else self.other_limit
+        limit = self.limit
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:
@@ -214,10 +214,6 @@ class RequestSizeLimit:
         await operation_outcome(413, messages)(scope, receive, send)
 
 
-def body_limits(settings: Any) -> dict[str, int]:
-    """Hook calls: ``max_request_bytes``; uploads may carry a whole ECG file plus overhead."""
-    hooks_limit = int(settings.max_request_bytes)
-    return {
-        "hooks_limit": hooks_limit,
-        "other_limit": max(hooks_limit, int(settings.max_ecg_bytes) + 1024 * 1024),
-    }
+def body_limit(settings: Settings) -> int:
+    """The one request-body limit (``max_request_bytes``): hook calls and ECG uploads."""
+    return int(settings.max_request_bytes)

@@ -95,7 +95,7 @@ class ResultResources:
     bundle: dict[str, Any]
 
 
-def findings(result: ClassificationResult, threshold: float = 0.5) -> list[LabelScore]:
+def findings(result: ClassificationResult, threshold: float) -> list[LabelScore]:
     """Labels the model asserts: probability at or above ``threshold``, most likely first.
 
     A result the quality gate rejected asserts nothing.
@@ -133,7 +133,7 @@ def build_impression_observation(
     ecg_reference: str | None,
     effective: datetime | None,
     device_reference: str | None = None,
-    findings_threshold: float = 0.5,
+    findings_threshold: float,
     identifier: str | None = None,
     issued: datetime | None = None,
     ecg_id: str | None = None,
@@ -194,7 +194,7 @@ def build_diagnostic_report(
     observation_references: Sequence[str],
     patient_reference: str | None,
     effective: datetime | None,
-    findings_threshold: float = 0.5,
+    findings_threshold: float,
     identifier: str | None = None,
     issued: datetime | None = None,
 ) -> dict[str, Any]:
@@ -261,7 +261,7 @@ def build_result_bundle(
     patient_reference: str | None,
     effective: datetime | None,
     model_card_url: str,
-    findings_threshold: float = 0.5,
+    findings_threshold: float,
     ecg_id: str | None = None,
     now: datetime | None = None,
 ) -> ResultResources:
@@ -333,7 +333,7 @@ def finding_concept(score: LabelScore) -> dict[str, Any]:
     return concept
 
 
-def summary_text(result: ClassificationResult, threshold: float = 0.5) -> str:
+def summary_text(result: ClassificationResult, threshold: float) -> str:
     """One human-readable sentence block: the findings with probabilities, or why there are none."""
     lead = f"AI interpretation (model {result.model_version}, not reviewed by a clinician). "
     if not result.quality.acceptable:

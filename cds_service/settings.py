@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters.limits import DecodeLimits
@@ -99,6 +99,26 @@ class JobSettings(BaseModel):
     debug_task_delay_s: float = 0.0
 
 
+class CardSettings(BaseModel):
+    """Clinical policy for cards (and the reports written back): when a score is a finding,
+    when a QTc alerts. Which labels are critical, and their own critical thresholds, and
+    which count as QT risk are the label catalog's (``severity``, ``critical_threshold``,
+    ``qt_risk``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Calibrated probability at or above which a label is reported as a finding.
+    finding_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: A measured QTc at or above this makes a card critical; at or above the warning
+    #: value, a warning (milliseconds).
+    critical_qtc_ms: float = Field(default=500.0, gt=0.0)
+    warning_qtc_ms: float = Field(default=480.0, gt=0.0)
+    #: Findings listed in a card's detail.
+    max_findings: int = Field(default=5, ge=1)
+    #: Whether a normal ECG still gets an (info) card on patient-view.
+    show_normal: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ECG_CDS_", env_nested_delimiter="__", extra="ignore"
@@ -112,7 +132,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
     model_dir: Path | None = None  # default: the shipped weights
     catalog_file: Path | None = None  # default: the shipped label catalog
+    #: The one limit on a request body (hook calls and ECG uploads alike): 413 when over.
     max_request_bytes: int = 32 * 1024 * 1024
+    #: The limit on one ECG file read from disk, a folder ingest, a FHIR attachment or PACS.
     max_ecg_bytes: int = 64 * 1024 * 1024
     #: What one decoded ECG may hold, checked against the file's declared shape and
     #: decompressed size before anything is allocated (413 when over).
@@ -139,6 +161,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    cards: CardSettings = Field(default_factory=CardSettings)
 
     @property
     def decode_limits(self) -> DecodeLimits:

@@ -130,6 +130,7 @@ def write_back(
         effective=info.acquired_at,
         model_card_url=settings.public_base_url.rstrip("/") + "/model-card",
         ecg_id=ecg_id,
+        findings_threshold=settings.cards.finding_threshold,
     )
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     if settings.fhir.writeback_token:

@@ -69,6 +69,8 @@ class Label:
     ptbxl: tuple[str, ...] = ()
     #: For critical labels: calibrated probability at or above which to raise a critical alert.
     critical_threshold: float | None = None
+    #: Whether this finding on the latest ECG makes ordering a QT-prolonging drug a risk.
+    qt_risk: bool = False
 
     @property
     def text(self) -> str:
@@ -234,6 +236,7 @@ class _LabelSchema(BaseModel):
     ptbxl: list[str] = Field(default_factory=list)
     calibration: _CalibrationSchema | None = None
     critical_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    qt_risk: bool = False
 
     @field_validator("prompts")
     @classmethod
@@ -259,6 +262,7 @@ class _LabelSchema(BaseModel):
             ),
             ptbxl=tuple(self.ptbxl),
             critical_threshold=self.critical_threshold,
+            qt_risk=self.qt_risk,
         )
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from adapters import Ecg, EcgSource, load_ecg
+from adapters import Ecg, load_ecg
 from models.config import EcgClipConfig
 from models.preprocessing import standardise_signal
 from models.text import Fact, ptbxl_facts, report_facts
@@ -46,9 +46,6 @@ class RecordRef:
     path: Path
     facts: tuple[Fact, ...]
     split: Split
-    reader: str = (
-        "adapters"  # "wfdb": read the WFDB record directly (fast path for PhysioNet layouts)
-    )
 
 
 def is_ptbxl_layout(root: Path) -> bool:
@@ -89,7 +86,6 @@ def ptbxl_records(root: Path, rate: int = 500, require_signal: bool = True) -> l
                     path=path,
                     facts=tuple(ptbxl_facts(row, statements)),
                     split=fold_split(int(float(row["strat_fold"]))),
-                    reader="wfdb",
                 )
             )
     return refs
@@ -139,30 +135,9 @@ def folder_records(folder: Path, reports_csv: Path | None = None) -> list[Record
     return refs
 
 
-def read_wfdb(path: Path) -> Ecg:
-    """Read a WFDB record (``.hea`` + ``.dat``/``.mat``) into the canonical record, in mV."""
-    import wfdb
-
-    from adapters.leads import normalize_lead_name
-
-    base = path.with_suffix("") if path.suffix in {".hea", ".dat", ".mat"} else path
-    record = wfdb.rdrecord(str(base))
-    signal = np.asarray(record.p_signal, dtype=np.float64).T
-    units = [str(u).lower() for u in (record.units or ["mv"] * signal.shape[0])]
-    scale = np.array([1e-3 if u in {"uv", "µv"} else 1.0 for u in units])[:, None]
-    signal = np.nan_to_num(signal * scale).astype(np.float32)
-    leads = tuple(normalize_lead_name(n) for n in record.sig_name)
-    return Ecg(
-        signal=signal,
-        fs=float(record.fs),
-        leads=leads,
-        source=EcgSource(format="wfdb", uri=str(base), sha256=""),
-        statements=tuple(record.comments or ()),
-    )
-
-
 def read_record(ref: RecordRef) -> Ecg:
-    return read_wfdb(ref.path) if ref.reader == "wfdb" else load_ecg(ref.path)
+    """The record's ECG, read as serving reads it (:func:`adapters.load_ecg`)."""
+    return load_ecg(ref.path)
 
 
 class SignalDataset(Dataset[tuple[torch.Tensor, int]]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.signal
 
 #: Working sampling rate (Hz) of everything in this module.
 WORK_FS = 250.0
@@ -26,11 +27,29 @@ MIN_DOMINANT_SHARE = 0.3
 #: velocity must stay below it for QRS_QUIET_S to count as outside the QRS.
 QRS_THRESHOLD = 0.06
 QRS_QUIET_S = 0.012
+#: ... and its RMS amplitude must be below this share of the QRS peak, unless it stays up
+#: (ST elevation).
+QRS_END_SHARE = 0.4
 #: T end search: the T wave's falling limb ends where its RMS has come within this fraction of
 #: its amplitude from the floor; the steepest descent is looked for before that point only.
 T_END_FRACTION = 0.15
+#: T end: the last hump of the RMS T wave above this share of its height ends the T wave
+#: (a biphasic T has two humps; a U wave is usually smaller).
+T_LAST_FRACTION = 0.7
+#: Longest J point to T end (s) looked at; and a short QT (s, times sqrt(RR)) that the
+#: previous beat's T wave certainly reaches, to keep it out of the P-wave search.
+MAX_JT_S = 0.6
+QT_LOW_S = 0.33
+#: The P wave is the hump nearest the QRS among those at least this share as prominent as
+#: the most prominent one before it.
+P_NEAREST_SHARE = 0.3
+#: P onset is looked for at most this long before the P peak (onset to peak is 40-80 ms).
+P_RISE_S = 0.1
+#: A "P wave" longer than this is a merged T-P or baseline drift, not a P wave (P mitrale
+#: reaches 160-180 ms).
+MAX_P_DURATION_S = 0.2
 #: A P wave is present when its RMS amplitude over the leads exceeds this (mV) in the median beat.
-MIN_P_AMPLITUDE_MV = 0.02
+MIN_P_AMPLITUDE_MV = 0.015
 
 R_INDEX = round(BEAT_BEFORE_S * WORK_FS)
 
@@ -122,8 +141,15 @@ def _tangent_crossing(curve: np.ndarray, lo: int, hi: int, level: float, falling
     return round(min(max(crossing, float(lo)), float(hi)))
 
 
-def delineate(beat: np.ndarray, rr_s: float) -> Waves:
-    """Global boundaries from the (usable leads, L) median beat."""
+def delineate(
+    beat: np.ndarray, rr_s: float, next_s: float | None = None, previous_s: float | None = None
+) -> Waves:
+    """Global boundaries from the (usable leads, L) median beat.
+
+    ``rr_s``: the median RR; ``next_s`` / ``previous_s``: the median interval (s) from a beat
+    of the median to the next / previous detected beat of any shape (an ectopic beat after
+    every normal one bounds the T wave sooner than the median RR says).
+    """
     r = R_INDEX
     length = beat.shape[1]
     quiet = max(2, _n(QRS_QUIET_S))
@@ -144,6 +170,18 @@ def delineate(beat: np.ndarray, rr_s: float) -> Waves:
     offset = _first_quiet(below, centre, min(centre + _n(0.25), length - 2), 1, quiet)
     if onset is None or offset is None:
         return Waves()
+    # A flat-bottomed S wave is quiet too: the QRS has not ended while the signal is still far
+    # from the baseline and then falls back a lot within 60 ms.
+    level = np.sqrt(((beat - beat[:, onset : onset + 1]) ** 2).mean(axis=0))
+    qrs_peak = float(level[onset : offset + 1].max())
+    limit = min(centre + _n(0.25), length - 2)
+    while offset is not None and offset + _n(0.06) < length:
+        after = float(level[offset : offset + _n(0.06)].min())
+        if level[offset] < QRS_END_SHARE * qrs_peak or after > 0.5 * level[offset]:
+            break
+        offset = _first_quiet(below, offset + quiet, limit, 1, quiet)
+    if offset is None:
+        return Waves()
     qrs_on, qrs_off = onset, offset
 
     # Baseline: the PR segment just before the QRS (20 ms), per lead.
@@ -151,51 +189,89 @@ def delineate(beat: np.ndarray, rr_s: float) -> Waves:
     corrected = beat - pr_segment.mean(axis=1, keepdims=True)
     rms = np.sqrt((corrected**2).mean(axis=0))
 
-    t_peak, t_end = _t_wave(rms, qrs_off, r, rr_s, length)
-    p_on, p_off = _p_wave(rms, qrs_on, t_end, rr_s)
+    # The P wave first, so the next beat's P wave (RR later) bounds the T-wave search. Before
+    # the T end is known, the previous beat's T wave is kept out by a short QT estimate.
+    before = _n(min(rr_s, previous_s or rr_s))
+    after = _n(min(rr_s, next_s or rr_s))
+    previous_t = qrs_on - before + _n(QT_LOW_S * np.sqrt(rr_s))
+    p_on, p_off = _p_wave(rms, qrs_on, previous_t)
+    next_qrs = qrs_on + after - _n(0.04)
+    next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs - _n(0.16)
+    t_peak, t_end = _t_wave(rms, qrs_off, next_p, length)
+    if t_end is not None and t_end - before + _n(0.02) > previous_t:
+        # The previous T wave lasts longer than the estimate: look again after its measured
+        # end, so its tail is not taken for a P wave.
+        p_on, p_off = _p_wave(rms, qrs_on, t_end - before + _n(0.02))
     return Waves(p_on, p_off, qrs_on, qrs_off, t_peak, t_end)
 
 
 def _t_wave(
-    rms: np.ndarray, qrs_off: int, r: int, rr_s: float, length: int
+    rms: np.ndarray, qrs_off: int, bound: int, length: int
 ) -> tuple[int | None, int | None]:
-    """T peak and T end: tangent on the falling limb of the RMS T wave.
+    """T peak and T end: where repolarisation last leaves the baseline before ``bound``.
 
-    Searched up to shortly before the next beat could start.
+    ``bound`` is where the next beat's P wave begins. The T wave may be biphasic or notched
+    (its RMS then has two humps), so T end is looked for on the falling limb of the *last*
+    hump that rises above T_LAST_FRACTION of the T amplitude, not the first: the tangent at
+    that limb's steepest point crosses the floor level (Lepeschkin's tangent method).
     """
     t_lo = qrs_off + _n(0.06)
-    t_hi = min(length - 1, r + _n(min(BEAT_AFTER_S, max(0.3, rr_s - 0.1))))
+    t_hi = min(length - 1, bound, qrs_off + _n(MAX_JT_S))
     if t_hi - t_lo <= _n(0.08):
         return None, None
-    t_peak = t_lo + int(np.argmax(rms[t_lo:t_hi]))
-    if t_hi - t_peak < 3:
+    segment = rms[t_lo : t_hi + 1]
+    t_peak = t_lo + int(np.argmax(segment))
+    level = float(rms[t_peak : t_hi + 1].min())
+    height = float(rms[t_peak]) - level
+    if height <= 0:
         return t_peak, None
-    level = float(rms[t_peak:t_hi].min())
-    # The steepest descent must belong to this T wave: search only until the RMS has first
-    # come down near its floor, not on into a U wave or the next P wave.
-    near_floor = rms[t_peak:t_hi] <= level + T_END_FRACTION * (rms[t_peak] - level)
-    t_stop = t_peak + int(np.argmax(near_floor)) + 1
-    return t_peak, _tangent_crossing(rms, t_peak, min(t_stop + 1, t_hi), level, falling=True)
+    above = np.flatnonzero(segment > level + T_LAST_FRACTION * height)
+    if T_LAST_FRACTION >= 1.0:  # first hump only
+        below = np.flatnonzero(rms[t_peak : t_hi + 1] <= level + 0.5 * height)
+        last = t_peak + int(below[0]) if below.size else t_hi
+    else:
+        last = t_lo + int(above[-1])  # the last sample of the last hump
+    # That hump's top: the highest point between the previous dip and its end.
+    top = last
+    while top > t_peak and rms[top - 1] >= rms[top]:
+        top -= 1
+    if last + 1 - top < 2:
+        return t_peak, last
+    after = rms[last : t_hi + 1]
+    near_floor = after <= level + T_END_FRACTION * height
+    stop = last + (int(np.argmax(near_floor)) if near_floor.any() else after.size - 1) + 1
+    return t_peak, _tangent_crossing(rms, top, min(stop + 1, t_hi + 1), level, falling=True)
 
 
-def _p_wave(
-    rms: np.ndarray, qrs_on: int, t_end: int | None, rr_s: float
-) -> tuple[int | None, int | None]:
-    """P onset and offset: the P wave lies between the previous T wave and the QRS."""
+def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, int | None]:
+    """P onset and offset: the hump nearest the QRS after ``earliest`` (the previous T).
+
+    The nearest significant hump, not the largest, so the tail of the previous T wave (at a
+    fast rate) is not taken for the P wave.
+    """
     p_hi = qrs_on - _n(0.04)
-    p_lo = max(qrs_on - _n(0.4), 1)
-    if t_end is not None:
-        p_lo = max(p_lo, t_end - _n(rr_s) + _n(0.04))
+    p_lo = max(qrs_on - _n(0.4), 1, earliest)
     if p_hi - p_lo <= _n(0.06):
         return None, None
-    p_peak = p_lo + int(np.argmax(rms[p_lo:p_hi]))
-    level = float(rms[p_lo : p_peak + 1].min())
-    if p_peak - p_lo < 3 or float(rms[p_peak]) - level < MIN_P_AMPLITUDE_MV:
+    window = rms[p_lo : p_hi + 1]
+    tops, props = scipy.signal.find_peaks(window, prominence=MIN_P_AMPLITUDE_MV)
+    tops = tops[tops >= 3]
+    if tops.size == 0:
         return None, None
-    p_on = _tangent_crossing(rms, p_lo, p_peak + 1, level, falling=False)
+    prominence = props["prominences"][-tops.size :]
+    strong = tops[prominence >= P_NEAREST_SHARE * prominence.max()]
+    p_peak = p_lo + int(strong[-1])
+    start = max(p_lo, p_peak - _n(P_RISE_S))
+    level = float(rms[start : p_peak + 1].min())
+    lo = start + int(np.argmin(rms[start : p_peak + 1]))
+    if p_peak - lo < 2:
+        return None, None
+    p_on = _tangent_crossing(rms, lo, p_peak + 1, level, falling=False)
     after = rms[p_peak : qrs_on + 1]
     stop = p_peak + int(np.argmin(after)) + 1
     if stop - p_peak < 3:
         return p_on, None
     p_off = _tangent_crossing(rms, p_peak, stop, float(after.min()), falling=True)
+    if p_off - p_on > _n(MAX_P_DURATION_S):  # no P wave lasts this long: not a clear P
+        return None, None
     return p_on, p_off

@@ -31,7 +31,7 @@ from adapters import Ecg, load_ecg
 from models.calibration import expected_calibration_error
 from models.catalog import SNOMED_SYSTEM, Label, LabelCatalog
 from models.classifier import ZeroShotClassifier
-from models.data import fold_split, read_scp_statements, read_wfdb
+from models.data import fold_split, read_scp_statements
 from models.text import CLASS_PHRASES, SCP_SYNONYMS, SUBCLASS_PHRASES, TEMPLATES
 
 PTBXL_TASKS = {"super": "super_class", "sub": "sub_class", "form": "form", "rhythm": "rhythm"}
@@ -188,7 +188,7 @@ def evaluate_ptbxl(
             path = root / row["filename_hr"]
             if not path.with_suffix(".hea").is_file():
                 continue
-            ecgs.append(read_wfdb(path))
+            ecgs.append(load_ecg(path))
             ys.append([int(float(label_rows[ecg_id][c])) for c in classes])
     if not ecgs:
         raise ValueError(f"{root}: no {split} records with waveforms and {task} labels")

@@ -25,6 +25,11 @@ MIN_WAVE_MV = 0.05
 #: peaks of the same polarity inside the QRS.
 NOTCH_MIN_MV = 0.05
 NOTCH_MIN_SHARE = 0.1
+#: ... and the smaller peak at least this share of the larger one.
+NOTCH_PEAK_SHARE = 0.3
+#: A last QRS deflection that is still at this share of its peak at the QRS end is the ST
+#: segment, not a wave.
+TERMINAL_SHARE = 0.8
 #: ST level is read at J and J + 60 ms, averaged over +-8 ms (4 samples) against noise.
 ST_OFFSET_S = 0.06
 ST_HALF_WINDOW_S = 0.008
@@ -62,6 +67,13 @@ def qrs_waves(qrs: np.ndarray) -> list[_Wave]:
             waves[-1] = _Wave(s, last.start, b, better)
         else:
             waves.append(_Wave(s, a, b, peak))
+    # A last deflection still growing at the QRS end is the ST segment leaving the baseline
+    # (ST elevation or depression at J), not a wave: the global QRS end is the latest over
+    # all leads, so in some leads the ST segment has begun before it.
+    if len(waves) > 1:
+        last = waves[-1]
+        if abs(float(qrs[-1])) >= TERMINAL_SHARE * abs(last.peak):
+            waves.pop()
     return waves
 
 
@@ -83,6 +95,8 @@ def _notched(qrs: np.ndarray, waves: list[_Wave]) -> bool:
         a, b = sorted(inner[order].tolist())
         dip = float(part[a : b + 1].min())
         smaller = float(min(part[a], part[b]))
+        if smaller < NOTCH_PEAK_SHARE * float(max(part[a], part[b])):
+            continue  # a bump on the slope (or on the ST segment), not a second peak
         if smaller - dip >= max(NOTCH_MIN_MV, NOTCH_MIN_SHARE * smaller):
             return True
     return False
@@ -124,7 +138,24 @@ def qrs_shape(qrs: np.ndarray) -> QrsShape:
     )
     signs = [w.sign for w in waves]
     rsr = any(signs[i : i + 3] == [1, -1, 1] for i in range(len(signs) - 2))
+    rsr = rsr or any(_r_prime_notch(qrs[w.start : w.stop]) for w in positive)
     return QrsShape(r, s, q_ms, r_peak_ms, terminal_s_ms, _notched(qrs, waves), rsr)
+
+
+def _r_prime_notch(part: np.ndarray) -> bool:
+    """An M-shaped R (rR'): a later, taller peak after a dip that does not reach the baseline."""
+    if part.size < 5:
+        return False
+    inner = np.flatnonzero((part[1:-1] > part[:-2]) & (part[1:-1] >= part[2:])) + 1
+    if inner.size < 2:
+        return False
+    tallest = int(inner[np.argmax(part[inner])])
+    earlier = inner[inner < tallest]
+    if earlier.size == 0:
+        return False
+    first = int(earlier[np.argmax(part[earlier])])
+    dip = float(part[first : tallest + 1].min())
+    return float(part[first]) >= MIN_WAVE_MV and float(part[first]) - dip >= NOTCH_MIN_MV
 
 
 def _level(lead: np.ndarray, at: int) -> float:

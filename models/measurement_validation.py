@@ -214,7 +214,9 @@ def _philips_globals(path: Path) -> dict[str, float | None]:
     root = etree.parse(str(path), parser).getroot()
 
     def text(tag: str) -> str | None:
-        found = root.xpath(f"//*[local-name()='globalmeasurements']/*[local-name()='{tag}']")
+        # 1.03 keeps them under <globalmeasurements>, 1.04 under <globalmeasurements> of an
+        # <interpretation>/<measurements> block: take the first element of that name.
+        found = root.xpath(f"//*[local-name()='{tag}']")
         return found[0].text if found else None
 
     return {
@@ -301,6 +303,7 @@ class ErrorRow:
     errors: tuple[float, ...]
     marked: int  # cases where the reference has this interval
     names: tuple[str, ...] = ()  # the case of each error, in order
+    missing: tuple[str, ...] = ()  # cases where the reference marked it and we report none
 
     @property
     def coverage(self) -> float:
@@ -327,6 +330,7 @@ def errors(
 ) -> dict[str, ErrorRow]:
     """Per key, the errors of ``measured`` against ``reference`` over (name, measured, ref)."""
     collected: dict[str, list[tuple[str, float]]] = {k: [] for k in keys}
+    missing: dict[str, list[str]] = {k: [] for k in keys}
     marked = dict.fromkeys(keys, 0)
     for name, measured, reference in cases:
         for key in keys:
@@ -337,8 +341,10 @@ def errors(
             value = measured.get(key)
             if value is not None:
                 collected[key].append((name, float(value) - float(ref)))
+            else:
+                missing[key].append(name)
     return {
-        k: ErrorRow(k, tuple(e for _, e in v), marked[k], tuple(n for n, _ in v))
+        k: ErrorRow(k, tuple(e for _, e in v), marked[k], tuple(n for n, _ in v), tuple(missing[k]))
         for k, v in collected.items()
     }
 

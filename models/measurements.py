@@ -1,41 +1,45 @@
-"""Global ECG intervals, rate and axis: what the cart prints above the tracing.
+"""ECG measurements: what the cart prints above the tracing, and what criteria read.
 
-:func:`measure` returns heart rate, RR irregularity, PR, QRS, QT, QTc (Bazett and Fridericia)
-and the frontal QRS axis, each a :class:`~models.results.Measurement` with its UCUM unit and
-LOINC code, ``value=None`` when it cannot be measured (e.g. PR in atrial fibrillation).
+:func:`measure` returns, for every key of :data:`SPECS`, a :class:`~models.results.Measurement`
+with its UCUM unit and LOINC code (``value=None`` when it cannot be measured, e.g. PR in
+atrial fibrillation): rate and RR irregularity; PR, QRS, QT, QTc (Bazett, Fridericia); P,
+QRS and T frontal axes; P-wave presence, duration, amplitude and terminal force in V1; per
+lead R, S, Q, R-peak time, terminal S, notching, ST at J and J+60 ms, T amplitude;
+Sokolow-Lyon and Cornell voltages, R-wave transition, R' in V1/V2; pacing spikes. Lead-wise
+keys carry ``Measurement.per_lead``.
 
-How (the classic "representative beat" approach of interpretive carts):
+How (the "representative beat" approach of interpretive carts):
 
-1. Resample to 250 Hz (4 ms resolution is finer than any tolerance an interval is read to)
-   and band-pass 0.5-40 Hz.
-2. R peaks with neurokit2 (``ecg_clean`` + ``ecg_peaks``) on lead II, or the first usable of
-   V5, I, V6, ... when II is flat or missing. Heart rate = 60 / median RR; irregularity =
-   coefficient of variation of RR.
-3. A median beat per lead from the beats whose QRS matches the dominant morphology (so
-   ectopic beats do not distort it).
-4. Global QRS onset/offset where the spatial velocity of all usable leads (root sum of squared
-   first differences) rises above / falls below a fraction of its QRS peak; T end by the
-   tangent method on the root-mean-square of the baseline-corrected leads; P onset likewise
-   on the rising edge of the P wave, and no PR when there is no P wave.
-5. Axis from the net QRS areas in I and aVF.
+1. Pacing spikes on the signal as read, at the source rate (:mod:`models.pacing`): they are
+   1-2 ms wide and any resampling or low-pass would erase them.
+2. Resample to 250 Hz (4 ms resolution is finer than any tolerance an interval is read to);
+   a 0.5-40 Hz band-passed copy for delineation, the unfiltered copy for amplitudes. All
+   leads present take part: the 12 standard leads (limb leads derived from I and II when
+   absent) and any other recorded lead (Holter ``ECG1``, ``CM5``...), so two-lead records
+   are measured on the leads they have.
+3. R peaks with neurokit2's detector on lead II, or the first usable of V5, I, V6, ..., then
+   any other lead. Heart rate = 60 / median RR; irregularity = coefficient of variation of RR.
+4. Median beats from the beats whose QRS matches the dominant morphology (ectopic beats left
+   out), and global boundaries from all usable leads (:mod:`models.delineation`).
+5. Per-lead amplitudes and shapes on the unfiltered median beat (:mod:`models.lead_features`).
 
 Why not neurokit2's wave delineation (``ecg_delineate``, method "dwt", per beat on lead II)?
 On the shared PTB-XL records it gave QRS durations of 150-380 ms for normal ECGs and PR
-intervals of 50-140 ms, and its delineation alone took about 150 ms per record (wall time, shared
-machine). The median-beat approach measures what cardiologists and carts report (global,
-multi-lead intervals) and takes about 11-16 ms CPU per 10 s record (see
-benchmarks/bench_quality_measurements.py); the first call also pays the neurokit2 import
-(about 1.5 s CPU) unless :func:`warm_up` ran at start-up.
+intervals of 50-140 ms, and its delineation alone took about 150 ms per record. The
+median-beat approach measures what cardiologists and carts report (global, multi-lead
+intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py);
+the first call also pays the neurokit2 import unless :func:`warm_up` ran at start-up.
 
-Known bias: the tangent method puts T end a little early, so QT reads about 10-20 ms shorter
-than on the carts we could compare with (HL7 aECG example: 404 vs 420 ms; median QTc of
-normal PTB-XL records 395 ms).
+Accuracy (benchmarks/eval_measurements.py; the model card's measurement section): against
+the QT Database cardiologists and five carts' own intervals. Known bias: QT reads about
+15-25 ms shorter than cardiologists and carts (the tangent method puts T end a little early).
 
 Never raises on a real recording: any failure of a step leaves the dependent values None.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -86,7 +90,8 @@ class _Spec:
     summary: Summary | None = None
 
 
-#: What each key means: UCUM unit, LOINC code (docs/REFERENCE.md section 2) and display text.
+#: What each key means: UCUM unit, LOINC code (LOINC's EKG measurement codes: 8625-6 PR,
+#: 8633-0 QRS, 8634-8 QT, 8636-3 QTc, 8867-4 heart rate, 8626-4/8632-2/8638-9 axes) and display.
 #: Conventions: amplitudes in mV relative to the isoelectric PR segment just before QRS onset,
 #: measured on the median beat (ectopic beats left out) after a 0.05-150 Hz band (never the
 #: model's low-pass); durations in ms; "1" = dimensionless (counts, shares, 0/1 flags).
@@ -225,7 +230,16 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
     if medians is None:
         return values, per_lead
     usable = prepared.usable
-    waves = delineate(medians.filtered[usable], rr_median)
+    position = np.searchsorted(peaks, medians.beats)
+    gaps = np.diff(peaks) / WORK_FS
+    next_s = gaps[position[position < gaps.size]]
+    previous_s = gaps[position[position > 0] - 1]
+    waves = delineate(
+        medians.filtered[usable],
+        rr_median,
+        float(np.median(next_s)) if next_s.size else None,
+        float(np.median(previous_s)) if previous_s.size else None,
+    )
     ms = 1000.0 / WORK_FS
     if waves.qrs_on is not None and waves.qrs_off is not None:
         values["qrs"] = _plausible("qrs", (waves.qrs_off - waves.qrs_on) * ms)
@@ -266,17 +280,65 @@ def _prepare(ecg: Ecg) -> _Prepared | None:
     signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
         ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
-        signal = scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=1)
+        up, down = ratio.numerator, ratio.denominator
+        window = _resampling_filter(up, down)
+        signal = scipy.signal.resample_poly(signal, up, down, axis=1, window=window)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
-    sos = scipy.signal.butter(2, [0.5, 40.0], btype="bandpass", fs=WORK_FS, output="sos")
-    filtered = scipy.signal.sosfiltfilt(sos, signal, axis=1)
+    filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
     recorded = standard.copy()
     recorded[len(STANDARD_LEADS) :] = True
     usable = (np.ptp(filtered, axis=1) >= MIN_LEAD_PTP_MV) & recorded
     if not usable.any():
         return None
     return _Prepared(filtered, signal, usable, leads, standard)
+
+
+@functools.cache
+def _butter(order: int, band: tuple[float, ...], btype: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Butterworth sections at WORK_FS, their initial state and pad length, made once."""
+    frequencies = band[0] if len(band) == 1 else list(band)
+    sos = np.asarray(scipy.signal.butter(order, frequencies, btype=btype, fs=WORK_FS, output="sos"))
+    taps = 2 * sos.shape[0] + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    return sos, np.asarray(scipy.signal.sosfilt_zi(sos)), 3 * taps
+
+
+def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt`` along the last axis (odd padding), filter designed once.
+
+    The same arithmetic as scipy's; it only skips designing the filter and its initial state
+    again on every call, which cost as much as the filtering of a 10 s record.
+    """
+    sos, zi, edge = _butter(order, band, btype)
+    if x.shape[-1] <= edge:
+        raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
+    first, last = x[..., :1], x[..., -1:]
+    ext = np.concatenate(
+        [2 * first - x[..., edge:0:-1], x, 2 * last - x[..., -2 : -edge - 2 : -1]], axis=-1
+    )
+    state = zi.reshape((zi.shape[0],) + (1,) * (x.ndim - 1) + (2,))
+    y, _ = scipy.signal.sosfilt(sos, ext, zi=state * ext[..., :1])
+    y, _ = scipy.signal.sosfilt(sos, y[..., ::-1], zi=state * y[..., -1:])
+    return np.asarray(y[..., ::-1][..., edge:-edge])
+
+
+@functools.cache
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """The FIR low-pass ``scipy.signal.resample_poly`` designs by default (Kaiser, beta 5)."""
+    rate = max(up, down)
+    return np.asarray(scipy.signal.firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)))
+
+
+def _nk_clean(x: np.ndarray) -> np.ndarray:
+    """neurokit2's ``ecg_clean`` (method "neurokit") with its filters designed once.
+
+    The same steps as neurokit2 0.2: a 0.5 Hz 5th-order Butterworth high-pass
+    (``sosfiltfilt``), then a moving average over one 50 Hz period (``filtfilt``, "pad").
+    ``nk.ecg_clean`` designs both filters again on every call, a third of its time.
+    """
+    clean = _zero_phase(x, 5, (0.5,), "highpass")
+    width = int(WORK_FS / 50.0)
+    return np.asarray(scipy.signal.filtfilt(np.ones(width), [width], clean, method="pad"))
 
 
 def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
@@ -291,8 +353,8 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cleaned = nk.ecg_clean(prepared.raw[index], sampling_rate=int(WORK_FS))
-                _, info = nk.ecg_peaks(cleaned, sampling_rate=int(WORK_FS))
+                cleaned = _nk_clean(prepared.raw[index])
+                info = nk.ecg_findpeaks(cleaned, sampling_rate=int(WORK_FS), method="neurokit")
             peaks = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
         except Exception:  # neurokit raises on pathological input; try the next lead
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)

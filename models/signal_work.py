@@ -72,10 +72,8 @@ def analyse_many(ecgs: Sequence[Ecg], config: EcgClipConfig) -> list[SignalWork]
 
 
 def _measurements(ecg: Ecg) -> dict[str, Measurement]:
-    try:
-        from models.measurements import measure
-    except ImportError:  # the measurement module has not landed in this build
-        return {}
+    from models.measurements import measure
+
     try:
         return measure(ecg)
     except Exception as exc:  # a measurement failure must not cost the classification

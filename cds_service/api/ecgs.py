@@ -34,6 +34,7 @@ from adapters import EcgFormatError, EcgTooLarge
 from cds_service.api.deps import get_runtime
 from cds_service.audit import Actor, AuditError
 from cds_service.auth.static_tokens import require_static_bearer
+from cds_service.errors import body_limit
 from cds_service.runtime import Runtime
 from cds_service.storage.records import EcgInfo, StoredResult
 
@@ -267,7 +268,7 @@ async def upload_ecg(
     actor: Actor = Depends(require_ingest_token),
     runtime: Runtime = Depends(get_runtime),
 ) -> JSONResponse:
-    limit = runtime.settings.max_request_bytes
+    limit = body_limit(runtime.settings)  # the middleware's limit, checked as it is read
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":

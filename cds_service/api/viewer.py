@@ -36,7 +36,6 @@ from cds_service.api.viewer_access import (
 from cds_service.runtime import Runtime
 from cds_service.storage.ecgs import EcgStore
 from cds_service.viewer.present import (
-    FINDING_THRESHOLD,
     OVERRIDE_REASONS,
     format_time,
     label_names,
@@ -151,7 +150,8 @@ def ecg_page(
 
     stored = runtime.jobs.result(ecg_id)
     names = label_names(settings.catalog_file)
-    result = result_view(stored.result, stored.model_version, names) if stored else None
+    threshold = settings.cards.finding_threshold
+    result = result_view(stored.result, stored.model_version, names, threshold) if stored else None
     feedback = [feedback_view(fb) for fb in runtime.cards.feedback_for(ecg_id)]
 
     audit_viewer(
@@ -181,7 +181,7 @@ def ecg_page(
             "error": info.error,
         },
         result=result,
-        threshold=percent(FINDING_THRESHOLD),
+        threshold=percent(threshold),
         svg_3x4=Markup(tracing.svg_3x4),
         svg_stacked=Markup(tracing.svg_stacked),
         layout=layout,

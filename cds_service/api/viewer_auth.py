@@ -203,19 +203,25 @@ def login(
 
 
 def foreign_origin(request: Request, settings: Settings) -> str | None:
-    """The origin a browser says a form was posted from, when it is not this service's
-    (``public_base_url``); None when it is ours or not stated (non-browser clients)."""
+    """Where a browser says a form was posted from, when that is not this service
+    (``public_base_url``); None when it is ours or not stated (non-browser clients).
+
+    A real ``Origin`` must be ours. Pages sent with ``Referrer-Policy: no-referrer`` (ours
+    are) make browsers post ``Origin: null``; ``Sec-Fetch-Site`` then tells same-origin
+    from cross-site. Without either, a ``Referer`` must be ours."""
     ours = _origin(settings.public_base_url)
     stated = request.headers.get("origin")
-    if stated is None:
-        if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-            return request.headers.get("sec-fetch-site")
-        referer = request.headers.get("referer")
-        if referer is None:
-            return None
-        stated = referer
-    origin = _origin(stated)
-    return None if origin is not None and origin == ours else (stated[:100] or "null")
+    if stated and stated != "null":
+        return None if _origin(stated) == ours else stated[:100]
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return None if fetch_site in ("same-origin", "none") else fetch_site[:40]
+    if stated == "null":
+        return "null"
+    referer = request.headers.get("referer")
+    if referer is None:
+        return None
+    return None if _origin(referer) == ours else referer[:100]
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:

@@ -169,7 +169,8 @@ def _viewer_card(cards: CardStore, info: EcgInfo, stored: StoredResult, settings
     its ECG and to the result it judged, exactly like feedback on a CDS card.
     """
     card_uuid = str(uuid.uuid5(VIEWER_CARD_NAMESPACE, f"{info.id}|{stored.model_version}"))
-    view = result_view(stored.result, stored.model_version, label_names(settings.catalog_file))
+    names = label_names(settings.catalog_file)
+    view = result_view(stored.result, stored.model_version, names, settings.cards.finding_threshold)
     shown = [{"label": f.label_id, "probability": f.probability} for f in view.findings]
     top = view.top
     summary = f"Viewer review: {top.name} {top.percent}" if top else "Viewer review"

@@ -24,7 +24,8 @@ from cds_service.runtime import Runtime
 from cds_service.viewer.links import verify_list_token
 from cds_service.viewer.present import format_time, label_names, percent
 
-#: The list filters look at the newest this-many ECGs in the date window.
+#: The finding filters look at the newest this-many ECGs in the date window (and feedback
+#: filter, which SQL applies first).
 LIST_SCAN_LIMIT = 1000
 PAGE_SIZE = 25
 
@@ -153,9 +154,15 @@ def ecg_list(
         else None
     )
     rows: list[dict[str, Any]] = []
-    for info, stored in runtime.ecgs.list_ecgs(since=since, limit=LIST_SCAN_LIMIT):
-        if until is not None and info.created_at >= until:
-            continue
+    # The date window and the feedback filter are SQL; the finding filters look at each
+    # ECG's result (scores are stored with the result, not as rows of their own).
+    listed = runtime.ecgs.list_ecgs(
+        since=since,
+        until=until,
+        with_feedback=None if filters.feedback is None else filters.feedback == "yes",
+        limit=LIST_SCAN_LIMIT,
+    )
+    for info, stored in listed:
         shown = None
         if stored is not None:
             scores = sorted(stored.result.scores, key=lambda s: s.probability, reverse=True)
@@ -173,16 +180,14 @@ def ecg_list(
             continue
         rows.append({"info": info, "score": shown})
 
-    if filters.feedback:
-        wanted = filters.feedback == "yes"
-        rows = [r for r in rows if bool(runtime.cards.feedback_for(r["info"].id)) == wanted]
     total = len(rows)
     start = (filters.page - 1) * PAGE_SIZE
     page_rows = rows[start : start + PAGE_SIZE]
+    feedback_of = runtime.cards.feedback_for_many([row["info"].id for row in page_rows])
     shown_rows = []
     for row in page_rows:
         info, score = row["info"], row["score"]
-        fb = runtime.cards.feedback_for(info.id)
+        fb = feedback_of.get(info.id, [])
         shown_rows.append(
             {
                 "href": f"ecg/{quote(info.id, safe='')}",

@@ -12,13 +12,13 @@ sign every call to a service with the service URL.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cds_service.audit import running_trail
 from cds_service.auth.errors import AuthFailed, TokenRejected
 from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
 from cds_service.auth.throttle import client_address, gate_for
@@ -102,8 +102,7 @@ async def authenticate(request: Request) -> VerifiedToken:
 
 
 def _audit_failure(request: Request, reason: str) -> None:
-    runtime: Any = getattr(request.app.state, "runtime", None)
-    audit = getattr(runtime, "audit", None)
+    audit = running_trail(request.app)
     if audit is None:
         return
     try:

@@ -45,7 +45,6 @@ class _Window:
     throttled: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     endpoints: Counter[str] = field(default_factory=Counter)
-    families: set[str] = field(default_factory=set)
 
     def note(self, counter: Counter[str], key: str) -> None:
         if key in counter or len(counter) < MAX_KINDS:
@@ -84,7 +83,7 @@ class FailureGate:
             return None
         now = self._clock()
         with self._lock:
-            window = self._windows.get(_key(source))
+            window = self._windows.get(_key(family, source))
             if window is None or now - window.started >= self.window_s:
                 return None
             limit = self.limits.get(family, self.default_limit)
@@ -107,7 +106,7 @@ class FailureGate:
         it opens its source's window, or always when windows are off."""
         now = self._clock()
         stamp = datetime.now(UTC)
-        key = _key(source)
+        key = _key(family, source)
         closed: list[tuple[str, _Window]] = []
         first = False
         with self._lock:
@@ -122,9 +121,9 @@ class FailureGate:
                 first = True
             window.refused += 1
             window.last_at = stamp
-            window.families.add(family)
-            window.note(window.reasons, reason[:200])
-            window.note(window.endpoints, endpoint[:200])
+            if not first:  # the aggregate counts what was not audited in full
+                window.note(window.reasons, reason[:200])
+                window.note(window.endpoints, endpoint[:200])
         for closed_key, closed_window in closed:
             self._write_aggregate(closed_key, closed_window)
         if first:
@@ -155,8 +154,9 @@ class FailureGate:
         more = window.refused - 1  # the first was audited in full
         if more <= 0 and window.throttled == 0:
             return
+        family, _, source = key.partition(" ")
         self._write(
-            None if key == "-" else key,
+            None if source == "-" else source,
             {
                 "aggregated": True,
                 "refused": more,
@@ -166,7 +166,7 @@ class FailureGate:
                 "last_at": window.last_at.isoformat(),
                 "reasons": dict(window.reasons.most_common()),
                 "endpoints": dict(window.endpoints.most_common()),
-                "families": sorted(window.families),
+                "family": family,
             },
         )
 
@@ -179,8 +179,8 @@ class FailureGate:
             log.exception("could not record a refused sign-in in the audit trail")
 
 
-def _key(source: str | None) -> str:
-    return source or "-"
+def _key(family: str, source: str | None) -> str:
+    return f"{family} {source or '-'}"
 
 
 def gate_for(app: Any) -> FailureGate:

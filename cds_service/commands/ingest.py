@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from cds_service.audit import Actor
     from cds_service.runtime import Runtime
 
 #: Files that are never ECGs (licences, notes, tables, schemas); not worth an error line.
@@ -264,7 +265,7 @@ def _report(
 
 
 def _poll_dicomweb(
-    runtime: Runtime, url: str, full: bool, patient: str, actor: Any, progress: bool
+    runtime: Runtime, url: str, full: bool, patient: str, actor: Actor, progress: bool
 ) -> tuple[list[str], list[str]]:
     """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet."""
     from dicomweb_client.api import DICOMwebClient

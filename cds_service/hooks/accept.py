@@ -7,6 +7,7 @@ The model never runs twice for the same ECG and model version. Runs in a thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -22,6 +23,9 @@ from cds_service.hooks.load import Loaded
 from cds_service.storage.ecgs import EcgStore
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.records import StoredResult
+from cds_service.viewer.smart import same_patient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,26 +37,29 @@ class Classified:
     failed: bool = False
 
 
+_Known = tuple[str, datetime | None, str | None]  # ECG id, acquisition time, patient
+
+
 class _KnownEcgs:
-    """SHA-256 -> (ECG id, acquisition time) of ECGs this process has already stored.
+    """SHA-256 -> (ECG id, acquisition time, patient) of ECGs this process has stored.
 
     Stored ECGs are immutable, so a repeat call skips the store (a database round trip and
     an ingest audit entry) and goes straight to the cached result. Bounded LRU.
     """
 
     def __init__(self, size: int = 20_000) -> None:
-        self._items: OrderedDict[str, tuple[str, datetime | None]] = OrderedDict()
+        self._items: OrderedDict[str, _Known] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, digest: str) -> tuple[str, datetime | None] | None:
+    def get(self, digest: str) -> _Known | None:
         with self._lock:
             hit = self._items.get(digest)
             if hit is not None:
                 self._items.move_to_end(digest)
             return hit
 
-    def put(self, digest: str, value: tuple[str, datetime | None]) -> None:
+    def put(self, digest: str, value: _Known) -> None:
         with self._lock:
             self._items[digest] = value
             while len(self._items) > self._size:
@@ -60,7 +67,7 @@ class _KnownEcgs:
 
     def forget(self, ecg_id: str) -> None:
         with self._lock:
-            for digest in [d for d, (i, _) in self._items.items() if i == ecg_id]:
+            for digest in [d for d, (i, _, _) in self._items.items() if i == ecg_id]:
                 del self._items[digest]
 
 
@@ -74,19 +81,28 @@ def _known(ecgs: EcgStore) -> _KnownEcgs:
     return known
 
 
+class OtherPatientsEcg(Exception):
+    """The bytes are an ECG already stored for another patient: never shown in this call."""
+
+
 def _store(
     ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, known: _KnownEcgs
 ) -> tuple[str, datetime | None]:
     c = item.candidate
     digest = sha256_hex(item.data)
     hit = known.get(digest)
-    if hit is not None:
-        return hit
-    info = ecgs.accept_bytes(
-        item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
-    )
-    known.put(digest, (info.id, info.acquired_at))
-    return info.id, info.acquired_at
+    if hit is None:
+        info = ecgs.accept_bytes(
+            item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
+        )
+        hit = (info.id, info.acquired_at, info.patient_ref)
+        known.put(digest, hit)
+    ecg_id, acquired, owner = hit
+    # Content-hash deduplication saves work, but a record (its viewer page, its feedback)
+    # belongs to one patient: the same file in another patient's chart is not shown there.
+    if not same_patient(owner, patient_ref):
+        raise OtherPatientsEcg(ecg_id)
+    return ecg_id, acquired
 
 
 def accept_and_wait(
@@ -104,6 +120,13 @@ def accept_and_wait(
         except EcgFormatError as exc:
             problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
             continue
+        except OtherPatientsEcg as exc:
+            log.warning("a hook call carried ECG %s, stored for another patient: not shown", exc)
+            problems.append(
+                f"{c.origin}: this exact ECG file is on file for another patient, so it is not "
+                "shown here; check whether it was filed in the wrong chart"
+            )
+            continue
         if ecg_id not in refs:
             acquired: datetime | None = c.acquired or stored_at
             refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
@@ -118,7 +141,7 @@ def accept_and_wait(
             jobs.submit(ecg_id)
         except KeyError:  # removed from storage since we saw it: store it again
             known.forget(ecg_id)
-            new_id, _ = _store(ecgs, items[ecg_id], patient_ref, actor, known)
+            new_id, _ = _store(ecgs, items[ecg_id], patient_ref, actor, known)  # same patient
             refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
             ids[ids.index(ecg_id)] = new_id
             missing[missing.index(ecg_id)] = new_id

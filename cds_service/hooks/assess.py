@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from cds_service.settings import Settings
+from cds_service.settings import CardSettings, Settings
 from models.catalog import LabelCatalog, load_catalog
 from models.results import ClassificationResult, LabelScore
 
@@ -26,14 +26,32 @@ _SEVERITY_RANK = {"critical": 3, "warning": 2, "info": 1, "normal": 0}
 
 @dataclass(frozen=True)
 class CardPolicy:
-    """Thresholds that turn scores into alerts (calibrated probabilities, milliseconds)."""
+    """Thresholds that turn scores into alerts (calibrated probabilities, milliseconds).
 
-    finding_threshold: float = 0.5
-    critical_qtc_ms: float = 500.0
-    warning_qtc_ms: float = 480.0
-    max_findings: int = 5
+    Policy is data: the numbers are ``settings.cards`` (:class:`CardSettings`), the labels
+    that count as QT risk are the catalog's ``qt_risk`` labels; :func:`policy_for` reads
+    them once per settings and catalog.
+    """
+
+    finding_threshold: float
+    critical_qtc_ms: float
+    warning_qtc_ms: float
+    max_findings: int
     #: Whether a normal ECG still gets an (info) card on patient-view.
-    show_normal: bool = True
+    show_normal: bool
+    #: Label ids whose finding on the latest ECG makes a QT-prolonging order a risk.
+    qt_risk_labels: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, cards: CardSettings, catalog: LabelCatalog) -> CardPolicy:
+        return cls(
+            finding_threshold=cards.finding_threshold,
+            critical_qtc_ms=cards.critical_qtc_ms,
+            warning_qtc_ms=cards.warning_qtc_ms,
+            max_findings=cards.max_findings,
+            show_normal=cards.show_normal,
+            qt_risk_labels=frozenset(label.id for label in catalog if label.qt_risk),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,16 @@ def _catalog(path: str | None) -> LabelCatalog:
 
 def catalog_for(settings: Settings) -> LabelCatalog:
     return _catalog(str(settings.catalog_file) if settings.catalog_file else None)
+
+
+@lru_cache(maxsize=8)
+def _policy(catalog_path: str | None, cards: CardSettings) -> CardPolicy:
+    return CardPolicy.of(cards, _catalog(catalog_path))
+
+
+def policy_for(settings: Settings) -> CardPolicy:
+    """The card policy of these settings and their catalog (built once, then cached)."""
+    return _policy(str(settings.catalog_file) if settings.catalog_file else None, settings.cards)
 
 
 def model_card_url(settings: Settings) -> str:

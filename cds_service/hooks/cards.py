@@ -24,7 +24,7 @@ from cds_service.fhir_results import (
     build_diagnostic_report,
     build_impression_observation,
 )
-from cds_service.hooks.assess import CardPolicy, EcgRef, assess, model_card_url
+from cds_service.hooks.assess import CardPolicy, EcgRef, assess, model_card_url, policy_for
 from cds_service.hooks.card_text import detail_markdown, ecg_date, escape, fit_summary
 from cds_service.hooks.schemas import Card, prune
 from cds_service.settings import Settings
@@ -146,7 +146,7 @@ def review_card(
     card_uuid: str | None = None,
 ) -> dict[str, Any] | None:
     """The patient-view card for one classified ECG; None for a normal ECG when not shown."""
-    policy = policy or CardPolicy()
+    policy = policy or policy_for(settings)
     assessment = assess(result, catalog, policy)
     if assessment.normal and result.quality.acceptable and not policy.show_normal:
         return None

@@ -31,7 +31,9 @@ def open_fetcher(settings: Settings, call: HookRequest) -> tuple[FhirFetcher | N
     try:
         return FhirFetcher(settings, call.fhirServer, token), None
     except OutboundRefused as exc:
-        log.warning("hook call names fhirServer %s, not allow-listed: refused", exc.url)
+        log.warning("hook call names fhirServer %s: %s; refused", exc.url, exc.problem)
+        if exc.problem.startswith("is malformed"):
+            return None, f"fhirServer {exc.url} {exc.problem}; it was not contacted"
         return None, f"fhirServer {exc.url} is not on this service's allow-list"
 
 

@@ -22,7 +22,7 @@ from cds_service.auth import VerifiedToken
 from cds_service.fhir_client import redact_url
 from cds_service.hooks import cards as card_builders
 from cds_service.hooks.accept import Classified, accept_and_wait
-from cds_service.hooks.assess import CardPolicy, catalog_for
+from cds_service.hooks.assess import catalog_for, policy_for
 from cds_service.hooks.context import BuiltCard, Gathered, HookContext
 from cds_service.hooks.gather import gather, open_fetcher
 from cds_service.hooks.load import load
@@ -33,19 +33,18 @@ from cds_service.hooks.schemas import FeedbackRequest, HookRequest
 from cds_service.hooks.services import HookService
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
+from cds_service.viewer.smart import card_links
 
 log = logging.getLogger(__name__)
 
 
 def _links(settings: Settings, ecg_id: str, card_uuid: str) -> list[dict[str, Any]]:
+    """The signed viewer link, plus the SMART launch link when ``smart_client_id`` is set."""
     try:
-        from cds_service.viewer.links import viewer_link
-
-        url = viewer_link(settings, ecg_id, card_uuid=card_uuid)
+        return card_links(settings, ecg_id, card_uuid=card_uuid)
     except Exception:  # the viewer is optional: a card without a link is still useful
         log.exception("viewer link unavailable")
         return []
-    return [{"label": "View the ECG tracing", "url": url, "type": "absolute"}]
 
 
 def build_cards(
@@ -58,7 +57,7 @@ def build_cards(
     """Cards with the ECG id and model version each is about."""
     service, call, patient_ref = ctx.service, ctx.call, ctx.patient_ref
     catalog = catalog_for(settings)
-    policy = CardPolicy()
+    policy = policy_for(settings)
     out: list[BuiltCard] = []
     pending = [c for c in classified if c.result is None and not c.failed]
 
@@ -146,7 +145,7 @@ async def handle_hook(
     if service.kind == "qt-drug":
         selections = call.context.get("selections") if service.hook == "order-select" else None
         if not qt_drug_orders(call.context.get("draftOrders"), selections):
-            await run_in_threadpool(record, ctx, runtime.cards, runtime.audit, [], Gathered(), None)
+            await run_in_threadpool(record, ctx, runtime.audit, [], Gathered(), None)
             return []
 
     fetcher, why_not = open_fetcher(settings, call)
@@ -165,7 +164,7 @@ async def handle_hook(
         )
     )
     server = redact_url(fetcher.base_url) if fetcher is not None else None
-    await run_in_threadpool(record, ctx, runtime.cards, runtime.audit, cards, gathered, server)
+    await run_in_threadpool(record, ctx, runtime.audit, cards, gathered, server)
     return [built.card for built in cards]
 
 

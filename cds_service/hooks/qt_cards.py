@@ -9,7 +9,14 @@ from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.hooks.assess import CardPolicy, EcgRef, Indicator, assess, label_name
+from cds_service.hooks.assess import (
+    CardPolicy,
+    EcgRef,
+    Indicator,
+    assess,
+    label_name,
+    policy_for,
+)
 from cds_service.hooks.card_text import detail_markdown, ecg_date, escape, fit_summary
 from cds_service.hooks.cards import card_source, finish, override_reasons
 from cds_service.settings import Settings
@@ -37,7 +44,7 @@ def qt_drug_card(
 ) -> dict[str, Any] | None:
     """Warn when a QT-prolonging drug is ordered and the latest ECG shows long QTc or a
     risky rhythm; suggest a baseline ECG when there is none; no card when the ECG is fine."""
-    policy = policy or CardPolicy()
+    policy = policy or policy_for(settings)
     names = ", ".join(sorted({d.name for d in drugs}))
     if latest is None:
         return finish(
@@ -72,16 +79,7 @@ def qt_drug_card(
         )
     ecg, result = latest
     assessment = assess(result, catalog, policy)
-    risky_ids = {
-        "prolonged_qt",
-        "very_prolonged_qt",
-        "ventricular_tachycardia",
-        "ventricular_fibrillation",
-        "complete_heart_block",
-        "second_degree_av_block",
-        "sinus_bradycardia",
-    }
-    risky = [s for s in assessment.findings if s.label_id in risky_ids]
+    risky = [s for s in assessment.findings if s.label_id in policy.qt_risk_labels]
     qtc = assessment.qtc_ms
     if qtc is not None and qtc >= policy.critical_qtc_ms:
         indicator: Indicator = "critical"

@@ -168,7 +168,7 @@ def classify_ecgs(
 
 def _classify_each(
     runtime: TaskRuntime, loaded: list[tuple[str, Ecg]], version: str
-) -> dict[tuple[str, Ecg], Any]:
+) -> dict[tuple[str, Ecg], ClassificationResult | None]:
     """One batched call; if the batch fails, one call per ECG so one bad ECG fails alone."""
     if not loaded:
         return {}
@@ -181,7 +181,7 @@ def _classify_each(
             ecg_id = loaded[0][0]
             _fail(runtime, ecg_id, version, f"classification failed: {type(exc).__name__}: {exc}")
             return {loaded[0]: None}
-    out: dict[tuple[str, Ecg], Any] = {}
+    out: dict[tuple[str, Ecg], ClassificationResult | None] = {}
     for item in loaded:
         out.update(_classify_each(runtime, [item], version))
     return out

@@ -6,10 +6,11 @@ the ECG and result it was about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.storage.records import FeedbackInfo
@@ -35,22 +36,17 @@ class CardStore:
         card: dict[str, Any],
     ) -> None:
         """Remember a card shown to an EHR (the same uuid twice is stored once)."""
+        row = card_row(
+            card_uuid=card_uuid,
+            service_id=service_id,
+            ecg_id=ecg_id,
+            patient_ref=patient_ref,
+            summary=summary,
+            indicator=indicator,
+            card=card,
+        )
         with self._sessions.begin() as session:
-            insert_ignore(
-                session,
-                CardRow.__table__,  # type: ignore[arg-type]
-                {
-                    "uuid": card_uuid,
-                    "service_id": service_id,
-                    "ecg_id": ecg_id,
-                    "patient_ref": patient_ref,
-                    "summary": summary[:256],
-                    "indicator": indicator,
-                    "card": card,
-                    "created_at": utcnow(),
-                },
-                ("uuid",),
-            )
+            insert_cards(session, [row])
 
     def get_card(self, card_uuid: str) -> dict[str, Any] | None:
         with self._sessions() as session:
@@ -97,3 +93,48 @@ class CardStore:
                 .order_by(FeedbackRow.created_at, FeedbackRow.id)
             ).all()
             return [FeedbackInfo.from_row(row) for row in rows]
+
+    def feedback_for_many(self, ecg_ids: Sequence[str]) -> dict[str, list[FeedbackInfo]]:
+        """:meth:`feedback_for` of several ECGs in one query (ECGs without any are absent)."""
+        if not ecg_ids:
+            return {}
+        out: dict[str, list[FeedbackInfo]] = {}
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(FeedbackRow)
+                .where(FeedbackRow.ecg_id.in_(list(ecg_ids)))
+                .order_by(FeedbackRow.created_at, FeedbackRow.id)
+            ).all()
+            for row in rows:
+                if row.ecg_id is not None:
+                    out.setdefault(row.ecg_id, []).append(FeedbackInfo.from_row(row))
+        return out
+
+
+def card_row(
+    *,
+    card_uuid: str,
+    service_id: str,
+    ecg_id: str | None,
+    patient_ref: str | None,
+    summary: str,
+    indicator: str,
+    card: dict[str, Any],
+) -> dict[str, Any]:
+    """The stored form of one card shown to an EHR."""
+    return {
+        "uuid": card_uuid,
+        "service_id": service_id,
+        "ecg_id": ecg_id,
+        "patient_ref": patient_ref,
+        "summary": summary[:256],
+        "indicator": indicator,
+        "card": card,
+        "created_at": utcnow(),
+    }
+
+
+def insert_cards(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert card rows in the caller's transaction (a uuid already stored is kept as is)."""
+    for row in rows:
+        insert_ignore(session, CardRow.__table__, row, ("uuid",))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +27,7 @@ from cds_service.settings import Settings
 from cds_service.storage import bundle
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.records import EcgInfo, StoredResult
-from cds_service.storage.tables import EcgBlobRow, EcgRow
+from cds_service.storage.tables import EcgBlobRow, EcgRow, FeedbackRow
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +299,16 @@ class EcgStore:
         status: str | None = None,
         source_prefix: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        with_feedback: bool | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[tuple[EcgInfo, StoredResult | None]]:
-        """Newest first, with each ECG's result (see :meth:`result`)."""
+        """Newest first, with each ECG's result (see :meth:`JobLedger.result`).
+
+        ``since``/``until`` bound the time received (``until`` excluded); ``with_feedback``
+        keeps only ECGs with (True) or without (False) any feedback stored.
+        """
         query = select(EcgRow).order_by(EcgRow.created_at.desc(), EcgRow.id)
         if patient_ref is not None:
             query = query.where(EcgRow.patient_ref == patient_ref)
@@ -312,6 +318,11 @@ class EcgStore:
             query = query.where(EcgRow.source_uri.startswith(source_prefix, autoescape=True))
         if since is not None:
             query = query.where(EcgRow.created_at >= since)
+        if until is not None:
+            query = query.where(EcgRow.created_at < until)
+        if with_feedback is not None:
+            has_feedback = exists().where(FeedbackRow.ecg_id == EcgRow.id)
+            query = query.where(has_feedback if with_feedback else ~has_feedback)
         query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
         with self._sessions() as session:
             infos = [EcgInfo.from_row(row) for row in session.scalars(query).all()]

@@ -23,13 +23,9 @@ _PG_LOCK_KEY = 0x45434743  # "ECGC"
 
 
 def import_table_modules() -> None:
+    """Import every module that defines tables (a missing one is a packaging fault: raise)."""
     for name in TABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            log.debug("table module %s not present in this build", name)
+        importlib.import_module(name)
 
 
 def alembic_config() -> Config:

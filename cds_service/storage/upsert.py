@@ -5,19 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
 
 def insert_ignore(
-    session: Session, table: Table, values: dict[str, Any], conflict_columns: Sequence[str]
+    session: Session | Connection,
+    table: Table,
+    values: dict[str, Any],
+    conflict_columns: Sequence[str],
 ) -> bool:
     """Insert one row unless one with the same ``conflict_columns`` exists; True if inserted.
 
     A race between two workers is settled by the database: the loser's insert is a no-op,
-    not an error, so a redelivered task cannot store a second result.
+    not an error, so a redelivered task cannot store a second result. ``session`` may be a
+    Core connection, for writes that share another writer's transaction.
     """
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

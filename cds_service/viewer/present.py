@@ -21,7 +21,6 @@ __all__ = ["OVERRIDE_REASONS", "OVERRIDE_REASON_SYSTEM", "ResultView", "result_v
 
 #: A label is shown as a finding at or above this calibrated probability; the rest are
 #: listed under "other labels scored".
-FINDING_THRESHOLD = 0.5
 #: Measurements in the order a reader expects them; any others follow.
 MEASUREMENT_ORDER = ("heart_rate", "pr", "qrs", "qt", "qtc", "axis")
 MEASUREMENT_LABELS = {
@@ -146,8 +145,10 @@ def measurement_view(key: str, m: Measurement) -> MeasurementView:
 
 
 def result_view(
-    result: ClassificationResult, model_version: str, names: dict[str, str]
+    result: ClassificationResult, model_version: str, names: dict[str, str], threshold: float
 ) -> ResultView:
+    """What the page shows of a result; findings are scores at or above ``threshold``
+    (``settings.cards.finding_threshold``, the cards' threshold)."""
     scores = sorted(result.scores, key=lambda s: s.probability, reverse=True)
     views = [finding_view(s, names) for s in scores]
     ordered = [k for k in MEASUREMENT_ORDER if k in result.measurements] + sorted(
@@ -155,8 +156,8 @@ def result_view(
     )
     return ResultView(
         model_version=model_version,
-        findings=tuple(v for v in views if v.probability >= FINDING_THRESHOLD),
-        others=tuple(v for v in views if v.probability < FINDING_THRESHOLD),
+        findings=tuple(v for v in views if v.probability >= threshold),
+        others=tuple(v for v in views if v.probability < threshold),
         measurements=tuple(measurement_view(k, result.measurements[k]) for k in ordered),
         acceptable=result.quality.acceptable,
         quality_reasons=tuple(result.quality.reasons),

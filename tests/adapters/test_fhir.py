@@ -46,7 +46,7 @@ def test_writer_output_is_a_valid_r4_ekg_observation(observation: dict[str, Any]
     assert observation["category"][0]["coding"][0]["code"] == "procedure"
     assert observation["subject"] == {"reference": "Patient/p-7"}
     leads = [c for c in observation["component"] if "valueSampledData" in c]
-    # MDC lead potentials of REFERENCE.md section 2, in standard lead order.
+    # MDC lead potentials (ISO/IEEE 11073-10101; FHIR R4 "ekg" example), standard lead order.
     expected = ["131329", "131330", "131389", "131390", "131391", "131392"]
     expected += [str(131331 + i) for i in range(6)]
     assert [c["code"]["coding"][0]["code"] for c in leads] == expected

@@ -1,7 +1,8 @@
 """The report-annotation resources: R4B-valid, correctly coded, AI-labelled, cross-referenced.
 
 Results are built from the shipped label catalog's real labels and codes; expected codes are the
-LOINC/SNOMED CT values listed in docs/REFERENCE.md section 2.
+LOINC/SNOMED CT values of the FHIR R4 ECG examples and LOINC's EKG panel (11524-6 EKG study,
+8601-7 EKG impression, LP29708-2 Cardiology).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cds_service.fhir_results import (
     build_impression_observation,
     build_result_bundle,
 )
+from cds_service.settings import CardSettings
 from models import load_catalog
 from models.results import ClassificationResult, LabelScore, Measurement, QualityReport
 
@@ -30,6 +32,9 @@ UCUM = "http://unitsofmeasure.org"
 AIAST = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "AIAST")
 ACQUIRED = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 MODEL_CARD = "https://cds.example.org/model-card"
+
+#: The shipped reporting threshold (settings.cards.finding_threshold).
+THRESHOLD = CardSettings().finding_threshold
 
 
 def _score(label_id: str, probability: float) -> LabelScore:
@@ -85,6 +90,7 @@ def built() -> Any:
         effective=ACQUIRED,
         model_card_url=MODEL_CARD,
         ecg_id="ecg-1",
+        findings_threshold=THRESHOLD,
     )
 
 
@@ -196,6 +202,7 @@ def test_rejected_ecg_reports_why_and_asserts_nothing() -> None:
         effective=None,
         model_card_url=MODEL_CARD,
         ecg_id="ecg-2",
+        findings_threshold=THRESHOLD,
     )
     Bundle.model_validate(built.bundle)
     obs = built.observation
@@ -224,10 +231,18 @@ def test_nothing_above_threshold_says_so() -> None:
 def test_card_suggestion_resources_need_no_ids_or_device() -> None:
     """What the CDS Hooks cards embed as ``create`` actions: no ids, device named by display."""
     obs = build_impression_observation(
-        _result(), patient_reference="Patient/p-42", ecg_reference=None, effective=ACQUIRED
+        _result(),
+        patient_reference="Patient/p-42",
+        ecg_reference=None,
+        effective=ACQUIRED,
+        findings_threshold=THRESHOLD,
     )
     report = build_diagnostic_report(
-        _result(), observation_references=[], patient_reference="Patient/p-42", effective=ACQUIRED
+        _result(),
+        observation_references=[],
+        patient_reference="Patient/p-42",
+        effective=ACQUIRED,
+        findings_threshold=THRESHOLD,
     )
     for resource in (obs, report):
         assert "id" not in resource and "identifier" not in resource
@@ -250,6 +265,7 @@ def test_conditional_create_query_is_url_encoded() -> None:
         effective=None,
         model_card_url=MODEL_CARD,
         ecg_id="ecg-3",
+        findings_threshold=THRESHOLD,
     )
     requests = {e["resource"]["resourceType"]: e["request"] for e in built.bundle["entry"]}
     assert (

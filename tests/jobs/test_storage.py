@@ -246,3 +246,43 @@ def test_remembered_state_survives_reopening(database_url: str) -> None:
         state.set("dicomweb-poll:x", value)
         engine.dispose()
     assert before == {"last_run": "2026-01-01T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_cards_and_their_audit_entries_are_one_transaction(
+    pipeline: Stores, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """Card rows written with the audit entries: stored together, or (the chain append
+    failing inside the transaction) neither."""
+    from cds_service.audit import AuditFilter, AuditRecord, AuditTrail
+    from cds_service.storage.cards import card_row, insert_cards
+
+    trail = AuditTrail(pipeline.sessions)
+    card = {"uuid": f"card-tx-{fails}", "summary": "s", "indicator": "info"}
+    rows = [
+        card_row(
+            card_uuid=card["uuid"],
+            service_id="ecg-review",
+            ecg_id=None,
+            patient_ref="Patient/p1",
+            summary="s",
+            indicator="info",
+            card=card,
+        )
+    ]
+    if fails:
+
+        def broken(*_: object) -> None:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(AuditTrail, "_next_rows", staticmethod(broken))
+    entries = [AuditRecord("card", patient="Patient/p1", detail={"card": card["uuid"]})]
+    if fails:
+        with pytest.raises(RuntimeError):
+            trail.record_many(entries, with_rows=lambda conn: insert_cards(conn, rows))
+    else:
+        trail.record_many(entries, with_rows=lambda conn: insert_cards(conn, rows))
+    stored = pipeline.cards.get_card(card["uuid"])
+    audited = trail.query(AuditFilter(events=["card"])).entries
+    assert (stored is not None) is (not fails)
+    assert (len(audited) == 1) is (not fails)

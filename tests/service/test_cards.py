@@ -176,3 +176,47 @@ def test_every_service_description_validates() -> None:
     for service in SERVICES.values():
         described = service.describe()
         assert described.prefetch and described.usageRequirements
+
+
+def test_the_finding_threshold_is_configuration(
+    catalog: LabelCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Policy is data: raising ``cards.finding_threshold`` (here through the environment, as
+    a deployment would) turns the same 60% atrial fibrillation from a finding into none."""
+    result = _result(catalog, {"atrial_fibrillation": 0.6})
+    shipped = _card(catalog, result)
+    assert shipped["indicator"] == "warning" and "Atrial fibrillation" in shipped["summary"]
+
+    monkeypatch.setenv("ECG_CDS_CARDS__FINDING_THRESHOLD", "0.7")
+    stricter = Settings()
+    assert stricter.cards.finding_threshold == 0.7
+    card = review_card(ECG, result, catalog=catalog, settings=stricter, patient_ref="Patient/p")
+    assert card is not None
+    assert card["indicator"] == "info" and "no finding" in card["summary"]
+    assert "p ≥ 0.70" in card["detail"]
+    observation = card["suggestions"][0]["actions"][0]["resource"]
+    assert "0.70" in observation["method"]["text"]  # the filed impression says the same
+
+
+def test_qt_risk_labels_come_from_the_catalog(catalog: LabelCatalog, tmp_path: Any) -> None:
+    """A site that does not count sinus bradycardia as a QT risk says so in its catalog."""
+    import yaml
+
+    from models.catalog import DEFAULT_CATALOG_PATH
+
+    drugs = [DrugOrder("sotalol", None)]
+    result = _result(catalog, {"sinus_bradycardia": 0.9})
+    common: dict[str, Any] = {"patient_ref": "Patient/p", "model_version": "m"}
+    shipped = qt_drug_card(drugs, (ECG, result), catalog=catalog, settings=SETTINGS, **common)
+    assert shipped is not None and shipped["indicator"] == "warning"
+    assert "Sinus bradycardia" in shipped["summary"]
+
+    document = yaml.safe_load(DEFAULT_CATALOG_PATH.read_text(encoding="utf-8"))
+    for label in document["labels"]:
+        if label["id"] == "sinus_bradycardia":
+            label["qt_risk"] = False
+    site_file = tmp_path / "labels.yaml"
+    site_file.write_text(yaml.safe_dump(document), encoding="utf-8")
+    site = Settings(catalog_file=site_file)
+    site_catalog = catalog_for(site)
+    assert qt_drug_card(drugs, (ECG, result), catalog=site_catalog, settings=site, **common) is None

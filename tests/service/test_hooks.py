@@ -1,4 +1,4 @@
-"""Conformance with CDS Hooks 2.0.1 (docs/REFERENCE.md section 1), acting as the EHR.
+"""Conformance with CDS Hooks 2.0.1 (https://cds-hooks.hl7.org/2.0.1/), acting as the EHR.
 
 Real ECG files go in as prefetch (DICOM and aECG as DocumentReference attachments, a PTB-XL
 record as a FHIR Observation from our writer); the real runtime classifies them.
@@ -600,3 +600,29 @@ def test_openapi_documents_hook_errors_as_400_not_422(tmp_path: Any) -> None:
     assert "422" not in call
     # other routes keep FastAPI's validation answer
     assert "422" in schema["paths"]["/ecgs"]["post"]["responses"]
+
+
+def test_cards_carry_a_smart_launch_link_when_smart_is_configured(
+    ehr: Ehr, ptbxl_observation: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running service, asked by the EHR with SMART configured, links each ECG card to
+    the SMART launch of the viewer with that ECG as ``appContext`` (and without it, not)."""
+    prefetch = _prefetch(ecgObservations=searchset(ptbxl_observation))
+    settings = ehr.runtime.settings
+    plain = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    assert plain and all([link["type"] for link in card["links"]] == ["absolute"] for card in plain)
+
+    monkeypatch.setattr(settings, "smart_client_id", "ecg-viewer-test")
+    cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    assert cards
+    stored = {i.id for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient")}
+    for card in cards:
+        kinds = {link["type"]: link for link in card["links"]}
+        assert set(kinds) == {"absolute", "smart"}
+        smart = kinds["smart"]
+        assert smart["url"] == settings.public_base_url.rstrip("/") + "/viewer/launch"
+        assert smart["appContext"] in stored
+        assert f"/viewer/ecg/{smart['appContext']}" in kinds["absolute"]["url"]
+    # The launch URL the card names is served by this service.
+    launch = ehr.client.get("/viewer/launch", follow_redirects=False)
+    assert launch.status_code == 403 and "not configured" not in launch.text

@@ -1,9 +1,9 @@
 """Viewer fixtures: a real service on loopback with real ECGs classified, and a real Chromium.
 
 The service runs the app as deployed (uvicorn, the real runtime, SQLite, embedded jobs) with
-the shipped model; where this checkout ships no weights, the same model code untrained, with
-a few catalog labels to keep text encoding quick. The viewer shows whatever the model
-stored: the tests compare the page with the stored result, never with fixed numbers.
+the shipped model, with a few catalog labels to keep text encoding quick. The viewer shows
+whatever the model stored: the tests compare the page with the stored result, never with
+fixed numbers.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def browser(chromium: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def classifier(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The shipped model; where no weights ship, the same model code untrained."""
+def classifier() -> Any:
+    """The shipped model (a few of its labels)."""
     from models import LabelCatalog, ZeroShotClassifier, load_catalog
 
     shipped = load_catalog()
@@ -81,14 +81,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Any:
             for i in ("sinus_rhythm", "normal_ecg", "atrial_fibrillation", "myocardial_infarction")
         ]
     )
-    try:
-        return ZeroShotClassifier.from_pretrained(catalog=catalog)
-    except (OSError, ValueError):
-        from models.config import EcgClipConfig
-        from models.modeling import EcgClipModel
-
-        folder = EcgClipModel(EcgClipConfig()).save_pretrained(tmp_path_factory.mktemp("model"))
-        return ZeroShotClassifier.from_pretrained(folder, catalog=catalog)
+    return ZeroShotClassifier.from_pretrained(catalog=catalog)
 
 
 def _free_port() -> int:

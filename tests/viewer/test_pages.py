@@ -359,3 +359,32 @@ def test_list_filters(viewer_service: ViewerService, client: httpx.Client) -> No
     assert not set(_rows(client.get("/viewer/", params={"date_to": "2000-01-01"}).text))
     bad = client.get("/viewer/", params={"date_from": "yesterday"})
     assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
+
+
+def test_list_reads_feedback_in_one_query_not_one_per_row(
+    viewer_service: ViewerService, client: httpx.Client
+) -> None:
+    from typing import Any
+
+    from sqlalchemy import event
+
+    assert client.post("/viewer/login", data={"audit_token": AUDIT_TOKEN}).status_code == 303
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = viewer_service.runtime.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for params in ({}, {"feedback": "yes"}, {"feedback": "no"}):
+            statements.clear()
+            page = client.get("/viewer/", params=params)
+            assert page.status_code == 200
+            rows = _rows(page.text)
+            # The page's feedback in one query (the filter itself is a subquery of the list's).
+            from_feedback = [s for s in statements if s.lstrip().startswith("SELECT feedback.")]
+            assert len(from_feedback) <= 1, (params, len(rows), from_feedback)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(viewer_service.ecgs) > 1

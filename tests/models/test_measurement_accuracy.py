@@ -1,0 +1,190 @@
+"""Measurement accuracy on real records: QT Database cardiologists, carts, pacing, per-lead values.
+
+The QTDB test reads the 105 annotated stretches (about 10 s of CPU). Its bounds are the
+figures of the model card's measurement section with a little room, so a regression in
+the tails fails here, not only in the medians.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lxml import etree
+
+from adapters import load_ecg
+from models.measurement_validation import (
+    ErrorRow,
+    cart_cases,
+    errors,
+    measured_intervals,
+    qtdb_cases,
+)
+from models.measurements import measure
+
+
+@pytest.fixture(scope="module")
+def qtdb(data_dir: Path) -> dict[str, tuple[ErrorRow, ErrorRow]]:
+    rows = [
+        (c.name, measured_intervals(c.ecg), c.reference, c.baseline)
+        for c in qtdb_cases(data_dir / "qtdb")
+    ]
+    assert len(rows) >= 100
+    ours = errors((n, m, r) for n, m, r, _ in rows)
+    baseline = errors((n, b, r) for n, _, r, b in rows)
+    return {k: (ours[k], baseline[k]) for k in ours}
+
+
+def _abs(row: ErrorRow) -> np.ndarray:
+    return np.abs(np.array(row.errors))
+
+
+def test_qtdb_coverage_where_the_cardiologist_marked_an_interval(
+    qtdb: dict[str, tuple[ErrorRow, ErrorRow]],
+) -> None:
+    for key, (ours, _) in qtdb.items():
+        assert ours.marked >= 95, key
+        assert ours.coverage >= 0.95, (key, ours.missing)
+
+
+def test_qtdb_error_tails(qtdb: dict[str, tuple[ErrorRow, ErrorRow]]) -> None:
+    bounds = {"pr": (16, 45), "qrs": (8, 32), "qt": (25, 105)}  # median, p95 of |error| (ms)
+    for key, (median, p95) in bounds.items():
+        errors_ms = _abs(qtdb[key][0])
+        assert np.median(errors_ms) <= median, key
+        assert np.percentile(errors_ms, 95) <= p95, key
+    # The T-end tail: at most 5 of the 97 records off by more than 100 ms (there were 16 of
+    # 99 before the fix), and a 95th percentile below ecgpuwave's on the same beats.
+    qt, qt_baseline = qtdb["qt"]
+    assert np.sum(_abs(qt) > 100) <= 5, [
+        (n, e) for n, e in zip(qt.names, qt.errors, strict=True) if abs(e) > 100
+    ]
+    assert np.percentile(_abs(qt), 95) < np.percentile(_abs(qt_baseline), 95)
+    # PR and QRS: no record off by more than 100 ms.
+    assert _abs(qtdb["pr"][0]).max() <= 100
+    assert _abs(qtdb["qrs"][0]).max() <= 100
+
+
+def test_cart_intervals_within_tolerance(formats_dir: Path) -> None:
+    """MUSE, Philips (1.03, 1.04), DICOM (Mortara) and aECG: every cart interval we hold."""
+    cases = list(cart_cases(formats_dir))
+    assert len(cases) == 5
+    table = errors((c.name, measured_intervals(c.ecg), c.reference) for c in cases)
+    for key, row in table.items():
+        assert row.marked == 5 and row.coverage == 1.0, key
+        assert _abs(row).max() <= 35, (key, row.names, row.errors)
+    # IEC 60601-2-25 asks for a mean difference within +-25 ms for QT, +-10 ms for PR and QRS.
+    assert abs(np.mean(table["qt"].errors)) <= 25
+    assert abs(np.mean(table["pr"].errors)) <= 10
+    assert abs(np.mean(table["qrs"].errors)) <= 10
+
+
+def _philips_lead_values(path: Path) -> dict[str, dict[str, float]]:
+    """The cart's own per-lead amplitudes (uV) from a Philips 1.03 file."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.parse(str(path), parser).getroot()
+    result: dict[str, dict[str, float]] = {}
+    for lead in root.xpath("//*[local-name()='leadmeasurement']"):
+        values = {child.tag.split("}")[-1]: child.text for child in lead}
+        result[lead.get("leadname")] = {
+            k: float(values[k]) / 1000.0 for k in ("ramp", "samp", "tamp", "pamp", "ston")
+        }
+    return result
+
+
+def test_lead_amplitudes_agree_with_the_philips_cart(formats_dir: Path) -> None:
+    path = formats_dir / "philips_xml" / "129DYPRG.XML"
+    cart = _philips_lead_values(path)
+    ours = measure(load_ecg(path))
+    assert set(cart) == set(ours["r_amplitude"].per_lead or {})
+    pairs = {"ramp": "r_amplitude", "tamp": "t_amplitude", "pamp": "p_amplitude", "ston": "st_j"}
+    for cart_key, key in pairs.items():
+        per_lead = ours[key].per_lead or {}
+        differences = [abs(per_lead[lead] - cart[lead][cart_key]) for lead in cart]
+        # 50 uV is the resolution interpretive criteria are read to (0.5 mm at 10 mm/mV).
+        assert np.median(differences) <= 0.05, (key, differences)
+    s_differences = [
+        abs((ours["s_amplitude"].per_lead or {})[n] + c["samp"]) for n, c in cart.items()
+    ]
+    assert np.median(s_differences) <= 0.05
+    # The cart read "Inferior infarct, acute": ST elevation in II, III, aVF, reciprocal
+    # depression in aVL, at J and at J+60 ms.
+    for key in ("st_j", "st_j60"):
+        st = ours[key].per_lead or {}
+        assert min(st["II"], st["III"], st["aVF"]) >= 0.1, (key, st)
+        assert st["aVL"] <= -0.05, (key, st)
+
+
+def test_pacing_spikes_in_paced_ptbxl_records(ptbxl_dir: Path) -> None:
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    paced = [r for r in rows if "PACE" in ast.literal_eval(r["scp_codes"])]
+    normal = [r for r in rows if "NORM" in ast.literal_eval(r["scp_codes"])][:30]
+    assert len(paced) == 6
+
+    def spikes(row: dict[str, str], column: str = "filename_hr") -> tuple[float | None, ...]:
+        m = measure(load_ecg(ptbxl_dir / f"{row[column]}.hea"))
+        return m["pacing_spike_count"].value, m["paced_beat_share"].value
+
+    assert all((spikes(r)[0] or 0) >= 3 for r in paced)
+    assert sum((spikes(r)[1] or 0) >= 0.5 for r in paced) >= 5
+    assert all(spikes(r) == (0.0, 0.0) for r in normal)
+    # At 100 Hz a 1 ms spike cannot be seen: not measured, rather than "no spikes".
+    assert spikes(paced[0], "filename_lr") == (None, None)
+
+
+def test_two_lead_records_are_measured_on_the_leads_they_have(
+    formats_dir: Path, data_dir: Path
+) -> None:
+    # MIT-BIH 100 (MLII and V5 at 360 Hz): intervals from both leads, per-lead values only
+    # for the standard leads among them, no frontal axis without I and aVF.
+    ecg = load_ecg(formats_dir / "wfdb" / "100.hea")
+    m = measure(ecg)
+    assert all(m[k].value is not None for k in ("heart_rate", "pr", "qrs", "qt"))
+    assert m["axis"].value is None and m["p_axis"].value is None
+    leads = set(m["r_amplitude"].per_lead or {})
+    assert "V5" in leads and leads <= {"II", "V5"}
+    # QTDB leads without a standard name (ECG1, ECG2) still give intervals.
+    case = next(qtdb_cases(data_dir / "qtdb", ["sel16265"]))
+    assert case.ecg.leads == ("ECG1", "ECG2")
+    assert all(measured_intervals(case.ecg)[k] is not None for k in ("pr", "qrs", "qt"))
+
+
+def test_qrs_morphology_of_bundle_branch_blocks_and_lvh(ptbxl_dir: Path) -> None:
+    """PTB-XL (500 Hz) records with CRBBB, CLBBB, LVH or NORM (first 25 of each in 1-500)."""
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups: dict[str, list[dict[str, float | None]]] = {
+        g: [] for g in ("CRBBB", "CLBBB", "LVH", "NORM")
+    }
+    for row in rows:
+        codes = ast.literal_eval(row["scp_codes"])
+        for group, found in groups.items():
+            if group in codes and len(found) < 25:
+                m = measure(load_ecg(ptbxl_dir / f"{row['filename_hr']}.hea"))
+                found.append({k: v.value for k, v in m.items()})
+
+    def values(group: str, key: str) -> np.ndarray:
+        return np.array([v[key] for v in groups[group] if v[key] is not None], dtype=float)
+
+    assert len(groups["CRBBB"]) >= 7 and len(groups["CLBBB"]) >= 7
+    # RBBB: R' in V1/V2 and a broad terminal S in I/V6 (AHA/ACCF/HRS 2009).
+    assert np.mean(values("CRBBB", "rsr_prime_v1")) >= 0.6
+    assert np.mean(values("NORM", "rsr_prime_v1")) <= 0.15
+    assert np.median(values("CRBBB", "terminal_s_duration")) >= 60
+    assert np.median(values("CRBBB", "terminal_s_duration")) >= 1.5 * np.median(
+        values("NORM", "terminal_s_duration")
+    )
+    # LBBB: late R peak in V5/V6 (> 60 ms), late precordial transition.
+    assert np.median(values("CLBBB", "r_peak_time")) > 60
+    assert np.median(values("NORM", "r_peak_time")) < 50
+    assert np.median(values("CLBBB", "r_wave_transition")) >= 4
+    # LVH: voltage criteria well above normal records.
+    assert np.median(values("LVH", "sokolow_lyon")) >= 3.5
+    assert np.median(values("LVH", "sokolow_lyon")) >= np.median(values("NORM", "sokolow_lyon")) + 1
+    assert np.median(values("LVH", "cornell_voltage")) > np.median(
+        values("NORM", "cornell_voltage")
+    )

@@ -1,0 +1,45 @@
+"""A loopback HTTP listener that records every request: proof that nothing was fetched."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Listener(ThreadingHTTPServer):
+    """Records every request; answers each with ``status`` (and ``Location`` when set)."""
+
+    def __init__(self, status: int = 404, location: str | None = None) -> None:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                listener.requests.append(self.path)
+                self.send_response(listener.status)
+                if listener.location:
+                    self.send_header("Location", listener.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.status, self.location = status, location
+        self.requests: list[str] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,109 @@
+"""Finding 1: decompression and declared-size bombs are refused before allocation.
+
+Each bomb goes to the real web process (``live``); its peak memory must rise by less than
+:data:`MAX_GROWTH_MB` and the answer must be a 413 OperationOutcome naming the setting.
+The figures are printed (``pytest -s``) for the issue's closing note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.security import bombs
+from tests.security.conftest import LiveService, peak_growth_mb
+from tests.service.ehr import document_reference, hook_body, searchset
+
+MAX_GROWTH_MB = 150.0
+GROWTH: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def dicom_bytes(formats_dir: Path) -> bytes:
+    return (formats_dir / "dicom" / "pydicom_waveform_ecg.dcm").read_bytes()
+
+
+def _assert_refused(response: httpx.Response, setting: str) -> None:
+    assert response.status_code == 413, response.text[:500]
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert setting in outcome["issue"][0]["diagnostics"]
+
+
+def _octet(data: bytes) -> Callable[[LiveService], httpx.Response]:
+    return lambda live: live.upload(
+        content=data, headers={"Content-Type": "application/octet-stream"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "setting"),
+    [
+        ("hdf5", lambda _: bombs.hdf5_bomb(), "max_ecg_samples"),
+        ("matlab", lambda _: bombs.matlab_bomb(), "max_ecg_decoded_bytes"),
+        ("matlab-cells", lambda _: bombs.matlab_cell_bomb(), "max_ecg_samples"),
+        ("dicom-deflate", lambda d: bombs.deflated_dicom_bomb(d), "max_ecg_decoded_bytes"),
+    ],
+)
+def test_single_file_bombs_are_413_without_the_memory(
+    live: LiveService, dicom_bytes: bytes, name: str, build: Any, setting: str
+) -> None:
+    data = build(dicom_bytes)
+    growth, response = peak_growth_mb(live.pid, lambda: _octet(data)(live))
+    GROWTH[name] = growth
+    print(f"\nbomb {name}: {len(data)} bytes, web process peak +{growth:.1f} MB")
+    _assert_refused(response, setting)
+    assert growth < MAX_GROWTH_MB
+
+
+def test_wfdb_record_bomb_is_413_without_the_memory(live: LiveService) -> None:
+    files = bombs.wfdb_bomb()
+    multipart = [("file", (name, data, "application/octet-stream")) for name, data in files.items()]
+    growth, response = peak_growth_mb(live.pid, lambda: live.upload(files=multipart))
+    print(f"\nbomb wfdb: {sum(map(len, files.values()))} bytes, peak +{growth:.1f} MB")
+    GROWTH["wfdb"] = growth
+    _assert_refused(response, "max_ecg_samples")
+    assert growth < MAX_GROWTH_MB
+
+
+def test_aecg_token_bomb_is_413_without_the_memory(live: LiveService, formats_dir: Path) -> None:
+    template = (formats_dir / "hl7_aecg" / "Example_aECG_HL7_2003-12.xml").read_bytes()
+    data = bombs.aecg_bomb(template)
+    growth, response = peak_growth_mb(live.pid, lambda: _octet(data)(live))
+    print(f"\nbomb aecg: {len(data)} bytes, peak +{growth:.1f} MB")
+    GROWTH["aecg"] = growth
+    _assert_refused(response, "max_ecg_samples")
+    assert growth < MAX_GROWTH_MB
+
+
+def test_hdf5_bomb_inline_in_a_hook_call_is_named_not_decoded(live: LiveService) -> None:
+    """The same HDF5 file as an inline attachment: an unreadable-ECG card naming the limit."""
+    document = document_reference("bomb-1", bombs.hdf5_bomb(), "application/octet-stream")
+    body = hook_body(
+        prefetch={
+            "ecgObservations": None,
+            "ecgDocuments": searchset(document),
+            "ecgImagingStudies": None,
+        }
+    )
+    # A first call loads the model and catalog (a one-off, hundreds of MB): not the bomb's.
+    empty = {"ecgObservations": None, "ecgDocuments": searchset(), "ecgImagingStudies": None}
+    assert live.hook("/cds-services/ecg-review", hook_body(prefetch=empty)).status_code == 200
+    growth, response = peak_growth_mb(live.pid, lambda: live.hook("/cds-services/ecg-review", body))
+    print(f"\nbomb hdf5 inline in a hook call: peak +{growth:.1f} MB")
+    GROWTH["hdf5-hook"] = growth
+    assert response.status_code == 200, response.text[:500]
+    details = " ".join(card["detail"] for card in response.json()["cards"])
+    assert "DocumentReference/bomb-1" in details
+    assert "max\\_ecg\\_samples" in details  # Markdown-escaped in the card
+    assert growth < MAX_GROWTH_MB
+
+
+def test_genuine_records_still_load(live: LiveService, dicom_bytes: bytes) -> None:
+    """The limits are far above real ECGs: the waveform DICOM uploads as before."""
+    response = _octet(dicom_bytes)(live)
+    assert response.status_code in (200, 201), response.text[:500]

@@ -1,0 +1,186 @@
+"""Finding 4 (one normalising allow-list, malformed URLs are 4xx), and the SSRF spellings,
+redirects and schemes that already held. Loopback listeners prove "no request was made"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
+from tests.security.conftest import Ehr
+from tests.security.listener import Listener
+from tests.service.ehr import hook_body, searchset
+
+ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
+
+
+# -- the one check ----------------------------------------------------------------------------
+
+BASES = ["https://ehr.example.org/fhir/R4", "http://127.0.0.1:8042/dicom-web"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8042/dicom-web/../admin",  # the ingest poller's old hole
+        "http://127.0.0.1:8042/dicom-web/%2e%2e/admin",
+        "http://127.0.0.1:8042/dicom-web/studies/%2F..%2Fadmin",  # encoded slash
+        "http://127.1:8042/dicom-web/studies",  # short IPv4
+        "http://2130706433:8042/dicom-web/studies",  # decimal IPv4
+        "http://0x7f.0.0.1:8042/dicom-web/studies",  # hex IPv4
+        "http://0177.0.0.1:8042/dicom-web/studies",  # octal IPv4
+        "http://[::1]:8042/dicom-web/studies",
+        "http://[::ffff:127.0.0.1]:8042/dicom-web/studies",
+        "http://user@127.0.0.1:8042/dicom-web/studies",  # userinfo
+        "http://ehr.example.org@127.0.0.1:8042/dicom-web/studies",
+        "https://ehr.example.org/fhir/R4@evil.example/x",
+        "https://ehr.example.org\\@evil.example/fhir/R4",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:8042/_GET%20/dicom-web",
+        "ftp://ehr.example.org/fhir/R4",
+        "https://ehr.example.org:99999/fhir/R4",
+        "http://127.0.0.1:abc/dicom-web",
+        "http://127.0.0.1:8042/dicom-web\x00/studies",
+        "https://ehr.example.org/fhir/R4evil",
+        "//ehr.example.org/fhir/R4",
+    ],
+)
+def test_forbidden_spellings_are_refused(url: str) -> None:
+    assert not url_allowed(url, BASES)
+    with pytest.raises(OutboundRefused) as info:
+        check_url(url, BASES, kind="test URL")
+    assert "\x00" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "contacted"),
+    [
+        (
+            "https://EHR.example.org:443/fhir/R4/Binary/1",
+            "https://ehr.example.org/fhir/R4/Binary/1",
+        ),
+        (
+            "https://ehr.example.org/fhir/R4/x/../Binary/1",
+            "https://ehr.example.org/fhir/R4/Binary/1",
+        ),
+        (
+            "http://127.0.0.1:8042/dicom-web/studies/1.2",
+            "http://127.0.0.1:8042/dicom-web/studies/1.2",
+        ),
+    ],
+)
+def test_what_is_checked_is_what_is_contacted(url: str, contacted: str) -> None:
+    assert check_url(url, BASES) == contacted
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:abc/fhir", "http://h:99999/x", "http://[::1"])
+def test_redaction_never_raises(url: str) -> None:
+    assert "?" not in redact_url(url + "?patient=secret")
+
+
+# -- every outbound caller uses it: malformed URLs from the EHR are 4xx or a named problem ---
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1:abc/fhir", "http://127.0.0.1:99999/fhir"])
+def test_malformed_fhir_server_port_is_412_not_500(ehr: Ehr, server: str) -> None:
+    response = ehr.call("ecg-review", hook_body(fhirServer=server))
+    assert response.status_code == 412, response.text
+    assert "fhirServer" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.fixture()
+def allowed_listener(ehr: Ehr, monkeypatch: pytest.MonkeyPatch) -> Any:
+    listener = Listener(status=200)
+    fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+    monkeypatch.setattr(fhir, "allowed_servers", [f"{listener.url}/fhir"])
+    monkeypatch.setattr(fhir, "allowed_dicomweb", [f"{listener.url}/dicom-web"])
+    yield listener
+    listener.close()
+
+
+def _document(url: str) -> dict[str, Any]:
+    return {
+        "resourceType": "DocumentReference",
+        "id": "doc-1",
+        "status": "current",
+        "subject": {"reference": "Patient/test-patient"},
+        "content": [{"attachment": {"contentType": "application/dicom", "url": url}}],
+    }
+
+
+def test_attachment_urls_off_the_list_are_named_and_never_fetched(
+    ehr: Ehr, allowed_listener: Listener
+) -> None:
+    port = allowed_listener.port
+    urls = [
+        "http://127.0.0.1:abc/fhir/Binary/1",
+        "http://127.0.0.1:99999/fhir/Binary/1",
+        f"http://127.1:{port}/fhir/Binary/1",
+        f"http://2130706433:{port}/fhir/Binary/1",
+        f"http://[::1]:{port}/fhir/Binary/1",
+        f"http://user@127.0.0.1:{port}/fhir/Binary/1",
+        f"http://127.0.0.1:{port}/fhir/../admin/Binary/1",
+        "file:///etc/passwd",
+        f"gopher://127.0.0.1:{port}/_x",
+    ]
+    documents = [dict(_document(url), id=f"doc-{i}") for i, url in enumerate(urls)]
+    body = hook_body(
+        prefetch={**ALL_NULL, "ecgDocuments": searchset(*documents)},
+        fhirServer=f"{allowed_listener.url}/fhir",
+    )
+    response = ehr.call("ecg-review", body)
+    assert response.status_code == 200, response.text
+    assert allowed_listener.requests == []
+
+
+def test_malformed_next_link_and_endpoint_are_not_500(ehr: Ehr, allowed_listener: Listener) -> None:
+    paged = searchset()
+    paged["link"] = [{"relation": "next", "url": "http://127.0.0.1:abc/fhir?page=2"}]
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "study-1",
+        "status": "available",
+        "subject": {"reference": "Patient/test-patient"},
+        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "ECG"}],
+        "contained": [
+            {
+                "resourceType": "Endpoint",
+                "id": "ep",
+                "status": "active",
+                "address": "http://127.0.0.1:99999/dicom-web",
+            }
+        ],
+        "endpoint": [{"reference": "#ep"}],
+        "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
+        "series": [{"uid": "1.2.3.4", "modality": {"code": "ECG"}}],
+    }
+    body = hook_body(
+        prefetch={**ALL_NULL, "ecgObservations": paged, "ecgImagingStudies": searchset(study)},
+        fhirServer=f"{allowed_listener.url}/fhir",
+    )
+    response = ehr.call("ecg-review", body)
+    assert response.status_code < 500, response.text
+
+
+def test_redirects_are_not_followed(ehr: Ehr, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allow-listed server answering 302 to somewhere else: the target sees nothing."""
+    target = Listener(status=200)
+    redirector = Listener(status=302, location=f"{target.url}/fhir/Binary/stolen")
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{redirector.url}/fhir"])
+        body = hook_body(
+            prefetch={
+                **ALL_NULL,
+                "ecgDocuments": searchset(_document(f"{redirector.url}/fhir/Binary/1")),
+            },
+            fhirServer=f"{redirector.url}/fhir",
+        )
+        response = ehr.call("ecg-review", body)
+        assert response.status_code == 200, response.text
+        assert redirector.requests  # the allowed server was asked
+        assert target.requests == []  # its redirect was not followed
+    finally:
+        target.close()
+        redirector.close()
