@@ -94,9 +94,16 @@ def _warm_worker() -> None:
 class SignalWorkPool:
     """Runs :func:`analyse` over a batch on ``processes`` worker processes (or in the caller)."""
 
-    def __init__(self, processes: int, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        processes: int,
+        on_start: Callable[[], None] | None = None,
+        *,
+        shared: bool = True,
+    ) -> None:
         self.processes = max(1, processes)
         self._on_start = on_start
+        self._shared = shared
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._disabled = self.processes < 2
@@ -129,7 +136,7 @@ class SignalWorkPool:
                 yield part
         except BrokenProcessPool:  # a worker died (killed, out of memory): finish it here
             log.warning("signal-work pool broke; the rest of this batch runs in this process")
-            self.close()
+            self.close()  # the next batch starts fresh workers
             yield analyse_many(ecgs[done:], config)
 
     def start(self) -> bool:
@@ -149,12 +156,13 @@ class SignalWorkPool:
             try:
                 if multiprocessing.current_process().daemon:
                     raise RuntimeError("daemonic processes cannot have children")
-                self._executor = ProcessPoolExecutor(
-                    self.processes,
-                    mp_context=multiprocessing.get_context("fork"),
-                    initializer=_warm_worker,
+                self._executor = (
+                    _shared_executor(self.processes)
+                    if self._shared
+                    else _new_executor(self.processes)
                 )
-                atexit.register(self.close)
+                if not self._shared:
+                    atexit.register(self.close)
                 if self._on_start is not None:
                     self._on_start()
             except (OSError, RuntimeError, ValueError) as exc:
@@ -163,7 +171,50 @@ class SignalWorkPool:
             return self._executor
 
     def close(self) -> None:
+        """Stop using the workers (and stop them, unless they are the process's shared ones)."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
+        if executor is None:
+            return
+        if self._shared:
+            _drop_shared(self.processes, executor)
+        else:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _new_executor(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context("fork"), initializer=_warm_worker
+    )
+
+
+#: One set of workers per process and size: every classifier in a process (tests load several)
+#: shares them, so no classifier leaves idle workers behind. Stopped at exit.
+_SHARED: dict[int, ProcessPoolExecutor] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_executor(processes: int) -> ProcessPoolExecutor:
+    with _SHARED_LOCK:
+        executor = _SHARED.get(processes)
+        if executor is None:
+            executor = _SHARED[processes] = _new_executor(processes)
+            if len(_SHARED) == 1:
+                atexit.register(_close_shared)
+        return executor
+
+
+def _drop_shared(processes: int, executor: ProcessPoolExecutor) -> None:
+    """A broken shared pool is replaced on next use (the workers are not reused)."""
+    with _SHARED_LOCK:
+        if _SHARED.get(processes) is executor:
+            del _SHARED[processes]
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_shared() -> None:
+    with _SHARED_LOCK:
+        executors = list(_SHARED.values())
+        _SHARED.clear()
+    for executor in executors:
+        executor.shutdown(wait=True, cancel_futures=True)

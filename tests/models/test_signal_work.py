@@ -23,7 +23,7 @@ def test_pool_results_equal_in_process_results(
     classifier: ZeroShotClassifier, ptbxl_dir: Path, formats_dir: Path
 ) -> None:
     ecgs = _batch(ptbxl_dir, formats_dir)
-    pool = SignalWorkPool(2)
+    pool = SignalWorkPool(2, shared=False)  # its own workers, stopped below
     try:
         pooled = pool.run(ecgs, classifier.config)
         assert pool._executor is not None  # the batch really went to worker processes
