@@ -19,8 +19,8 @@ from adapters.record import (
 
 # isort: split
 # Writers: the canonical record out to the EHR's formats.
-from adapters.dicom import ecg_to_dicom_bytes as to_dicom_bytes
-from adapters.fhir import ecg_to_fhir_observation as to_fhir_observation
+from adapters.dicom_writer import ecg_to_dicom_bytes as to_dicom_bytes
+from adapters.fhir_writer import ecg_to_fhir_observation as to_fhir_observation
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -11,6 +11,9 @@ of early CPSC and PTB headers) becomes a statement.
 
 Signal files live beside the header, so WFDB can only be read from a path; bytes alone get
 a clear :class:`~adapters.errors.EcgFormatError` telling the caller to pass the path.
+
+One module over 400 lines on purpose: one format, its header grammar, its signal encodings
+and its size checks, read in the order the reader needs them.
 """
 
 from __future__ import annotations

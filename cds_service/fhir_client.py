@@ -7,7 +7,8 @@ access token travels only in the ``Authorization`` header of requests to those s
 is never logged, never stored, and never part of an exception message.
 
 FHIR searches and reads go through ``fhirpy``'s async client; attachment bytes (Binary
-resources, DICOMweb WADO-RS instances) through ``httpx`` with a size bound.
+resources, DICOMweb WADO-RS instances) through ``httpx`` with a size bound, parsed by
+:mod:`cds_service.dicomweb` (the same code ``ecg-cds ingest`` reads a PACS with).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import http.cookiejar
 import logging
 import re
 import ssl
@@ -38,6 +38,14 @@ from fhirpy.base.exceptions import (
 
 # Re-exported: callers import the allow-list names from here too.
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
+from cds_service.dicomweb import (
+    WADO_ACCEPT,
+    FetchFailed,
+    NoCookies,
+    check_status,
+    split_multipart,
+    wado_parts,
+)
 from cds_service.hooks.prefetch import bundle_resources
 from cds_service.settings import Settings
 
@@ -57,19 +65,8 @@ log = logging.getLogger(__name__)
 if logging.getLogger("httpx").level == logging.NOTSET:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-DICOM_MEDIA_TYPE = "application/dicom"
-WADO_ACCEPT = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
 #: At most this many search pages are followed per query (a hook has ~500 ms).
 MAX_PAGES = 3
-
-
-class FetchFailed(Exception):
-    """An allow-listed server answered with an error or could not be reached."""
-
-    def __init__(self, what: str, problem: str) -> None:
-        self.what = what
-        self.problem = problem
-        super().__init__(f"{what}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -239,15 +236,7 @@ class FhirFetcher:
 
     async def _wado(self, url: str) -> list[bytes]:
         body, content_type = await self._get(url, accept=WADO_ACCEPT)
-        if content_type.startswith("multipart/"):
-            parts = split_multipart(body, content_type)
-        elif content_type.startswith(DICOM_MEDIA_TYPE):
-            parts = [body]
-        else:
-            raise FetchFailed(redact_url(url), f"unexpected content type {content_type!r}")
-        if not parts:
-            raise FetchFailed(redact_url(url), "the DICOMweb answer holds no instance")
-        return parts
+        return wado_parts(url, body, content_type)
 
     async def _get(self, url: str, *, accept: str) -> tuple[bytes, str]:
         what = redact_url(url)
@@ -255,10 +244,7 @@ class FhirFetcher:
             async with _shared_http().stream(
                 "GET", url, headers={**self._headers, "Accept": accept}, timeout=self._timeout
             ) as response:
-                if response.status_code in (401, 403):
-                    raise FetchFailed(what, f"access refused (HTTP {response.status_code})")
-                if response.status_code != 200:
-                    raise FetchFailed(what, f"HTTP {response.status_code}")
+                check_status(url, response.status_code)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
@@ -277,16 +263,6 @@ _HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncC
 )
 
 
-class _NoCookies(http.cookiejar.CookieJar):
-    """A jar that keeps nothing: one EHR call's cookies must never ride along on another's."""
-
-    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        return None
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-
 def _shared_http() -> httpx.AsyncClient:
     """One pooled client per event loop: building a client (its TLS context) costs tens of
     milliseconds, more than a whole cached hook call."""
@@ -296,28 +272,6 @@ def _shared_http() -> httpx.AsyncClient:
     if client is None:
         if _SSL_CONTEXT is None:
             _SSL_CONTEXT = ssl.create_default_context()
-        client = httpx.AsyncClient(
-            verify=_SSL_CONTEXT, follow_redirects=False, cookies=_NoCookies()
-        )
+        client = httpx.AsyncClient(verify=_SSL_CONTEXT, follow_redirects=False, cookies=NoCookies())
         _HTTP_CLIENTS[loop] = client
     return client
-
-
-def split_multipart(body: bytes, content_type: str) -> list[bytes]:
-    """The part bodies of a ``multipart/related`` message (RFC 2046), headers dropped."""
-    match = re.search(r'boundary="?([^";]+)"?', content_type, flags=re.IGNORECASE)
-    if not match:
-        raise FetchFailed("multipart", "no boundary in the content type")
-    delimiter = b"--" + match.group(1).encode("ascii")
-    parts: list[bytes] = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break  # the close delimiter
-        header_end = chunk.find(b"\r\n\r\n")
-        if header_end < 0:
-            continue
-        content = chunk[header_end + 4 :]
-        if content.endswith(b"\r\n"):
-            content = content[:-2]
-        parts.append(content)
-    return parts

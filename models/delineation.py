@@ -226,11 +226,7 @@ def _t_wave(
     if height <= 0:
         return t_peak, None
     above = np.flatnonzero(segment > level + T_LAST_FRACTION * height)
-    if T_LAST_FRACTION >= 1.0:  # first hump only
-        below = np.flatnonzero(rms[t_peak : t_hi + 1] <= level + 0.5 * height)
-        last = t_peak + int(below[0]) if below.size else t_hi
-    else:
-        last = t_lo + int(above[-1])  # the last sample of the last hump
+    last = t_lo + int(above[-1])  # the last sample of the last hump
     # That hump's top: the highest point between the previous dip and its end.
     top = last
     while top > t_peak and rms[top - 1] >= rms[top]:

@@ -14,9 +14,11 @@ Two references:
   Mortara via DICOM and HL7 aECG (``Ecg.extra``), Philips XML 1.03/1.04 (their
   ``globalmeasurements``, read here because the adapter does not expose them).
 
-IEC 60601-2-25:2011 (201.12.4.102.3.2) anchors the tolerances for global intervals measured
-on its CSE/CTS test sets: mean difference within +-10 ms (PR, QRS) / +-25 ms (QT), and
-standard deviation within 10 ms (PR, QRS) / 30 ms (QT), against the reference.
+IEC 60601-2-25:2011 (201.12.4.102.3.2, from IEC 60601-2-51:2003) anchors the tolerances for
+global intervals measured on the CSE biological ECGs: mean difference within +-10 ms (PR,
+QRS) / +-25 ms (QT), and standard deviation within 10 ms (PR, QRS) / 30 ms (QT), against the
+reference (figures as widely cited; QTDB and the cart files are not the CSE set, so they are
+a yardstick here, not a compliance test).
 """
 
 from __future__ import annotations

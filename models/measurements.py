@@ -146,9 +146,9 @@ SPECS: dict[str, _Spec] = {
     "st_j": _Spec("mV", None, "ST level at J point", summary="extreme"),
     "st_j60": _Spec("mV", None, "ST level at J+60 ms", summary="extreme"),
     "t_amplitude": _Spec("mV", None, "T-wave amplitude", summary="extreme"),
-    # ---- pacing (detected on the raw signal at the source rate, >= 250 Hz only)
+    # ---- pacing (detected on the raw signal at the source rate, >= 400 Hz only)
     # Narrow (< 4 ms), steep deflections in the first MAX_ANALYSIS_S seconds; None when the
-    # source rate is too low to see a pacing spike (e.g. 100 Hz).
+    # source rate is too low to see a pacing spike reliably (e.g. 100 or 250 Hz).
     "pacing_spike_count": _Spec("1", None, "Pacing spikes (count)"),
     # Share of the detected beats with a pacing spike in the 300 ms before their QRS.
     "paced_beat_share": _Spec("1", None, "Share of paced beats"),

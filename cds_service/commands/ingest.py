@@ -13,7 +13,6 @@ remembered in the database so the next run only asks for newer studies.
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import typer
 
 if TYPE_CHECKING:
     from cds_service.audit import Actor
+    from cds_service.dicomweb import DicomwebClient
     from cds_service.runtime import Runtime
 
 #: Files that are never ECGs (licences, notes, tables, schemas); not worth an error line.
@@ -267,22 +267,34 @@ def _report(
 def _poll_dicomweb(
     runtime: Runtime, url: str, full: bool, patient: str, actor: Actor, progress: bool
 ) -> tuple[list[str], list[str]]:
-    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet."""
-    from dicomweb_client.api import DICOMwebClient
-    from pydicom import dcmwrite
+    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet.
 
-    from adapters import EcgFormatError
-    from cds_service.allow_list import OutboundRefused, check_url
+    Instances are stored exactly as the PACS sends them (:mod:`cds_service.dicomweb`, the
+    same reads as the hooks'), so an ECG polled here and the same ECG seen in a hook call
+    have one SHA-256 and are stored once.
+    """
+    from cds_service.allow_list import OutboundRefused
+    from cds_service.dicomweb import DicomwebClient
 
     try:
-        url = check_url(url, runtime.settings.fhir.allowed_dicomweb, kind="DICOMweb URL")
+        client = DicomwebClient(runtime.settings, url)
     except OutboundRefused as exc:
         typer.echo(
             f"{exc.url} {exc.problem} (fhir.allowed_dicomweb); add it to the settings to poll it.",
             err=True,
         )
         raise typer.Exit(2) from None
-    url = url.rstrip("/")
+    with client:
+        return _poll(runtime, client, full, patient, actor, progress)
+
+
+def _poll(
+    runtime: Runtime, client: DicomwebClient, full: bool, patient: str, actor: Actor, progress: bool
+) -> tuple[list[str], list[str]]:
+    from adapters import EcgFormatError
+    from cds_service.dicomweb import FetchFailed
+
+    url = client.base_url
     state_key = _STATE_PREFIX + url
     state = runtime.state.get(state_key) or {}
     poll_started = datetime.now(UTC)
@@ -292,10 +304,9 @@ def _poll_dicomweb(
         # stored just before midnight is not missed); stored instances are skipped below.
         since = datetime.fromisoformat(state["last_run"]) - timedelta(days=1)
         filters["StudyDate"] = since.strftime("%Y%m%d") + "-"
-    client = DICOMwebClient(url=url, timeout=runtime.settings.fhir.timeout_s)
     try:
-        series = client.search_for_series(search_filters=filters, get_remaining=True)
-    except Exception as exc:
+        series = client.search_series(filters)
+    except FetchFailed as exc:
         typer.echo(f"QIDO-RS query to {url} failed: {exc}", err=True)
         raise typer.Exit(1) from None
     instances: list[tuple[str, str, str]] = []
@@ -304,9 +315,7 @@ def _poll_dicomweb(
         series_uid = _value(item, "0020000E")
         if not study_uid or not series_uid:
             continue
-        for inst in client.search_for_instances(
-            study_instance_uid=study_uid, series_instance_uid=series_uid, get_remaining=True
-        ):
+        for inst in client.search_instances(study_uid, series_uid):
             sop_uid = _value(inst, "00080018")
             if sop_uid:
                 instances.append((study_uid, series_uid, sop_uid))
@@ -314,15 +323,13 @@ def _poll_dicomweb(
     problems: list[str] = []
     retrieval_failed = False
     for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
-        source = f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        source = client.instance_url(study_uid, series_uid, sop_uid)
         if runtime.ecgs.find_by_source(source) is not None:
             continue  # fetched by an earlier poll
         try:
-            dataset = client.retrieve_instance(study_uid, series_uid, sop_uid)
-            buffer = io.BytesIO()
-            dcmwrite(buffer, dataset, enforce_file_format=True)
+            data = client.retrieve_instance(study_uid, series_uid, sop_uid)
             info = runtime.ecgs.accept_bytes(
-                buffer.getvalue(), source_uri=source, patient_ref=patient or None, actor=actor
+                data, source_uri=source, patient_ref=patient or None, actor=actor
             )
         except EcgFormatError as exc:
             problems.append(str(exc))

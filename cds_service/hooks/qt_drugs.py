@@ -81,7 +81,7 @@ def qt_drug_in(resource: dict[str, Any]) -> str | None:
     for text in _names(resource):
         for word in _WORD.findall(text.lower()):
             if word in QT_DRUGS:
-                return word
+                return str(word)
     return None
 
 

@@ -81,8 +81,9 @@ def render_ecg_svg(ecg: Ecg, layout: Layout = "3x4", *, title: str | None = None
     n_strip = round(strip * fs)
 
     def lead_samples(name: str, start_s: float, stop_s: float) -> np.ndarray:
-        row = signal[leads.index(name)]
-        return row[round(start_s * fs) : min(round(stop_s * fs), n_strip)]
+        row: np.ndarray = signal[leads.index(name)]
+        shown: np.ndarray = row[round(start_s * fs) : min(round(stop_s * fs), n_strip)]
+        return shown
 
     traces: list[Trace] = []
     if layout == "3x4":
@@ -190,7 +191,8 @@ def _edge_padding(traces: list[Trace], rows_height_mm: float) -> tuple[float, fl
 
 def _remove_baseline(signal: np.ndarray) -> np.ndarray:
     """Centre each lead on its row: subtract the lead's median (a DC offset, not a filter)."""
-    return signal - np.median(signal, axis=1, keepdims=True)
+    centred: np.ndarray = signal - np.median(signal, axis=1, keepdims=True)
+    return centred
 
 
 def _grid(width: float, height: float) -> str:

@@ -11,13 +11,8 @@ import pytest
 from pydicom.uid import ExplicitVRBigEndian
 
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_dicom_bytes
-from adapters.dicom import (
-    AMBULATORY_ECG,
-    GENERAL_ECG,
-    TWELVE_LEAD_ECG,
-    ecg_to_dicom,
-    quantisation_step_uv,
-)
+from adapters.dicom import AMBULATORY_ECG, GENERAL_ECG, TWELVE_LEAD_ECG
+from adapters.dicom_writer import ecg_to_dicom, quantisation_step_uv
 
 SAMPLE = "dicom/pydicom_waveform_ecg.dcm"
 

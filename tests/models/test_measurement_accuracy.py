@@ -136,6 +136,14 @@ def test_pacing_spikes_in_paced_ptbxl_records(ptbxl_dir: Path) -> None:
     assert spikes(paced[0], "filename_lr") == (None, None)
 
 
+def test_no_pacing_value_from_250_hz_holter_records(data_dir: Path) -> None:
+    """At 250 Hz sharp QRS apexes pass for spikes (51 of 104 QTDB records): no value given."""
+    for case in qtdb_cases(data_dir / "qtdb", ["sel100", "sel16265"]):
+        m = measure(case.ecg)
+        assert m["pacing_spike_count"].value is None and m["paced_beat_share"].value is None
+        assert m["qrs"].value is not None
+
+
 def test_two_lead_records_are_measured_on_the_leads_they_have(
     formats_dir: Path, data_dir: Path
 ) -> None:

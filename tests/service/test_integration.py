@@ -123,6 +123,7 @@ def ehr_data(
 
     written = to_dicom_bytes(load_ecg(ptbxl_dir / "records500" / "00000" / "00004_hr.hea"))
     ds2 = _stow(orthanc, written)
+    made["study_instance"] = str(ds2.SOPInstanceUID)
     endpoint = _create(
         fhir_server,
         {
@@ -322,3 +323,54 @@ def test_dicomweb_outside_the_allow_list_is_not_fetched(
     [card] = response.json()["cards"]
     assert "could not be read" in card["summary"]
     assert "allow-list" in card["detail"]
+
+
+def test_a_dicomweb_instance_has_one_sha256_through_hook_and_ingest(
+    fetching_ehr: Ehr, ehr_data: dict[str, Any], fhir_server: FhirServer, orthanc: OrthancServer
+) -> None:
+    """The ImagingStudy's instance, fetched by a hook call and then polled from the PACS by
+    ``ecg-cds ingest``, is the same bytes both times: one SHA-256, one stored ECG."""
+    from adapters import sha256_hex
+    from cds_service.audit import Actor
+    from cds_service.commands.ingest import _poll_dicomweb
+    from cds_service.dicomweb import DicomwebClient
+
+    pid = ehr_data["patient"]
+    body = hook_body(pid, fhirServer=fhir_server.base_url, fhirAuthorization=_authorization(pid))
+    assert fetching_ehr.call("ecg-review", body).status_code == 200
+    runtime = fetching_ehr.runtime
+    [from_hook] = [
+        info
+        for info, _ in runtime.ecgs.list_ecgs(patient_ref=f"Patient/{pid}", limit=100)
+        if (info.source_uri or "").startswith(f"ImagingStudy/{ehr_data['study']} ")
+    ]
+    assert from_hook.format == "dicom"
+
+    with DicomwebClient(runtime.settings, orthanc.dicomweb_url) as client:
+        [series] = [
+            s
+            for s in client.search_series({"Modality": "ECG"})
+            if any(
+                i["00080018"]["Value"][0] == ehr_data["study_instance"]
+                for i in client.search_instances(
+                    s["0020000D"]["Value"][0], s["0020000E"]["Value"][0]
+                )
+            )
+        ]
+        study, series_uid = series["0020000D"]["Value"][0], series["0020000E"]["Value"][0]
+        retrieved = client.retrieve_instance(study, series_uid, ehr_data["study_instance"])
+    assert sha256_hex(retrieved) == from_hook.sha256
+
+    new_ids, problems = _poll_dicomweb(
+        runtime, orthanc.dicomweb_url, True, "", Actor(client="test-ingest"), False
+    )
+    assert problems == []
+    polled = runtime.ecgs.find_by_source(
+        f"{orthanc.dicomweb_url}/studies/{study}/series/{series_uid}"
+        f"/instances/{ehr_data['study_instance']}"
+    )
+    # The poll found the bytes already stored (by the hook): no second ECG for them.
+    assert polled is None or polled.id == from_hook.id
+    assert from_hook.id not in new_ids
+    same = [i for i, _ in runtime.ecgs.list_ecgs(limit=1000) if i.sha256 == from_hook.sha256]
+    assert [i.id for i in same] == [from_hook.id]
