@@ -106,7 +106,7 @@ def backfill(
     ids: list[str] | None = None,
 ) -> str | None:
     """Start a backfill run (queue its first chunks), or classify one chunk of a run and
-    queue the next (see :mod:`cds_service.jobs.backfill`)."""
+    queue the next (see :func:`cds_service.jobs.work.backfill`)."""
     try:
         return work.backfill(
             worker_runtime(),

@@ -256,21 +256,70 @@ def backfill(
     run: str | None = None,
     ids: Sequence[str] | None = None,
 ) -> str | None:
-    """Classify a patient's or a folder's stored history (see :mod:`cds_service.jobs.backfill`).
+    """Classify a patient's or a folder's stored history, in chunks (see below).
 
     Without ``run`` this starts a run (its first chunks are queued at once, every worker
     takes some); with ``run`` and ``ids`` it classifies that chunk and queues the next.
     Returns the run's key.
     """
-    from cds_service.jobs import backfill as runs
-
     if run is None:
-        return runs.start(
+        return _start_backfill(
             runtime,
             patient_ref=patient_ref,
             source_prefix=source_prefix,
             after_id=after_id,
             chunk_size=chunk_size,
         )
-    runs.run_chunk(runtime, run, [str(i) for i in ids or []])
+    _backfill_chunk(runtime, run, [str(i) for i in ids or []])
     return run
+
+
+# Backfills fan out: a stored history classified in chunks by every worker at once.
+#
+# Starting a backfill records a *run* (storage.backfills.BackfillRuns: its cursor lives in
+# the database) and queues up to ``jobs.backfill_in_flight`` chunk tasks at once, each
+# carrying the ids of its chunk. A chunk task classifies its ECGs in one batch, then claims
+# the run's next chunk (under a row lock, so two workers never take the same one) and queues
+# it: the number in flight stays bounded and every worker process takes chunks, instead of
+# one chain that a second worker cannot speed up. Idempotent and resumable: ECGs with a
+# result for the model are skipped; a redelivered chunk (worker killed) classifies the same
+# ids again, a no-op for those done; a backfill started again classifies what is missing.
+# A chunk redelivered after it had queued its successor starts one extra chain: more in
+# flight for a while, never a wrong or duplicate result.
+
+
+def _start_backfill(
+    runtime: TaskRuntime,
+    *,
+    patient_ref: str | None,
+    source_prefix: str | None,
+    after_id: str | None,
+    chunk_size: int | None,
+) -> str:
+    run = runtime.backfills.create(
+        patient_ref=patient_ref,
+        source_prefix=source_prefix,
+        chunk_size=chunk_size or runtime.settings.jobs.backfill_chunk_size,
+        after_id=after_id,
+    )
+    for _ in range(max(1, runtime.settings.jobs.backfill_in_flight)):
+        if not _queue_next_chunk(runtime, run):
+            break
+    return run
+
+
+def _backfill_chunk(runtime: TaskRuntime, run: str, ids: list[str]) -> None:
+    """Classify one chunk (bulk priority), then queue the run's next chunk, if any."""
+    done = runtime.jobs.classified(ids, runtime.model_version)
+    todo = [ecg_id for ecg_id in ids if ecg_id not in done]
+    if todo:
+        classify_ecgs(runtime, todo, bulk=True)
+    _queue_next_chunk(runtime, run)
+
+
+def _queue_next_chunk(runtime: TaskRuntime, run: str) -> bool:
+    """Claim the run's next chunk and queue it; False when the run has nothing left."""
+    ids = runtime.backfills.claim(run)
+    if ids:
+        runtime.dispatcher.enqueue("backfill", bulk=True, run=run, ids=ids)
+    return bool(ids)

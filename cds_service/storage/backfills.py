@@ -3,7 +3,7 @@
 A run is a ``service_state`` row (key ``backfill:<uuid>``). :meth:`BackfillRuns.claim` takes
 the next chunk under a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one
 writer at a time), so two workers never take the same chunk. See
-:mod:`cds_service.jobs.backfill` for how chunks are queued.
+:func:`cds_service.jobs.work.backfill` for how chunks are queued.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from cds_service.jobs import backfill as runs
 from cds_service.jobs import work
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
@@ -48,7 +47,8 @@ def test_chunks_are_disjoint_bounded_and_cover_the_selection(
     runtime.ecgs.accept_path(ptbxl_records[8], patient_ref="Patient/other")  # not selected
     recorder = _Recorder()
     runtime.dispatcher = recorder
-    run = runs.start(runtime, patient_ref="Patient/7", source_prefix=None)
+    run = work.backfill(runtime, patient_ref="Patient/7")
+    assert run is not None
     # Two chunks in flight at once (backfill_in_flight), each of three ids, all bulk.
     assert [q[1]["ids"] for q in recorder.queued] == [ids[:3], ids[3:6]]
     assert all(task == "backfill" and q["bulk"] and q["run"] == run for task, q in recorder.queued)
