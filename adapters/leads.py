@@ -9,6 +9,18 @@ _CANONICAL = {
     "V1": "V1", "V2": "V2", "V3": "V3", "V4": "V4", "V5": "V5", "V6": "V6",
 }  # fmt: skip
 _PREFIXES = ("MDC_ECG_ELEC_POTL_", "MDC_ECG_LEAD_", "LEAD_", "LEAD ")
+#: Other names of the standard leads. Ambulatory (Holter) recordings such as MIT-BIH use the
+#: Mason-Likar *modified* limb leads (``MLII`` is a modified lead II: limb electrodes moved to
+#: the torso) and modified chest leads (``MV1``); European carts write Einthoven's leads as
+#: ``DI``/``DII``/``DIII``. Each is read as the lead it stands for; readers record the
+#: original name (``extra["lead_aliases"]``) because modified leads differ a little from
+#: the standard ones in amplitude and axis.
+_ALIASES = {
+    "MLI": "I", "MLII": "II", "MLIII": "III", "ML2": "II", "MII": "II",
+    "DI": "I", "DII": "II", "DIII": "III", "D1": "I", "D2": "II", "D3": "III",
+    "MAVR": "aVR", "MAVL": "aVL", "MAVF": "aVF",
+    "MV1": "V1", "MV2": "V2", "MV3": "V3", "MV4": "V4", "MV5": "V5", "MV6": "V6",
+}  # fmt: skip
 
 
 def normalize_lead_name(raw: str) -> str:
@@ -25,7 +37,18 @@ def normalize_lead_name(raw: str) -> str:
             name = name[len(prefix) :].strip()
             break
     upper = re.sub(r"[\s_-]", "", upper)
-    return _CANONICAL.get(upper, name)
+    return _CANONICAL.get(upper) or _ALIASES.get(upper) or name
+
+
+def lead_aliases(raw_names: list[str] | tuple[str, ...]) -> str:
+    """``"MLII -> II, MV1 -> V1"`` for the names read as another lead (an alias), else ``""``."""
+    pairs = []
+    for raw in raw_names:
+        name = normalize_lead_name(raw)
+        key = re.sub(r"[\s_-]", "", raw.strip().upper())
+        if name in _CANONICAL.values() and key in _ALIASES:
+            pairs.append(f"{raw.strip()} -> {name}")
+    return ", ".join(pairs)
 
 
 #: ISO/IEEE 11073-10101 (MDC) ECG lead term codes, the part after the partition: DICOM CID 3001

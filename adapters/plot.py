@@ -8,7 +8,9 @@ coordinates in millimetres on a figure sized in millimetres, so the saved image 
 paper geometry at any ``dpi``.
 
 Leads derived by :func:`~adapters.record.standard_12_lead` are labelled with ``*``;
-leads that are neither recorded nor derivable are labelled "(missing)" and drawn flat.
+leads that are neither recorded nor derivable are labelled "(not recorded)" and not drawn:
+a flat line would read as asystole (the same rule as the viewer's SVG). The footer says
+which seconds of the recording are shown (the first 10 s) and which leads are missing.
 Each lead's median is removed before drawing so a DC offset cannot push a trace out of its
 row; amplitudes are otherwise untouched.
 """
@@ -98,9 +100,12 @@ def _trace(ax: Axes, samples: np.ndarray, fs: float, x0_mm: float, baseline_mm: 
     ax.plot(t_mm + x0_mm, y, color=TRACE_COLOUR, linewidth=0.6, zorder=3)
 
 
+MISSING_COLOUR = "#8a1c1c"
+
+
 def _label(lead: str, derived: frozenset[str], missing: frozenset[str]) -> str:
     if lead in missing:
-        return f"{lead} (missing)"
+        return f"{lead} (not recorded)"
     return f"{lead}*" if lead in derived else lead
 
 
@@ -137,26 +142,30 @@ def plot_paper(ecg: Ecg, out: Path, *, title: str | None = None, dpi: int = 200)
         _calibration_pulse(ax, baseline)
         for column, lead in enumerate(row_leads):
             start = column * column_samples
-            segment = signal[leads.index(lead), start : start + column_samples]
             x0 = CAL_WIDTH_MM + column * COLUMN_S * MM_PER_S
-            _trace(ax, segment, fs, x0, baseline)
+            if lead not in view.missing:
+                segment = signal[leads.index(lead), start : start + column_samples]
+                _trace(ax, segment, fs, x0, baseline)
             if column:  # the short divider printers draw between columns
                 ax.vlines(
                     x0, baseline - 4, baseline + 4, colors=TRACE_COLOUR, linewidth=0.8, zorder=3
                 )
             ax.text(
                 x0 + 1.5, baseline + 0.33 * ROW_HEIGHT_MM, _label(lead, derived, view.missing),
-                fontsize=8, fontweight="bold", color=TRACE_COLOUR, zorder=4,
+                fontsize=8, fontweight="bold", zorder=4,
+                color=MISSING_COLOUR if lead in view.missing else TRACE_COLOUR,
             )  # fmt: skip
 
     strip_baseline = 0.5 * ROW_HEIGHT_MM
     _calibration_pulse(ax, strip_baseline)
-    strip = signal[leads.index(RHYTHM_LEAD), : round(STRIP_S * fs)]
-    _trace(ax, strip, fs, CAL_WIDTH_MM, strip_baseline)
+    if RHYTHM_LEAD not in view.missing:
+        strip = signal[leads.index(RHYTHM_LEAD), : round(STRIP_S * fs)]
+        _trace(ax, strip, fs, CAL_WIDTH_MM, strip_baseline)
     ax.text(
         CAL_WIDTH_MM + 1.5, strip_baseline + 0.33 * ROW_HEIGHT_MM,
         f"{_label(RHYTHM_LEAD, derived, view.missing)} (rhythm)",
-        fontsize=8, fontweight="bold", color=TRACE_COLOUR, zorder=4,
+        fontsize=8, fontweight="bold", zorder=4,
+        color=MISSING_COLOUR if RHYTHM_LEAD in view.missing else TRACE_COLOUR,
     )  # fmt: skip
 
     heading = title or _default_title(ecg)
@@ -164,16 +173,27 @@ def plot_paper(ecg: Ecg, out: Path, *, title: str | None = None, dpi: int = 200)
         MARGIN_MM / PAGE_WIDTH_MM, 1 - 6.5 / PAGE_HEIGHT_MM, heading, fontsize=10, weight="bold"
     )
     footer = (
-        f"{fs:g} Hz   {MM_PER_S:g} mm/s   {MM_PER_MV:g} mm/mV   {ecg.duration_s:.3g} s recorded"
+        f"{fs:g} Hz   {MM_PER_S:g} mm/s   {MM_PER_MV:g} mm/mV   {_shown_window(ecg.duration_s)}"
     )
     if derived:
         footer += "   * derived from I and II"
+    if view.missing:
+        footer += f"   {len(view.missing)} of 12 leads not recorded"
+    if ecg.extra.get("lead_aliases"):
+        footer += f"   leads read as standard: {ecg.extra['lead_aliases']}"
     if ecg.device:
         footer += f"   {ecg.device}"
     fig.text(MARGIN_MM / PAGE_WIDTH_MM, 3.5 / PAGE_HEIGHT_MM, footer, fontsize=7)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, facecolor=fig.get_facecolor())
+
+
+def _shown_window(duration_s: float) -> str:
+    """Which seconds the print shows: the first ``STRIP_S`` of the recording."""
+    if duration_s <= STRIP_S + 1e-6:
+        return f"{duration_s:.1f} s recorded, all shown"
+    return f"0-{STRIP_S:g} s shown of {duration_s:,.1f} s recorded"
 
 
 def _default_title(ecg: Ecg) -> str:

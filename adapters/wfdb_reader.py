@@ -28,7 +28,7 @@ import numpy as np
 import wfdb
 
 from adapters.errors import EcgFormatError
-from adapters.leads import normalize_lead_name
+from adapters.leads import lead_aliases, normalize_lead_name
 from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
 
@@ -462,6 +462,9 @@ def read(item: ReaderInput) -> Ecg:
     extra["record"] = str(record.record_name)
     if dropped:
         extra["dropped_channels"] = ", ".join(dropped)
+    aliases = lead_aliases(list(record.sig_name or []))
+    if aliases:
+        extra["lead_aliases"] = aliases
     return Ecg(
         signal=signal,
         fs=fs,

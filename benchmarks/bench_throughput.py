@@ -239,7 +239,8 @@ def bench_ingest(anchor: Anchor, clf: Any, headers: list[Path], repeats: int) ->
 
             def run(runtime: Runtime = runtime) -> float:
                 t0, c0 = time.perf_counter(), _cpu_s()
-                outcome = store_all(runtime, [folder], None, Actor(client="bench"), False)
+                files = sorted(folder.glob("*.hea"))  # what `ecg-cds ingest FOLDER` reads
+                outcome = store_all(runtime, files, None, Actor(client="bench"), False)
                 results = wait_all(runtime, outcome.ids, 1800.0, False)
                 elapsed = time.perf_counter() - t0
                 row.cpu_ms.append((_cpu_s() - c0) * 1000 / len(headers))

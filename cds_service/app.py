@@ -10,17 +10,21 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cds_service.api import audit, ecgs, health, hooks, viewer
+from cds_service.api import audit, ecgs, health, hooks, pages, viewer
 from cds_service.auth import EhrAuthMiddleware
 from cds_service.auth.throttle import gate_for
 from cds_service.errors import RequestSizeLimit, body_limit, install_error_handlers
 from cds_service.input_guard import InputGuard
+from cds_service.metrics import install_metrics
 from cds_service.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Tests pass their own ``Settings``; production reads the environment."""
-    settings = settings or get_settings()
+    from cds_service.sandbox import with_sandbox
+
+    # With the sandbox on: its key trusted, its FHIR endpoint allow-listed (a copy).
+    settings = with_sandbox(settings or get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,10 +48,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Zero-shot ECG classification as a CDS Hooks 2.0.1 service",
         version="0.1.0",
         lifespan=lifespan,
+        # Served from local assets by the pages router: no CDN, nothing downloaded.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
-    for module in (health, hooks, ecgs, audit, viewer):
+    for module in (pages, health, hooks, ecgs, audit, viewer):
         app.include_router(module.router)
+    if settings.sandbox.enabled:
+        from cds_service.api import sandbox
+        from cds_service.sandbox import SandboxFhir
+
+        app.state.sandbox_fhir = SandboxFhir()
+        app.include_router(sandbox.router)
+    install_metrics(app)
     install_error_handlers(app)
     # Innermost: NUL in URLs, JSON nested too deep, escaped NULs/lone surrogates: refused
     # before any handler parses them (inside the hook authentication, so only for callers).
@@ -68,6 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, limit=body_limit(settings))
     _document_hook_errors_as_400(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory ``ecg-cds serve`` gives uvicorn: the process's logging, then the app
+    (each web worker process runs it)."""
+    from cds_service.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def _document_hook_errors_as_400(app: FastAPI) -> None:

@@ -320,9 +320,12 @@ class AuditTrail:
         if not pending:
             return
         last_error: Exception | None = None
+        from cds_service.instruments import AUDIT_APPEND_SECONDS
+
         for attempt in range(_MAX_APPEND_ATTEMPTS):
             try:
-                self._append(pending, with_rows)
+                with AUDIT_APPEND_SECONDS.time():
+                    self._append(pending, with_rows)
                 return
             except IntegrityError as exc:  # another writer took the same seq: re-read and retry
                 last_error = exc

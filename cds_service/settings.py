@@ -4,20 +4,39 @@ Values come, in increasing priority, from defaults, a settings file (``ECG_CDS_S
 JSON or YAML), and environment variables prefixed ``ECG_CDS_`` (nested with ``__``, e.g.
 ``ECG_CDS_AUTH__MAX_TOKEN_LIFETIME_S=900``). The defaults are the embedded mode: SQLite,
 in-process jobs, no broker.
+
+:func:`load_settings` turns every way the sources can be wrong (malformed JSON in a variable,
+a missing settings file, a value of the wrong kind) into a :class:`SettingsError` whose
+``problems`` are one line each, naming the variable or file to fix.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import pydantic_settings
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapters.limits import DecodeLimits
+if TYPE_CHECKING:  # importing adapters loads every reader: not on the CLI's start path
+    from adapters.limits import DecodeLimits
+
+ENV_PREFIX = "ECG_CDS_"
+SETTINGS_FILE_ENV = "ECG_CDS_SETTINGS_FILE"
+
+
+def default_data_dir() -> Path:
+    """Where state lives unless ``data_dir`` says otherwise: the user's data folder
+    (``$XDG_DATA_HOME/ecg-cds``, else ``~/.local/share/ecg-cds``), the same whatever the
+    current directory, so the service and every ``ecg-cds`` command find one database and
+    one link secret."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ecg-cds"
 
 
 class TrustedIssuer(BaseModel):
@@ -99,6 +118,17 @@ class JobSettings(BaseModel):
     debug_task_delay_s: float = 0.0
 
 
+class SandboxSettings(BaseModel):
+    """The offline EHR sandbox page (``/sandbox/``) for integration engineers."""
+
+    #: Off by default. On, the service also trusts the sandbox's own key pair (kept in
+    #: ``data_dir/sandbox``), and only while this stays on.
+    enabled: bool = False
+    #: The sandbox signs calls that the service accepts, so it starts only on a loopback
+    #: ``host`` unless this says otherwise (a shared test server behind its own access control).
+    allow_non_loopback: bool = False
+
+
 class CardSettings(BaseModel):
     """Clinical policy for cards (and the reports written back): when a score is a finding,
     when a QTc alerts. Which labels are critical, and their own critical thresholds, and
@@ -121,17 +151,27 @@ class CardSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ECG_CDS_", env_nested_delimiter="__", extra="ignore"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     host: str = "127.0.0.1"
     port: int = 8080
     #: Public base URL (for card links, model-card link, audiences).
     public_base_url: str = "http://127.0.0.1:8080"
-    data_dir: Path = Path("var")
+    #: Database (embedded), link secret, stored originals. Relative paths are taken from the
+    #: current directory at start-up and resolved once.
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
     model_dir: Path | None = None  # default: the shipped weights
     catalog_file: Path | None = None  # default: the shipped label catalog
+    #: A site calibration written by ``ecg-cds calibrate`` (relative: beside the model);
+    #: results, cards and the model card then name it. None: the shipped calibration.
+    site_calibration: Path | None = None
     #: The one limit on a request body (hook calls and ECG uploads alike): 413 when over.
     max_request_bytes: int = 32 * 1024 * 1024
     #: The limit on one ECG file read from disk, a folder ingest, a FHIR attachment or PACS.
@@ -154,18 +194,24 @@ class Settings(BaseSettings):
     #: carry a ``smart`` link that launches ``/viewer/launch`` (EHR launch, PKCE, public client)
     #: from the FHIR servers in ``fhir.allowed_servers``. None: signed links only.
     smart_client_id: str | None = None
-    log_level: str = "INFO"
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
+    #: ``text``: one readable line per record; ``json``: one JSON object per line (for log
+    #: collectors: time, level, logger, message and any extra fields).
+    log_format: Literal["text", "json"] = "text"
     #: Load the model in the background at start-up so the first hook call finds it ready.
     preload_model: bool = True
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     cards: CardSettings = Field(default_factory=CardSettings)
 
     @property
     def decode_limits(self) -> DecodeLimits:
         """The ECG size limits in the form every reader in :mod:`adapters` checks."""
+        from adapters.limits import DecodeLimits
+
         return DecodeLimits(
             max_ecg_leads=self.max_ecg_leads,
             max_ecg_samples=self.max_ecg_samples,
@@ -197,17 +243,98 @@ class _SettingsFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        import os
-
-        path = os.environ.get("ECG_CDS_SETTINGS_FILE")
+        path = os.environ.get(SETTINGS_FILE_ENV)
         if not path:
             return {}
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-        return dict(data or {})
+        where = f"{SETTINGS_FILE_ENV}={path}"
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SettingsError([f"{where}: no such file"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError([f"{where}: cannot read it ({exc})"]) from None
+        try:
+            data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            detail = " ".join(str(exc).split())
+            raise SettingsError([f"{where}: not valid {_file_kind(path)} ({detail})"]) from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise SettingsError([f"{where}: must hold a mapping of settings, not a list or value"])
+        return data
+
+
+def _file_kind(path: str) -> str:
+    return "JSON" if path.endswith(".json") else "YAML"
+
+
+class SettingsError(ValueError):
+    """The settings cannot be loaded; ``problems`` has one line per thing to fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part) for part in loc if isinstance(part, str)).upper()
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc).replace(
+        ".[", "["
+    )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """Which source set the value at ``loc``: its environment variable, else the file."""
+    for depth in range(len(loc), 0, -1):
+        name = _env_name(loc[:depth])
+        if name in os.environ:
+            return name
+    path = os.environ.get(SETTINGS_FILE_ENV)
+    return f"the settings file {path}" if path else "the defaults"
+
+
+def _malformed_env_json() -> list[str]:
+    """Environment variables of this service holding JSON that does not parse."""
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith(ENV_PREFIX) or value.lstrip()[:1] not in ("[", "{"):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            problems.append(f"{name}: not valid JSON ({exc})")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the file and the environment, or a :class:`SettingsError` that says,
+    one line per problem, which setting is wrong, where it was set and what is expected."""
+    try:
+        settings = Settings(**overrides)
+    except SettingsError:
+        raise
+    except pydantic_settings.SettingsError as exc:
+        problems = _malformed_env_json() or [str(exc)]
+        raise SettingsError(problems) from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            got = error.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            problems.append(f"{_setting_name(loc)}: {error['msg']}{shown}; set in {_where(loc)}")
+        raise SettingsError(problems) from None
+    if not settings.data_dir.is_absolute():
+        settings.data_dir = settings.data_dir.resolve()
+    return settings
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (a FastAPI dependency; tests build their own ``Settings``)."""
-    return Settings()
+    """The process-wide settings (a FastAPI dependency; tests build their own ``Settings``).
+    Raises :class:`SettingsError` (one line per problem) when they cannot be loaded."""
+    return load_settings()

@@ -33,10 +33,13 @@ from safetensors.numpy import save_file as save_numpy
 from adapters import Ecg
 from models.calibration import Calibration, Platt
 from models.catalog import Label, LabelCatalog, load_catalog
+from models.fusion import Fusion
 from models.modeling import EcgClipModel, load_text_cache, model_version
 from models.preprocessing import preprocess
-from models.results import ClassificationResult, LabelScore
-from models.signal_work import SignalWork, SignalWorkPool
+from models.results import ClassificationResult, LabelScore, Measurement
+from models.scoring import CriteriaScorer, values_of
+from models.signal_work import SignalWork, SignalWorkPool, measurements_of
+from models.site import SiteCalibration
 from models.text_encoder import TextEncoder, text_key
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class ZeroShotClassifier:
         *,
         catalog: LabelCatalog | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        site_calibration: SiteCalibration | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = model.config
@@ -70,6 +74,9 @@ class ZeroShotClassifier:
         self.calibration = Calibration.load(self.directory)
         self.text_encoder = TextEncoder(load_text_cache(self.directory))
         self.model_version = model_version(self.directory, self.config)
+        self.fusion = Fusion.load(self.directory)
+        self.site_calibration = site_calibration
+        self._scorer: CriteriaScorer | None = None
         self._catalog = catalog
         self._label_cache: dict[str, np.ndarray] = {}
         self._matrix_cache: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
@@ -95,16 +102,25 @@ class ZeroShotClassifier:
         catalog: LabelCatalog | None = None,
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        site_calibration: str | Path | None = None,
     ) -> ZeroShotClassifier:
         """Load a saved model folder (default: the shipped ``models/weights``), offline.
 
         ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
+        ``site_calibration``: a site file written by ``ecg-cds calibrate`` (a relative path
+        is looked up beside the model).
         """
         if threads is not None:
             torch.set_num_threads(threads)
         directory = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
         model = EcgClipModel.from_pretrained(directory)
-        return cls(model, directory, catalog=catalog, batch_size=batch_size)
+        site = None
+        if site_calibration is not None:
+            site_path = Path(site_calibration)
+            if not site_path.is_absolute() and not site_path.is_file():
+                site_path = directory / site_path
+            site = SiteCalibration.load(site_path)
+        return cls(model, directory, catalog=catalog, batch_size=batch_size, site_calibration=site)
 
     def start_workers(self) -> bool:
         """Start the signal-work processes now (a service at start-up) rather than on the
@@ -116,6 +132,26 @@ class ZeroShotClassifier:
         if self._catalog is None:
             self._catalog = load_catalog()
         return self._catalog
+
+    @property
+    def scorer(self) -> CriteriaScorer:
+        """The measurement channel (criteria resolution, evidence, fusion, site map)."""
+        if self._scorer is None:
+            criteria = self.catalog.criteria or load_catalog().criteria
+            assert criteria is not None
+            self._scorer = CriteriaScorer(
+                criteria, self.text_encoder.encode, self.fusion, self.site_calibration
+            )
+        return self._scorer
+
+    @property
+    def calibration_in_use(self) -> str:
+        """Names the calibration every result is stamped with."""
+        shipped = self.calibration.source or "model head default"
+        text = f"shipped: {shipped}; fusion: {self.fusion.fitted_on}"
+        if self.site_calibration is not None:
+            text = f"{self.site_calibration.description}; {text}"
+        return text
 
     @property
     def default_mapping(self) -> Platt:
@@ -242,12 +278,17 @@ class ZeroShotClassifier:
             embedded.append(self.embed_windows([w.model_input() for w in part if w.acceptable]))
         qualities = [work.quality for work in works]
         accepted = [i for i, q in enumerate(qualities) if q.acceptable]
+        measured = [work.measurements for work in works]
         emb = np.concatenate(embedded) if embedded else self.embed_windows([])
         nearest = self.nearest_training_similarity(emb)
         cos = emb @ self.label_embeddings(catalog).T
-        probs: list[tuple[np.ndarray, bool]] = [
-            self.probabilities(label, cos[:, j]) for j, label in enumerate(catalog)
-        ]
+        values = values_of([measured[i] for i in accepted])
+        columns = []
+        for j, label in enumerate(catalog):
+            p_embedding, calibrated = self.probabilities(label, cos[:, j])
+            evidence = self.scorer.evidence(label, values)
+            fused = self.scorer.fuse(label, p_embedding, evidence)
+            columns.append((label, p_embedding, calibrated, evidence, fused))
         results: list[ClassificationResult] = []
         row_of = {i: r for r, i in enumerate(accepted)}
         for i, quality in enumerate(qualities):
@@ -261,21 +302,27 @@ class ZeroShotClassifier:
                     LabelScore(
                         label_id=label.id,
                         text=label.text,
-                        probability=float(p[r]),
+                        probability=float(fused[r]),
                         similarity=float(cos[r, j]),
                         severity=label.severity,
                         codes=label.codes,
-                        calibrated=calibrated,
+                        calibrated=calibrated or self.site_calibration is not None,
+                        evidence=ev.evidence[r],
+                        criteria=ev.resolution.criteria,
+                        embedding_probability=(
+                            float(p_emb[r]) if not np.isnan(ev.margins[r]) else None
+                        ),
                     )
-                    for j, (label, (p, calibrated)) in enumerate(zip(catalog, probs, strict=True))
+                    for j, (label, p_emb, calibrated, ev, fused) in enumerate(columns)
                 ]
                 scores = tuple(sorted(items, key=lambda s: -s.probability))
             results.append(
                 ClassificationResult(
                     model_version=self.model_version,
                     quality=quality,
-                    measurements=works[i].measurements,
+                    measurements=measured[i],
                     scores=scores,
+                    calibration=self.calibration_in_use,
                 )
             )
         return results
@@ -283,3 +330,8 @@ class ZeroShotClassifier:
     def save_text_cache(self) -> None:
         """Persist the text-feature cache beside the weights (used when shipping a model)."""
         save_numpy(dict(self.text_encoder.cache), str(self.directory / "text_cache.safetensors"))
+
+
+def _measurements(ecg: Ecg) -> dict[str, Measurement]:
+    """One ECG's measurements exactly as :meth:`ZeroShotClassifier.classify` gets them."""
+    return measurements_of(ecg)

@@ -64,14 +64,15 @@ def analyse(ecg: Ecg, config: EcgClipConfig) -> SignalWork:
 
     quality = assess_quality(ecg)
     windows = preprocess(ecg, config).windows if quality.acceptable else None
-    return SignalWork(quality=quality, measurements=_measurements(ecg), windows=windows)
+    return SignalWork(quality=quality, measurements=measurements_of(ecg), windows=windows)
 
 
 def analyse_many(ecgs: Sequence[Ecg], config: EcgClipConfig) -> list[SignalWork]:
     return [analyse(ecg, config) for ecg in ecgs]
 
 
-def _measurements(ecg: Ecg) -> dict[str, Measurement]:
+def measurements_of(ecg: Ecg) -> dict[str, Measurement]:
+    """One ECG's measurements; a failure gives ``{}`` (it must not cost the classification)."""
     from models.measurements import measure
 
     try:

@@ -1,20 +1,39 @@
-"""Liveness and readiness for load balancers and orchestrators."""
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: it can do its work).
+
+Readiness checks the database and its schema, that the model is loaded, and in distributed
+mode that the broker accepts connections and a worker answers. Each check runs in its own
+thread with a deadline, so the probe answers (503) even while a dependency hangs.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-import models
+router = APIRouter(tags=["operations"])
 
-router = APIRouter(tags=["health"])
+#: The probe's answer is due within this many seconds, whatever hangs.
+READY_DEADLINE_S = 3.0
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 
 
 class Health(BaseModel):
     status: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unready"]
+    checks: dict[str, Check]
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness probe")
@@ -22,14 +41,56 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
+def _checks(runtime: Any) -> dict[str, Callable[[], str | None]]:
+    from cds_service.probes import broker_problem, database_problem, worker_problem
+
+    settings = runtime.settings
+    checks: dict[str, Callable[[], str | None]] = {
+        "database": lambda: database_problem(runtime.engine),
+        "model": lambda: _model_problem(runtime),
+    }
+    if settings.jobs.mode == "distributed":
+        checks["broker"] = lambda: broker_problem(settings.jobs.broker_url, timeout_s=1.5)
+        celery_app = getattr(runtime.dispatcher, "_app", None)
+        if celery_app is not None:
+            checks["workers"] = lambda: worker_problem(celery_app, timeout_s=1.0)
+    return checks
+
+
+def _model_problem(runtime: Any) -> str | None:
+    if runtime._classifier is not None:
+        return None
+    if not runtime.settings.preload_model:
+        # Nothing else will load it before the first call: start now, report not yet.
+        import threading
+
+        threading.Thread(target=runtime.warm_up, name="model-warm-up", daemon=True).start()
+    return "the model is still loading"
+
+
 @router.get(
-    "/model-card",
-    summary="The shipped model's card (data, training, metrics, limitations)",
-    response_class=PlainTextResponse,
-    responses={404: {"description": "No model card shipped with this build"}},
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness probe: database, migrations, model, broker and workers",
+    responses={503: {"model": Readiness, "description": "Not ready; checks say why"}},
 )
-def model_card() -> PlainTextResponse:
-    path = Path(models.__file__).parent / "weights" / "MODEL_CARD.md"
-    if not path.is_file():
-        return PlainTextResponse("No model card in this build.", status_code=404)
-    return PlainTextResponse(path.read_text(encoding="utf-8"), media_type="text/markdown")
+def readyz(request: Request) -> JSONResponse:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        body = Readiness(status="unready", checks={"startup": Check(ok=False, detail="starting")})
+        return JSONResponse(body.model_dump(), status_code=503)
+    futures = {name: _pool.submit(check) for name, check in _checks(runtime).items()}
+    concurrent.futures.wait(futures.values(), timeout=READY_DEADLINE_S)
+    checks: dict[str, Check] = {}
+    for name, future in futures.items():
+        if not future.done():
+            checks[name] = Check(ok=False, detail=f"no answer within {READY_DEADLINE_S:g} s")
+            continue
+        try:
+            problem = future.result()
+        except Exception as exc:  # a check must never turn the probe into a 500
+            problem = f"{type(exc).__name__}: {exc}"
+        checks[name] = Check(ok=problem is None, detail=problem)
+    ready = all(check.ok for check in checks.values())
+    body = Readiness(status="ready" if ready else "unready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from cds_service.audit import AuditTrail
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 
 
 def _open_trail() -> AuditTrail:
@@ -19,6 +19,7 @@ def _open_trail() -> AuditTrail:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
+    from cds_service.allow_list import redact_url
     from cds_service.audit import AuditTrail
     from cds_service.settings import get_settings
     from cds_service.storage.base import make_engine, make_session_factory
@@ -28,12 +29,17 @@ def _open_trail() -> AuditTrail:
         engine = make_engine(url)
         has_table = inspect(engine).has_table("audit_events")
     except SQLAlchemyError as exc:
-        typer.echo(f"Cannot open the database ({type(exc).__name__}): {exc.args[0]}", err=True)
+        first = str(exc.args[0] if exc.args else exc).strip().splitlines()[0]
+        typer.echo(
+            f"error: cannot open the database {redact_url(url)} ({type(exc).__name__}: {first}); "
+            "check ECG_CDS_DATABASE_URL / ECG_CDS_DATA_DIR.",
+            err=True,
+        )
         raise typer.Exit(2) from None
     if not has_table:
         typer.echo(
-            "The database has no audit_events table: start the service once (ecg-cds serve) "
-            "or check ECG_CDS_DATABASE_URL / ECG_CDS_DATA_DIR.",
+            f"error: the database {redact_url(url)} has no audit_events table: start the "
+            "service once (ecg-cds serve) or check ECG_CDS_DATABASE_URL / ECG_CDS_DATA_DIR.",
             err=True,
         )
         raise typer.Exit(2)
@@ -89,7 +95,11 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-@app.command("query", help="List audit entries (newest first) as a table or JSON lines.")
+#: Entries read per database round trip with ``--all``.
+_PAGE = 1000
+
+
+@app.command("query", help="List audit entries (newest first) as a table, JSON or JSON lines.")
 def query(
     patient: Annotated[str | None, typer.Option(help="Patient id or Patient/<id>.")] = None,
     event: Annotated[
@@ -108,7 +118,18 @@ def query(
     outcome: Annotated[str | None, typer.Option(help="success, failure, error or fatal.")] = None,
     model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
     ecg_id: Annotated[str | None, typer.Option(help="ECG id.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON document: total, offset, limit, next_offset, entries."
+        ),
+    ] = False,
+    as_jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="One JSON object per entry per line (for piping).")
+    ] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every matching entry (ignores --limit).")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (paging).")] = 0,
 ) -> None:
@@ -134,19 +155,47 @@ def query(
         outcome=outcome,
         ecg_id=ecg_id,
     )
-    page = _open_trail().query(filters, limit=limit, offset=offset)
-    if as_json:
-        for entry in page.entries:
+    if as_json and as_jsonl:
+        raise typer.BadParameter("give --json or --jsonl, not both", param_hint="--jsonl")
+    trail = _open_trail()
+    page = trail.query(filters, limit=_PAGE if every else limit, offset=offset)
+    entries = list(page.entries)
+    if every:
+        while len(entries) + offset < page.total and page.entries:
+            page = trail.query(filters, limit=_PAGE, offset=offset + len(entries))
+            entries.extend(page.entries)
+    shown_end = offset + len(entries)
+    next_offset = shown_end if shown_end < page.total else None
+    if next_offset is not None:
+        typer.echo(
+            f"showing entries {offset + 1}-{shown_end} of {page.total:,}; "
+            f"--offset {next_offset} for the next page, or --all",
+            err=True,
+        )
+    if as_jsonl:
+        for entry in entries:
             typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+        return
+    if as_json:
+        document = {
+            "total": page.total,
+            "offset": offset,
+            "limit": None if every else limit,
+            "next_offset": next_offset,
+            "entries": [entry.to_dict() for entry in entries],
+        }
+        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
         return
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Audit entries {offset + 1}-{offset + len(page.entries)} of {page.total}")
-    for column in ("seq", "time (UTC)", "event", "outcome", "who", "patient", "ecg", "model"):
+    table = Table(title=f"Audit entries {offset + 1}-{shown_end} of {page.total}")
+    for column in ("seq", "time (UTC)", "event", "outcome"):
+        table.add_column(column, no_wrap=True)  # a timestamp split over two lines is unreadable
+    for column in ("who", "patient", "ecg", "model"):
         table.add_column(column, overflow="fold")
-    for e in page.entries:
+    for e in entries:
         who = e.actor.user or e.actor.sub or e.actor.client or ""
         if e.actor.iss:
             who = f"{who} ({e.actor.iss})" if who else e.actor.iss

@@ -179,6 +179,11 @@ def draft_orders(drug: str) -> tuple[dict[str, Any], list[str]]:
     return bundle, [f"MedicationRequest/{order_id}"]
 
 
+def _md_text(text: str) -> str:
+    """Service text shown literally inside the Markdown the terminal renders."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>" else ch for ch in str(text))
+
+
 def print_cards(cards: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
@@ -186,7 +191,11 @@ def print_cards(cards: list[dict[str, Any]]) -> None:
 
     console = Console()
     if not cards:
-        console.print("[dim]No cards.[/dim]")
+        console.print(
+            "No cards: the service found nothing to flag for this call (for order-select: "
+            "no QT concern for this drug with this ECG). That is an answer, not an error; "
+            "--json shows the raw response."
+        )
     for card in cards:
         indicator = card.get("indicator", "info")
         body: list[Any] = []
@@ -200,7 +209,8 @@ def print_cards(cards: list[dict[str, Any]]) -> None:
             )
             parts.append(f"- **Suggestion:** {suggestion['label']} ({kinds})")
         for link in card.get("links", []):
-            parts.append(f"- **Link:** [{link['label']}]({link['url']})")
+            # the URL itself, not only its label: a terminal cannot follow a hidden link
+            parts.append(f"- **Link:** {_md_text(link['label'])} (below)")
         source = card.get("source", {})
         parts.append(f"*Source: {source.get('label', '')}* {source.get('url', '')}")
         body.append(Markdown("\n\n".join(parts)))
@@ -212,6 +222,10 @@ def print_cards(cards: list[dict[str, Any]]) -> None:
                 border_style=_STYLE.get(indicator, "white"),
             )
         )
+        # The URLs themselves, unwrapped, outside the box: a terminal cannot follow a
+        # hidden link, and a URL broken over box lines cannot be copied.
+        for link in card.get("links", []):
+            console.print(f"  {link['label']}: {link['url']}", soft_wrap=True, markup=False)
 
 
 def ehr(
@@ -277,16 +291,32 @@ def ehr(
     deadline = time.monotonic() + max(0.0, wait)
     # The first call to a fresh service also loads the model: allow it time.
     with httpx.Client(timeout=120.0) as client:
+        announced = False
         while True:
             token = keys.sign(iss=iss, aud=target)
             try:
                 response = client.post(
                     target, json=call, headers={"Authorization": f"Bearer {token}"}
                 )
+            except httpx.ConnectError:
+                # A service started a moment ago (`make run &`) is not listening yet: wait
+                # for it within --wait, as the README's "Try it" runs straight on.
+                if time.monotonic() < deadline:
+                    if not announced:
+                        typer.echo(f"waiting for the service at {base} to start...", err=True)
+                        announced = True
+                    time.sleep(1.0)
+                    continue
+                typer.echo(
+                    f"error: could not reach {base} (nothing listening). Is the service "
+                    "running (`make run`) and is --url right?",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
             except httpx.HTTPError as exc:
                 typer.echo(
-                    f"Could not reach {base} ({type(exc).__name__}). Is the service running "
-                    "(`make run`) and is --url right?",
+                    f"error: could not reach {base} ({type(exc).__name__}). Is the service "
+                    "running (`make run`) and is --url right?",
                     err=True,
                 )
                 raise typer.Exit(1) from None

@@ -33,6 +33,8 @@ _SKIP_SUFFIXES = {
     ".md", ".txt", ".csv", ".tsv", ".xsd", ".xsx", ".py", ".png", ".jpg", ".pdf", ".html",
     ".gz", ".zip", ".npy", ".npz", ".pkl", ".log",
 }  # fmt: skip
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".bmp"}
+_SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
@@ -70,14 +72,25 @@ def ingest(
         _backfill(paths or [], patient or None, wait, timeout, progress)
         return
     if not paths and not dicomweb:
-        typer.echo("Nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        typer.echo("error: nothing to ingest: give files/folders or --dicomweb URL.", err=True)
+        raise typer.Exit(2)
+    skipped: list[Path] = []
+    files = list(_expand(paths or [], skipped))
+    if skipped:
+        typer.echo(_skipped_line(skipped), err=True)
+    if paths and not files and not dicomweb:
+        typer.echo(
+            f"error: no ECG files in {', '.join(str(p) for p in paths)}"
+            + (" (only files that are not ECG signals, above)" if skipped else " (empty)"),
+            err=True,
+        )
         raise typer.Exit(2)
     settings = get_settings()
     runtime = Runtime.start(settings, role="cli", resume=False)
     actor = Actor(client="ecg-cds-ingest")
     started = time.perf_counter()
     try:
-        stored = store_all(runtime, paths or [], patient or None, actor, progress)
+        stored = store_all(runtime, files, patient or None, actor, progress)
         if dicomweb:
             new_ids, dicom_problems = _poll_dicomweb(
                 runtime, dicomweb, full, patient, actor, progress
@@ -108,13 +121,12 @@ class Stored:
 
 
 def store_all(
-    runtime: Runtime, paths: list[Path], patient: str | None, actor: Any, progress: bool
+    runtime: Runtime, files: list[Path], patient: str | None, actor: Any, progress: bool
 ) -> Stored:
-    """Store every ECG file under ``paths`` and queue it as bulk work (``ecg-cds ingest``)."""
+    """Store every ECG file of ``files`` and queue it as bulk work (``ecg-cds ingest``)."""
     from adapters import EcgFormatError
 
     out = Stored()
-    files = list(_expand(paths))
     waiting: list[str] = []  # queued in groups: one job-ledger transaction per group
     for path in _bar(files, "store", progress):
         try:
@@ -173,19 +185,31 @@ def _backfill(
         raise typer.Exit(1)
 
 
-def _expand(paths: list[Path]) -> Iterator[Path]:
-    """Files to ingest: WFDB headers stand for their record; companions are not read alone."""
+def _expand(paths: list[Path], skipped: list[Path]) -> Iterator[Path]:
+    """Files to ingest: WFDB headers stand for their record; companions are not read alone.
+    Files in folders that are not ECG signals go to ``skipped`` (reported, never silent)."""
     for path in paths:
         if path.is_dir():
-            yield from _folder(path)
+            yield from _folder(path, skipped)
         elif path.exists() or path.with_suffix(".hea").exists():
             yield path if path.exists() else path.with_suffix(".hea")
         else:
-            typer.echo(f"{path}: no such file or folder", err=True)
+            typer.echo(f"error: {path}: no such file or folder", err=True)
             raise typer.Exit(2)
 
 
-def _folder(folder: Path) -> Iterator[Path]:
+def _skipped_line(skipped: list[Path]) -> str:
+    kinds: dict[str, int] = {}
+    for path in skipped:
+        kind = path.suffix.lower() or path.name
+        kinds[kind] = kinds.get(kind, 0) + 1
+    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+    images = sum(kinds.get(k, 0) for k in _IMAGE_SUFFIXES)
+    note = "; images of ECGs (scans, screenshots) cannot be read, only signals" if images else ""
+    return f"skipped {len(skipped)} files that are not ECG signals ({listed}){note}"
+
+
+def _folder(folder: Path, skipped: list[Path]) -> Iterator[Path]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
@@ -193,6 +217,7 @@ def _folder(folder: Path) -> Iterator[Path]:
         if suffix in _SKIP_SUFFIXES or path.name.upper().startswith(
             ("LICENSE", "README", "COPYING")
         ):
+            skipped.append(path)
             continue
         if suffix in _WFDB_COMPANIONS and path.with_suffix(".hea").is_file():
             continue
@@ -255,7 +280,7 @@ def _report(
     typer.echo(
         f"{len(unique)} ECGs ({stored.created} new, {stored.duplicates} already stored), "
         f"{len(stored.problems)} unreadable; status: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
         + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
     )
     return statuses.get("failed", 0)
@@ -307,7 +332,7 @@ def _poll(
     try:
         series = client.search_series(filters)
     except FetchFailed as exc:
-        typer.echo(f"QIDO-RS query to {url} failed: {exc}", err=True)
+        typer.echo(f"error: QIDO-RS query to {url} failed: {exc.problem}", err=True)
         raise typer.Exit(1) from None
     instances: list[tuple[str, str, str]] = []
     for item in series:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from cds_service.commands._inputs import fail, require_ecg_files
+
 if TYPE_CHECKING:
     from adapters import Ecg
 
@@ -16,7 +18,12 @@ def summary(ecg: Ecg) -> dict[str, Any]:
     """The facts `inspect` reports, as plain JSON-ready values."""
     import numpy as np
 
+    from adapters.record import STANDARD_LEADS
+    from models.lead_coverage import not_assessable, present_leads
+
     signal = ecg.signal
+    present = present_leads(ecg.leads)
+    recorded = set(ecg.leads)
     return {
         "format": ecg.source.format,
         "source": ecg.source.uri,
@@ -32,6 +39,11 @@ def summary(ecg: Ecg) -> dict[str, Any]:
                 name: round(float(np.ptp(signal[i])), 4) for i, name in enumerate(ecg.leads)
             },
         },
+        "standard_leads_missing": [lead for lead in STANDARD_LEADS if lead not in present],
+        "standard_leads_derived": [
+            lead for lead in STANDARD_LEADS if lead in present and lead not in recorded
+        ],
+        "not_assessable": _not_assessable(not_assessable, present),
         "statements": list(ecg.statements),
         "diagnosis_codes": list(ecg.diagnosis_codes),
         "patient_id": ecg.patient_id,
@@ -48,6 +60,15 @@ def summary(ecg: Ecg) -> dict[str, Any]:
     }
 
 
+def _not_assessable(check: Any, present: frozenset[str]) -> dict[str, list[str]]:
+    """Catalog findings the leads present cannot support: ``{label name: missing leads}``."""
+    from models.catalog import load_catalog
+
+    catalog = load_catalog()
+    names = {label.id: label.name for label in catalog}
+    return {names[i]: list(m) for i, m in check(names, present).items()}
+
+
 def _print_table(facts: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -59,6 +80,7 @@ def _print_table(facts: dict[str, Any]) -> None:
     rows = [
         ("format", facts["format"]),
         ("leads", f"{len(facts['leads'])}: {' '.join(facts['leads'])}"),
+        ("not recorded", " ".join(facts["standard_leads_missing"]) or "-"),
         ("sampling rate", f"{facts['fs_hz']:g} Hz"),
         ("duration", f"{facts['duration_s']:g} s ({facts['n_samples']} samples)"),
         ("amplitude", f"{amplitude['min']:.3f} .. {amplitude['max']:.3f} mV"),
@@ -68,6 +90,17 @@ def _print_table(facts: dict[str, Any]) -> None:
         ("statements", "\n".join(facts["statements"]) or "-"),
         ("codes", "\n".join(facts["diagnosis_codes"]) or "-"),
     ]
+    if facts["standard_leads_derived"]:
+        rows.insert(3, ("derived", " ".join(facts["standard_leads_derived"]) + " (from I, II)"))
+    if facts["not_assessable"]:
+        names = list(facts["not_assessable"])
+        rows.append(
+            (
+                "cannot assess",
+                f"{len(names)} catalog findings need leads not recorded: {', '.join(names)} "
+                "(--json: the leads each needs)",
+            )
+        )
     median = facts["median_beats"]
     if median:
         rows.append(("median beats", f"{len(median['leads'])} leads x {median['n_samples']}"))
@@ -84,21 +117,25 @@ def inspect(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Also draw the standard 12-lead paper print to this PNG/PDF/SVG."
+        None,
+        "--plot",
+        help="Also draw the standard 12-lead paper print (first 10 s; leads not recorded are "
+        "labelled, not drawn) to this PNG/PDF/SVG.",
     ),
     input_format: str | None = typer.Option(
         None, "--format", help="Input format name instead of detection."
     ),
 ) -> None:
-    """Summarise an ECG file: format, leads, sampling rate, duration, amplitude range,
-    statements, diagnosis codes, patient, device and start time."""
+    """Summarise an ECG file: format, leads (and which standard ones are missing, and the
+    findings they leave unassessable), sampling rate, duration, amplitude range, statements,
+    diagnosis codes, patient, device and start time. Exit 2 if it is missing or not an ECG."""
+    require_ecg_files([file])
     from adapters import EcgFormatError, load_ecg
 
     try:
         ecg = load_ecg(file, input_format)
     except EcgFormatError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     facts = summary(ecg)
     if plot is not None:
         from adapters.plot import plot_paper
@@ -106,8 +143,7 @@ def inspect(
         try:
             plot_paper(ecg, plot, title=file.name)
         except (OSError, ValueError) as exc:
-            typer.echo(f"error: {plot}: cannot draw the plot ({exc})", err=True)
-            raise typer.Exit(2) from None
+            raise fail(f"{plot}: cannot draw the plot ({exc})") from None
         facts["plot"] = str(plot)
     if json_output:
         typer.echo(json.dumps(facts, indent=2))

@@ -23,11 +23,19 @@ def train(
     out: Path = typer.Option(
         Path("runs/ecg-clip"), "--out", help="Run folder (checkpoints, model)."
     ),
-    epochs: int = typer.Option(60, "--epochs"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr"),
+    epochs: int = typer.Option(
+        60, "--epochs", help="Passes over the training records (the schedule's length)."
+    ),
+    batch_size: int = typer.Option(
+        64, "--batch-size", help="ECGs per step; also the contrastive negatives per step."
+    ),
+    lr: float = typer.Option(
+        2e-3,
+        "--lr",
+        help="Peak learning rate of the one-cycle AdamW schedule (text projection: 1/10).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Same seed and threads: same model."),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = typer.Option(2, "--threads", help="Torch CPU threads."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.pt."),
     max_records: int | None = typer.Option(None, "--max-records", help="Use only N records."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps."),
@@ -38,6 +46,14 @@ def train(
     ),
     report_loss_weight: float = typer.Option(
         0.0, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
+    ),
+    variance_weight: float = typer.Option(
+        0.0, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
+    ),
+    covariance_weight: float = typer.Option(
+        0.0,
+        "--covariance-weight",
+        help="Embedding spread: penalises a low participation ratio (0: off).",
     ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
@@ -67,6 +83,8 @@ def train(
         max_steps=max_steps,
         stop_after_epochs=stop_after_epochs,
         report_loss_weight=report_loss_weight,
+        variance_weight=variance_weight,
+        covariance_weight=covariance_weight,
         progress=not quiet,
     )
     try:

@@ -6,7 +6,7 @@ service generated in ``data_dir``), so run it with the service's settings.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,9 +34,45 @@ def viewer_link(
         typer.echo(f"--ttl must be 1..{MAX_TTL_S} seconds.", err=True)
         raise typer.Exit(2)
     settings = get_settings()
+    if ecg_id is not None:
+        _require_stored(settings, ecg_id)
     url = (
         reviewer_link(settings, ttl_s=ttl)
         if reviewer
         else make_link(settings, str(ecg_id), ttl_s=ttl)
     )
     typer.echo(url)
+
+
+def _require_stored(settings: Any, ecg_id: str) -> None:
+    """Exit 2 unless the service's database holds an ECG with this id: a link to nothing
+    would only fail later, in a clinician's browser."""
+    from sqlalchemy import inspect, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.allow_list import redact_url
+    from cds_service.storage.base import make_engine
+    from cds_service.storage.tables import EcgRow
+
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table(EcgRow.__tablename__):
+            found = False
+        else:
+            with engine.connect() as connection:
+                found = connection.scalar(select(EcgRow.id).where(EcgRow.id == ecg_id)) is not None
+    except SQLAlchemyError as exc:
+        typer.echo(
+            f"error: cannot open the database {redact_url(url)} ({type(exc).__name__})", err=True
+        )
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    if not found:
+        typer.echo(
+            f"error: no stored ECG has id {ecg_id!r} in {redact_url(url)} "
+            "(ids are printed by `ecg-cds ingest` and listed by GET /ecgs)",
+            err=True,
+        )
+        raise typer.Exit(2)

@@ -87,10 +87,10 @@ def test_file_to_fhir_to_ecg(data_dir: Path, relative: str) -> None:
 
 def test_unnamed_lead_keeps_its_name(data_dir: Path) -> None:
     mitbih = load_ecg(data_dir / "formats/wfdb/100")
-    short = mitbih.with_signal(mitbih.signal[:, :3600], mitbih.leads)
+    short = mitbih.with_signal(mitbih.signal[:, :3600], ("Holter A", "V5"))
     document = to_fhir_observation(short)
     Observation.model_validate(document)
-    assert _read(document).leads == ("MLII", "V5")
+    assert _read(document).leads == ("Holter A", "V5")
     assert _read(document).fs == 360.0
 
 

@@ -109,5 +109,5 @@ def test_labels_mark_derived_and_missing_leads(formats_dir: Path, tmp_path: Path
     assert "derived from I and II" in muse_svg
     assert "25 mm/s" in muse_svg and "10 mm/mV" in muse_svg and "500 Hz" in muse_svg
     minimum_svg = minimum.read_text()
-    assert "V1 (missing)" in minimum_svg
+    assert "V1 (not recorded)" in minimum_svg  # labelled, not drawn (same words as the viewer)
     assert ">II<" in minimum_svg and ">minimal<" in minimum_svg

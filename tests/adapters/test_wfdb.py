@@ -74,7 +74,7 @@ def test_ptb_record_keeps_frank_leads_and_comments(formats_dir: Path) -> None:
 
 def test_mitbih_two_leads_at_360_hz(formats_dir: Path) -> None:
     ecg = load_ecg(formats_dir / "wfdb/100.dat")  # the signal file path finds its header
-    assert ecg.leads == ("MLII", "V5")
+    assert ecg.leads == ("II", "V5")  # MLII: a modified lead II, read as II (alias kept)
     assert ecg.fs == 360.0
     assert ecg.n_samples == 650000
     # MIT-BIH ADC gain is 200/mV: a normal ECG stays within a few millivolts.

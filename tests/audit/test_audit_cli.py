@@ -65,22 +65,36 @@ def test_verify_broken_chain_exits_1_naming_the_entry(trail: AuditTrail) -> None
 
 
 def test_query_json_lines_with_filters(trail: AuditTrail) -> None:
-    result = runner.invoke(app, ["audit", "query", "--json", "--patient", "Patient/p1"])
+    # JSON Lines moved from --json to --jsonl (--json is now one JSON document: issue 12)
+    result = runner.invoke(app, ["audit", "query", "--jsonl", "--patient", "Patient/p1"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [e["seq"] for e in lines] == [2, 1]
     assert lines[1]["actor"]["user"] == "Practitioner/123"
 
-    failures = runner.invoke(app, ["audit", "query", "--json", "--outcome", "failure"])
+    failures = runner.invoke(app, ["audit", "query", "--jsonl", "--outcome", "failure"])
     assert [json.loads(x)["event"] for x in failures.output.splitlines()] == ["fetch"]
     by_event = runner.invoke(
-        app, ["audit", "query", "--json", "--event", "classification", "--event", "hook-call"]
+        app, ["audit", "query", "--jsonl", "--event", "classification", "--event", "hook-call"]
     )
     assert [json.loads(x)["seq"] for x in by_event.output.splitlines()] == [3, 1]
-    limited = runner.invoke(app, ["audit", "query", "--json", "--limit", "1"])
-    assert [json.loads(x)["seq"] for x in limited.output.splitlines()] == [3]
-    future = runner.invoke(app, ["audit", "query", "--json", "--from", "2999-01-01"])
+    limited = runner.invoke(app, ["audit", "query", "--jsonl", "--limit", "1"])
+    assert [json.loads(x)["seq"] for x in limited.stdout.splitlines()] == [3]
+    assert "showing entries 1-1 of 3; --offset 1 for the next page" in limited.stderr
+    future = runner.invoke(app, ["audit", "query", "--jsonl", "--from", "2999-01-01"])
     assert future.exit_code == 0 and future.output == ""
+
+
+def test_query_json_is_one_document_and_says_what_is_left(trail: AuditTrail) -> None:
+    for i in range(120):
+        trail.record("hook-call", patient=f"bulk-{i}")
+    first = runner.invoke(app, ["audit", "query", "--json"])
+    document = json.loads(first.stdout)  # json.load works: one document, not lines
+    assert document["total"] == 123 and len(document["entries"]) == 50
+    assert document["next_offset"] == 50 and "of 123" in first.stderr
+    everything = json.loads(runner.invoke(app, ["audit", "query", "--json", "--all"]).stdout)
+    assert len(everything["entries"]) == 123 and everything["next_offset"] is None
+    assert [e["seq"] for e in everything["entries"]] == list(range(123, 0, -1))
 
 
 def test_query_table(trail: AuditTrail) -> None:

@@ -24,11 +24,17 @@ def test_classify_json_with_free_text_and_a_bad_file(
     args = ["classify", *files, "--json"] + [x for lab in labels for x in ("--label", lab)]
     result = CliRunner().invoke(app, args)
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert result.exit_code == 1  # one file failed
+    assert result.exit_code == 1  # one file failed, the others were scored
+    assert "not_an_ecg.xml" in result.stderr  # errors also on stderr, one line each
     assert [line["file"] for line in lines] == files
     assert "error" in lines[1] and "not_an_ecg.xml" in lines[1]["error"]
     for line in (lines[0], lines[2]):
-        assert set(line) == {"file", "model_version", "quality", "measurements", "scores"}
+        assert set(line) == {
+            "file", "model_version", "quality", "measurements", "scores", "evidence",
+            "calibration", "not_assessable",
+        }  # fmt: skip
+        assert line["calibration"].startswith("shipped")
+        assert line["not_assessable"] == {}  # 12 leads: every catalog finding assessable
         assert line["model_version"].startswith("ecg-clip-")
         if line["quality"]["acceptable"]:
             assert set(line["scores"]) == set(labels)

@@ -238,7 +238,10 @@ def test_no_operation_answers_5xx_or_hangs(sweep: Sweep, method: str, template: 
         sweep.sent += 1
         sweep.statuses[response.status_code] += 1
         sweep.by_operation[f"{method} {template}"] += 1
-        assert response.status_code < 500, (
+        # A 503 the operation documents is an answer, not a failure: /readyz says "not ready"
+        # (e.g. while the model loads) that way, with the reason in its body.
+        documented_503 = response.status_code == 503 and "503" in operation.get("responses", {})
+        assert response.status_code < 500 or documented_503, (
             f"{method} {request.url} -> {response.status_code}: {response.text[:300]}"
         )
 

@@ -84,6 +84,8 @@ def test_ehr_tool_sends_patient_view_and_prints_cards(
     pretty = CliRunner().invoke(cli, args)
     assert pretty.exit_code == 0, pretty.output
     assert "AI ECG" in pretty.output and "Suggestion" in pretty.output
+    # the link's URL itself, on one line a terminal can follow or copy (issue 12)
+    assert f"View the ECG tracing: {base}/viewer/ecg/" in pretty.output
 
 
 @pytest.mark.slow

@@ -199,7 +199,7 @@ def test_derived_and_missing_leads_are_marked(ptbxl_500: Ecg) -> None:
 
 
 def test_two_lead_holter_record_draws_what_exists(formats_dir: Path) -> None:
-    """MIT-BIH 100: MLII and V5 only; no standard limb leads, so most are not recorded."""
+    """MIT-BIH 100: MLII (read as II) and V5 only, so most leads are not recorded."""
     ecg = load_ecg(formats_dir / "wfdb" / "100.hea")
     root = _parse(render_ecg_svg(ecg, "3x4"))
     drawn = {
@@ -207,7 +207,7 @@ def test_two_lead_holter_record_draws_what_exists(formats_dir: Path) -> None:
         for g in _lead_groups(root)
         if [p for p in g.iter(f"{SVG}path") if p.get("class") == "trace"]
     }
-    assert drawn == {"V5"}
+    assert drawn == {"II", "V5"}  # MLII is a modified lead II, read as II
 
 
 def test_size_stays_reasonable_for_a_500_hz_record(ptbxl_500: Ecg) -> None:

@@ -1,0 +1,115 @@
+"""``/readyz`` against real servers the test starts on its own ports and then stops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import JobSettings, Settings
+from tests.operations.conftest import clean_env
+from tests.operations.private_servers import (  # noqa: F401 - fixtures
+    PrivatePostgres,
+    PrivateRedis,
+    private_postgres,
+    private_redis,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _ready_within(client: TestClient, timeout_s: float) -> dict[str, Any]:
+    """Poll until ready (a bound against hanging, not a speed check); the last answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get("/readyz")
+        body: dict[str, Any] = response.json()
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def test_liveness_and_readiness_embedded_sqlite(tmp_path: Path) -> None:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        body = _ready_within(client, 180)
+        assert body["status"] == "ready", body
+        assert set(body["checks"]) == {"database", "model"}
+
+
+def test_unready_when_the_database_stops(
+    tmp_path: Path,
+    private_postgres: PrivatePostgres,  # noqa: F811
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=private_postgres.url)
+    with TestClient(create_app(settings)) as client:
+        assert _ready_within(client, 180)["status"] == "ready"
+        private_postgres.stop()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        check = response.json()["checks"]["database"]
+        assert check["ok"] is False and "cannot open the database" in check["detail"]
+        assert "127.0.0.1" in check["detail"]
+        assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+@pytest.fixture
+def worker(tmp_path: Path, private_redis: PrivateRedis) -> Iterator[subprocess.Popen[bytes]]:  # noqa: F811
+    env = clean_env(
+        tmp_path,
+        ECG_CDS_JOBS__MODE="distributed",
+        ECG_CDS_JOBS__BROKER_URL=private_redis.url,
+        ECG_CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'shared.db'}",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cds_service.cli", "worker", "--pool", "solo", "--loglevel",
+         "warning", "--hostname", f"readyz-{tmp_path.name}@localhost"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_distributed_unready_without_workers_and_when_the_broker_stops(
+    tmp_path: Path,
+    private_redis: PrivateRedis,  # noqa: F811
+    worker: subprocess.Popen[bytes],
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'shared.db'}",
+        jobs=JobSettings(mode="distributed", broker_url=private_redis.url),
+    )
+    with TestClient(create_app(settings)) as client:
+        body = _ready_within(client, 180)  # the worker answers once it has started
+        assert body["status"] == "ready", body
+        assert set(body["checks"]) == {"database", "model", "broker", "workers"}
+
+        worker.terminate()
+        worker.wait(timeout=20)
+        body = client.get("/readyz").json()
+        assert body["status"] == "unready"
+        assert body["checks"]["broker"]["ok"] is True
+        assert "no worker answered" in body["checks"]["workers"]["detail"]
+
+        private_redis.stop()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        broker = response.json()["checks"]["broker"]
+        assert broker["ok"] is False and "cannot reach the broker" in broker["detail"]
