@@ -26,6 +26,7 @@ from cds_service.audit import AuditTrail
 from cds_service.jobs.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
 from cds_service.jobs.work import Classifier, run_task
 from cds_service.settings import Settings
+from cds_service.storage.backfills import BackfillRuns
 from cds_service.storage.base import make_engine, make_session_factory, private_directory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
@@ -50,6 +51,7 @@ class Runtime:
     ecgs: EcgStore = field(init=False)
     cards: CardStore = field(init=False)
     state: StateStore = field(init=False)
+    backfills: BackfillRuns = field(init=False)
     role: Role = "web"
     started_at: datetime = field(default_factory=utcnow)
     _classifier: Classifier | None = None
@@ -79,7 +81,9 @@ class Runtime:
         dispatcher: Dispatcher
         if settings.jobs.mode == "embedded":
             dispatcher = EmbeddedDispatcher(
-                threads=settings.jobs.embedded_threads, max_retries=settings.jobs.max_retries
+                threads=settings.jobs.embedded_threads,
+                max_retries=settings.jobs.max_retries,
+                max_batch=settings.jobs.backfill_chunk_size,
             )
         else:
             from cds_service.jobs.celery_app import make_celery
@@ -100,6 +104,7 @@ class Runtime:
         runtime.ecgs = EcgStore(settings, session_factory, runtime.jobs, audit=runtime.audit)
         runtime.cards = CardStore(session_factory)
         runtime.state = StateStore(session_factory)
+        runtime.backfills = BackfillRuns(session_factory)
         # Started once the runtime exists: embedded jobs run the task bodies against it.
         dispatcher.start(partial(run_task, runtime))
         if resume and settings.jobs.mode == "embedded" and role != "worker":
@@ -136,10 +141,14 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the model and the delineation library now, so the first hook call is not slow."""
         try:
-            self.classifier  # noqa: B018 - loading is the point
+            classifier = self.classifier
             from models.measurements import warm_up
 
             warm_up()
+            # The signal-work processes too: the first burst of new ECGs must not pay for them.
+            start_workers = getattr(classifier, "start_workers", None)
+            if start_workers is not None:
+                start_workers()
         except Exception:  # the first call will retry the load and report the error
             log.exception("model warm-up failed")
 

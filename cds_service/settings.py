@@ -111,6 +111,9 @@ class JobSettings(BaseModel):
     job_stale_after_s: int = 900
     #: ECGs per chunk of a backfill task.
     backfill_chunk_size: int = 64
+    #: Chunks of one backfill queued at once: about twice the worker processes, so every
+    #: process has one and the next is waiting (more only fills the broker).
+    backfill_in_flight: int = 16
     #: Fault-injection for tests only (a task sleeps this long before classifying). Keep 0.
     debug_task_delay_s: float = 0.0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ _SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
+#: Stored ECGs are queued this many at a time: small enough that the workers start early.
+_SUBMIT_GROUP = 8
 
 
 def ingest(
@@ -58,7 +61,6 @@ def ingest(
         "upgrade, or what an earlier --no-wait left pending).",
     ),
 ) -> None:
-    from adapters import EcgFormatError
     from cds_service.audit import Actor
     from cds_service.runtime import Runtime
     from cds_service.settings import get_settings
@@ -86,43 +88,64 @@ def ingest(
     settings = get_settings()
     runtime = Runtime.start(settings, role="cli", resume=False)
     actor = Actor(client="ecg-cds-ingest")
-    ids: list[str] = []
-    stored = duplicates = 0
-    problems: list[str] = []
     started = time.perf_counter()
     try:
-        for path in _bar(files, "store", progress):
-            try:
-                info = runtime.ecgs.accept_path(path, patient_ref=patient or None, actor=actor)
-            except EcgFormatError as exc:
-                problems.append(str(exc))
-                continue
-            except OSError as exc:
-                problems.append(f"{path}: {exc.strerror or exc}")
-                continue
-            stored += info.created
-            duplicates += not info.created
-            ids.append(info.id)
-            runtime.jobs.submit(info.id, bulk=True)
+        stored = store_all(runtime, files, patient or None, actor, progress)
         if dicomweb:
             new_ids, dicom_problems = _poll_dicomweb(
                 runtime, dicomweb, full, patient, actor, progress
             )
-            stored += len(new_ids)
-            problems.extend(dicom_problems)
-            ids.extend(new_ids)
+            stored.created += len(new_ids)
+            stored.problems.extend(dicom_problems)
+            stored.ids.extend(new_ids)
         accepted_s = time.perf_counter() - started
         results: dict[str, Any] = {}
-        if wait and ids:
-            results = _wait_all(runtime, ids, timeout, progress)
+        if wait and stored.ids:
+            results = wait_all(runtime, stored.ids, timeout, progress)
         elapsed = time.perf_counter() - started
-        failed = _report(
-            runtime, ids, results, stored, duplicates, problems, accepted_s, elapsed, wait
-        )
+        failed = _report(runtime, stored, results, accepted_s, elapsed, wait)
     finally:
         runtime.stop()
-    if problems or failed:
+    if stored.problems or failed:
         raise typer.Exit(1)
+
+
+@dataclass
+class Stored:
+    """What :func:`store_all` did: the ids of every ECG read (new or known), and problems."""
+
+    ids: list[str] = field(default_factory=list)
+    created: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def store_all(
+    runtime: Runtime, files: list[Path], patient: str | None, actor: Any, progress: bool
+) -> Stored:
+    """Store every ECG file of ``files`` and queue it as bulk work (``ecg-cds ingest``)."""
+    from adapters import EcgFormatError
+
+    out = Stored()
+    waiting: list[str] = []  # queued in groups: one job-ledger transaction per group
+    for path in _bar(files, "store", progress):
+        try:
+            info = runtime.ecgs.accept_path(path, patient_ref=patient, actor=actor)
+        except EcgFormatError as exc:
+            out.problems.append(str(exc))
+            continue
+        except OSError as exc:
+            out.problems.append(f"{path}: {exc.strerror or exc}")
+            continue
+        out.created += info.created
+        out.duplicates += not info.created
+        out.ids.append(info.id)
+        waiting.append(info.id)
+        if len(waiting) >= _SUBMIT_GROUP:
+            runtime.jobs.submit_many(waiting, bulk=True)
+            waiting = []
+    runtime.jobs.submit_many(waiting, bulk=True)
+    return out
 
 
 def _backfill(
@@ -146,7 +169,7 @@ def _backfill(
                 "backfill", bulk=True, patient_ref=patient, source_prefix=prefix
             )
         if wait and ids:
-            _wait_all(runtime, ids, timeout, progress)
+            wait_all(runtime, ids, timeout, progress)
         statuses: dict[str, int] = {}
         for ecg_id in dict.fromkeys(ids):
             status = _status(runtime, ecg_id) or "missing"
@@ -207,7 +230,7 @@ def _bar(items: list[Any], label: str, enabled: bool) -> Any:
     return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)
 
 
-def _wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, Any]:
+def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, Any]:
     """Wait for every id, showing progress; returns the results (None where missing)."""
     from tqdm import tqdm
 
@@ -235,19 +258,16 @@ def _status(runtime: Runtime, ecg_id: str) -> str | None:
 
 def _report(
     runtime: Runtime,
-    ids: list[str],
+    stored: Stored,
     results: dict[str, Any],
-    stored: int,
-    duplicates: int,
-    problems: list[str],
     accepted_s: float,
     elapsed: float,
     waited: bool,
 ) -> int:
     """Print what happened; returns how many ECGs failed classification."""
-    for problem in problems:
+    for problem in stored.problems:
         typer.echo(f"unreadable: {problem}", err=True)
-    unique = list(dict.fromkeys(ids))
+    unique = list(dict.fromkeys(stored.ids))
     statuses: dict[str, int] = {}
     for ecg_id in unique:
         status = _status(runtime, ecg_id) or "missing"
@@ -258,8 +278,8 @@ def _report(
             typer.echo(f"failed: {info.source_uri or ecg_id}: {info.error}", err=True)
     rate = len(unique) / elapsed if elapsed > 0 and waited else len(unique) / max(accepted_s, 1e-9)
     typer.echo(
-        f"{len(unique)} ECGs ({stored} new, {duplicates} already stored), "
-        f"{len(problems)} unreadable; status: "
+        f"{len(unique)} ECGs ({stored.created} new, {stored.duplicates} already stored), "
+        f"{len(stored.problems)} unreadable; status: "
         + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
         + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
     )

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 #: Task names on the broker, one per job kind (stable: workers and senders must agree).
 TASK_NAMES = {
     "classify_ecg": "ecg_cds.classify_ecg",
+    "classify_ecgs": "ecg_cds.classify_ecgs",
     "annotate_report": "ecg_cds.annotate_report",
     "backfill": "ecg_cds.backfill",
 }
@@ -65,9 +66,10 @@ class EmbeddedDispatcher:
 
     in_process = True
 
-    def __init__(self, *, threads: int, max_retries: int) -> None:
+    def __init__(self, *, threads: int, max_retries: int, max_batch: int = 64) -> None:
         self._runner: TaskRunner | None = None
         self._max_retries = max_retries
+        self._max_batch = max(1, max_batch)
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._timers: set[threading.Timer] = set()
@@ -110,7 +112,29 @@ class EmbeddedDispatcher:
             _, _, job = self._queue.get()
             if job is None:  # shutdown
                 return
+            if job.task == "classify_ecg":
+                job = self._coalesce(job)
             self._run(job)
+
+    def _coalesce(self, first: _Job) -> _Job:
+        """Micro-batching: classify jobs of the same priority already waiting join this one,
+        so ECGs that arrive while the model is busy go through it together, in one batch
+        and one storage transaction, instead of one after another."""
+        ids = [str(first.args[0])]
+        while len(ids) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            job = item[2]
+            if job is None or job.task != "classify_ecg" or job.priority != first.priority:
+                self._queue.put(item)  # not ours: back in its place (same priority and order)
+                break
+            ids.append(str(job.args[0]))
+        bulk = first.priority == BULK  # what the classification causes keeps its priority
+        if len(ids) == 1:
+            return _Job("classify_ecg", first.args, {"bulk": bulk}, first.priority, first.attempt)
+        return _Job("classify_ecgs", (ids,), {"bulk": bulk}, first.priority, first.attempt)
 
     def _run(self, job: _Job) -> None:
         assert self._runner is not None  # threads run only once started

@@ -63,8 +63,11 @@ def _retry(task: Task, exc: RetryableError) -> None:
 @shared_task(bind=True, name=TASK_NAMES["classify_ecg"])
 def classify_ecg(self: Task, ecg_id: str) -> str:
     """Classify one stored ECG with this worker's model; a no-op if already classified."""
+    # Write-backs caused by bulk work (a folder ingest) stay bulk: follow the queue it came on.
+    routing = (self.request.delivery_info or {}).get("routing_key") or ""
+    bulk = str(routing).endswith(".bulk")
     try:
-        return work.classify_ecgs(worker_runtime(), [ecg_id]).get(ecg_id, "missing")
+        return work.classify_ecgs(worker_runtime(), [ecg_id], bulk=bulk).get(ecg_id, "missing")
     except RetryableError as exc:
         _retry(self, exc)
         raise  # unreachable: retry raises
@@ -82,6 +85,16 @@ def annotate_report(self: Task, ecg_id: str) -> str:
         raise
 
 
+@shared_task(bind=True, name=TASK_NAMES["classify_ecgs"])
+def classify_ecgs(self: Task, ecg_ids: list[str], bulk: bool = False) -> dict[str, str]:
+    """Classify a batch of stored ECGs in one model call (a no-op for those done)."""
+    try:
+        return work.classify_ecgs(worker_runtime(), ecg_ids, bulk=bulk)
+    except RetryableError as exc:
+        _retry(self, exc)
+        raise
+
+
 @shared_task(bind=True, name=TASK_NAMES["backfill"])
 def backfill(
     self: Task,
@@ -89,8 +102,11 @@ def backfill(
     source_prefix: str | None = None,
     after_id: str | None = None,
     chunk_size: int | None = None,
+    run: str | None = None,
+    ids: list[str] | None = None,
 ) -> str | None:
-    """Classify one chunk of a patient's or a folder's history, then enqueue the next chunk."""
+    """Start a backfill run (queue its first chunks), or classify one chunk of a run and
+    queue the next (see :func:`cds_service.jobs.work.backfill`)."""
     try:
         return work.backfill(
             worker_runtime(),
@@ -98,6 +114,8 @@ def backfill(
             source_prefix=source_prefix,
             after_id=after_id,
             chunk_size=chunk_size,
+            run=run,
+            ids=ids,
         )
     except RetryableError as exc:
         _retry(self, exc)

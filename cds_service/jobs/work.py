@@ -17,10 +17,11 @@ import httpx
 from sqlalchemy.exc import OperationalError
 
 from adapters import Ecg, EcgFormatError
-from cds_service.audit import AuditTrail
+from cds_service.audit import AuditRecord, AuditTrail
 from cds_service.jobs.dispatch import Dispatcher
 from cds_service.jobs.errors import RetryableError
 from cds_service.settings import Settings
+from cds_service.storage.backfills import BackfillRuns
 from cds_service.storage.ecgs import EcgStore
 from cds_service.storage.jobs import JobLedger
 from cds_service.writeback import write_back
@@ -52,6 +53,8 @@ class TaskRuntime(Protocol):
     @property
     def dispatcher(self) -> Dispatcher: ...
     @property
+    def backfills(self) -> BackfillRuns: ...
+    @property
     def classifier(self) -> Classifier: ...
     @property
     def model_version(self) -> str: ...
@@ -63,7 +66,10 @@ def run_task(
     """Run one task body by name (the embedded dispatcher's entry point)."""
     attempt = int(kwargs.pop("attempt", 0))
     if name == "classify_ecg":
-        classify_ecgs(runtime, [str(args[0] if args else kwargs["ecg_id"])])
+        ecg_id = str(args[0] if args else kwargs["ecg_id"])
+        classify_ecgs(runtime, [ecg_id], bulk=bool(kwargs.get("bulk")))
+    elif name == "classify_ecgs":
+        classify_ecgs(runtime, [str(i) for i in args[0]], bulk=bool(kwargs.get("bulk")))
     elif name == "annotate_report":
         final = attempt >= runtime.settings.jobs.max_retries
         annotate_report(runtime, *args, final_attempt=final, **kwargs)
@@ -73,28 +79,37 @@ def run_task(
         raise ValueError(f"unknown task {name!r}")
 
 
-def classify_ecgs(runtime: TaskRuntime, ecg_ids: Sequence[str]) -> dict[str, str]:
+def classify_ecgs(
+    runtime: TaskRuntime, ecg_ids: Sequence[str], *, bulk: bool = False
+) -> dict[str, str]:
     """Classify ECGs that have no result for the current model; returns id -> outcome.
 
     Outcomes: ``exists`` (already classified), ``stored``, ``failed`` (recorded with its error),
     ``missing`` (no such ECG). Database outages raise :class:`RetryableError`.
+
+    The batch goes through the model in one call and through storage in a few transactions
+    (which exist, mark running, store every result, append every classification's audit
+    entry under one lock), not a handful per ECG. Each classification keeps its own audit
+    entry (which ECG, which model, when). Write-backs it causes are queued with the batch's
+    priority: ``bulk`` for a backfill or a folder ingest.
     """
     outcomes: dict[str, str] = {}
+    ids = list(dict.fromkeys(ecg_ids))
     try:
         classifier = runtime.classifier
         version = classifier.model_version
-        todo: list[str] = []
-        for ecg_id in ecg_ids:
-            if runtime.jobs.has_result(ecg_id, version):
+        patients = runtime.ecgs.patients(ids)
+        done = runtime.jobs.classified(ids, version)
+        for ecg_id in ids:
+            if ecg_id in done:
                 outcomes[ecg_id] = "exists"
-                runtime.jobs.mark_job("classify", ecg_id, version, "done")
-            elif runtime.ecgs.get_info(ecg_id) is None:
+            elif ecg_id not in patients:
                 outcomes[ecg_id] = "missing"
-            else:
-                todo.append(ecg_id)
+        runtime.jobs.mark_jobs("classify", sorted(done), version, "done")
+        todo = [ecg_id for ecg_id in ids if ecg_id not in outcomes]
+        runtime.jobs.mark_jobs("classify", todo, version, "running")
         loaded: list[tuple[str, Ecg]] = []
         for ecg_id in todo:
-            runtime.jobs.mark_job("classify", ecg_id, version, "running")
             try:
                 loaded.append((ecg_id, runtime.ecgs.load_ecg(ecg_id)))
             except OperationalError:
@@ -112,33 +127,42 @@ def classify_ecgs(runtime: TaskRuntime, ecg_ids: Sequence[str]) -> dict[str, str
                 outcomes[ecg_id] = "failed"
         if runtime.settings.jobs.debug_task_delay_s > 0:
             time.sleep(runtime.settings.jobs.debug_task_delay_s)
+        classified: list[tuple[str, ClassificationResult]] = []
         for (ecg_id, _), result in _classify_each(runtime, loaded, version).items():
             if result is None:
                 outcomes[ecg_id] = "failed"
-                continue
-            stored = runtime.jobs.store_result(ecg_id, result, notify=False)
-            outcomes[ecg_id] = "stored" if stored else "exists"
-            try:
-                if stored:  # a redelivered task does not audit the classification twice
-                    runtime.audit.record(
+            else:
+                classified.append((ecg_id, result))
+        try:
+            stored = runtime.jobs.store_results(classified)
+            # A redelivered task does not audit a classification twice: only what it stored.
+            runtime.audit.record_many(
+                [
+                    AuditRecord(
                         "classification",
                         ecg_id=ecg_id,
                         model_version=version,
-                        patient=_patient(runtime, ecg_id),
+                        patient=patients.get(ecg_id),
                         detail={
                             "acceptable": result.quality.acceptable,
                             "top": [s.label_id for s in result.scores[:3]],
                         },
                     )
-            finally:
-                runtime.jobs.notify()  # waiters see the result together with its audit entry
+                    for ecg_id, result in classified
+                    if ecg_id in stored
+                ]
+            )
+            for ecg_id, _ in classified:
+                outcomes[ecg_id] = "stored" if ecg_id in stored else "exists"
+        finally:
+            runtime.jobs.notify()  # waiters see the results together with their audit entries
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
         # A report annotation belongs in a patient's record: ECGs with no patient are not sent.
         for ecg_id, outcome in outcomes.items():
-            if outcome in ("stored", "exists") and _patient(runtime, ecg_id):
-                runtime.dispatcher.enqueue("annotate_report", ecg_id)
+            if outcome in ("stored", "exists") and patients.get(ecg_id):
+                runtime.dispatcher.enqueue("annotate_report", ecg_id, bulk=bulk)
     return outcomes
 
 
@@ -182,11 +206,6 @@ def _fail(runtime: TaskRuntime, ecg_id: str, version: str, error: str) -> None:
         )
     finally:
         runtime.jobs.notify()
-
-
-def _patient(runtime: TaskRuntime, ecg_id: str) -> str | None:
-    info = runtime.ecgs.get_info(ecg_id)
-    return info.patient_ref if info else None
 
 
 def annotate_report(runtime: TaskRuntime, ecg_id: str, *, final_attempt: bool = False) -> str:
@@ -240,31 +259,73 @@ def backfill(
     source_prefix: str | None = None,
     after_id: str | None = None,
     chunk_size: int | None = None,
+    run: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> str | None:
-    """Classify a patient's or a folder's stored history, one chunk per task.
+    """Classify a patient's or a folder's stored history, in chunks (see below).
 
-    Picks the next ``chunk_size`` ECGs (ordered by id, after ``after_id``) that lack a result
-    for the current model, classifies them in one batch, and enqueues itself for the next
-    chunk. Returns the cursor of the next chunk, or None when done.
+    Without ``run`` this starts a run (its first chunks are queued at once, every worker
+    takes some); with ``run`` and ``ids`` it classifies that chunk and queues the next.
+    Returns the run's key.
     """
-    size = chunk_size or runtime.settings.jobs.backfill_chunk_size
-    version = runtime.model_version
-    ids = runtime.ecgs.ids_matching(
-        patient_ref=patient_ref, source_prefix=source_prefix, after_id=after_id, limit=size
-    )
-    done = runtime.jobs.classified(ids, version)
-    todo = [ecg_id for ecg_id in ids if ecg_id not in done]
-    if todo:
-        classify_ecgs(runtime, todo)
-    if len(ids) < size:
-        return None
-    cursor = ids[-1]
-    runtime.dispatcher.enqueue(
-        "backfill",
-        bulk=True,
+    if run is None:
+        return _start_backfill(
+            runtime,
+            patient_ref=patient_ref,
+            source_prefix=source_prefix,
+            after_id=after_id,
+            chunk_size=chunk_size,
+        )
+    _backfill_chunk(runtime, run, [str(i) for i in ids or []])
+    return run
+
+
+# Backfills fan out: a stored history classified in chunks by every worker at once.
+#
+# Starting a backfill records a *run* (storage.backfills.BackfillRuns: its cursor lives in
+# the database) and queues up to ``jobs.backfill_in_flight`` chunk tasks at once, each
+# carrying the ids of its chunk. A chunk task classifies its ECGs in one batch, then claims
+# the run's next chunk (under a row lock, so two workers never take the same one) and queues
+# it: the number in flight stays bounded and every worker process takes chunks, instead of
+# one chain that a second worker cannot speed up. Idempotent and resumable: ECGs with a
+# result for the model are skipped; a redelivered chunk (worker killed) classifies the same
+# ids again, a no-op for those done; a backfill started again classifies what is missing.
+# A chunk redelivered after it had queued its successor starts one extra chain: more in
+# flight for a while, never a wrong or duplicate result.
+
+
+def _start_backfill(
+    runtime: TaskRuntime,
+    *,
+    patient_ref: str | None,
+    source_prefix: str | None,
+    after_id: str | None,
+    chunk_size: int | None,
+) -> str:
+    run = runtime.backfills.create(
         patient_ref=patient_ref,
         source_prefix=source_prefix,
-        after_id=cursor,
-        chunk_size=size,
+        chunk_size=chunk_size or runtime.settings.jobs.backfill_chunk_size,
+        after_id=after_id,
     )
-    return cursor
+    for _ in range(max(1, runtime.settings.jobs.backfill_in_flight)):
+        if not _queue_next_chunk(runtime, run):
+            break
+    return run
+
+
+def _backfill_chunk(runtime: TaskRuntime, run: str, ids: list[str]) -> None:
+    """Classify one chunk (bulk priority), then queue the run's next chunk, if any."""
+    done = runtime.jobs.classified(ids, runtime.model_version)
+    todo = [ecg_id for ecg_id in ids if ecg_id not in done]
+    if todo:
+        classify_ecgs(runtime, todo, bulk=True)
+    _queue_next_chunk(runtime, run)
+
+
+def _queue_next_chunk(runtime: TaskRuntime, run: str) -> bool:
+    """Claim the run's next chunk and queue it; False when the run has nothing left."""
+    ids = runtime.backfills.claim(run)
+    if ids:
+        runtime.dispatcher.enqueue("backfill", bulk=True, run=run, ids=ids)
+    return bool(ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -259,6 +259,16 @@ class EcgStore:
             row = session.get(EcgRow, ecg_id)
             blob = session.get(EcgBlobRow, ecg_id)
             return (blob.data, row.container) if row and blob else None
+
+    def patients(self, ecg_ids: Sequence[str]) -> dict[str, str | None]:
+        """The patient reference of each stored ECG among ``ecg_ids`` (unknown ids absent)."""
+        if not ecg_ids:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(EcgRow.id, EcgRow.patient_ref).where(EcgRow.id.in_(list(ecg_ids)))
+            ).all()
+        return {ecg_id: patient for ecg_id, patient in rows}
 
     def ids_matching(
         self,

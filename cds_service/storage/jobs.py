@@ -26,7 +26,7 @@ from cds_service.jobs.dispatch import Dispatcher
 from cds_service.settings import Settings
 from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
-from cds_service.storage.upsert import insert_ignore
+from cds_service.storage.upsert import insert_ignore, insert_ignore_many
 from models.results import ClassificationResult
 
 #: Statuses after which no result is coming for this ECG without a new submit.
@@ -152,6 +152,65 @@ class JobLedger:
                 ecg.status, ecg.error = "pending", None
         self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
+    def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
+        """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
+        ids = list(dict.fromkeys(ecg_ids))
+        if not ids:
+            return
+        version = self.model_version
+        stale = utcnow() - timedelta(seconds=self.settings.jobs.job_stale_after_s)
+        done = self.classified(ids, version)
+        queue: list[str] = []
+        with self._sessions.begin() as session:
+            ecgs = {
+                row.id: row
+                for row in session.scalars(select(EcgRow).where(EcgRow.id.in_(ids))).all()
+            }
+            jobs = {
+                row.ecg_id: row
+                for row in session.scalars(
+                    select(JobRow).where(
+                        JobRow.kind == "classify",
+                        JobRow.ecg_id.in_(ids),
+                        JobRow.model_version == version,
+                    )
+                ).all()
+            }
+            for ecg_id in ids:
+                if ecg_id in done:
+                    continue
+                ecg = ecgs.get(ecg_id)
+                if ecg is None:
+                    raise KeyError(f"no ECG with id {ecg_id}")
+                job = jobs.get(ecg_id)
+                live = job is not None and job.state in ("queued", "running")
+                if live and job is not None and job.updated_at > stale:
+                    continue
+                if job is None:
+                    now = utcnow()
+                    if not insert_ignore(
+                        session,
+                        JobRow.__table__,  # type: ignore[arg-type]
+                        {
+                            "kind": "classify",
+                            "ecg_id": ecg_id,
+                            "model_version": version,
+                            "state": "queued",
+                            "attempts": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                        },
+                        ("kind", "ecg_id", "model_version"),
+                    ):
+                        continue  # another submit won the race and is queuing it
+                else:
+                    job.state, job.error, job.updated_at = "queued", None, utcnow()
+                if ecg.status == "failed":
+                    ecg.status, ecg.error = "pending", None
+                queue.append(ecg_id)
+        for ecg_id in queue:
+            self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
+
     def pending_ids(self, *, limit: int = 10_000) -> list[str]:
         """ECGs accepted but never finished (e.g. the process stopped): resumed at start."""
         with self._sessions() as session:
@@ -215,6 +274,54 @@ class JobLedger:
         if notify:
             self.notify()
         return inserted
+
+    def store_results(self, results: Sequence[tuple[str, ClassificationResult]]) -> set[str]:
+        """:meth:`store_result` for a batch, in one transaction; the ids this call stored.
+
+        Waiters are not woken: the caller appends the batch's audit entries, then calls
+        :meth:`notify` (a result is never visible before its audit entry is written).
+        """
+        stored: set[str] = set()
+        if not results:
+            return stored
+        now = utcnow()
+        with self._sessions.begin() as session:
+            stored = insert_ignore_many(
+                session,
+                ResultRow.__table__,  # type: ignore[arg-type]
+                [
+                    {
+                        "ecg_id": ecg_id,
+                        "model_version": result.model_version,
+                        "acceptable": result.quality.acceptable,
+                        "result": result.to_dict(),
+                        "created_at": now,
+                    }
+                    for ecg_id, result in results
+                ],
+                ("ecg_id", "model_version"),
+                returning="ecg_id",
+            )
+            for status in ("done", "rejected"):
+                ids = [
+                    ecg_id for ecg_id, r in results if r.quality.acceptable == (status == "done")
+                ]
+                if ids:
+                    session.execute(
+                        update(EcgRow)
+                        .where(EcgRow.id.in_(ids))
+                        .values(status=status, error=None, updated_at=now)
+                    )
+            for version in {r.model_version for _, r in results}:
+                ids = [ecg_id for ecg_id, r in results if r.model_version == version]
+                _mark_jobs(session, "classify", ids, version, "done")
+        return stored
+
+    def mark_jobs(self, kind: str, ecg_ids: Sequence[str], model_version: str, state: str) -> None:
+        """:meth:`mark_job` for many ECGs in one transaction."""
+        if ecg_ids:
+            with self._sessions.begin() as session:
+                _mark_jobs(session, kind, ecg_ids, model_version, state)
 
     def mark_failed(
         self, ecg_id: str, model_version: str, error: str, *, notify: bool = True
@@ -306,6 +413,40 @@ def _mark_job(
         .where(
             JobRow.kind == kind,
             JobRow.ecg_id == ecg_id,
+            JobRow.model_version == model_version,
+        )
+        .values(**values)
+    )
+
+
+def _mark_jobs(
+    session: Session, kind: str, ecg_ids: Sequence[str], model_version: str, state: str
+) -> None:
+    """:func:`_mark_job` for many ECGs: one insert of the missing rows, one update."""
+    now = utcnow()
+    for ecg_id in ecg_ids:
+        insert_ignore(
+            session,
+            JobRow.__table__,  # type: ignore[arg-type]
+            {
+                "kind": kind,
+                "ecg_id": ecg_id,
+                "model_version": model_version,
+                "state": state,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+            ("kind", "ecg_id", "model_version"),
+        )
+    values: dict[str, Any] = {"state": state, "error": None, "updated_at": now}
+    if state == "running":
+        values["attempts"] = JobRow.attempts + 1
+    session.execute(
+        update(JobRow)
+        .where(
+            JobRow.kind == kind,
+            JobRow.ecg_id.in_(list(ecg_ids)),
             JobRow.model_version == model_version,
         )
         .values(**values)

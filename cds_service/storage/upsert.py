@@ -38,3 +38,32 @@ def insert_ignore(
         table.c[conflict_columns[0]]
     )
     return session.execute(stmt).first() is not None
+
+
+def insert_ignore_many(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    conflict_columns: Sequence[str],
+    *,
+    returning: str,
+) -> set[Any]:
+    """:func:`insert_ignore` for many rows in one statement; the ``returning`` column's values
+    of the rows inserted (those that conflicted are skipped, as one by one)."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).values(list(rows))
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(list(rows))
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"insert_ignore_many does not support {dialect}")
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_columns)).returning(
+        table.c[returning]
+    )
+    return set(session.scalars(stmt).all())

@@ -14,12 +14,17 @@ def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
     order: list[str] = []
     done = threading.Semaphore(0)
 
+    calls: list[tuple[str, list[str], bool]] = []
+
     def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if args[0] == "blocker":
+        ids = list(args[0]) if task == "classify_ecgs" else [str(args[0])]
+        if ids == ["blocker"]:
             started.set()
             release.wait(10)
-        order.append(str(args[0]))
-        done.release()
+        calls.append((task, ids, bool(kwargs.get("bulk"))))
+        order.extend(ids)
+        for _ in ids:
+            done.release()
 
     dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)
     dispatcher.start(runner)
@@ -35,6 +40,9 @@ def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
     finally:
         dispatcher.shutdown()
     assert order == ["blocker", "hook", "bulk-1", "bulk-2", "bulk-3"]
+    # The bulk jobs that queued up behind the busy worker ran as one batch, still bulk.
+    assert calls[1] == ("classify_ecg", ["hook"], False)
+    assert calls[2] == ("classify_ecgs", ["bulk-1", "bulk-2", "bulk-3"], True)
 
 
 def test_outages_are_retried_and_then_given_up() -> None:
