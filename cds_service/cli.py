@@ -19,6 +19,7 @@ import typer.main
 
 from cds_service.commands import (
     audit,
+    calibrate,
     check_config,
     classify,
     convert,
@@ -52,6 +53,9 @@ app.command("train", help="Train the ECG-text model on a PTB-XL layout or an ECG
 )
 app.command("evaluate", help="Evaluate zero-shot AUROC on PTB-XL or CinC-format folders.")(
     evaluate.evaluate
+)
+app.command("calibrate", help="Fit a site calibration on your own labelled ECG archive.")(
+    calibrate.calibrate
 )
 app.command("ingest", help="Ingest ECG files, folders or a DICOMweb PACS; classify and annotate.")(
     ingest.ingest

@@ -58,6 +58,8 @@ RESULT_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:result"
 ECG_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:ecg"
 #: Extension carrying a finding's calibrated probability (0..1) on its component.
 PROBABILITY_EXTENSION: Final = "https://ecg-cds.github.io/fhir/StructureDefinition/probability"
+#: Extension carrying one measured evidence line of a finding ("PR 232 ms > 200 ms").
+EVIDENCE_EXTENSION: Final = "https://ecg-cds.github.io/fhir/StructureDefinition/evidence"
 
 IMPRESSION_CODE: Final = {"system": LOINC, "code": "8601-7", "display": "EKG impression"}
 STUDY_CODE: Final = {"system": LOINC, "code": "11524-6", "display": "EKG study"}
@@ -341,19 +343,32 @@ def summary_text(result: ClassificationResult, threshold: float) -> str:
     asserted = findings(result, threshold)
     if not asserted:
         return lead + f"No finding reached the reporting threshold (p >= {threshold:.2f})."
-    listed = "; ".join(f"{s.text} (p={s.probability:.2f})" for s in asserted)
+    listed = "; ".join(_finding_text(s) for s in asserted)
     text = lead + "Findings: " + listed + "."
     if result.quality.out_of_distribution:
         text += " Caution: this ECG looks unlike the model's training data."
+    if result.calibration:
+        text += f" Calibration: {result.calibration}."
     return text
+
+
+def _finding_text(score: LabelScore) -> str:
+    """``"First degree AV block (p=0.83; measured: PR 232 ms > 200 ms)"``."""
+    evidence = score.measured_evidence[:3]
+    measured = f"; measured: {', '.join(evidence)}" if evidence else ""
+    return f"{score.text} (p={score.probability:.2f}{measured})"
 
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
 def _finding_component(score: LabelScore) -> dict[str, Any]:
+    evidence = [{"url": EVIDENCE_EXTENSION, "valueString": e} for e in score.measured_evidence]
     return {
-        "extension": [{"url": PROBABILITY_EXTENSION, "valueDecimal": round(score.probability, 4)}],
+        "extension": [
+            {"url": PROBABILITY_EXTENSION, "valueDecimal": round(score.probability, 4)},
+            *evidence,
+        ],
         "code": {"coding": [IMPRESSION_CODE]},
         "valueCodeableConcept": finding_concept(score),
     }

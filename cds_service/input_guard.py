@@ -2,14 +2,17 @@
 
 One pure ASGI middleware, :class:`InputGuard`, for every route:
 
-* request URLs (path and query) holding NUL (``%00``): no id, filter or token has one, and
-  databases refuse them mid-query (PostgreSQL) or store them truncated;
+* request URLs (path and query) and URL-encoded form bodies holding NUL (``%00``): no id,
+  filter, token or comment has one, and databases refuse them mid-query (PostgreSQL) or
+  store them truncated;
 * JSON bodies (``application/json``, ``application/fhir+json``, ``*+json``) that are nested
   deeper than ``max_json_depth`` (parsers and every recursive walk after them have a
   stack), hold a number of more than :data:`MAX_NUMBER_DIGITS` digits (Python refuses to
   convert those, and they are never data), or escape a NUL or a lone UTF-16 surrogate
   (``\\u0000``, ``\\ud800``: they cannot be stored or encoded as UTF-8).
 
+Reading JSON and form bodies here also means a chunked body over the size limit is
+answered 413 by the size limit outside, not an "error parsing the body" 400 from FastAPI.
 The body check scans the bytes without parsing them (strings are skipped, escapes read in
 order), so a hostile body costs a linear scan, not a parse. It sits inside the size limit
 (which bounds what is buffered) and inside the hook authentication (so unauthenticated hook
@@ -102,12 +105,15 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
     return None
 
 
-def _is_json(scope: Scope) -> bool:
+def _body_kind(scope: Scope) -> str | None:
+    """``json`` or ``form`` (URL-encoded) for the bodies this guard reads, else None."""
     for key, value in scope.get("headers") or []:
         if key == b"content-type":
             media = value.decode("latin-1").split(";")[0].strip().lower()
-            return media in _JSON_TYPES or media.endswith("+json")
-    return False
+            if media in _JSON_TYPES or media.endswith("+json"):
+                return "json"
+            return "form" if media == "application/x-www-form-urlencoded" else None
+    return None
 
 
 class InputGuard:
@@ -127,7 +133,8 @@ class InputGuard:
         if _NUL_IN_URL.search(url_bytes):
             await self._refuse(scope, receive, send, "the URL holds a NUL character (%00)")
             return
-        if scope.get("method") not in ("POST", "PUT", "PATCH") or not _is_json(scope):
+        kind = _body_kind(scope) if scope.get("method") in ("POST", "PUT", "PATCH") else None
+        if kind is None:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -139,7 +146,11 @@ class InputGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if len(body) > _INLINE_SCAN_BYTES:  # a long scan must not stall the event loop
+        if kind == "form":
+            problem = (
+                "a form field holds a NUL character (%00)" if _NUL_IN_URL.search(body) else None
+            )
+        elif len(body) > _INLINE_SCAN_BYTES:  # a long scan must not stall the event loop
             problem = await run_in_threadpool(json_body_problem, body, self.max_json_depth)
         else:
             problem = json_body_problem(body, self.max_json_depth)

@@ -122,10 +122,14 @@ class Runtime:
         if self.role == "worker":
             # Workers run one process per core, so one torch thread each.
             classifier = ZeroShotClassifier.from_pretrained(
-                self.settings.model_dir, threads=max(1, self.settings.jobs.torch_threads)
+                self.settings.model_dir,
+                threads=max(1, self.settings.jobs.torch_threads),
+                site_calibration=self.settings.site_calibration,
             )
         else:  # the web process and the CLI keep the model's default thread count
-            classifier = ZeroShotClassifier.from_pretrained(self.settings.model_dir)
+            classifier = ZeroShotClassifier.from_pretrained(
+                self.settings.model_dir, site_calibration=self.settings.site_calibration
+            )
         log.info("model %s loaded (%s)", classifier.model_version, self.role)
         return classifier
 

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///{data_dir}/ecg-cds.db
     model_dir: Path | None = None  # default: the shipped weights
     catalog_file: Path | None = None  # default: the shipped label catalog
+    #: A site calibration written by ``ecg-cds calibrate`` (relative: beside the model);
+    #: results, cards and the model card then name it. None: the shipped calibration.
+    site_calibration: Path | None = None
     #: The one limit on a request body (hook calls and ECG uploads alike): 413 when over.
     max_request_bytes: int = 32 * 1024 * 1024
     #: The limit on one ECG file read from disk, a folder ingest, a FHIR attachment or PACS.

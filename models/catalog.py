@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.criteria import CriteriaCatalog, CriteriaError, parse_criteria
 from models.results import Code, Severity
 
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -69,6 +70,10 @@ class Label:
     ptbxl: tuple[str, ...] = ()
     #: For critical labels: calibrated probability at or above which to raise a critical alert.
     critical_threshold: float | None = None
+    #: Ids of the measurable criteria the label rests on (all must hold; see
+    #: :mod:`models.criteria`). ``()``: none, the embedding alone. ``None``: not named, so the
+    #: scorer resolves them from the label's text (:mod:`models.resolution`).
+    criteria: tuple[str, ...] | None = None
     #: Whether this finding on the latest ECG makes ordering a QT-prolonging drug a risk.
     qt_risk: bool = False
 
@@ -94,10 +99,13 @@ class Label:
 
 
 class LabelCatalog:
-    """An ordered, id-unique collection of :class:`Label`."""
+    """An ordered, id-unique collection of :class:`Label`, with the criteria they may name."""
 
-    def __init__(self, labels: Iterable[Label]) -> None:
+    def __init__(self, labels: Iterable[Label], criteria: CriteriaCatalog | None = None) -> None:
         self.labels: tuple[Label, ...] = tuple(labels)
+        #: The measurable criteria (the catalog file's ``criteria:`` section); None: the
+        #: scorer uses the shipped ones.
+        self.criteria = criteria
         self._by_id: dict[str, Label] = {}
         for label in self.labels:
             if label.id in self._by_id:
@@ -128,7 +136,7 @@ class LabelCatalog:
 
     def subset(self, label_ids: Iterable[str]) -> LabelCatalog:
         """A catalog of just these labels, in the order given."""
-        return LabelCatalog(self.get(i) for i in label_ids)
+        return LabelCatalog((self.get(i) for i in label_ids), self.criteria)
 
     def label_ids_for_code(self, system: str, code: str) -> list[str]:
         """Ids of every label carrying ``system|code`` (aliases ``snomed``/``scp`` accepted)."""
@@ -236,6 +244,7 @@ class _LabelSchema(BaseModel):
     ptbxl: list[str] = Field(default_factory=list)
     calibration: _CalibrationSchema | None = None
     critical_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    criteria: list[str] | None = None
     qt_risk: bool = False
 
     @field_validator("prompts")
@@ -262,6 +271,7 @@ class _LabelSchema(BaseModel):
             ),
             ptbxl=tuple(self.ptbxl),
             critical_threshold=self.critical_threshold,
+            criteria=None if self.criteria is None else tuple(self.criteria),
             qt_risk=self.qt_risk,
         )
 
@@ -271,6 +281,7 @@ class _CatalogSchema(BaseModel):
 
     version: int = 1
     labels: list[dict[str, Any]] = Field(min_length=1)
+    criteria: list[Any] = Field(default_factory=list)
 
 
 def _describe(error: ValidationError) -> str:
@@ -313,7 +324,18 @@ def load_catalog(path: Path | str | None = None) -> LabelCatalog:
             raise CatalogError(f"{file}: {label_ref}: duplicate label id {label.id!r}")
         seen.add(label.id)
         labels.append(label)
-    return LabelCatalog(labels)
+    try:
+        criteria = parse_criteria(document.criteria, where=str(file))
+    except CriteriaError as exc:
+        raise CatalogError(str(exc)) from None
+    for index, label in enumerate(labels):
+        unknown = [c for c in label.criteria or () if c not in criteria]
+        if unknown:
+            raise CatalogError(
+                f"{file}: label #{index + 1} ({label.id!r}): criteria {unknown} are not in "
+                "the criteria section"
+            )
+    return LabelCatalog(labels, criteria)
 
 
 def snomed_to_label_ids(code: str, catalog: LabelCatalog | None = None) -> list[str]:

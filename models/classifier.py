@@ -33,9 +33,12 @@ from safetensors.numpy import save_file as save_numpy
 from adapters import Ecg
 from models.calibration import Calibration, Platt
 from models.catalog import Label, LabelCatalog, load_catalog
+from models.fusion import Fusion
 from models.modeling import EcgClipModel, load_text_cache, model_version
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, LabelScore, Measurement, QualityReport
+from models.scoring import CriteriaScorer, values_of
+from models.site import SiteCalibration
 from models.text_encoder import TextEncoder, text_key
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class ZeroShotClassifier:
         *,
         catalog: LabelCatalog | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        site_calibration: SiteCalibration | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = model.config
@@ -69,6 +73,9 @@ class ZeroShotClassifier:
         self.calibration = Calibration.load(self.directory)
         self.text_encoder = TextEncoder(load_text_cache(self.directory))
         self.model_version = model_version(self.directory, self.config)
+        self.fusion = Fusion.load(self.directory)
+        self.site_calibration = site_calibration
+        self._scorer: CriteriaScorer | None = None
         self._catalog = catalog
         self._label_cache: dict[str, np.ndarray] = {}
         self._matrix_cache: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
@@ -89,22 +96,51 @@ class ZeroShotClassifier:
         catalog: LabelCatalog | None = None,
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        site_calibration: str | Path | None = None,
     ) -> ZeroShotClassifier:
         """Load a saved model folder (default: the shipped ``models/weights``), offline.
 
         ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
+        ``site_calibration``: a site file written by ``ecg-cds calibrate`` (a relative path
+        is looked up beside the model).
         """
         if threads is not None:
             torch.set_num_threads(threads)
         directory = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
         model = EcgClipModel.from_pretrained(directory)
-        return cls(model, directory, catalog=catalog, batch_size=batch_size)
+        site = None
+        if site_calibration is not None:
+            site_path = Path(site_calibration)
+            if not site_path.is_absolute() and not site_path.is_file():
+                site_path = directory / site_path
+            site = SiteCalibration.load(site_path)
+        return cls(model, directory, catalog=catalog, batch_size=batch_size, site_calibration=site)
 
     @property
     def catalog(self) -> LabelCatalog:
         if self._catalog is None:
             self._catalog = load_catalog()
         return self._catalog
+
+    @property
+    def scorer(self) -> CriteriaScorer:
+        """The measurement channel (criteria resolution, evidence, fusion, site map)."""
+        if self._scorer is None:
+            criteria = self.catalog.criteria or load_catalog().criteria
+            assert criteria is not None
+            self._scorer = CriteriaScorer(
+                criteria, self.text_encoder.encode, self.fusion, self.site_calibration
+            )
+        return self._scorer
+
+    @property
+    def calibration_in_use(self) -> str:
+        """Names the calibration every result is stamped with."""
+        shipped = self.calibration.source or "model head default"
+        text = f"shipped: {shipped}; fusion: {self.fusion.fitted_on}"
+        if self.site_calibration is not None:
+            text = f"{self.site_calibration.description}; {text}"
+        return text
 
     @property
     def default_mapping(self) -> Platt:
@@ -216,15 +252,20 @@ class ZeroShotClassifier:
         catalog = self.resolve_labels(labels)
         qualities = [_quality(ecg) for ecg in batch]
         accepted = [i for i, q in enumerate(qualities) if q.acceptable]
+        measured = [_measurements(ecg) for ecg in batch]
         emb = self.embed([batch[i] for i in accepted])
         nearest = self.nearest_training_similarity(emb)
         cos = emb @ self.label_embeddings(catalog).T
-        probs: list[tuple[np.ndarray, bool]] = [
-            self.probabilities(label, cos[:, j]) for j, label in enumerate(catalog)
-        ]
+        values = values_of([measured[i] for i in accepted])
+        columns = []
+        for j, label in enumerate(catalog):
+            p_embedding, calibrated = self.probabilities(label, cos[:, j])
+            evidence = self.scorer.evidence(label, values)
+            fused = self.scorer.fuse(label, p_embedding, evidence)
+            columns.append((label, p_embedding, calibrated, evidence, fused))
         results: list[ClassificationResult] = []
         row_of = {i: r for r, i in enumerate(accepted)}
-        for i, ecg in enumerate(batch):
+        for i in range(len(batch)):
             quality = qualities[i]
             scores: tuple[LabelScore, ...] = ()
             if i in row_of:
@@ -236,21 +277,27 @@ class ZeroShotClassifier:
                     LabelScore(
                         label_id=label.id,
                         text=label.text,
-                        probability=float(p[r]),
+                        probability=float(fused[r]),
                         similarity=float(cos[r, j]),
                         severity=label.severity,
                         codes=label.codes,
-                        calibrated=calibrated,
+                        calibrated=calibrated or self.site_calibration is not None,
+                        evidence=ev.evidence[r],
+                        criteria=ev.resolution.criteria,
+                        embedding_probability=(
+                            float(p_emb[r]) if not np.isnan(ev.margins[r]) else None
+                        ),
                     )
-                    for j, (label, (p, calibrated)) in enumerate(zip(catalog, probs, strict=True))
+                    for j, (label, p_emb, calibrated, ev, fused) in enumerate(columns)
                 ]
                 scores = tuple(sorted(items, key=lambda s: -s.probability))
             results.append(
                 ClassificationResult(
                     model_version=self.model_version,
                     quality=quality,
-                    measurements=_measurements(ecg),
+                    measurements=measured[i],
                     scores=scores,
+                    calibration=self.calibration_in_use,
                 )
             )
         return results

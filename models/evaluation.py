@@ -20,9 +20,10 @@ import csv
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -30,17 +31,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from adapters import Ecg, load_ecg
 from models.calibration import expected_calibration_error
 from models.catalog import SNOMED_SYSTEM, Label, LabelCatalog
-from models.classifier import ZeroShotClassifier
+from models.classifier import ZeroShotClassifier, _measurements
 from models.data import fold_split, read_scp_statements
+from models.labelled import (
+    cinc_records,
+    read_dx_names,
+)
+from models.metrics import bootstrap_ci, macro_bootstrap
+from models.scoring import values_of
 from models.text import CLASS_PHRASES, SCP_SYNONYMS, SUBCLASS_PHRASES, TEMPLATES
 
 PTBXL_TASKS = {"super": "super_class", "sub": "sub_class", "form": "form", "rhythm": "rhythm"}
-INDEPENDENT_CINC_PREFIXES = ("A", "Q", "E", "JS", "S")  # S covers SPH
-#: CPSC 2018 reference class numbers -> challenge abbreviations (dx_mapping_scored.csv).
-CPSC_CLASSES = {
-    "1": "SNR", "2": "AF", "3": "IAVB", "4": "LBBB", "5": "RBBB",
-    "6": "PAC", "7": "PVC", "8": "STD", "9": "STE",
-}  # fmt: skip
 
 
 @dataclass
@@ -52,6 +53,12 @@ class ClassResult:
     auroc: float
     auprc: float
     ece: float
+    #: The criteria the class rests on, and the AUROC of the measurement channel alone and
+    #: of the fused (served) probability, with the fused score's bootstrap 95 % interval.
+    criteria: list[str] = field(default_factory=list)
+    auroc_measurement: float | None = None
+    auroc_fused: float | None = None
+    ci_fused: list[float] | None = None
 
 
 @dataclass
@@ -68,20 +75,33 @@ class TaskResult:
     skipped: dict[str, str] = field(default_factory=dict)
     model_version: str = ""
     notes: str = ""
+    #: Macro AUROC of the fused probability (embedding + criteria), with its bootstrap
+    #: 95 % interval, and of the embedding cosine's interval (``macro_auroc`` is the cosine).
+    macro_auroc_fused: float | None = None
+    macro_ci_fused: list[float] | None = None
+    macro_ci: list[float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def table(self) -> str:
+        def f(v: float | None) -> str:
+            return "   -  " if v is None else f"{v:6.3f}"
+
+        def ci(v: list[float] | None) -> str:
+            return "" if v is None else f" [{v[0]:.3f}-{v[1]:.3f}]"
+
         lines = [
             f"{self.task}: {self.data} [{self.split}] n={self.n_records} "
-            f"macro AUROC={self.macro_auroc:.3f} ({self.model_version})",
-            f"{'class':<34} {'pos':>4} {'n':>4} {'AUROC':>6} {'AUPRC':>6} {'ECE':>6}",
+            f"macro AUROC embedding={self.macro_auroc:.3f}{ci(self.macro_ci)} "
+            f"fused={f(self.macro_auroc_fused)}{ci(self.macro_ci_fused)} ({self.model_version})",
+            f"{'class':<34} {'pos':>4} {'n':>4} {'AUROC':>6} {'meas':>6} {'fused':>6} "
+            f"{'AUPRC':>6} {'ECE':>6}",
         ]
         for c in self.classes:
             lines.append(
                 f"{c.name[:34]:<34} {c.positives:>4} {c.n:>4} {c.auroc:>6.3f} "
-                f"{c.auprc:>6.3f} {c.ece:>6.3f}"
+                f"{f(c.auroc_measurement)} {f(c.auroc_fused)} {c.auprc:>6.3f} {c.ece:>6.3f}"
             )
         for name, why in self.skipped.items():
             lines.append(f"{name[:34]:<34} skipped: {why}")
@@ -99,6 +119,7 @@ def score_task(
     """Per-class AUROC/AUPRC/ECE and their macro mean over classes with both outcomes."""
     emb = clf.embed(ecgs)
     cos = emb @ clf.label_embeddings(labels).T
+    values = values_of([_measurements(e) for e in ecgs])
     result = TaskResult(
         task=meta["task"],
         data=meta["data"],
@@ -109,15 +130,23 @@ def score_task(
         model_version=clf.model_version,
         notes=meta.get("notes", ""),
     )
-    aucs = []
+    aucs, fused_aucs = [], []
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rows = np.arange(len(y))
     for j, (name, label) in enumerate(zip(names, labels, strict=True)):
         pos = int(y[:, j].sum())
         if pos == 0 or pos == len(y):
             result.skipped[name] = "no positive" if pos == 0 else "no negative"
             continue
-        prob, _ = clf.probabilities(label, cos[:, j])
+        p_embedding, _ = clf.probabilities(label, cos[:, j])
+        evidence = clf.scorer.evidence(label, values)
+        fused = clf.scorer.fuse(label, p_embedding, evidence)
         auc = float(roc_auc_score(y[:, j], cos[:, j]))
         aucs.append(auc)
+        fused_auc = float(roc_auc_score(y[:, j], fused))
+        fused_aucs.append(fused_auc)
+        kept.append((y[:, j], cos[:, j], fused))
+        backed = bool(evidence.resolution.criteria)
         result.classes.append(
             ClassResult(
                 name=name,
@@ -125,11 +154,26 @@ def score_task(
                 positives=pos,
                 n=len(y),
                 auroc=auc,
-                auprc=float(average_precision_score(y[:, j], cos[:, j])),
-                ece=expected_calibration_error(prob, y[:, j]),
+                auprc=float(average_precision_score(y[:, j], fused)),
+                ece=expected_calibration_error(fused, y[:, j]),
+                criteria=list(evidence.resolution.criteria),
+                auroc_measurement=(
+                    float(roc_auc_score(y[:, j], np.nan_to_num(evidence.margins, nan=0.0)))
+                    if backed
+                    else None
+                ),
+                auroc_fused=fused_auc,
+                ci_fused=bootstrap_ci(y[:, j], fused),
             )
         )
     result.macro_auroc = float(np.mean(aucs)) if aucs else float("nan")
+    result.macro_auroc_fused = float(np.mean(fused_aucs)) if fused_aucs else None
+    if kept:
+        ys = [k[0] for k in kept]
+        result.macro_ci = macro_bootstrap(ys, [k[1] for k in kept], [rows] * len(kept), len(y))
+        result.macro_ci_fused = macro_bootstrap(
+            ys, [k[2] for k in kept], [rows] * len(kept), len(y)
+        )
     return result
 
 
@@ -151,11 +195,24 @@ def class_phrases(name: str, statements: dict[str, dict[str, object]]) -> tuple[
     return (name,)
 
 
-def class_label(name: str, statements: dict[str, dict[str, object]]) -> Label:
+def class_label(
+    name: str, statements: dict[str, dict[str, object]], catalog: LabelCatalog | None = None
+) -> Label:
+    """A benchmark class as a label: its English phrases as prompts; its criteria those of
+    the catalog label mapped to exactly this PTB-XL statement or superclass (so the fused
+    figures are those of the served catalog label), else resolved from its first phrase."""
     phrases = class_phrases(name, statements)
     prompts = tuple(dict.fromkeys(t.format(p) for p in phrases for t in TEMPLATES))
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "cls"
-    return Label(id=f"ptbxl_{slug}", name=name, prompts=prompts)
+    criteria = None
+    for label in catalog or ():
+        if label.ptbxl and label.ptbxl[0] == name and label.criteria is not None:
+            criteria = label.criteria
+            break
+    return Label(
+        id=f"ptbxl_{slug}", name=phrases[0] if criteria is None else name, prompts=prompts,
+        criteria=criteria,
+    )  # fmt: skip
 
 
 def evaluate_ptbxl(
@@ -192,7 +249,7 @@ def evaluate_ptbxl(
             ys.append([int(float(label_rows[ecg_id][c])) for c in classes])
     if not ecgs:
         raise ValueError(f"{root}: no {split} records with waveforms and {task} labels")
-    labels = LabelCatalog(class_label(c, statements) for c in classes)
+    labels = LabelCatalog(class_label(c, statements, clf.catalog) for c in classes)
     return score_task(
         clf, ecgs, labels, np.array(ys), classes,
         task=f"ptbxl-{task}", data=f"PTB-XL ({root.name}), labels from merl_splits/{folder}",
@@ -201,68 +258,6 @@ def evaluate_ptbxl(
 
 
 # ---- CinC ---------------------------------------------------------------------------------------
-
-
-def read_dx_names(cinc_root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """SNOMED code -> name, and abbreviation -> SNOMED code, from the challenge tables."""
-    names: dict[str, str] = {}
-    abbrev: dict[str, str] = {}
-    for path in sorted(cinc_root.rglob("*.csv")):
-        if path.name not in {"dx_mapping_scored.csv", "dx_mapping_unscored.csv"}:
-            continue
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                code = (row.get("SNOMED CT Code") or row.get("SNOMEDCTCode") or "").strip()
-                if code:
-                    names.setdefault(code, row["Dx"].strip())
-                    abbrev.setdefault(row.get("Abbreviation", "").strip(), code)
-    return names, abbrev
-
-
-def _cinc_files(root: Path) -> Iterable[Path]:
-    for pattern in ("*.hea", "*.mat", "*.h5"):
-        yield from sorted(root.rglob(pattern))
-
-
-def is_independent(name: str) -> bool:
-    return not name.startswith("HR") and name.startswith(INDEPENDENT_CINC_PREFIXES)
-
-
-def cinc_records(root: Path) -> list[tuple[str, Ecg, set[str]]]:
-    """(record name, ECG, SNOMED codes) for every independent development record, deduplicated."""
-    _, abbrev = read_dx_names(root)
-    cpsc_ref: dict[str, set[str]] = {}
-    ref_csv = root / "labels" / "cpsc2018_ecgchat" / "training_REFERENCE.csv"
-    if ref_csv.is_file():
-        with ref_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                nums = [
-                    row.get(k, "").split(".")[0]
-                    for k in ("First_label", "Second_label", "Third_label")
-                ]
-                cpsc_ref[row["Recording"]] = {
-                    abbrev[CPSC_CLASSES[n]]
-                    for n in nums
-                    if n in CPSC_CLASSES and CPSC_CLASSES[n] in abbrev
-                }
-    found: dict[str, tuple[Ecg, set[str]]] = {}
-    for path in _cinc_files(root):
-        name = path.stem
-        if not is_independent(name) or (
-            path.suffix == ".mat" and path.with_suffix(".hea").exists()
-        ):
-            continue
-        if name in found and found[name][1]:
-            continue
-        try:
-            ecg = load_ecg(path)
-        except ValueError:
-            continue
-        codes = {c.split("|", 1)[1] for c in ecg.diagnosis_codes if c.startswith(SNOMED_SYSTEM)}
-        codes |= cpsc_ref.get(name, set())
-        if codes or name not in found:
-            found[name] = (ecg, codes)
-    return [(name, ecg, codes) for name, (ecg, codes) in sorted(found.items()) if codes]
 
 
 def evaluate_cinc(
@@ -302,6 +297,10 @@ def evaluate_cinc(
     return result
 
 
-def write_results(results: Sequence[TaskResult], path: Path) -> None:
+class _Reportable(Protocol):
+    def to_dict(self) -> dict[str, object]: ...
+
+
+def write_results(results: Sequence[_Reportable], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")

@@ -6,8 +6,12 @@ After :func:`models.training.train`, :func:`prepare_release`:
    bank; the OOD threshold is a low percentile of validation ECGs' nearest-neighbour cosine;
 2. fits per-label Platt calibration on the validation split for every catalog label with a
    PTB-XL mapping (PTB-XL layouts only; a label needs 3 positives and 3 negatives);
-3. caches the MiniLM features of every catalog prompt, so serving the catalog never loads
-   the text transformer.
+3. caches the MiniLM features of every catalog prompt and criteria phrase, so serving the
+   catalog never loads the text transformer;
+4. refits the criteria fusion (``fusion.json``) on the validation data only: the PTB-XL
+   validation fold plus the CinC validation sources when a ``cinc`` folder sits beside the
+   data (:func:`models.fusion_fit.fit_validation_fusion`); too few positives keep the
+   defaults, said in the file.
 """
 
 from __future__ import annotations
@@ -85,5 +89,22 @@ def prepare_release(
                         )
     calibration.save(model_dir)
     clf.label_embeddings(catalog)  # fills the text cache with every catalog prompt
+    clf.text_encoder.encode(list(clf.scorer.resolver.phrases))  # and every criteria phrase
     clf.save_text_cache()
+    if is_ptbxl_layout(data):
+        _refit_fusion(model_dir, data, catalog)
     return calibration
+
+
+def _refit_fusion(model_dir: Path, data: Path, catalog: LabelCatalog) -> None:
+    from models.fusion import Fusion
+    from models.fusion_fit import fit_validation_fusion
+
+    clf = ZeroShotClassifier.from_pretrained(model_dir, catalog=catalog, threads=None)
+    clf.fusion = Fusion()
+    cinc = data.parent / "cinc"
+    try:
+        fusion = fit_validation_fusion(clf, data, cinc if cinc.is_dir() else None)
+    except ValueError as exc:  # a tiny run: keep the defaults, and say why
+        fusion = Fusion(fitted_on=f"not fitted ({exc}): defaults")
+    fusion.save(model_dir)

@@ -56,6 +56,18 @@ class LabelScore:
     severity: Severity
     codes: tuple[Code, ...] = ()
     calibrated: bool = False  # False: the documented default mapping for new text labels
+    #: What the measurements say about the label's criteria, one line each ("PR 232 ms >
+    #: 200 ms", "axis -48 deg < -30 deg"); empty when the label rests on no criterion.
+    evidence: tuple[str, ...] = ()
+    #: Ids of the measurable criteria the label was resolved to (models.criteria).
+    criteria: tuple[str, ...] = ()
+    #: The embedding-only probability before fusion with the criteria (None: not fused).
+    embedding_probability: float | None = None
+
+    @property
+    def measured_evidence(self) -> tuple[str, ...]:
+        """The evidence lines with a measured value (what a reader checks on the tracing)."""
+        return tuple(e for e in self.evidence if not e.endswith(" not measured"))
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class ClassificationResult:
     measurements: dict[str, Measurement] = field(default_factory=dict)
     #: Sorted by probability, highest first. Empty when the quality gate rejected the ECG.
     scores: tuple[LabelScore, ...] = ()
+    #: The calibration in use: the shipped one (named by what it was fitted on) or a site's.
+    calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,10 +94,13 @@ class ClassificationResult:
             unusable_leads=tuple(data["quality"].get("unusable_leads", ())),
         )
         measurements = {k: Measurement(**v) for k, v in data.get("measurements", {}).items()}
+        tuples = ("evidence", "criteria")
         scores = tuple(
             LabelScore(
-                **{k: v for k, v in s.items() if k != "codes"},
+                **{k: v for k, v in s.items() if k != "codes" and k not in tuples},
                 codes=tuple(Code(**c) for c in s.get("codes", ())),
+                evidence=tuple(s.get("evidence", ())),
+                criteria=tuple(s.get("criteria", ())),
             )
             for s in data.get("scores", ())
         )
@@ -92,4 +109,5 @@ class ClassificationResult:
             quality=quality,
             measurements=measurements,
             scores=scores,
+            calibration=data.get("calibration", ""),
         )

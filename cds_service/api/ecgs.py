@@ -170,14 +170,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise InputProblem(
-            413, "too-costly", f"body is {length} bytes, over the {limit}-byte limit"
+            413,
+            "too-costly",
+            f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
         )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise InputProblem(413, "too-costly", f"body is over the {limit}-byte limit")
+            raise InputProblem(
+                413,
+                "too-costly",
+                f"body is over the {limit}-byte limit (setting max_request_bytes)",
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -186,7 +192,9 @@ async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise InputProblem(
-            413, "too-costly", f"body is {length} bytes, over the {limit}-byte limit"
+            413,
+            "too-costly",
+            f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
         )
     try:
         form = await request.form(max_files=16, max_fields=16)

@@ -24,8 +24,7 @@ from cds_service.runtime import Runtime
 from cds_service.viewer.links import verify_list_token
 from cds_service.viewer.present import format_time, label_names, percent
 
-#: The finding filters look at the newest this-many ECGs in the date window (and feedback
-#: filter, which SQL applies first).
+#: The list shows at most the newest this-many ECGs that pass the filters.
 LIST_SCAN_LIMIT = 1000
 PAGE_SIZE = 25
 
@@ -154,12 +153,14 @@ def ecg_list(
         else None
     )
     rows: list[dict[str, Any]] = []
-    # The date window and the feedback filter are SQL; the finding filters look at each
-    # ECG's result (scores are stored with the result, not as rows of their own).
+    # Every filter is SQL; the finding filters are checked again below against the result
+    # the page shows (the current model's, when there are several).
     listed = runtime.ecgs.list_ecgs(
         since=since,
         until=until,
         with_feedback=None if filters.feedback is None else filters.feedback == "yes",
+        scored=filters.finding,
+        min_probability=filters.min_prob,
         limit=LIST_SCAN_LIMIT,
     )
     for info, stored in listed:

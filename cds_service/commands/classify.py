@@ -101,6 +101,12 @@ def classify(
             "scores": {
                 names.get(s.label_id, s.label_id): round(s.probability, 4) for s in result.scores
             },
+            "evidence": {
+                names.get(s.label_id, s.label_id): list(s.measured_evidence)
+                for s in result.scores
+                if s.measured_evidence
+            },
+            "calibration": result.calibration,
             # catalog findings whose criteria need leads this recording lacks
             "not_assessable": {
                 names.get(label_id, label_id): list(needed)
@@ -155,9 +161,11 @@ def _print_table(line: dict[str, Any], top: int) -> None:
         if m["value"] is not None:
             unit = "" if m["unit"] == "1" else f" {m['unit']}"  # UCUM "1": dimensionless
             typer.echo(f"   {m['display'] or name}: {m['value']:.3g}{unit}")
+    evidence = line.get("evidence", {})
     missing = line["not_assessable"]
     for text, p in list(line["scores"].items())[:top]:
+        shown = "; ".join(evidence.get(text, [])[:3])
         note = f"  (not assessable: needs {', '.join(missing[text])})" if text in missing else ""
-        typer.echo(f"   {p:6.3f}  {text}{note}")
+        typer.echo(f"   {p:6.3f}  {text}" + (f"  [{shown}]" if shown else "") + note)
     if missing:
         typer.echo(f"   {len(missing)} catalog findings cannot be assessed from these leads")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-TASKS = ("super", "sub", "form", "rhythm", "cinc")
+TASKS = ("super", "sub", "form", "rhythm", "cinc", "heldout")
 
 
 def evaluate(
@@ -20,13 +20,26 @@ def evaluate(
         "(default: DATA/../ptbxl_labels/merl_splits).",
     ),
     split: str = typer.Option("test", "--split", help="PTB-XL split: test (fold 10) or val."),
+    cinc: Path | None = typer.Option(
+        None,
+        "--cinc",
+        help="heldout: the CinC folder (default: DATA/../cinc); pooled with PTB-XL fold 10, "
+        "test sources only, then one table per source (leave-source-out).",
+    ),
     min_positives: int = typer.Option(3, "--min-positives", help="CinC: labels with fewer skip."),
     out: Path = typer.Option(Path("runs/evaluation.json"), "--out", help="JSON results file."),
     threads: int = typer.Option(2, "--threads"),
 ) -> None:
-    """Print a table per task and write all results (data, split, metric, n, positives) as JSON."""
+    """Print a table per task and write all results (data, split, metric, n, positives) as JSON.
+
+    Every table shows the embedding (cosine), the measurement channel (criteria margin) and
+    the fused (served) score side by side, with bootstrap 95 % intervals.
+    """
     from models.classifier import ZeroShotClassifier
-    from models.evaluation import evaluate_cinc, evaluate_ptbxl, write_results
+    from models.evaluation import TaskResult, evaluate_cinc, evaluate_ptbxl, write_results
+    from models.evaluation_channels import ChannelTask, evaluate_heldout
+    from models.fusion_fit import TEST_SOURCES
+    from models.labelled import labelled_records
 
     unknown = [t for t in task if t not in TASKS]
     if unknown:
@@ -34,9 +47,26 @@ def evaluate(
         raise typer.Exit(2)
     clf = ZeroShotClassifier.from_pretrained(model, threads=threads)
     splits_dir = splits or data.parent / "ptbxl_labels" / "merl_splits"
-    results = []
+    results: list[TaskResult | ChannelTask] = []
     try:
         for name in task:
+            if name == "heldout":
+                cinc_root = cinc or data.parent / "cinc"
+                records = labelled_records(data, clf.catalog, split="test")
+                records += labelled_records(cinc_root, clf.catalog, sources=TEST_SOURCES)
+                # The per-source tables cover every CinC source (validation ones marked).
+                records += [
+                    r
+                    for r in labelled_records(cinc_root, clf.catalog)
+                    if r.source not in TEST_SOURCES
+                ]
+                tables = evaluate_heldout(
+                    clf, records, data=f"{data} fold 10 + {cinc_root}", min_positives=min_positives
+                )
+                for table in tables:
+                    typer.echo(table.table() + "\n")
+                results.extend(tables)
+                continue
             if name == "cinc":
                 result = evaluate_cinc(clf, data, min_positives=min_positives)
             else:

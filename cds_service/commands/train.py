@@ -47,6 +47,14 @@ def train(
     report_loss_weight: float = typer.Option(
         0.0, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
     ),
+    variance_weight: float = typer.Option(
+        0.0, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
+    ),
+    covariance_weight: float = typer.Option(
+        0.0,
+        "--covariance-weight",
+        help="Embedding spread: penalises a low participation ratio (0: off).",
+    ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
     ),
@@ -75,6 +83,8 @@ def train(
         max_steps=max_steps,
         stop_after_epochs=stop_after_epochs,
         report_loss_weight=report_loss_weight,
+        variance_weight=variance_weight,
+        covariance_weight=covariance_weight,
         progress=not quiet,
     )
     try:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from cds_service.hooks.assess import Assessment, CardPolicy, EcgRef, label_name
 from models.catalog import LabelCatalog
-from models.results import ClassificationResult
+from models.results import ClassificationResult, LabelScore
 
 SUMMARY_MAX = 139  # "fewer than 140 characters"
 
@@ -48,6 +48,14 @@ def measurements_line(result: ClassificationResult) -> str:
     return " · ".join(present) if present else "not measurable on this tracing"
 
 
+def evidence_text(score: LabelScore, limit: int = 3) -> str:
+    """The measured evidence of a finding, escaped, for a table cell ("—" when none)."""
+    lines = score.measured_evidence[:limit]
+    if not lines:
+        return "—" if not score.criteria else "criteria not measurable here"
+    return escape("; ".join(lines))
+
+
 #: Markdown metacharacters (CommonMark backslash-escapes them all) plus ``:``, ``.`` and
 #: ``@``, which GFM-style renderers turn into autolinks: links, images, emphasis, code spans,
 #: headings and table cells made from outside text all stay plain text. (``-``, ``+`` and
@@ -86,13 +94,14 @@ def detail_markdown(
         shown = list(assessment.findings[: policy.max_findings])
         if shown:
             lines += [
-                "**Findings** (calibrated probability)",
+                "**Findings** (calibrated probability; the measurements each rests on)",
                 "",
-                "| Finding | Probability | Severity |",
-                "|---|---|---|",
+                "| Finding | Probability | Severity | Measured evidence |",
+                "|---|---|---|---|",
             ]
             lines += [
-                f"| {escape(label_name(s, catalog))} | {s.probability:.0%} | {s.severity} |"
+                f"| {escape(label_name(s, catalog))} | {s.probability:.0%} | {s.severity} | "
+                f"{evidence_text(s)} |"
                 for s in shown
             ]
         else:
@@ -113,9 +122,10 @@ def detail_markdown(
         notes.append("this ECG looks unlike the model's training data: interpret with care")
     lines.append(f"- **Signal quality:** {escape('; '.join(notes)) if notes else 'acceptable'}")
     origin = f" · source: {escape(ecg.origin)}" if ecg.origin else ""
+    calibration = f" Calibration: {escape(result.calibration)}." if result.calibration else ""
     lines += [
         "",
         f"*AI interpretation by zero-shot model `{result.model_version}`; not reviewed by a "
-        f"clinician. Confirm on the tracing before acting.*{origin}",
+        f"clinician. Confirm on the tracing before acting.*{origin}{calibration}",
     ]
     return "\n".join(lines)

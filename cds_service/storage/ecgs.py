@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import TextClause, exists, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -291,13 +291,18 @@ class EcgStore:
         since: datetime | None = None,
         until: datetime | None = None,
         with_feedback: bool | None = None,
+        scored: str | None = None,
+        min_probability: float | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[tuple[EcgInfo, StoredResult | None]]:
         """Newest first, with each ECG's result (see :meth:`JobLedger.result`).
 
         ``since``/``until`` bound the time received (``until`` excluded); ``with_feedback``
-        keeps only ECGs with (True) or without (False) any feedback stored.
+        keeps only ECGs with (True) or without (False) any feedback stored. ``scored`` and
+        ``min_probability`` keep ECGs with a stored result that scores that label (or, without
+        ``scored``, any label) at or above that probability: any model version's result, so
+        a caller judging the current result checks it again.
         """
         query = select(EcgRow).order_by(EcgRow.created_at.desc(), EcgRow.id)
         if patient_ref is not None:
@@ -313,8 +318,35 @@ class EcgStore:
         if with_feedback is not None:
             has_feedback = exists().where(FeedbackRow.ecg_id == EcgRow.id)
             query = query.where(has_feedback if with_feedback else ~has_feedback)
+        if scored is not None or min_probability is not None:
+            query = query.where(self._has_score(scored, min_probability))
         query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
         with self._sessions() as session:
             infos = [EcgInfo.from_row(row) for row in session.scalars(query).all()]
         results = self._jobs.results([info.id for info in infos])
         return [(info, results.get(info.id)) for info in infos]
+
+    def _has_score(self, label_id: str | None, min_probability: float | None) -> TextClause:
+        """SQL: some stored result of the ECG has a score (of ``label_id``) >= the minimum.
+
+        Scores live inside the result's JSON, so the JSON array is expanded in SQL, with each
+        database's own function (SQLite ``json_each``, PostgreSQL ``json_array_elements``).
+        """
+        bind = self._sessions.kw["bind"]
+        params: dict[str, object] = {}
+        if bind.dialect.name == "postgresql":
+            elements = "json_array_elements(r.result -> 'scores') AS s"
+            label, probability = "s ->> 'label_id'", "CAST(s ->> 'probability' AS FLOAT)"
+        else:
+            elements = "json_each(r.result, '$.scores') AS s"
+            label = "json_extract(s.value, '$.label_id')"
+            probability = "json_extract(s.value, '$.probability')"
+        conditions = ["r.ecg_id = ecgs.id"]
+        if label_id is not None:
+            conditions.append(f"{label} = :scored_label")
+            params["scored_label"] = label_id
+        if min_probability is not None:
+            conditions.append(f"{probability} >= :scored_min")
+            params["scored_min"] = float(min_probability)
+        sql = f"EXISTS (SELECT 1 FROM results AS r, {elements} WHERE {' AND '.join(conditions)})"
+        return text(sql).bindparams(**params)

@@ -48,6 +48,8 @@ class FindingView:
     severity: str
     calibrated: bool
     codes: tuple[str, ...]
+    #: The measurements the score rests on ("PR 232 ms > 200 ms"), measured lines only.
+    evidence: tuple[str, ...] = ()
 
     @property
     def bar_width(self) -> float:
@@ -75,6 +77,8 @@ class ResultView:
     quality_reasons: tuple[str, ...]
     out_of_distribution: bool
     unusable_leads: tuple[str, ...] = ()
+    #: The calibration in use (shipped, or a site's), as stamped on the result.
+    calibration: str = ""
 
     @property
     def all_calibrated(self) -> bool:
@@ -122,6 +126,7 @@ def finding_view(score: LabelScore, names: dict[str, str]) -> FindingView:
         severity=score.severity,
         calibrated=score.calibrated,
         codes=tuple(f"{c.display or c.code} ({c.code})" for c in score.codes),
+        evidence=tuple(getattr(score, "measured_evidence", ())),
     )
 
 
@@ -163,6 +168,7 @@ def result_view(
         quality_reasons=tuple(result.quality.reasons),
         out_of_distribution=result.quality.out_of_distribution,
         unusable_leads=tuple(getattr(result.quality, "unusable_leads", ())),
+        calibration=getattr(result, "calibration", ""),
     )
 
 

@@ -286,3 +286,23 @@ def test_cards_and_their_audit_entries_are_one_transaction(
     audited = trail.query(AuditFilter(events=["card"])).entries
     assert (stored is not None) is (not fails)
     assert (len(audited) == 1) is (not fails)
+
+
+def test_list_filters_by_a_stored_score_in_sql(pipeline: Stores, formats_dir: Path) -> None:
+    """The reviewer list's finding filters run in the database (SQLite and PostgreSQL)."""
+    muse = pipeline.ecgs.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    philips = pipeline.ecgs.accept_path(formats_dir / "philips_xml" / "129DYPRG.XML")
+    unclassified = pipeline.ecgs.accept_path(formats_dir / "wfdb" / "100.hea")
+    pipeline.jobs.store_result(muse.id, _result())  # afib 0.82, norm 0.05
+    pipeline.jobs.store_result(philips.id, _result(acceptable=False))
+
+    def ids(**filters: object) -> set[str]:
+        return {i.id for i, _ in pipeline.ecgs.list_ecgs(limit=100, **filters)}  # type: ignore[arg-type]
+
+    assert ids() == {muse.id, philips.id, unclassified.id}
+    assert ids(scored="afib") == {muse.id, philips.id}  # every label is scored, rejected or not
+    assert ids(scored="afib", min_probability=0.8) == {muse.id, philips.id}
+    assert ids(scored="afib", min_probability=0.83) == set()
+    assert ids(scored="norm", min_probability=0.5) == set()
+    assert ids(min_probability=0.8) == {muse.id, philips.id}
+    assert ids(scored="no_such_label") == set()

@@ -30,8 +30,10 @@ def test_classify_json_with_free_text_and_a_bad_file(
     assert "error" in lines[1] and "not_an_ecg.xml" in lines[1]["error"]
     for line in (lines[0], lines[2]):
         assert set(line) == {
-            "file", "model_version", "quality", "measurements", "scores", "not_assessable"
+            "file", "model_version", "quality", "measurements", "scores", "evidence",
+            "calibration", "not_assessable",
         }  # fmt: skip
+        assert line["calibration"].startswith("shipped")
         assert line["not_assessable"] == {}  # 12 leads: every catalog finding assessable
         assert line["model_version"].startswith("ecg-clip-")
         if line["quality"]["acceptable"]:

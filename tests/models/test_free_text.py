@@ -13,7 +13,7 @@ import numpy as np
 
 from adapters import load_ecg
 from models.classifier import ZeroShotClassifier
-from models.evaluation import is_independent
+from models.labelled import is_independent
 
 LABEL = "sinus bradycardia with first degree AV block"
 SB, IAVB, NSR = "426177001", "270492004", "426783006"

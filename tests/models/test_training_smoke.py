@@ -12,7 +12,7 @@ from adapters import load_ecg
 from models.catalog import load_catalog
 from models.classifier import ZeroShotClassifier
 from models.release import prepare_release
-from models.training import TrainArgs, index_data, train
+from models.training import TrainArgs, index_data, rank_penalty, train
 
 pytestmark = pytest.mark.slow
 #: Releasing embeds every catalog prompt with MiniLM; three labels keep the test quick.
@@ -84,3 +84,19 @@ def test_folder_of_files_with_report_csv(tmp_path: Path, ptbxl_dir: Path) -> Non
     clf = ZeroShotClassifier.from_pretrained(model_dir)
     [result] = clf.classify([load_ecg(ptbxl_dir / "records100/00000/00001_lr.hea")], ["normal ECG"])
     assert result.scores and clf.calibration.ood_threshold is not None
+
+
+def test_rank_penalty_prefers_spread_embeddings_and_has_a_gradient() -> None:
+    """The optional rank-keeping term: low for embeddings that fill many dimensions, high
+    for a batch collapsed onto three directions, and differentiable (it must train)."""
+    gen = torch.Generator().manual_seed(0)
+    spread = torch.randn(64, 256, generator=gen, requires_grad=True)
+    centres = torch.randn(3, 256, generator=gen)
+    picks = torch.randint(0, 3, (64,), generator=gen)
+    collapsed = centres[picks] + 0.05 * torch.randn(64, 256, generator=gen)
+    unit = torch.nn.functional.normalize
+    low = rank_penalty(unit(spread, dim=1), 1.0, 1.0)
+    high = rank_penalty(unit(collapsed, dim=1), 1.0, 1.0)
+    assert float(low) < float(high)
+    low.backward()
+    assert spread.grad is not None and float(spread.grad.abs().sum()) > 0

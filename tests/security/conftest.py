@@ -86,11 +86,36 @@ def rss_kb(pid: int, field: str) -> int:
 
 def peak_growth_mb(pid: int, attack: Callable[[], Any]) -> tuple[float, Any]:
     """Run ``attack``; how far the process's peak resident memory rose above where it was
-    (MB), and what the attack returned. The kernel's peak is reset first (clear_refs 5)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    (MB), and what the attack returned. The kernel's peak (``VmHWM``) is reset first
+    (``clear_refs`` 5); where that is not allowed, ``VmRSS`` is sampled every 2 ms instead."""
     before = rss_kb(pid, "VmRSS")
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return _sampled_growth_mb(pid, before, attack)
     result = attack()
     peak = rss_kb(pid, "VmHWM")
+    return max(0, peak - before) / 1024, result
+
+
+def _sampled_growth_mb(pid: int, before: int, attack: Callable[[], Any]) -> tuple[float, Any]:
+    import threading
+
+    peak, done = before, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kb(pid, "VmRSS"))
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = attack()
+    finally:
+        done.set()
+        sampler.join()
     return max(0, peak - before) / 1024, result
 
 

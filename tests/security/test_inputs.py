@@ -79,6 +79,16 @@ def test_nul_in_a_url_is_400(live: LiveService) -> None:
         _outcome(client.get("/viewer/ecg/x%00y"), 400)
 
 
+def test_nul_in_a_form_field_is_400(live: LiveService) -> None:
+    with live.client("127.0.0.71") as client:
+        response = client.post(
+            "/viewer/login",
+            content=b"audit_token=a%00b",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert "NUL" in _outcome(response, 400)
+
+
 def test_a_50_mb_chunked_hook_body_is_413(live: LiveService) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"hook": "patient-view", "pad": "'

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.ehr import EhrKey, RecordingServer, jwks, sandbox_claims
+
+if TYPE_CHECKING:
+    from cds_service.runtime import Runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_WEIGHTS = REPO_ROOT / "models" / "weights"
@@ -110,8 +113,9 @@ class Ehr:
         return self.post(f"/cds-services/{service_id}", body)
 
     @property
-    def runtime(self) -> Any:
-        return self.client.app.state.runtime  # type: ignore[attr-defined]
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.client.app.state.runtime  # type: ignore[attr-defined]
+        return runtime
 
 
 @pytest.fixture(scope="session")

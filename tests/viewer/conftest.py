@@ -17,11 +17,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.conftest import service_unavailable
+
+if TYPE_CHECKING:
+    from cds_service.runtime import Runtime
+    from cds_service.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -93,8 +97,8 @@ def _free_port() -> int:
 @dataclass
 class ViewerService:
     base_url: str
-    settings: Any
-    runtime: Any
+    settings: Settings
+    runtime: Runtime
     #: name -> stored ECG id: "ptbxl" (PTB-XL 00001, 500 Hz), "muse" (GE MUSE XML),
     #: "ptb" (PTB diagnostic s0010, 1 kHz, 38 s, 15 leads)
     ecgs: dict[str, str]

@@ -90,6 +90,10 @@ def test_card_link_shows_the_ecg_and_findings_and_records_feedback(
         item = findings.locator(f"[data-label='{score.label_id}']")
         assert item.is_visible(), score.label_id
         assert percent(score.probability) in item.inner_text()
+        # The measurements the score rests on are shown beside it.
+        for line in score.measured_evidence:
+            assert line in item.inner_text(), (score.label_id, line)
+    assert any(s.measured_evidence for s in stored.result.scores)
     assert page.get_by_text(stored.model_version).first.is_visible()
     assert _no_horizontal_page_scroll(page)
     page.screenshot(path=str(shots / "ecg-1280-full.png"), full_page=True)

@@ -1,0 +1,179 @@
+"""The values criteria read: measurements flattened, plus the few derived lead-group features.
+
+:func:`criteria_values` turns ``{key: Measurement}`` (from :func:`models.measurements.measure`)
+into a :class:`Values` map:
+
+* every measurement key with its value (``None``: not measured);
+* every per-lead value as ``key.LEAD`` (``st_j60.V2``, ``r_amplitude.V1``);
+* derived features that need lead groups, each with a description naming the leads
+  (the evidence a reader checks on the tracing):
+
+  - ``st_elevation_excess_mv``: over pairs of contiguous leads, the largest amount by which
+    both leads' ST level at J+60 ms exceeds its limit (0.2 mV in V2-V3, 0.1 mV elsewhere;
+    AHA/ACCF/HRS 2009 part VI, Wagner et al., for men >= 40 years; the limit for unknown sex);
+  - ``st_depression_excess_mv``: the same for ST depression beyond 0.05 mV (aVR left out:
+    its ST is the mirror of the lateral leads);
+  - ``q_wave_contiguous_ms``: the largest Q duration found in both leads of a contiguous pair
+    (aVR and V1 left out, where a Q/QS is normal);
+  - ``t_inverted_leads``: leads with T below -0.1 mV, aVR, III and V1 left out (T may be
+    negative there in normal adults);
+  - ``limb_qrs_max_mv`` / ``precordial_qrs_max_mv``: the largest QRS amplitude (R + S) in
+    the limb / precordial leads (low-voltage criteria);
+  - ``r_v1_mv``, ``rs_ratio_v1``, ``p_amplitude_ii_mv``, ``r_v3_mv``: single-lead values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from models.results import Measurement
+
+LIMB_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF")
+PRECORDIAL_LEADS = ("V1", "V2", "V3", "V4", "V5", "V6")
+#: Neighbouring leads of the Cabrera limb sequence and the precordial row ("contiguous").
+CONTIGUOUS_PAIRS: tuple[tuple[str, str], ...] = (
+    ("aVL", "I"),
+    ("II", "aVF"),
+    ("aVF", "III"),
+    ("II", "III"),
+    ("V1", "V2"),
+    ("V2", "V3"),
+    ("V3", "V4"),
+    ("V4", "V5"),
+    ("V5", "V6"),
+    ("I", "V6"),
+)
+#: ST elevation limits at J (mV): AHA/ACCF/HRS 2009 part VI (men >= 40 years in V2-V3).
+ST_ELEVATION_LIMIT_MV: Mapping[str, float] = {"V2": 0.2, "V3": 0.2}
+ST_ELEVATION_DEFAULT_MV = 0.1
+ST_DEPRESSION_LIMIT_MV = 0.05
+T_INVERSION_MV = -0.1
+T_INVERSION_NORMAL_LEADS = ("aVR", "III", "V1")
+
+
+@dataclass
+class Values:
+    """Values by key (None: not measured) and, for derived keys, the evidence naming leads."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> float | None:
+        return self.values.get(key)
+
+    def describe(self, key: str) -> str | None:
+        return self.descriptions.get(key)
+
+
+def criteria_values(measurements: Mapping[str, Measurement]) -> Values:
+    out = Values()
+    for key, m in measurements.items():
+        out.values[key] = None if m.value is None else float(m.value)
+        for lead, value in (getattr(m, "per_lead", None) or {}).items():
+            out.values[f"{key}.{lead}"] = float(value)
+    _derive(out)
+    return out
+
+
+def values_from(mapping: Mapping[str, float | None]) -> Values:
+    """A :class:`Values` from a plain dict (tests, site files), derived keys added."""
+    out = Values(values=dict(mapping))
+    _derive(out)
+    return out
+
+
+def _lead(values: Values, key: str, lead: str) -> float | None:
+    return values.values.get(f"{key}.{lead}")
+
+
+def _pairs_excess(
+    values: Values, key: str, limit_of: Mapping[str, float], sign: float, skip: tuple[str, ...]
+) -> tuple[float | None, str]:
+    """Largest min-over-pair excess of sign * value over the lead's limit, and where."""
+    best: tuple[float, str, float, float] | None = None
+    for a, b in CONTIGUOUS_PAIRS:
+        if a in skip or b in skip:
+            continue
+        va, vb = _lead(values, key, a), _lead(values, key, b)
+        if va is None or vb is None:
+            continue
+        excess = min(sign * va - limit_of[a], sign * vb - limit_of[b])
+        if best is None or excess > best[0]:
+            best = (excess, f"{a}/{b}", va, vb)
+    if best is None:
+        return None, ""
+    excess, where, va, vb = best
+    return round(excess, 3), f"{where} ({va:+.2f}/{vb:+.2f} mV)"
+
+
+def _derive(out: Values) -> None:
+    v = out.values
+    elevation_limits = {
+        lead: ST_ELEVATION_LIMIT_MV.get(lead, ST_ELEVATION_DEFAULT_MV)
+        for lead in LIMB_LEADS + PRECORDIAL_LEADS
+    }
+    excess, where = _pairs_excess(out, "st_j60", elevation_limits, 1.0, ())
+    v["st_elevation_excess_mv"] = excess
+    if excess is not None:
+        out.descriptions["st_elevation_excess_mv"] = (
+            f"ST at J+60 {where}, {'above' if excess > 0 else 'within'} the elevation limit "
+            "(0.2 mV V2-V3, 0.1 mV elsewhere) in 2 contiguous leads"
+        )
+    depression_limits = dict.fromkeys(LIMB_LEADS + PRECORDIAL_LEADS, ST_DEPRESSION_LIMIT_MV)
+    excess, where = _pairs_excess(out, "st_j60", depression_limits, -1.0, ("aVR",))
+    v["st_depression_excess_mv"] = excess
+    if excess is not None:
+        out.descriptions["st_depression_excess_mv"] = (
+            f"ST at J+60 {where}, {'beyond' if excess > 0 else 'within'} the 0.05 mV "
+            "depression limit in 2 contiguous leads"
+        )
+
+    q_best: tuple[float, str] | None = None
+    for a, b in CONTIGUOUS_PAIRS:
+        if {a, b} & {"aVR", "V1"}:
+            continue
+        qa, qb = _lead(out, "q_duration", a), _lead(out, "q_duration", b)
+        if qa is None or qb is None:
+            continue
+        if q_best is None or min(qa, qb) > q_best[0]:
+            q_best = (min(qa, qb), f"{a}/{b} ({qa:.0f}/{qb:.0f} ms)")
+    v["q_wave_contiguous_ms"] = None if q_best is None else q_best[0]
+    if q_best is not None:
+        out.descriptions["q_wave_contiguous_ms"] = f"Q wave {q_best[1]} in contiguous leads"
+
+    t_leads = [
+        lead
+        for lead in LIMB_LEADS + PRECORDIAL_LEADS
+        if lead not in T_INVERSION_NORMAL_LEADS and _lead(out, "t_amplitude", lead) is not None
+    ]
+    if t_leads:
+        inverted = [
+            lead for lead in t_leads if (_lead(out, "t_amplitude", lead) or 0.0) < T_INVERSION_MV
+        ]
+        v["t_inverted_leads"] = float(len(inverted))
+        out.descriptions["t_inverted_leads"] = (
+            f"T inverted (< -0.1 mV) in {', '.join(inverted)}" if inverted else "no inverted T"
+        )
+    else:
+        v["t_inverted_leads"] = None
+
+    for name, leads in (
+        ("limb_qrs_max_mv", LIMB_LEADS),
+        ("precordial_qrs_max_mv", PRECORDIAL_LEADS),
+    ):
+        amplitudes = []
+        for lead in leads:
+            r, s = _lead(out, "r_amplitude", lead), _lead(out, "s_amplitude", lead)
+            if r is not None and s is not None:
+                amplitudes.append((r + s, lead))
+        v[name] = round(max(amplitudes)[0], 3) if len(amplitudes) >= 3 else None
+        if amplitudes and v[name] is not None:
+            peak, lead = max(amplitudes)
+            out.descriptions[name] = f"largest QRS amplitude {peak:.2f} mV ({lead})"
+
+    r_v1, s_v1 = _lead(out, "r_amplitude", "V1"), _lead(out, "s_amplitude", "V1")
+    v["r_v1_mv"] = r_v1
+    v["rs_ratio_v1"] = None if r_v1 is None or s_v1 is None else round(r_v1 / max(s_v1, 0.05), 2)
+    v["p_amplitude_ii_mv"] = _lead(out, "p_amplitude", "II")
+    v["r_v3_mv"] = _lead(out, "r_amplitude", "V3")

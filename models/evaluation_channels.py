@@ -1,0 +1,179 @@
+"""Embedding-only, measurement-only and fused figures side by side, with bootstrap intervals.
+
+For labelled records (:mod:`models.labelled`) and catalog labels, every label reports the
+AUROC of three scores: the **embedding** (cosine), the **measurement** (its criteria's soft
+margin; 0 where not measured) and the **fused** probability the service returns, each with
+a bootstrap 95 % interval over records (:data:`BOOTSTRAP` resamples, fixed seed), its
+number of positives and records. Macro figures average over labels with at least
+``min_positives`` positives; "criterion-backed" macros use only labels resting on criteria.
+
+Tasks:
+
+* ``heldout``: PTB-XL fold 10 plus the CinC test sources (never used for any fit or choice),
+  pooled; then the same per source ("leave-source-out": each CinC source alone, none of
+  them in any fit);
+* ``sources``: every CinC source separately, validation sources marked as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from models.catalog import LabelCatalog
+from models.classifier import ZeroShotClassifier
+from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES, ChannelScores, channel_scores
+from models.labelled import LabelledRecord
+from models.metrics import _auc, bootstrap_ci, macro_bootstrap
+
+CHANNELS = ("embedding", "measurement", "fused")
+
+
+@dataclass
+class ChannelClass:
+    label_id: str
+    positives: int
+    n: int
+    criteria: list[str]
+    auroc: dict[str, float | None]
+    ci: dict[str, list[float] | None]
+
+
+@dataclass
+class ChannelTask:
+    task: str
+    data: str
+    split: str
+    metric: str
+    n_records: int
+    min_positives: int
+    classes: list[ChannelClass] = field(default_factory=list)
+    macro: dict[str, float | None] = field(default_factory=dict)
+    macro_ci: dict[str, list[float] | None] = field(default_factory=dict)
+    macro_criteria: dict[str, float | None] = field(default_factory=dict)
+    n_criteria_classes: int = 0
+    model_version: str = ""
+    calibration: str = ""
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def table(self) -> str:
+        def f(v: float | None) -> str:
+            return "   -  " if v is None else f"{v:6.3f}"
+
+        def ci(v: list[float] | None) -> str:
+            return "" if v is None else f"[{v[0]:.2f}-{v[1]:.2f}]"
+
+        lines = [
+            f"{self.task}: {self.data} [{self.split}] n={self.n_records} "
+            f"({self.model_version}; {self.metric})",
+            f"  macro over {len(self.classes)} labels with >= {self.min_positives} positives: "
+            + ", ".join(f"{c} {f(self.macro.get(c))} {ci(self.macro_ci.get(c))}" for c in CHANNELS),
+            f"  macro over the {self.n_criteria_classes} criterion-backed labels: "
+            + ", ".join(f"{c} {f(self.macro_criteria.get(c))}" for c in CHANNELS),
+            f"  {'label':<36} {'pos':>4} {'n':>4} {'embed':>6} {'meas':>6} {'fused':>6} "
+            "fused 95% CI",
+        ]
+        for c in self.classes:
+            lines.append(
+                f"  {c.label_id[:36]:<36} {c.positives:>4} {c.n:>4} {f(c.auroc['embedding'])} "
+                f"{f(c.auroc['measurement'])} {f(c.auroc['fused'])} {ci(c.ci['fused'])}"
+            )
+        return "\n".join(lines)
+
+
+def summarise(
+    scores: ChannelScores,
+    labels: LabelCatalog,
+    *,
+    task: str,
+    data: str,
+    split: str,
+    min_positives: int = 3,
+    rows: np.ndarray | None = None,
+    clf: ZeroShotClassifier | None = None,
+) -> ChannelTask:
+    rows = np.arange(len(scores.sources)) if rows is None else rows
+    result = ChannelTask(
+        task=task, data=data, split=split, n_records=len(rows), min_positives=min_positives,
+        metric="AUROC per label; embedding = cosine, measurement = criteria margin (0 where not "
+        "measured), fused = served probability; bootstrap 95% CI over records",
+        model_version=clf.model_version if clf else "",
+        calibration=clf.calibration_in_use if clf else "",
+    )  # fmt: skip
+    per_channel: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {
+        c: ([], [], []) for c in CHANNELS
+    }
+    macro_rows: dict[str, list[float]] = {c: [] for c in CHANNELS}
+    crit_rows: dict[str, list[float]] = {c: [] for c in CHANNELS}
+    for j, label in enumerate(labels):
+        y_all = scores.y[rows, j]
+        assessed = ~np.isnan(y_all)
+        y = y_all[assessed].astype(int)
+        pos = int(y.sum())
+        if pos < min_positives or pos == len(y):
+            continue
+        sel = rows[assessed]
+        backed = bool(clf.scorer.resolve(label).criteria) if clf else bool(label.criteria)
+        channel_scores_ = {
+            "embedding": scores.cosine[sel, j],
+            "measurement": np.nan_to_num(scores.margin[sel, j], nan=0.0) if backed else None,
+            "fused": scores.fused[sel, j],
+        }
+        auroc: dict[str, float | None] = {}
+        ci: dict[str, list[float] | None] = {}
+        for c, s in channel_scores_.items():
+            auroc[c] = None if s is None else _auc(y, s)
+            ci[c] = None if s is None else bootstrap_ci(y, s)
+            if s is not None and auroc[c] is not None:
+                macro_rows[c].append(auroc[c])  # type: ignore[arg-type]
+                ys, ss, rs = per_channel[c]
+                ys.append(y)
+                ss.append(s)
+                rs.append(np.searchsorted(rows, sel))
+                if backed:
+                    crit_rows[c].append(auroc[c])  # type: ignore[arg-type]
+        result.classes.append(
+            ChannelClass(label.id, pos, len(y), list(clf.scorer.resolve(label).criteria)
+                         if clf else [], auroc, ci)
+        )  # fmt: skip
+    result.n_criteria_classes = sum(1 for c in result.classes if c.criteria)
+    for c in CHANNELS:
+        result.macro[c] = float(np.mean(macro_rows[c])) if macro_rows[c] else None
+        result.macro_criteria[c] = float(np.mean(crit_rows[c])) if crit_rows[c] else None
+        ys, ss, rs = per_channel[c]
+        result.macro_ci[c] = macro_bootstrap(ys, ss, rs, len(rows)) if c != "measurement" else None
+    return result
+
+
+def evaluate_heldout(
+    clf: ZeroShotClassifier,
+    records: Sequence[LabelledRecord],
+    *,
+    data: str,
+    min_positives: int = 3,
+) -> list[ChannelTask]:
+    """Pooled held-out figures (PTB-XL test records + CinC test sources), then one table per
+    source; pass PTB-XL records of the test split only."""
+    catalog = clf.catalog
+    labels = LabelCatalog(catalog.labels, catalog.criteria)
+    scores = channel_scores(clf, records, labels)
+    sources = np.array(scores.sources)
+    held = np.flatnonzero(np.isin(sources, [*TEST_SOURCES, "PTB-XL"]))
+    out = [
+        summarise(scores, labels, task="heldout", data=data, clf=clf, rows=held,
+                  split="held out of every fit: PTB-XL fold 10 + CinC " + ", ".join(TEST_SOURCES),
+                  min_positives=min_positives)
+    ]  # fmt: skip
+    for source in sorted(set(scores.sources)):
+        rows = np.flatnonzero(sources == source)
+        role = "validation source (fusion fit)" if source in VALIDATION_SOURCES else "held out"
+        out.append(
+            summarise(scores, labels, task=f"source:{source}", data=source, split=role, clf=clf,
+                      rows=rows, min_positives=min_positives)
+        )  # fmt: skip
+    return out
