@@ -225,12 +225,11 @@ def _storage(settings: Settings) -> Iterator[Problem]:
     else:
         try:
             fresh_sqlite = url.startswith("sqlite") and not _sqlite_file(url).exists()
-            if not fresh_sqlite:  # a missing SQLite file is created (and migrated) at start
-                problem = database_problem(engine)
-                if problem and "start the service once" in problem:
-                    pass  # the service migrates at start; not a configuration problem
-                elif problem:
-                    yield Problem("error", "database_url", problem)
+            # A missing SQLite file is created, and any database migrated, at start-up: only
+            # whether it opens is a configuration matter.
+            problem = None if fresh_sqlite else database_problem(engine, expect_schema=False)
+            if problem:
+                yield Problem("error", "database_url", problem)
         finally:
             engine.dispose()
     if settings.jobs.mode == "distributed":

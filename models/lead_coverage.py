@@ -3,9 +3,9 @@
 The model scores any ECG, but a finding whose criteria live in leads that were not recorded
 cannot be assessed from it (a 2-lead Holter strip says nothing about an anterior infarct or
 the QRS axis). The table below states, per catalog label, the leads its textbook criteria
-read (AHA/ACCF/HRS 2009 recommendations for the standardization and interpretation of the
-ECG); a label is *assessable* when every group has at least one lead present (recorded, or
-derived from I and II by Einthoven's and Goldberger's equations).
+read (the AHA/ACCF/HRS recommendations for the standardization and interpretation of the
+ECG, parts I-VI, 2007-2009); a label is *assessable* when every group has at least one lead
+present (recorded, or derived from I and II by Einthoven's and Goldberger's equations).
 
 Rhythm and interval labels need any one lead, so they are absent from the table (always
 assessable when a lead exists). Labels not listed (a department's own sentence) are never

@@ -62,7 +62,9 @@ def test_calls_reach_the_hooks_signed_like_an_ehrs(
     assert answer["status"] == 200, answer
     cards = answer["response"]["cards"]
     assert cards and "sotalol" in cards[0]["summary"]
-    assert len(answer["detail_html"]) == len(cards) and "<table>" in answer["detail_html"][0]
+    # the Markdown detail comes back rendered (bold, lists, tables as the card has them)
+    assert len(answer["detail_html"]) == len(cards) and "<strong>" in answer["detail_html"][0]
+    assert "**" not in answer["detail_html"][0]
     if mode == "fhir-server":
         assert answer["request"]["fhirServer"] == f"{base}/sandbox/fhir"
         assert "prefetch" not in answer["request"]
