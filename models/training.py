@@ -16,6 +16,9 @@ Recipe for little data (what the model card reports on):
 
 Deterministic for a given seed and thread count; checkpoints every epoch; ``resume=True``
 continues from the last checkpoint.
+
+One module on purpose (about 500 lines): the training loop, its losses and its checkpoint
+format change together, and splitting them would scatter one recipe over several files.
 """
 
 from __future__ import annotations
