@@ -390,44 +390,24 @@ def _mark_job(
     error: str | None = None,
 ) -> None:
     """Upsert a job row's state inside the caller's transaction; ``running`` counts an attempt."""
-    now = utcnow()
-    insert_ignore(
-        session,
-        JobRow.__table__,  # type: ignore[arg-type]
-        {
-            "kind": kind,
-            "ecg_id": ecg_id,
-            "model_version": model_version,
-            "state": state,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        },
-        ("kind", "ecg_id", "model_version"),
-    )
-    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
-    if state == "running":
-        values["attempts"] = JobRow.attempts + 1
-    session.execute(
-        update(JobRow)
-        .where(
-            JobRow.kind == kind,
-            JobRow.ecg_id == ecg_id,
-            JobRow.model_version == model_version,
-        )
-        .values(**values)
-    )
+    _mark_jobs(session, kind, [ecg_id], model_version, state, error)
 
 
 def _mark_jobs(
-    session: Session, kind: str, ecg_ids: Sequence[str], model_version: str, state: str
+    session: Session,
+    kind: str,
+    ecg_ids: Sequence[str],
+    model_version: str,
+    state: str,
+    error: str | None = None,
 ) -> None:
     """:func:`_mark_job` for many ECGs: one insert of the missing rows, one update."""
     now = utcnow()
-    for ecg_id in ecg_ids:
-        insert_ignore(
-            session,
-            JobRow.__table__,  # type: ignore[arg-type]
+    unique_ids = list(dict.fromkeys(ecg_ids))
+    insert_ignore_many(
+        session,
+        JobRow.__table__,  # type: ignore[arg-type]
+        [
             {
                 "kind": kind,
                 "ecg_id": ecg_id,
@@ -436,17 +416,20 @@ def _mark_jobs(
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
-            },
-            ("kind", "ecg_id", "model_version"),
-        )
-    values: dict[str, Any] = {"state": state, "error": None, "updated_at": now}
+            }
+            for ecg_id in unique_ids
+        ],
+        ("kind", "ecg_id", "model_version"),
+        returning="ecg_id",
+    )
+    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
     if state == "running":
         values["attempts"] = JobRow.attempts + 1
     session.execute(
         update(JobRow)
         .where(
             JobRow.kind == kind,
-            JobRow.ecg_id.in_(list(ecg_ids)),
+            JobRow.ecg_id.in_(unique_ids),
             JobRow.model_version == model_version,
         )
         .values(**values)
