@@ -119,26 +119,14 @@ def build_call(
         "context": {"userId": "Practitioner/sandbox-clinician", "patientId": patient_id},
     }
     if hook in ("order-select", "order-sign"):
-        order_id = f"sandbox-{uuid.uuid4().hex[:8]}"
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [
-                {
-                    "resource": {
-                        "resourceType": "MedicationRequest",
-                        "id": order_id,
-                        "status": "draft",
-                        "intent": "order",
-                        "medicationCodeableConcept": {"text": drug or "sotalol 80 mg"},
-                        "subject": {"reference": f"Patient/{patient_id}"},
-                    }
-                }
-            ],
-        }
+        from cds_service.commands.ehr import draft_orders
+
+        bundle, selections = draft_orders(
+            drug or "sotalol 80 mg", f"Patient/{patient_id}", id_prefix="sandbox"
+        )
         call["context"]["draftOrders"] = bundle
         if hook == "order-select":
-            call["context"]["selections"] = [f"MedicationRequest/{order_id}"]
+            call["context"]["selections"] = selections
     if mode == "fhir-server":
         fhir.put(patient_id, observation)
         call["fhirServer"] = fhir_base(settings)

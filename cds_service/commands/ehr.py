@@ -158,8 +158,11 @@ def observation_prefetch(ecg_path: Path, patient_id: str) -> dict[str, Any]:
     }
 
 
-def draft_orders(drug: str) -> tuple[dict[str, Any], list[str]]:
-    order_id = f"draft-{uuid.uuid4().hex[:8]}"
+def draft_orders(
+    drug: str, subject: str, *, id_prefix: str = "draft"
+) -> tuple[dict[str, Any], list[str]]:
+    """A draft MedicationRequest bundle as order-select/order-sign carry it, and its selection."""
+    order_id = f"{id_prefix}-{uuid.uuid4().hex[:8]}"
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -171,7 +174,7 @@ def draft_orders(drug: str) -> tuple[dict[str, Any], list[str]]:
                     "status": "draft",
                     "intent": "order",
                     "medicationCodeableConcept": {"text": drug},
-                    "subject": {"reference": "Patient/placeholder"},
+                    "subject": {"reference": subject},
                 }
             }
         ],
@@ -284,7 +287,7 @@ def ehr(
         },
     }
     if drug:
-        orders, selections = draft_orders(drug)
+        orders, selections = draft_orders(drug, "Patient/placeholder")
         call["context"].update({"draftOrders": orders, "selections": selections})
 
     target = f"{base}/cds-services/{service_id}"
