@@ -28,7 +28,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.limits import UNLIMITED, count_tokens, parse_numbers
+from adapters.limits import count_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import parse_xml, root_element_is
@@ -159,7 +159,7 @@ def _code(element: etree._Element | None) -> str:
 def _digits(value: etree._Element, lead: str, name: str) -> np.ndarray:
     text = value.findtext(_q("digits")) or ""
     # counted against the limits for the whole document in read_aecg
-    digits = parse_numbers(name, text, UNLIMITED)
+    digits = parse_numbers(text)
     if digits is None:
         raise EcgFormatError(name, f"lead {lead}: digits are not all numbers")
     if digits.size == 0:

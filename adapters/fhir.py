@@ -31,7 +31,7 @@ from adapters.leads import (
     lead_name_from_code,
     normalize_lead_name,
 )
-from adapters.limits import UNLIMITED, count_tokens, parse_numbers
+from adapters.limits import count_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg
 
@@ -133,7 +133,7 @@ def _samples(
     text = sampled.get("data")
     if not isinstance(text, str) or not text.strip():
         raise EcgFormatError(where, f"lead {lead}: SampledData has no data")
-    data = parse_numbers(where, text, UNLIMITED)  # the record was counted by read()
+    data = parse_numbers(text)  # the record was counted by read()
     if data is None:
         tokens = text.split()
         data = _special_values(tokens, sampled, factor, float(origin["value"]), lead, where)

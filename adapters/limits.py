@@ -131,11 +131,11 @@ def count_tokens(text: str) -> int:
     return count
 
 
-def parse_numbers(name: str, text: str, limits: DecodeLimits) -> np.ndarray | None:
-    """The whitespace-separated numbers of ``text`` as float64, checked against the limits
-    before anything is allocated; None when a token is not a plain number (the caller's
-    slower path explains which). No per-token Python objects are made."""
-    limits.check_values(name, count_tokens(text))
+def parse_numbers(text: str) -> np.ndarray | None:
+    """The whitespace-separated numbers of ``text`` as float64; None when a token is not a
+    plain number (the caller's slower path explains which). No per-token Python objects are
+    made. The caller has already checked the whole document's :func:`count_tokens` against
+    its limits (once, not again per lead: counting is a large share of a hook call's CPU)."""
     try:
         return np.fromstring(text, dtype=np.float64, sep=" ")
     except ValueError:
