@@ -38,8 +38,9 @@ _SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
-#: Stored ECGs are queued this many at a time: small enough that the workers start early.
-_SUBMIT_GROUP = 8
+#: Files are stored and queued this many at a time (one transaction each): small enough that
+#: classification starts early, large enough that commits are few.
+_SUBMIT_GROUP = 16
 
 
 def ingest(
@@ -127,24 +128,28 @@ def store_all(
     from adapters import EcgFormatError
 
     out = Stored()
-    waiting: list[str] = []  # queued in groups: one job-ledger transaction per group
-    for path in _bar(files, "store", progress):
-        try:
-            info = runtime.ecgs.accept_path(path, patient_ref=patient, actor=actor)
-        except EcgFormatError as exc:
-            out.problems.append(str(exc))
-            continue
-        except OSError as exc:
-            out.problems.append(f"{path}: {exc.strerror or exc}")
-            continue
-        out.created += info.created
-        out.duplicates += not info.created
-        out.ids.append(info.id)
-        waiting.append(info.id)
-        if len(waiting) >= _SUBMIT_GROUP:
-            runtime.jobs.submit_many(waiting, bulk=True)
-            waiting = []
-    runtime.jobs.submit_many(waiting, bulk=True)
+    bar = _bar(files, "store", progress)
+    for start in range(0, len(files), _SUBMIT_GROUP):
+        group = files[start : start + _SUBMIT_GROUP]
+        waiting: list[str] = []  # one accept and one job-ledger transaction per group
+        for path, info in zip(
+            group,
+            runtime.ecgs.accept_paths(group, patient_ref=patient, actor=actor),
+            strict=True,
+        ):
+            if isinstance(info, EcgFormatError):
+                out.problems.append(str(info))
+                continue
+            if isinstance(info, OSError):
+                out.problems.append(f"{path}: {info.strerror or info}")
+                continue
+            out.created += info.created
+            out.duplicates += not info.created
+            out.ids.append(info.id)
+            waiting.append(info.id)
+        runtime.jobs.submit_many(waiting, bulk=True)
+        bar.update(len(group))
+    bar.close()
     return out
 
 
