@@ -13,10 +13,7 @@ instead of unpacking and parsing them again, which cost as much as the first par
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
 import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -30,17 +27,19 @@ from adapters import Ecg, EcgFormatError, load_ecg, sha256_hex
 from cds_service.audit import Actor, AuditRecord, AuditTrail
 from cds_service.settings import Settings
 from cds_service.storage import bundle
-from cds_service.storage.incoming import Incoming, parse_incoming, read_incoming
+from cds_service.storage.incoming import (
+    HandOver,
+    Incoming,
+    ecg_row_values,
+    parse_incoming,
+    read_incoming,
+)
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.records import EcgInfo, StoredResult
 from cds_service.storage.tables import EcgBlobRow, EcgRow, FeedbackRow, utcnow
 from cds_service.storage.upsert import insert_ignore_many
 
 log = logging.getLogger(__name__)
-
-#: Parsed ECGs kept for the classification job of this process (:meth:`EcgStore.take_accepted`):
-#: bounded in waveform bytes; past it the oldest are dropped and their jobs re-read the bytes.
-_ACCEPTED_MAX_BYTES = 64 * 1024 * 1024
 
 
 class EcgStore:
@@ -57,9 +56,7 @@ class EcgStore:
         self._sessions = session_factory
         self._jobs = jobs
         self._audit = audit
-        self._accepted: OrderedDict[str, Ecg] = OrderedDict()
-        self._accepted_bytes = 0
-        self._accepted_lock = threading.Lock()
+        self._accepted = HandOver()
 
     def accept_bytes(
         self,
@@ -180,23 +177,9 @@ class EcgStore:
             return {}
         now = utcnow()
         rows = {
-            item.digest: {
-                "id": str(uuid.uuid4()),
-                "sha256": item.digest,
-                "source_uri": item.uri,
-                "format": ecg.source.format,
-                "container": item.container,
-                "patient_ref": patient_ref,
-                "file_patient_id": ecg.patient_id,
-                "acquired_at": ecg.start_time,
-                "n_leads": len(ecg.leads),
-                "fs": float(ecg.fs),
-                "duration_s": float(ecg.duration_s),
-                "size_bytes": len(item.blob),
-                "status": "pending",
-                "created_at": now,
-                "updated_at": now,
-            }
+            item.digest: ecg_row_values(
+                ecg, item.blob, item.digest, item.container, item.uri, patient_ref, now
+            )
             for item, ecg in parsed
         }
         with self._sessions.begin() as session:
@@ -219,7 +202,7 @@ class EcgStore:
             if item.digest in inserted:
                 info = EcgInfo.from_row(EcgRow(**rows[item.digest]), created=True)
                 created[item.digest] = info
-                self._hand_over(info.id, ecg)
+                self._accepted.put(info.id, ecg)
         return created
 
     def _find_by_shas(self, digests: Sequence[str]) -> dict[str, EcgInfo]:
@@ -244,21 +227,8 @@ class EcgStore:
         patient_ref: str | None,
         actor: Actor | None,
     ) -> EcgInfo:
-        row = EcgRow(
-            id=str(uuid.uuid4()),
-            sha256=digest,
-            source_uri=source_uri,
-            format=ecg.source.format,
-            container=container,
-            patient_ref=patient_ref,
-            file_patient_id=ecg.patient_id,
-            acquired_at=ecg.start_time,
-            n_leads=len(ecg.leads),
-            fs=float(ecg.fs),
-            duration_s=float(ecg.duration_s),
-            size_bytes=len(blob),
-            status="pending",
-        )
+        now = utcnow()
+        row = EcgRow(**ecg_row_values(ecg, blob, digest, container, source_uri, patient_ref, now))
         try:
             with self._sessions.begin() as session:
                 session.add(row)
@@ -270,7 +240,7 @@ class EcgStore:
                 raise
             return self._duplicate(existing, patient_ref, actor)
         info = EcgInfo.from_row(row, created=True)
-        self._hand_over(info.id, ecg)
+        self._accepted.put(info.id, ecg)
         self._record_ingest(info, actor, duplicate=False)
         return info
 
@@ -313,27 +283,11 @@ class EcgStore:
             detail={"format": info.format, "sha256": info.sha256, "duplicate": duplicate},
         )
 
-    def _hand_over(self, ecg_id: str, ecg: Ecg) -> None:
-        """Keep a just-stored ECG's parsed waveform for :meth:`take_accepted` (bounded)."""
-        size = int(ecg.signal.nbytes)
-        if size > _ACCEPTED_MAX_BYTES // 4:
-            return
-        with self._accepted_lock:
-            self._accepted[ecg_id] = ecg
-            self._accepted_bytes += size
-            while self._accepted_bytes > _ACCEPTED_MAX_BYTES:
-                _, dropped = self._accepted.popitem(last=False)
-                self._accepted_bytes -= int(dropped.signal.nbytes)
-
     def take_accepted(self, ecg_id: str) -> Ecg | None:
         """The ECG this process parsed when it stored ``ecg_id``, once (the classification
         job's first read); None when not held (another process stored it, or it was
         dropped, or already taken): read it with :meth:`load_ecg`."""
-        with self._accepted_lock:
-            ecg = self._accepted.pop(ecg_id, None)
-            if ecg is not None:
-                self._accepted_bytes -= int(ecg.signal.nbytes)
-            return ecg
+        return self._accepted.take(ecg_id)
 
     # ------------------------------------------------------------------ read
 

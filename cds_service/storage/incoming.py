@@ -14,8 +14,13 @@ parsed is the one stored.
 from __future__ import annotations
 
 import hashlib
+import threading
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from adapters import Ecg, EcgFormatError, load_ecg, sha256_hex
 from cds_service.settings import Settings
@@ -74,3 +79,64 @@ def parse_incoming(item: Incoming, settings: Settings) -> Ecg:
         return ecg
     with bundle.extracted(item.files) as folder:  # changed since read: parse what is stored
         return load_ecg(folder / header, name=item.uri, max_bytes=max_bytes, limits=limits)
+
+
+def ecg_row_values(
+    ecg: Ecg,
+    blob: bytes,
+    digest: str,
+    container: str,
+    source_uri: str | None,
+    patient_ref: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The ``ecgs`` row of a new ECG (a fresh id, status pending)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "sha256": digest,
+        "source_uri": source_uri,
+        "format": ecg.source.format,
+        "container": container,
+        "patient_ref": patient_ref,
+        "file_patient_id": ecg.patient_id,
+        "acquired_at": ecg.start_time,
+        "n_leads": len(ecg.leads),
+        "fs": float(ecg.fs),
+        "duration_s": float(ecg.duration_s),
+        "size_bytes": len(blob),
+        "status": "pending",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+class HandOver:
+    """Parsed ECGs kept for the classification job of this process, each taken once.
+
+    Bounded in waveform bytes: past ``max_bytes`` the oldest are dropped, and their jobs
+    re-read the stored bytes (the result is the same, only slower).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._held: OrderedDict[str, Ecg] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, ecg_id: str, ecg: Ecg) -> None:
+        size = int(ecg.signal.nbytes)
+        if size > self.max_bytes // 4:
+            return
+        with self._lock:
+            self._held[ecg_id] = ecg
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._held.popitem(last=False)
+                self._bytes -= int(dropped.signal.nbytes)
+
+    def take(self, ecg_id: str) -> Ecg | None:
+        with self._lock:
+            ecg = self._held.pop(ecg_id, None)
+            if ecg is not None:
+                self._bytes -= int(ecg.signal.nbytes)
+            return ecg

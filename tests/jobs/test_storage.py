@@ -22,7 +22,7 @@ from cds_service.settings import Settings
 from cds_service.storage.base import Base, make_engine, make_session_factory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
-from cds_service.storage.incoming import parse_incoming, read_incoming
+from cds_service.storage.incoming import HandOver, parse_incoming, read_incoming
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.migrate import import_table_modules, upgrade
 from cds_service.storage.state import StateStore
@@ -158,6 +158,19 @@ def test_a_group_of_files_is_accepted_together(
         assert handed.leads == stored.leads and handed.fs == stored.fs
         assert np.array_equal(handed.signal, stored.signal)
     assert pipeline.ecgs.take_accepted(before.id) is None  # a duplicate is not handed over
+
+
+def test_the_hand_over_is_bounded_and_gives_each_ecg_once(formats_dir: Path) -> None:
+    ecg = load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    held = HandOver(max_bytes=int(ecg.signal.nbytes) * 4)
+    for name in "abcde":
+        held.put(name, ecg)
+    assert held.take("a") is None  # the oldest made room for the fifth
+    assert all(held.take(name) is ecg for name in "bcde")
+    assert held.take("b") is None
+    small = HandOver(max_bytes=int(ecg.signal.nbytes))
+    small.put("big", ecg)  # over a quarter of the bound: not held
+    assert small.take("big") is None
 
 
 def test_a_record_changed_after_it_was_read_is_parsed_from_what_is_stored(
