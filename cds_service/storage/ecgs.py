@@ -105,7 +105,7 @@ class EcgStore:
         except ValueError as exc:
             raise EcgFormatError(source_uri or "<upload>", str(exc)) from None
         digest = sha256_hex(blob)
-        existing = self._find_by_sha(digest)
+        existing = self._find_by_sha(digest) or self._same_bundle(files, source_uri or header)
         if existing is not None:
             return self._duplicate(existing, patient_ref, actor)
         with bundle.extracted(files) as folder:
@@ -144,6 +144,8 @@ class EcgStore:
                 outcomes.append(exc)
         items = [o for o in outcomes if isinstance(o, Incoming)]
         known = self._find_by_shas([i.digest for i in items])
+        unknown = [i for i in items if i.files is not None and i.digest not in known]
+        known.update(self._same_bundles([(i.digest, i.uri, i.files or {}) for i in unknown]))
         new: dict[str, tuple[Incoming, Ecg]] = {}
         for k, item in enumerate(outcomes):
             if isinstance(item, Incoming) and item.digest not in known and item.digest not in new:
@@ -204,6 +206,38 @@ class EcgStore:
                 created[item.digest] = info
                 self._accepted.put(info.id, ecg)
         return created
+
+    def _same_bundle(self, files: Mapping[str, bytes], source_uri: str) -> EcgInfo | None:
+        return self._same_bundles([("", source_uri, files)]).get("")
+
+    def _same_bundles(
+        self, bundles: Sequence[tuple[str, str, Mapping[str, bytes]]]
+    ) -> dict[str, EcgInfo]:
+        """For each (digest, source URI, files): a bundle stored from that URI that holds
+        exactly those files, i.e. the same record packed at another deflate level (see
+        :mod:`cds_service.storage.bundle`) and so under another SHA-256. One indexed
+        lookup for the group; stored bytes are compared only where a URI matches."""
+        if not bundles:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(EcgRow, EcgBlobRow.data)
+                .join(EcgBlobRow, EcgBlobRow.ecg_id == EcgRow.id)
+                .where(
+                    EcgRow.source_uri.in_({uri for _, uri, _ in bundles}),
+                    EcgRow.container == "zip",
+                )
+                .order_by(EcgRow.created_at)
+            ).all()
+        found: dict[str, EcgInfo] = {}
+        for digest, uri, files in bundles:
+            for row, blob in rows:
+                if row.source_uri == uri and bundle.same_files(
+                    blob, files, self.settings.max_ecg_bytes
+                ):
+                    found[digest] = EcgInfo.from_row(row)
+                    break
+        return found
 
     def _find_by_shas(self, digests: Sequence[str]) -> dict[str, EcgInfo]:
         if not digests:

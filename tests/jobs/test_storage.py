@@ -16,9 +16,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapters import EcgFormatError, load_ecg
+from adapters import EcgFormatError, load_ecg, sha256_hex
 from cds_service.jobs.dispatch import EmbeddedDispatcher
 from cds_service.settings import Settings
+from cds_service.storage import bundle
 from cds_service.storage.base import Base, make_engine, make_session_factory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
@@ -158,6 +159,31 @@ def test_a_group_of_files_is_accepted_together(
         assert handed.leads == stored.leads and handed.fs == stored.fs
         assert np.array_equal(handed.signal, stored.signal)
     assert pipeline.ecgs.take_accepted(before.id) is None  # a duplicate is not handed over
+
+
+def test_a_bundle_packed_at_the_old_deflate_level_is_still_a_duplicate(
+    pipeline: Stores, ptbxl_dir: Path, tmp_path: Path
+) -> None:
+    """Bundles stored before issue 11 were deflated at level 6: the same record hashes
+    differently now, and is recognised by its files (same source), by path and by upload."""
+    for part in (ptbxl_dir / "records500" / "00000").glob("00003_hr.*"):
+        shutil.copy2(part, tmp_path / part.name)
+    header = tmp_path / "00003_hr.hea"
+    files = bundle.wfdb_record_files(header)
+    legacy = bundle.pack(files, level=6)
+    assert legacy != bundle.pack(files)
+    old = pipeline.ecgs._store(  # as the previous version stored it
+        load_ecg(header), legacy, sha256_hex(legacy), "zip", header.resolve().as_uri(), None, None
+    )
+    again = pipeline.ecgs.accept_path(header, patient_ref="Patient/l1")
+    assert again.id == old.id and not again.created and again.patient_ref == "Patient/l1"
+    [grouped] = pipeline.ecgs.accept_paths([header])
+    assert not isinstance(grouped, Exception) and grouped.id == old.id
+    uploaded = pipeline.ecgs.accept_files(files, source_uri=header.resolve().as_uri())
+    assert uploaded.id == old.id
+    assert len(pipeline.ecgs.list_ecgs()) == 1
+    (tmp_path / "00003_hr.dat").write_bytes(bytes(len(files["00003_hr.dat"])))  # changed
+    assert pipeline.ecgs.accept_path(header).created  # other files from the same path: new
 
 
 def test_the_hand_over_is_bounded_and_gives_each_ecg_once(formats_dir: Path) -> None:
