@@ -100,7 +100,7 @@ def ingest(
             stored.problems.extend(dicom_problems)
             stored.ids.extend(new_ids)
         accepted_s = time.perf_counter() - started
-        results: dict[str, Any] = {}
+        results: dict[str, bool] = {}
         if wait and stored.ids:
             results = wait_all(runtime, stored.ids, timeout, progress)
         elapsed = time.perf_counter() - started
@@ -235,25 +235,23 @@ def _bar(items: list[Any], label: str, enabled: bool) -> Any:
     return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)
 
 
-def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, Any]:
-    """Wait for every id, showing progress; returns the results (None where missing)."""
+def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, bool]:
+    """Wait for every id, showing progress: id -> True (result stored) or False (failed);
+    ids still unfinished at the timeout are absent. Reads no result (see ``wait_finished``)."""
     from tqdm import tqdm
 
     deadline = time.monotonic() + timeout
     remaining = list(dict.fromkeys(ids))
-    results: dict[str, Any] = {}
+    finished: dict[str, bool] = {}
     with tqdm(
         total=len(remaining), desc="classify", unit="ECG", disable=not progress, file=sys.stderr
     ) as bar:
         while remaining and time.monotonic() < deadline:
-            got = runtime.jobs.wait(remaining, min(1.0, deadline - time.monotonic()))
-            finished = {
-                i for i, r in got.items() if r is not None or _status(runtime, i) == "failed"
-            }
-            results.update({i: got[i] for i in finished})
-            remaining = [i for i in remaining if i not in finished]
-            bar.update(len(finished))
-    return results
+            got = runtime.jobs.wait_finished(remaining, min(1.0, deadline - time.monotonic()))
+            finished.update(got)
+            remaining = [i for i in remaining if i not in got]
+            bar.update(len(got))
+    return finished
 
 
 def _status(runtime: Runtime, ecg_id: str) -> str | None:
@@ -264,7 +262,7 @@ def _status(runtime: Runtime, ecg_id: str) -> str | None:
 def _report(
     runtime: Runtime,
     stored: Stored,
-    results: dict[str, Any],
+    results: dict[str, bool],
     accepted_s: float,
     elapsed: float,
     waited: bool,
