@@ -56,7 +56,9 @@ class EcgStore:
         self._sessions = session_factory
         self._jobs = jobs
         self._audit = audit
-        self._accepted = HandOver()
+        # Only where the jobs run here: a web process in distributed mode would hold ECGs
+        # that no job of its own ever takes.
+        self._accepted = HandOver(max_bytes=HandOver.DEFAULT_MAX_BYTES if jobs.runs_here else 0)
 
     def accept_bytes(
         self,
@@ -247,9 +249,7 @@ class EcgStore:
             return {row.sha256: EcgInfo.from_row(row) for row in rows}
 
     def _find_by_sha(self, digest: str) -> EcgInfo | None:
-        with self._sessions() as session:
-            row = session.scalar(select(EcgRow).where(EcgRow.sha256 == digest))
-            return EcgInfo.from_row(row) if row else None
+        return self._find_by_shas([digest]).get(digest)
 
     def _store(
         self,

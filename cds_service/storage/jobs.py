@@ -51,6 +51,11 @@ class JobLedger:
         self._generation = 0
 
     @property
+    def runs_here(self) -> bool:
+        """True when classification jobs run in this process (embedded mode)."""
+        return self._dispatcher.in_process
+
+    @property
     def model_version(self) -> str:
         """The version of the model this process classifies with (loads it on first use)."""
         return self._model_version()

@@ -199,6 +199,24 @@ def test_the_hand_over_is_bounded_and_gives_each_ecg_once(formats_dir: Path) -> 
     assert small.take("big") is None
 
 
+def test_nothing_is_held_for_jobs_that_run_in_other_processes(
+    database_url: str, tmp_path: Path, formats_dir: Path
+) -> None:
+    from celery import Celery
+
+    from cds_service.jobs.dispatch import CeleryDispatcher
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    sessions = make_session_factory(engine)
+    jobs = JobLedger(settings, sessions, CeleryDispatcher(Celery("unused"), "q"), lambda: VERSION)
+    ecgs = EcgStore(settings, sessions, jobs)
+    info = ecgs.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    assert info.created and ecgs.take_accepted(info.id) is None
+    engine.dispose()
+
+
 def test_a_record_changed_after_it_was_read_is_parsed_from_what_is_stored(
     ptbxl_dir: Path, tmp_path: Path
 ) -> None:
