@@ -7,6 +7,7 @@ cardiologists report intervals (earliest onset, latest offset).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,15 +31,22 @@ QRS_QUIET_S = 0.012
 #: ... and its RMS amplitude must be below this share of the QRS peak, unless it stays up
 #: (ST elevation).
 QRS_END_SHARE = 0.4
-#: T end search: the T wave's falling limb ends where its RMS has come within this fraction of
-#: its amplitude from the floor; the steepest descent is looked for before that point only.
-T_END_FRACTION = 0.15
-#: T end: the last hump of the RMS T wave above this share of its height ends the T wave
-#: (a biphasic T has two humps; a U wave is usually smaller).
-T_LAST_FRACTION = 0.7
-#: Longest J point to T end (s) looked at; and a short QT (s, times sqrt(RR)) that the
-#: previous beat's T wave certainly reaches, to keep it out of the P-wave search.
-MAX_JT_S = 0.6
+#: T end: the trapezium-area method of Zhang et al. 2006 (IEEE Trans Biomed Eng 53:2544), with
+#: its published parameters: the area indicator sums the signal over a sliding window of 128 ms
+#: (32 samples at 250 Hz) against the mean of +-16 ms around the candidate point...
+T_AREA_WINDOW_S = 0.128
+T_AREA_CUT_S = 0.016
+#: ... an earlier candidate of the opposite polarity wins over a later one only when its area
+#: is this many times larger (a biphasic T ends at its second phase)...
+T_EARLIER_FACTOR = 6.0
+#: ... and the R-peak to T-end search interval is a linear function of RR (samples at 250 Hz:
+#: RR < 220: [0.15 RR + 37, 0.7 RR - 9]; else [70, 0.2 RR + 101]).
+T_SEARCH_SWITCH_RR_S = 0.88
+#: Multi-lead T end: the latest of the leads whose T-wave area is at least this share of the
+#: largest (cardiologists and carts report the latest offset; a lead with a flat T has none).
+T_LEAD_SHARE = 0.5
+#: A short QT (s, times sqrt(RR)) that the previous beat's T wave certainly reaches, to keep
+#: it out of the P-wave search.
 QT_LOW_S = 0.33
 #: The P wave is the hump nearest the QRS among those at least this share as prominent as
 #: the most prominent one before it.
@@ -195,9 +203,7 @@ def delineate(
     after = _n(min(rr_s, next_s or rr_s))
     previous_t = qrs_on - before + _n(QT_LOW_S * np.sqrt(rr_s))
     p_on, p_off = _p_wave(rms, qrs_on, previous_t)
-    next_qrs = qrs_on + after - _n(0.04)
-    next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs - _n(0.16)
-    t_peak, t_end = _t_wave(rms, qrs_off, next_p, length)
+    t_peak, t_end = _t_wave(beat, qrs_off, after, qrs_on + after - _n(0.04))
     if t_end is not None and t_end - before + _n(0.02) > previous_t:
         # The previous T wave lasts longer than the estimate: look again after its measured
         # end, so its tail is not taken for a P wave.
@@ -205,38 +211,45 @@ def delineate(
     return Waves(p_on, p_off, qrs_on, qrs_off, t_peak, t_end)
 
 
-def _t_wave(
-    rms: np.ndarray, qrs_off: int, bound: int, length: int
-) -> tuple[int | None, int | None]:
-    """T peak and T end: where repolarisation last leaves the baseline before ``bound``.
+def _t_wave(beat: np.ndarray, qrs_off: int, rr: int, bound: int) -> tuple[int | None, int | None]:
+    """T peak and T end by Zhang's trapezium-area method, per lead, then the latest lead.
 
-    ``bound`` is where the next beat's P wave begins. The T wave may be biphasic or notched
-    (its RMS then has two humps), so T end is looked for on the falling limb of the *last*
-    hump that rises above T_LAST_FRACTION of the T amplitude, not the first: the tangent at
-    that limb's steepest point crosses the floor level (Lepeschkin's tangent method).
+    ``rr``: samples to the next beat; ``bound``: the next beat's QRS onset. Per lead, the area
+    indicator A(k) = sum over the 128 ms before k of (signal - its mean around k) is largest
+    where an upright T wave has just come down to its final level (smallest for an inverted
+    T); it needs no baseline, so an ST segment displaced from the PR level does not count as
+    T wave, and a biphasic T ends at its second phase. The window is bounded by a
+    physiological R-to-T-end range for the RR, as published with the method.
     """
-    t_lo = qrs_off + _n(0.06)
-    t_hi = min(length - 1, bound, qrs_off + _n(MAX_JT_S))
-    if t_hi - t_lo <= _n(0.08):
+    window, cut = _n(T_AREA_WINDOW_S), _n(T_AREA_CUT_S)
+    if rr < _n(T_SEARCH_SWITCH_RR_S):
+        low, high = math.floor(0.15 * rr + _n(0.148)), math.ceil(0.7 * rr - _n(0.036))
+    else:
+        low, high = _n(0.28), math.ceil(0.2 * rr + _n(0.404))
+    lo = max(R_INDEX + low, qrs_off + _n(0.04), window)
+    hi = min(R_INDEX + high, bound, beat.shape[1] - cut - 1)
+    if hi - lo < cut:
         return None, None
-    segment = rms[t_lo : t_hi + 1]
-    t_peak = t_lo + int(np.argmax(segment))
-    level = float(rms[t_peak : t_hi + 1].min())
-    height = float(rms[t_peak]) - level
-    if height <= 0:
-        return t_peak, None
-    above = np.flatnonzero(segment > level + T_LAST_FRACTION * height)
-    last = t_lo + int(above[-1])  # the last sample of the last hump
-    # That hump's top: the highest point between the previous dip and its end.
-    top = last
-    while top > t_peak and rms[top - 1] >= rms[top]:
-        top -= 1
-    if last + 1 - top < 2:
-        return t_peak, last
-    after = rms[last : t_hi + 1]
-    near_floor = after <= level + T_END_FRACTION * height
-    stop = last + (int(np.argmax(near_floor)) if near_floor.any() else after.size - 1) + 1
-    return t_peak, _tangent_crossing(rms, top, min(stop + 1, t_hi + 1), level, falling=True)
+    total = np.concatenate([np.zeros((beat.shape[0], 1)), np.cumsum(beat, axis=1)], axis=1)
+    k = np.arange(lo, hi + 1)
+    level = (total[:, k + cut + 1] - total[:, k - cut]) / (2 * cut + 1)
+    area = total[:, k + 1] - total[:, k + 1 - window] - window * level  # (leads, candidates)
+    ends, sizes, signs = [], [], []
+    for row in area:
+        up, down = int(np.argmax(row)), int(np.argmin(row))
+        candidates = sorted([(up, float(row[up]), 1), (down, -float(row[down]), -1)])
+        earlier, later = candidates
+        end, size, sign = earlier if earlier[1] > T_EARLIER_FACTOR * later[1] else later
+        ends.append(lo + end)
+        sizes.append(size)
+        signs.append(sign)
+    strong = [i for i, size in enumerate(sizes) if size >= T_LEAD_SHARE * max(sizes)]
+    lead = max(strong, key=lambda i: ends[i])
+    t_end = ends[lead]
+    # T peak: the extreme of that lead's T wave in the 240 ms before its end (Zhang's rule).
+    start = max(qrs_off, t_end - _n(0.24))
+    t_peak = start + int(np.argmax(signs[lead] * beat[lead, start : t_end + 1]))
+    return t_peak, t_end
 
 
 def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, int | None]:
