@@ -31,6 +31,10 @@ QRS_QUIET_S = 0.012
 #: ... and its RMS amplitude must be below this share of the QRS peak, unless it stays up
 #: (ST elevation).
 QRS_END_SHARE = 0.4
+#: Where a wide QRS runs straight into a steep ST-T (paced beats, some bundle branch blocks)
+#: the spatial velocity never falls to the threshold: the QRS end is then looked for again at
+#: these multiples of it (the first that finds one wins; narrow QRS complexes end at 1x).
+QRS_END_RELAX = (1.0, 2.0, 4.0)
 #: T end: the trapezium-area method of Zhang et al. 2006 (IEEE Trans Biomed Eng 53:2544), with
 #: its published parameters: the area indicator sums the signal over a sliding window of 128 ms
 #: (32 samples at 250 Hz) against the mean of +-16 ms around the candidate point...
@@ -173,21 +177,27 @@ def delineate(
     peak = float(velocity[centre])
     floor = float(np.percentile(velocity, 20))
     threshold = floor + QRS_THRESHOLD * (peak - floor)
-    below = velocity < threshold
-    onset = _first_quiet(below, centre, max(centre - _n(0.2), quiet), -1, quiet)
-    offset = _first_quiet(below, centre, min(centre + _n(0.25), length - 2), 1, quiet)
-    if onset is None or offset is None:
+    onset = _first_quiet(velocity < threshold, centre, max(centre - _n(0.2), quiet), -1, quiet)
+    if onset is None:
         return Waves()
-    # A flat-bottomed S wave is quiet too: the QRS has not ended while the signal is still far
-    # from the baseline and then falls back a lot within 60 ms.
     level = np.sqrt(((beat - beat[:, onset : onset + 1]) ** 2).mean(axis=0))
-    qrs_peak = float(level[onset : offset + 1].max())
     limit = min(centre + _n(0.25), length - 2)
-    while offset is not None and offset + _n(0.06) < length:
-        after = float(level[offset : offset + _n(0.06)].min())
-        if level[offset] < QRS_END_SHARE * qrs_peak or after > 0.5 * level[offset]:
+    offset = None
+    for relax in QRS_END_RELAX:
+        below = velocity < floor + relax * QRS_THRESHOLD * (peak - floor)
+        offset = _first_quiet(below, centre, limit, 1, quiet)
+        if offset is None:
+            continue
+        # A flat-bottomed S wave is quiet too: the QRS has not ended while the signal is
+        # still far from the baseline and then falls back a lot within 60 ms.
+        qrs_peak = float(level[onset : offset + 1].max())
+        while offset is not None and offset + _n(0.06) < length:
+            after = float(level[offset : offset + _n(0.06)].min())
+            if level[offset] < QRS_END_SHARE * qrs_peak or after > 0.5 * level[offset]:
+                break
+            offset = _first_quiet(below, offset + quiet, limit, 1, quiet)
+        if offset is not None:
             break
-        offset = _first_quiet(below, offset + quiet, limit, 1, quiet)
     if offset is None:
         return Waves()
     qrs_on, qrs_off = onset, offset
@@ -203,7 +213,9 @@ def delineate(
     after = _n(min(rr_s, next_s or rr_s))
     previous_t = qrs_on - before + _n(QT_LOW_S * np.sqrt(rr_s))
     p_on, p_off = _p_wave(rms, qrs_on, previous_t)
-    t_peak, t_end = _t_wave(beat, qrs_off, after, qrs_on + after - _n(0.04))
+    next_qrs = qrs_on + after - _n(0.04)
+    next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs
+    t_peak, t_end = _t_wave(beat, qrs_off, after, next_p, next_qrs)
     if t_end is not None and t_end - before + _n(0.02) > previous_t:
         # The previous T wave lasts longer than the estimate: look again after its measured
         # end, so its tail is not taken for a P wave.
@@ -211,10 +223,14 @@ def delineate(
     return Waves(p_on, p_off, qrs_on, qrs_off, t_peak, t_end)
 
 
-def _t_wave(beat: np.ndarray, qrs_off: int, rr: int, bound: int) -> tuple[int | None, int | None]:
+def _t_wave(
+    beat: np.ndarray, qrs_off: int, rr: int, next_p: int, next_qrs: int
+) -> tuple[int | None, int | None]:
     """T peak and T end by Zhang's trapezium-area method, per lead, then the latest lead.
 
-    ``rr``: samples to the next beat; ``bound``: the next beat's QRS onset. Per lead, the area
+    ``rr``: samples to the next beat; ``next_p`` / ``next_qrs``: where the next beat's P wave
+    and QRS begin (the T wave ends before both; a long PR brings the next P wave into the
+    published window, and its clean end would otherwise be taken for the T end). Per lead, the area
     indicator A(k) = sum over the 128 ms before k of (signal - its mean around k) is largest
     where an upright T wave has just come down to its final level (smallest for an inverted
     T); it needs no baseline, so an ST segment displaced from the PR level does not count as
@@ -227,7 +243,9 @@ def _t_wave(beat: np.ndarray, qrs_off: int, rr: int, bound: int) -> tuple[int | 
     else:
         low, high = _n(0.28), math.ceil(0.2 * rr + _n(0.404))
     lo = max(R_INDEX + low, qrs_off + _n(0.04), window)
-    hi = min(R_INDEX + high, bound, beat.shape[1] - cut - 1)
+    hi = min(R_INDEX + high, next_qrs, beat.shape[1] - cut - 1)
+    if next_p - lo >= cut:  # a "P wave" found inside the QRS-T is no bound
+        hi = min(hi, next_p)
     if hi - lo < cut:
         return None, None
     total = np.concatenate([np.zeros((beat.shape[0], 1)), np.cumsum(beat, axis=1)], axis=1)
