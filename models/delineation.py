@@ -252,21 +252,23 @@ def _t_wave(
     k = np.arange(lo, hi + 1)
     level = (total[:, k + cut + 1] - total[:, k - cut]) / (2 * cut + 1)
     area = total[:, k + 1] - total[:, k + 1 - window] - window * level  # (leads, candidates)
-    ends, sizes, signs = [], [], []
-    for row in area:
-        up, down = int(np.argmax(row)), int(np.argmin(row))
-        candidates = sorted([(up, float(row[up]), 1), (down, -float(row[down]), -1)])
-        earlier, later = candidates
-        end, size, sign = earlier if earlier[1] > T_EARLIER_FACTOR * later[1] else later
-        ends.append(lo + end)
-        sizes.append(size)
-        signs.append(sign)
-    strong = [i for i, size in enumerate(sizes) if size >= T_LEAD_SHARE * max(sizes)]
-    lead = max(strong, key=lambda i: ends[i])
-    t_end = ends[lead]
+    rows = np.arange(area.shape[0])
+    up, down = np.argmax(area, axis=1), np.argmin(area, axis=1)
+    up_size, down_size = area[rows, up], -area[rows, down]
+    # Per lead, the later candidate unless the earlier one is far larger.
+    up_first = up < down
+    earlier_size = np.where(up_first, up_size, down_size)
+    later_size = np.where(up_first, down_size, up_size)
+    take_up = up_first == (earlier_size > T_EARLIER_FACTOR * later_size)
+    ends = lo + np.where(take_up, up, down)
+    sizes = np.where(take_up, up_size, down_size)
+    strong = np.flatnonzero(sizes >= T_LEAD_SHARE * sizes.max())
+    lead = int(strong[np.argmax(ends[strong])])
+    sign = 1 if take_up[lead] else -1
+    t_end = int(ends[lead])
     # T peak: the extreme of that lead's T wave in the 240 ms before its end (Zhang's rule).
     start = max(qrs_off, t_end - _n(0.24))
-    t_peak = start + int(np.argmax(signs[lead] * beat[lead, start : t_end + 1]))
+    t_peak = start + int(np.argmax(sign * beat[lead, start : t_end + 1]))
     return t_peak, t_end
 
 
