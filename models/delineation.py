@@ -104,10 +104,23 @@ def median_beats(
         return None  # no dominant beat shape: noise or chaos, nothing to delineate
     kept = index[keep]
     return MedianBeats(
-        filtered=np.median(beats[:, keep], axis=1),
-        wide=np.median(wide[:, kept] - _pr_level(wide, kept), axis=1),
+        filtered=_median_of_beats(beats[:, keep]),
+        wide=_median_of_beats(wide[:, kept] - _pr_level(wide, kept)),
         beats=inside[keep],
     )
+
+
+def _median_of_beats(beats: np.ndarray) -> np.ndarray:
+    """``np.median(beats, axis=1)`` for (leads, beats, L): a sort of the few beats per sample.
+
+    The same values; numpy's partition-based median along a middle axis cost a fifth of
+    :func:`models.measurements.measure` for ten 12-lead beats; sorting them costs a third of that.
+    """
+    ordered = np.sort(beats, axis=1)
+    middle = ordered.shape[1] // 2
+    if ordered.shape[1] % 2:
+        return np.asarray(ordered[:, middle])
+    return np.asarray(0.5 * (ordered[:, middle - 1] + ordered[:, middle]))
 
 
 def _pr_level(signal: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -248,10 +261,17 @@ def _t_wave(
         hi = min(hi, next_p)
     if hi - lo < cut:
         return None, None
-    total = np.concatenate([np.zeros((beat.shape[0], 1)), np.cumsum(beat, axis=1)], axis=1)
-    k = np.arange(lo, hi + 1)
-    level = (total[:, k + cut + 1] - total[:, k - cut]) / (2 * cut + 1)
-    area = total[:, k + 1] - total[:, k + 1 - window] - window * level  # (leads, candidates)
+    # Running sums over the stretch the candidates k = lo..hi need: total[:, j] is the sum of
+    # beat[:, first : first + j].
+    first = lo + 1 - window
+    total = np.zeros((beat.shape[0], hi + cut + 2 - first))
+    np.cumsum(beat[:, first : hi + cut + 1], axis=1, out=total[:, 1:])
+    n = hi + 1 - lo
+    at = lo - first  # index in total of the sum up to (not including) sample lo
+    level = (total[:, at + cut + 1 : at + cut + 1 + n] - total[:, at - cut : at - cut + n]) / (
+        2 * cut + 1
+    )
+    area = total[:, at + 1 : at + 1 + n] - total[:, :n] - window * level  # (leads, candidates)
     rows = np.arange(area.shape[0])
     up, down = np.argmax(area, axis=1), np.argmin(area, axis=1)
     up_size, down_size = area[rows, up], -area[rows, down]
