@@ -49,6 +49,9 @@ T_SEARCH_SWITCH_RR_S = 0.88
 #: Multi-lead T end: the latest of the leads whose T-wave area is at least this share of the
 #: largest (cardiologists and carts report the latest offset; a lead with a flat T has none).
 T_LEAD_SHARE = 0.5
+#: ... and a lead whose T end is at the window's end is left out where at least this many
+#: clear leads end their T inside the window.
+T_CONSENSUS_LEADS = 3
 #: A short QT (s, times sqrt(RR)) that the previous beat's T wave certainly reaches, to keep
 #: it out of the P-wave search.
 QT_LOW_S = 0.33
@@ -282,7 +285,15 @@ def _t_wave(
     take_up = up_first == (earlier_size > T_EARLIER_FACTOR * later_size)
     ends = lo + np.where(take_up, up, down)
     sizes = np.where(take_up, up_size, down_size)
-    strong = np.flatnonzero(sizes >= T_LEAD_SHARE * sizes.max())
+    strong = sizes >= T_LEAD_SHARE * sizes.max()
+    # A lead whose area still grows at the end of the window found no T end inside it: a flat T
+    # on a drifting baseline, or a T wave that outlasts the window (long QT at a fast rate).
+    # Where enough other clear leads found their T end inside, they decide (12 leads); with
+    # one or two leads (Holter) the window's end is the best answer there is.
+    inside = strong & (ends < hi - cut)
+    if inside.sum() >= T_CONSENSUS_LEADS:
+        strong = inside
+    strong = np.flatnonzero(strong)
     lead = int(strong[np.argmax(ends[strong])])
     sign = 1 if take_up[lead] else -1
     t_end = int(ends[lead])
