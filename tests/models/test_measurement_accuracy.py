@@ -62,9 +62,10 @@ def test_heart_rate_against_the_qtdb_reference_beats(
     off = [
         (n, e) for n, e in zip(row.names, row.errors, strict=True) if abs(e) > 0.1 * references[n]
     ]
-    # sel231 (2:1 conduction, 38/min by the labels) is read at 64/min; sele0106, whose lead III
-    # counts its tall T waves as beats, is read on its next lead (57/min, not 87).
-    assert len(off) <= 1, off
+    # Two were off at 65ce331: sele0106 (87 for 57/min: its lead III counts its tall T waves
+    # as beats; now read on its next lead) and sel231 (64 for 38/min in 2:1 AV block: the
+    # blocked P waves passed for beats; now too shallow to count as QRS complexes).
+    assert not off, off
     assert np.median(np.abs(row.errors)) <= 1.0
 
 
