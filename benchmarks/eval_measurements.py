@@ -82,6 +82,22 @@ def main() -> None:
         for key in INTERVALS:
             print(_row(f"{label} ({len(members)})", half[key]))
 
+    rate = errors(((n, m, r) for n, m, r, _ in rows), keys=("heart_rate",))["heart_rate"]
+    references = {n: r["heart_rate"] for n, _, r, _ in rows}
+    off = [
+        f"{n} {references[n]:.0f} -> {references[n] + e:.0f}/min"
+        for n, e in zip(rate.names, rate.errors, strict=True)
+        if abs(e) > 0.1 * (references[n] or 0.0)
+    ]
+    summary = rate.summary()
+    print(
+        f"\nHeart rate against the QTDB reference beats (`.atr`, {rate.marked} records with beat "
+        f"annotations): reported on {len(rate.errors)}, |error| median "
+        f"{summary['median_abs']:.1f}, p95 {summary['p95_abs']:.1f}, max "
+        f"{summary['max_abs']:.1f} /min; off by more than 10%: {', '.join(off) or 'none'}; "
+        f"not reported: {', '.join(rate.missing) or 'none'}."
+    )
+
     carts = list(cart_cases(args.data / "formats"))
     cart_rows = [(c.name, measured_intervals(c.ecg), c.reference) for c in carts]
     cart = errors(cart_rows)

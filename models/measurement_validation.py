@@ -35,7 +35,7 @@ from lxml import etree
 
 from adapters import Ecg, EcgSource, load_ecg
 from adapters.leads import normalize_lead_name
-from models.measurements import measure
+from models.measurements import MAX_ANALYSIS_S, measure
 
 INTERVALS = ("pr", "qrs", "qt")
 #: Mean and SD tolerances (ms) of IEC 60601-2-25:2011 for global intervals.
@@ -196,8 +196,34 @@ def qtdb_cases(
             leads=leads,
             source=EcgSource(format="wfdb", uri=f"qtdb/{name}", sha256=""),
         )
-        reference = _median_intervals(_beat_intervals(b, fs) for b in beats)
+        reference: dict[str, float | None] = dict(
+            _median_intervals(_beat_intervals(b, fs) for b in beats)
+        )
+        reference["heart_rate"] = _reference_rate(path, start, stop, fs)
         yield Case(name, ecg, reference, _ecgpuwave(path, beats, fs))
+
+
+#: Beat labels of the MIT-BIH / QTDB reference annotations (``.atr``) that are heartbeats.
+ATR_BEATS = frozenset("NLRBAaJSVrFejnE/fQ")
+
+
+def _reference_rate(path: str, start: int, stop: int, fs: float) -> float | None:
+    """60 / median RR (per minute) of the reference beats (``.atr``) in the stretch measured.
+
+    :func:`measure` reads at most its first ``MAX_ANALYSIS_S`` seconds, so the reference
+    does too. None where the record has no beat annotations (some QTDB records lack ``.atr``).
+    """
+    import wfdb
+
+    stop = min(stop, start + int(MAX_ANALYSIS_S * fs))
+    try:
+        ann = wfdb.rdann(path, "atr", sampfrom=start, sampto=stop)
+    except (FileNotFoundError, ValueError):
+        return None
+    samples = np.array([s for s, c in zip(ann.sample, ann.symbol, strict=True) if c in ATR_BEATS])
+    if samples.size < 3:
+        return None
+    return 60.0 / float(np.median(np.diff(samples)) / fs)
 
 
 # ---------------------------------------------------------------------------- carts

@@ -20,7 +20,8 @@ How (the "representative beat" approach of interpretive carts):
 3. R peaks with neurokit2's detector on lead II, or the first usable of V5, I, V6, ..., then
    any other lead; when that lead's RR series is irregular, the next usable leads are tried
    too and the most regular series is kept (a lead that counts tall T waves as beats, or
-   misses clipped ones, makes a regular rhythm look irregular). Heart rate = 60 / median RR;
+   misses clipped ones, makes a regular rhythm look irregular); detections far shallower than
+   the median QRS (blocked P waves, T waves) are not beats. Heart rate = 60 / median RR;
    irregularity = coefficient of variation of RR.
 4. Median beats from the beats whose QRS matches the dominant morphology (ectopic beats left
    out), and global boundaries from all usable leads (:mod:`models.delineation`).
@@ -78,6 +79,10 @@ MIN_RR_S, MAX_RR_S = 0.2, 3.0
 #: (atrial fibrillation, ectopics) is irregular on every lead and costs only the extra tries.
 RECHECK_RR_CV = 0.1
 DETECTION_TRIES = 3
+#: A detection whose steepest spatial slope (all usable leads, +-60 ms) is below this share of
+#: the median detection's is not a QRS complex but a P wave (blocked P waves in 2:1 AV block)
+#: or a T wave, and is not counted as a beat. Ectopic QRS complexes are at least as steep.
+MIN_QRS_SLOPE_SHARE = 0.3
 #: Plausible ranges (ms, deg): a value outside is reported as not measurable rather than wrong.
 PLAUSIBLE = {
     "pr": (60.0, 500.0),
@@ -230,6 +235,7 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
     peaks = _r_peaks(prepared)
     if peaks is None or peaks.size < 3:
         return values, per_lead
+    peaks = _qrs_like(prepared, peaks)
     if spikes is not None:
         values["paced_beat_share"] = paced_share(spikes, peaks / WORK_FS, float(ecg.fs))
     rr = np.diff(peaks) / WORK_FS
@@ -385,6 +391,16 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         if best[0] <= RECHECK_RR_CV or tries >= DETECTION_TRIES:
             break
     return None if best is None else best[1]
+
+
+def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
+    """The detections steep enough to be QRS complexes (see MIN_QRS_SLOPE_SHARE)."""
+    signal = prepared.signal[prepared.usable]
+    slope = np.sqrt((np.diff(signal, axis=1) ** 2).sum(axis=0))
+    half = round(0.06 * WORK_FS)
+    steepest = np.array([slope[max(p - half, 0) : p + half].max() for p in peaks])
+    kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * float(np.median(steepest))]
+    return kept if kept.size >= 3 else peaks
 
 
 def _axis(beat: np.ndarray, prepared: _Prepared, qrs_on: int, qrs_off: int) -> float | None:

@@ -28,15 +28,45 @@ from models.measurements import measure
 
 
 @pytest.fixture(scope="module")
-def qtdb(data_dir: Path) -> dict[str, tuple[ErrorRow, ErrorRow]]:
+def qtdb_rows(
+    data_dir: Path,
+) -> list[tuple[str, dict[str, float | None], dict[str, float | None], dict[str, float | None]]]:
     rows = [
         (c.name, measured_intervals(c.ecg), c.reference, c.baseline)
         for c in qtdb_cases(data_dir / "qtdb")
     ]
     assert len(rows) >= 100
-    ours = errors((n, m, r) for n, m, r, _ in rows)
-    baseline = errors((n, b, r) for n, _, r, b in rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def qtdb(
+    qtdb_rows: list[
+        tuple[str, dict[str, float | None], dict[str, float | None], dict[str, float | None]]
+    ],
+) -> dict[str, tuple[ErrorRow, ErrorRow]]:
+    ours = errors((n, m, r) for n, m, r, _ in qtdb_rows)
+    baseline = errors((n, b, r) for n, _, r, b in qtdb_rows)
     return {k: (ours[k], baseline[k]) for k in ours}
+
+
+def test_heart_rate_against_the_qtdb_reference_beats(
+    qtdb_rows: list[
+        tuple[str, dict[str, float | None], dict[str, float | None], dict[str, float | None]]
+    ],
+) -> None:
+    """The rate criteria read this: against the reference beat labels (``.atr``)."""
+    row = errors(((n, m, r) for n, m, r, _ in qtdb_rows), keys=("heart_rate",))["heart_rate"]
+    assert row.marked >= 75 and row.coverage == 1.0
+    references = {n: r["heart_rate"] or 0.0 for n, _, r, _ in qtdb_rows}
+    off = [
+        (n, e) for n, e in zip(row.names, row.errors, strict=True) if abs(e) > 0.1 * references[n]
+    ]
+    # Two were off at 65ce331: sele0106 (87 for 57/min: its lead III counts its tall T waves
+    # as beats; now read on its next lead) and sel231 (64 for 38/min in 2:1 AV block: the
+    # blocked P waves passed for beats; now too shallow to count as QRS complexes).
+    assert not off, off
+    assert np.median(np.abs(row.errors)) <= 1.0
 
 
 def _abs(row: ErrorRow) -> np.ndarray:
