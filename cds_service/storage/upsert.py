@@ -41,7 +41,7 @@ def insert_ignore(
 
 
 def insert_ignore_many(
-    session: Session,
+    session: Session | Connection,
     table: Table,
     rows: Sequence[dict[str, Any]],
     conflict_columns: Sequence[str],
@@ -52,7 +52,8 @@ def insert_ignore_many(
     of the rows inserted (those that conflicted are skipped, as one by one)."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
