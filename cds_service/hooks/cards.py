@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.fhir_results import (
@@ -26,7 +27,7 @@ from cds_service.fhir_results import (
 )
 from cds_service.hooks.assess import CardPolicy, EcgRef, assess, model_card_url, policy_for
 from cds_service.hooks.card_text import detail_markdown, ecg_date, escape, fit_summary
-from cds_service.hooks.schemas import Card, prune
+from cds_service.hooks.schemas import Card, Link, prune
 from cds_service.settings import Settings
 from models.catalog import LabelCatalog
 from models.results import ClassificationResult
@@ -146,6 +147,30 @@ def review_card(
     card_uuid: str | None = None,
 ) -> dict[str, Any] | None:
     """The patient-view card for one classified ECG; None for a normal ECG when not shown."""
+    template = review_card_template(
+        ecg, result, catalog=catalog, settings=settings, patient_ref=patient_ref, policy=policy
+    )
+    if template is None:
+        return None
+    return issue_card(template, card_uuid=card_uuid, links=links)
+
+
+#: Stands for the ids a card gets when it is issued (:func:`issue_card`), in a template.
+_TEMPLATE_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def review_card_template(
+    ecg: EcgRef,
+    result: ClassificationResult,
+    *,
+    catalog: LabelCatalog,
+    settings: Settings,
+    patient_ref: str | None,
+    policy: CardPolicy | None = None,
+) -> dict[str, Any] | None:
+    """Everything of :func:`review_card` but its ids and links: pruned and validated once,
+    so a caller can keep it for a stored result (results never change) and
+    :func:`issue_card` it on every call. None for a normal ECG when not shown."""
     policy = policy or policy_for(settings)
     assessment = assess(result, catalog, policy)
     if assessment.normal and result.quality.acceptable and not policy.show_normal:
@@ -160,19 +185,20 @@ def review_card(
         summary = f"{prefix} {date}: {assessment.key_finding}{more}"
 
     card: dict[str, Any] = {
-        "uuid": card_uuid or str(uuid.uuid4()),
+        "uuid": _TEMPLATE_ID,
         "summary": fit_summary(summary),
         "indicator": assessment.indicator,
         "detail": detail_markdown(ecg, result, assessment, catalog, policy),
         "source": card_source(settings, result.model_version),
-        "links": list(links),
     }
     if result.quality.acceptable:
         observation, report = impression_resources(ecg, result, patient_ref, policy)
+        observation["id"] = _TEMPLATE_ID
+        report["result"] = [{"reference": f"Observation/{_TEMPLATE_ID}"}]
         suggestions: list[dict[str, Any]] = [
             {
                 "label": "File the AI ECG impression (preliminary)",
-                "uuid": str(uuid.uuid4()),
+                "uuid": _TEMPLATE_ID,
                 "actions": [
                     {
                         "type": "create",
@@ -191,7 +217,7 @@ def review_card(
             suggestions.append(
                 {
                     "label": "Request a cardiology review of this ECG",
-                    "uuid": str(uuid.uuid4()),
+                    "uuid": _TEMPLATE_ID,
                     "isRecommended": assessment.indicator == "critical",
                     "actions": [
                         {
@@ -210,6 +236,31 @@ def review_card(
         card["selectionBehavior"] = "any"
     card["overrideReasons"] = override_reasons()
     return finish(card)
+
+
+def issue_card(
+    template: dict[str, Any],
+    *,
+    card_uuid: str | None = None,
+    links: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A card to show, from a :func:`review_card_template`: its own copy, fresh ids (card,
+    suggestions, the impression Observation the report points to) and ``links``."""
+    card: dict[str, Any] = orjson.loads(orjson.dumps(template))  # a deep copy, fast
+    card["uuid"] = card_uuid or str(uuid.uuid4())
+    observation_id = str(uuid.uuid4())
+    for suggestion in card.get("suggestions", ()):
+        suggestion["uuid"] = str(uuid.uuid4())
+        for action in suggestion.get("actions", ()):
+            resource = action.get("resource") or {}
+            if resource.get("id") == _TEMPLATE_ID:
+                resource["id"] = observation_id
+            for reference in resource.get("result", ()):
+                if reference.get("reference") == f"Observation/{_TEMPLATE_ID}":
+                    reference["reference"] = f"Observation/{observation_id}"
+    if links:
+        card["links"] = [Link.model_validate(link).model_dump(exclude_none=True) for link in links]
+    return card
 
 
 def pending_card(count: int, settings: Settings, model_version: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
+from cds_service.lru import BoundedLru
 from cds_service.settings import Settings
 from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
@@ -49,6 +50,8 @@ class JobLedger:
         self._model_version = model_version
         self._changed = threading.Condition()
         self._generation = 0
+        #: Decoded results by (row id, ECG id, model version): rows are never updated.
+        self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
 
     @property
     def model_version(self) -> str:
@@ -60,21 +63,34 @@ class JobLedger:
         return self.results([ecg_id]).get(ecg_id)
 
     def results(self, ecg_ids: Sequence[str]) -> dict[str, StoredResult]:
+        """:meth:`result` of several ECGs. Which row is chosen is read every time; its decoded
+        form is kept (a stored result never changes), so a repeat call decodes nothing."""
         if not ecg_ids:
             return {}
         version = self.model_version
         with self._sessions() as session:
-            rows = session.scalars(
-                select(ResultRow)
+            rows = session.execute(
+                select(ResultRow.id, ResultRow.ecg_id, ResultRow.model_version)
                 .where(ResultRow.ecg_id.in_(list(ecg_ids)))
                 .order_by(ResultRow.created_at)
             ).all()
-        best: dict[str, ResultRow] = {}
-        for row in rows:  # ascending: later rows win unless the current version is held
-            held = best.get(row.ecg_id)
-            if held is None or held.model_version != version:
-                best[row.ecg_id] = row
-        return {ecg_id: StoredResult.from_row(row) for ecg_id, row in best.items()}
+            best: dict[str, tuple[int, str, str]] = {}
+            for row_id, ecg_id, row_version in rows:  # ascending: later rows win unless the
+                held = best.get(ecg_id)  # current version is held
+                if held is None or held[2] != version:
+                    best[ecg_id] = (row_id, ecg_id, row_version)
+            out: dict[str, StoredResult] = {}
+            for ecg_id, key in best.items():
+                hit = self._decoded.get(key)
+                if hit is not None:
+                    out[ecg_id] = hit
+            missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
+            if missing:
+                for row in session.scalars(select(ResultRow).where(ResultRow.id.in_(missing))):
+                    stored = StoredResult.from_row(row)
+                    self._decoded.put((row.id, row.ecg_id, row.model_version), stored)
+                    out[row.ecg_id] = stored
+        return out
 
     def has_result(self, ecg_id: str, model_version: str) -> bool:
         with self._sessions() as session:
