@@ -176,6 +176,11 @@ def _install_guard(target: Any, connection: Connection, **_: Any) -> None:
 #: The Core table (typed), for inserts and ``create_all(tables=...)``.
 AUDIT_TABLE: Final = cast(Table, AuditEventRow.__table__)
 event.listen(AUDIT_TABLE, "after_create", _install_guard)
+#: The append's two statements, built once (every hook call appends).
+_HEAD: Final = (
+    select(AuditEventRow.seq, AuditEventRow.hash).order_by(AuditEventRow.seq.desc()).limit(1)
+)
+_INSERT: Final = insert(AUDIT_TABLE)
 
 
 @dataclass(frozen=True)
@@ -439,7 +444,7 @@ class AuditTrail:
                 try:
                     if with_rows is not None:
                         with_rows(conn)
-                    conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
+                    conn.execute(_INSERT, self._next_rows(conn, pending))
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -450,16 +455,12 @@ class AuditTrail:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             if with_rows is not None:
                 with_rows(conn)
-            conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
+            conn.execute(_INSERT, self._next_rows(conn, pending))
 
     @staticmethod
     def _next_rows(conn: Connection, pending: list[_Pending]) -> list[dict[str, Any]]:
         """Rows continuing the chain from its current head (read under the append lock)."""
-        head = conn.execute(
-            select(AuditEventRow.seq, AuditEventRow.hash)
-            .order_by(AuditEventRow.seq.desc())
-            .limit(1)
-        ).first()
+        head = conn.execute(_HEAD).first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         now = datetime.now(UTC)
         rows = []

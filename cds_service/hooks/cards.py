@@ -259,7 +259,9 @@ def issue_card(
                 if reference.get("reference") == f"Observation/{_TEMPLATE_ID}":
                     reference["reference"] = f"Observation/{observation_id}"
     if links:
-        card["links"] = [Link.model_validate(link).model_dump(exclude_none=True) for link in links]
+        for link in links:
+            Link.model_validate(link)  # the wire schema, as the template was checked
+        card["links"] = [prune(dict(link)) for link in links]
     return card
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.storage.records import FeedbackInfo
 from cds_service.storage.tables import CardRow, FeedbackRow, utcnow
-from cds_service.storage.upsert import insert_ignore_many
+from cds_service.storage.upsert import ignoring_insert
 
 
 class CardStore:
@@ -136,6 +136,7 @@ def card_row(
 
 def insert_cards(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert card rows in the caller's transaction (a uuid already stored is kept as is),
-    in one statement."""
-    table = CardRow.__table__
-    insert_ignore_many(session, table, rows, ("uuid",), returning="uuid")  # type: ignore[arg-type]
+    in one statement compiled once (every hook call stores its cards)."""
+    if rows:
+        statement = ignoring_insert(session, CardRow.__table__, ("uuid",))  # type: ignore[arg-type]
+        session.execute(statement, list(rows))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
@@ -29,6 +29,13 @@ from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
 from cds_service.storage.upsert import insert_ignore, insert_ignore_many
 from models.results import ClassificationResult
+
+#: Which result rows the ECGs have (built once: a hook call runs it on every call).
+_RESULT_KEYS = (
+    select(ResultRow.id, ResultRow.ecg_id, ResultRow.model_version)
+    .where(ResultRow.ecg_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ResultRow.created_at)
+)
 
 #: Statuses after which no result is coming for this ECG without a new submit.
 _FINAL_WITHOUT_RESULT = {"failed"}
@@ -46,6 +53,7 @@ class JobLedger:
     ) -> None:
         self.settings = settings
         self._sessions = session_factory
+        self._engine: Engine = session_factory.kw["bind"]
         self._dispatcher = dispatcher
         self._model_version = model_version
         self._changed = threading.Condition()
@@ -68,24 +76,21 @@ class JobLedger:
         if not ecg_ids:
             return {}
         version = self.model_version
-        with self._sessions() as session:
-            rows = session.execute(
-                select(ResultRow.id, ResultRow.ecg_id, ResultRow.model_version)
-                .where(ResultRow.ecg_id.in_(list(ecg_ids)))
-                .order_by(ResultRow.created_at)
-            ).all()
-            best: dict[str, tuple[int, str, str]] = {}
-            for row_id, ecg_id, row_version in rows:  # ascending: later rows win unless the
-                held = best.get(ecg_id)  # current version is held
-                if held is None or held[2] != version:
-                    best[ecg_id] = (row_id, ecg_id, row_version)
-            out: dict[str, StoredResult] = {}
-            for ecg_id, key in best.items():
-                hit = self._decoded.get(key)
-                if hit is not None:
-                    out[ecg_id] = hit
-            missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
-            if missing:
+        with self._engine.connect() as conn:  # Core: a hook call runs this on every call
+            rows = conn.execute(_RESULT_KEYS, {"ids": list(ecg_ids)}).all()
+        best: dict[str, tuple[int, str, str]] = {}
+        for row_id, ecg_id, row_version in rows:  # ascending: later rows win unless the
+            held = best.get(ecg_id)  # current version is held
+            if held is None or held[2] != version:
+                best[ecg_id] = (row_id, ecg_id, row_version)
+        out: dict[str, StoredResult] = {}
+        for ecg_id, key in best.items():
+            hit = self._decoded.get(key)
+            if hit is not None:
+                out[ecg_id] = hit
+        missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
+        if missing:
+            with self._sessions() as session:
                 for row in session.scalars(select(ResultRow).where(ResultRow.id.in_(missing))):
                     stored = StoredResult.from_row(row)
                     self._decoded.put((row.id, row.ecg_id, row.model_version), stored)
