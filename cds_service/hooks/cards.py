@@ -9,12 +9,7 @@ cardiology-review ServiceRequest where it fits. QT-drug cards are in
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,58 +75,25 @@ def finish(card: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-#: Validated suggestion resources per (ECG, model version, patient, reference, date): building
-#: and R4B-validating them costs more than the rest of a cached hook call.
-_RESOURCE_CACHE: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
-_RESOURCE_CACHE_SIZE = 2048
-_RESOURCE_LOCK = threading.Lock()
-
-
-def _fingerprint(result: ClassificationResult) -> str:
-    """Identifies a result's content (not just its ECG and model version)."""
-    raw = json.dumps(result.to_dict(), sort_keys=True, default=str).encode("utf-8")
-    return hashlib.sha256(raw).hexdigest()
-
-
 def impression_resources(
     ecg: EcgRef, result: ClassificationResult, patient_ref: str | None, policy: CardPolicy
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The impression Observation and its DiagnosticReport (fresh ids on every call)."""
-    key = (
-        ecg.ecg_id,
-        _fingerprint(result),
-        patient_ref,
-        ecg.reference,
-        ecg.acquired,
-        policy.finding_threshold,
+    """The impression Observation and its DiagnosticReport (R4B-validated). Building them is
+    most of a card's cost: hook calls keep the card of a stored result (``hooks.cache``)."""
+    observation = build_impression_observation(
+        result,
+        patient_reference=patient_ref,
+        ecg_reference=ecg.reference,
+        effective=ecg.acquired,
+        findings_threshold=policy.finding_threshold,
     )
-    with _RESOURCE_LOCK:
-        cached = _RESOURCE_CACHE.get(key)
-        if cached is not None:
-            _RESOURCE_CACHE.move_to_end(key)
-    if cached is None:
-        observation = build_impression_observation(
-            result,
-            patient_reference=patient_ref,
-            ecg_reference=ecg.reference,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
-        report = build_diagnostic_report(
-            result,
-            observation_references=["Observation/placeholder"],
-            patient_reference=patient_ref,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
-        cached = (observation, report)
-        with _RESOURCE_LOCK:
-            _RESOURCE_CACHE[key] = cached
-            while len(_RESOURCE_CACHE) > _RESOURCE_CACHE_SIZE:
-                _RESOURCE_CACHE.popitem(last=False)
-    observation, report = copy.deepcopy(cached)
-    observation["id"] = str(uuid.uuid4())
-    report["result"] = [{"reference": f"Observation/{observation['id']}"}]
+    report = build_diagnostic_report(
+        result,
+        observation_references=["Observation/placeholder"],
+        patient_reference=patient_ref,
+        effective=ecg.acquired,
+        findings_threshold=policy.finding_threshold,
+    )
     return observation, report
 
 
