@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +59,8 @@ class JobLedger:
         self._model_version = model_version
         self._changed = threading.Condition()
         self._generation = 0
+        #: (generation, ECG ids or None for any) of the latest notifications.
+        self._notes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=256)
         #: Decoded results by (row id, ECG id, model version): rows are never updated.
         self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
 
@@ -293,7 +296,7 @@ class JobLedger:
             )
             _mark_job(session, "classify", ecg_id, result.model_version, "done")
         if notify:
-            self.notify()
+            self.notify([ecg_id])
         return inserted
 
     def store_results(self, results: Sequence[tuple[str, ClassificationResult]]) -> set[str]:
@@ -356,13 +359,28 @@ class JobLedger:
             )
             _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
         if notify:
-            self.notify()
+            self.notify([ecg_id])
 
-    def notify(self) -> None:
-        """Wake every :meth:`wait` in this process (a result or failure was just stored)."""
+    def notify(self, ecg_ids: Iterable[str] | None = None) -> None:
+        """Wake the waits of this process for ``ecg_ids`` (a result or failure was just stored
+        for them; None: for any ECG). Waits for other ECGs go back to sleep without reading
+        the database: with a burst of hook calls each batch woke every waiter to query."""
         with self._changed:
             self._generation += 1
+            self._notes.append((self._generation, None if ecg_ids is None else frozenset(ecg_ids)))
             self._changed.notify_all()
+
+    def _news_for(self, pending: set[str], since: int) -> bool:
+        """Whether a notification after generation ``since`` may concern ``pending`` (called
+        holding ``_changed``; notes older than those kept count as news)."""
+        if self._generation == since:
+            return False
+        if not self._notes or self._notes[0][0] > since + 1:
+            return True
+        return any(
+            generation > since and (ids is None or not ids.isdisjoint(pending))
+            for generation, ids in self._notes
+        )
 
     def wait(self, ecg_ids: Sequence[str], timeout_s: float) -> dict[str, StoredResult | None]:
         """Results for ``ecg_ids``, waiting at most ``timeout_s`` for the missing ones.
@@ -385,8 +403,9 @@ class JobLedger:
                 break
             if self._dispatcher.in_process:
                 with self._changed:
-                    if self._generation == generation:
+                    while not self._news_for(pending, generation) and remaining > 0:
                         self._changed.wait(remaining)
+                        remaining = deadline - time.monotonic()
             else:
                 time.sleep(min(poll_s, remaining))
         return {ecg_id: found.get(ecg_id) for ecg_id in ids}
