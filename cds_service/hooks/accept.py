@@ -55,22 +55,25 @@ def _digest(item: Loaded, caches: HookCaches) -> str:
 
 def _store(
     ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, caches: HookCaches
-) -> tuple[str, datetime | None]:
+) -> tuple[str, datetime | None, bool]:
+    """(ECG id, acquisition time, whether this call stored it first)."""
     c = item.candidate
     digest = _digest(item, caches)
     hit = caches.known.get(digest)
+    created = False
     if hit is None:
         info = ecgs.accept_bytes(
             item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
         )
         hit = (info.id, info.acquired_at, info.patient_ref)
+        created = info.created
         caches.known.put(digest, hit)
     ecg_id, acquired, owner = hit
     # Content-hash deduplication saves work, but a record (its viewer page, its feedback)
     # belongs to one patient: the same file in another patient's chart is not shown there.
     if not same_patient(owner, patient_ref):
         raise OtherPatientsEcg(ecg_id)
-    return ecg_id, acquired
+    return ecg_id, acquired, created
 
 
 def accept_and_wait(
@@ -81,10 +84,11 @@ def accept_and_wait(
     caches = caches_for(ecgs)
     refs: dict[str, EcgRef] = {}
     items: dict[str, Loaded] = {}
+    new: set[str] = set()  # stored by this call: no result to look for yet
     for item in loaded:
         c = item.candidate
         try:
-            ecg_id, stored_at = _store(ecgs, item, patient_ref, actor, caches)
+            ecg_id, stored_at, created = _store(ecgs, item, patient_ref, actor, caches)
         except EcgFormatError as exc:
             problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
             continue
@@ -99,17 +103,19 @@ def accept_and_wait(
             acquired: datetime | None = c.acquired or stored_at
             refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
             items[ecg_id] = item
+            if created:
+                new.add(ecg_id)
     if not refs:
         return []
     ids = list(refs)
-    found = jobs.wait(ids, 0)
+    found = jobs.wait([i for i in ids if i not in new], 0)
     missing = [i for i in ids if found.get(i) is None]
     for ecg_id in list(missing):
         try:
             jobs.submit(ecg_id)
         except KeyError:  # removed from storage since we saw it: store it again
             caches.forget_ecg(ecg_id)
-            new_id, _ = _store(ecgs, items[ecg_id], patient_ref, actor, caches)  # same patient
+            new_id, _, _ = _store(ecgs, items[ecg_id], patient_ref, actor, caches)  # same patient
             refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
             ids[ids.index(ecg_id)] = new_id
             missing[missing.index(ecg_id)] = new_id
