@@ -28,7 +28,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
-from adapters.limits import count_tokens, parse_numbers
+from adapters.limits import check_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import parse_xml, root_element_is
@@ -377,7 +377,7 @@ def read_aecg(item: ReaderInput) -> Ecg:
     if root.tag != _q("AnnotatedECG"):
         raise EcgFormatError(name, f"root element is {root.tag!r}, not HL7 v3 AnnotatedECG")
     # Every sample of every series, counted before any is parsed.
-    item.check_values(sum(count_tokens(d.text or "") for d in root.iter(_q("digits"))))
+    check_tokens(item.limits, name, (d.text or "" for d in root.iter(_q("digits"))))
     series = _rhythm_series(root, name)
     rhythm = _read_series(series, name)
     statements, measurements = _annotations(series)

@@ -31,7 +31,7 @@ from adapters.leads import (
     lead_name_from_code,
     normalize_lead_name,
 )
-from adapters.limits import count_tokens, parse_numbers
+from adapters.limits import check_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg
 
@@ -286,12 +286,10 @@ def read(item: ReaderInput) -> Ecg:
         raise EcgFormatError(item.name, "the Observation has no SampledData")
     # Every value of every lead, counted before any is parsed.
     item.check_shape(len(components), 0)
-    item.check_values(
-        sum(
-            count_tokens(data)
-            for c in components
-            if isinstance(data := c["valueSampledData"].get("data"), str)
-        )
+    check_tokens(
+        item.limits,
+        item.name,
+        (data for c in components if isinstance(data := c["valueSampledData"].get("data"), str)),
     )
     for index, component in enumerate(components):
         name = _lead_name(component, index)

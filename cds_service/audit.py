@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,8 @@ _SECRET_KEYS: Final = frozenset(
 #: PostgreSQL advisory-lock key for the chain ("ECGAUDIT" as an int64).
 _PG_LOCK_KEY: Final = int.from_bytes(b"ECGAUDIT", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _MAX_APPEND_ATTEMPTS: Final = 8
+#: Most appends one group commit takes (more wait for the next): bounds one transaction.
+_MAX_GROUP: Final = 256
 
 
 class AuditError(RuntimeError):
@@ -173,6 +176,11 @@ def _install_guard(target: Any, connection: Connection, **_: Any) -> None:
 #: The Core table (typed), for inserts and ``create_all(tables=...)``.
 AUDIT_TABLE: Final = cast(Table, AuditEventRow.__table__)
 event.listen(AUDIT_TABLE, "after_create", _install_guard)
+#: The append's two statements, built once (every hook call appends).
+_HEAD: Final = (
+    select(AuditEventRow.seq, AuditEventRow.hash).order_by(AuditEventRow.seq.desc()).limit(1)
+)
+_INSERT: Final = insert(AUDIT_TABLE)
 
 
 @dataclass(frozen=True)
@@ -252,6 +260,29 @@ class AuditRecord:
 
 
 @dataclass
+class _Append:
+    """One caller's entries (and rows) waiting for the group commit."""
+
+    pending: list[_Pending]
+    with_rows: Callable[[Connection], None] | None
+    done: bool = False
+    error: Exception | None = None
+
+
+def _all_rows(batch: Sequence[_Append]) -> Callable[[Connection], None] | None:
+    """The callers' ``with_rows`` of a group, run in order in the group's transaction."""
+    writers = [item.with_rows for item in batch if item.with_rows is not None]
+    if not writers:
+        return None
+
+    def write(conn: Connection) -> None:
+        for writer in writers:
+            writer(conn)
+
+    return write
+
+
+@dataclass
 class _Pending:
     event: str
     outcome: str
@@ -275,6 +306,10 @@ class AuditTrail:
         if not isinstance(bind, Engine):
             raise TypeError("AuditTrail needs a sessionmaker bound to an Engine")
         self._engine: Engine = bind
+        # Group commit: concurrent appends of this process go to the database together.
+        self._group = threading.Condition()
+        self._queued: list[_Append] = []
+        self._writing = False
 
     @property
     def engine(self) -> Engine:
@@ -319,6 +354,66 @@ class AuditTrail:
         pending = [_prepare(r) for r in records]  # validate everything before writing
         if not pending:
             return
+        item = _Append(pending, with_rows)
+        self._commit_grouped(item)
+        if item.error is not None:
+            raise item.error
+
+    def _commit_grouped(self, item: _Append) -> None:
+        """Write ``item`` together with the appends queued beside it (group commit).
+
+        The first caller to find no write in progress writes every queued append (its own
+        included) in one transaction; the others wait for that commit, so each caller still
+        returns only once its own entries are stored. Under concurrent writers (hook calls
+        of several EHR clients) this is one lock, one chain-head read and one commit for
+        many calls, instead of one each, queued behind each other.
+        """
+        with self._group:
+            self._queued.append(item)
+            while not item.done:
+                if self._writing:
+                    self._group.wait()
+                    continue
+                self._writing = True
+                batch = self._queued[:_MAX_GROUP]
+                del self._queued[:_MAX_GROUP]
+                self._group.release()
+                try:
+                    self._write_group(batch)
+                finally:
+                    self._group.acquire()
+                    self._writing = False
+                    self._group.notify_all()
+
+    def _write_group(self, batch: list[_Append]) -> None:
+        """One transaction for the whole batch; if it fails, each append on its own, so one
+        caller's bad rows fail that caller alone. Every item ends ``done``."""
+        written: set[int] = set()
+        try:
+            if len(batch) > 1:
+                try:
+                    self._append_with_retries(
+                        [p for item in batch for p in item.pending], _all_rows(batch)
+                    )
+                    written.update(range(len(batch)))
+                    return
+                except Exception:  # retried one by one just below
+                    pass
+            for index, item in enumerate(batch):
+                try:
+                    self._append_with_retries(item.pending, item.with_rows)
+                    written.add(index)
+                except Exception as exc:
+                    item.error = exc
+        finally:
+            for index, item in enumerate(batch):
+                if index not in written and item.error is None:  # the writer was interrupted
+                    item.error = AuditError("the audit append was interrupted; not written")
+                item.done = True
+
+    def _append_with_retries(
+        self, pending: list[_Pending], with_rows: Callable[[Connection], None] | None
+    ) -> None:
         last_error: Exception | None = None
         from cds_service.instruments import AUDIT_APPEND_SECONDS
 
@@ -349,7 +444,7 @@ class AuditTrail:
                 try:
                     if with_rows is not None:
                         with_rows(conn)
-                    conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
+                    conn.execute(_INSERT, self._next_rows(conn, pending))
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -360,16 +455,12 @@ class AuditTrail:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             if with_rows is not None:
                 with_rows(conn)
-            conn.execute(insert(AUDIT_TABLE), self._next_rows(conn, pending))
+            conn.execute(_INSERT, self._next_rows(conn, pending))
 
     @staticmethod
     def _next_rows(conn: Connection, pending: list[_Pending]) -> list[dict[str, Any]]:
         """Rows continuing the chain from its current head (read under the append lock)."""
-        head = conn.execute(
-            select(AuditEventRow.seq, AuditEventRow.hash)
-            .order_by(AuditEventRow.seq.desc())
-            .limit(1)
-        ).first()
+        head = conn.execute(_HEAD).first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         now = datetime.now(UTC)
         rows = []

@@ -19,15 +19,16 @@ from cds_service.storage.ecgs import EcgStore
 from cds_service.storage.jobs import JobLedger
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The process's runtime, or 503 while the service is starting."""
+async def get_runtime(request: Request) -> Runtime:
+    """The process's runtime, or 503 while the service is starting. Async: a plain function
+    would cost every request a trip to a worker thread."""
     runtime = getattr(request.app.state, "runtime", None)
     if not isinstance(runtime, Runtime):
         raise HTTPException(status_code=503, detail="The service is starting; try again.")
     return runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings (available before the runtime has started)."""
     settings: Settings = request.app.state.settings
     return settings
@@ -37,19 +38,19 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_audit_trail(runtime: RuntimeDep) -> AuditTrail:
+async def get_audit_trail(runtime: RuntimeDep) -> AuditTrail:
     return runtime.audit
 
 
-def get_ecg_store(runtime: RuntimeDep) -> EcgStore:
+async def get_ecg_store(runtime: RuntimeDep) -> EcgStore:
     return runtime.ecgs
 
 
-def get_job_ledger(runtime: RuntimeDep) -> JobLedger:
+async def get_job_ledger(runtime: RuntimeDep) -> JobLedger:
     return runtime.jobs
 
 
-def get_card_store(runtime: RuntimeDep) -> CardStore:
+async def get_card_store(runtime: RuntimeDep) -> CardStore:
     return runtime.cards
 
 

@@ -3,6 +3,7 @@
 Keys are looked up by ``kid``. A URL's key set is cached for ``jwks_cache_s``; an unknown
 ``kid`` triggers one early refetch (the EHR rotated its keys), at most once per
 ``MIN_REFETCH_S`` per URL so that tokens with random kids cannot make us hammer the EHR.
+A local file is re-read when its mtime changes, looked at within ``FILE_RECHECK_S``.
 Only URLs listed for the token's issuer are ever fetched: a ``jku`` header is a hint
 checked against that list, never a place to go.
 """
@@ -30,6 +31,9 @@ MIN_REFETCH_S = 10.0
 #: A key set larger than this is not a key set.
 MAX_JWKS_BYTES = 256 * 1024
 FETCH_TIMEOUT_S = 5.0
+#: A local key file's mtime is looked at once per this interval for a known kid (a stat
+#: per request was a visible share of a cached hook call); an unknown kid looks at once.
+FILE_RECHECK_S = 1.0
 
 
 @dataclass
@@ -37,6 +41,7 @@ class _KeySet:
     keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
     fetched_at: float = 0.0
     mtime: float | None = None  # local files: reloaded when changed
+    checked_at: float = 0.0  # local files: when the mtime was last looked at
 
 
 def parse_jwks(data: Any, source: str) -> dict[str, jwt.PyJWK]:
@@ -134,18 +139,24 @@ class JwksCache:
 
     def _from_file(self, path: Path, kid: str) -> jwt.PyJWK | None:
         source = f"file:{path}"
+        cached = self._sets.get(source)
+        now = time.monotonic()
+        if cached is not None and kid in cached.keys and now - cached.checked_at < FILE_RECHECK_S:
+            return cached.keys[kid]  # a key removed from the file stops working within 1 s
         try:
             mtime = path.stat().st_mtime
         except OSError:
             log.warning("JWKS file %s is missing", path)
+            self._sets.pop(source, None)
             return None
-        cached = self._sets.get(source)
+        if cached is not None:
+            cached.checked_at = now
         if cached is None or cached.mtime != mtime:
             try:
                 keys = parse_jwks(json.loads(path.read_text(encoding="utf-8")), str(path))
             except (OSError, ValueError) as exc:
                 log.warning("JWKS file %s unreadable (%s)", path, exc)
                 return None
-            cached = _KeySet(keys=keys, fetched_at=time.monotonic(), mtime=mtime)
+            cached = _KeySet(keys=keys, fetched_at=now, mtime=mtime, checked_at=now)
             self._sets[source] = cached
         return cached.keys.get(kid)

@@ -8,16 +8,14 @@ The model never runs twice for the same ECG and model version. Runs in a thread.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from adapters import EcgFormatError, sha256_hex
 from cds_service.audit import Actor
 from cds_service.hooks.assess import EcgRef
+from cds_service.hooks.cache import HookCaches, caches_for, quick_key
 from cds_service.hooks.context import HookContext
 from cds_service.hooks.load import Loaded
 from cds_service.storage.ecgs import EcgStore
@@ -37,72 +35,45 @@ class Classified:
     failed: bool = False
 
 
-_Known = tuple[str, datetime | None, str | None]  # ECG id, acquisition time, patient
-
-
-class _KnownEcgs:
-    """SHA-256 -> (ECG id, acquisition time, patient) of ECGs this process has stored.
-
-    Stored ECGs are immutable, so a repeat call skips the store (a database round trip and
-    an ingest audit entry) and goes straight to the cached result. Bounded LRU.
-    """
-
-    def __init__(self, size: int = 20_000) -> None:
-        self._items: OrderedDict[str, _Known] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> _Known | None:
-        with self._lock:
-            hit = self._items.get(digest)
-            if hit is not None:
-                self._items.move_to_end(digest)
-            return hit
-
-    def put(self, digest: str, value: _Known) -> None:
-        with self._lock:
-            self._items[digest] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def forget(self, ecg_id: str) -> None:
-        with self._lock:
-            for digest in [d for d, (i, _, _) in self._items.items() if i == ecg_id]:
-                del self._items[digest]
-
-
-_KNOWN: weakref.WeakKeyDictionary[EcgStore, _KnownEcgs] = weakref.WeakKeyDictionary()
-
-
-def _known(ecgs: EcgStore) -> _KnownEcgs:
-    known = _KNOWN.get(ecgs)
-    if known is None:
-        known = _KNOWN.setdefault(ecgs, _KnownEcgs())
-    return known
-
-
 class OtherPatientsEcg(Exception):
     """The bytes are an ECG already stored for another patient: never shown in this call."""
 
 
-def _store(
-    ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, known: _KnownEcgs
-) -> tuple[str, datetime | None]:
-    c = item.candidate
+def _digest(item: Loaded, caches: HookCaches) -> str:
+    """SHA-256 of the candidate's bytes; for an Observation seen before, without making them."""
+    resource = item.candidate.resource
+    quick = quick_key(resource) if resource is not None else None
+    if quick is not None:
+        hit = caches.digests.get(quick)
+        if hit is not None:
+            return hit
     digest = sha256_hex(item.data)
-    hit = known.get(digest)
+    if quick is not None:
+        caches.digests.put(quick, digest)
+    return digest
+
+
+def _store(
+    ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, caches: HookCaches
+) -> tuple[str, datetime | None, bool]:
+    """(ECG id, acquisition time, whether this call stored it first)."""
+    c = item.candidate
+    digest = _digest(item, caches)
+    hit = caches.known.get(digest)
+    created = False
     if hit is None:
         info = ecgs.accept_bytes(
             item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
         )
         hit = (info.id, info.acquired_at, info.patient_ref)
-        known.put(digest, hit)
+        created = info.created
+        caches.known.put(digest, hit)
     ecg_id, acquired, owner = hit
     # Content-hash deduplication saves work, but a record (its viewer page, its feedback)
     # belongs to one patient: the same file in another patient's chart is not shown there.
     if not same_patient(owner, patient_ref):
         raise OtherPatientsEcg(ecg_id)
-    return ecg_id, acquired
+    return ecg_id, acquired, created
 
 
 def accept_and_wait(
@@ -110,13 +81,14 @@ def accept_and_wait(
 ) -> list[Classified]:
     """Store (dedupe by hash), submit what has no result, wait until ``ctx.deadline``."""
     patient_ref, actor = ctx.patient_ref, ctx.actor
-    known = _known(ecgs)
+    caches = caches_for(ecgs)
     refs: dict[str, EcgRef] = {}
     items: dict[str, Loaded] = {}
+    new: set[str] = set()  # stored by this call: no result to look for yet
     for item in loaded:
         c = item.candidate
         try:
-            ecg_id, stored_at = _store(ecgs, item, patient_ref, actor, known)
+            ecg_id, stored_at, created = _store(ecgs, item, patient_ref, actor, caches)
         except EcgFormatError as exc:
             problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
             continue
@@ -131,17 +103,19 @@ def accept_and_wait(
             acquired: datetime | None = c.acquired or stored_at
             refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
             items[ecg_id] = item
+            if created:
+                new.add(ecg_id)
     if not refs:
         return []
     ids = list(refs)
-    found = jobs.wait(ids, 0)
+    found = jobs.wait([i for i in ids if i not in new], 0)
     missing = [i for i in ids if found.get(i) is None]
     for ecg_id in list(missing):
         try:
             jobs.submit(ecg_id)
         except KeyError:  # removed from storage since we saw it: store it again
-            known.forget(ecg_id)
-            new_id, _ = _store(ecgs, items[ecg_id], patient_ref, actor, known)  # same patient
+            caches.forget_ecg(ecg_id)
+            new_id, _, _ = _store(ecgs, items[ecg_id], patient_ref, actor, caches)  # same patient
             refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
             ids[ids.index(ecg_id)] = new_id
             missing[missing.index(ecg_id)] = new_id

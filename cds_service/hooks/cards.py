@@ -9,15 +9,11 @@ cardiology-review ServiceRequest where it fits. QT-drug cards are in
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.fhir_results import (
@@ -26,7 +22,7 @@ from cds_service.fhir_results import (
 )
 from cds_service.hooks.assess import CardPolicy, EcgRef, assess, model_card_url, policy_for
 from cds_service.hooks.card_text import detail_markdown, ecg_date, escape, fit_summary
-from cds_service.hooks.schemas import Card, prune
+from cds_service.hooks.schemas import Card, Link, prune
 from cds_service.settings import Settings
 from models.catalog import LabelCatalog
 from models.results import ClassificationResult
@@ -79,58 +75,25 @@ def finish(card: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-#: Validated suggestion resources per (ECG, model version, patient, reference, date): building
-#: and R4B-validating them costs more than the rest of a cached hook call.
-_RESOURCE_CACHE: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
-_RESOURCE_CACHE_SIZE = 2048
-_RESOURCE_LOCK = threading.Lock()
-
-
-def _fingerprint(result: ClassificationResult) -> str:
-    """Identifies a result's content (not just its ECG and model version)."""
-    raw = json.dumps(result.to_dict(), sort_keys=True, default=str).encode("utf-8")
-    return hashlib.sha256(raw).hexdigest()
-
-
 def impression_resources(
     ecg: EcgRef, result: ClassificationResult, patient_ref: str | None, policy: CardPolicy
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The impression Observation and its DiagnosticReport (fresh ids on every call)."""
-    key = (
-        ecg.ecg_id,
-        _fingerprint(result),
-        patient_ref,
-        ecg.reference,
-        ecg.acquired,
-        policy.finding_threshold,
+    """The impression Observation and its DiagnosticReport (R4B-validated). Building them is
+    most of a card's cost: hook calls keep the card of a stored result (``hooks.cache``)."""
+    observation = build_impression_observation(
+        result,
+        patient_reference=patient_ref,
+        ecg_reference=ecg.reference,
+        effective=ecg.acquired,
+        findings_threshold=policy.finding_threshold,
     )
-    with _RESOURCE_LOCK:
-        cached = _RESOURCE_CACHE.get(key)
-        if cached is not None:
-            _RESOURCE_CACHE.move_to_end(key)
-    if cached is None:
-        observation = build_impression_observation(
-            result,
-            patient_reference=patient_ref,
-            ecg_reference=ecg.reference,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
-        report = build_diagnostic_report(
-            result,
-            observation_references=["Observation/placeholder"],
-            patient_reference=patient_ref,
-            effective=ecg.acquired,
-            findings_threshold=policy.finding_threshold,
-        )
-        cached = (observation, report)
-        with _RESOURCE_LOCK:
-            _RESOURCE_CACHE[key] = cached
-            while len(_RESOURCE_CACHE) > _RESOURCE_CACHE_SIZE:
-                _RESOURCE_CACHE.popitem(last=False)
-    observation, report = copy.deepcopy(cached)
-    observation["id"] = str(uuid.uuid4())
-    report["result"] = [{"reference": f"Observation/{observation['id']}"}]
+    report = build_diagnostic_report(
+        result,
+        observation_references=["Observation/placeholder"],
+        patient_reference=patient_ref,
+        effective=ecg.acquired,
+        findings_threshold=policy.finding_threshold,
+    )
     return observation, report
 
 
@@ -146,6 +109,30 @@ def review_card(
     card_uuid: str | None = None,
 ) -> dict[str, Any] | None:
     """The patient-view card for one classified ECG; None for a normal ECG when not shown."""
+    template = review_card_template(
+        ecg, result, catalog=catalog, settings=settings, patient_ref=patient_ref, policy=policy
+    )
+    if template is None:
+        return None
+    return issue_card(template, card_uuid=card_uuid, links=links)
+
+
+#: Stands for the ids a card gets when it is issued (:func:`issue_card`), in a template.
+_TEMPLATE_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def review_card_template(
+    ecg: EcgRef,
+    result: ClassificationResult,
+    *,
+    catalog: LabelCatalog,
+    settings: Settings,
+    patient_ref: str | None,
+    policy: CardPolicy | None = None,
+) -> dict[str, Any] | None:
+    """Everything of :func:`review_card` but its ids and links: pruned and validated once,
+    so a caller can keep it for a stored result (results never change) and
+    :func:`issue_card` it on every call. None for a normal ECG when not shown."""
     policy = policy or policy_for(settings)
     assessment = assess(result, catalog, policy)
     if assessment.normal and result.quality.acceptable and not policy.show_normal:
@@ -160,19 +147,20 @@ def review_card(
         summary = f"{prefix} {date}: {assessment.key_finding}{more}"
 
     card: dict[str, Any] = {
-        "uuid": card_uuid or str(uuid.uuid4()),
+        "uuid": _TEMPLATE_ID,
         "summary": fit_summary(summary),
         "indicator": assessment.indicator,
         "detail": detail_markdown(ecg, result, assessment, catalog, policy),
         "source": card_source(settings, result.model_version),
-        "links": list(links),
     }
     if result.quality.acceptable:
         observation, report = impression_resources(ecg, result, patient_ref, policy)
+        observation["id"] = _TEMPLATE_ID
+        report["result"] = [{"reference": f"Observation/{_TEMPLATE_ID}"}]
         suggestions: list[dict[str, Any]] = [
             {
                 "label": "File the AI ECG impression (preliminary)",
-                "uuid": str(uuid.uuid4()),
+                "uuid": _TEMPLATE_ID,
                 "actions": [
                     {
                         "type": "create",
@@ -191,7 +179,7 @@ def review_card(
             suggestions.append(
                 {
                     "label": "Request a cardiology review of this ECG",
-                    "uuid": str(uuid.uuid4()),
+                    "uuid": _TEMPLATE_ID,
                     "isRecommended": assessment.indicator == "critical",
                     "actions": [
                         {
@@ -210,6 +198,33 @@ def review_card(
         card["selectionBehavior"] = "any"
     card["overrideReasons"] = override_reasons()
     return finish(card)
+
+
+def issue_card(
+    template: dict[str, Any],
+    *,
+    card_uuid: str | None = None,
+    links: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A card to show, from a :func:`review_card_template`: its own copy, fresh ids (card,
+    suggestions, the impression Observation the report points to) and ``links``."""
+    card: dict[str, Any] = orjson.loads(orjson.dumps(template))  # a deep copy, fast
+    card["uuid"] = card_uuid or str(uuid.uuid4())
+    observation_id = str(uuid.uuid4())
+    for suggestion in card.get("suggestions", ()):
+        suggestion["uuid"] = str(uuid.uuid4())
+        for action in suggestion.get("actions", ()):
+            resource = action.get("resource") or {}
+            if resource.get("id") == _TEMPLATE_ID:
+                resource["id"] = observation_id
+            for reference in resource.get("result", ()):
+                if reference.get("reference") == f"Observation/{_TEMPLATE_ID}":
+                    reference["reference"] = f"Observation/{observation_id}"
+    if links:
+        for link in links:
+            Link.model_validate(link)  # the wire schema, as the template was checked
+        card["links"] = [prune(dict(link)) for link in links]
+    return card
 
 
 def pending_card(count: int, settings: Settings, model_version: str) -> dict[str, Any]:

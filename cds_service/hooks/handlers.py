@@ -23,9 +23,10 @@ from cds_service.fhir_client import redact_url
 from cds_service.hooks import cards as card_builders
 from cds_service.hooks.accept import Classified, accept_and_wait
 from cds_service.hooks.assess import catalog_for, policy_for
+from cds_service.hooks.cache import CardTemplates, caches_for
 from cds_service.hooks.context import BuiltCard, Gathered, HookContext
 from cds_service.hooks.gather import gather, open_fetcher
-from cds_service.hooks.load import load
+from cds_service.hooks.load import Loaded, load
 from cds_service.hooks.qt_cards import qt_drug_card
 from cds_service.hooks.qt_drugs import qt_drug_orders
 from cds_service.hooks.record import record
@@ -53,8 +54,10 @@ def build_cards(
     model_version: str,
     classified: list[Classified],
     problems: list[str],
+    templates: CardTemplates | None = None,
 ) -> list[BuiltCard]:
-    """Cards with the ECG id and model version each is about."""
+    """Cards with the ECG id and model version each is about (``templates``: where review
+    cards of stored results are kept between calls)."""
     service, call, patient_ref = ctx.service, ctx.call, ctx.patient_ref
     catalog = catalog_for(settings)
     policy = policy_for(settings)
@@ -101,21 +104,33 @@ def build_cards(
         return out
 
     for item in classified:
-        if item.result is None:
+        stored = item.result
+        if stored is None:
+            continue
+        # A stored result never changes: its card, but for ids and links, is made once.
+        key = (item.ecg_id, stored.model_version, stored.created_at, patient_ref, item.ref)
+        cached = templates.get(key) if templates is not None else None
+        if cached is None:
+            cached = (
+                card_builders.review_card_template(
+                    item.ref,
+                    stored.result,
+                    catalog=catalog,
+                    settings=settings,
+                    patient_ref=patient_ref,
+                    policy=policy,
+                ),
+            )
+            if templates is not None:
+                templates.put(key, cached)
+        template = cached[0]
+        if template is None:
             continue
         card_uuid = str(uuid.uuid4())
-        review = card_builders.review_card(
-            item.ref,
-            item.result.result,
-            catalog=catalog,
-            settings=settings,
-            patient_ref=patient_ref,
-            policy=policy,
-            links=_links(settings, item.ecg_id, card_uuid),
-            card_uuid=card_uuid,
+        review = card_builders.issue_card(
+            template, card_uuid=card_uuid, links=_links(settings, item.ecg_id, card_uuid)
         )
-        if review is not None:
-            out.append(BuiltCard(review, item.ecg_id, item.result.model_version))
+        out.append(BuiltCard(review, item.ecg_id, stored.model_version))
     rank = {"critical": 0, "warning": 1, "info": 2}
     out.sort(key=lambda c: rank[c.card["indicator"]])
     if pending:
@@ -155,17 +170,31 @@ async def handle_hook(
     finally:
         if fetcher is not None:
             await fetcher.aclose()
-    classified = await run_in_threadpool(
-        accept_and_wait, ctx, runtime.ecgs, runtime.jobs, loaded, gathered.problems
-    )
-    cards = await run_in_threadpool(
-        lambda: build_cards(
-            ctx, settings, runtime.jobs.model_version, classified, gathered.problems
-        )
-    )
     server = redact_url(fetcher.base_url) if fetcher is not None else None
-    await run_in_threadpool(record, ctx, runtime.audit, cards, gathered, server)
+    # One trip to a worker thread for the blocking rest of the call, not one per step.
+    cards = await run_in_threadpool(_answer, ctx, runtime, loaded, gathered, server)
     return [built.card for built in cards]
+
+
+def _answer(
+    ctx: HookContext,
+    runtime: Runtime,
+    loaded: list[Loaded],
+    gathered: Gathered,
+    server: str | None,
+) -> list[BuiltCard]:
+    """Store/look up the ECGs (waiting for new ones), build the cards, record them. Sync."""
+    classified = accept_and_wait(ctx, runtime.ecgs, runtime.jobs, loaded, gathered.problems)
+    cards = build_cards(
+        ctx,
+        runtime.settings,
+        runtime.jobs.model_version,
+        classified,
+        gathered.problems,
+        caches_for(runtime.ecgs).templates,
+    )
+    record(ctx, runtime.audit, cards, gathered, server)
+    return cards
 
 
 def handle_feedback(

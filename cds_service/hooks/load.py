@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from dataclasses import dataclass
 from typing import Any
 
 from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
@@ -17,10 +16,24 @@ from cds_service.hooks.context import Gathered
 from cds_service.hooks.sources import EcgCandidate, canonical_json
 
 
-@dataclass
 class Loaded:
-    candidate: EcgCandidate
-    data: bytes
+    """A candidate's bytes: given, or (a prefetched Observation) serialised when first asked
+    for, which a call about an already known ECG never does (see ``hooks.cache``)."""
+
+    __slots__ = ("_data", "candidate")
+
+    def __init__(self, candidate: EcgCandidate, data: bytes | None = None) -> None:
+        if data is None and candidate.resource is None:
+            raise ValueError("a candidate without a resource needs its bytes")
+        self.candidate = candidate
+        self._data = data
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            assert self.candidate.resource is not None  # checked at construction
+            self._data = canonical_json(self.candidate.resource)
+        return self._data
 
 
 async def load(
@@ -30,7 +43,7 @@ async def load(
 
     async def one(candidate: EcgCandidate) -> Loaded | None:
         if candidate.resource is not None:
-            return Loaded(candidate, canonical_json(candidate.resource))
+            return Loaded(candidate)
         if candidate.attachment is not None and candidate.attachment.get("data"):
             if fetcher is not None:
                 return Loaded(candidate, await fetcher.attachment_bytes(candidate.attachment))

@@ -157,7 +157,7 @@ def classify_ecgs(
             for ecg_id, _ in classified:
                 outcomes[ecg_id] = "stored" if ecg_id in stored else "exists"
         finally:
-            runtime.jobs.notify()  # waiters see the results together with their audit entries
+            runtime.jobs.notify(ids)  # waiters see the results with their audit entries
     except OperationalError as exc:  # the database is unreachable: try again later
         raise RetryableError(f"database unavailable: {exc.orig}") from exc
     if runtime.settings.fhir.writeback_server:
@@ -207,7 +207,7 @@ def _fail(runtime: TaskRuntime, ecg_id: str, version: str, error: str) -> None:
             detail={"error": error[:500]},
         )
     finally:
-        runtime.jobs.notify()
+        runtime.jobs.notify([ecg_id])
 
 
 def annotate_report(runtime: TaskRuntime, ecg_id: str, *, final_attempt: bool = False) -> str:

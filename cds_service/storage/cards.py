@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.storage.records import FeedbackInfo
 from cds_service.storage.tables import CardRow, FeedbackRow, utcnow
-from cds_service.storage.upsert import insert_ignore
+from cds_service.storage.upsert import ignoring_insert
 
 
 class CardStore:
@@ -135,6 +135,8 @@ def card_row(
 
 
 def insert_cards(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert card rows in the caller's transaction (a uuid already stored is kept as is)."""
-    for row in rows:
-        insert_ignore(session, CardRow.__table__, row, ("uuid",))  # type: ignore[arg-type]
+    """Insert card rows in the caller's transaction (a uuid already stored is kept as is),
+    in one statement compiled once (every hook call stores its cards)."""
+    if rows:
+        statement = ignoring_insert(session, CardRow.__table__, ("uuid",))  # type: ignore[arg-type]
+        session.execute(statement, list(rows))

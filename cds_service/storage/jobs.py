@@ -15,19 +15,28 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
+from cds_service.lru import BoundedLru
 from cds_service.settings import Settings
 from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
 from cds_service.storage.upsert import insert_ignore, insert_ignore_many
 from models.results import ClassificationResult
+
+#: Which result rows the ECGs have (built once: a hook call runs it on every call).
+_RESULT_KEYS = (
+    select(ResultRow.id, ResultRow.ecg_id, ResultRow.model_version)
+    .where(ResultRow.ecg_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ResultRow.created_at)
+)
 
 #: Statuses after which no result is coming for this ECG without a new submit.
 _FINAL_WITHOUT_RESULT = {"failed"}
@@ -45,10 +54,15 @@ class JobLedger:
     ) -> None:
         self.settings = settings
         self._sessions = session_factory
+        self._engine: Engine = session_factory.kw["bind"]
         self._dispatcher = dispatcher
         self._model_version = model_version
         self._changed = threading.Condition()
         self._generation = 0
+        #: (generation, ECG ids or None for any) of the latest notifications.
+        self._notes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=256)
+        #: Decoded results by (row id, ECG id, model version): rows are never updated.
+        self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
 
     @property
     def runs_here(self) -> bool:
@@ -65,21 +79,31 @@ class JobLedger:
         return self.results([ecg_id]).get(ecg_id)
 
     def results(self, ecg_ids: Sequence[str]) -> dict[str, StoredResult]:
+        """:meth:`result` of several ECGs. Which row is chosen is read every time; its decoded
+        form is kept (a stored result never changes), so a repeat call decodes nothing."""
         if not ecg_ids:
             return {}
         version = self.model_version
-        with self._sessions() as session:
-            rows = session.scalars(
-                select(ResultRow)
-                .where(ResultRow.ecg_id.in_(list(ecg_ids)))
-                .order_by(ResultRow.created_at)
-            ).all()
-        best: dict[str, ResultRow] = {}
-        for row in rows:  # ascending: later rows win unless the current version is held
-            held = best.get(row.ecg_id)
-            if held is None or held.model_version != version:
-                best[row.ecg_id] = row
-        return {ecg_id: StoredResult.from_row(row) for ecg_id, row in best.items()}
+        with self._engine.connect() as conn:  # Core: a hook call runs this on every call
+            rows = conn.execute(_RESULT_KEYS, {"ids": list(ecg_ids)}).all()
+        best: dict[str, tuple[int, str, str]] = {}
+        for row_id, ecg_id, row_version in rows:  # ascending: later rows win unless the
+            held = best.get(ecg_id)  # current version is held
+            if held is None or held[2] != version:
+                best[ecg_id] = (row_id, ecg_id, row_version)
+        out: dict[str, StoredResult] = {}
+        for ecg_id, key in best.items():
+            hit = self._decoded.get(key)
+            if hit is not None:
+                out[ecg_id] = hit
+        missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
+        if missing:
+            with self._sessions() as session:
+                for row in session.scalars(select(ResultRow).where(ResultRow.id.in_(missing))):
+                    stored = StoredResult.from_row(row)
+                    self._decoded.put((row.id, row.ecg_id, row.model_version), stored)
+                    out[row.ecg_id] = stored
+        return out
 
     def has_result(self, ecg_id: str, model_version: str) -> bool:
         with self._sessions() as session:
@@ -277,7 +301,7 @@ class JobLedger:
             )
             _mark_job(session, "classify", ecg_id, result.model_version, "done")
         if notify:
-            self.notify()
+            self.notify([ecg_id])
         return inserted
 
     def store_results(self, results: Sequence[tuple[str, ClassificationResult]]) -> set[str]:
@@ -340,13 +364,28 @@ class JobLedger:
             )
             _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
         if notify:
-            self.notify()
+            self.notify([ecg_id])
 
-    def notify(self) -> None:
-        """Wake every :meth:`wait` in this process (a result or failure was just stored)."""
+    def notify(self, ecg_ids: Iterable[str] | None = None) -> None:
+        """Wake the waits of this process for ``ecg_ids`` (a result or failure was just stored
+        for them; None: for any ECG). Waits for other ECGs go back to sleep without reading
+        the database: with a burst of hook calls each batch woke every waiter to query."""
         with self._changed:
             self._generation += 1
+            self._notes.append((self._generation, None if ecg_ids is None else frozenset(ecg_ids)))
             self._changed.notify_all()
+
+    def _news_for(self, pending: set[str], since: int) -> bool:
+        """Whether a notification after generation ``since`` may concern ``pending`` (called
+        holding ``_changed``; notes older than those kept count as news)."""
+        if self._generation == since:
+            return False
+        if not self._notes or self._notes[0][0] > since + 1:
+            return True
+        return any(
+            generation > since and (ids is None or not ids.isdisjoint(pending))
+            for generation, ids in self._notes
+        )
 
     def wait(self, ecg_ids: Sequence[str], timeout_s: float) -> dict[str, StoredResult | None]:
         """Results for ``ecg_ids``, waiting at most ``timeout_s`` for the missing ones.
@@ -399,8 +438,9 @@ class JobLedger:
                 break
             if self._dispatcher.in_process:
                 with self._changed:
-                    if self._generation == generation:
+                    while not self._news_for(pending, generation) and remaining > 0:
                         self._changed.wait(remaining)
+                        remaining = deadline - time.monotonic()
             else:
                 time.sleep(min(poll_s, remaining))
         return finished

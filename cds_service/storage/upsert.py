@@ -41,7 +41,7 @@ def insert_ignore(
 
 
 def insert_ignore_many(
-    session: Session,
+    session: Session | Connection,
     table: Table,
     rows: Sequence[dict[str, Any]],
     conflict_columns: Sequence[str],
@@ -52,7 +52,8 @@ def insert_ignore_many(
     of the rows inserted (those that conflicted are skipped, as one by one)."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -67,3 +68,31 @@ def insert_ignore_many(
         table.c[returning]
     )
     return set(session.scalars(stmt).all())
+
+
+_IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def ignoring_insert(
+    session: Session | Connection, table: Table, conflict_columns: Sequence[str]
+) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for ``table``, without RETURNING, to execute with
+    a list of rows (executemany). Built once per dialect and table, so the database layer
+    compiles it once, not on every call like a statement with the rows in it."""
+    bind = session.get_bind() if isinstance(session, Session) else session
+    key = (bind.dialect.name, table.name, tuple(conflict_columns))
+    statement = _IGNORING.get(key)
+    if statement is None:
+        if key[0] == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement = pg_insert(table)
+        elif key[0] == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(table)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            raise NotImplementedError(f"ignoring_insert does not support {key[0]}")
+        statement = statement.on_conflict_do_nothing(index_elements=list(conflict_columns))
+        _IGNORING[key] = statement
+    return statement

@@ -202,3 +202,37 @@ def test_absurd_sampling_rate(observation: dict[str, Any]) -> None:
             component["valueSampledData"]["period"] = 1e-6
     with pytest.raises(EcgFormatError, match="outside"):
         _read(document)
+
+
+def test_values_over_the_limit_are_refused_before_parsing(observation: dict[str, Any]) -> None:
+    """The count that guards memory is exact where it matters: a document whose text could
+    hold more values than ``max_ecg_samples`` is counted, one that cannot is not."""
+    from adapters import EcgTooLarge
+    from adapters.limits import DecodeLimits
+
+    data = json.dumps(observation).encode()
+    values = sum(len(c["valueSampledData"]["data"].split()) for c in observation["component"])
+    with pytest.raises(EcgTooLarge, match="max_ecg_samples"):
+        load_ecg(data, name="o.json", limits=DecodeLimits(max_ecg_samples=values - 1))
+    assert load_ecg(data, name="o.json", limits=DecodeLimits(max_ecg_samples=values)).leads
+    padded = copy.deepcopy(observation)  # twice the characters, the same values
+    for component in padded["component"]:
+        component["valueSampledData"]["data"] = component["valueSampledData"]["data"].replace(
+            " ", "  "
+        )
+    ecg = load_ecg(json.dumps(padded).encode(), name="o.json", limits=DecodeLimits(values))
+    assert np.array_equal(ecg.signal, _read(observation).signal)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["-150 -150 -230 12", "  1\t2  3 ", "1\n2\r\n3", "1e3 -2.5 +4 0.125", "nan 1", "7"],
+)
+def test_sampled_data_numbers_read_as_numpy_reads_them(text: str) -> None:
+    from adapters.limits import parse_numbers
+
+    parsed = parse_numbers(text)
+    assert parsed is not None
+    assert np.array_equal(parsed, np.array(text.split(), dtype=np.float64), equal_nan=True)
+    for bad in ("1 E 3", "1 L", "1,2", "0x10", "1.5e"):
+        assert parse_numbers(bad) is None

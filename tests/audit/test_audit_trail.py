@@ -230,6 +230,68 @@ def test_threads_share_one_chain(trail: AuditTrail) -> None:
     assert report.n_entries == n_threads * per_thread
 
 
+def _queued_behind_a_held_write(trail: AuditTrail, calls: list[tuple[str, Any]]) -> dict[str, str]:
+    """Run ``calls`` (name, with_rows) as concurrent ``record_many`` callers while a first
+    caller's transaction is held open, so they all queue for the next group commit; the
+    outcome of each caller by name."""
+    release = threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def call(name: str, rows: Any) -> None:
+        try:
+            trail.record_many(
+                [AuditRecord("hook-call", ecg_id=f"{name}-{i}") for i in range(3)],
+                with_rows=rows,
+            )
+            outcomes[name] = "stored"
+        except Exception as exc:  # collected and asserted by the caller
+            outcomes[name] = type(exc).__name__
+
+    def _wait_for(condition: Any) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError("the callers did not queue")
+
+    first = threading.Thread(target=call, args=("held", lambda _conn: release.wait(10)))
+    first.start()
+    _wait_for(lambda: trail._writing)
+    others = [threading.Thread(target=call, args=call_args) for call_args in calls]
+    for thread in others:
+        thread.start()
+    _wait_for(lambda: len(trail._queued) == len(calls))
+    release.set()
+    for thread in [first, *others]:
+        thread.join()
+    return outcomes
+
+
+def test_concurrent_appends_share_one_commit_each_caller_consecutive(trail: AuditTrail) -> None:
+    outcomes = _queued_behind_a_held_write(trail, [(f"c{k}", None) for k in range(5)])
+    assert set(outcomes.values()) == {"stored"}
+    entries = sorted(trail.query(limit=100).entries, key=lambda e: e.seq)
+    callers = [e.ecg_id.split("-")[0] for e in entries if e.ecg_id]
+    # each caller's three entries are consecutive in the chain, as they were alone
+    assert callers == [name for name in dict.fromkeys(callers) for _ in range(3)]
+    grouped = [e for e in entries if e.ecg_id and not e.ecg_id.startswith("held")]
+    assert len({e.ts for e in grouped}) == 1  # the five queued callers: one transaction
+    report = trail.verify()
+    assert report.ok and report.n_entries == 18
+
+
+def test_a_caller_whose_rows_fail_fails_alone_in_a_group(trail: AuditTrail) -> None:
+    def refused(_conn: Any) -> None:
+        raise RuntimeError("this caller's own rows are refused")
+
+    calls = [("c0", None), ("bad", refused), ("c2", None)]
+    outcomes = _queued_behind_a_held_write(trail, calls)
+    assert outcomes == {"held": "stored", "c0": "stored", "bad": "RuntimeError", "c2": "stored"}
+    stored = {e.ecg_id for e in trail.query(limit=100).entries}
+    assert stored == {f"{name}-{i}" for name in ("held", "c0", "c2") for i in range(3)}
+    assert trail.verify().ok
+
+
 def _append_from_process(url: str, k: int, n: int) -> None:
     engine = make_engine(url)
     trail = AuditTrail(make_session_factory(engine))

@@ -328,3 +328,42 @@ def test_trust_comes_from_a_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_p
         epic_claims("https://file-ehr.test", AUD, exp=int(time.time()) + 1800)
     )  # over this file's 900 s maximum lifetime
     _assert_bare_401(client.get(DISCOVERY, headers={"Authorization": f"Bearer {too_long}"}))
+
+
+def test_a_key_file_change_is_honoured_for_known_and_new_kids(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A local key file is looked at once per FILE_RECHECK_S for a kid it holds, at once for
+    a kid it does not: a removed key stops verifying, an added one verifies at once."""
+    import asyncio
+    import json
+    import os
+
+    from cds_service.auth import jwks as jwks_module
+    from cds_service.auth.errors import TokenRejected
+    from cds_service.auth.jwks import JwksCache
+    from cds_service.settings import AuthSettings, TrustedIssuer
+
+    old, new = EhrKey.generate("ES384"), EhrKey.generate("ES384")
+    path = tmp_path / "ehr.json"
+
+    def write(*keys: EhrKey, mtime: int) -> None:
+        path.write_text(json.dumps(jwks(*keys)), encoding="utf-8")
+        os.utime(path, (mtime, mtime))
+
+    async def check() -> None:
+        issuer = TrustedIssuer(iss="https://file-ehr.test", jwks_file=path)
+        cache = JwksCache(AuthSettings(trusted_issuers=[issuer]))
+        write(old, mtime=1_000_000)
+        assert await cache.key_for(issuer, old.kid, None) is not None
+        write(old, new, mtime=1_000_100)  # rotation: the new kid is looked up at once
+        assert await cache.key_for(issuer, new.kid, None) is not None
+        write(new, mtime=1_000_200)  # the old key withdrawn
+        monkeypatch.setattr(jwks_module, "FILE_RECHECK_S", 0.0)  # the recheck interval passed
+        with pytest.raises(TokenRejected, match="no key"):
+            await cache.key_for(issuer, old.kid, None)
+        path.unlink()
+        with pytest.raises(TokenRejected, match="no key"):
+            await cache.key_for(issuer, new.kid, None)
+
+    asyncio.run(check())

@@ -197,6 +197,55 @@ def test_second_call_for_the_same_ecg_reuses_the_cached_result(
     assert attempts == 1
 
 
+def _without_ids(card: dict[str, Any]) -> dict[str, Any]:
+    """A card with what must be new on every call (its ids, its signed links) blanked."""
+    card = {**card, "uuid": "", "links": [{**link, "url": ""} for link in card.get("links", [])]}
+    suggestions = []
+    for suggestion in card.get("suggestions", []):
+        actions = []
+        for action in suggestion["actions"]:
+            resource = dict(action["resource"])
+            if resource["resourceType"] == "Observation":
+                resource["id"] = ""
+            if resource["resourceType"] == "DiagnosticReport":
+                resource["result"] = []
+            actions.append({**action, "resource": resource})
+        suggestions.append({**suggestion, "uuid": "", "actions": actions})
+    card["suggestions"] = suggestions
+    return card
+
+
+def test_repeated_call_answers_the_same_cards_with_their_own_ids(
+    ehr: Ehr, dicom_bytes: bytes, aecg_bytes: bytes, ptbxl_observation: dict[str, Any]
+) -> None:
+    from cds_service.audit import AuditFilter
+
+    prefetch = _prefetch(
+        ecgObservations=searchset(ptbxl_observation),
+        ecgDocuments=searchset(
+            document_reference("dicom-1", dicom_bytes, "application/dicom", "2024-05-01T10:00:00Z"),
+            document_reference("aecg-1", aecg_bytes, "application/xml", "2022-01-02T08:00:00Z"),
+        ),
+    )
+    first = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    again = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    assert [_without_ids(c) for c in again] == [_without_ids(c) for c in first]
+    for old, new in zip(first, again, strict=True):
+        assert _ids(new).isdisjoint(_ids(old))
+        observation, report = (a["resource"] for a in new["suggestions"][0]["actions"])
+        assert report["result"] == [{"reference": f"Observation/{observation['id']}"}]
+        assert new["links"][0]["url"] != old["links"][0]["url"]  # signed for its own card
+        # every card shown is remembered (feedback names it) and audited, cached or not
+        assert ehr.runtime.cards.get_card(new["uuid"])["summary"] == new["summary"]
+        page = ehr.runtime.audit.query(AuditFilter(events=("card",)), limit=50)
+        assert any(e.detail.get("card") == new["uuid"] for e in page.entries)
+
+
+def _ids(card: dict[str, Any]) -> set[str]:
+    observation = card["suggestions"][0]["actions"][0]["resource"]
+    return {card["uuid"], observation["id"]} | {s["uuid"] for s in card["suggestions"]}
+
+
 def test_cards_are_remembered_and_audited(ehr: Ehr, review_response: dict[str, Any]) -> None:
     from cds_service.audit import AuditFilter
 
