@@ -126,9 +126,14 @@ def test_low_t_counts_leads_where_t_is_normally_upright() -> None:
         ("T wave inversion", ("t_wave_inversion",)),
         ("peaked T waves", ()),
         ("ST elevation", ("st_elevation",)),
+        # The infarct pattern (Q waves, R loss) is not acute injury, nor is injury an old MI.
+        ("old myocardial infarction", ("infarct_pattern",)),
+        ("acute myocardial infarction", ()),
+        ("STEMI", ("st_elevation",)),
+        ("ST elevation myocardial infarction", ("st_elevation",)),
     ],
 )
-def test_t_wave_texts_resolve_to_their_own_criterion(
+def test_t_wave_and_infarct_texts_resolve_to_their_own_criterion(
     classifier: ZeroShotClassifier, text: str, expected: tuple[str, ...]
 ) -> None:
     criteria = load_catalog().criteria
