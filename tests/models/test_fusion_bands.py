@@ -140,3 +140,23 @@ def test_t_wave_and_infarct_texts_resolve_to_their_own_criterion(
     assert criteria is not None
     resolver = CriteriaResolver(criteria, classifier.text_encoder.encode)
     assert resolver.resolve_text(text).criteria == expected, resolver.resolve_text(text)
+
+
+def test_validation_task_never_scores_a_test_source(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path, cinc_dir: Path
+) -> None:
+    """`ecg-cds evaluate --task validation`: the figures choices rest on; test sources passed
+    in by mistake are left out, and the table names its split."""
+    from models.evaluation_channels import evaluate_validation
+    from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES
+
+    records = labelled_records(ptbxl_dir, classifier.catalog, split="val")
+    validation = labelled_records(cinc_dir, classifier.catalog, sources=VALIDATION_SOURCES)
+    test = labelled_records(cinc_dir, classifier.catalog, sources=TEST_SOURCES)
+    assert validation and test
+    table = evaluate_validation(classifier, records + validation + test, data="shared data")
+    assert table.n_records == len(records) + len(validation)
+    assert "fold 9" in table.split and all(s in table.split for s in VALIDATION_SOURCES)
+    assert table.classes and all(c.n <= table.n_records for c in table.classes)
+    fused = table.macro["fused"]
+    assert fused is not None and 0.5 < fused <= 1.0
