@@ -160,3 +160,27 @@ def test_validation_task_never_scores_a_test_source(
     assert table.classes and all(c.n <= table.n_records for c in table.classes)
     fused = table.macro["fused"]
     assert fused is not None and 0.5 < fused <= 1.0
+
+
+def test_shipped_fusion_is_what_the_validation_fit_gives(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path, cinc_dir: Path
+) -> None:
+    """Refitting from the defaults on the validation data reproduces fusion.json (so a
+    catalog change that moves the margins without a refit fails here), and the fit reads
+    validation records only."""
+    from models.fusion import Fusion
+    from models.fusion_fit import fit_validation_fusion
+
+    fresh = ZeroShotClassifier.from_pretrained(classifier.directory, threads=1)
+    fresh.fusion = Fusion()
+    fresh._scorer = None
+    refit = fit_validation_fusion(fresh, ptbxl_dir, cinc_dir)
+    shipped = classifier.fusion
+    assert (refit.mode, refit.kappa, refit.kappa_defining) == (
+        shipped.mode, shipped.kappa, shipped.kappa_defining,
+    )  # fmt: skip
+    assert refit.w_criteria == pytest.approx(shipped.w_criteria, abs=1e-3)
+    assert refit.bias == pytest.approx(shipped.bias, abs=1e-3)
+    assert (refit.n_pairs, refit.positives) == (shipped.n_pairs, shipped.positives)
+    assert refit.fitted_on.startswith("PTB-XL fold 9")
+    assert "CPSC 2018, CPSC-Extra" in refit.fitted_on
