@@ -31,8 +31,10 @@ from adapters.errors import EcgFormatError
 from adapters.leads import lead_aliases, normalize_lead_name
 from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
+from adapters.wfdb_header import install as _install_fast_header_parser
 
 FORMAT = "wfdb"
+_install_fast_header_parser()  # wfdb's own header grammar, without its per-field pandas lookups
 SNOMED_SYSTEM = "http://snomed.info/sct"
 
 #: Headers are small text files; anything bigger is not a header.

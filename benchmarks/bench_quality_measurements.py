@@ -7,9 +7,10 @@ that the first ``measure`` call pays (``models.measurements.warm_up`` moves it t
 
 Run: ``.venv/bin/python benchmarks/bench_quality_measurements.py [--records 100]
 [--repeats 5] [--data ../shared/data] [--baseline-rev 1c1f2b1]``. With ``--baseline-rev``
-the ``measure`` of ``models/measurements.py`` at that git revision (one that still held the
-whole measurement code in that file) is timed in the same run, on the same records, and the
-ratio of the medians is printed. Times are CPU seconds of this process
+the ``measure`` of the measurement modules (``models/measurements.py``, ``delineation.py``,
+``lead_features.py``, ``pacing.py``, those that exist) at that git revision is timed in the
+same run, on the same records, and the ratio of the medians is printed. Times are CPU
+seconds of this process
 (``time.process_time``) because the development machine is shared and wall time there mostly
 measures the wait for a core; wall-time medians are printed beside them.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
+import importlib
+import re
 import statistics
 import subprocess
 import sys
@@ -53,23 +55,35 @@ def _time(
     return cpu, wall
 
 
+#: The modules of the measurement code; at a baseline revision each that exists there is
+#: imported from that revision, so the whole pipeline of that time is timed, not a mixture.
+MEASUREMENT_MODULES = ("measurements", "delineation", "lead_features", "pacing")
+
+
 def _baseline_measure(revision: str) -> Callable[[Ecg], object]:
-    """``measure`` from models/measurements.py at a git revision, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:models/measurements.py"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    folder = Path(tempfile.mkdtemp())
-    path = folder / "baseline_measurements.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_measurements", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_measurements"] = module
-    spec.loader.exec_module(module)
+    """``measure`` of the measurement modules at a git revision, imported as another package."""
+    folder = Path(tempfile.mkdtemp()) / "baseline_models"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    present = []
+    for name in MEASUREMENT_MODULES:
+        shown = subprocess.run(
+            ["git", "show", f"{revision}:models/{name}.py"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if shown.returncode == 0:
+            present.append(name)
+            (folder / f"{name}.py").write_text(shown.stdout)
+    if "measurements" not in present:
+        raise SystemExit(f"{revision} has no models/measurements.py")
+    pattern = re.compile(rf"\bmodels\.({'|'.join(present)})\b")
+    for name in present:
+        path = folder / f"{name}.py"
+        path.write_text(pattern.sub(r"baseline_models.\1", path.read_text()))
+    sys.path.insert(0, str(folder.parent))
+    module = importlib.import_module("baseline_models.measurements")
     measure_at_revision: Callable[[Ecg], object] = module.measure
     return measure_at_revision
 

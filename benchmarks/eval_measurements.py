@@ -5,6 +5,9 @@ signed mean and SD (the IEC 60601-2-25 statistics), the median, 95th percentile 
 of the absolute error, and the coverage (records where the reference marked the interval and
 we report one). ecgpuwave (QTDB's own automatic boundaries) and cardiologist 2 (11 records)
 stand beside ours on the same records. Records off by more than ``--outlier`` ms are listed.
+The QTDB records are also reported in two halves (sorted names, even positions = development
+half, odd = test half): the choices made on QTDB data (the multi-lead T-end rule, the next-P
+bound of the T window) were made on the development half only.
 
 Run: ``.venv/bin/python benchmarks/eval_measurements.py [--data ../shared/data] [--outlier 100]``
 (about 15 s of CPU for the 105 QTDB records and the 5 cart files).
@@ -69,6 +72,15 @@ def main() -> None:
         print(_row("this product", ours[key]))
         print(_row("ecgpuwave (pu0/pu1)", puwave[key]))
         print(_row("cardiologist 2 (q2c)", second[key]))
+
+    names = sorted(n for n, _, _, _ in rows)
+    halves = {"development half": set(names[0::2]), "test half": set(names[1::2])}
+    print("\n### QT Database halves: this product (ms)\n")
+    print(HEADER)
+    for label, members in halves.items():
+        half = errors((n, m, r) for n, m, r, _ in rows if n in members)
+        for key in INTERVALS:
+            print(_row(f"{label} ({len(members)})", half[key]))
 
     carts = list(cart_cases(args.data / "formats"))
     cart_rows = [(c.name, measured_intervals(c.ecg), c.reference) for c in carts]

@@ -12,7 +12,8 @@ Two references:
   cardiologist 1 gives the inter-observer spread.
 * **Cart measurements** carried by the clinical-format samples: GE MUSE (``Ecg.extra``),
   Mortara via DICOM and HL7 aECG (``Ecg.extra``), Philips XML 1.03/1.04 (their
-  ``globalmeasurements``, read here because the adapter does not expose them).
+  ``globalmeasurements``) and SCP-ECG (section 7, the global measurements of the reference
+  beat), the last two read here because the adapters do not expose them.
 
 IEC 60601-2-25:2011 (201.12.4.102.3.2, from IEC 60601-2-51:2003) anchors the tolerances for
 global intervals measured on the CSE biological ECGs: mean difference within +-10 ms (PR,
@@ -24,6 +25,7 @@ a yardstick here, not a compliance test).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,12 +235,61 @@ def _philips_globals(path: Path) -> dict[str, float | None]:
     }
 
 
+#: SCP-ECG (EN 1064 / ISO 11073-91064) section 7 marks a value it did not compute with 29999.
+SCP_UNDEFINED = 29999
+
+
+def _scp_globals(path: Path) -> dict[str, float | None]:
+    """Section 7 of an SCP-ECG file: the cart's boundaries (ms) of reference beat type 0.
+
+    Layout: a 6-byte file header; section 0 lists (id, length, 1-based offset) of every
+    section; section 7 has a 16-byte section header, then the number of QRS types, the number
+    of pacemaker spikes, the mean RR and PP (ms), then per QRS type P onset, P offset, QRS
+    onset, QRS offset, T offset (ms, unsigned) and the P, QRS, T frontal axes (deg, signed).
+    """
+    data = path.read_bytes()
+    if len(data) < 6 + 16:
+        return {}
+    (section0_length,) = struct.unpack_from("<I", data, 6 + 4)
+    pointers: dict[int, tuple[int, int]] = {}
+    for offset in range(6 + 16, min(6 + section0_length, len(data)) - 9, 10):
+        section, length, index = struct.unpack_from("<HII", data, offset)
+        pointers[section] = (length, index)
+    length, index = pointers.get(7, (0, 0))
+    body_at = index - 1 + 16
+    if length < 16 + 6 + 16 or index < 1 or body_at + 6 + 16 > len(data):
+        return {}
+    types, _spikes, rr, _pp = struct.unpack_from("<BBHH", data, body_at)
+    if types < 1:
+        return {}
+    p_on, _p_off, qrs_on, qrs_off, t_off = struct.unpack_from("<5H", data, body_at + 6)
+    p_axis, qrs_axis, t_axis = struct.unpack_from("<3h", data, body_at + 6 + 10)
+
+    def span(a: int, b: int) -> float | None:
+        return float(b - a) if SCP_UNDEFINED not in (a, b) and b > a else None
+
+    def angle(value: int) -> float | None:
+        return float(value) if -180 <= value <= 360 else None  # 999: not computed
+
+    return {
+        "pr": span(p_on, qrs_on),
+        "qrs": span(qrs_on, qrs_off),
+        "qt": span(qrs_on, t_off),
+        "heart_rate": 60000.0 / rr if 0 < rr < SCP_UNDEFINED else None,
+        "axis": angle(qrs_axis),
+        "p_axis": angle(p_axis),
+        "t_axis": angle(t_axis),
+    }
+
+
 def cart_reference(path: Path, ecg: Ecg) -> dict[str, float | None]:
     """The cart's own global measurements for one sample file (empty when it has none)."""
     extra = ecg.extra
     fmt = ecg.source.format
     if fmt == "philips" or (path.suffix.lower() == ".xml" and "document" in extra):
         return _philips_globals(path)
+    if fmt == "scp-ecg":
+        return _scp_globals(path)
     if "PRInterval" in extra or "QRSDuration" in extra:  # GE MUSE
         return {
             "pr": _ms(extra.get("PRInterval")),
@@ -282,6 +333,9 @@ CART_FILES = (
     "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml",
     "dicom/pydicom_waveform_ecg.dcm",
     "hl7_aecg/Example_aECG_HL7_2003-12.xml",
+    "scp_ecg/ECG_20060620_112352_197001138994.SCP",
+    "scp_ecg/ECG_20170504_163507_123456789.SCP",
+    "scp_ecg/Example.scp",
 )
 
 

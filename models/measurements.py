@@ -18,7 +18,10 @@ How (the "representative beat" approach of interpretive carts):
    absent) and any other recorded lead (Holter ``ECG1``, ``CM5``...), so two-lead records
    are measured on the leads they have.
 3. R peaks with neurokit2's detector on lead II, or the first usable of V5, I, V6, ..., then
-   any other lead. Heart rate = 60 / median RR; irregularity = coefficient of variation of RR.
+   any other lead; when that lead's RR series is irregular, the next usable leads are tried
+   too and the most regular series is kept (a lead that counts tall T waves as beats, or
+   misses clipped ones, makes a regular rhythm look irregular). Heart rate = 60 / median RR;
+   irregularity = coefficient of variation of RR.
 4. Median beats from the beats whose QRS matches the dominant morphology (ectopic beats left
    out), and global boundaries from all usable leads (:mod:`models.delineation`).
 5. Per-lead amplitudes and shapes on the unfiltered median beat (:mod:`models.lead_features`).
@@ -31,8 +34,9 @@ intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measureme
 the first call also pays the neurokit2 import unless :func:`warm_up` ran at start-up.
 
 Accuracy (benchmarks/eval_measurements.py; the model card's measurement section): against
-the QT Database cardiologists and five carts' own intervals. Known bias: QT reads about
-15-25 ms shorter than cardiologists and carts (the tangent method puts T end a little early).
+the QT Database cardiologists and five carts' own intervals. T end is found per lead by
+Zhang's trapezium-area method in a physiological R-to-T-end window for the RR, and the
+latest of the leads with a clear T wave is the global T end.
 
 Never raises on a real recording: any failure of a step leaves the dependent values None.
 """
@@ -67,6 +71,13 @@ DETECTION_LEADS = ("II", "V5", "I", "V6", "V4", "aVF", "V2", "III", "V3", "V1", 
 MIN_LEAD_PTP_MV = 0.1
 #: Physiological RR range (s): 300/min to 20/min. Peaks closer than this are not two beats.
 MIN_RR_S, MAX_RR_S = 0.2, 3.0
+#: R peaks found on a lead with RR more irregular than this (coefficient of variation) are
+#: checked against the next usable detection leads, up to DETECTION_TRIES leads in all, and
+#: the most regular series wins: a lead that also picks up tall T waves, or misses beats on a
+#: clipped or small QRS, makes a regular rhythm look irregular; a truly irregular rhythm
+#: (atrial fibrillation, ectopics) is irregular on every lead and costs only the extra tries.
+RECHECK_RR_CV = 0.1
+DETECTION_TRIES = 3
 #: Plausible ranges (ms, deg): a value outside is reported as not measurable rather than wrong.
 PLAUSIBLE = {
     "pr": (60.0, 500.0),
@@ -347,6 +358,8 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
 
     order = [prepared.leads.index(name) for name in DETECTION_LEADS]
     order += list(range(len(STANDARD_LEADS), len(prepared.leads)))
+    best: tuple[float, np.ndarray] | None = None
+    tries = 0
     for index in order:
         if not prepared.usable[index]:
             continue
@@ -360,11 +373,18 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue
         peaks = np.unique(peaks)
-        if peaks.size >= 3:
-            rr = np.diff(peaks) / WORK_FS
-            if np.median(rr) >= MIN_RR_S and np.median(rr) <= MAX_RR_S:
-                return peaks
-    return None
+        if peaks.size < 3:
+            continue
+        rr = np.diff(peaks) / WORK_FS
+        if not MIN_RR_S <= np.median(rr) <= MAX_RR_S:
+            continue
+        variation = float(np.std(rr) / np.mean(rr))
+        if best is None or variation < best[0]:
+            best = (variation, peaks)
+        tries += 1
+        if best[0] <= RECHECK_RR_CV or tries >= DETECTION_TRIES:
+            break
+    return None if best is None else best[1]
 
 
 def _axis(beat: np.ndarray, prepared: _Prepared, qrs_on: int, qrs_off: int) -> float | None:

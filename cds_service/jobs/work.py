@@ -1,6 +1,7 @@
 """Task bodies: what ``classify_ecg``, ``annotate_report`` and ``backfill`` do.
 
-They take identifiers only and re-read everything from storage, so they can run in any
+They take identifiers only and re-read everything from storage (an ECG this process has
+just stored comes parsed, from :meth:`EcgStore.take_accepted`), so they can run in any
 process (the web process in embedded mode, ``ecg-cds worker`` processes in distributed mode)
 and be run twice without harm: a result is stored once per (ECG, model version), and a
 write-back already done is not repeated.
@@ -111,7 +112,8 @@ def classify_ecgs(
         loaded: list[tuple[str, Ecg]] = []
         for ecg_id in todo:
             try:
-                loaded.append((ecg_id, runtime.ecgs.load_ecg(ecg_id)))
+                ecg = runtime.ecgs.take_accepted(ecg_id) or runtime.ecgs.load_ecg(ecg_id)
+                loaded.append((ecg_id, ecg))
             except OperationalError:
                 raise
             except (EcgFormatError, KeyError) as exc:

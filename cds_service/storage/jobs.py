@@ -51,6 +51,11 @@ class JobLedger:
         self._generation = 0
 
     @property
+    def runs_here(self) -> bool:
+        """True when classification jobs run in this process (embedded mode)."""
+        return self._dispatcher.in_process
+
+    @property
     def model_version(self) -> str:
         """The version of the model this process classifies with (loads it on first use)."""
         return self._model_version()
@@ -348,17 +353,47 @@ class JobLedger:
 
         Returns early when every id has a result or has failed. Missing ones map to None.
         """
-        ids = list(dict.fromkeys(ecg_ids))
+        found: dict[str, StoredResult] = {}
+
+        def fetch(pending: set[str]) -> set[str]:
+            found.update(self.results(sorted(pending)))
+            return set(found)
+
+        self._wait(ecg_ids, timeout_s, fetch)
+        return {ecg_id: found.get(ecg_id) for ecg_id in dict.fromkeys(ecg_ids)}
+
+    def wait_finished(self, ecg_ids: Sequence[str], timeout_s: float) -> dict[str, bool]:
+        """:meth:`wait` for a caller that needs no result, only which ECGs are finished:
+        id -> True (a result of any version is stored) or False (failed); unfinished ids
+        are absent. Reads ids only, not the results' JSON (``ecg-cds ingest`` of thousands)."""
+        return self._wait(ecg_ids, timeout_s, self._with_result)
+
+    def _with_result(self, ecg_ids: set[str]) -> set[str]:
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(ResultRow.ecg_id).where(ResultRow.ecg_id.in_(sorted(ecg_ids)))
+                ).all()
+            )
+
+    def _wait(
+        self, ecg_ids: Sequence[str], timeout_s: float, fetch: Callable[[set[str]], set[str]]
+    ) -> dict[str, bool]:
+        """Wait until every id is in ``fetch``'s answer (it has a result) or failed, or the
+        time is up; id -> True (result) or False (failed) for those finished."""
         deadline = time.monotonic() + max(0.0, timeout_s)
-        found: dict[str, StoredResult | None] = {}
-        pending = set(ids)
+        pending = set(ecg_ids)
+        finished: dict[str, bool] = {}
         poll_s = self.settings.jobs.result_poll_interval_s
         while True:
             generation = self._generation
-            found.update(self.results(sorted(pending)))
-            pending -= set(found)
+            for ecg_id in fetch(pending) & pending:
+                finished[ecg_id] = True
+            pending -= set(finished)
             if pending:
-                pending -= self._failed(pending)
+                failed = self._failed(pending)
+                finished.update(dict.fromkeys(failed, False))
+                pending -= failed
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 break
@@ -368,7 +403,7 @@ class JobLedger:
                         self._changed.wait(remaining)
             else:
                 time.sleep(min(poll_s, remaining))
-        return {ecg_id: found.get(ecg_id) for ecg_id in ids}
+        return finished
 
     def _failed(self, ecg_ids: set[str]) -> set[str]:
         with self._sessions() as session:

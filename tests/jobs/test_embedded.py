@@ -80,6 +80,9 @@ def test_failed_classification_is_kept_and_can_be_retried(
         blob = session.get(EcgBlobRow, info.id)
         assert blob is not None
         original, blob.data = blob.data, b"PK\x03\x04 damaged"
+    # The job must read the stored bytes (as a worker in another process does), not the
+    # waveform this process parsed when it stored them.
+    assert runtime.ecgs.take_accepted(info.id) is not None
     runtime.jobs.submit(info.id)
     assert runtime.jobs.wait([info.id], timeout_s=WAIT_S) == {info.id: None}
     failed = runtime.ecgs.get_info(info.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapters import EcgFormatError, load_ecg
+from adapters import EcgFormatError, load_ecg, sha256_hex
 from cds_service.jobs.dispatch import EmbeddedDispatcher
 from cds_service.settings import Settings
+from cds_service.storage import bundle
 from cds_service.storage.base import Base, make_engine, make_session_factory
 from cds_service.storage.cards import CardStore
 from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.incoming import HandOver, parse_incoming, read_incoming
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.migrate import import_table_modules, upgrade
 from cds_service.storage.state import StateStore
@@ -118,6 +121,115 @@ def test_stored_bytes_reread_to_the_same_ecg(pipeline: Stores, formats_dir: Path
     muse = formats_dir / "ge_muse_xml" / "muse-sinus.xml"
     muse_info = pipeline.ecgs.accept_path(muse)
     assert np.array_equal(pipeline.ecgs.load_ecg(muse_info.id).signal, load_ecg(muse).signal)
+
+
+def test_a_group_of_files_is_accepted_together(
+    pipeline: Stores, formats_dir: Path, ptbxl_dir: Path, tmp_path: Path
+) -> None:
+    """One call for many files: each gets its info or its error, in order; the same file
+    twice in a group, or stored before, is a duplicate; new ECGs come parsed to the job."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for part in (ptbxl_dir / "records500" / "00000").glob("00001_hr.*"):
+        shutil.copy2(part, folder / part.name)
+    (folder / "notes.ecg").write_bytes(b"this is not an ECG")
+    header, muse = folder / "00001_hr.hea", formats_dir / "ge_muse_xml" / "muse-sinus.xml"
+    philips = formats_dir / "philips_xml" / "129DYPRG.XML"
+    before = pipeline.ecgs.accept_path(philips)
+    assert pipeline.ecgs.take_accepted(before.id) is not None  # its job's read
+    outcomes = pipeline.ecgs.accept_paths(
+        [header, folder / "notes.ecg", muse, header, philips, folder / "gone.xml"],
+        patient_ref="Patient/g1",
+    )
+    wfdb_info, junk, muse_info, again, known, missing = outcomes
+    assert isinstance(junk, EcgFormatError) and isinstance(missing, OSError)
+    assert not isinstance(wfdb_info, Exception) and wfdb_info.created
+    assert not isinstance(muse_info, Exception) and muse_info.created
+    assert not isinstance(again, Exception) and again.id == wfdb_info.id and not again.created
+    assert not isinstance(known, Exception) and known.id == before.id and not known.created
+    assert known.patient_ref == "Patient/g1"  # a duplicate links the patient it lacked
+    assert wfdb_info.source_uri == header.resolve().as_uri() and wfdb_info.n_leads == 12
+    # the same bundle (and SHA-256) as a file-by-file accept of the same record
+    assert pipeline.ecgs.accept_path(header).id == wfdb_info.id
+    assert len(pipeline.ecgs.list_ecgs()) == 3
+    for info in (wfdb_info, muse_info):
+        handed = pipeline.ecgs.take_accepted(info.id)
+        assert handed is not None and pipeline.ecgs.take_accepted(info.id) is None  # once
+        stored = pipeline.ecgs.load_ecg(info.id)
+        assert handed.leads == stored.leads and handed.fs == stored.fs
+        assert np.array_equal(handed.signal, stored.signal)
+    assert pipeline.ecgs.take_accepted(before.id) is None  # a duplicate is not handed over
+
+
+def test_a_bundle_packed_at_the_old_deflate_level_is_still_a_duplicate(
+    pipeline: Stores, ptbxl_dir: Path, tmp_path: Path
+) -> None:
+    """Bundles stored before issue 11 were deflated at level 6: the same record hashes
+    differently now, and is recognised by its files (same source), by path and by upload."""
+    for part in (ptbxl_dir / "records500" / "00000").glob("00003_hr.*"):
+        shutil.copy2(part, tmp_path / part.name)
+    header = tmp_path / "00003_hr.hea"
+    files = bundle.wfdb_record_files(header)
+    legacy = bundle.pack(files, level=6)
+    assert legacy != bundle.pack(files)
+    old = pipeline.ecgs._store(  # as the previous version stored it
+        load_ecg(header), legacy, sha256_hex(legacy), "zip", header.resolve().as_uri(), None, None
+    )
+    again = pipeline.ecgs.accept_path(header, patient_ref="Patient/l1")
+    assert again.id == old.id and not again.created and again.patient_ref == "Patient/l1"
+    [grouped] = pipeline.ecgs.accept_paths([header])
+    assert not isinstance(grouped, Exception) and grouped.id == old.id
+    uploaded = pipeline.ecgs.accept_files(files, source_uri=header.resolve().as_uri())
+    assert uploaded.id == old.id
+    assert len(pipeline.ecgs.list_ecgs()) == 1
+    (tmp_path / "00003_hr.dat").write_bytes(bytes(len(files["00003_hr.dat"])))  # changed
+    assert pipeline.ecgs.accept_path(header).created  # other files from the same path: new
+
+
+def test_the_hand_over_is_bounded_and_gives_each_ecg_once(formats_dir: Path) -> None:
+    ecg = load_ecg(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    held = HandOver(max_bytes=int(ecg.signal.nbytes) * 4)
+    for name in "abcde":
+        held.put(name, ecg)
+    assert held.take("a") is None  # the oldest made room for the fifth
+    assert all(held.take(name) is ecg for name in "bcde")
+    assert held.take("b") is None
+    small = HandOver(max_bytes=int(ecg.signal.nbytes))
+    small.put("big", ecg)  # over a quarter of the bound: not held
+    assert small.take("big") is None
+
+
+def test_nothing_is_held_for_jobs_that_run_in_other_processes(
+    database_url: str, tmp_path: Path, formats_dir: Path
+) -> None:
+    from celery import Celery
+
+    from cds_service.jobs.dispatch import CeleryDispatcher
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    sessions = make_session_factory(engine)
+    jobs = JobLedger(settings, sessions, CeleryDispatcher(Celery("unused"), "q"), lambda: VERSION)
+    ecgs = EcgStore(settings, sessions, jobs)
+    info = ecgs.accept_path(formats_dir / "ge_muse_xml" / "muse-sinus.xml")
+    assert info.created and ecgs.take_accepted(info.id) is None
+    engine.dispose()
+
+
+def test_a_record_changed_after_it_was_read_is_parsed_from_what_is_stored(
+    ptbxl_dir: Path, tmp_path: Path
+) -> None:
+    for part in (ptbxl_dir / "records500" / "00000").glob("00002_hr.*"):
+        shutil.copy2(part, tmp_path / part.name)
+    settings = Settings(data_dir=tmp_path)
+    item = read_incoming(tmp_path / "00002_hr.hea", settings)
+    original = load_ecg(tmp_path / "00002_hr.hea")
+    dat = tmp_path / "00002_hr.dat"
+    dat.write_bytes(bytes(len(dat.read_bytes())))  # overwritten with zeros before the parse
+    parsed = parse_incoming(item, settings)
+    assert np.array_equal(parsed.signal, original.signal)
+    assert parsed.source.sha256 != load_ecg(tmp_path / "00002_hr.hea").source.sha256
 
 
 def test_unreadable_bytes_are_refused_and_not_stored(pipeline: Stores, formats_dir: Path) -> None:

@@ -86,3 +86,21 @@ def test_flat_line_is_rejected_without_scores(
     flat = ecg.with_signal(np.zeros_like(ecg.signal), ecg.leads)
     [result] = classifier.classify([flat])
     assert not result.quality.acceptable and result.scores == ()
+
+
+def test_to_dict_is_asdict_and_round_trips(
+    classifier: ZeroShotClassifier, formats_dir: Path, ptbxl_dir: Path
+) -> None:
+    """The written-out ``to_dict`` is ``dataclasses.asdict`` (a field added to a result
+    dataclass and not to ``to_dict`` fails here), and ``from_dict`` restores the result."""
+    from dataclasses import asdict
+
+    from models.results import ClassificationResult
+
+    flat = load_ecg(formats_dir / "wfdb/s0010_re.hea")
+    ecgs = [load_ecg(ptbxl_dir / f"records500/00000/{i:05d}_hr.hea") for i in (9, 38)]
+    results = classifier.classify([*ecgs, flat], ["LBBB"]) + classifier.classify(ecgs)
+    assert any(r.scores and r.measurements for r in results)
+    for result in results:
+        assert result.to_dict() == asdict(result)
+        assert ClassificationResult.from_dict(result.to_dict()) == result

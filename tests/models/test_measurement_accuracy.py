@@ -19,6 +19,7 @@ from adapters import load_ecg
 from models.measurement_validation import (
     ErrorRow,
     cart_cases,
+    cart_reference,
     errors,
     measured_intervals,
     qtdb_cases,
@@ -51,35 +52,61 @@ def test_qtdb_coverage_where_the_cardiologist_marked_an_interval(
 
 
 def test_qtdb_error_tails(qtdb: dict[str, tuple[ErrorRow, ErrorRow]]) -> None:
-    bounds = {"pr": (16, 45), "qrs": (8, 32), "qt": (25, 105)}  # median, p95 of |error| (ms)
+    bounds = {"pr": (16, 42), "qrs": (8, 32), "qt": (14, 70)}  # median, p95 of |error| (ms)
     for key, (median, p95) in bounds.items():
         errors_ms = _abs(qtdb[key][0])
         assert np.median(errors_ms) <= median, key
         assert np.percentile(errors_ms, 95) <= p95, key
-    # The T-end tail: at most 5 of the 97 records off by more than 100 ms (there were 16 of
-    # 99 before the fix), and a 95th percentile below ecgpuwave's on the same beats.
-    qt, qt_baseline = qtdb["qt"]
-    assert np.sum(_abs(qt) > 100) <= 5, [
+        # Better than ecgpuwave, QTDB's own automatic boundaries, at the median and the tail.
+        baseline = _abs(qtdb[key][1])
+        assert np.median(errors_ms) < np.median(baseline), key
+        assert np.percentile(errors_ms, 95) < np.percentile(baseline, 95), key
+    # The T-end tail: at most 2 of the 102 records off by more than 100 ms (there were 16 of
+    # 99 with the RMS tangent, 5 of 98 with its last-hump rule, before the trapezium-area
+    # method); every one of them reported (a missing value is no way around the tail).
+    qt = qtdb["qt"][0]
+    assert np.sum(_abs(qt) > 100) <= 2, [
         (n, e) for n, e in zip(qt.names, qt.errors, strict=True) if abs(e) > 100
     ]
-    assert np.percentile(_abs(qt), 95) < np.percentile(_abs(qt_baseline), 95)
+    assert _abs(qt).max() <= 160
     # PR and QRS: no record off by more than 100 ms.
     assert _abs(qtdb["pr"][0]).max() <= 100
     assert _abs(qtdb["qrs"][0]).max() <= 100
 
 
 def test_cart_intervals_within_tolerance(formats_dir: Path) -> None:
-    """MUSE, Philips (1.03, 1.04), DICOM (Mortara) and aECG: every cart interval we hold."""
+    """MUSE, Philips (1.03, 1.04), DICOM (Mortara), aECG, SCP-ECG: every cart interval we hold."""
     cases = list(cart_cases(formats_dir))
-    assert len(cases) == 5
+    assert len(cases) == 8
     table = errors((c.name, measured_intervals(c.ecg), c.reference) for c in cases)
     for key, row in table.items():
-        assert row.marked == 5 and row.coverage == 1.0, key
+        assert row.marked == 8 and row.coverage == 1.0, key
         assert _abs(row).max() <= 35, (key, row.names, row.errors)
     # IEC 60601-2-25 asks for a mean difference within +-25 ms for QT, +-10 ms for PR and QRS.
     assert abs(np.mean(table["qt"].errors)) <= 25
     assert abs(np.mean(table["pr"].errors)) <= 10
     assert abs(np.mean(table["qrs"].errors)) <= 10
+
+
+def test_scp_section_7_is_read_as_the_cart_wrote_it(formats_dir: Path) -> None:
+    """SCP-ECG global measurements: boundaries (ms) of the reference beat, 29999 = not made."""
+    path = formats_dir / "scp_ecg" / "ECG_20170504_163507_123456789.SCP"
+    reference = cart_reference(path, load_ecg(path))
+    # Section 7 of this file: P on 100, QRS 267-355, T off 653 ms, RR 1000 ms, axes 48/48/49.
+    assert reference == {
+        "pr": 167.0,
+        "qrs": 88.0,
+        "qt": 386.0,
+        "heart_rate": 60.0,
+        "axis": 48.0,
+        "p_axis": 48.0,
+        "t_axis": 49.0,
+    }
+    # A file without section 7 (the minimal aECG is not SCP at all) gives no reference.
+    assert (
+        cart_reference(formats_dir / "wfdb" / "100.hea", load_ecg(formats_dir / "wfdb" / "100.hea"))
+        == {}
+    )
 
 
 def _philips_lead_values(path: Path) -> dict[str, dict[str, float]]:
