@@ -10,8 +10,8 @@ number of positives and records. Macro figures average over labels with at least
 Tasks:
 
 * ``heldout``: PTB-XL fold 10 plus the CinC test sources (never used for any fit or choice),
-  pooled; then the same per source ("leave-source-out": each CinC source alone, none of
-  them in any fit);
+  pooled; the CinC test sources alone, pooled; then the same per source ("leave-source-out":
+  each CinC source alone, none of them in any fit);
 * ``sources``: every CinC source separately, validation sources marked as such;
 * ``validation``: PTB-XL fold 9 plus the CinC validation sources (the data the fusion was
   fitted on and every choice was made on), pooled: the figures to decide by.
@@ -171,6 +171,13 @@ def evaluate_heldout(
                   split="held out of every fit: PTB-XL fold 10 + CinC " + ", ".join(TEST_SOURCES),
                   min_positives=min_positives)
     ]  # fmt: skip
+    cinc_held = np.flatnonzero(np.isin(sources, TEST_SOURCES))
+    if len(cinc_held):  # the CinC target: the held-out CinC sources pooled
+        out.append(
+            summarise(scores, labels, task="heldout:CinC", data=data, clf=clf, rows=cinc_held,
+                      split="held out of every fit: CinC " + ", ".join(TEST_SOURCES),
+                      min_positives=min_positives)
+        )  # fmt: skip
     for source in sorted(set(scores.sources)):
         rows = np.flatnonzero(sources == source)
         role = "validation source (fusion fit)" if source in VALIDATION_SOURCES else "held out"

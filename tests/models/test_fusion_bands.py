@@ -184,3 +184,20 @@ def test_shipped_fusion_is_what_the_validation_fit_gives(
     assert (refit.n_pairs, refit.positives) == (shipped.n_pairs, shipped.positives)
     assert refit.fitted_on.startswith("PTB-XL fold 9")
     assert "CPSC 2018, CPSC-Extra" in refit.fitted_on
+
+
+@pytest.mark.slow
+def test_heldout_task_reports_the_cinc_test_sources_pooled(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path, cinc_dir: Path
+) -> None:
+    """The issue's CinC target is over the held-out CinC sources pooled: its own table, with
+    exactly those records (PTB-XL fold 10 and validation sources left out of it)."""
+    from models.evaluation_channels import evaluate_heldout
+    from models.fusion_fit import TEST_SOURCES
+
+    test = labelled_records(cinc_dir, classifier.catalog, sources=TEST_SOURCES)
+    records = labelled_records(ptbxl_dir, classifier.catalog, split="test") + test
+    tables = {t.task: t for t in evaluate_heldout(classifier, records, data="shared data")}
+    assert tables["heldout"].n_records == len(records)
+    assert tables["heldout:CinC"].n_records == len(test)
+    assert "PTB-XL" not in tables["heldout:CinC"].split
