@@ -69,6 +69,7 @@ MEASUREMENT_TERMS: Mapping[str, tuple[str, str, int]] = {
     "st_depression_excess_mv": ("ST depression beyond limit", " mV", 2),
     "q_wave_contiguous_ms": ("Q wave in 2 contiguous leads", " ms", 0),
     "t_inverted_leads": ("leads with inverted T", "", 0),
+    "t_low_leads": ("leads with low/flat T", "", 0),
     "pacing_spike_count": ("pacing spikes", "", 0),
     "paced_beat_share": ("paced beats (share)", "", 2),
 }

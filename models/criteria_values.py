@@ -17,6 +17,9 @@ into a :class:`Values` map:
     (aVR and V1 left out, where a Q/QS is normal);
   - ``t_inverted_leads``: leads with T below -0.1 mV, aVR, III and V1 left out (T may be
     negative there in normal adults);
+  - ``t_low_leads``: leads among I, II and V3-V6 (where T is normally upright) whose T is
+    low, flat or inverted: below 10 % of the R wave of the same lead (AHA/ACCF/HRS 2009
+    part IV, "low T wave");
   - ``limb_qrs_max_mv`` / ``precordial_qrs_max_mv``: the largest QRS amplitude (R + S) in
     the limb / precordial leads (low-voltage criteria);
   - ``r_v1_mv``, ``rs_ratio_v1``, ``p_amplitude_ii_mv``, ``r_v3_mv``: single-lead values.
@@ -50,6 +53,9 @@ ST_ELEVATION_DEFAULT_MV = 0.1
 ST_DEPRESSION_LIMIT_MV = 0.05
 T_INVERSION_MV = -0.1
 T_INVERSION_NORMAL_LEADS = ("aVR", "III", "V1")
+#: Leads where the T wave is normally upright (AHA/ACCF/HRS part IV), and the "low T" limit.
+T_UPRIGHT_LEADS = ("I", "II", "V3", "V4", "V5", "V6")
+T_LOW_FRACTION_OF_R = 0.1
 
 
 @dataclass
@@ -158,6 +164,8 @@ def _derive(out: Values) -> None:
     else:
         v["t_inverted_leads"] = None
 
+    _t_low(out)
+
     for name, leads in (
         ("limb_qrs_max_mv", LIMB_LEADS),
         ("precordial_qrs_max_mv", PRECORDIAL_LEADS),
@@ -177,3 +185,22 @@ def _derive(out: Values) -> None:
     v["rs_ratio_v1"] = None if r_v1 is None or s_v1 is None else round(r_v1 / max(s_v1, 0.05), 2)
     v["p_amplitude_ii_mv"] = _lead(out, "p_amplitude", "II")
     v["r_v3_mv"] = _lead(out, "r_amplitude", "V3")
+
+
+def _t_low(out: Values) -> None:
+    """Leads (of those where T is normally upright) with T below 10 % of the lead's R wave."""
+    low, seen = [], 0
+    for lead in T_UPRIGHT_LEADS:
+        t, r = _lead(out, "t_amplitude", lead), _lead(out, "r_amplitude", lead)
+        if t is None or r is None:
+            continue
+        seen += 1
+        if t < T_LOW_FRACTION_OF_R * max(r, 0.0):
+            low.append(lead)
+    out.values["t_low_leads"] = float(len(low)) if seen >= 3 else None
+    if seen >= 3:
+        out.descriptions["t_low_leads"] = (
+            f"T low, flat or inverted (< 10 % of R) in {', '.join(low)}"
+            if low
+            else "T upright (>= 10 % of R) in I, II, V3-V6"
+        )

@@ -10,9 +10,11 @@ number of positives and records. Macro figures average over labels with at least
 Tasks:
 
 * ``heldout``: PTB-XL fold 10 plus the CinC test sources (never used for any fit or choice),
-  pooled; then the same per source ("leave-source-out": each CinC source alone, none of
-  them in any fit);
-* ``sources``: every CinC source separately, validation sources marked as such.
+  pooled; the CinC test sources alone, pooled; then the same per source ("leave-source-out":
+  each CinC source alone, none of them in any fit);
+* ``sources``: every CinC source separately, validation sources marked as such;
+* ``validation``: PTB-XL fold 9 plus the CinC validation sources (the data the fusion was
+  fitted on and every choice was made on), pooled: the figures to decide by.
 """
 
 from __future__ import annotations
@@ -169,6 +171,13 @@ def evaluate_heldout(
                   split="held out of every fit: PTB-XL fold 10 + CinC " + ", ".join(TEST_SOURCES),
                   min_positives=min_positives)
     ]  # fmt: skip
+    cinc_held = np.flatnonzero(np.isin(sources, TEST_SOURCES))
+    if len(cinc_held):  # the issue's CinC target: the held-out CinC sources pooled
+        out.append(
+            summarise(scores, labels, task="heldout:CinC", data=data, clf=clf, rows=cinc_held,
+                      split="held out of every fit: CinC " + ", ".join(TEST_SOURCES),
+                      min_positives=min_positives)
+        )  # fmt: skip
     for source in sorted(set(scores.sources)):
         rows = np.flatnonzero(sources == source)
         role = "validation source (fusion fit)" if source in VALIDATION_SOURCES else "held out"
@@ -177,3 +186,23 @@ def evaluate_heldout(
                       rows=rows, min_positives=min_positives)
         )  # fmt: skip
     return out
+
+
+def evaluate_validation(
+    clf: ZeroShotClassifier,
+    records: Sequence[LabelledRecord],
+    *,
+    data: str,
+    min_positives: int = 3,
+) -> ChannelTask:
+    """Pooled validation figures (PTB-XL fold 9 + CinC validation sources); pass PTB-XL
+    records of the validation split only. Never test data: this is what choices rest on."""
+    catalog = clf.catalog
+    labels = LabelCatalog(catalog.labels, catalog.criteria)
+    kept = [r for r in records if r.source in (*VALIDATION_SOURCES, "PTB-XL")]
+    scores = channel_scores(clf, kept, labels)
+    return summarise(
+        scores, labels, task="validation", data=data, clf=clf, min_positives=min_positives,
+        split="validation (fusion fit and choices): PTB-XL fold 9 + CinC "
+        + ", ".join(VALIDATION_SOURCES),
+    )  # fmt: skip

@@ -1,25 +1,42 @@
 """Fusing the embedding score with the measured criteria evidence.
 
 For a label resting on criteria (:mod:`models.resolution`) and an ECG where they could be
-measured (soft margin ``m``, :mod:`models.criteria`), the fused probability is
+measured (soft margin ``m``, :mod:`models.criteria`), the shipped form is **margin first**:
 
-    p = sigmoid(w_embedding * logit(p_embedding) + w_criteria * m + bias)
+    p = sigmoid(w_criteria * (m + band * (2 p_embedding - 1)) + bias)
 
-where ``p_embedding`` is the label's embedding probability (calibrated where a fit exists,
-else the model head's default map). Three numbers for every label together, fitted by
-penalised logistic regression on **validation data only** (PTB-XL fold 9 and the CinC
-validation sources named in the model card), never on test data: few parameters, so a
-handful of positives per label cannot overfit them, and the same weights carry to labels
-the fit never saw (free-text labels resolved to criteria).
+The criteria margin orders the ECGs; the embedding probability only moves an ECG by up to
+``band`` clinical steps either way, so two ECGs whose margins differ by more than
+``2 * band`` keep the criterion's order whatever the embedding says. The band depends on
+what the criterion is to the label (the catalog says so, :attr:`Criterion.defining`):
 
-Where the criteria could not be measured the label keeps its embedding probability. Where a
-**defining** criterion (the measurement *is* the finding: PR > 200 ms for first-degree AV
-block) is clearly not met (margin <= -1: more than one clinical step on the wrong side), the
-probability is squashed below :attr:`Fusion.contradiction_cap` by an order-preserving map, so
-no score says "sinus bradycardia" at a measured 74/min, and ECGs still keep their order.
-Symmetrically, where **sufficient** criteria (meeting them is the finding) are clearly met
-(margin >= 1), the probability is lifted above :attr:`Fusion.support_floor` (0.5) by an
-order-preserving map: a measured QTc of 516 ms is reported as a prolonged QT.
+* a label resting on a **defining** criterion (the measurement *is* the finding: PR > 200 ms
+  for first-degree AV block, axis < -30 deg for left axis deviation, irregular RR without P
+  waves for atrial fibrillation) gets the narrow band :attr:`Fusion.kappa_defining` (at most
+  one step): the embedding breaks ties and reorders only ECGs within a step or two of each
+  other (the margins are clipped at +-3 steps, so every clearly met ECG ties with every
+  other, and there the embedding decides). Such a label cannot fall far below its criterion;
+* a label whose criteria only **support** it (myocardial infarction by Q waves, ST-T change
+  by ST depression or low T) gets the wide band :attr:`Fusion.kappa`: the embedding carries
+  what the criteria do not measure.
+
+``w_criteria`` and ``bias`` (the probability scale) and both bands are fitted on
+**validation data only** (PTB-XL fold 9 and the CinC validation sources named in the model
+card), never on test data; the bands are chosen by leave-one-source-out cross-validation
+within the validation data (:mod:`models.fusion_fit`). The older "logistic" form,
+``sigmoid(w_embedding * logit(p_embedding) + w_criteria * m + bias)``, is still read.
+
+Where the criteria could not be measured, the margin-first form takes margin 0 (the
+measurement says neither yes nor no, as in the criterion-alone score), so every fused score
+lies within ``band`` steps of the criterion's; the logistic form keeps the embedding
+probability there. Where a
+**defining** criterion is clearly not met (margin <= -1: more than one clinical step on the
+wrong side), the probability is squashed below :attr:`Fusion.contradiction_cap` by an
+order-preserving map, so no score says "sinus bradycardia" at a measured 74/min, and ECGs
+still keep their order. Symmetrically, where **sufficient** criteria (meeting them is the
+finding) are clearly met (margin >= 1), the probability is lifted above
+:attr:`Fusion.support_floor` (0.5) by an order-preserving map: a measured QTc of 516 ms is
+reported as a prolonged QT.
 
 A site calibration (``ecg-cds calibrate``, :mod:`models.site`) may add a per-label Platt map
 on the fused logit; it is applied after the fusion.
@@ -69,11 +86,14 @@ class Fusion:
     #: Per-label weights (w_embedding, w_criteria, bias), fitted with a prior around the
     #: shared ones; a label without its own weights uses the shared ones.
     label_weights: dict[str, list[float]] = field(default_factory=dict)
-    #: "logistic": the formula above. "margin_first": the criteria margin ranks and the
-    #: embedding only moves an ECG by up to ``kappa`` clinical steps,
-    #: p = sigmoid(w_criteria * (margin + kappa * (2 p_embedding - 1)) + bias).
+    #: "logistic": sigmoid(w_embedding * logit(p_embedding) + w_criteria * margin + bias).
+    #: "margin_first": the criteria margin ranks and the embedding only moves an ECG by up to
+    #: ``kappa`` clinical steps (``kappa_defining`` for labels on defining criteria),
+    #: p = sigmoid(w_criteria * (margin + band * (2 p_embedding - 1)) + bias).
     mode: str = "logistic"
     kappa: float = 0.0
+    #: The band of labels resting on a defining criterion (None: ``kappa`` for every label).
+    kappa_defining: float | None = None
 
     def weights(self, label_id: str | None) -> tuple[float, float, float]:
         own = self.label_weights.get(label_id or "")
@@ -81,10 +101,22 @@ class Fusion:
             return own[0], own[1], own[2]
         return self.w_embedding, self.w_criteria, self.bias
 
+    def band(self, defining: bool) -> float:
+        """How many clinical steps the embedding may move an ECG (margin-first form)."""
+        if defining and self.kappa_defining is not None:
+            return self.kappa_defining
+        return self.kappa
+
     def save(self, directory: Path) -> None:
+        method = (
+            "p = sigmoid(w_criteria * (margin + band * (2 p_embedding - 1)) + bias), band = "
+            "kappa_defining for labels on defining criteria, else kappa"
+            if self.mode == "margin_first"
+            else "p = sigmoid(w_embedding * logit(p_embedding) + w_criteria * margin + bias)"
+        )
         data = {
-            "method": "p = sigmoid(w_embedding * logit(p_embedding) + w_criteria * margin + bias)"
-            "; defining criteria missed by > 1 step squash p below contradiction_cap",
+            "method": method + "; defining criteria missed by > 1 step squash p below "
+            "contradiction_cap; sufficient criteria met by >= 1 step lift p above support_floor",
             **asdict(self),
         }
         (Path(directory) / FUSION_NAME).write_text(json.dumps(data, indent=2) + "\n")
@@ -99,20 +131,25 @@ class Fusion:
         return cls(**data)
 
     def logits(
-        self, p_embedding: np.ndarray, margin: np.ndarray, label_id: str | None = None
+        self,
+        p_embedding: np.ndarray,
+        margin: np.ndarray,
+        label_id: str | None = None,
+        defining: bool = False,
     ) -> np.ndarray:
-        """Fused logits; ``margin`` NaN where not measured (the embedding logit is kept)."""
+        """Fused logits; ``margin`` NaN where not measured (margin first: 0; logistic: the
+        embedding logit is kept)."""
         a, b, c = self.weights(label_id)
         z = logit(p_embedding)
         m = np.asarray(margin, dtype=np.float64)
         measured = ~np.isnan(m)
         m0 = np.where(measured, m, 0.0)
         if self.mode == "margin_first":
+            # Not measured counts as margin 0 (the criterion says neither yes nor no, as in the
+            # criterion-alone score): every ECG then lies within ``band`` steps of its margin.
             p = np.asarray(p_embedding, dtype=np.float64)
-            fused = b * (m0 + self.kappa * (2.0 * p - 1.0)) + c
-        else:
-            fused = a * z + b * m0 + c
-        return np.where(measured, fused, z)
+            return b * (m0 + self.band(defining) * (2.0 * p - 1.0)) + c
+        return np.where(measured, a * z + b * m0 + c, z)
 
     def probabilities(
         self,
@@ -121,7 +158,7 @@ class Fusion:
         defining: bool,
         label_id: str | None = None,
     ) -> np.ndarray:
-        z = self.logits(p_embedding, margin, label_id)
+        z = self.logits(p_embedding, margin, label_id, defining)
         if defining:
             z = guard(z, np.asarray(margin, dtype=np.float64), self.contradiction_cap)
         return sigmoid(z)
@@ -153,6 +190,8 @@ def fit_fusion(
     prior: float = 1.0,
     label_prior: float | None = None,
     kappa: float | None = None,
+    kappa_defining: float | None = None,
+    defining: np.ndarray | None = None,
 ) -> Fusion:
     """Penalised logistic regression of y on (logit p_embedding, margin) over measured pairs.
 
@@ -160,21 +199,31 @@ def fit_fusion(
     The Gaussian prior (weight ``prior``) pulls towards (1, 1, 0): the embedding as it is,
     one logit per clinical step of evidence. ``w_criteria`` is kept >= 0 (evidence for a
     criterion never counts against its label).
+
+    With ``kappa`` (margin first), only the probability scale ``w_criteria`` and ``bias`` are
+    fitted, on ``margin + band * (2 p_embedding - 1)``, the band being ``kappa_defining``
+    for the pairs flagged in ``defining`` (labels on a defining criterion) and ``kappa``
+    for the rest.
     """
     m = np.asarray(margin, dtype=np.float64)
-    keep = ~np.isnan(m)
+    # Margin first serves unmeasured pairs at margin 0, so it is fitted on them too.
+    keep = np.ones(len(m), dtype=bool) if kappa is not None else ~np.isnan(m)
     z = logit(np.asarray(p_embedding)[keep])
-    m = m[keep]
+    m = np.nan_to_num(m[keep], nan=0.0)
     t = np.asarray(y, dtype=np.float64)[keep]
     if t.sum() < 3 or len(t) - t.sum() < 3:
         raise ValueError(f"too few measured pairs to fit the fusion ({int(t.sum())} positives)")
 
     if kappa is not None:  # margin first: fit the scale and bias of the combined score
-        combined = m + kappa * (2.0 * np.asarray(p_embedding)[keep] - 1.0)
+        band = np.full(len(t), kappa)
+        if kappa_defining is not None and defining is not None:
+            band = np.where(np.asarray(defining, dtype=bool)[keep], kappa_defining, kappa)
+        combined = m + band * (2.0 * np.asarray(p_embedding)[keep] - 1.0)
         _, b, c = _fit(np.zeros_like(z), combined, t, np.array([0.0, 1.0, 0.0]), prior)
         return Fusion(
             w_embedding=0.0, w_criteria=round(b, 4), bias=round(c, 4), fitted_on=fitted_on,
             n_pairs=len(t), positives=int(t.sum()), mode="margin_first", kappa=kappa,
+            kappa_defining=kappa_defining,
         )  # fmt: skip
     a, b, c = _fit(z, m, t, np.array([1.0, 1.0, 0.0]), prior)
     per_label: dict[str, dict[str, int]] = {}

@@ -50,9 +50,15 @@ def cinc_source(name: str) -> str:
     return "other"
 
 
-#: PTB-XL ``heart_axis`` values (LAD/ALAD left, RAD/ARAD right) -> catalog labels.
+#: PTB-XL ``heart_axis`` values -> catalog labels. Left axis deviation is an axis more
+#: negative than -30 deg (AHA/ACCF/HRS part III, the catalog's definition): PTB-XL's "ALAD"
+#: (abnormal left axis). Its "LAD" is the German "Linkstyp", a leftward axis of -30 to +30
+#: deg that the standard calls normal: on PTB-XL folds 1-9 its measured axis has median -28
+#: deg (10th-90th percentile -54 to -5; ALAD -82 to -37), and GE 12SL states "left axis
+#: deviation" on 9 of its 35 records (6 of 12 ALAD); so LAD records count as negatives.
+#: Right: "RAD" (Rechtstyp, +90 to +120 deg, measured median +91) and "ARAD" both exceed
+#: +90 deg.
 HEART_AXIS = {
-    "LAD": "left_axis_deviation",
     "ALAD": "left_axis_deviation",
     "RAD": "right_axis_deviation",
     "ARAD": "right_axis_deviation",

@@ -76,7 +76,7 @@ class CriteriaScorer:
         """
         measured = bool(ev.resolution.criteria)
         z = (
-            self.fusion.logits(p_embedding, ev.margins, label.id)
+            self.fusion.logits(p_embedding, ev.margins, label.id, ev.defining)
             if measured
             else logit(p_embedding)
         )

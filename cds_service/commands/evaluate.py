@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-TASKS = ("super", "sub", "form", "rhythm", "cinc", "heldout")
+TASKS = ("super", "sub", "form", "rhythm", "cinc", "heldout", "validation")
 
 
 def evaluate(
@@ -24,7 +24,8 @@ def evaluate(
         None,
         "--cinc",
         help="heldout: the CinC folder (default: DATA/../cinc); pooled with PTB-XL fold 10, "
-        "test sources only, then one table per source (leave-source-out).",
+        "test sources only, then one table per source (leave-source-out). validation: the "
+        "same folder's validation sources, pooled with PTB-XL fold 9.",
     ),
     min_positives: int = typer.Option(3, "--min-positives", help="CinC: labels with fewer skip."),
     out: Path = typer.Option(Path("runs/evaluation.json"), "--out", help="JSON results file."),
@@ -37,8 +38,8 @@ def evaluate(
     """
     from models.classifier import ZeroShotClassifier
     from models.evaluation import TaskResult, evaluate_cinc, evaluate_ptbxl, write_results
-    from models.evaluation_channels import ChannelTask, evaluate_heldout
-    from models.fusion_fit import TEST_SOURCES
+    from models.evaluation_channels import ChannelTask, evaluate_heldout, evaluate_validation
+    from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES
     from models.labelled import labelled_records
 
     unknown = [t for t in task if t not in TASKS]
@@ -66,6 +67,16 @@ def evaluate(
                 for table in tables:
                     typer.echo(table.table() + "\n")
                 results.extend(tables)
+                continue
+            if name == "validation":
+                cinc_root = cinc or data.parent / "cinc"
+                records = labelled_records(data, clf.catalog, split="val")
+                records += labelled_records(cinc_root, clf.catalog, sources=VALIDATION_SOURCES)
+                table = evaluate_validation(
+                    clf, records, data=f"{data} fold 9 + {cinc_root}", min_positives=min_positives
+                )
+                typer.echo(table.table() + "\n")
+                results.append(table)
                 continue
             if name == "cinc":
                 result = evaluate_cinc(clf, data, min_positives=min_positives)

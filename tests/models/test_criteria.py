@@ -163,15 +163,19 @@ def test_defining_measurement_is_never_contradicted_on_real_records(
 ) -> None:
     """On real PTB-XL records, a defining criterion clearly missed means a low score."""
     ecgs = [load_ecg(ptbxl_dir / f"records500/00000/{i:05d}_hr.hea") for i in range(1, 25)]
-    defining = {"sinus_bradycardia", "sinus_tachycardia", "first_degree_av_block",
-                "left_axis_deviation", "right_axis_deviation", "prolonged_qt"}  # fmt: skip
+    criteria = classifier.catalog.criteria
+    assert criteria is not None
+    defining = {lb.id for lb in classifier.catalog if criteria.is_defining(lb.criteria or ())}
+    expected = {"sinus_bradycardia", "first_degree_av_block", "atrial_fibrillation",
+                "right_bundle_branch_block", "left_axis_deviation", "prolonged_qt"}  # fmt: skip
+    assert expected <= defining
     checked = 0
     for result in classifier.classify(ecgs):
         for score in result.scores:
             if score.label_id in defining and any(", not " in e for e in score.evidence):
                 checked += 1
                 assert score.probability < 0.5, (score.label_id, score.evidence)
-    assert checked > 24
+    assert checked > 100
 
 
 def test_free_text_without_criteria_falls_back_to_the_embedding(
@@ -200,31 +204,26 @@ def test_evidence_round_trips_and_old_results_load(
     assert all(s.evidence == () for s in old.scores) and old.calibration == ""
 
 
-@pytest.mark.slow
-def test_fused_is_not_worse_than_the_criterion_alone_on_held_out_records(
+@pytest.fixture(scope="module")
+def held_out_aurocs(
     classifier: ZeroShotClassifier, ptbxl_dir: Path, cinc_dir: Path
-) -> None:
-    """PTB-XL fold 10 + the CinC test sources: never used for the fusion fit or any choice.
-
-    Over the criterion-backed labels with >= 3 positives, the fused score ranks at least as
-    well as the criteria alone on average; for labels whose criterion *is* the finding
-    (defining), each stays within 0.05 AUROC of the criterion alone (3-25 positives each, so
-    one record moves an AUROC by up to 0.05; measured: sinus bradycardia, first-degree AV
-    block, very long QT and IVCD above it, tachycardia and axis within 0.005, prolonged QT
-    0.036 below; see the model card).
-    """
+) -> list[tuple[str, bool, float, float]]:
+    """(label, defining, fused AUROC, criterion-alone AUROC) per criterion-backed label with
+    >= 3 positives on PTB-XL fold 10 + the CinC test sources (never used for any fit or
+    choice)."""
     from models.catalog import LabelCatalog
     from models.fusion_fit import TEST_SOURCES, channel_scores
     from models.labelled import labelled_records
     from models.metrics import auroc
 
     catalog = classifier.catalog
+    assert catalog.criteria is not None
     records = labelled_records(ptbxl_dir, catalog, split="test")
     records += labelled_records(cinc_dir, catalog, sources=TEST_SOURCES)
     assert {r.source for r in records} >= {"PTB-XL", "Georgia", "Ningbo"}
     labels = LabelCatalog([lb for lb in catalog if lb.criteria], catalog.criteria)
     scores = channel_scores(classifier, records, labels)
-    fused_aucs, criterion_aucs, checked = [], [], []
+    out = []
     for j, label in enumerate(labels):
         ok = ~np.isnan(scores.y[:, j])
         y = scores.y[ok, j]
@@ -233,13 +232,38 @@ def test_fused_is_not_worse_than_the_criterion_alone_on_held_out_records(
         fused = auroc(y, scores.fused[ok, j])
         alone = auroc(y, np.nan_to_num(scores.margin[ok, j], nan=0.0))
         assert fused is not None and alone is not None
-        fused_aucs.append(fused)
-        criterion_aucs.append(alone)
-        if catalog.criteria is not None and catalog.criteria.is_defining(label.criteria or ()):
-            checked.append(label.id)
-            assert fused >= alone - 0.05, (label.id, fused, alone)
-    assert len(fused_aucs) >= 15 and len(checked) >= 4
-    assert np.mean(fused_aucs) >= np.mean(criterion_aucs)
+        out.append((label.id, catalog.criteria.is_defining(label.criteria or ()), fused, alone))
+    return out
+
+
+@pytest.mark.slow
+def test_fused_stays_with_a_defining_criterion_on_held_out_records(
+    held_out_aurocs: list[tuple[str, bool, float, float]],
+) -> None:
+    """Labels whose criterion *is* the finding (defining; the narrow fusion band) stay within
+    0.02 AUROC of the criterion alone on held-out data (3-25 positives each, so one record
+    moves an AUROC by up to 0.05; measured at the last evaluation: AF, RBBB, sinus
+    arrhythmia, prolonged QT 0.002-0.009 below, the others at or above; model card)."""
+    defining = [(lid, fused, alone) for lid, d, fused, alone in held_out_aurocs if d]
+    assert len(held_out_aurocs) >= 20 and len(defining) >= 8
+    for label_id, fused, alone in defining:
+        assert fused >= alone - 0.02, (label_id, fused, alone)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue-14 target not met: labels the criteria only support (wide fusion band) "
+    "fall below their criterion on held-out data (11 of 26 labels, up to 0.10; model card)",
+)
+def test_fused_is_never_worse_than_the_criterion_alone_on_held_out_records(
+    held_out_aurocs: list[tuple[str, bool, float, float]],
+) -> None:
+    """The issue's acceptance: for every criterion-backed label the fused score ranks at
+    least as well as its criterion alone. Expected to fail until it is met (strict: when it
+    passes, this marker must go)."""
+    below = [(lid, fused, alone) for lid, _, fused, alone in held_out_aurocs if fused < alone]
+    assert not below, below
 
 
 def test_a_clearly_met_sufficient_measurement_is_reported(
