@@ -131,3 +131,19 @@ if __name__ == "__main__" and "--write" in sys.argv:
     table = {name: compute(_load(_data_dir(), name), config) for name in RECORDS}
     GOLDEN.write_text(json.dumps(table, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")
+
+
+def test_measurement_filters_equal_scipys(data_dir: Path) -> None:
+    """The filters with cached designs give exactly scipy's filtfilt / sosfiltfilt output."""
+    import scipy.signal
+
+    from models.measurements import WORK_FS, _moving_average_zero_phase, _zero_phase
+
+    lead = _load(data_dir, RECORDS[0]).signal.astype(np.float64)[1, :2500]
+    for width in (5, 2):
+        expected = scipy.signal.filtfilt(np.ones(width), [width], lead, method="pad")
+        np.testing.assert_array_equal(_moving_average_zero_phase(lead, width), expected)
+    sos = scipy.signal.butter(5, 0.5, btype="highpass", fs=WORK_FS, output="sos")
+    np.testing.assert_allclose(
+        _zero_phase(lead, 5, (0.5,), "highpass"), scipy.signal.sosfiltfilt(sos, lead), atol=1e-12
+    )
