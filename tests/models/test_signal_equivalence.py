@@ -77,9 +77,10 @@ RTOL, ATOL = 1e-6, 1e-6
 
 @functools.cache
 def _config() -> EcgClipConfig:
-    from models.classifier import ZeroShotClassifier
+    """The shipped model's config (what ``ZeroShotClassifier.from_pretrained()`` uses)."""
+    from models.classifier import DEFAULT_WEIGHTS_DIR
 
-    return ZeroShotClassifier.from_pretrained().config
+    return EcgClipConfig.load(DEFAULT_WEIGHTS_DIR)
 
 
 def compute(ecg: Ecg, config: EcgClipConfig) -> dict[str, Any]:
