@@ -10,7 +10,6 @@ than :data:`MIN_WAVE_MV` are not counted as waves (the CSE convention uses 20-30
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,24 +48,30 @@ class _Wave:
     peak: float  # signed extreme
 
 
-def qrs_waves(qrs: np.ndarray) -> list[_Wave]:
-    """Positive and negative deflections of one lead's QRS (baseline 0), small ones merged."""
-    sign = np.where(qrs > 0, 1, -1)
-    edges = np.flatnonzero(np.diff(sign)) + 1
-    bounds = [0, *edges.tolist(), qrs.size]
+def qrs_waves(qrs: Sequence[float]) -> list[_Wave]:
+    """Positive and negative deflections of one lead's QRS (baseline 0), small ones merged.
+
+    ``qrs`` is a plain list (or array) of about 10-60 samples: on so few, Python's own loops
+    are several times faster than a numpy call per step, and give the same floats.
+    """
+    n = len(qrs)
     waves: list[_Wave] = []
-    for a, b in itertools.pairwise(bounds):
-        part = qrs[a:b]
-        s = int(sign[a])
-        peak = float(part.max() if s > 0 else part.min())
-        if abs(peak) < MIN_WAVE_MV:
-            continue
-        if waves and waves[-1].sign == s:  # a small opposite wiggle between: one wave
-            last = waves[-1]
-            better = peak if abs(peak) > abs(last.peak) else last.peak
-            waves[-1] = _Wave(s, last.start, b, better)
-        else:
-            waves.append(_Wave(s, a, b, peak))
+    a = 0
+    while a < n:
+        positive = qrs[a] > 0
+        b = a + 1
+        while b < n and (qrs[b] > 0) == positive:
+            b += 1
+        s = 1 if positive else -1
+        peak = float(max(qrs[a:b]) if positive else min(qrs[a:b]))
+        if abs(peak) >= MIN_WAVE_MV:
+            if waves and waves[-1].sign == s:  # a small opposite wiggle between: one wave
+                last = waves[-1]
+                better = peak if abs(peak) > abs(last.peak) else last.peak
+                waves[-1] = _Wave(s, last.start, b, better)
+            else:
+                waves.append(_Wave(s, a, b, peak))
+        a = b
     # A last deflection still growing at the QRS end is the ST segment leaving the baseline
     # (ST elevation or depression at J), not a wave: the global QRS end is the latest over
     # all leads, so in some leads the ST segment has begun before it.
@@ -77,25 +82,30 @@ def qrs_waves(qrs: np.ndarray) -> list[_Wave]:
     return waves
 
 
-def _notched(qrs: np.ndarray, waves: list[_Wave]) -> bool:
+def _local_maxima(part: Sequence[float]) -> list[int]:
+    """Indices of the inner samples above their left and not below their right neighbour."""
+    return [i for i in range(1, len(part) - 1) if part[i] > part[i - 1] and part[i] >= part[i + 1]]
+
+
+def _notched(qrs: Sequence[float], waves: list[_Wave]) -> bool:
     """Two peaks of one polarity inside the QRS, with a real dip between them."""
     same = [w for w in waves if w.sign > 0]
     if len(same) >= 2:
         return True  # R and R'
     for w in waves:
-        part = w.sign * qrs[w.start : w.stop]
-        if part.size < 5:
+        part = [w.sign * v for v in qrs[w.start : w.stop]]
+        if len(part) < 5:
             continue
         # Local maxima of |deflection| within this wave.
-        inner = np.flatnonzero((part[1:-1] > part[:-2]) & (part[1:-1] >= part[2:])) + 1
-        if inner.size < 2:
+        inner = _local_maxima(part)
+        if len(inner) < 2:
             continue
-        tops = part[inner]
-        order = np.argsort(tops)[::-1][:2]
-        a, b = sorted(inner[order].tolist())
-        dip = float(part[a : b + 1].min())
-        smaller = float(min(part[a], part[b]))
-        if smaller < NOTCH_PEAK_SHARE * float(max(part[a], part[b])):
+        # The two tallest (ties: the later one first, as a stable ascending sort reversed).
+        ranked = sorted(range(len(inner)), key=lambda k: part[inner[k]])[::-1][:2]
+        a, b = sorted(inner[k] for k in ranked)
+        dip = min(part[a : b + 1])
+        smaller = min(part[a], part[b])
+        if smaller < NOTCH_PEAK_SHARE * max(part[a], part[b]):
             continue  # a bump on the slope (or on the ST segment), not a second peak
         if smaller - dip >= max(NOTCH_MIN_MV, NOTCH_MIN_SHARE * smaller):
             return True
@@ -113,8 +123,9 @@ class QrsShape:
     rsr_prime: bool
 
 
-def qrs_shape(qrs: np.ndarray) -> QrsShape:
-    waves = qrs_waves(qrs)
+def qrs_shape(qrs: np.ndarray | Sequence[float]) -> QrsShape:
+    samples: list[float] = qrs.tolist() if isinstance(qrs, np.ndarray) else list(qrs)
+    waves = qrs_waves(samples)
     positive = [w for w in waves if w.sign > 0]
     r = max((w.peak for w in positive), default=0.0)
     if positive:
@@ -123,50 +134,51 @@ def qrs_shape(qrs: np.ndarray) -> QrsShape:
         s = -min((w.peak for w in after), default=0.0)
         q_ms = (positive[0].start * MS) if first_r > 0 else 0.0
         last_r = positive[-1]
-        r_peak_ms: float | None = (
-            last_r.start + int(np.argmax(qrs[last_r.start : last_r.stop]))
-        ) * MS
+        top = samples[last_r.start : last_r.stop]
+        r_peak_ms: float | None = (last_r.start + top.index(max(top))) * MS
     else:  # QS complex: the whole QRS is negative
-        s = -float(qrs.min()) if qrs.size else 0.0
-        q_ms = qrs.size * MS if waves else 0.0
+        s = -float(min(samples)) if samples else 0.0
+        q_ms = len(samples) * MS if waves else 0.0
         r_peak_ms = None
     terminal = waves[-1] if waves else None
     terminal_s_ms = (
-        (qrs.size - terminal.start) * MS
+        (len(samples) - terminal.start) * MS
         if terminal is not None and terminal.sign < 0 and positive
         else 0.0
     )
     signs = [w.sign for w in waves]
     rsr = any(signs[i : i + 3] == [1, -1, 1] for i in range(len(signs) - 2))
-    rsr = rsr or any(_r_prime_notch(qrs[w.start : w.stop]) for w in positive)
-    return QrsShape(r, s, q_ms, r_peak_ms, terminal_s_ms, _notched(qrs, waves), rsr)
+    rsr = rsr or any(_r_prime_notch(samples[w.start : w.stop]) for w in positive)
+    return QrsShape(r, s, q_ms, r_peak_ms, terminal_s_ms, _notched(samples, waves), rsr)
 
 
-def _r_prime_notch(part: np.ndarray) -> bool:
+def _r_prime_notch(part: Sequence[float]) -> bool:
     """An M-shaped R (rR'): a later, taller peak after a dip that does not reach the baseline."""
-    if part.size < 5:
+    if len(part) < 5:
         return False
-    inner = np.flatnonzero((part[1:-1] > part[:-2]) & (part[1:-1] >= part[2:])) + 1
-    if inner.size < 2:
+    inner = _local_maxima(part)
+    if len(inner) < 2:
         return False
-    tallest = int(inner[np.argmax(part[inner])])
-    earlier = inner[inner < tallest]
-    if earlier.size == 0:
+    tallest = max(inner, key=part.__getitem__)  # the first of equal maxima, as np.argmax
+    earlier = [i for i in inner if i < tallest]
+    if not earlier:
         return False
-    first = int(earlier[np.argmax(part[earlier])])
-    dip = float(part[first : tallest + 1].min())
+    first = max(earlier, key=part.__getitem__)
+    dip = min(part[first : tallest + 1])
     return float(part[first]) >= MIN_WAVE_MV and float(part[first]) - dip >= NOTCH_MIN_MV
 
 
-def _level(lead: np.ndarray, at: int) -> float:
+def _levels(beat: np.ndarray, at: int) -> np.ndarray:
+    """Per lead, the mean over +-ST_HALF_WINDOW_S around sample ``at`` (one call, all leads)."""
     h = max(1, round(ST_HALF_WINDOW_S * WORK_FS))
-    lo, hi = max(0, at - h), min(lead.size, at + h + 1)
-    return float(lead[lo:hi].mean())
+    lo, hi = max(0, at - h), min(beat.shape[1], at + h + 1)
+    return np.asarray(beat[:, lo:hi].mean(axis=1))
 
 
-def _extreme(part: np.ndarray) -> float:
-    """The signed value of largest magnitude."""
-    return float(part[int(np.argmax(np.abs(part)))])
+def _extremes(part: np.ndarray) -> np.ndarray:
+    """Per lead (row), the signed value of largest magnitude (the first of equal ones)."""
+    at = np.argmax(np.abs(part), axis=1)
+    return np.asarray(part[np.arange(part.shape[0]), at])
 
 
 def _terminal_negative_force(p: np.ndarray) -> float:
@@ -205,14 +217,28 @@ def lead_features(wide: np.ndarray, leads: Sequence[str], waves: Waves) -> tuple
     # Re-reference every lead to its PR segment: the 20 ms just before QRS onset.
     beat = wide - wide[:, max(0, on - round(0.02 * WORK_FS)) : on + 1].mean(axis=1, keepdims=True)
     index = {name: i for i, name in enumerate(leads)}
-    shapes = {name: qrs_shape(beat[i, on : off + 1]) for name, i in index.items()}
+    qrs_rows = beat[:, on : off + 1].tolist()
+    shapes = {name: qrs_shape(qrs_rows[i]) for name, i in index.items()}
 
     def put(key: str, lead: str, value: float | None, digits: int = 3) -> None:
         if value is not None:
             per.setdefault(key, {})[lead] = round(float(value), digits) + 0.0  # no -0.0
 
+    # Every per-lead level below is one numpy call over all leads, not one per lead.
     j60 = off + round(ST_OFFSET_S * WORK_FS)
     st60_ok = waves.t_end is None or j60 < waves.t_end
+    st_j = _levels(beat, off).tolist()
+    st_j60 = _levels(beat, j60).tolist() if st60_ok and j60 < beat.shape[1] else None
+    t_amplitude = (
+        _extremes(beat[:, off + 4 : waves.t_end + 1]).tolist()
+        if waves.t_end is not None and waves.t_end - off > 4
+        else None
+    )
+    p_amplitude = (
+        _extremes(beat[:, waves.p_on : waves.p_off + 1]).tolist()
+        if waves.p_on is not None and waves.p_off is not None and waves.p_off > waves.p_on
+        else None
+    )
     for name, i in index.items():
         shape = shapes[name]
         put("r_amplitude", name, shape.r)
@@ -221,13 +247,13 @@ def lead_features(wide: np.ndarray, leads: Sequence[str], waves: Waves) -> tuple
         put("r_peak_time", name, shape.r_peak_ms, 0)
         put("terminal_s_duration", name, shape.terminal_s_ms, 0)
         put("qrs_notched", name, float(shape.notched), 0)
-        put("st_j", name, _level(beat[i], off))
-        if st60_ok and j60 < beat.shape[1]:
-            put("st_j60", name, _level(beat[i], j60))
-        if waves.t_end is not None and waves.t_end - off > 4:
-            put("t_amplitude", name, _extreme(beat[i, off + 4 : waves.t_end + 1]))
-        if waves.p_on is not None and waves.p_off is not None and waves.p_off > waves.p_on:
-            put("p_amplitude", name, _extreme(beat[i, waves.p_on : waves.p_off + 1]))
+        put("st_j", name, st_j[i])
+        if st_j60 is not None:
+            put("st_j60", name, st_j60[i])
+        if t_amplitude is not None:
+            put("t_amplitude", name, t_amplitude[i])
+        if p_amplitude is not None:
+            put("p_amplitude", name, p_amplitude[i])
 
     def r(lead: str) -> float | None:
         return shapes[lead].r if lead in shapes else None
