@@ -19,7 +19,10 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -82,8 +85,34 @@ def measurements_of(ecg: Ecg) -> dict[str, Measurement]:
         return {}
 
 
+#: How often a worker checks that the process which forked it is still there.
+PARENT_CHECK_S = 0.5
+
+
+def _start_worker(parent: int) -> None:
+    """Worker start: never outlive the parent, then pay the heavy imports.
+
+    A forked worker inherits the parent's Python signal handlers (uvicorn's SIGTERM handler
+    only sets a flag, so a worker would ignore SIGTERM), and when the parent is killed
+    outright (SIGKILL, out of memory) nothing tells the worker, which then waits on its queue
+    for ever: orphans that hold memory and, in a service restarted many times, pile up. So
+    SIGTERM gets its default action back, and a daemon thread exits the worker once its
+    parent is gone. (``PR_SET_PDEATHSIG`` would fire when the parent's *thread* that forked
+    the worker ends, which here is whichever thread ran the first batch.)
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _warm_worker()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
 def _warm_worker() -> None:
-    """Worker start: pay the heavy imports before the first batch arrives."""
+    """Pay the heavy imports before the first batch arrives."""
     try:
         from models.measurements import warm_up
 
@@ -185,7 +214,10 @@ class SignalWorkPool:
 
 def _new_executor(processes: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
-        processes, mp_context=multiprocessing.get_context("fork"), initializer=_warm_worker
+        processes,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
     )
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from adapters import load_ecg
 from models.classifier import ZeroShotClassifier
@@ -61,3 +67,55 @@ def test_single_process_pool_never_forks(classifier: ZeroShotClassifier, ptbxl_d
     pool = SignalWorkPool(1)
     assert len(pool.run(ecgs, classifier.config)) == len(ecgs)
     assert pool._executor is None
+
+
+_POOL_OWNER = """
+import signal, sys, time
+from models.signal_work import SignalWorkPool
+signal.signal(signal.SIGTERM, lambda *_: None)  # as uvicorn's handler: only sets a flag
+pool = SignalWorkPool(2, shared=False)
+assert pool.start()
+print(" ".join(str(pid) for pid in pool._executor._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.1)
+    return [pid for pid in pids if _running(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_do_not_outlive_a_killed_parent() -> None:
+    """A service killed outright (SIGKILL, out of memory) leaves no signal workers behind,
+    and a worker does not inherit a SIGTERM handler that would make it ignore SIGTERM."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _POOL_OWNER], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    workers: list[int] = []
+    try:
+        assert owner.stdout is not None
+        workers = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(pid) for pid in workers)
+        os.kill(workers[0], signal.SIGTERM)  # the default action again: it ends
+        assert _wait_gone(workers[:1], 20) == []
+        owner.kill()  # no atexit, no shutdown: only the workers' own check can end them
+        owner.wait(timeout=20)
+        assert _wait_gone(workers[1:], 20) == []
+    finally:
+        owner.kill()
+        owner.wait(timeout=20)
+        for pid in workers:  # when the test fails, leave no orphans behind either
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
