@@ -107,7 +107,10 @@ class Worker:
         env = {**deployment.env, **extra_env}
         command = [
             sys.executable, "-m", "cds_service.cli", "worker",
-            "--concurrency", "1", "--loglevel", "info", "--hostname", f"{name}@%h",
+            "--concurrency", "1", "--loglevel", "info",
+            # Unique per test process: a worker left by an aborted run (or another checkout's
+            # run on the same broker) holds its node name's pidbox queue exclusively.
+            "--hostname", f"{name}-{os.getpid()}@%h",
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
