@@ -63,6 +63,10 @@ class JobLedger:
         self._notes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=256)
         #: Decoded results by (row id, ECG id, model version): rows are never updated.
         self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
+        #: Results this process's jobs just stored, by (ECG id, model version), handed to the
+        #: waiting call so it need not read and decode the row it waits for (embedded mode;
+        #: the pair is unique, so the row the key query finds is the one stored here).
+        self._fresh: BoundedLru[tuple[str, str], StoredResult] = BoundedLru(512)
 
     @property
     def runs_here(self) -> bool:
@@ -94,6 +98,10 @@ class JobLedger:
         out: dict[str, StoredResult] = {}
         for ecg_id, key in best.items():
             hit = self._decoded.get(key)
+            if hit is None:
+                hit = self._fresh.pop((ecg_id, key[2]))
+                if hit is not None:
+                    self._decoded.put(key, hit)
             if hit is not None:
                 out[ecg_id] = hit
         missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
@@ -344,6 +352,13 @@ class JobLedger:
             for version in {r.model_version for _, r in results}:
                 ids = [ecg_id for ecg_id, r in results if r.model_version == version]
                 _mark_jobs(session, "classify", ids, version, "done")
+        if self.runs_here:  # committed: a waiter of this process may take them as they are
+            for ecg_id, result in results:
+                if ecg_id in stored:
+                    self._fresh.put(
+                        (ecg_id, result.model_version),
+                        StoredResult(ecg_id, result.model_version, result, now),
+                    )
         return stored
 
     def mark_jobs(self, kind: str, ecg_ids: Sequence[str], model_version: str, state: str) -> None:
