@@ -189,6 +189,30 @@ class JobLedger:
                 ecg.status, ecg.error = "pending", None
         self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
+    def submit_new(self, ecg_id: str) -> None:
+        """:meth:`submit` for an ECG the caller has just stored (``EcgInfo.created``): it has
+        no result and no job of its own yet, so only the job row is written (one statement,
+        one commit); a concurrent :meth:`submit` of the same ECG is settled by the job's
+        unique key, as in :meth:`submit`. Interactive (hook calls, uploads)."""
+        now = utcnow()
+        with self._sessions.begin() as session:
+            inserted = insert_ignore(
+                session,
+                JobRow.__table__,  # type: ignore[arg-type]
+                {
+                    "kind": "classify",
+                    "ecg_id": ecg_id,
+                    "model_version": self.model_version,
+                    "state": "queued",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+                ("kind", "ecg_id", "model_version"),
+            )
+        if inserted:
+            self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=False)
+
     def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
         """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
         ids = list(dict.fromkeys(ecg_ids))
