@@ -65,8 +65,9 @@ class JobLedger:
         self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
         #: Results this process's jobs just stored, by (ECG id, model version), handed to the
         #: waiting call so it need not read and decode the row it waits for (embedded mode;
-        #: the pair is unique, so the row the key query finds is the one stored here).
-        self._fresh: BoundedLru[tuple[str, str], StoredResult] = BoundedLru(512)
+        #: the pair is unique, so the row the key query finds is the one stored here). Taken
+        #: out when used; small, because a bulk ingest's results are never waited for.
+        self._fresh: BoundedLru[tuple[str, str], StoredResult] = BoundedLru(128)
 
     @property
     def runs_here(self) -> bool:
@@ -170,15 +171,7 @@ class JobLedger:
                 inserted = insert_ignore(
                     session,
                     JobRow.__table__,  # type: ignore[arg-type]
-                    {
-                        "kind": "classify",
-                        "ecg_id": ecg_id,
-                        "model_version": version,
-                        "state": "queued",
-                        "attempts": 0,
-                        "created_at": utcnow(),
-                        "updated_at": utcnow(),
-                    },
+                    _queued_job(ecg_id, version, utcnow()),
                     ("kind", "ecg_id", "model_version"),
                 )
                 if not inserted:
@@ -194,20 +187,11 @@ class JobLedger:
         no result and no job of its own yet, so only the job row is written (one statement,
         one commit); a concurrent :meth:`submit` of the same ECG is settled by the job's
         unique key, as in :meth:`submit`. Interactive (hook calls, uploads)."""
-        now = utcnow()
         with self._sessions.begin() as session:
             inserted = insert_ignore(
                 session,
                 JobRow.__table__,  # type: ignore[arg-type]
-                {
-                    "kind": "classify",
-                    "ecg_id": ecg_id,
-                    "model_version": self.model_version,
-                    "state": "queued",
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                _queued_job(ecg_id, self.model_version, utcnow()),
                 ("kind", "ecg_id", "model_version"),
             )
         if inserted:
@@ -248,19 +232,10 @@ class JobLedger:
                 if live and job is not None and job.updated_at > stale:
                     continue
                 if job is None:
-                    now = utcnow()
                     if not insert_ignore(
                         session,
                         JobRow.__table__,  # type: ignore[arg-type]
-                        {
-                            "kind": "classify",
-                            "ecg_id": ecg_id,
-                            "model_version": version,
-                            "state": "queued",
-                            "attempts": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        },
+                        _queued_job(ecg_id, version, utcnow()),
                         ("kind", "ecg_id", "model_version"),
                     ):
                         continue  # another submit won the race and is queuing it
@@ -493,6 +468,19 @@ class JobLedger:
                     )
                 ).all()
             )
+
+
+def _queued_job(ecg_id: str, model_version: str, now: datetime) -> dict[str, Any]:
+    """The values of a new classification job row, queued."""
+    return {
+        "kind": "classify",
+        "ecg_id": ecg_id,
+        "model_version": model_version,
+        "state": "queued",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _mark_job(
