@@ -33,6 +33,11 @@ class BoundedLru(Generic[K, V]):
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        """Remove and return the item of ``key`` (None when absent)."""
+        with self._lock:
+            return self._items.pop(key, None)
+
     def discard_where(self, stale: Callable[[K, V], bool]) -> None:
         with self._lock:
             for key in [k for k, v in self._items.items() if stale(k, v)]:

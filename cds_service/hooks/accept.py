@@ -111,6 +111,9 @@ def accept_and_wait(
     found = jobs.wait([i for i in ids if i not in new], 0)
     missing = [i for i in ids if found.get(i) is None]
     for ecg_id in list(missing):
+        if ecg_id in new:  # just stored: no result or job can exist but a racing submit's
+            jobs.submit_new(ecg_id)
+            continue
         try:
             jobs.submit(ecg_id)
         except KeyError:  # removed from storage since we saw it: store it again

@@ -63,6 +63,11 @@ class JobLedger:
         self._notes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=256)
         #: Decoded results by (row id, ECG id, model version): rows are never updated.
         self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
+        #: Results this process's jobs just stored, by (ECG id, model version), handed to the
+        #: waiting call so it need not read and decode the row it waits for (embedded mode;
+        #: the pair is unique, so the row the key query finds is the one stored here). Taken
+        #: out when used; small, because a bulk ingest's results are never waited for.
+        self._fresh: BoundedLru[tuple[str, str], StoredResult] = BoundedLru(128)
 
     @property
     def runs_here(self) -> bool:
@@ -94,6 +99,10 @@ class JobLedger:
         out: dict[str, StoredResult] = {}
         for ecg_id, key in best.items():
             hit = self._decoded.get(key)
+            if hit is None:
+                hit = self._fresh.pop((ecg_id, key[2]))
+                if hit is not None:
+                    self._decoded.put(key, hit)
             if hit is not None:
                 out[ecg_id] = hit
         missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
@@ -162,15 +171,7 @@ class JobLedger:
                 inserted = insert_ignore(
                     session,
                     JobRow.__table__,  # type: ignore[arg-type]
-                    {
-                        "kind": "classify",
-                        "ecg_id": ecg_id,
-                        "model_version": version,
-                        "state": "queued",
-                        "attempts": 0,
-                        "created_at": utcnow(),
-                        "updated_at": utcnow(),
-                    },
+                    _queued_job(ecg_id, version, utcnow()),
                     ("kind", "ecg_id", "model_version"),
                 )
                 if not inserted:
@@ -180,6 +181,21 @@ class JobLedger:
             if ecg.status == "failed":
                 ecg.status, ecg.error = "pending", None
         self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
+
+    def submit_new(self, ecg_id: str) -> None:
+        """:meth:`submit` for an ECG the caller has just stored (``EcgInfo.created``): it has
+        no result and no job of its own yet, so only the job row is written (one statement,
+        one commit); a concurrent :meth:`submit` of the same ECG is settled by the job's
+        unique key, as in :meth:`submit`. Interactive (hook calls, uploads)."""
+        with self._sessions.begin() as session:
+            inserted = insert_ignore(
+                session,
+                JobRow.__table__,  # type: ignore[arg-type]
+                _queued_job(ecg_id, self.model_version, utcnow()),
+                ("kind", "ecg_id", "model_version"),
+            )
+        if inserted:
+            self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=False)
 
     def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
         """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
@@ -216,19 +232,10 @@ class JobLedger:
                 if live and job is not None and job.updated_at > stale:
                     continue
                 if job is None:
-                    now = utcnow()
                     if not insert_ignore(
                         session,
                         JobRow.__table__,  # type: ignore[arg-type]
-                        {
-                            "kind": "classify",
-                            "ecg_id": ecg_id,
-                            "model_version": version,
-                            "state": "queued",
-                            "attempts": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        },
+                        _queued_job(ecg_id, version, utcnow()),
                         ("kind", "ecg_id", "model_version"),
                     ):
                         continue  # another submit won the race and is queuing it
@@ -344,6 +351,13 @@ class JobLedger:
             for version in {r.model_version for _, r in results}:
                 ids = [ecg_id for ecg_id, r in results if r.model_version == version]
                 _mark_jobs(session, "classify", ids, version, "done")
+        if self.runs_here:  # committed: a waiter of this process may take them as they are
+            for ecg_id, result in results:
+                if ecg_id in stored:
+                    self._fresh.put(
+                        (ecg_id, result.model_version),
+                        StoredResult(ecg_id, result.model_version, result, now),
+                    )
         return stored
 
     def mark_jobs(self, kind: str, ecg_ids: Sequence[str], model_version: str, state: str) -> None:
@@ -454,6 +468,19 @@ class JobLedger:
                     )
                 ).all()
             )
+
+
+def _queued_job(ecg_id: str, model_version: str, now: datetime) -> dict[str, Any]:
+    """The values of a new classification job row, queued."""
+    return {
+        "kind": "classify",
+        "ecg_id": ecg_id,
+        "model_version": model_version,
+        "state": "queued",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _mark_job(

@@ -48,6 +48,19 @@ FEEDBACK_TTL_S = 8 * 3600
 MAX_TTL_S = 7 * 24 * 3600
 
 _secret_lock = threading.Lock()
+#: How long a generated secret file is trusted without looking at it again (seconds).
+SECRET_RECHECK_S = 1.0
+
+
+@dataclass
+class _CachedSecret:
+    value: bytes
+    identity: tuple[int, int, int]  # inode, mtime (ns), size: a rewrite or a rename changes it
+    checked_at: float
+
+
+#: Secret files read, by path (one per data directory in use).
+_secrets: dict[str, _CachedSecret] = {}
 
 
 @dataclass(frozen=True)
@@ -59,22 +72,43 @@ class LinkToken:
     expires_at: int
 
 
-def link_secret(settings: Settings) -> bytes:
-    """The HMAC key: ``settings.link_secret``, or one generated once into ``data_dir``."""
+def link_secret(settings: Settings, *, recheck: bool = False) -> bytes:
+    """The HMAC key: ``settings.link_secret``, or one generated once into ``data_dir``.
+
+    The file's secret is kept in memory and the file looked at (``stat``) at most once per
+    ``SECRET_RECHECK_S``, re-read when it changed (a rotated or deleted file is seen within
+    that time); ``recheck`` looks at once (a token that did not verify). Every card carries
+    signed links, and reading the file for each was a measurable part of a cached hook call.
+    """
     if settings.link_secret:
         return settings.link_secret.encode("utf-8")
     path = Path(settings.data_dir) / _SECRET_FILE
+    key = str(path)
+    now = time.monotonic()
+    cached = _secrets.get(key)
+    if cached is not None and not recheck and now - cached.checked_at < SECRET_RECHECK_S:
+        return cached.value
     with _secret_lock:
-        if not path.is_file():
+        try:
+            seen = path.stat()
+        except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_new_secret(path)
-        value = path.read_text(encoding="ascii").strip()
-    if len(value) < 32:
-        raise RuntimeError(
-            f"the viewer link secret in {path} is too short; delete the file to regenerate it "
-            "or set ECG_CDS_LINK_SECRET"
-        )
-    return value.encode("ascii")
+            seen = path.stat()
+        identity = (seen.st_ino, seen.st_mtime_ns, seen.st_size)
+        cached = _secrets.get(key)
+        if cached is not None and cached.identity == identity:
+            cached.checked_at = now
+            return cached.value
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) < 32:
+            raise RuntimeError(
+                f"the viewer link secret in {path} is too short; delete the file to regenerate "
+                "it or set ECG_CDS_LINK_SECRET"
+            )
+        value = text.encode("ascii")
+        _secrets[key] = _CachedSecret(value=value, identity=identity, checked_at=now)
+        return value
 
 
 def _write_new_secret(path: Path) -> None:
@@ -136,7 +170,10 @@ def verify_token(
     _, expires_at, signature = parsed
     expected = _signature(link_secret(settings), scope, subject, expires_at)
     if not hmac.compare_digest(expected, signature):
-        return None
+        # The secret may have been rotated within the recheck time: look at the file now.
+        expected = _signature(link_secret(settings, recheck=True), scope, subject, expires_at)
+        if not hmac.compare_digest(expected, signature):
+            return None
     return LinkToken(scope=scope, subject=subject, expires_at=expires_at)
 
 

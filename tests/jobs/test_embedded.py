@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -13,7 +14,8 @@ from adapters import load_ecg
 from cds_service.jobs import work
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
-from cds_service.storage.tables import EcgBlobRow, ResultRow
+from cds_service.storage.records import StoredResult
+from cds_service.storage.tables import EcgBlobRow, JobRow, ResultRow
 
 WAIT_S = 120.0  # generous: the shared test machine may be busy; wait() returns as soon as done
 
@@ -69,6 +71,40 @@ def test_the_same_ecg_and_model_never_produce_two_results(
     assert runtime.jobs.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
     runtime.jobs.submit(info.id)  # already classified: nothing queued
     assert work.classify_ecgs(runtime, [info.id]) == {info.id: "exists"}  # a redelivery
+    assert _result_rows(runtime, info.id) == 1
+
+
+def test_a_waiting_call_gets_the_stored_result_as_read_back_from_its_row(
+    runtime: Runtime, ptbxl_records: list[Path]
+) -> None:
+    """The job hands its just-stored result to the waiter (no read + decode of the row):
+    it must be exactly what decoding the committed row gives, and the row must exist."""
+    info = runtime.ecgs.accept_path(ptbxl_records[5])
+    runtime.jobs.submit(info.id)
+    handed = runtime.jobs.wait([info.id], timeout_s=WAIT_S)[info.id]
+    assert handed is not None
+    with runtime.session_factory() as session:
+        row = session.scalars(sa.select(ResultRow).where(ResultRow.ecg_id == info.id)).one()
+        decoded = StoredResult.from_row(row)
+    assert handed == decoded
+    assert orjson.dumps(handed.result.to_dict()) == orjson.dumps(decoded.result.to_dict())
+    assert runtime.jobs.result(info.id) == decoded  # the next call reads the same
+
+
+def test_a_just_stored_ecg_is_queued_once_however_its_submits_race(
+    runtime: Runtime, ptbxl_records: list[Path]
+) -> None:
+    """``submit_new`` (a hook call's own new ECG) writes the job row only; a concurrent plain
+    submit of the same ECG (another call that found it by hash) queues nothing more."""
+    info = runtime.ecgs.accept_path(ptbxl_records[6])
+    assert info.created
+    runtime.jobs.submit_new(info.id)
+    runtime.jobs.submit(info.id)  # live job: nothing queued
+    runtime.jobs.submit_new(info.id)  # the job row exists: nothing queued
+    assert runtime.jobs.wait([info.id], timeout_s=WAIT_S)[info.id] is not None
+    with runtime.session_factory() as session:
+        jobs = session.scalars(sa.select(JobRow).where(JobRow.ecg_id == info.id)).all()
+    assert [(j.kind, j.state) for j in jobs] == [("classify", "done")]
     assert _result_rows(runtime, info.id) == 1
 
 

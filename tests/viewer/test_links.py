@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cds_service.settings import Settings
+from cds_service.viewer import links
 from cds_service.viewer.links import (
     feedback_token,
     make_token,
@@ -121,3 +122,54 @@ def test_lifetime_bounds(settings: Settings) -> None:
     token = make_token(settings, "ecg", "e1", ttl_s=30)
     expiry = int(token.split(".")[2])
     assert abs(expiry - (time.time() + 30)) < 5
+
+
+def _rotate_secret(settings: Settings, value: str) -> None:
+    """Replace the secret file the way an operator would: a new file renamed over it."""
+    path = Path(settings.data_dir) / "viewer-link-secret"
+    fresh = path.with_suffix(".new")
+    fresh.write_text(value, encoding="ascii")
+    fresh.chmod(0o600)
+    fresh.replace(path)
+
+
+def test_a_rotated_secret_file_is_picked_up(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret is kept in memory between looks at the file, but a rotated file is seen:
+    links are signed with the new secret and the old secret's links stop verifying."""
+    old = make_token(settings, "ecg", "e1")
+    assert verify_link_token(settings, "e1", old)
+    _rotate_secret(settings, "r" * 48)
+    monkeypatch.setattr(links, "SECRET_RECHECK_S", 0.0)  # the recheck time has passed
+    assert not verify_link_token(settings, "e1", old)
+    new = make_token(settings, "ecg", "e1")
+    assert new != old and verify_link_token(settings, "e1", new)
+    # A restart reads the same rotated secret.
+    assert verify_link_token(Settings(data_dir=settings.data_dir), "e1", new)
+
+
+def test_a_token_of_the_rotated_secret_verifies_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token that does not verify with the kept secret makes the file be looked at now, so
+    a link signed after a rotation (e.g. by another process) never fails for the recheck time."""
+    make_token(settings, "ecg", "e1")  # the old secret is now kept, just checked
+    _rotate_secret(settings, "n" * 48)
+    kept = links._secrets
+    monkeypatch.setattr(links, "_secrets", {})  # another process: reads the rotated file
+    new = make_token(settings, "ecg", "e1")
+    monkeypatch.setattr(links, "_secrets", kept)
+    assert verify_link_token(settings, "e1", new)
+    assert not verify_link_token(settings, "e1", new[:-2] + "xx")
+
+
+def test_a_deleted_secret_file_is_generated_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make_token(settings, "ecg", "e1")
+    path = Path(settings.data_dir) / "viewer-link-secret"
+    path.unlink()
+    monkeypatch.setattr(links, "SECRET_RECHECK_S", 0.0)
+    assert not verify_link_token(settings, "e1", old)
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
