@@ -1,9 +1,9 @@
 """Speed work must not change results: measurements, quality and model input on real records.
 
 ``golden/signal_work.json`` holds what the code at main@bba39d9 (the measurement work of
-issue 14 merged, before the speed-ups of issue 11) computed for the records in :data:`RECORDS`: PTB-XL at 500 and 100 Hz (normal,
-bundle branch blocks, AF, LVH, infarcts, AV block, paced, WPW, fascicular block, PVCs;
-folds 1-9 only), the QT Database at 250 Hz, a
+issue 14 merged, before the speed-ups of issue 11) computed for the records in
+:data:`RECORDS`: PTB-XL at 500 and 100 Hz (normal, bundle branch blocks, AF, LVH, infarcts,
+AV block, paced, WPW, fascicular block, PVCs; folds 1-9 only), the QT Database at 250 Hz, a
 two-lead MIT-BIH record, GE MUSE, Philips, SCP-ECG, HL7 aECG and DICOM files. The test
 recomputes them with the code as it is now and asserts equality: measured values exactly
 (they are rounded to the precision they are reported at), quality measures and the model's
