@@ -284,29 +284,7 @@ class JobLedger:
         ``notify=False`` lets the caller finish its bookkeeping (the audit entry) before
         waiters wake; it then calls :meth:`notify` itself.
         """
-        with self._sessions.begin() as session:
-            inserted = insert_ignore(
-                session,
-                ResultRow.__table__,  # type: ignore[arg-type]
-                {
-                    "ecg_id": ecg_id,
-                    "model_version": result.model_version,
-                    "acceptable": result.quality.acceptable,
-                    "result": result.to_dict(),
-                    "created_at": utcnow(),
-                },
-                ("ecg_id", "model_version"),
-            )
-            session.execute(
-                update(EcgRow)
-                .where(EcgRow.id == ecg_id)
-                .values(
-                    status="done" if result.quality.acceptable else "rejected",
-                    error=None,
-                    updated_at=utcnow(),
-                )
-            )
-            _mark_job(session, "classify", ecg_id, result.model_version, "done")
+        inserted = ecg_id in self.store_results([(ecg_id, result)])
         if notify:
             self.notify([ecg_id])
         return inserted
