@@ -122,6 +122,18 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[
         )
 
 
+def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop worker process groups: SIGTERM, then SIGKILL what is still there after 30 s."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def bench_distributed(
     headers: list[Path],
     warmup: list[Path],
@@ -159,14 +171,7 @@ def bench_distributed(
         print(f"  worker processes' resident memory (MB): {rss}")
         return figures
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_workers(processes)
         runtime.stop()
         if pg_url:
             drop_pg(args.pg, pg_url)

@@ -263,7 +263,7 @@ def bench_backfill(
 ) -> Row:
     """Store the ECGs without classifying, start ``workers`` workers, time the backfill."""
     import sqlalchemy as sa
-    from bench_ingest import drop_pg, pg_database, start_worker
+    from bench_ingest import drop_pg, pg_database, start_worker, stop_workers
 
     from cds_service.runtime import Runtime
     from cds_service.settings import Settings
@@ -326,14 +326,7 @@ def bench_backfill(
 
         bracketed(anchor, row, run)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_workers(processes)
         runtime.stop()
         drop_pg(args.pg, pg_url)
         shutil.rmtree(work, ignore_errors=True)
