@@ -1,42 +1,49 @@
 """Fusing the embedding score with the measured criteria evidence.
 
 For a label resting on criteria (:mod:`models.resolution`) and an ECG where they could be
-measured (soft margin ``m``, :mod:`models.criteria`), the shipped form is **margin first**:
+measured (soft margin ``m``, :mod:`models.criteria`), the shipped form is **lexicographic**:
+the criterion's order is kept between every two ECGs whose margins differ, and the embedding
+decides only among ECGs the criterion ties::
 
-    p = sigmoid(w_criteria * (m + band * (2 p_embedding - 1)) + bias)
+    p = sigmoid(w_criteria * ordered_score(m, p_embedding, band) + bias)
 
-The criteria margin orders the ECGs; the embedding probability only moves an ECG by up to
-``band`` clinical steps either way, so two ECGs whose margins differ by more than
-``2 * band`` keep the criterion's order whatever the embedding says. The band depends on
-what the criterion is to the label (the catalog says so, :attr:`Criterion.defining`):
+The criterion alone (margin; 0 where not measured, as in its AUROC) ties many ECGs: margins
+are clipped at +-3 steps (every clearly met ECG ties with every other, and every clearly
+missed one), unmeasured criteria and margins exactly at the threshold sit at 0, and rules on
+counts or yes/no findings give a handful of values. AUROC counts a tie as one half; the
+fused score orders the tied ECGs by the embedding instead. So, by construction, the fused
+AUROC of a label equals the criterion's plus the tie-break term
 
-* a label resting on a **defining** criterion (the measurement *is* the finding: PR > 200 ms
-  for first-degree AV block, axis < -30 deg for left axis deviation, irregular RR without P
-  waves for atrial fibrillation) gets the narrow band :attr:`Fusion.kappa_defining` (at most
-  one step): the embedding breaks ties and reorders only ECGs within a step or two of each
-  other (the margins are clipped at +-3 steps, so every clearly met ECG ties with every
-  other, and there the embedding decides). Such a label cannot fall far below its criterion;
-* a label whose criteria only **support** it (myocardial infarction by Q waves, ST-T change
-  by ST depression or low T) gets the wide band :attr:`Fusion.kappa`: the embedding carries
-  what the criteria do not measure.
+    sum over tied groups g of (AUROC of p_embedding within g - 0.5) * P_g * N_g / (P * N)
 
-``w_criteria`` and ``bias`` (the probability scale) and both bands are fitted on
-**validation data only** (PTB-XL fold 9 and the CinC validation sources named in the model
-card), never on test data; the bands are chosen by leave-one-source-out cross-validation
-within the validation data (:mod:`models.fusion_fit`). The older "logistic" form,
-``sigmoid(w_embedding * logit(p_embedding) + w_criteria * m + bias)``, is still read.
+(P_g, N_g the positives and negatives in g): it falls below the criterion only where the
+embedding ranks the criterion's ties worse than chance, and never by reordering ECGs the
+criterion tells apart (:func:`ordered_score`). At the three **atoms** (clipped missed at
+-3, not measured or exactly 0, clipped met at +3) the embedding spreads the tied ECGs over
+``band`` steps either way (:attr:`Fusion.kappa`, :attr:`Fusion.kappa_defining` for labels on
+a defining criterion), so the probability there carries the embedding's; the continuous
+margins are moved apart to make room (``m + band`` above 0, ``m - band`` below), and ties
+elsewhere are broken within :data:`TIE_SPREAD` steps (the probability does not move).
 
-Where the criteria could not be measured, the margin-first form takes margin 0 (the
-measurement says neither yes nor no, as in the criterion-alone score), so every fused score
-lies within ``band`` steps of the criterion's; the logistic form keeps the embedding
-probability there. Where a
-**defining** criterion is clearly not met (margin <= -1: more than one clinical step on the
-wrong side), the probability is squashed below :attr:`Fusion.contradiction_cap` by an
+``w_criteria`` and ``bias`` (the probability scale) are fitted on **validation data only**
+(PTB-XL fold 9 and the CinC validation sources named in the model card), never on test
+data; the bands only change the probabilities, not the ranking, and are chosen by
+leave-one-source-out log loss within the validation data (:mod:`models.fusion_fit`).
+
+Older ``fusion.json`` files are still read: the **margin first** form
+``sigmoid(w_criteria * (m + band * (2 p_embedding - 1)) + bias)`` (the embedding moves an
+ECG up to ``band`` steps, so it may reorder ECGs whose margins differ by less than
+``2 * band``: on held-out data it ranked 11 of 26 labels below their criterion) and the
+**logistic** form ``sigmoid(w_embedding * logit(p_embedding) + w_criteria * m + bias)``.
+
+Where a **defining** criterion is clearly not met (margin <= -1: more than one clinical step
+on the wrong side), the probability is squashed below :attr:`Fusion.contradiction_cap` by an
 order-preserving map, so no score says "sinus bradycardia" at a measured 74/min, and ECGs
 still keep their order. Symmetrically, where **sufficient** criteria (meeting them is the
 finding) are clearly met (margin >= 1), the probability is lifted above
 :attr:`Fusion.support_floor` (0.5) by an order-preserving map: a measured QTc of 516 ms is
-reported as a prolonged QT.
+reported as a prolonged QT. Both maps act on a set of ECGs that the criterion ranks above
+(below) all others, so they keep the lexicographic order.
 
 A site calibration (``ecg-cds calibrate``, :mod:`models.site`) may add a per-label Platt map
 on the fused logit; it is applied after the fusion.
@@ -51,11 +58,19 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from models.criteria import MARGIN_CLIP
+
 FUSION_NAME = "fusion.json"
 #: A defining criterion missed by more than this many clinical steps contradicts the label.
 CONTRADICTION_MARGIN = -1.0
 #: A label needs this many validation positives for weights of its own.
 MIN_LABEL_POSITIVES = 3
+#: Outside the atoms, the embedding moves an ECG by at most this many clinical steps: it only
+#: breaks exact ties. Far below any measurement's resolution (1 ms of a 20 ms PR step is 0.05
+#: steps, 1 uV of a 0.1 mV step 0.01), so margins that differ at all keep their order.
+TIE_SPREAD = 1e-6
+#: The fusion forms :meth:`Fusion.logits` knows (older ``fusion.json`` files name the others).
+MODES = ("logistic", "margin_first", "lexicographic")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -65,6 +80,34 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def criterion_score(margin: np.ndarray) -> np.ndarray:
+    """The criterion alone as a ranking score: its margin, 0 where not measured, rounded to
+    1e-9 steps so that float noise (1.2 vs 1.2000000000000002 steps) is a tie, not an order."""
+    return np.round(np.nan_to_num(np.asarray(margin, dtype=np.float64), nan=0.0), 9)
+
+
+def ordered_score(
+    margin: np.ndarray, p_embedding: np.ndarray, band: float | np.ndarray
+) -> np.ndarray:
+    """The criterion's order, the embedding deciding within its ties (lexicographic).
+
+    Levels, each strictly above the one before: clipped missed (``m <= -3``) in
+    ``(-3 - 3 band, -3 - band)``; missed ``m - band``; not measured or ``m == 0`` in
+    ``(-band, band)``; met ``m + band``; clipped met in ``(3 + band, 3 + 3 band)``. Within the
+    atoms the embedding spreads ECGs over the level; elsewhere it moves them by at most
+    :data:`TIE_SPREAD` (and never past the level's edge), so two ECGs keep the criterion's
+    order whenever their margins differ by more than ``2 * TIE_SPREAD``.
+    """
+    q = 2.0 * np.clip(np.asarray(p_embedding, dtype=np.float64), 1e-6, 1 - 1e-6) - 1.0
+    m0 = np.clip(criterion_score(margin), -MARGIN_CLIP, MARGIN_CLIP)
+    size = np.abs(m0)
+    # Half the distance to the level's edges bounds the tie-break, so it never crosses them.
+    spread = np.minimum(TIE_SPREAD, np.minimum(size, MARGIN_CLIP - size) / 2.0)
+    inner = m0 + np.sign(m0) * band + spread * q
+    clipped = np.sign(m0) * (MARGIN_CLIP + 2.0 * band) + band * q
+    return np.where(size == 0.0, band * q, np.where(size >= MARGIN_CLIP, clipped, inner))
 
 
 @dataclass
@@ -90,10 +133,16 @@ class Fusion:
     #: "margin_first": the criteria margin ranks and the embedding only moves an ECG by up to
     #: ``kappa`` clinical steps (``kappa_defining`` for labels on defining criteria),
     #: p = sigmoid(w_criteria * (margin + band * (2 p_embedding - 1)) + bias).
+    #: "lexicographic": p = sigmoid(w_criteria * ordered_score(margin, p, band) + bias): the
+    #: criterion's order kept, the embedding deciding its ties (spread ``band`` at the atoms).
     mode: str = "logistic"
     kappa: float = 0.0
     #: The band of labels resting on a defining criterion (None: ``kappa`` for every label).
     kappa_defining: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:  # a newer file: fail loudly rather than score another form
+            raise ValueError(f"unknown fusion mode {self.mode!r}; this build knows {MODES}")
 
     def weights(self, label_id: str | None) -> tuple[float, float, float]:
         own = self.label_weights.get(label_id or "")
@@ -102,17 +151,22 @@ class Fusion:
         return self.w_embedding, self.w_criteria, self.bias
 
     def band(self, defining: bool) -> float:
-        """How many clinical steps the embedding may move an ECG (margin-first form)."""
+        """How many clinical steps the embedding may move an ECG (margin first) or spread the
+        ECGs tied at an atom (lexicographic)."""
         if defining and self.kappa_defining is not None:
             return self.kappa_defining
         return self.kappa
 
     def save(self, directory: Path) -> None:
-        method = (
-            "p = sigmoid(w_criteria * (margin + band * (2 p_embedding - 1)) + bias), band = "
-            "kappa_defining for labels on defining criteria, else kappa"
-            if self.mode == "margin_first"
-            else "p = sigmoid(w_embedding * logit(p_embedding) + w_criteria * margin + bias)"
+        band = "band = kappa_defining for labels on defining criteria, else kappa"
+        method = {
+            "margin_first": "p = sigmoid(w_criteria * (margin + band * (2 p_embedding - 1)) "
+            f"+ bias), {band}",
+            "lexicographic": "p = sigmoid(w_criteria * ordered_score(margin, p_embedding, band) "
+            f"+ bias): the criterion's order kept between distinct margins, the embedding "
+            f"ordering its ties (spread over band steps at -3, 0/unmeasured, +3), {band}",
+        }.get(
+            self.mode, "p = sigmoid(w_embedding * logit(p_embedding) + w_criteria * margin + bias)"
         )
         data = {
             "method": method + "; defining criteria missed by > 1 step squash p below "
@@ -144,6 +198,8 @@ class Fusion:
         m = np.asarray(margin, dtype=np.float64)
         measured = ~np.isnan(m)
         m0 = np.where(measured, m, 0.0)
+        if self.mode == "lexicographic":
+            return b * ordered_score(m, p_embedding, self.band(defining)) + c
         if self.mode == "margin_first":
             # Not measured counts as margin 0 (the criterion says neither yes nor no, as in the
             # criterion-alone score): every ECG then lies within ``band`` steps of its margin.
@@ -192,6 +248,7 @@ def fit_fusion(
     kappa: float | None = None,
     kappa_defining: float | None = None,
     defining: np.ndarray | None = None,
+    lexicographic: bool = False,
 ) -> Fusion:
     """Penalised logistic regression of y on (logit p_embedding, margin) over measured pairs.
 
@@ -203,7 +260,8 @@ def fit_fusion(
     With ``kappa`` (margin first), only the probability scale ``w_criteria`` and ``bias`` are
     fitted, on ``margin + band * (2 p_embedding - 1)``, the band being ``kappa_defining``
     for the pairs flagged in ``defining`` (labels on a defining criterion) and ``kappa``
-    for the rest.
+    for the rest. With ``lexicographic`` (and ``kappa``) the same scale is fitted on
+    :func:`ordered_score` instead.
     """
     m = np.asarray(margin, dtype=np.float64)
     # Margin first serves unmeasured pairs at margin 0, so it is fitted on them too.
@@ -214,18 +272,17 @@ def fit_fusion(
     if t.sum() < 3 or len(t) - t.sum() < 3:
         raise ValueError(f"too few measured pairs to fit the fusion ({int(t.sum())} positives)")
 
-    if kappa is not None:  # margin first: fit the scale and bias of the combined score
+    mode = "logistic"
+    x, w, centre = z, m, np.array([1.0, 1.0, 0.0])
+    if kappa is not None:  # margin first / lexicographic: the scale and bias of one score
         band = np.full(len(t), kappa)
         if kappa_defining is not None and defining is not None:
             band = np.where(np.asarray(defining, dtype=bool)[keep], kappa_defining, kappa)
-        combined = m + band * (2.0 * np.asarray(p_embedding)[keep] - 1.0)
-        _, b, c = _fit(np.zeros_like(z), combined, t, np.array([0.0, 1.0, 0.0]), prior)
-        return Fusion(
-            w_embedding=0.0, w_criteria=round(b, 4), bias=round(c, 4), fitted_on=fitted_on,
-            n_pairs=len(t), positives=int(t.sum()), mode="margin_first", kappa=kappa,
-            kappa_defining=kappa_defining,
-        )  # fmt: skip
-    a, b, c = _fit(z, m, t, np.array([1.0, 1.0, 0.0]), prior)
+        p_kept = np.asarray(p_embedding)[keep]
+        mode = "lexicographic" if lexicographic else "margin_first"
+        x, centre = np.zeros_like(z), np.array([0.0, 1.0, 0.0])
+        w = ordered_score(m, p_kept, band) if lexicographic else m + band * (2.0 * p_kept - 1.0)
+    a, b, c = _fit(x, w, t, centre, prior)
     per_label: dict[str, dict[str, int]] = {}
     label_weights: dict[str, list[float]] = {}
     if label_ids is not None:
@@ -234,19 +291,16 @@ def fit_fusion(
             mask = ids == lid
             pos = int(t[mask].sum())
             per_label[lid] = {"pairs": int(mask.sum()), "positives": pos}
+            # A label's own scale and bias (w_criteria > 0) keep its ranking: in the margin
+            # first and lexicographic forms they only calibrate.
             if label_prior is not None and pos >= MIN_LABEL_POSITIVES:
-                own = _fit(z[mask], m[mask], t[mask], np.array([a, b, c]), label_prior)
+                own = _fit(x[mask], w[mask], t[mask], np.array([a, b, c]), label_prior)
                 label_weights[lid] = [round(v, 4) for v in own]
     return Fusion(
-        w_embedding=round(a, 4),
-        w_criteria=round(b, 4),
-        bias=round(c, 4),
-        fitted_on=fitted_on,
-        n_pairs=len(t),
-        positives=int(t.sum()),
-        per_label=per_label,
-        label_weights=label_weights,
-    )
+        w_embedding=round(a, 4), w_criteria=round(b, 4), bias=round(c, 4), fitted_on=fitted_on,
+        n_pairs=len(t), positives=int(t.sum()), per_label=per_label,
+        label_weights=label_weights, mode=mode, kappa=kappa or 0.0, kappa_defining=kappa_defining,
+    )  # fmt: skip
 
 
 def _fit(
