@@ -238,3 +238,32 @@ def test_heldout_task_reports_the_cinc_test_sources_pooled(
     assert tables["heldout"].n_records == len(records)
     assert tables["heldout:CinC"].n_records == len(test)
     assert "PTB-XL" not in tables["heldout:CinC"].split
+
+
+def test_older_fusion_files_still_load(tmp_path: Path) -> None:
+    """fusion.json files written before the lexicographic form keep their own form: margin
+    first (the previous shipped file's fields) and the logistic form (no mode field)."""
+    import json
+
+    from models.fusion import Fusion
+
+    p = np.array([0.9, 0.1, 0.5])
+    margin = np.array([0.5, 0.5, np.nan])
+    old = {"method": "...", "w_criteria": 0.6671, "bias": -1.91, "mode": "margin_first",
+           "kappa": 4.0, "kappa_defining": 0.25, "w_embedding": 0.0}  # fmt: skip
+    (tmp_path / "fusion.json").write_text(json.dumps(old))
+    fusion = Fusion.load(tmp_path)
+    expected = 0.6671 * (np.array([0.5, 0.5, 0.0]) + 4.0 * (2 * p - 1)) - 1.91
+    assert fusion.mode == "margin_first"
+    assert np.allclose(fusion.logits(p, margin), expected)
+    # The margin-first form lets the embedding reorder equal-looking evidence: the ECG at the
+    # same margin with the higher embedding ranks first, and so would one 2 steps lower.
+    assert fusion.logits(np.array([0.99]), np.array([-1.0]))[0] > expected[1]
+    (tmp_path / "fusion.json").write_text(json.dumps({"w_embedding": 0.8, "bias": 0.1}))
+    logistic = Fusion.load(tmp_path)
+    assert logistic.mode == "logistic"
+    z = np.log(p / (1 - p))
+    assert np.allclose(logistic.logits(p, margin), [*(0.8 * z[:2] + 0.5 + 0.1), z[2]])
+    (tmp_path / "fusion.json").write_text(json.dumps({"mode": "from_a_newer_build"}))
+    with pytest.raises(ValueError, match="unknown fusion mode"):
+        Fusion.load(tmp_path)
