@@ -7,7 +7,7 @@ we report one). ecgpuwave (QTDB's own automatic boundaries) and cardiologist 2 (
 stand beside ours on the same records. Records off by more than ``--outlier`` ms are listed.
 The QTDB records are also reported in two halves (sorted names, even positions = development
 half, odd = test half): the choices made on QTDB data (the multi-lead T-end rule, the next-P
-bound of the T window) were made on the development half only.
+bound of the T window, the T-U notch rule) were made on the development half only.
 
 Run: ``.venv/bin/python benchmarks/eval_measurements.py [--data ../shared/data] [--outlier 100]``
 (about 15 s of CPU for the 105 QTDB records and the 5 cart files).

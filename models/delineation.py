@@ -52,6 +52,20 @@ T_LEAD_SHARE = 0.5
 #: ... and a lead whose T end is at the window's end is left out where at least this many
 #: clear leads end their T inside the window.
 T_CONSENSUS_LEADS = 3
+#: U wave merged with the T wave: where a lead's terminal wave has two humps of the T wave's
+#: polarity, at least U_HUMP_GAP_S apart and parted by a notch at least U_NOTCH_MV deep, the
+#: notch marks about the end of T and the later hump is a U wave (Lepeschkin & Surawicz 1952,
+#: Circulation 6:378: confusing a U wave with T reads a falsely prolonged QT; "a notch or kink
+#: between T and U indicates approximately the end of T"). The lead's T end is then looked for
+#: before the notch...
+U_NOTCH_MV = 0.005
+U_HUMP_GAP_S = 0.08
+#: ... only where the reading with the second hump is a prolonged QTc and the one without it is
+#: not a short QTc (s, Bazett; AHA/ACCF/HRS 2009 part IV, as `qtc_prolonged` / `qtc_short` in the
+#: catalog): a bifid T wave of a normal QT, or one whose first hump alone would make the QT
+#: short, stays whole.
+QTC_PROLONGED_S = 0.46
+QTC_SHORT_S = 0.39
 #: A short QT (s, times sqrt(RR)) that the previous beat's T wave certainly reaches, to keep
 #: it out of the P-wave search.
 QT_LOW_S = 0.33
@@ -231,7 +245,7 @@ def delineate(
     p_on, p_off = _p_wave(rms, qrs_on, previous_t)
     next_qrs = qrs_on + after - _n(0.04)
     next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs
-    t_peak, t_end = _t_wave(beat, qrs_off, after, next_p, next_qrs)
+    t_peak, t_end = _t_wave(beat, (qrs_on, qrs_off), after, (next_p, next_qrs), rr_s)
     if t_end is not None and t_end - before + _n(0.02) > previous_t:
         # The previous T wave lasts longer than the estimate: look again after its measured
         # end, so its tail is not taken for a P wave.
@@ -240,19 +254,22 @@ def delineate(
 
 
 def _t_wave(
-    beat: np.ndarray, qrs_off: int, rr: int, next_p: int, next_qrs: int
+    beat: np.ndarray, qrs: tuple[int, int], rr: int, next_beat: tuple[int, int], rr_s: float
 ) -> tuple[int | None, int | None]:
     """T peak and T end by Zhang's trapezium-area method, per lead, then the latest lead.
 
-    ``rr``: samples to the next beat; ``next_p`` / ``next_qrs``: where the next beat's P wave
-    and QRS begin (the T wave ends before both; a long PR brings the next P wave into the
-    published window, and its clean end would otherwise be taken for the T end). Per lead, the area
-    indicator A(k) = sum over the 128 ms before k of (signal - its mean around k) is largest
-    where an upright T wave has just come down to its final level (smallest for an inverted
-    T); it needs no baseline, so an ST segment displaced from the PR level does not count as
-    T wave, and a biphasic T ends at its second phase. The window is bounded by a
-    physiological R-to-T-end range for the RR, as published with the method.
+    ``qrs``: QRS onset and offset; ``rr``: samples to the next beat; ``next_beat``: where the
+    next beat's P wave and QRS begin; ``rr_s``: the median RR (s), for the QTc of a U wave
+    check. The T wave ends before the next P wave and QRS (a long PR brings the next P wave
+    into the published window, and its clean end would otherwise be taken for the T end). Per
+    lead, the area indicator A(k) = sum over the 128 ms before k of (signal - its mean around
+    k) is largest where an upright T wave has just come down to its final level (smallest for
+    an inverted T); it needs no baseline, so an ST segment displaced from the PR level does
+    not count as T wave, and a biphasic T ends at its second phase. The window is bounded by a
+    physiological R-to-T-end range for the RR, as published with the method, and per lead by
+    the notch before a merged U wave (see U_NOTCH_MV).
     """
+    (qrs_on, qrs_off), (next_p, next_qrs) = qrs, next_beat
     window, cut = _n(T_AREA_WINDOW_S), _n(T_AREA_CUT_S)
     if rr < _n(T_SEARCH_SWITCH_RR_S):
         low, high = math.floor(0.15 * rr + _n(0.148)), math.ceil(0.7 * rr - _n(0.036))
@@ -285,6 +302,16 @@ def _t_wave(
     take_up = up_first == (earlier_size > T_EARLIER_FACTOR * later_size)
     ends = lo + np.where(take_up, up, down)
     sizes = np.where(take_up, up_size, down_size)
+    signs = np.where(take_up, 1.0, -1.0)
+    st = max(qrs_off + _n(0.04), lo - window)  # from the ST segment on
+    for i in range(ends.size):  # a merged U wave is no part of the lead's T wave
+        notch = _t_u_notch(signs[i] * beat[i], st, int(ends[i]))
+        if notch is None or notch < lo + cut:
+            continue
+        qtc = (np.array([ends[i], notch]) - qrs_on) / WORK_FS / math.sqrt(rr_s)
+        if qtc[0] >= QTC_PROLONGED_S and qtc[1] >= QTC_SHORT_S:
+            # Zhang's T end again, in the window closed at the notch.
+            ends[i] = lo + int(np.argmax(signs[i] * area[i, : notch - lo + 1]))
     strong = sizes >= T_LEAD_SHARE * sizes.max()
     # A lead whose area still grows at the end of the window found no T end inside it: a flat T
     # on a drifting baseline, or a T wave that outlasts the window (long QT at a fast rate).
@@ -301,6 +328,26 @@ def _t_wave(
     start = max(qrs_off, t_end - _n(0.24))
     t_peak = start + int(np.argmax(sign * beat[lead, start : t_end + 1]))
     return t_peak, t_end
+
+
+def _t_u_notch(wave: np.ndarray, start: int, end: int) -> int | None:
+    """The notch between a T wave and a U wave merged into it, in ``wave[start : end + 1]``.
+
+    ``wave`` is the lead with its T wave upright. The last hump of at least U_NOTCH_MV
+    prominence is the U wave candidate, the largest hump before it the T wave; None where
+    there are not two such humps U_HUMP_GAP_S apart with a notch U_NOTCH_MV deep between them.
+    """
+    segment = wave[start : end + 1]
+    tops, _ = scipy.signal.find_peaks(segment, prominence=U_NOTCH_MV)
+    if tops.size < 2:
+        return None
+    u = int(tops[-1])
+    t = int(tops[:-1][np.argmax(segment[tops[:-1]])])
+    notch = t + int(np.argmin(segment[t : u + 1]))
+    depth = min(segment[t], segment[u]) - segment[notch]
+    if u - t < _n(U_HUMP_GAP_S) or depth < U_NOTCH_MV:
+        return None
+    return start + notch
 
 
 def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, int | None]:

@@ -91,14 +91,15 @@ def test_qtdb_error_tails(qtdb: dict[str, tuple[ErrorRow, ErrorRow]]) -> None:
         baseline = _abs(qtdb[key][1])
         assert np.median(errors_ms) < np.median(baseline), key
         assert np.percentile(errors_ms, 95) < np.percentile(baseline, 95), key
-    # The T-end tail: at most 2 of the 102 records off by more than 100 ms (there were 16 of
+    # The T-end tail: at most 1 of the 102 records off by more than 100 ms (there were 16 of
     # 99 with the RMS tangent, 5 of 98 with its last-hump rule, before the trapezium-area
-    # method); every one of them reported (a missing value is no way around the tail).
+    # method, 2 before the T-U notch rule: sel45 +152 ms, a U wave taken for T); every one of
+    # them reported (a missing value is no way around the tail).
     qt = qtdb["qt"][0]
-    assert np.sum(_abs(qt) > 100) <= 2, [
+    assert np.sum(_abs(qt) > 100) <= 1, [
         (n, e) for n, e in zip(qt.names, qt.errors, strict=True) if abs(e) > 100
     ]
-    assert _abs(qt).max() <= 160
+    assert _abs(qt).max() <= 130
     # PR and QRS: no record off by more than 100 ms.
     assert _abs(qtdb["pr"][0]).max() <= 100
     assert _abs(qtdb["qrs"][0]).max() <= 100
@@ -199,6 +200,28 @@ def test_no_pacing_value_from_250_hz_holter_records(data_dir: Path) -> None:
         m = measure(case.ecg)
         assert m["pacing_spike_count"].value is None and m["paced_beat_share"].value is None
         assert m["qrs"].value is not None
+
+
+def test_a_u_wave_merged_with_the_t_wave_is_not_read_as_a_long_qt(
+    data_dir: Path, ptbxl_dir: Path
+) -> None:
+    """The T-U notch ends the T wave where the U wave would make a prolonged QTc of it."""
+    # QTDB sel45 (development half): a low T wave, then a larger hump about 110 ms later that
+    # cardiologist 1 marks as a U wave; the area method ended T after it (+152 ms).
+    case = next(qtdb_cases(data_dir / "qtdb", ["sel45"]))
+    qt, reference = measured_intervals(case.ecg)["qt"], case.reference["qt"]
+    assert qt is not None and reference is not None and abs(qt - reference) <= 40
+    # PTB-XL 00458 (fold 7): two humps 140 ms apart in most leads; neither PTB-XL's
+    # cardiologists nor GE 12SL (PTB-XL+) call a long QT; read as QTc 620 ms before the rule.
+    record = ptbxl_dir / "records500" / "00000" / "00458_hr.hea"
+    qtc = measure(load_ecg(record))["qtc"].value
+    assert qtc is not None and qtc < 460
+    # The records of folds 1-9 that PTB-XL's cardiologists label long QT (LNGQT) keep it.
+    for ecg_id in ("00039", "00260", "00320"):
+        qtc = measure(load_ecg(ptbxl_dir / "records500" / "00000" / f"{ecg_id}_hr.hea"))[
+            "qtc"
+        ].value
+        assert qtc is not None and qtc >= 450, ecg_id
 
 
 def test_two_lead_records_are_measured_on_the_leads_they_have(
