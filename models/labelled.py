@@ -11,7 +11,8 @@
   of its prompts, case-insensitive, as a whole phrase, not negated).
 
 A record whose labels state no rhythm at all is not assessed for the rhythm labels
-(:data:`RHYTHM_STATEMENTS`): every ECG has a rhythm, so its labelling did not say which.
+(:data:`RHYTHM_STATEMENTS`): every ECG has a rhythm, so its labelling did not say which;
+nor for an axis label its fascicular block implies (:data:`IMPLIED`).
 
 Every record also carries its **source** (the hospital or database it comes from), so that
 fits and figures can hold whole sources out.
@@ -78,6 +79,24 @@ RHYTHM_STATEMENTS = frozenset(
     {"SR", "AFIB", "STACH", "SARRH", "SBRAD", "PACE", "SVARR", "BIGU", "AFLT", "SVTAC", "PSVT",
      "TRIGU"}
 )  # fmt: skip
+
+
+#: Findings a label's definition includes: left anterior fascicular block has a frontal axis
+#: of -45 to -90 deg, left posterior +90 to +180 (AHA/ACCF/HRS 2009 part III). A labeller
+#: who states the block leaves the axis unstated (PTB-XL writes "LAD", its -30 to +30 deg
+#: "Linkstyp", beside LAFB), so such a record is not assessed for the implied axis label
+#: rather than counted a negative (PTB-XL folds 1-9: 9 such LAFB records; left axis
+#: deviation criterion AUROC 0.897 -> 0.946, 12 positives of 72 -> 63 records).
+IMPLIED = {
+    "left_anterior_fascicular_block": ("left_axis_deviation",),
+    "left_posterior_fascicular_block": ("right_axis_deviation",),
+}
+
+
+def implied_unstated(positives: Iterable[str]) -> frozenset[str]:
+    """Labels a record's positives imply but do not state (see :data:`IMPLIED`)."""
+    stated = set(positives)
+    return frozenset(i for p in stated for i in IMPLIED.get(p, ()) if i not in stated)
 
 
 def rhythm_labels(catalog: LabelCatalog) -> frozenset[str]:
@@ -220,6 +239,7 @@ def _ptbxl(root: Path, catalog: LabelCatalog, split: str) -> list[LabelledRecord
                 seen |= {i for i in set(HEART_AXIS.values()) if i in catalog}
                 if HEART_AXIS.get(axis) in catalog:
                     positives.add(HEART_AXIS[axis])
+            seen -= implied_unstated(positives)
             out.append(
                 LabelledRecord(f"ptbxl:{int(float(row['ecg_id']))}", "PTB-XL", load_ecg(path),
                                frozenset(positives), frozenset(seen))
@@ -235,7 +255,7 @@ def _cinc_or_files(root: Path, catalog: LabelCatalog) -> list[LabelledRecord]:
         out = []
         for name, ecg, codes in records:
             ids = {i for c in codes for i in catalog.label_ids_for_code(SNOMED_SYSTEM, c)}
-            seen = rhythm_assessed(coded, bool(ids & rhythms), rhythms)
+            seen = rhythm_assessed(coded, bool(ids & rhythms), rhythms) - implied_unstated(ids)
             out.append(LabelledRecord(name, cinc_source(name), ecg, frozenset(ids), seen))
         return out
     out = []

@@ -50,3 +50,13 @@ def test_cpsc_record_labelled_for_st_depression_alone_is_not_a_rhythm_negative(
     assert "sinus_rhythm" in af.assessed and "sinus_rhythm" not in af.positives
     normal = cpsc["A0002"]  # "Normal" (SNR): sinus rhythm
     assert "sinus_rhythm" in normal.positives and "sinus_rhythm" in normal.assessed
+
+
+def test_fascicular_block_leaves_its_implied_axis_unassessed(
+    ptbxl: dict[str, LabelledRecord],
+) -> None:
+    stated_block = ptbxl["ptbxl:424"]  # fold 5: CRBBB, LAFB; heart_axis "LAD" (-30 to +30)
+    assert "left_anterior_fascicular_block" in stated_block.positives
+    assert "left_axis_deviation" not in stated_block.assessed
+    both = ptbxl["ptbxl:103"]  # fold 4: LAFB with heart_axis "ALAD": stated, so positive
+    assert "left_axis_deviation" in both.assessed and "left_axis_deviation" in both.positives
