@@ -22,7 +22,9 @@ How (the "representative beat" approach of interpretive carts):
    too and the most regular series is kept (a lead that counts tall T waves as beats, or
    misses clipped ones, makes a regular rhythm look irregular); detections far shallower than
    the median QRS (blocked P waves, T waves) are not beats. Heart rate = 60 / median RR;
-   irregularity = coefficient of variation of RR.
+   irregularity = coefficient of variation of the RR intervals between beats of the dominant
+   QRS shape (step 4; the intervals into and out of ectopic beats are left out, as the rhythm
+   is that of the dominant beats).
 4. Median beats from the beats whose QRS matches the dominant morphology (ectopic beats left
    out), and global boundaries from all usable leads (:mod:`models.delineation`).
 5. Per-lead amplitudes and shapes on the unfiltered median beat (:mod:`models.lead_features`).
@@ -56,7 +58,7 @@ import numpy as np
 import scipy.signal
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
-from models.delineation import WORK_FS, delineate, median_beats
+from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
 from models.results import Measurement
@@ -115,6 +117,7 @@ SPECS: dict[str, _Spec] = {
     # ---- rate and rhythm
     "heart_rate": _Spec("/min", "8867-4", "Heart rate"),
     # No LOINC code names RR variability as a number; 76281-5 is a coded rhythm, not this.
+    # Over the intervals between dominant-shape beats (ectopic beats' intervals left out).
     "rr_irregularity": _Spec("1", None, "RR irregularity (coefficient of variation of RR)"),
     # ---- global intervals (multi-lead, onset of earliest lead to offset of latest)
     "pr": _Spec("ms", "8625-6", "PR interval"),
@@ -246,6 +249,7 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
     medians = median_beats(prepared.signal, prepared.raw, prepared.usable, peaks)
     if medians is None:
         return values, per_lead
+    values["rr_irregularity"] = _dominant_rr_irregularity(peaks, medians.beats, rr, prepared)
     usable = prepared.usable
     position = np.searchsorted(peaks, medians.beats)
     gaps = np.diff(peaks) / WORK_FS
@@ -277,6 +281,26 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
     summaries = {k: spec.summary for k, spec in SPECS.items() if spec.summary is not None}
     values.update(summarise(per_lead, summaries))
     return values, per_lead
+
+
+def _dominant_rr_irregularity(
+    peaks: np.ndarray, dominant: np.ndarray, rr: np.ndarray, prepared: _Prepared
+) -> float:
+    """Coefficient of variation of the RR intervals between beats of the dominant QRS shape.
+
+    The rhythm is that of the dominant beats; ectopic (differently shaped) complexes are
+    stated apart (AHA/ACCF/HRS 2007 part II: "sinus rhythm with premature ventricular
+    complexes"), so the intervals into and out of them are left out. Beats too near the
+    record's ends to enter the median beat count as dominant. With fewer than 3 intervals
+    left, all intervals are used.
+    """
+    n = prepared.signal.shape[1]
+    before, after = round(BEAT_BEFORE_S * WORK_FS), round(BEAT_AFTER_S * WORK_FS)
+    judged = (peaks - before >= 0) & (peaks + after < n)
+    keep = np.isin(peaks, dominant) | ~judged
+    both = keep[:-1] & keep[1:]
+    kept = rr[both] if both.sum() >= 3 else rr
+    return round(float(np.std(kept) / np.mean(kept)), 3)
 
 
 def _plausible(name: str, value_ms: float) -> float | None:

@@ -4,7 +4,9 @@
 issue 14 merged, before the speed-ups of issue 11) computed for the records in
 :data:`RECORDS`: PTB-XL at 500 and 100 Hz (normal, bundle branch blocks, AF, LVH, infarcts,
 AV block, paced, WPW, fascicular block, PVCs; folds 1-9 only), the QT Database at 250 Hz, a
-two-lead MIT-BIH record, GE MUSE, Philips, SCP-ECG, HL7 aECG and DICOM files. The test
+two-lead MIT-BIH record, GE MUSE, Philips, SCP-ECG, HL7 aECG and DICOM files; written
+again when ``rr_irregularity`` moved to the dominant-shape beats (issue 14: 5 values changed,
+records with ectopic, fusion or aberrant beats). The test
 recomputes them with the code as it is now and asserts equality: measured values exactly
 (they are rounded to the precision they are reported at), quality measures and the model's
 input windows within float tolerance. When a change is meant to alter results, write the
