@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
@@ -219,6 +219,26 @@ class JobLedger:
             )
         if inserted:
             self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=False)
+
+    def submit_new_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
+        """:meth:`submit_new` for ECGs the caller has just stored (a folder ingest's group):
+        one insert of their job rows, no lookups; those whose row a concurrent submit
+        inserted first are left to it."""
+        ids = list(dict.fromkeys(ecg_ids))
+        if not ids:
+            return
+        version, now = self.model_version, utcnow()
+        with self._sessions.begin() as session:
+            inserted = insert_ignore_many(
+                session,
+                _JOBS,
+                [_queued_job(ecg_id, version, now) for ecg_id in ids],
+                ("kind", "ecg_id", "model_version"),
+                returning="ecg_id",
+            )
+        for ecg_id in ids:
+            if ecg_id in inserted:
+                self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
     def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
         """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
@@ -529,36 +549,63 @@ def _mark_jobs(
     state: str,
     error: str | None = None,
 ) -> None:
-    """:func:`_mark_job` for many ECGs: one insert of the missing rows, one update."""
+    """:func:`_mark_job` for many ECGs: one update of the rows there (nearly always all of
+    them: the submit wrote them), one insert of those missing, already in ``state``.
+
+    The update says which rows it found (RETURNING), so the common case sends no insert of
+    rows that all conflict. A row another writer inserts between the two statements makes
+    the insert skip it; it is updated then, as if it had been there.
+    """
     now = utcnow()
     unique_ids = list(dict.fromkeys(ecg_ids))
-    insert_ignore_many(
+    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
+    if state == "running":
+        values["attempts"] = _JOBS.c.attempts + 1
+    found = _update_jobs(session, kind, unique_ids, model_version, values)
+    missing = [ecg_id for ecg_id in unique_ids if ecg_id not in found]
+    if not missing:
+        return
+    inserted = insert_ignore_many(
         session,
-        JobRow.__table__,  # type: ignore[arg-type]
+        _JOBS,
         [
             {
                 "kind": kind,
                 "ecg_id": ecg_id,
                 "model_version": model_version,
                 "state": state,
-                "attempts": 0,
+                "attempts": 1 if state == "running" else 0,
+                "error": error,
                 "created_at": now,
                 "updated_at": now,
             }
-            for ecg_id in unique_ids
+            for ecg_id in missing
         ],
         ("kind", "ecg_id", "model_version"),
         returning="ecg_id",
     )
-    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
-    if state == "running":
-        values["attempts"] = JobRow.attempts + 1
-    session.execute(
-        update(JobRow)
-        .where(
-            JobRow.kind == kind,
-            JobRow.ecg_id.in_(unique_ids),
-            JobRow.model_version == model_version,
-        )
-        .values(**values)
+    raced = [ecg_id for ecg_id in missing if ecg_id not in inserted]
+    if raced:
+        _update_jobs(session, kind, raced, model_version, values)
+
+
+#: The jobs table, for Core statements (no ORM session bookkeeping on bulk updates).
+_JOBS: Table = JobRow.__table__  # type: ignore[assignment]
+
+
+def _update_jobs(
+    session: Session, kind: str, ecg_ids: list[str], model_version: str, values: dict[str, Any]
+) -> set[str]:
+    """Set ``values`` on the job rows of ``ecg_ids``; the ECG ids whose rows were there."""
+    return set(
+        session.scalars(
+            update(_JOBS)
+            .where(
+                _JOBS.c.kind == kind,
+                _JOBS.c.ecg_id.in_(ecg_ids),
+                _JOBS.c.model_version == model_version,
+            )
+            .values(**values)
+            .returning(_JOBS.c.ecg_id)
+        ).all()
     )
