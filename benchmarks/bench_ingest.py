@@ -12,6 +12,12 @@ call as a task does) -- the basis of the per-core capacity figures in deploy/CAP
 Data: PTB-XL records (100 Hz, 10 s, 12 leads) from ``../shared/data/ptbxl/records100``,
 stored as WFDB bundles (header + signal file).
 
+``--modes outside-model`` measures what ingest costs besides the model: the embedded
+pipeline of ``ecg-cds ingest FOLDER`` (read, parse, SHA-256, bundle, store, audit, queue,
+store the result, audit) over PTB-XL 500 Hz records, with a classifier that hands back real
+results computed beforehand (same shape and size): this process's CPU per ECG is then
+everything but the model, the figure issue 11 asks to cut (median of 3 runs).
+
 Run: ``.venv/bin/python benchmarks/bench_ingest.py [--n 100] [--modes embedded,1,2]
 [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--redis redis://127.0.0.1:6379/9]``.
 Distributed runs use PostgreSQL (a fresh database, dropped afterwards) when reachable, else a
@@ -204,6 +210,74 @@ def bench_embedded(
         runtime.stop()
 
 
+class _Replay:
+    """A classifier that hands back the given results in turn (the model's cost left out)."""
+
+    def __init__(self, model_version: str, results: list[Any]) -> None:
+        self.model_version = model_version
+        self._results = results
+        self._next = 0
+
+    def classify(self, ecgs: list[Any]) -> list[Any]:
+        out = [self._results[(self._next + k) % len(self._results)] for k in range(len(ecgs))]
+        self._next += len(ecgs)
+        return out
+
+
+def bench_outside_model(n: int, repeats: int = 3) -> None:
+    """CPU per ECG of an embedded folder ingest besides the model (see the module docstring),
+    and the bytes stored per result."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_throughput import copy_records, ptbxl_500hz
+
+    from cds_service.audit import Actor
+    from cds_service.commands.ingest import store_all, wait_all
+    from models.classifier import ZeroShotClassifier
+
+    headers = ptbxl_500hz(n)
+    clf = ZeroShotClassifier.from_pretrained(Settings().model_dir)
+    results = [
+        r for i in range(0, n, 64) for r in clf.classify([load_ecg(h) for h in headers[i : i + 64]])
+    ]
+    work = Path(tempfile.mkdtemp(prefix="bench-outside-model-"))
+    folder = copy_records(headers, work / "records")
+    cpu: list[float] = []
+    try:
+        for repeat in range(repeats):
+            data = work / f"var{repeat}"
+            settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'ecg-cds.db'}")
+            replay = _Replay(clf.model_version, results)
+            runtime = Runtime.start(settings, role="cli", classifier=replay, resume=False)
+            try:
+                started = time.process_time()
+                stored = store_all(
+                    runtime, sorted(folder.glob("*.hea")), None, Actor(client="bench"), False
+                )
+                done = wait_all(runtime, stored.ids, 600.0, False)
+                cpu.append((time.process_time() - started) * 1000 / n)
+                if sum(done.values()) != n:
+                    raise SystemExit(f"ingest stored {sum(done.values())} results of {n}")
+                with runtime.session_factory() as session:
+                    result, parts = session.execute(
+                        sa.text(
+                            "SELECT (SELECT sum(length(CAST(result AS TEXT))) FROM results),"
+                            " (SELECT coalesce(sum(length(CAST(body AS TEXT))), 0)"
+                            " FROM result_parts)"
+                        )
+                    ).one()
+            finally:
+                runtime.stop()
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"outside the model, {n} PTB-XL 500 Hz ECGs: CPU {statistics.median(cpu):.2f} ms per ECG "
+        f"(runs {', '.join(f'{c:.2f}' for c in cpu)}); result {result / n / 1024:.1f} KiB per ECG "
+        f"+ {parts / 1024:.1f} KiB of shared parts"
+    )
+
+
 def model_cost(headers: list[Path]) -> tuple[float, float]:
     """Median seconds per ``classify([ecg])`` with 1 torch thread, and with the default."""
     from models.classifier import ZeroShotClassifier
@@ -269,6 +343,10 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
+    if args.modes == "outside-model":
+        print(f"{os.cpu_count()} cores; load average {os.getloadavg()}")
+        bench_outside_model(args.n)
+        return
 
     headers = ptbxl_headers(args.n + 4 + LATENCY_SAMPLES)
     warmup, latency_set, headers = (

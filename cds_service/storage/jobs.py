@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
 from cds_service.lru import BoundedLru
 from cds_service.settings import Settings
+from cds_service.storage.compact import Parts, ResultCodec, join
 from cds_service.storage.records import StoredResult
-from cds_service.storage.tables import EcgRow, JobRow, ResultRow, utcnow
+from cds_service.storage.tables import EcgRow, JobRow, ResultPartRow, ResultRow, utcnow
 from cds_service.storage.upsert import insert_ignore, insert_ignore_many
 from models.results import ClassificationResult
 
@@ -68,6 +69,10 @@ class JobLedger:
         #: the pair is unique, so the row the key query finds is the one stored here). Taken
         #: out when used; small, because a bulk ingest's results are never waited for.
         self._fresh: BoundedLru[tuple[str, str], StoredResult] = BoundedLru(128)
+        #: Compact result rows: what varies per result, the rest by digest (storage.compact).
+        self._codec = ResultCodec()
+        #: Digests of parts committed to this database (never deleted): not sent again.
+        self._parts_written: set[str] = set()
 
     @property
     def runs_here(self) -> bool:
@@ -108,11 +113,29 @@ class JobLedger:
         missing = [key[0] for ecg_id, key in best.items() if ecg_id not in out]
         if missing:
             with self._sessions() as session:
-                for row in session.scalars(select(ResultRow).where(ResultRow.id.in_(missing))):
-                    stored = StoredResult.from_row(row)
-                    self._decoded.put((row.id, row.ecg_id, row.model_version), stored)
-                    out[row.ecg_id] = stored
+                found = session.scalars(select(ResultRow).where(ResultRow.id.in_(missing))).all()
+                parts = self._parts(session, {r.parts_digest for r in found if r.parts_digest})
+            for row in found:
+                result = join(row.result, parts.get(row.parts_digest or ""))
+                stored = StoredResult(row.ecg_id, row.model_version, result, row.created_at)
+                self._decoded.put((row.id, row.ecg_id, row.model_version), stored)
+                out[row.ecg_id] = stored
         return out
+
+    def _parts(self, session: Session, digests: set[str]) -> dict[str, Parts]:
+        """The decoded ``result_parts`` of ``digests``: kept ones, the others read at once."""
+        found: dict[str, Parts] = {}
+        for digest in digests:
+            hit = self._codec.known_parts(digest)
+            if hit is not None:
+                found[digest] = hit
+        unknown = digests - set(found)
+        if unknown:
+            for row in session.scalars(
+                select(ResultPartRow).where(ResultPartRow.digest.in_(sorted(unknown)))
+            ):
+                found[row.digest] = self._codec.add_parts(row.digest, row.body)
+        return found
 
     def has_result(self, ecg_id: str, model_version: str) -> bool:
         with self._sessions() as session:
@@ -197,6 +220,26 @@ class JobLedger:
         if inserted:
             self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=False)
 
+    def submit_new_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
+        """:meth:`submit_new` for ECGs the caller has just stored (a folder ingest's group):
+        one insert of their job rows, no lookups; those whose row a concurrent submit
+        inserted first are left to it."""
+        ids = list(dict.fromkeys(ecg_ids))
+        if not ids:
+            return
+        version, now = self.model_version, utcnow()
+        with self._sessions.begin() as session:
+            inserted = insert_ignore_many(
+                session,
+                _JOBS,
+                [_queued_job(ecg_id, version, now) for ecg_id in ids],
+                ("kind", "ecg_id", "model_version"),
+                returning="ecg_id",
+            )
+        for ecg_id in ids:
+            if ecg_id in inserted:
+                self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
+
     def submit_many(self, ecg_ids: Sequence[str], *, bulk: bool = False) -> None:
         """:meth:`submit` for many ECGs: three queries and one commit, not a few each."""
         ids = list(dict.fromkeys(ecg_ids))
@@ -205,7 +248,7 @@ class JobLedger:
         version = self.model_version
         stale = utcnow() - timedelta(seconds=self.settings.jobs.job_stale_after_s)
         done = self.classified(ids, version)
-        queue: list[str] = []
+        queue: set[str] = set()
         with self._sessions.begin() as session:
             ecgs = {
                 row.id: row
@@ -221,30 +264,35 @@ class JobLedger:
                     )
                 ).all()
             }
+            fresh: list[str] = []  # no job row yet: inserted together below
             for ecg_id in ids:
                 if ecg_id in done:
                     continue
-                ecg = ecgs.get(ecg_id)
-                if ecg is None:
+                if ecg_id not in ecgs:
                     raise KeyError(f"no ECG with id {ecg_id}")
                 job = jobs.get(ecg_id)
-                live = job is not None and job.state in ("queued", "running")
-                if live and job is not None and job.updated_at > stale:
-                    continue
                 if job is None:
-                    if not insert_ignore(
-                        session,
-                        JobRow.__table__,  # type: ignore[arg-type]
-                        _queued_job(ecg_id, version, utcnow()),
-                        ("kind", "ecg_id", "model_version"),
-                    ):
-                        continue  # another submit won the race and is queuing it
-                else:
-                    job.state, job.error, job.updated_at = "queued", None, utcnow()
+                    fresh.append(ecg_id)
+                    continue
+                if job.state in ("queued", "running") and job.updated_at > stale:
+                    continue
+                job.state, job.error, job.updated_at = "queued", None, utcnow()
+                queue.add(ecg_id)
+            now = utcnow()
+            # One statement for the new job rows; one another submit inserted first is its
+            # to queue (the unique key settles the race, as in submit).
+            queue |= insert_ignore_many(
+                session,
+                JobRow.__table__,  # type: ignore[arg-type]
+                [_queued_job(ecg_id, version, now) for ecg_id in fresh],
+                ("kind", "ecg_id", "model_version"),
+                returning="ecg_id",
+            )
+            for ecg_id in queue:
+                ecg = ecgs[ecg_id]
                 if ecg.status == "failed":
                     ecg.status, ecg.error = "pending", None
-                queue.append(ecg_id)
-        for ecg_id in queue:
+        for ecg_id in (i for i in ids if i in queue):
             self._dispatcher.enqueue("classify_ecg", ecg_id, bulk=bulk)
 
     def pending_ids(self, *, limit: int = 10_000) -> list[str]:
@@ -299,20 +347,39 @@ class JobLedger:
         if not results:
             return stored
         now = utcnow()
+        rows: list[dict[str, Any]] = []
+        parts: dict[str, dict[str, Any]] = {}
+        for ecg_id, result in results:
+            split = self._codec.split(result)
+            if split is not None and split.digest not in self._parts_written:
+                parts[split.digest] = {
+                    "digest": split.digest,
+                    "body": split.body,
+                    "created_at": now,
+                }
+            rows.append(
+                {
+                    "ecg_id": ecg_id,
+                    "model_version": result.model_version,
+                    "acceptable": result.quality.acceptable,
+                    "result": result.to_dict() if split is None else split.row,
+                    "parts_digest": None if split is None else split.digest,
+                    "created_at": now,
+                }
+            )
         with self._sessions.begin() as session:
+            # Parts first (content-addressed: whoever wrote them first, they are the same).
+            insert_ignore_many(
+                session,
+                ResultPartRow.__table__,  # type: ignore[arg-type]
+                list(parts.values()),
+                ("digest",),
+                returning="digest",
+            )
             stored = insert_ignore_many(
                 session,
                 ResultRow.__table__,  # type: ignore[arg-type]
-                [
-                    {
-                        "ecg_id": ecg_id,
-                        "model_version": result.model_version,
-                        "acceptable": result.quality.acceptable,
-                        "result": result.to_dict(),
-                        "created_at": now,
-                    }
-                    for ecg_id, result in results
-                ],
+                rows,
                 ("ecg_id", "model_version"),
                 returning="ecg_id",
             )
@@ -329,6 +396,7 @@ class JobLedger:
             for version in {r.model_version for _, r in results}:
                 ids = [ecg_id for ecg_id, r in results if r.model_version == version]
                 _mark_jobs(session, "classify", ids, version, "done")
+        self._parts_written.update(parts)
         if self.runs_here:  # committed: a waiter of this process may take them as they are
             for ecg_id, result in results:
                 if ecg_id in stored:
@@ -481,36 +549,63 @@ def _mark_jobs(
     state: str,
     error: str | None = None,
 ) -> None:
-    """:func:`_mark_job` for many ECGs: one insert of the missing rows, one update."""
+    """:func:`_mark_job` for many ECGs: one update of the rows there (nearly always all of
+    them: the submit wrote them), one insert of those missing, already in ``state``.
+
+    The update says which rows it found (RETURNING), so the common case sends no insert of
+    rows that all conflict. A row another writer inserts between the two statements makes
+    the insert skip it; it is updated then, as if it had been there.
+    """
     now = utcnow()
     unique_ids = list(dict.fromkeys(ecg_ids))
-    insert_ignore_many(
+    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
+    if state == "running":
+        values["attempts"] = _JOBS.c.attempts + 1
+    found = _update_jobs(session, kind, unique_ids, model_version, values)
+    missing = [ecg_id for ecg_id in unique_ids if ecg_id not in found]
+    if not missing:
+        return
+    inserted = insert_ignore_many(
         session,
-        JobRow.__table__,  # type: ignore[arg-type]
+        _JOBS,
         [
             {
                 "kind": kind,
                 "ecg_id": ecg_id,
                 "model_version": model_version,
                 "state": state,
-                "attempts": 0,
+                "attempts": 1 if state == "running" else 0,
+                "error": error,
                 "created_at": now,
                 "updated_at": now,
             }
-            for ecg_id in unique_ids
+            for ecg_id in missing
         ],
         ("kind", "ecg_id", "model_version"),
         returning="ecg_id",
     )
-    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
-    if state == "running":
-        values["attempts"] = JobRow.attempts + 1
-    session.execute(
-        update(JobRow)
-        .where(
-            JobRow.kind == kind,
-            JobRow.ecg_id.in_(unique_ids),
-            JobRow.model_version == model_version,
-        )
-        .values(**values)
+    raced = [ecg_id for ecg_id in missing if ecg_id not in inserted]
+    if raced:
+        _update_jobs(session, kind, raced, model_version, values)
+
+
+#: The jobs table, for Core statements (no ORM session bookkeeping on bulk updates).
+_JOBS: Table = JobRow.__table__  # type: ignore[assignment]
+
+
+def _update_jobs(
+    session: Session, kind: str, ecg_ids: list[str], model_version: str, values: dict[str, Any]
+) -> set[str]:
+    """Set ``values`` on the job rows of ``ecg_ids``; the ECG ids whose rows were there."""
+    return set(
+        session.scalars(
+            update(_JOBS)
+            .where(
+                _JOBS.c.kind == kind,
+                _JOBS.c.ecg_id.in_(ecg_ids),
+                _JOBS.c.model_version == model_version,
+            )
+            .values(**values)
+            .returning(_JOBS.c.ecg_id)
+        ).all()
     )

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from cds_service.storage.tables import EcgRow, FeedbackRow, ResultRow
+from sqlalchemy.orm import object_session
+
+from cds_service.storage.compact import Parts, join
+from cds_service.storage.tables import EcgRow, FeedbackRow, ResultPartRow, ResultRow
 from models.results import ClassificationResult
 
 EcgStatus = Literal["pending", "done", "failed", "rejected"]
@@ -61,11 +64,17 @@ class StoredResult:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: ResultRow) -> StoredResult:
+    def from_row(cls, row: ResultRow, parts: Parts | None = None) -> StoredResult:
+        """The result a row holds, either form. A compact row's ``parts`` are read through
+        the row's session when not given (:meth:`JobLedger.results` passes them cached)."""
+        if row.parts_digest is not None and parts is None:
+            session = object_session(row)
+            body = session.get(ResultPartRow, row.parts_digest) if session else None
+            parts = None if body is None else Parts.from_body(body.body)
         return cls(
             ecg_id=row.ecg_id,
             model_version=row.model_version,
-            result=ClassificationResult.from_dict(row.result),
+            result=join(row.result, parts),
             created_at=row.created_at,
         )
 

@@ -97,8 +97,20 @@ class EcgBlobRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ResultPartRow(Base):
+    """What results share (label texts, codes, measurement units...), stored once under the
+    SHA-256 of its canonical JSON (see :mod:`cds_service.storage.compact`); never changed."""
+
+    __tablename__ = "result_parts"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class ResultRow(Base):
-    """What one model version said about one ECG (``ClassificationResult.to_dict()``)."""
+    """What one model version said about one ECG: the compact form (what varies, plus the
+    digest of its ``result_parts``) or, for rows written before it, ``to_dict()`` in full."""
 
     __tablename__ = "results"
     __table_args__ = (UniqueConstraint("ecg_id", "model_version", name="uq_results_ecg_model"),)
@@ -110,6 +122,10 @@ class ResultRow(Base):
     model_version: Mapped[str] = mapped_column(String(128))
     acceptable: Mapped[bool] = mapped_column(Boolean)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The ``result_parts`` the compact form names; None: ``result`` is a full ``to_dict()``.
+    parts_digest: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("result_parts.digest", name="fk_results_parts_digest")
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
