@@ -59,6 +59,7 @@ from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
 from models.delineation import WORK_FS, delineate, median_beats
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
+from models.resampling import Spectra, decimate
 from models.results import Measurement
 
 logger = logging.getLogger(__name__)
@@ -171,15 +172,17 @@ SPECS: dict[str, _Spec] = {
 }
 
 
-def measure(ecg: Ecg) -> dict[str, Measurement]:
+def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     """Heart rate, rhythm, intervals, axes, P/QRS/ST-T features and pacing of one ECG.
 
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
     Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
-    that were recorded (or derived from I and II) and usable.
+    that were recorded (or derived from I and II) and usable. ``spectra``: the record's
+    spectrum when the model input's resampling already computed it
+    (:class:`models.resampling.Spectra`).
     """
     try:
-        values, per_lead = _measure_values(ecg)
+        values, per_lead = _measure_values(ecg, spectra)
     except Exception:  # never let a measurement failure cost the classification
         logger.warning("ECG measurements failed", exc_info=True)
         values, per_lead = {}, {}
@@ -219,7 +222,9 @@ class _Prepared:
     standard: np.ndarray  # (leads,) bool: a standard lead that was recorded or derived
 
 
-def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+def _measure_values(
+    ecg: Ecg, spectra: Spectra | None = None
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
     values: dict[str, float | None] = {}
     per_lead: dict[str, dict[str, float]] = {}
     limit = int(MAX_ANALYSIS_S * float(ecg.fs))
@@ -227,7 +232,7 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
         ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
     # Pacing spikes are 0.5-2 ms wide: look for them before any resampling or filtering.
     spikes = pacing_spikes(ecg.signal, float(ecg.fs))
-    prepared = _prepare(ecg)
+    prepared = _prepare(ecg, spectra)
     if prepared is None:  # flat or too short: nothing measured, not even "no spikes"
         return values, per_lead
     if spikes is not None:
@@ -284,7 +289,7 @@ def _plausible(name: str, value_ms: float) -> float | None:
     return float(round(value_ms)) if low <= value_ms <= high else None
 
 
-def _prepare(ecg: Ecg) -> _Prepared | None:
+def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     fs = float(ecg.fs)
     view = standard_12_lead(ecg)
     extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
@@ -299,7 +304,7 @@ def _prepare(ecg: Ecg) -> _Prepared | None:
         ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
         up, down = ratio.numerator, ratio.denominator
         window = _resampling_filter(up, down)
-        signal = scipy.signal.resample_poly(signal, up, down, axis=1, window=window)
+        signal = decimate(signal, up, down, window, spectra)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
