@@ -31,8 +31,7 @@ Why not neurokit2's wave delineation (``ecg_delineate``, method "dwt", per beat 
 On the shared PTB-XL records it gave QRS durations of 150-380 ms for normal ECGs and PR
 intervals of 50-140 ms, and its delineation alone took about 150 ms per record. The
 median-beat approach measures what cardiologists and carts report (global, multi-lead
-intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py);
-the first call also pays the neurokit2 import unless :func:`warm_up` ran at start-up.
+intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py).
 
 Accuracy (benchmarks/eval_measurements.py; the model card's measurement section): against
 the QT Database cardiologists and five carts' own intervals. T end is found per lead by
@@ -61,6 +60,7 @@ from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate
 from models.results import Measurement
+from models.rpeak_detect import neurokit_peaks
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +200,15 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
 
 
 def warm_up() -> None:
-    """Import neurokit2 now (a few seconds) rather than on the first :func:`measure` call.
+    """Pay one-off start-up costs now rather than on the first :func:`measure` call.
 
-    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. It is
-    not imported with this module because plain users of ``models`` should not pay for it.
+    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. The
+    R-peak detector (:mod:`models.rpeak_detect`) no longer imports neurokit2 (seconds), and
+    the rest is imported with this module: what is left is designing the detection filters,
+    which one detection on a short synthetic signal does.
     """
-    import neurokit2  # noqa: F401
+    t = np.arange(int(4 * WORK_FS)) / WORK_FS
+    neurokit_peaks(_nk_clean(np.sin(2 * np.pi * 1.2 * t) ** 15), int(WORK_FS))
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -385,8 +388,6 @@ def _moving_average_zero_phase(x: np.ndarray, width: int) -> np.ndarray:
 
 def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
     """R-peak sample indices (at WORK_FS) from the first usable detection lead that works."""
-    import neurokit2 as nk  # heavy import, only when measuring
-
     order = [prepared.leads.index(name) for name in DETECTION_LEADS]
     order += list(range(len(STANDARD_LEADS), len(prepared.leads)))
     best: tuple[float, np.ndarray] | None = None
@@ -398,8 +399,7 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cleaned = _nk_clean(prepared.raw[index])
-                info = nk.ecg_findpeaks(cleaned, sampling_rate=int(WORK_FS), method="neurokit")
-            peaks = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
+                peaks = neurokit_peaks(cleaned, int(WORK_FS)).astype(np.int64)
         except Exception:  # neurokit raises on pathological input; try the next lead
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue
