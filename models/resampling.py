@@ -84,19 +84,27 @@ def decimate(
     n_out = -(-n // down)
     if length % down:
         return np.asarray(scipy.fft.irfft(product, length, axis=1)[:, : n_out * down : down])
-    # Keeping every down-th sample of the filtered signal folds its spectrum: the spectrum of
-    # the kept samples is the mean of the down segments of the full (two-sided) spectrum.
-    # Each segment's first half is a slice of the one-sided spectrum, or the conjugate of a
-    # reversed slice (the two-sided spectrum's upper half mirrors the lower one).
+    return fold(product, length, down)[:, :n_out]
+
+
+def fold(spectrum: np.ndarray, length: int, down: int) -> np.ndarray:
+    """Every ``down``-th sample of ``irfft(spectrum, length, axis=1)``, computed at the short
+    length (``length`` a multiple of ``down``).
+
+    Keeping every down-th sample folds the spectrum: the spectrum of the kept samples is the
+    mean of the ``down`` segments of the full (two-sided) spectrum. Each segment's first
+    half is a slice of the one-sided spectrum, or the conjugate of a reversed slice (the
+    two-sided spectrum's upper half mirrors the lower one).
+    """
     short = length // down
     bins = short // 2 + 1
-    folded = np.zeros((x.shape[0], bins), dtype=product.dtype)
+    folded = np.zeros((spectrum.shape[0], bins), dtype=spectrum.dtype)
     for r in range(down):
         start = r * short
         if start + bins - 1 <= length // 2:
-            folded += product[:, start : start + bins]
+            folded += spectrum[:, start : start + bins]
         else:
             stop = length - start - bins
-            folded += np.conj(product[:, length - start : stop if stop >= 0 else None : -1])
+            folded += np.conj(spectrum[:, length - start : stop if stop >= 0 else None : -1])
     folded /= down
-    return np.asarray(scipy.fft.irfft(folded, short, axis=1)[:, :n_out])
+    return np.asarray(scipy.fft.irfft(folded, short, axis=1))
