@@ -41,7 +41,9 @@ ptbxl = Path(sys.argv[1]) / "ptbxl"
 rows = list(csv.DictReader((ptbxl / "ptbxl_database.csv").open(newline="")))[: int(sys.argv[2])]
 ecgs = [load_ecg(ptbxl / f"{row['filename_hr']}.hea") for row in rows]
 warm_up()
-classifier = ZeroShotClassifier.from_pretrained()
+# threads=1: from_pretrained's default (2) would override the setting above; two torch
+# threads on shared cores spin-wait (measured 3-5x the encoder's CPU on a loaded machine).
+classifier = ZeroShotClassifier.from_pretrained(threads=1)
 classifier._signal_pool = SignalWorkPool(1)
 classifier.classify(ecgs[:4])
 c0 = time.process_time()

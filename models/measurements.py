@@ -33,8 +33,7 @@ Why not neurokit2's wave delineation (``ecg_delineate``, method "dwt", per beat 
 On the shared PTB-XL records it gave QRS durations of 150-380 ms for normal ECGs and PR
 intervals of 50-140 ms, and its delineation alone took about 150 ms per record. The
 median-beat approach measures what cardiologists and carts report (global, multi-lead
-intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py);
-the first call also pays the neurokit2 import unless :func:`warm_up` ran at start-up.
+intervals) in about 5 ms CPU per 10 s record (benchmarks/bench_quality_measurements.py).
 
 Accuracy (benchmarks/eval_measurements.py; the model card's measurement section): against
 the QT Database cardiologists and five carts' own intervals. T end is found per lead by
@@ -61,7 +60,9 @@ from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
+from models.resampling import Spectra, decimate
 from models.results import Measurement
+from models.rpeak_detect import neurokit_peaks
 
 logger = logging.getLogger(__name__)
 
@@ -174,15 +175,17 @@ SPECS: dict[str, _Spec] = {
 }
 
 
-def measure(ecg: Ecg) -> dict[str, Measurement]:
+def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     """Heart rate, rhythm, intervals, axes, P/QRS/ST-T features and pacing of one ECG.
 
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
     Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
-    that were recorded (or derived from I and II) and usable.
+    that were recorded (or derived from I and II) and usable. ``spectra``: the record's
+    spectrum when the model input's resampling already computed it
+    (:class:`models.resampling.Spectra`).
     """
     try:
-        values, per_lead = _measure_values(ecg)
+        values, per_lead = _measure_values(ecg, spectra)
     except Exception:  # never let a measurement failure cost the classification
         logger.warning("ECG measurements failed", exc_info=True)
         values, per_lead = {}, {}
@@ -200,12 +203,15 @@ def measure(ecg: Ecg) -> dict[str, Measurement]:
 
 
 def warm_up() -> None:
-    """Import neurokit2 now (a few seconds) rather than on the first :func:`measure` call.
+    """Pay one-off start-up costs now rather than on the first :func:`measure` call.
 
-    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. It is
-    not imported with this module because plain users of ``models`` should not pay for it.
+    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. The
+    R-peak detector (:mod:`models.rpeak_detect`) no longer imports neurokit2 (seconds), and
+    the rest is imported with this module: what is left is designing the detection filters,
+    which one detection on a short synthetic signal does.
     """
-    import neurokit2  # noqa: F401
+    t = np.arange(int(4 * WORK_FS)) / WORK_FS
+    neurokit_peaks(_nk_clean(np.sin(2 * np.pi * 1.2 * t) ** 15), int(WORK_FS))
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -222,7 +228,9 @@ class _Prepared:
     standard: np.ndarray  # (leads,) bool: a standard lead that was recorded or derived
 
 
-def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+def _measure_values(
+    ecg: Ecg, spectra: Spectra | None = None
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
     values: dict[str, float | None] = {}
     per_lead: dict[str, dict[str, float]] = {}
     limit = int(MAX_ANALYSIS_S * float(ecg.fs))
@@ -230,7 +238,7 @@ def _measure_values(ecg: Ecg) -> tuple[dict[str, float | None], dict[str, dict[s
         ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
     # Pacing spikes are 0.5-2 ms wide: look for them before any resampling or filtering.
     spikes = pacing_spikes(ecg.signal, float(ecg.fs))
-    prepared = _prepare(ecg)
+    prepared = _prepare(ecg, spectra)
     if prepared is None:  # flat or too short: nothing measured, not even "no spikes"
         return values, per_lead
     if spikes is not None:
@@ -308,7 +316,7 @@ def _plausible(name: str, value_ms: float) -> float | None:
     return float(round(value_ms)) if low <= value_ms <= high else None
 
 
-def _prepare(ecg: Ecg) -> _Prepared | None:
+def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     fs = float(ecg.fs)
     view = standard_12_lead(ecg)
     extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
@@ -323,7 +331,7 @@ def _prepare(ecg: Ecg) -> _Prepared | None:
         ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
         up, down = ratio.numerator, ratio.denominator
         window = _resampling_filter(up, down)
-        signal = scipy.signal.resample_poly(signal, up, down, axis=1, window=window)
+        signal = decimate(signal, up, down, window, spectra)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
@@ -404,8 +412,6 @@ def _moving_average_zero_phase(x: np.ndarray, width: int) -> np.ndarray:
 
 def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
     """R-peak sample indices (at WORK_FS) from the first usable detection lead that works."""
-    import neurokit2 as nk  # heavy import, only when measuring
-
     order = [prepared.leads.index(name) for name in DETECTION_LEADS]
     order += list(range(len(STANDARD_LEADS), len(prepared.leads)))
     best: tuple[float, np.ndarray] | None = None
@@ -417,8 +423,7 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cleaned = _nk_clean(prepared.raw[index])
-                info = nk.ecg_findpeaks(cleaned, sampling_rate=int(WORK_FS), method="neurokit")
-            peaks = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
+                peaks = neurokit_peaks(cleaned, int(WORK_FS)).astype(np.int64)
         except Exception:  # neurokit raises on pathological input; try the next lead
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue

@@ -7,7 +7,7 @@ in standard 12-lead order at the model's rate come out:
    neither recorded nor derivable become zero rows and are reported as missing);
 2. a 40 Hz low-pass against muscle noise and 50/60 Hz powerline interference;
 3. resampling to the model's rate (polyphase, exact rational ratio). Steps 2 and 3 are one
-   FIR filter applied by the polyphase resampler (it computes only the samples kept);
+   FIR filter applied as ``resample_poly`` would (:mod:`models.resampling`: by FFT);
    at the model's own rate step 2 is a zero-phase Butterworth;
 4. a 0.5 Hz high-pass (zero-phase) against baseline wander;
 5. per-lead normalisation: each lead divided by a fixed per-lead scale learnt on the
@@ -28,6 +28,7 @@ from scipy import signal as sps
 
 from adapters import Ecg, standard_12_lead
 from models.config import EcgClipConfig
+from models.resampling import Spectra, decimate
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
 #: of filtered PTB-XL leads.
@@ -77,13 +78,16 @@ def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) ->
     return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
 
 
-def filter_and_resample(x: np.ndarray, fs: float, config: EcgClipConfig) -> np.ndarray:
+def filter_and_resample(
+    x: np.ndarray, fs: float, config: EcgClipConfig, spectra: Spectra | None = None
+) -> np.ndarray:
     """Band-limit and resample a (leads, samples) array in mV to the model's rate.
 
     At the model's rate the low-pass is a zero-phase Butterworth (order 4, run both ways).
     From any other rate it is folded into the resampling FIR (linear phase, -6 dB at the
     cutoff like the Butterworth run both ways), so a 500 Hz record is filtered once, on the
     samples kept: half the cost of filtering all 5000 samples first, the same pass band.
+    ``spectra``: where the record's spectrum is kept for the measurements' resampling.
     """
     target = float(config.sample_rate)
     x = x.astype(np.float64, copy=False)
@@ -92,7 +96,7 @@ def filter_and_resample(x: np.ndarray, fs: float, config: EcgClipConfig) -> np.n
         ratio = Fraction(target / float(fs)).limit_denominator(1000)
         up, down = ratio.numerator, ratio.denominator
         taps = _resampling_filter(up, down, float(fs), config.lowpass_hz if lowpass else None)
-        x = sps.resample_poly(x, up, down, axis=1, window=taps)
+        x = decimate(x, up, down, taps, spectra)
     elif lowpass:
         x = _filtfilt(4, config.lowpass_hz, "lowpass", float(fs), x)
     if x.shape[1] > 30:
@@ -124,11 +128,11 @@ def windows_of(x: np.ndarray, length: int, max_windows: int) -> np.ndarray:
 
 
 def standardise_signal(
-    ecg: Ecg, config: EcgClipConfig
+    ecg: Ecg, config: EcgClipConfig, spectra: Spectra | None = None
 ) -> tuple[np.ndarray, frozenset[str], frozenset[str]]:
     """Steps 1-5: the whole normalised signal at the model rate, in standard lead order."""
     view = standard_12_lead(ecg)
-    x = filter_and_resample(view.ecg.signal, float(ecg.fs), config)
+    x = filter_and_resample(view.ecg.signal, float(ecg.fs), config, spectra)
     x = normalise(x, config)
     for i, name in enumerate(view.ecg.leads):
         if name in view.missing:
@@ -136,8 +140,8 @@ def standardise_signal(
     return x, view.missing, view.derived
 
 
-def preprocess(ecg: Ecg, config: EcgClipConfig) -> Preprocessed:
-    """All six steps for one ECG."""
-    x, missing, derived = standardise_signal(ecg, config)
+def preprocess(ecg: Ecg, config: EcgClipConfig, spectra: Spectra | None = None) -> Preprocessed:
+    """All six steps for one ECG (``spectra``: see :func:`filter_and_resample`)."""
+    x, missing, derived = standardise_signal(ecg, config, spectra)
     windows = windows_of(x, config.window_samples, config.max_windows)
     return Preprocessed(windows=windows, missing_leads=missing, derived_leads=derived)

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.fft
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
+from models.resampling import fold
 from models.results import QualityReport
 
 #: Shorter recordings are rejected: the model was trained on 10 s, and heart rate and rhythm
@@ -197,14 +198,21 @@ def _spectral_measures(signal: np.ndarray, fs: float) -> tuple[np.ndarray, np.nd
 
     high = freqs >= NOISE_CUTOFF_HZ
     if high.any():
-        hf = scipy.fft.irfft(spectrum * high.astype(np.float32), n, axis=1)
-        # The median of every sample at ~250 Hz is as good an estimate and half the work.
+        first = int(np.argmax(high))  # the bins from the cutoff up: one slice
+        masked = spectrum.copy()
+        masked[:, :first] = 0.0
+        # The median of every sample at ~250 Hz is as good an estimate and half the work;
+        # those samples come from a folded spectrum at the short length (half the FFT).
         stride = max(1, int(fs // 250))
-        noise = 1.4826 * _row_median(np.abs(hf[:, ::stride]))
-        power = np.abs(spectrum) ** 2
-        mains_band = high & ((np.abs(freqs - 50.0) <= 1.0) | (np.abs(freqs - 60.0) <= 1.0))
-        hf_power = power[:, high].sum(axis=1)
-        mains_share = power[:, mains_band].sum(axis=1) / np.maximum(hf_power, 1e-20)
+        if stride > 1 and n % (2 * stride) == 0:
+            hf = fold(masked, n, stride)
+        else:
+            hf = scipy.fft.irfft(masked, n, axis=1)[:, ::stride]
+        noise = 1.4826 * _row_median(np.abs(hf))
+        power = np.abs(spectrum[:, first:]) ** 2
+        mains_band = (np.abs(freqs - 50.0) <= 1.0) | (np.abs(freqs - 60.0) <= 1.0)
+        hf_power = power.sum(axis=1)
+        mains_share = power[:, mains_band[first:]].sum(axis=1) / np.maximum(hf_power, 1e-20)
     else:  # sampled too slowly to see anything above the cutoff
         noise = np.zeros(n_leads)
         mains_share = np.zeros(n_leads)

@@ -27,12 +27,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adapters import Ecg
 from models.config import EcgClipConfig
 from models.results import Measurement, QualityReport
+
+if TYPE_CHECKING:  # imported where used: scipy is not needed to import this module
+    from models.resampling import Spectra
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +68,24 @@ def analyse(ecg: Ecg, config: EcgClipConfig) -> SignalWork:
     """Quality gate, measurements and (for an acceptable ECG) preprocessing of one ECG."""
     from models.preprocessing import preprocess
     from models.quality import assess_quality
+    from models.resampling import Spectra
 
     quality = assess_quality(ecg)
-    windows = preprocess(ecg, config).windows if quality.acceptable else None
-    return SignalWork(quality=quality, measurements=measurements_of(ecg), windows=windows)
+    spectra = Spectra()  # the record's spectrum, shared by both resamplings (100 and 250 Hz)
+    windows = preprocess(ecg, config, spectra).windows if quality.acceptable else None
+    return SignalWork(quality=quality, measurements=measurements_of(ecg, spectra), windows=windows)
 
 
 def analyse_many(ecgs: Sequence[Ecg], config: EcgClipConfig) -> list[SignalWork]:
     return [analyse(ecg, config) for ecg in ecgs]
 
 
-def measurements_of(ecg: Ecg) -> dict[str, Measurement]:
+def measurements_of(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     """One ECG's measurements; a failure gives ``{}`` (it must not cost the classification)."""
     from models.measurements import measure
 
     try:
-        return measure(ecg)
+        return measure(ecg, spectra)
     except Exception as exc:  # a measurement failure must not cost the classification
         log.warning("measurements failed for %s: %s", ecg.source.uri or ecg.source.format, exc)
         return {}
