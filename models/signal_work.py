@@ -133,12 +133,12 @@ class SignalWorkPool:
     def __init__(
         self,
         processes: int,
-        on_start: Callable[[], None] | None = None,
+        on_cores_taken: Callable[[], None] | None = None,
         *,
         shared: bool = True,
     ) -> None:
         self.processes = max(1, processes)
-        self._on_start = on_start
+        self._on_cores_taken = on_cores_taken
         self._shared = shared
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -191,6 +191,10 @@ class SignalWorkPool:
                 return self._executor
             try:
                 if multiprocessing.current_process().daemon:
+                    # One of a pool of processes (a Celery prefork child) whose siblings
+                    # already span the cores: the caller's threads would only contend.
+                    if self._on_cores_taken is not None:
+                        self._on_cores_taken()
                     raise RuntimeError("daemonic processes cannot have children")
                 self._executor = (
                     _shared_executor(self.processes)
@@ -199,8 +203,8 @@ class SignalWorkPool:
                 )
                 if not self._shared:
                     atexit.register(self.close)
-                if self._on_start is not None:
-                    self._on_start()
+                if self._on_cores_taken is not None:
+                    self._on_cores_taken()
             except (OSError, RuntimeError, ValueError) as exc:
                 log.info("signal work runs in this process (%s)", exc)
                 self._disabled = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters import load_ecg
+from adapters import Ecg, load_ecg
 from models.classifier import ZeroShotClassifier
+from models.config import EcgClipConfig
 from models.signal_work import MIN_POOL_BATCH, SignalWorkPool, analyse_many
 
 
@@ -67,6 +69,36 @@ def test_single_process_pool_never_forks(classifier: ZeroShotClassifier, ptbxl_d
     pool = SignalWorkPool(1)
     assert len(pool.run(ecgs, classifier.config)) == len(ecgs)
     assert pool._executor is None
+
+
+def _daemonic_child(
+    ecgs: list[Ecg], config: EcgClipConfig, out: multiprocessing.Queue[object]
+) -> None:
+    taken: list[bool] = []
+    pool = SignalWorkPool(2, on_cores_taken=lambda: taken.append(True), shared=False)
+    works = pool.run(ecgs, config)
+    out.put((len(works), pool._executor is None, taken))
+
+
+def test_a_daemonic_pool_process_works_in_place_and_gives_up_the_cores(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path
+) -> None:
+    """In a Celery prefork child (daemonic: no children of its own) the work runs in the
+    caller, and the caller is told its siblings hold the cores (the encoder then takes one
+    torch thread instead of contending with them)."""
+    ecgs = [
+        load_ecg(p) for p in sorted((ptbxl_dir / "records500").rglob("*_hr.hea"))[:MIN_POOL_BATCH]
+    ]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_daemonic_child, args=(ecgs, classifier.config, out))
+    child.daemon = True
+    child.start()
+    try:
+        n, in_place, taken = out.get(timeout=120)
+    finally:
+        child.join(30)
+    assert (n, in_place, taken) == (len(ecgs), True, [True])
 
 
 _POOL_OWNER = """
