@@ -8,28 +8,28 @@ current model; task bodies record progress with :meth:`JobLedger.mark_job` and f
 Waiting for results never polls a broker. In embedded mode the job runs in this process and
 :meth:`JobLedger.notify` wakes waiters through a condition variable; in distributed mode the
 result appears in the shared database and :meth:`JobLedger.wait` re-reads it every
-``jobs.result_poll_interval_s`` (an indexed primary-key lookup) until its budget is spent.
+``jobs.result_poll_interval_s`` (an indexed primary-key lookup) until its budget is spent
+(:mod:`cds_service.storage.waits`). Job rows are written by :mod:`~cds_service.storage.job_rows`.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds_service.jobs.dispatch import Dispatcher
 from cds_service.lru import BoundedLru
 from cds_service.settings import Settings
 from cds_service.storage.compact import Parts, ResultCodec, join
+from cds_service.storage.job_rows import JOBS, mark_job, mark_jobs, queued_job
 from cds_service.storage.records import StoredResult
 from cds_service.storage.tables import EcgRow, JobRow, ResultPartRow, ResultRow, utcnow
 from cds_service.storage.upsert import insert_ignore, insert_ignore_many
+from cds_service.storage.waits import ResultWaits
 from models.results import ClassificationResult
 
 #: Which result rows the ECGs have (built once: a hook call runs it on every call).
@@ -58,10 +58,7 @@ class JobLedger:
         self._engine: Engine = session_factory.kw["bind"]
         self._dispatcher = dispatcher
         self._model_version = model_version
-        self._changed = threading.Condition()
-        self._generation = 0
-        #: (generation, ECG ids or None for any) of the latest notifications.
-        self._notes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=256)
+        self._waits = ResultWaits()
         #: Decoded results by (row id, ECG id, model version): rows are never updated.
         self._decoded: BoundedLru[tuple[int, str, str], StoredResult] = BoundedLru(4_096)
         #: Results this process's jobs just stored, by (ECG id, model version), handed to the
@@ -194,7 +191,7 @@ class JobLedger:
                 inserted = insert_ignore(
                     session,
                     JobRow.__table__,  # type: ignore[arg-type]
-                    _queued_job(ecg_id, version, utcnow()),
+                    queued_job(ecg_id, version, utcnow()),
                     ("kind", "ecg_id", "model_version"),
                 )
                 if not inserted:
@@ -214,7 +211,7 @@ class JobLedger:
             inserted = insert_ignore(
                 session,
                 JobRow.__table__,  # type: ignore[arg-type]
-                _queued_job(ecg_id, self.model_version, utcnow()),
+                queued_job(ecg_id, self.model_version, utcnow()),
                 ("kind", "ecg_id", "model_version"),
             )
         if inserted:
@@ -231,8 +228,8 @@ class JobLedger:
         with self._sessions.begin() as session:
             inserted = insert_ignore_many(
                 session,
-                _JOBS,
-                [_queued_job(ecg_id, version, now) for ecg_id in ids],
+                JOBS,
+                [queued_job(ecg_id, version, now) for ecg_id in ids],
                 ("kind", "ecg_id", "model_version"),
                 returning="ecg_id",
             )
@@ -284,7 +281,7 @@ class JobLedger:
             queue |= insert_ignore_many(
                 session,
                 JobRow.__table__,  # type: ignore[arg-type]
-                [_queued_job(ecg_id, version, now) for ecg_id in fresh],
+                [queued_job(ecg_id, version, now) for ecg_id in fresh],
                 ("kind", "ecg_id", "model_version"),
                 returning="ecg_id",
             )
@@ -312,7 +309,7 @@ class JobLedger:
     ) -> None:
         """Record a job's progress (creating its row when a task arrives without a submit)."""
         with self._sessions.begin() as session:
-            _mark_job(session, kind, ecg_id, model_version, state, error)
+            mark_job(session, kind, ecg_id, model_version, state, error)
 
     def job_state(self, kind: str, ecg_id: str, model_version: str) -> str | None:
         with self._sessions() as session:
@@ -395,7 +392,7 @@ class JobLedger:
                     )
             for version in {r.model_version for _, r in results}:
                 ids = [ecg_id for ecg_id, r in results if r.model_version == version]
-                _mark_jobs(session, "classify", ids, version, "done")
+                mark_jobs(session, "classify", ids, version, "done")
         self._parts_written.update(parts)
         if self.runs_here:  # committed: a waiter of this process may take them as they are
             for ecg_id, result in results:
@@ -410,7 +407,7 @@ class JobLedger:
         """:meth:`mark_job` for many ECGs in one transaction."""
         if ecg_ids:
             with self._sessions.begin() as session:
-                _mark_jobs(session, kind, ecg_ids, model_version, state)
+                mark_jobs(session, kind, ecg_ids, model_version, state)
 
     def mark_failed(
         self, ecg_id: str, model_version: str, error: str, *, notify: bool = True
@@ -422,30 +419,13 @@ class JobLedger:
                 .where(EcgRow.id == ecg_id)
                 .values(status="failed", error=error[:2000], updated_at=utcnow())
             )
-            _mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
+            mark_job(session, "classify", ecg_id, model_version, "failed", error[:2000])
         if notify:
             self.notify([ecg_id])
 
     def notify(self, ecg_ids: Iterable[str] | None = None) -> None:
-        """Wake the waits of this process for ``ecg_ids`` (a result or failure was just stored
-        for them; None: for any ECG). Waits for other ECGs go back to sleep without reading
-        the database: with a burst of hook calls each batch woke every waiter to query."""
-        with self._changed:
-            self._generation += 1
-            self._notes.append((self._generation, None if ecg_ids is None else frozenset(ecg_ids)))
-            self._changed.notify_all()
-
-    def _news_for(self, pending: set[str], since: int) -> bool:
-        """Whether a notification after generation ``since`` may concern ``pending`` (called
-        holding ``_changed``; notes older than those kept count as news)."""
-        if self._generation == since:
-            return False
-        if not self._notes or self._notes[0][0] > since + 1:
-            return True
-        return any(
-            generation > since and (ids is None or not ids.isdisjoint(pending))
-            for generation, ids in self._notes
-        )
+        """Wake this process's waits for ``ecg_ids`` (see :meth:`ResultWaits.notify`)."""
+        self._waits.notify(ecg_ids)
 
     def wait(self, ecg_ids: Sequence[str], timeout_s: float) -> dict[str, StoredResult | None]:
         """Results for ``ecg_ids``, waiting at most ``timeout_s`` for the missing ones.
@@ -478,32 +458,8 @@ class JobLedger:
     def _wait(
         self, ecg_ids: Sequence[str], timeout_s: float, fetch: Callable[[set[str]], set[str]]
     ) -> dict[str, bool]:
-        """Wait until every id is in ``fetch``'s answer (it has a result) or failed, or the
-        time is up; id -> True (result) or False (failed) for those finished."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        pending = set(ecg_ids)
-        finished: dict[str, bool] = {}
-        poll_s = self.settings.jobs.result_poll_interval_s
-        while True:
-            generation = self._generation
-            for ecg_id in fetch(pending) & pending:
-                finished[ecg_id] = True
-            pending -= set(finished)
-            if pending:
-                failed = self._failed(pending)
-                finished.update(dict.fromkeys(failed, False))
-                pending -= failed
-            remaining = deadline - time.monotonic()
-            if not pending or remaining <= 0:
-                break
-            if self._dispatcher.in_process:
-                with self._changed:
-                    while not self._news_for(pending, generation) and remaining > 0:
-                        self._changed.wait(remaining)
-                        remaining = deadline - time.monotonic()
-            else:
-                time.sleep(min(poll_s, remaining))
-        return finished
+        poll_s = None if self._dispatcher.in_process else self.settings.jobs.result_poll_interval_s
+        return self._waits.until(ecg_ids, timeout_s, fetch, self._failed, poll_s)
 
     def _failed(self, ecg_ids: set[str]) -> set[str]:
         with self._sessions() as session:
@@ -514,98 +470,3 @@ class JobLedger:
                     )
                 ).all()
             )
-
-
-def _queued_job(ecg_id: str, model_version: str, now: datetime) -> dict[str, Any]:
-    """The values of a new classification job row, queued."""
-    return {
-        "kind": "classify",
-        "ecg_id": ecg_id,
-        "model_version": model_version,
-        "state": "queued",
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _mark_job(
-    session: Session,
-    kind: str,
-    ecg_id: str,
-    model_version: str,
-    state: str,
-    error: str | None = None,
-) -> None:
-    """Upsert a job row's state inside the caller's transaction; ``running`` counts an attempt."""
-    _mark_jobs(session, kind, [ecg_id], model_version, state, error)
-
-
-def _mark_jobs(
-    session: Session,
-    kind: str,
-    ecg_ids: Sequence[str],
-    model_version: str,
-    state: str,
-    error: str | None = None,
-) -> None:
-    """:func:`_mark_job` for many ECGs: one update of the rows there (nearly always all of
-    them: the submit wrote them), one insert of those missing, already in ``state``.
-
-    The update says which rows it found (RETURNING), so the common case sends no insert of
-    rows that all conflict. A row another writer inserts between the two statements makes
-    the insert skip it; it is updated then, as if it had been there.
-    """
-    now = utcnow()
-    unique_ids = list(dict.fromkeys(ecg_ids))
-    values: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
-    if state == "running":
-        values["attempts"] = _JOBS.c.attempts + 1
-    found = _update_jobs(session, kind, unique_ids, model_version, values)
-    missing = [ecg_id for ecg_id in unique_ids if ecg_id not in found]
-    if not missing:
-        return
-    inserted = insert_ignore_many(
-        session,
-        _JOBS,
-        [
-            {
-                "kind": kind,
-                "ecg_id": ecg_id,
-                "model_version": model_version,
-                "state": state,
-                "attempts": 1 if state == "running" else 0,
-                "error": error,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for ecg_id in missing
-        ],
-        ("kind", "ecg_id", "model_version"),
-        returning="ecg_id",
-    )
-    raced = [ecg_id for ecg_id in missing if ecg_id not in inserted]
-    if raced:
-        _update_jobs(session, kind, raced, model_version, values)
-
-
-#: The jobs table, for Core statements (no ORM session bookkeeping on bulk updates).
-_JOBS: Table = JobRow.__table__  # type: ignore[assignment]
-
-
-def _update_jobs(
-    session: Session, kind: str, ecg_ids: list[str], model_version: str, values: dict[str, Any]
-) -> set[str]:
-    """Set ``values`` on the job rows of ``ecg_ids``; the ECG ids whose rows were there."""
-    return set(
-        session.scalars(
-            update(_JOBS)
-            .where(
-                _JOBS.c.kind == kind,
-                _JOBS.c.ecg_id.in_(ecg_ids),
-                _JOBS.c.model_version == model_version,
-            )
-            .values(**values)
-            .returning(_JOBS.c.ecg_id)
-        ).all()
-    )
