@@ -10,7 +10,13 @@ once per process and kept in bounded LRUs, one set per :class:`EcgStore` (one pe
   bytes, so a repeat call does not serialise the resource the slow, canonical way again;
 * ``templates``: a result (ECG id, model version, stored time) shown in one chart context
   -> its card without ids and links (:func:`~cds_service.hooks.cards.review_card_template`);
-  one result per (ECG, model version) is stored, never changed.
+  one result per (ECG, model version) is stored, never changed;
+* ``current``: an ECG id -> its stored result of the model version this process runs. That
+  is the result every later call shows (a result of the current version is preferred to any
+  other, one is stored per ECG and version, and stored results are never updated), so a
+  call whose ECGs all have one is answered without a database read
+  (:func:`~cds_service.hooks.accept.accept_known`). It holds only results read back from the
+  database, i.e. committed.
 
 Nothing here is about who may see what: the token is verified, the patient checked and the
 stored result looked up on every call; only what follows from them is reused.
@@ -29,6 +35,7 @@ import orjson
 
 from cds_service.lru import BoundedLru
 from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.records import StoredResult
 
 #: ECG id, acquisition time, patient reference of a stored ECG.
 KnownEcg = tuple[str, datetime | None, str | None]
@@ -42,11 +49,13 @@ class HookCaches:
     known: BoundedLru[str, KnownEcg] = field(default_factory=lambda: BoundedLru(20_000))
     digests: BoundedLru[str, str] = field(default_factory=lambda: BoundedLru(20_000))
     templates: CardTemplates = field(default_factory=lambda: BoundedLru(4_096))
+    current: BoundedLru[str, StoredResult] = field(default_factory=lambda: BoundedLru(20_000))
 
     def forget_ecg(self, ecg_id: str) -> None:
         """An ECG removed from storage: its id must not be reused from here."""
         self.known.discard_where(lambda _, known: known[0] == ecg_id)
         self.templates.discard_where(lambda key, _: key[0] == ecg_id)
+        self.current.pop(ecg_id)
 
 
 _CACHES: weakref.WeakKeyDictionary[EcgStore, HookCaches] = weakref.WeakKeyDictionary()
