@@ -21,6 +21,8 @@ a reader would have to hold all the parts at once anyway.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -95,6 +97,9 @@ _PG_LOCK_KEY: Final = int.from_bytes(b"ECGAUDIT", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _MAX_APPEND_ATTEMPTS: Final = 8
 #: Most appends one group commit takes (more wait for the next): bounds one transaction.
 _MAX_GROUP: Final = 256
+#: How long the writer thread of awaited appends waits for more work before it ends (a
+#: trail nobody awaits on keeps no thread).
+_WRITER_IDLE_S: Final = 2.0
 
 
 class AuditError(RuntimeError):
@@ -261,12 +266,31 @@ class AuditRecord:
 
 @dataclass
 class _Append:
-    """One caller's entries (and rows) waiting for the group commit."""
+    """One caller's entries (and rows) waiting for the group commit. ``waiter``: the event
+    loop and future of an awaited append, settled from the writing thread."""
 
     pending: list[_Pending]
     with_rows: Callable[[Connection], None] | None
     done: bool = False
     error: Exception | None = None
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def settle(self) -> None:
+        """Wake the awaiting coroutine (from the writing thread), if there is one."""
+        if self.waiter is None:
+            return
+        loop, future = self.waiter
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, future, self.error)
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # the awaiting request was cancelled; the entries are written anyway
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _all_rows(batch: Sequence[_Append]) -> Callable[[Connection], None] | None:
@@ -310,6 +334,7 @@ class AuditTrail:
         self._group = threading.Condition()
         self._queued: list[_Append] = []
         self._writing = False
+        self._writer: threading.Thread | None = None  # writes awaited appends
 
     @property
     def engine(self) -> Engine:
@@ -359,6 +384,64 @@ class AuditTrail:
         if item.error is not None:
             raise item.error
 
+    async def arecord_many(
+        self,
+        records: Sequence[AuditRecord],
+        *,
+        with_rows: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """:meth:`record_many` for a coroutine: returns once the entries are committed
+        (raises :class:`AuditError` as it does), without holding a worker thread meanwhile.
+
+        The append joins the same group commit as the threads' appends; a writer thread of
+        this trail writes it (with whatever else is queued) and settles the future, so a
+        hook call answered on the event loop still answers only after its audit is stored.
+        """
+        pending = [_prepare(r) for r in records]
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        item = _Append(pending, with_rows, waiter=(loop, future))
+        with self._group:
+            self._queued.append(item)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_awaited, name="audit-writer", daemon=True
+                )
+                self._writer.start()
+            self._group.notify_all()
+        # Shielded: a cancelled request must not cancel the future the writer will settle.
+        await asyncio.shield(future)
+
+    def _write_awaited(self) -> None:
+        """The writer thread: group-commit whatever is queued while no one else writes; end
+        after ``_WRITER_IDLE_S`` without work (the next awaited append starts another)."""
+        with self._group:
+            try:
+                while True:
+                    if self._writing or not self._queued:
+                        if not self._group.wait(_WRITER_IDLE_S) and not self._queued:
+                            return
+                        continue
+                    self._write_next_batch()
+            finally:
+                self._writer = None
+
+    def _write_next_batch(self) -> None:
+        """Take up to ``_MAX_GROUP`` queued appends and write them (called holding
+        ``_group``, which is released while writing)."""
+        self._writing = True
+        batch = self._queued[:_MAX_GROUP]
+        del self._queued[:_MAX_GROUP]
+        self._group.release()
+        try:
+            self._write_group(batch)
+        finally:
+            self._group.acquire()
+            self._writing = False
+            self._group.notify_all()
+
     def _commit_grouped(self, item: _Append) -> None:
         """Write ``item`` together with the appends queued beside it (group commit).
 
@@ -374,16 +457,7 @@ class AuditTrail:
                 if self._writing:
                     self._group.wait()
                     continue
-                self._writing = True
-                batch = self._queued[:_MAX_GROUP]
-                del self._queued[:_MAX_GROUP]
-                self._group.release()
-                try:
-                    self._write_group(batch)
-                finally:
-                    self._group.acquire()
-                    self._writing = False
-                    self._group.notify_all()
+                self._write_next_batch()
 
     def _write_group(self, batch: list[_Append]) -> None:
         """One transaction for the whole batch; if it fails, each append on its own, so one
@@ -410,6 +484,7 @@ class AuditTrail:
                 if index not in written and item.error is None:  # the writer was interrupted
                     item.error = AuditError("the audit append was interrupted; not written")
                 item.done = True
+                item.settle()
 
     def _append_with_retries(
         self, pending: list[_Pending], with_rows: Callable[[Connection], None] | None

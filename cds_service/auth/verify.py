@@ -67,8 +67,10 @@ class TokenVerifier:
         if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             raise TokenRejected("not a compact JWS")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One read of the header and claims, to pick the issuer and key (trusting
+            # neither until the signature is verified below).
+            unread = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = unread["header"], unread["payload"]
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"malformed token ({type(exc).__name__})") from None
 

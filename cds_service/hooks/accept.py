@@ -2,7 +2,9 @@
 
 ECGs already seen are found by content hash and their cached result is used as is; new
 ECGs are stored and submitted, and the call waits until the context's deadline for them.
-The model never runs twice for the same ECG and model version. Runs in a thread.
+The model never runs twice for the same ECG and model version. Runs in a thread;
+:func:`accept_known` is the same step for a call about ECGs already classified, answered from
+memory on the event loop.
 """
 
 from __future__ import annotations
@@ -125,9 +127,12 @@ def accept_and_wait(
             jobs.submit(new_id)
     if missing:
         found.update(jobs.wait(missing, max(0.0, ctx.deadline - time.monotonic())))
+    version = jobs.model_version if found else None  # loaded already (results read it)
     out: list[Classified] = []
     for ecg_id in ids:
         result = found.get(ecg_id)
+        if result is not None and result.model_version == version:
+            caches.current.put(ecg_id, result)  # final: see hooks.cache
         failed = False
         if result is None:
             info = ecgs.get_info(ecg_id)
@@ -135,4 +140,34 @@ def accept_and_wait(
                 failed = True
                 problems.append(f"{refs[ecg_id].origin}: analysis failed ({info.error or 'error'})")
         out.append(Classified(refs[ecg_id], result, ecg_id, failed))
+    return out
+
+
+def accept_known(ctx: HookContext, ecgs: EcgStore, loaded: list[Loaded]) -> list[Classified] | None:
+    """:func:`accept_and_wait`'s answer for a call whose every ECG this process has already
+    seen (an Observation whose quick key is known), in this patient's chart, with a result
+    of the current model version: from memory, no database read, no thread. None when any
+    ECG is not such a one: the caller takes the full path, which says why (unreadable,
+    another patient's, still pending) and fills these caches for the next call."""
+    caches = caches_for(ecgs)
+    refs: dict[str, EcgRef] = {}
+    for item in loaded:
+        c = item.candidate
+        quick = quick_key(c.resource) if c.resource is not None else None
+        digest = caches.digests.get(quick) if quick is not None else None
+        hit = caches.known.get(digest) if digest is not None else None
+        if hit is None:
+            return None
+        ecg_id, stored_at, owner = hit
+        if not same_patient(owner, ctx.patient_ref):
+            return None
+        if ecg_id not in refs:
+            acquired = c.acquired or stored_at
+            refs[ecg_id] = EcgRef(ecg_id, acquired, reference=c.reference, origin=c.origin)
+    out: list[Classified] = []
+    for ecg_id, ref in refs.items():
+        result = caches.current.get(ecg_id)
+        if result is None:
+            return None
+        out.append(Classified(ref, result, ecg_id))
     return out

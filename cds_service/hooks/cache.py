@@ -10,7 +10,13 @@ once per process and kept in bounded LRUs, one set per :class:`EcgStore` (one pe
   bytes, so a repeat call does not serialise the resource the slow, canonical way again;
 * ``templates``: a result (ECG id, model version, stored time) shown in one chart context
   -> its card without ids and links (:func:`~cds_service.hooks.cards.review_card_template`);
-  one result per (ECG, model version) is stored, never changed.
+  one result per (ECG, model version) is stored, never changed;
+* ``current``: an ECG id -> its stored result of the model version this process runs. That
+  is the result every later call shows (a result of the current version is preferred to any
+  other, one is stored per ECG and version, and stored results are never updated), so a
+  call whose ECGs all have one is answered without a database read
+  (:func:`~cds_service.hooks.accept.accept_known`). It holds only results read back from the
+  database, i.e. committed.
 
 Nothing here is about who may see what: the token is verified, the patient checked and the
 stored result looked up on every call; only what follows from them is reused.
@@ -19,6 +25,7 @@ stored result looked up on every call; only what follows from them is reused.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -29,6 +36,7 @@ import orjson
 
 from cds_service.lru import BoundedLru
 from cds_service.storage.ecgs import EcgStore
+from cds_service.storage.records import StoredResult
 
 #: ECG id, acquisition time, patient reference of a stored ECG.
 KnownEcg = tuple[str, datetime | None, str | None]
@@ -42,11 +50,13 @@ class HookCaches:
     known: BoundedLru[str, KnownEcg] = field(default_factory=lambda: BoundedLru(20_000))
     digests: BoundedLru[str, str] = field(default_factory=lambda: BoundedLru(20_000))
     templates: CardTemplates = field(default_factory=lambda: BoundedLru(4_096))
+    current: BoundedLru[str, StoredResult] = field(default_factory=lambda: BoundedLru(20_000))
 
     def forget_ecg(self, ecg_id: str) -> None:
         """An ECG removed from storage: its id must not be reused from here."""
         self.known.discard_where(lambda _, known: known[0] == ecg_id)
         self.templates.discard_where(lambda key, _: key[0] == ecg_id)
+        self.current.pop(ecg_id)
 
 
 _CACHES: weakref.WeakKeyDictionary[EcgStore, HookCaches] = weakref.WeakKeyDictionary()
@@ -67,16 +77,32 @@ def quick_key(resource: dict[str, Any]) -> str | None:
     orjson serialisation with sorted keys (without ``meta``, as the canonical form), about
     25 times faster to make than the canonical bytes themselves.
 
-    None when orjson cannot tell values apart: it writes NaN and infinities as ``null`` (a
-    Python JSON parser accepts them), so any ``null`` in the output, or a number orjson
-    refuses, leaves the caller on the canonical path.
+    None when orjson cannot tell values apart: it writes None, NaN and infinities alike as
+    ``null`` (a Python JSON parser accepts all three), so a resource holding any of them,
+    or a number orjson refuses, leaves the caller on the canonical path.
     """
+    content = {k: v for k, v in resource.items() if k != "meta"}
+    if _holds_null_alike(content):
+        return None
     try:
-        raw = orjson.dumps(
-            {k: v for k, v in resource.items() if k != "meta"}, option=orjson.OPT_SORT_KEYS
-        )
+        raw = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
         return None
-    if b"null" in raw:
-        return None
     return hashlib.sha256(raw).hexdigest()
+
+
+def _holds_null_alike(value: Any) -> bool:
+    """Whether a parsed JSON value holds None, NaN or an infinity anywhere. A walk of the
+    values: an ECG's bulk is a few long strings, so this is several times quicker than
+    looking for ``null`` in the serialised bytes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif item is None or (kind is float and not math.isfinite(item)):
+            return True
+    return False

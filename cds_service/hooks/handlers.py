@@ -5,7 +5,8 @@ the call runs as explicit steps over one :class:`~cds_service.hooks.context.Hook
 gather -> load -> accept/wait -> cards -> record, and the wait budget
 (``jobs.hook_wait_budget_s``) counts from the call's arrival, so fetching and storing new
 ECGs eat into it instead of adding to it. ECGs still being analysed when it is spent get an
-"analysis pending" card.
+"analysis pending" card. A call about ECGs already classified (or about none) is answered on
+the event loop from the process's caches; only its audit transaction leaves the loop.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from cds_service.audit import Actor
+from cds_service.audit import Actor, AuditError
 from cds_service.auth import VerifiedToken
 from cds_service.fhir_client import redact_url
 from cds_service.hooks import cards as card_builders
-from cds_service.hooks.accept import Classified, accept_and_wait
+from cds_service.hooks.accept import Classified, accept_and_wait, accept_known
 from cds_service.hooks.assess import catalog_for, policy_for
 from cds_service.hooks.cache import CardTemplates, caches_for
 from cds_service.hooks.context import BuiltCard, Gathered, HookContext
@@ -29,7 +30,7 @@ from cds_service.hooks.gather import gather, open_fetcher
 from cds_service.hooks.load import Loaded, load
 from cds_service.hooks.qt_cards import qt_drug_card
 from cds_service.hooks.qt_drugs import qt_drug_orders
-from cds_service.hooks.record import record
+from cds_service.hooks.record import call_record, record
 from cds_service.hooks.schemas import FeedbackRequest, HookRequest
 from cds_service.hooks.services import HookService
 from cds_service.runtime import Runtime
@@ -160,7 +161,7 @@ async def handle_hook(
     if service.kind == "qt-drug":
         selections = call.context.get("selections") if service.hook == "order-select" else None
         if not qt_drug_orders(call.context.get("draftOrders"), selections):
-            await run_in_threadpool(record, ctx, runtime.audit, [], Gathered(), None)
+            await call_record(ctx, [], Gathered(), None).awrite(runtime.audit)
             return []
 
     fetcher, why_not = open_fetcher(settings, call)
@@ -171,9 +172,43 @@ async def handle_hook(
         if fetcher is not None:
             await fetcher.aclose()
     server = redact_url(fetcher.base_url) if fetcher is not None else None
+    known = await _answer_known(ctx, runtime, loaded, gathered, server)
+    if known is not None:
+        return [built.card for built in known]
     # One trip to a worker thread for the blocking rest of the call, not one per step.
     cards = await run_in_threadpool(_answer, ctx, runtime, loaded, gathered, server)
     return [built.card for built in cards]
+
+
+async def _answer_known(
+    ctx: HookContext,
+    runtime: Runtime,
+    loaded: list[Loaded],
+    gathered: Gathered,
+    server: str | None,
+) -> list[BuiltCard] | None:
+    """The call's cards when every ECG is already classified (a cached call) or there is
+    none, built on the event loop from memory and recorded (awaited) before they are
+    returned; None when the call needs the full path. Only the audit transaction leaves the
+    loop, to the audit trail's writer thread."""
+    caches = caches_for(runtime.ecgs)
+    classified = accept_known(ctx, runtime.ecgs, loaded)
+    if classified is None:
+        return None
+    settings = runtime.settings
+    version = runtime.jobs.model_version  # loaded: ``current`` holds its results
+    cards = build_cards(ctx, settings, version, classified, gathered.problems, caches.templates)
+    try:
+        await call_record(ctx, cards, gathered, server).awrite(runtime.audit)
+    except AuditError:
+        # Nothing of it was stored. An ECG removed from storage behind this process's back
+        # fails its card row; the full path stores it again (and fails alike if the
+        # database itself refuses).
+        log.warning("audit of a cached hook call failed; answering it the full way")
+        for item in classified:
+            caches.forget_ecg(item.ecg_id)
+        return None
+    return cards
 
 
 def _answer(

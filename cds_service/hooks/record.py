@@ -7,9 +7,32 @@ cards that carry PHI are never shown unaudited.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
 from cds_service.audit import AuditRecord, AuditTrail
 from cds_service.hooks.context import BuiltCard, Gathered, HookContext
 from cds_service.storage.cards import card_row, insert_cards
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What one hook call stores before its answer: its audit entries, and the writer of its
+    card rows (run in the entries' transaction)."""
+
+    entries: list[AuditRecord]
+    write_rows: Callable[[Connection], None]
+
+    def write(self, audit: AuditTrail) -> None:
+        """Store it, in one transaction. Sync (a worker thread)."""
+        audit.record_many(self.entries, with_rows=self.write_rows)
+
+    async def awrite(self, audit: AuditTrail) -> None:
+        """Store it from the event loop: the same transaction, committed by the audit
+        trail's writer thread; returns once it is stored."""
+        await audit.arecord_many(self.entries, with_rows=self.write_rows)
 
 
 def record(
@@ -20,7 +43,14 @@ def record(
     server: str | None,
 ) -> None:
     """Store each card and write the call's fetch, hook-call and card audit entries, in one
-    transaction."""
+    transaction. Sync (a worker thread)."""
+    call_record(ctx, cards, gathered, server).write(audit)
+
+
+def call_record(
+    ctx: HookContext, cards: list[BuiltCard], gathered: Gathered, server: str | None
+) -> CallRecord:
+    """The call's audit entries and card rows (see :class:`CallRecord`)."""
     service, actor, patient_ref = ctx.service, ctx.actor, ctx.patient_ref
     rows = [
         card_row(
@@ -74,4 +104,8 @@ def record(
         )
         for built in cards
     )
-    audit.record_many(entries, with_rows=lambda conn: insert_cards(conn, rows))
+
+    def write_rows(conn: Connection) -> None:
+        insert_cards(conn, rows)
+
+    return CallRecord(entries, write_rows)

@@ -5,6 +5,7 @@ Every test runs on SQLite and on PostgreSQL (``db_url`` fixture).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -289,6 +290,56 @@ def test_a_caller_whose_rows_fail_fails_alone_in_a_group(trail: AuditTrail) -> N
     assert outcomes == {"held": "stored", "c0": "stored", "bad": "RuntimeError", "c2": "stored"}
     stored = {e.ecg_id for e in trail.query(limit=100).entries}
     assert stored == {f"{name}-{i}" for name in ("held", "c0", "c2") for i in range(3)}
+    assert trail.verify().ok
+
+
+def test_awaited_appends_share_the_chain_with_threads_each_stored_before_it_returns(
+    trail: AuditTrail,
+) -> None:
+    """Coroutines (hook calls answered on the event loop) and threads append to one chain;
+    each awaited append has its entries committed, consecutive, once it returns."""
+    seen_after_return: list[bool] = []
+
+    async def awaited(k: int) -> None:
+        await trail.arecord_many([AuditRecord("hook-call", ecg_id=f"a{k}-{i}") for i in range(3)])
+        stored = {e.ecg_id for e in trail.query(AuditFilter(ecg_id=f"a{k}-2")).entries}
+        seen_after_return.append(stored == {f"a{k}-2"})
+
+    def threaded(k: int) -> None:
+        trail.record_many([AuditRecord("ingest", ecg_id=f"t{k}-{i}") for i in range(3)])
+
+    async def main() -> None:
+        threads = [threading.Thread(target=threaded, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.gather(*(awaited(k) for k in range(12)))
+        for thread in threads:
+            thread.join()
+
+    asyncio.run(main())
+    assert seen_after_return == [True] * 12
+    entries = sorted(trail.query(limit=200).entries, key=lambda e: e.seq)
+    callers = [e.ecg_id.split("-")[0] for e in entries if e.ecg_id]
+    assert callers == [name for name in dict.fromkeys(callers) for _ in range(3)]
+    report = trail.verify()
+    assert report.ok and report.n_entries == 16 * 3
+
+
+def test_an_awaited_append_whose_rows_fail_raises_and_stores_nothing(trail: AuditTrail) -> None:
+    def refused(_conn: Any) -> None:
+        raise RuntimeError("this caller's own rows are refused")
+
+    async def main() -> list[BaseException | None]:
+        outcomes = await asyncio.gather(
+            trail.arecord_many([AuditRecord("hook-call", ecg_id="ok-0")]),
+            trail.arecord_many([AuditRecord("hook-call", ecg_id="bad-0")], with_rows=refused),
+            return_exceptions=True,
+        )
+        return list(outcomes)
+
+    ok, bad = asyncio.run(main())
+    assert ok is None and isinstance(bad, RuntimeError)
+    assert {e.ecg_id for e in trail.query().entries} == {"ok-0"}
     assert trail.verify().ok
 
 

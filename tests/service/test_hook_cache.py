@@ -26,6 +26,11 @@ def test_no_quick_key_where_orjson_would_write_two_values_alike() -> None:
     assert quick_key({"a": float("inf")}) is None
     assert quick_key({"a": None}) is None
     assert quick_key({"a": 2**70}) is None  # beyond what orjson writes
+    # anywhere in the resource, not only at the top
+    assert quick_key({"a": [{"b": [1.0, float("-inf")]}]}) is None
+    assert quick_key({"a": {"b": None}}) is None
+    # a string that reads "null" is no null
+    assert quick_key({"a": "null"}) is not None
 
 
 def test_bounded_lru_keeps_the_most_recently_used() -> None:
