@@ -142,9 +142,11 @@ class Runtime:
         """Load the model and the delineation library now, so the first hook call is not slow."""
         try:
             classifier = self.classifier
-            from models.measurements import warm_up
+            from models.config import EcgClipConfig
+            from models.signal_work import warm_up
 
-            warm_up()
+            config = getattr(classifier, "config", None)  # a single-ECG call works here
+            warm_up(config if isinstance(config, EcgClipConfig) else None)
             # The signal-work processes too: the first burst of new ECGs must not pay for them.
             start_workers = getattr(classifier, "start_workers", None)
             if start_workers is not None:

@@ -151,3 +151,26 @@ def test_workers_do_not_outlive_a_killed_parent() -> None:
         for pid in workers:  # when the test fails, leave no orphans behind either
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_warm_up_runs_every_part_of_the_signal_work() -> None:
+    """The warm-up of a service or pool worker runs the whole analysis (quality gate,
+    measurements, preprocessing into model windows) on a synthetic ECG, so the first hook
+    call pays no lazy import or first-call cost; the old warm-up ran one R-peak detection."""
+    code = (
+        "import sys\n"
+        "from models.signal_work import warm_up\n"
+        "work = warm_up()\n"
+        "rate = work.measurements['heart_rate'].value\n"
+        "print(work.quality.acceptable, work.windows is not None, round(rate),\n"
+        "      'models.preprocessing' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "True", "72", "True"]
