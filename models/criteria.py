@@ -67,6 +67,7 @@ MEASUREMENT_TERMS: Mapping[str, tuple[str, str, int]] = {
     "precordial_qrs_max_mv": ("largest precordial QRS", " mV", 2),
     "st_elevation_excess_mv": ("ST elevation beyond limit", " mV", 2),
     "st_depression_excess_mv": ("ST depression beyond limit", " mV", 2),
+    "early_repol_j_excess_mv": ("J elevation beyond 0.1 mV (inferior/lateral)", " mV", 2),
     "q_wave_contiguous_ms": ("Q wave in 2 contiguous leads", " ms", 0),
     "t_inverted_leads": ("leads with inverted T", "", 0),
     "t_low_leads": ("leads with low/flat T", "", 0),

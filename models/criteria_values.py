@@ -13,6 +13,10 @@ into a :class:`Values` map:
     AHA/ACCF/HRS 2009 part VI, Wagner et al., for men >= 40 years; the limit for unknown sex);
   - ``st_depression_excess_mv``: the same for ST depression beyond 0.05 mV (aVR left out:
     its ST is the mirror of the lateral leads);
+  - ``early_repol_j_excess_mv``: the same for the J point (``st_j``) above 0.1 mV, over the
+    contiguous pairs of inferior (II, III, aVF) and lateral (I, aVL, V4-V6) leads only: the
+    early repolarization pattern's territory (Macfarlane et al., JACC 2015;66:470, consensus;
+    V1-V3 left out, where J elevation is common in normal men and is Brugada's territory);
   - ``q_wave_contiguous_ms``: the largest Q duration found in both leads of a contiguous pair
     (aVR and V1 left out, where a Q/QS is normal);
   - ``t_inverted_leads``: leads with T below -0.1 mV, aVR, III and V1 left out (T may be
@@ -51,6 +55,10 @@ CONTIGUOUS_PAIRS: tuple[tuple[str, str], ...] = (
 ST_ELEVATION_LIMIT_MV: Mapping[str, float] = {"V2": 0.2, "V3": 0.2}
 ST_ELEVATION_DEFAULT_MV = 0.1
 ST_DEPRESSION_LIMIT_MV = 0.05
+#: Early repolarization: J point >= 0.1 mV in 2 contiguous inferior or lateral leads
+#: (Macfarlane et al. 2015); V1-V3 and aVR are not part of its territory.
+EARLY_REPOL_J_MV = 0.1
+EARLY_REPOL_SKIP = ("aVR", "V1", "V2", "V3")
 T_INVERSION_MV = -0.1
 T_INVERSION_NORMAL_LEADS = ("aVR", "III", "V1")
 #: Leads where the T wave is normally upright (AHA/ACCF/HRS part IV), and the "low T" limit.
@@ -133,6 +141,15 @@ def _derive(out: Values) -> None:
         out.descriptions["st_depression_excess_mv"] = (
             f"ST at J+60 {where}, {'beyond' if excess > 0 else 'within'} the 0.05 mV "
             "depression limit in 2 contiguous leads"
+        )
+
+    j_limits = dict.fromkeys(LIMB_LEADS + PRECORDIAL_LEADS, EARLY_REPOL_J_MV)
+    excess, where = _pairs_excess(out, "st_j", j_limits, 1.0, EARLY_REPOL_SKIP)
+    v["early_repol_j_excess_mv"] = excess
+    if excess is not None:
+        out.descriptions["early_repol_j_excess_mv"] = (
+            f"J point {where}, {'above' if excess > 0 else 'within'} 0.1 mV in 2 contiguous "
+            "inferior/lateral leads"
         )
 
     q_best: tuple[float, str] | None = None

@@ -10,7 +10,7 @@ import pytest
 from adapters import load_ecg
 from models.catalog import CatalogError, load_catalog
 from models.classifier import ZeroShotClassifier
-from models.criteria import CriteriaCatalog
+from models.criteria import CriteriaCatalog, Outcome
 from models.criteria_values import values_from
 from models.fusion import Fusion, guard
 from models.resolution import CriteriaResolver
@@ -70,6 +70,12 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("QT prolongation", ("qtc_prolonged",)),
         ("atrial fibrillation with rapid ventricular response", ("atrial_fibrillation",)),
         ("sinus bradycardia with first degree AV block", ("sinus_bradycardia", "pr_prolonged")),
+        # Early repolarization has criteria of its own, not ST elevation's (its near miss).
+        ("early repolarization", ("early_repolarization",)),
+        ("early repolarisation pattern", ("early_repolarization",)),
+        ("benign early repolarization", ("early_repolarization",)),
+        ("benign early repolarisation", ("early_repolarization",)),
+        ("ST elevation myocardial infarction", ("st_elevation",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -82,9 +88,8 @@ def test_free_text_resolves_to_its_criteria(
     "text",
     [
         # Near misses: they must not borrow a neighbour's criteria.
-        "early repolarization",
-        "early repolarisation pattern",
-        "benign early repolarization",
+        "Brugada pattern",
+        "acute pericarditis",
         "atrial flutter",
         "second degree AV block",
         "ventricular tachycardia",
@@ -101,6 +106,37 @@ def test_near_misses_and_unmeasurable_text_take_no_criteria(
 ) -> None:
     resolution = resolver.resolve_text(text)
     assert resolution.criteria == (), (text, resolution)
+
+
+def test_early_repolarization_is_met_on_benign_j_elevation_not_on_injury(
+    ptbxl_dir: Path, criteria: CriteriaCatalog
+) -> None:
+    """PTB-XL 212 and 324 (folds 1-9, cardiologists: normal ECG) have J points of 0.15-0.24
+    mV in V4-V5 with narrow QRS and no ST depression: the early repolarization pattern.
+    Record 181 (anterior and inferior infarction, GE 12SL: STEMI) has J elevation in V4 only,
+    record 1 none: neither meets it, and its evidence names the leads read."""
+    from models.criteria_values import criteria_values
+    from models.signal_work import measurements_of
+
+    def outcome(record: int) -> Outcome:
+        ecg = load_ecg(ptbxl_dir / f"records500/00000/{record:05d}_hr.hea")
+        return criteria.evaluate("early_repolarization", criteria_values(measurements_of(ecg)))
+
+    for record in (212, 324):
+        met = outcome(record)
+        assert met.met, (record, met)
+        assert any("J point V4/V5" in line for line in met.evidence), met.evidence
+    for record in (1, 181):
+        missed = outcome(record)
+        assert missed.met is False, (record, missed)
+    # Reciprocal ST depression turns the same J elevation into "not early repolarization".
+    values = {"st_j.II": 0.2, "st_j.aVF": 0.2, "qrs": 90.0, "st_j60.II": 0.15,
+              "st_j60.aVF": 0.15, "st_j60.I": 0.0, "st_j60.aVL": 0.0}  # fmt: skip
+    benign = criteria.evaluate("early_repolarization", values_from(values))
+    injured = criteria.evaluate(
+        "early_repolarization", values_from({**values, "st_j60.I": -0.15, "st_j60.aVL": -0.2})
+    )
+    assert benign.met and injured.met is False
 
 
 def test_opposites_never_resolve_to_each_other(resolver: CriteriaResolver) -> None:
