@@ -41,6 +41,8 @@ MARGIN_CLIP = 3.0
 MEASUREMENT_TERMS: Mapping[str, tuple[str, str, int]] = {
     "heart_rate": ("heart rate", "/min", 0),
     "rr_irregularity": ("RR variation (CV)", "", 2),
+    "ventricular_premature_beats": ("premature beats of another QRS shape", "", 0),
+    "supraventricular_premature_beats": ("premature beats of the dominant QRS shape", "", 0),
     "pr": ("PR", " ms", 0),
     "qrs": ("QRS", " ms", 0),
     "qt": ("QT", " ms", 0),

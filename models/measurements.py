@@ -58,6 +58,7 @@ import scipy.signal
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
+from models.ectopy import premature_beats
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate
@@ -120,6 +121,12 @@ SPECS: dict[str, _Spec] = {
     # No LOINC code names RR variability as a number; 76281-5 is a coded rhythm, not this.
     # Over the intervals between dominant-shape beats (ectopic beats' intervals left out).
     "rr_irregularity": _Spec("1", None, "RR irregularity (coefficient of variation of RR)"),
+    # Premature beats in the recording (models.ectopy): another QRS shape (ventricular, or
+    # aberrant), or the dominant shape >= 20 % early and followed by a pause (supraventricular).
+    "ventricular_premature_beats": _Spec("1", None, "Premature beats of another QRS shape"),
+    "supraventricular_premature_beats": _Spec(
+        "1", None, "Premature beats of the dominant QRS shape"
+    ),
     # ---- global intervals (multi-lead, onset of earliest lead to offset of latest)
     "pr": _Spec("ms", "8625-6", "PR interval"),
     "qrs": _Spec("ms", "8633-0", "QRS duration"),
@@ -258,6 +265,9 @@ def _measure_values(
     if medians is None:
         return values, per_lead
     values["rr_irregularity"] = _dominant_rr_irregularity(peaks, medians.beats, rr, prepared)
+    ventricular, supraventricular = premature_beats(peaks, medians.beats, prepared.signal.shape[1])
+    values["ventricular_premature_beats"] = ventricular
+    values["supraventricular_premature_beats"] = supraventricular
     usable = prepared.usable
     position = np.searchsorted(peaks, medians.beats)
     gaps = np.diff(peaks) / WORK_FS

@@ -76,6 +76,9 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("benign early repolarization", ("early_repolarization",)),
         ("benign early repolarisation", ("early_repolarization",)),
         ("ST elevation myocardial infarction", ("st_elevation",)),
+        ("premature ventricular contractions", ("premature_ventricular_beats",)),
+        ("ventricular extrasystoles", ("premature_ventricular_beats",)),
+        ("premature atrial contractions", ("premature_atrial_beats",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -98,7 +101,6 @@ def test_free_text_resolves_to_its_criteria(
         "no atrial fibrillation",
         "without ST elevation",
         "hyperkalaemia with peaked T waves",
-        "premature ventricular contractions",
     ],
 )
 def test_near_misses_and_unmeasurable_text_take_no_criteria(
