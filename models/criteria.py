@@ -71,6 +71,8 @@ MEASUREMENT_TERMS: Mapping[str, tuple[str, str, int]] = {
     "st_depression_excess_mv": ("ST depression beyond limit", " mV", 2),
     "early_repol_j_excess_mv": ("J elevation beyond 0.1 mV (inferior/lateral)", " mV", 2),
     "q_wave_contiguous_ms": ("Q wave in 2 contiguous leads", " ms", 0),
+    "q_wave_anterior_ms": ("Q beyond limit, anterior leads", " ms", 0),
+    "q_wave_lateral_ms": ("Q beyond limit, lateral leads", " ms", 0),
     "t_inverted_leads": ("leads with inverted T", "", 0),
     "t_low_leads": ("leads with low/flat T", "", 0),
     "pacing_spike_count": ("pacing spikes", "", 0),

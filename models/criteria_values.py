@@ -19,6 +19,11 @@ into a :class:`Values` map:
     V1-V3 left out, where J elevation is common in normal men and is Brugada's territory);
   - ``q_wave_contiguous_ms``: the largest Q duration found in both leads of a contiguous pair
     (aVR and V1 left out, where a Q/QS is normal);
+  - ``q_wave_anterior_ms`` / ``q_wave_lateral_ms``: per territory, the largest amount (ms) by
+    which both leads of a contiguous pair exceed their Q-duration limit (30 ms; 20 ms in
+    V2-V3; Fourth Universal Definition of MI, Thygesen et al. 2018): anterior V2-V4 (V1 left
+    out, where a QS alone is normal), lateral I, aVL, V4-V6. Inferior infarction reads
+    ``q_wave_contiguous_ms`` (the catalog says why);
   - ``t_inverted_leads``: leads with T below -0.1 mV, aVR, III and V1 left out (T may be
     negative there in normal adults);
   - ``t_low_leads``: leads among I, II and V3-V6 (where T is normally upright) whose T is
@@ -61,6 +66,14 @@ EARLY_REPOL_J_MV = 0.1
 EARLY_REPOL_SKIP = ("aVR", "V1", "V2", "V3")
 T_INVERSION_MV = -0.1
 T_INVERSION_NORMAL_LEADS = ("aVR", "III", "V1")
+#: Q-wave limits (ms) and the contiguous pairs of each infarct territory (Fourth Universal
+#: Definition of MI, Thygesen et al. 2018: any Q > 20 ms in V2-V3, >= 30 ms elsewhere).
+Q_WAVE_LIMIT_MS: Mapping[str, float] = {"V2": 20.0, "V3": 20.0}
+Q_WAVE_DEFAULT_MS = 30.0
+Q_TERRITORIES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "anterior": (("V2", "V3"), ("V3", "V4")),
+    "lateral": (("aVL", "I"), ("I", "V6"), ("V4", "V5"), ("V5", "V6")),
+}
 #: Leads where the T wave is normally upright (AHA/ACCF/HRS part IV), and the "low T" limit.
 T_UPRIGHT_LEADS = ("I", "II", "V3", "V4", "V5", "V6")
 T_LOW_FRACTION_OF_R = 0.1
@@ -165,6 +178,8 @@ def _derive(out: Values) -> None:
     if q_best is not None:
         out.descriptions["q_wave_contiguous_ms"] = f"Q wave {q_best[1]} in contiguous leads"
 
+    _q_territories(out)
+
     t_leads = [
         lead
         for lead in LIMB_LEADS + PRECORDIAL_LEADS
@@ -202,6 +217,30 @@ def _derive(out: Values) -> None:
     v["rs_ratio_v1"] = None if r_v1 is None or s_v1 is None else round(r_v1 / max(s_v1, 0.05), 2)
     v["p_amplitude_ii_mv"] = _lead(out, "p_amplitude", "II")
     v["r_v3_mv"] = _lead(out, "r_amplitude", "V3")
+
+
+def _q_territories(out: Values) -> None:
+    """Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
+    (V1 is left out: a Q or QS complex there alone is normal)."""
+    for territory, pairs in Q_TERRITORIES.items():
+        best: tuple[float, str] | None = None
+        for a, b in pairs:
+            qa, qb = _lead(out, "q_duration", a), _lead(out, "q_duration", b)
+            if qa is None or qb is None:
+                continue
+            limit_a = Q_WAVE_LIMIT_MS.get(a, Q_WAVE_DEFAULT_MS)
+            limit_b = Q_WAVE_LIMIT_MS.get(b, Q_WAVE_DEFAULT_MS)
+            excess = min(qa - limit_a, qb - limit_b)
+            if best is None or excess > best[0]:
+                best = (excess, f"{a}/{b} ({qa:.0f}/{qb:.0f} ms)")
+        key = f"q_wave_{territory}_ms"
+        out.values[key] = None if best is None else round(best[0], 1)
+        if best is not None:
+            state = "beyond" if best[0] > 0 else "within"
+            out.descriptions[key] = (
+                f"Q wave {best[1]}, {state} the limit (20 ms V2-V3, 30 ms elsewhere) "
+                f"in 2 contiguous {territory} leads"
+            )
 
 
 def _t_low(out: Values) -> None:

@@ -79,6 +79,20 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("premature ventricular contractions", ("premature_ventricular_beats",)),
         ("ventricular extrasystoles", ("premature_ventricular_beats",)),
         ("premature atrial contractions", ("premature_atrial_beats",)),
+        ("supraventricular extrasystoles", ("premature_atrial_beats",)),
+        # Abbreviations a site's label list uses (a sentence encoder knows them poorly).
+        ("NSR", ("sinus_rhythm",)),
+        ("LAD", ("left_axis_deviation",)),
+        ("RAD", ("right_axis_deviation",)),
+        ("1AVB", ("pr_prolonged",)),
+        ("WPW", ("preexcitation",)),
+        ("ventricular paced rhythm", ("paced",)),
+        # Acute ischaemia is ST deviation, an old infarction Q waves; never the other way.
+        ("acute myocardial infarction", ("acute_ischaemia",)),
+        ("acute inferior myocardial infarction", ("acute_ischaemia",)),
+        ("myocardial ischemia", ("acute_ischaemia",)),
+        ("old inferior MI", ("inferior_infarct",)),
+        ("anterior infarction", ("anterior_infarct",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(

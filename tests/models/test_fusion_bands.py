@@ -167,7 +167,7 @@ def test_low_t_counts_leads_where_t_is_normally_upright() -> None:
         ("ST elevation", ("st_elevation",)),
         # The infarct pattern (Q waves, R loss) is not acute injury, nor is injury an old MI.
         ("old myocardial infarction", ("infarct_pattern",)),
-        ("acute myocardial infarction", ()),
+        ("acute myocardial infarction", ("acute_ischaemia",)),
         ("STEMI", ("st_elevation",)),
         ("ST elevation myocardial infarction", ("st_elevation",)),
     ],
