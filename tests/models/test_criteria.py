@@ -93,6 +93,8 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("myocardial ischemia", ("acute_ischaemia",)),
         ("old inferior MI", ("inferior_infarct",)),
         ("anterior infarction", ("anterior_infarct",)),
+        ("SVT", ("narrow_regular_tachycardia",)),
+        ("junctional rhythm", ("junctional_rhythm",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
