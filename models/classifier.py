@@ -39,7 +39,7 @@ from models.modeling import EcgClipModel, load_text_cache, model_version
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, LabelScore, Measurement
 from models.scoring import CriteriaScorer, values_of
-from models.signal_work import SignalWork, SignalWorkPool, measurements_of
+from models.signal_work import SignalWork, SignalWorkPool, measurements_of, one_blas_thread
 from models.site import SiteCalibration
 from models.text_encoder import TextEncoder, text_key
 
@@ -54,6 +54,13 @@ DEFAULT_BATCH_SIZE = 64
 def prompts_digest(prompts: Sequence[str]) -> str:
     """Identifies a prompt ensemble: a calibration fitted for other prompts is not reused."""
     return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16]
+
+
+def _one_thread_each() -> None:
+    """The cores are taken (by signal-work processes or sibling pool processes): one torch
+    thread and one BLAS thread in this process."""
+    torch.set_num_threads(1)
+    one_blas_thread()
 
 
 class ZeroShotClassifier:
@@ -89,9 +96,9 @@ class ZeroShotClassifier:
         # classify() ran at 14-15 ECGs/s with 2 torch threads and 30-39 with 1. The same
         # holds in a daemonic pool process (a Celery prefork child), whose sibling processes
         # take the cores: the encoder took 7.9 ms per ECG on 2 threads there, 1.6 on one.
-        self._signal_pool = SignalWorkPool(
-            self.threads, on_cores_taken=lambda: torch.set_num_threads(1)
-        )
+        # numpy's BLAS likewise (see signal_work.one_blas_thread: its idle threads spin and
+        # its small products wait for descheduled ones).
+        self._signal_pool = SignalWorkPool(self.threads, on_cores_taken=_one_thread_each)
         bank_path = self.directory / OOD_BANK_NAME
         self._ood_bank = (
             load_numpy(str(bank_path))["embeddings"].astype(np.float32)

@@ -17,7 +17,7 @@ from datetime import datetime
 from adapters import EcgFormatError, sha256_hex
 from cds_service.audit import Actor
 from cds_service.hooks.assess import EcgRef
-from cds_service.hooks.cache import HookCaches, caches_for, quick_key
+from cds_service.hooks.cache import HookCaches, caches_for
 from cds_service.hooks.context import HookContext
 from cds_service.hooks.load import Loaded
 from cds_service.storage.ecgs import EcgStore
@@ -43,8 +43,7 @@ class OtherPatientsEcg(Exception):
 
 def _digest(item: Loaded, caches: HookCaches) -> str:
     """SHA-256 of the candidate's bytes; for an Observation seen before, without making them."""
-    resource = item.candidate.resource
-    quick = quick_key(resource) if resource is not None else None
+    quick = item.quick_key()
     if quick is not None:
         hit = caches.digests.get(quick)
         if hit is not None:
@@ -65,7 +64,12 @@ def _store(
     created = False
     if hit is None:
         info = ecgs.accept_bytes(
-            item.data, source_uri=c.origin, patient_ref=patient_ref, format=c.format, actor=actor
+            item.data,
+            source_uri=c.origin,
+            patient_ref=patient_ref,
+            format=c.format,
+            actor=actor,
+            sha256=digest,
         )
         hit = (info.id, info.acquired_at, info.patient_ref)
         created = info.created
@@ -153,7 +157,7 @@ def accept_known(ctx: HookContext, ecgs: EcgStore, loaded: list[Loaded]) -> list
     refs: dict[str, EcgRef] = {}
     for item in loaded:
         c = item.candidate
-        quick = quick_key(c.resource) if c.resource is not None else None
+        quick = item.quick_key()
         digest = caches.digests.get(quick) if quick is not None else None
         hit = caches.known.get(digest) if digest is not None else None
         if hit is None:

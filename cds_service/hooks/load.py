@@ -12,6 +12,7 @@ import binascii
 from typing import Any
 
 from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
+from cds_service.hooks.cache import quick_key
 from cds_service.hooks.context import Gathered
 from cds_service.hooks.sources import EcgCandidate, canonical_json
 
@@ -20,13 +21,25 @@ class Loaded:
     """A candidate's bytes: given, or (a prefetched Observation) serialised when first asked
     for, which a call about an already known ECG never does (see ``hooks.cache``)."""
 
-    __slots__ = ("_data", "candidate")
+    __slots__ = ("_data", "_quick", "_quick_made", "candidate")
 
     def __init__(self, candidate: EcgCandidate, data: bytes | None = None) -> None:
         if data is None and candidate.resource is None:
             raise ValueError("a candidate without a resource needs its bytes")
         self.candidate = candidate
         self._data = data
+        self._quick: str | None = None
+        self._quick_made = False
+
+    def quick_key(self) -> str | None:
+        """:func:`~cds_service.hooks.cache.quick_key` of the prefetched resource (None for
+        bytes given or fetched), made once: a new ECG's call asks on the cached path, misses,
+        and asks again on the full path."""
+        if not self._quick_made:
+            resource = self.candidate.resource
+            self._quick = quick_key(resource) if resource is not None else None
+            self._quick_made = True
+        return self._quick
 
     @property
     def data(self) -> bytes:

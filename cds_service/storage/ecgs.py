@@ -68,13 +68,16 @@ class EcgStore:
         patient_ref: str | None = None,
         format: str | None = None,
         actor: Actor | None = None,
+        sha256: str | None = None,
     ) -> EcgInfo:
         """Store one single-file ECG (any adapter format); a known SHA-256 returns its record.
 
         The bytes are parsed first, so nothing unreadable is stored:
         :class:`~adapters.EcgFormatError` reaches the caller with its explanation.
+        ``sha256``: the caller's digest of exactly ``data`` (a hook call has made it to look
+        the ECG up), so it is not made twice.
         """
-        digest = sha256_hex(data)
+        digest = sha256 if sha256 is not None else sha256_hex(data)
         existing = self._find_by_sha(digest)
         if existing is not None:
             return self._duplicate(existing, patient_ref, actor)

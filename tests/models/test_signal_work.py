@@ -101,6 +101,23 @@ def test_a_daemonic_pool_process_works_in_place_and_gives_up_the_cores(
     assert (n, in_place, taken) == (len(ecgs), True, [True])
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_workers_run_blas_on_one_thread() -> None:
+    """A worker is one of the processes that span the cores: BLAS threads of its own would
+    only spin and wait for each other there."""
+    pool = SignalWorkPool(2, shared=False)
+    try:
+        assert pool.start() and pool._executor is not None
+        assert set(pool._executor.submit(_blas_threads).result(timeout=120)) <= {1}
+    finally:
+        pool.close()
+
+
 _POOL_OWNER = """
 import signal, sys, time
 from models.signal_work import SignalWorkPool

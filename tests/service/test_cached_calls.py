@@ -152,3 +152,28 @@ def test_an_ecg_removed_behind_the_process_is_stored_again_not_a_failed_call(
     stored_again = _card_ecg(ehr, after["uuid"])
     assert stored_again is not None and stored_again != ecg_id
     assert ehr.runtime.ecgs.get_info(stored_again) is not None
+
+
+def test_a_new_ecgs_call_makes_its_quick_key_once(
+    ehr: Ehr, ptbxl_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached path asks for the quick key, misses, and the full path needs it again (to
+    remember the digest): it is made once per call, not once per path."""
+    from cds_service.hooks import load
+
+    made: list[str | None] = []
+    real = load.quick_key
+
+    def counted(resource: dict[str, Any]) -> str | None:
+        made.append(real(resource))
+        return made[-1]
+
+    monkeypatch.setattr(load, "quick_key", counted)
+    observation = _observation(ptbxl_dir, "00004", "2021-05-06T07:08:09Z")
+    observation["id"] = "quick-key-once"  # bytes no other test sends: a never-seen ECG
+    prefetch = _prefetch(ecgObservations=searchset(observation))
+    cards = _cards(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
+    assert cards  # a result card or the pending notice: either way the full path ran
+    assert len(made) == 1 and made[0] is not None
+    digest = caches_for(ehr.runtime.ecgs).digests.get(made[0])
+    assert digest is not None  # the full path remembered it under that key
