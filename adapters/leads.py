@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _CANONICAL = {
@@ -23,6 +24,7 @@ _ALIASES = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of spellings, looked up per lead per record
 def normalize_lead_name(raw: str) -> str:
     """Map vendor spellings (``AVR``, ``MDC_ECG_LEAD_AVR``, ``Lead V1``, ``v1``) to standard names.
 

@@ -32,6 +32,7 @@ from adapters.leads import lead_aliases, normalize_lead_name
 from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
 from adapters.wfdb_header import install as _install_fast_header_parser
+from adapters.wfdb_signals import DigitalRecord, read_digital
 
 FORMAT = "wfdb"
 _install_fast_header_parser()  # wfdb's own header grammar, without its per-field pandas lookups
@@ -308,7 +309,11 @@ def _check_names_stay_local(item: ReaderInput, text: str) -> None:
             )
 
 
-def _read_record(item: ReaderInput, header: Path, text: str) -> tuple[wfdb.Record, list[Path]]:
+def _read_record(
+    item: ReaderInput, header: Path, header_bytes: bytes, text: str
+) -> tuple[wfdb.Record | DigitalRecord, list[Path], dict[str, bytes]]:
+    """The record, its signal files and their bytes (each file read once, for the samples
+    and the SHA-256 alike)."""
     _check_names_stay_local(item, text)
     files = _signal_files(header, text)
     for file in files:
@@ -331,10 +336,15 @@ def _read_record(item: ReaderInput, header: Path, text: str) -> tuple[wfdb.Recor
         if isinstance(exc, EcgFormatError):
             raise
         raise EcgFormatError(item.name, f"malformed WFDB header ({exc})") from None
+    contents = {file.name: file.read_bytes() for file in files}
     try:
-        if _WFDB_NAME.match(_record_line(text) or ""):
+        named = _WFDB_NAME.match(_record_line(text) or "") is not None
+        fast = read_digital(header_bytes, contents) if named else None
+        if fast is not None:  # format 16/212 from the bytes just read (wfdb_signals)
+            return fast, files, contents
+        if named:
             # rdrecord parses the header itself; one read keeps us near wfdb's own speed.
-            record = wfdb.rdrecord(
+            record: wfdb.Record = wfdb.rdrecord(
                 str(header.with_suffix("")),
                 physical=False,
                 m2s=True,
@@ -348,7 +358,7 @@ def _read_record(item: ReaderInput, header: Path, text: str) -> tuple[wfdb.Recor
         raise EcgFormatError(
             item.name, f"the WFDB record cannot be read ({type(exc).__name__}: {exc})"
         ) from None
-    return record, files
+    return record, files, contents
 
 
 def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb.Record:
@@ -376,7 +386,7 @@ def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb
 
 
 def _to_millivolts(
-    item: ReaderInput, record: wfdb.Record
+    item: ReaderInput, record: wfdb.Record | DigitalRecord
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Rows in mV for every voltage channel; non-voltage channels are dropped and named.
 
@@ -427,10 +437,10 @@ def _to_millivolts(
     return signal, [normalize_lead_name(names[i]) for i in keep], dropped
 
 
-def _hash(header_bytes: bytes, files: list[Path]) -> str:
+def _hash(header_bytes: bytes, files: list[Path], contents: dict[str, bytes]) -> str:
     digest = hashlib.sha256(header_bytes)
     for file in files:
-        digest.update(file.read_bytes())
+        digest.update(contents[file.name])
     return digest.hexdigest()
 
 
@@ -455,7 +465,7 @@ def read(item: ReaderInput) -> Ecg:
     if line is None or not _RECORD_LINE.match(line):
         raise EcgFormatError(item.name, f"{header.name} has no WFDB record line")
     assert text is not None  # _record_line returned a line
-    record, files = _read_record(item, header, text)
+    record, files, contents = _read_record(item, header, header_bytes, text)
     fs = float(record.fs or 0)
     if not np.isfinite(fs) or fs <= 0:
         raise EcgFormatError(item.name, f"the header gives sampling rate {record.fs!r}")
@@ -474,7 +484,7 @@ def read(item: ReaderInput) -> Ecg:
         source=EcgSource(
             format=FORMAT,
             uri=str(header),
-            sha256=_hash(header_bytes, files),
+            sha256=_hash(header_bytes, files, contents),
         ),
         start_time=_parse_start(line, record.base_date, record.base_time),
         statements=tuple(statements),

@@ -231,7 +231,7 @@ def bench_outside_model(n: int, repeats: int = 3) -> None:
     from bench_throughput import copy_records, ptbxl_500hz
 
     from cds_service.audit import Actor
-    from cds_service.commands.ingest import store_all, wait_all
+    from cds_service.commands.ingest import ingest_settings, store_all, wait_all
     from models.classifier import ZeroShotClassifier
 
     headers = ptbxl_500hz(n)
@@ -245,7 +245,9 @@ def bench_outside_model(n: int, repeats: int = 3) -> None:
     try:
         for repeat in range(repeats):
             data = work / f"var{repeat}"
-            settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'ecg-cds.db'}")
+            settings = ingest_settings(  # as `ecg-cds ingest` runs
+                Settings(data_dir=data, database_url=f"sqlite:///{data / 'ecg-cds.db'}")
+            )
             replay = _Replay(clf.model_version, results)
             runtime = Runtime.start(settings, role="cli", classifier=replay, resume=False)
             try:

@@ -224,7 +224,7 @@ def bench_classify(anchor: Anchor, clf: Any, headers: list[Path], repeats: int) 
 
 def bench_ingest(anchor: Anchor, clf: Any, headers: list[Path], repeats: int) -> Row:
     from cds_service.audit import Actor
-    from cds_service.commands.ingest import store_all, wait_all
+    from cds_service.commands.ingest import ingest_settings, store_all, wait_all
     from cds_service.runtime import Runtime
     from cds_service.settings import Settings
 
@@ -234,7 +234,9 @@ def bench_ingest(anchor: Anchor, clf: Any, headers: list[Path], repeats: int) ->
     try:
         for repeat in range(repeats):
             data = work / f"var{repeat}"
-            settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'ecg-cds.db'}")
+            settings = ingest_settings(  # as `ecg-cds ingest` runs
+                Settings(data_dir=data, database_url=f"sqlite:///{data / 'ecg-cds.db'}")
+            )
             runtime = Runtime.start(settings, role="cli", classifier=clf, resume=False)
 
             def run(runtime: Runtime = runtime) -> float:

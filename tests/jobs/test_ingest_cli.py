@@ -132,3 +132,66 @@ def test_dicomweb_poll_picks_up_new_ecgs_once(
         assert info.source_uri is not None and info.source_uri.startswith(orthanc.dicomweb_url)
     assert any(dcmread(dicom).SOPInstanceUID in (info.source_uri or "") for info, _ in stored)
     assert state is not None and "last_run" in state
+
+
+def test_storing_waits_for_classification_to_keep_up(
+    env: Path, cinc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_AHEAD stored ECGs await classification when a group is read; every ECG
+    is still classified, each once."""
+    from cds_service.commands import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "MAX_AHEAD", 2)
+    monkeypatch.setattr(ingest_module, "_FIRST_GROUP", 1)
+    monkeypatch.setattr(ingest_module, "_LARGEST_GROUP", 2)
+    pending_at_group: list[int] = []
+    make_room = ingest_module._Ahead.make_room
+
+    def spy(self: ingest_module._Ahead) -> None:
+        make_room(self)
+        pending_at_group.append(len(self._pending))
+
+    monkeypatch.setattr(ingest_module._Ahead, "make_room", spy)
+    folder = cinc_dir / "cpsc2018_a0001_a0010"
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _summary(result.output) == (10, 10, 0)
+    assert "pending" not in result.output and "failed" not in result.output
+    assert len(pending_at_group) == 6 and max(pending_at_group) <= 2  # groups 1, 2, 2, 2, 2, 1
+
+    runtime = Runtime.start(get_settings(), resume=False)
+    try:
+        stored = runtime.ecgs.list_ecgs(limit=100)
+    finally:
+        runtime.stop()
+    assert len(stored) == 10 and all(result is not None for _, result in stored)
+
+
+def test_a_stalled_classification_does_not_stall_storing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cds_service.commands import ingest as ingest_module
+
+    class Jobs:
+        calls = 0
+
+        def wait_finished(self, ids: list[str], timeout_s: float) -> dict[str, bool]:
+            self.calls += 1
+            return {}  # nothing ever finishes
+
+    class FakeRuntime:
+        jobs = Jobs()
+
+    ahead = ingest_module._Ahead(FakeRuntime(), 2)  # type: ignore[arg-type]
+    ahead.submitted(["a", "b", "c", "d"])
+    ahead.make_room()  # gives up after one fruitless wait
+    ahead.submitted(["e"])
+    ahead.make_room()
+    assert FakeRuntime.jobs.calls == 1
+
+
+def test_ingest_runs_two_job_threads_at_least() -> None:
+    from cds_service.commands.ingest import INGEST_JOB_THREADS, ingest_settings
+
+    assert ingest_settings(Settings()).jobs.embedded_threads == INGEST_JOB_THREADS == 2
+    more = Settings(jobs={"embedded_threads": 4})  # type: ignore[arg-type]
+    assert ingest_settings(more).jobs.embedded_threads == 4
+    assert ingest_settings(more).data_dir == more.data_dir
