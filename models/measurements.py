@@ -202,18 +202,6 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     }
 
 
-def warm_up() -> None:
-    """Pay one-off start-up costs now rather than on the first :func:`measure` call.
-
-    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. The
-    R-peak detector (:mod:`models.rpeak_detect`) no longer imports neurokit2 (seconds), and
-    the rest is imported with this module: what is left is designing the detection filters,
-    which one detection on a short synthetic signal does.
-    """
-    t = np.arange(int(4 * WORK_FS)) / WORK_FS
-    neurokit_peaks(_nk_clean(np.sin(2 * np.pi * 1.2 * t) ** 15), int(WORK_FS))
-
-
 # ---------------------------------------------------------------------------- pipeline
 
 
