@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
+
+from models.rpeak_detect import prominent_peaks
 
 #: Working sampling rate (Hz) of everything in this module.
 WORK_FS = 250.0
@@ -343,7 +344,7 @@ def _t_u_notch(wave: np.ndarray, start: int, end: int) -> int | None:
     there are not two such humps U_HUMP_GAP_S apart with a notch U_NOTCH_MV deep between them.
     """
     segment = wave[start : end + 1]
-    tops, _ = scipy.signal.find_peaks(segment, prominence=U_NOTCH_MV)
+    tops, _ = prominent_peaks(segment, U_NOTCH_MV)
     if tops.size < 2:
         return None
     u = int(tops[-1])
@@ -366,11 +367,11 @@ def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, in
     if p_hi - p_lo <= _n(0.06):
         return None, None
     window = rms[p_lo : p_hi + 1]
-    tops, props = scipy.signal.find_peaks(window, prominence=MIN_P_AMPLITUDE_MV)
+    tops, prominences = prominent_peaks(window, MIN_P_AMPLITUDE_MV)
     tops = tops[tops >= 3]
     if tops.size == 0:
         return None, None
-    prominence = props["prominences"][-tops.size :]
+    prominence = prominences[-tops.size :]
     strong = tops[prominence >= P_NEAREST_SHARE * prominence.max()]
     p_peak = p_lo + int(strong[-1])
     start = max(p_lo, p_peak - _n(P_RISE_S))
