@@ -28,6 +28,7 @@ from scipy import signal as sps
 
 from adapters import Ecg, standard_12_lead
 from models.config import EcgClipConfig
+from models.filtering import sosfilt_rows
 from models.resampling import Spectra, decimate
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
@@ -72,9 +73,9 @@ def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) ->
     left = 2 * x[:, :1] - x[:, edge:0:-1]
     right = 2 * x[:, -1:] - x[:, -2 : -edge - 2 : -1]
     ext = np.concatenate([left, x, right], axis=1)
-    y, _ = sps.sosfilt(sos, ext, axis=1, zi=zi[:, None, :] * ext[None, :, :1])
-    y = y[:, ::-1]
-    y, _ = sps.sosfilt(sos, y, axis=1, zi=zi[:, None, :] * y[None, :, :1])
+    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
+    y = np.ascontiguousarray(y[:, ::-1])
+    y = sosfilt_rows(sos, y, zi[None, :, :] * y[:, None, :1])
     return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
 
 
