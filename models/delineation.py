@@ -310,8 +310,9 @@ def _t_wave(
     sizes = np.where(take_up, up_size, down_size)
     signs = np.where(take_up, 1.0, -1.0)
     st = max(qrs_off + _n(0.04), lo - window)  # from the ST segment on
+    upright = signs[:, None] * beat  # every lead with its T wave upright
     for i in range(ends.size):  # a merged U wave is no part of the lead's T wave
-        notch = _t_u_notch(signs[i] * beat[i], st, int(ends[i]))
+        notch = _t_u_notch(upright[i], st, int(ends[i]))
         if notch is None or notch < lo + cut:
             continue
         qtc = (np.array([ends[i], notch]) - qrs_on) / WORK_FS / math.sqrt(rr_s)

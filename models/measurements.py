@@ -438,7 +438,10 @@ def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     signal = prepared.signal[prepared.usable]
     slope = np.sqrt((np.diff(signal, axis=1) ** 2).sum(axis=0))
     half = round(0.06 * WORK_FS)
-    steepest = np.array([slope[max(p - half, 0) : p + half].max() for p in peaks])
+    # Each detection's window [p - half, p + half) at once; indices clipped at the record's
+    # ends repeat a sample of the (cut) window, so every maximum is that of the window.
+    window = np.clip(peaks[:, None] + np.arange(-half, half)[None, :], 0, slope.size - 1)
+    steepest = slope[window].max(axis=1)
     kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * float(np.median(steepest))]
     return kept if kept.size >= 3 else peaks
 
