@@ -50,18 +50,17 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Literal
 
 import numpy as np
 import scipy.signal
 
-from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
+from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.filtering import sosfilt_rows
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
-from models.resampling import Spectra, decimate
+from models.resampling import Spectra, decimate, rational_ratio
 from models.results import Measurement
 from models.rpeak_detect import neurokit_peaks
 
@@ -307,18 +306,16 @@ def _plausible(name: str, value_ms: float) -> float | None:
 
 def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     fs = float(ecg.fs)
-    view = standard_12_lead(ecg)
+    rows, _, missing = standard_signal(ecg)
     extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
-    rows = view.ecg.signal
     if extra:
         rows = np.concatenate([rows, ecg.signal[extra]], axis=0)
     leads = STANDARD_LEADS + tuple(ecg.leads[i] for i in extra)
     standard = np.array([i < len(STANDARD_LEADS) for i in range(len(leads))])
-    standard[: len(STANDARD_LEADS)] = [name not in view.missing for name in STANDARD_LEADS]
+    standard[: len(STANDARD_LEADS)] = [name not in missing for name in STANDARD_LEADS]
     signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
-        ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = rational_ratio(WORK_FS, fs)
         window = _resampling_filter(up, down)
         signal = decimate(signal, up, down, window, spectra)
     if signal.shape[1] < int(2 * WORK_FS):
