@@ -113,10 +113,10 @@ def median_beats(
     beats = filtered[:, index.T]
     # Keep the beats whose QRS (R +- 60 ms, all usable leads) matches the dominant one.
     qrs = slice(before - _n(0.06), before + _n(0.06))
-    shapes = beats[usable][:, qrs, :]  # (leads, q, beats)
+    shapes = beats[usable, qrs, :]  # (leads, q, beats)
     shapes = np.transpose(shapes, (2, 0, 1)).reshape(inside.size, -1)
     shapes = shapes - shapes.mean(axis=1, keepdims=True)
-    template = np.median(shapes, axis=0)
+    template = _median_of_beats(np.ascontiguousarray(shapes.T))  # np.median(shapes, axis=0)
     norms = np.linalg.norm(shapes, axis=1) * np.linalg.norm(template)
     correlation = shapes @ template / np.maximum(norms, 1e-12)
     keep = correlation >= MIN_QRS_CORRELATION
@@ -125,14 +125,14 @@ def median_beats(
     kept = index[keep]
     level = _pr_level(wide, kept)  # (leads, kept, 1)
     return MedianBeats(
-        filtered=_median_of_beats(beats[:, :, keep]),
+        filtered=_median_of_beats(beats if keep.all() else beats[:, :, keep]),
         wide=_median_of_beats(wide[:, kept.T] - level.reshape(level.shape[0], 1, -1)),
         beats=inside[keep],
     )
 
 
 def _median_of_beats(beats: np.ndarray) -> np.ndarray:
-    """``np.median(beats, axis=-1)`` for (leads, L, beats): the middle of the few beats per sample.
+    """``np.median(beats, axis=-1)`` (finite values): the middle of the few beats per sample.
 
     The same values; numpy's median (a partition, then a mean) cost a fifth of
     :func:`models.measurements.measure` for ten 12-lead beats. An odd count takes the middle
