@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -153,21 +154,24 @@ class Combination:
 
     def evaluate(self, values: Values, memo: Memo | None = None) -> Outcome:
         outcomes = [p.evaluate(values, memo) for p in self.parts]
-        evidence = tuple(dict.fromkeys(line for o in outcomes for line in o.evidence))
         known = [o.margin for o in outcomes if o.margin is not None]
         if self.kind == "not":
             margin = outcomes[0].margin
-            return Outcome(None if margin is None else -margin, evidence)
+            return Outcome(None if margin is None else -margin, _all_lines(outcomes))
         if not known:
-            return Outcome(None, evidence)
+            return Outcome(None, _all_lines(outcomes))
         if self.kind == "all":
             # A failed measured part decides; otherwise every part must have been measured.
-            if min(known) <= 0:
-                return Outcome(min(known), _deciding(outcomes, min(known)))
-            return Outcome(min(known) if len(known) == len(outcomes) else None, evidence)
-        if max(known) > 0:  # any: a met measured part decides
-            return Outcome(max(known), _deciding(outcomes, max(known)))
-        return Outcome(max(known) if len(known) == len(outcomes) else None, evidence)
+            lowest = min(known)
+            if lowest <= 0:
+                return Outcome(lowest, _deciding(outcomes, lowest))
+            complete = len(known) == len(outcomes)
+            return Outcome(lowest if complete else None, _all_lines(outcomes))
+        highest = max(known)
+        if highest > 0:  # any: a met measured part decides
+            return Outcome(highest, _deciding(outcomes, highest))
+        complete = len(known) == len(outcomes)
+        return Outcome(highest if complete else None, _all_lines(outcomes))
 
 
 @dataclass(frozen=True)
@@ -188,11 +192,17 @@ Rule = Condition | Combination | Reference
 Memo = dict[Condition | str, Outcome]
 
 
+def _all_lines(outcomes: list[Outcome]) -> tuple[str, ...]:
+    """Every part's evidence, each line once, in order (built only where it is the answer)."""
+    return tuple(dict.fromkeys(line for o in outcomes for line in o.evidence))
+
+
 def _deciding(outcomes: list[Outcome], margin: float) -> tuple[str, ...]:
     """Evidence of the parts that decided an all/any (what a reader needs to see)."""
     return tuple(dict.fromkeys(line for o in outcomes if o.margin == margin for line in o.evidence))
 
 
+@functools.cache
 def _term(key: str) -> tuple[str, str, int]:
     if key in MEASUREMENT_TERMS:
         return MEASUREMENT_TERMS[key]
