@@ -147,6 +147,19 @@ def _derive_limb_leads(available: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return derived
 
 
+def standard_signal(ecg: Ecg) -> tuple[np.ndarray, frozenset[str], frozenset[str]]:
+    """The signal of :func:`standard_12_lead`'s view, and the leads derived and missing.
+
+    For a record already in standard 12-lead order (most carts) that is the record's own
+    array, as is (do not write to it): no copy and no new :class:`Ecg` to validate, which the
+    signal work of every classification would otherwise pay twice.
+    """
+    if tuple(ecg.leads) == STANDARD_LEADS:
+        return ecg.signal, frozenset(), frozenset()
+    view = standard_12_lead(ecg)
+    return view.ecg.signal, view.derived, view.missing
+
+
 def standard_12_lead(ecg: Ecg) -> StandardLeads:
     """Reorder to the standard 12 leads, deriving III/aVR/aVL/aVF from I and II if absent.
 

@@ -35,8 +35,11 @@ import torch
 torch.set_num_threads(1)
 from adapters import load_ecg
 from models.classifier import ZeroShotClassifier
-from models.measurements import warm_up
 from models.signal_work import SignalWorkPool, analyse
+try:  # the whole signal work's warm-up; older revisions (a --baseline-rev) warm measure() only
+    from models.signal_work import warm_up
+except ImportError:
+    from models.measurements import warm_up
 ptbxl = Path(sys.argv[1]) / "ptbxl"
 rows = list(csv.DictReader((ptbxl / "ptbxl_database.csv").open(newline="")))[: int(sys.argv[2])]
 ecgs = [load_ecg(ptbxl / f"{row['filename_hr']}.hea") for row in rows]

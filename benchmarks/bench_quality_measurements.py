@@ -2,8 +2,8 @@
 
 For PTB-XL records (10 s, 12 leads) at 500 Hz and at 100 Hz: the median and 90th percentile
 time per record of :func:`models.quality.assess_quality` (target: under 2 ms at 500 Hz) and
-:func:`models.measurements.measure` (target: under 150 ms), plus the one-off neurokit2 import
-that the first ``measure`` call pays (``models.measurements.warm_up`` moves it to start-up).
+:func:`models.measurements.measure` (target: under 150 ms), plus the one-off start-up cost
+that the first call pays (``models.signal_work.warm_up`` moves it to start-up).
 
 Run: ``.venv/bin/python benchmarks/bench_quality_measurements.py [--records 100]
 [--repeats 5] [--data ../shared/data] [--baseline-rev 1c1f2b1]``. With ``--baseline-rev``
@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from adapters import Ecg, load_ecg
-from models.measurements import measure, warm_up
+from models.measurements import measure
 from models.quality import assess_quality
+from models.signal_work import warm_up
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,7 +105,7 @@ def main() -> None:
     c0, w0 = time.process_time(), time.perf_counter()
     warm_up()
     print(
-        f"neurokit2 import (once per process): {time.process_time() - c0:.2f} s CPU, "
+        f"warm-up (once per process): {time.process_time() - c0:.2f} s CPU, "
         f"{time.perf_counter() - w0:.2f} s wall"
     )
     print(f"PTB-XL records 1-{len(rows)}, {args.repeats} repeats each, median per record")

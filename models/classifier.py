@@ -34,6 +34,7 @@ from safetensors.numpy import save_file as save_numpy
 from adapters import Ecg
 from models.calibration import Calibration, Platt
 from models.catalog import Label, LabelCatalog, load_catalog
+from models.criteria import Memo
 from models.fusion import Fusion
 from models.modeling import EcgClipModel, load_text_cache, model_version
 from models.preprocessing import preprocess
@@ -296,10 +297,11 @@ class ZeroShotClassifier:
         nearest = self.nearest_training_similarity(emb)
         cos = emb @ self.label_embeddings(catalog).T
         values = values_of([measured[i] for i in accepted])
+        memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
         columns = []
         for j, label in enumerate(catalog):
             p_embedding, calibrated = self.probabilities(label, cos[:, j])
-            evidence = self.scorer.evidence(label, values)
+            evidence = self.scorer.evidence(label, values, memos)
             fused = self.scorer.fuse(label, p_embedding, evidence)
             # Python floats once per column: numpy scalar indexing per ECG and label was a
             # tenth of this method's own time.

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -116,7 +117,15 @@ class Condition:
     threshold: float
     scale: float
 
-    def evaluate(self, values: Values) -> Outcome:
+    def evaluate(self, values: Values, memo: Memo | None = None) -> Outcome:
+        if memo is None:
+            return self._evaluate(values)
+        known = memo.get(self)
+        if known is None:
+            known = memo[self] = self._evaluate(values)
+        return known
+
+    def _evaluate(self, values: Values) -> Outcome:
         value = values.get(self.measure)
         term, unit, digits = _term(self.measure)
         if value is None:
@@ -148,23 +157,26 @@ class Combination:
     kind: Literal["all", "any", "not"]
     parts: tuple[Rule, ...]
 
-    def evaluate(self, values: Values) -> Outcome:
-        outcomes = [p.evaluate(values) for p in self.parts]
-        evidence = tuple(dict.fromkeys(line for o in outcomes for line in o.evidence))
+    def evaluate(self, values: Values, memo: Memo | None = None) -> Outcome:
+        outcomes = [p.evaluate(values, memo) for p in self.parts]
         known = [o.margin for o in outcomes if o.margin is not None]
         if self.kind == "not":
             margin = outcomes[0].margin
-            return Outcome(None if margin is None else -margin, evidence)
+            return Outcome(None if margin is None else -margin, _all_lines(outcomes))
         if not known:
-            return Outcome(None, evidence)
+            return Outcome(None, _all_lines(outcomes))
         if self.kind == "all":
             # A failed measured part decides; otherwise every part must have been measured.
-            if min(known) <= 0:
-                return Outcome(min(known), _deciding(outcomes, min(known)))
-            return Outcome(min(known) if len(known) == len(outcomes) else None, evidence)
-        if max(known) > 0:  # any: a met measured part decides
-            return Outcome(max(known), _deciding(outcomes, max(known)))
-        return Outcome(max(known) if len(known) == len(outcomes) else None, evidence)
+            lowest = min(known)
+            if lowest <= 0:
+                return Outcome(lowest, _deciding(outcomes, lowest))
+            complete = len(known) == len(outcomes)
+            return Outcome(lowest if complete else None, _all_lines(outcomes))
+        highest = max(known)
+        if highest > 0:  # any: a met measured part decides
+            return Outcome(highest, _deciding(outcomes, highest))
+        complete = len(known) == len(outcomes)
+        return Outcome(highest if complete else None, _all_lines(outcomes))
 
 
 @dataclass(frozen=True)
@@ -174,12 +186,20 @@ class Reference:
     criterion: str
     catalog: CriteriaCatalog | None = None
 
-    def evaluate(self, values: Values) -> Outcome:
+    def evaluate(self, values: Values, memo: Memo | None = None) -> Outcome:
         assert self.catalog is not None, "unbound criterion reference"
-        return self.catalog.get(self.criterion).rule.evaluate(values)
+        return self.catalog.evaluate(self.criterion, values, memo)
 
 
 Rule = Condition | Combination | Reference
+#: Outcomes already evaluated on one ECG's values: by condition (equal conditions of different
+#: criteria give the same outcome) and by criterion id.
+Memo = dict[Condition | str, Outcome]
+
+
+def _all_lines(outcomes: list[Outcome]) -> tuple[str, ...]:
+    """Every part's evidence, each line once, in order (built only where it is the answer)."""
+    return tuple(dict.fromkeys(line for o in outcomes for line in o.evidence))
 
 
 def _deciding(outcomes: list[Outcome], margin: float) -> tuple[str, ...]:
@@ -187,6 +207,7 @@ def _deciding(outcomes: list[Outcome], margin: float) -> tuple[str, ...]:
     return tuple(dict.fromkeys(line for o in outcomes if o.margin == margin for line in o.evidence))
 
 
+@functools.cache
 def _term(key: str) -> tuple[str, str, int]:
     if key in MEASUREMENT_TERMS:
         return MEASUREMENT_TERMS[key]
@@ -224,8 +245,8 @@ class Criterion:
     def phrases(self) -> tuple[str, ...]:
         return (self.sentence, *self.paraphrases)
 
-    def evaluate(self, values: Values) -> Outcome:
-        return self.rule.evaluate(values)
+    def evaluate(self, values: Values, memo: Memo | None = None) -> Outcome:
+        return self.rule.evaluate(values, memo)
 
 
 class CriteriaCatalog:
@@ -252,15 +273,22 @@ class CriteriaCatalog:
         except KeyError:
             raise KeyError(f"no criterion {criterion_id!r} in the catalog") from None
 
-    def evaluate(self, criterion_id: str, values: Values) -> Outcome:
-        return self.get(criterion_id).evaluate(values)
+    def evaluate(self, criterion_id: str, values: Values, memo: Memo | None = None) -> Outcome:
+        """``memo``: outcomes already evaluated on these same values, by this catalog only
+        (a criterion shared by several labels, or named by other criteria, is evaluated once)."""
+        if memo is None:
+            return self.get(criterion_id).evaluate(values)
+        known = memo.get(criterion_id)
+        if known is None:
+            known = memo[criterion_id] = self.get(criterion_id).evaluate(values, memo)
+        return known
 
-    def evaluate_all(self, ids: Iterable[str], values: Values) -> Outcome:
+    def evaluate_all(self, ids: Iterable[str], values: Values, memo: Memo | None = None) -> Outcome:
         """Conjunction of several criteria (a label naming more than one needs them all)."""
         ids = tuple(ids)
         if len(ids) == 1:
-            return self.evaluate(ids[0], values)
-        return Combination("all", tuple(self.get(i).rule for i in ids)).evaluate(values)
+            return self.evaluate(ids[0], values, memo)
+        return Combination("all", tuple(self.get(i).rule for i in ids)).evaluate(values, memo)
 
     def is_defining(self, ids: Iterable[str]) -> bool:
         return any(self.get(i).defining for i in ids)

@@ -220,10 +220,6 @@ def lead_features(wide: np.ndarray, leads: Sequence[str], waves: Waves) -> tuple
     qrs_rows = beat[:, on : off + 1].tolist()
     shapes = {name: qrs_shape(qrs_rows[i]) for name, i in index.items()}
 
-    def put(key: str, lead: str, value: float | None, digits: int = 3) -> None:
-        if value is not None:
-            per.setdefault(key, {})[lead] = round(float(value), digits) + 0.0  # no -0.0
-
     # Every per-lead level below is one numpy call over all leads, not one per lead.
     j60 = off + round(ST_OFFSET_S * WORK_FS)
     st60_ok = waves.t_end is None or j60 < waves.t_end
@@ -239,21 +235,28 @@ def lead_features(wide: np.ndarray, leads: Sequence[str], waves: Waves) -> tuple
         if waves.p_on is not None and waves.p_off is not None and waves.p_off > waves.p_on
         else None
     )
-    for name, i in index.items():
-        shape = shapes[name]
-        put("r_amplitude", name, shape.r)
-        put("s_amplitude", name, shape.s)
-        put("q_duration", name, shape.q_ms, 0)
-        put("r_peak_time", name, shape.r_peak_ms, 0)
-        put("terminal_s_duration", name, shape.terminal_s_ms, 0)
-        put("qrs_notched", name, float(shape.notched), 0)
-        put("st_j", name, st_j[i])
-        if st_j60 is not None:
-            put("st_j60", name, st_j60[i])
-        if t_amplitude is not None:
-            put("t_amplitude", name, t_amplitude[i])
-        if p_amplitude is not None:
-            put("p_amplitude", name, p_amplitude[i])
+    names = list(index)
+    columns: list[tuple[str, Sequence[float | None], int]] = [
+        ("r_amplitude", [shapes[n].r for n in names], 3),
+        ("s_amplitude", [shapes[n].s for n in names], 3),
+        ("q_duration", [shapes[n].q_ms for n in names], 0),
+        ("r_peak_time", [shapes[n].r_peak_ms for n in names], 0),
+        ("terminal_s_duration", [shapes[n].terminal_s_ms for n in names], 0),
+        ("qrs_notched", [float(shapes[n].notched) for n in names], 0),
+    ]
+    levels = (("st_j", st_j), ("st_j60", st_j60), ("t_amplitude", t_amplitude))
+    for key, level in (*levels, ("p_amplitude", p_amplitude)):
+        if level is not None:
+            columns.append((key, [level[index[n]] for n in names], 3))
+    # One dict per key, leads in order ("+ 0.0": no -0.0), keys without a value left out.
+    for key, column, digits in columns:
+        lead_values = {
+            n: round(float(v), digits) + 0.0
+            for n, v in zip(names, column, strict=True)
+            if v is not None
+        }
+        if lead_values:
+            per[key] = lead_values
 
     def r(lead: str) -> float | None:
         return shapes[lead].r if lead in shapes else None

@@ -50,18 +50,18 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Literal
 
 import numpy as np
 import scipy.signal
 
-from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
+from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.ectopy import premature_beats
+from models.filtering import sosfilt_rows
 from models.lead_features import lead_features, summarise
 from models.pacing import paced_share, pacing_spikes
-from models.resampling import Spectra, decimate
+from models.resampling import Spectra, decimate, rational_ratio
 from models.results import Measurement
 from models.rpeak_detect import neurokit_peaks
 
@@ -209,18 +209,6 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     }
 
 
-def warm_up() -> None:
-    """Pay one-off start-up costs now rather than on the first :func:`measure` call.
-
-    Call it where a worker process starts, so the first ECG of a CDS hook is not slow. The
-    R-peak detector (:mod:`models.rpeak_detect`) no longer imports neurokit2 (seconds), and
-    the rest is imported with this module: what is left is designing the detection filters,
-    which one detection on a short synthetic signal does.
-    """
-    t = np.arange(int(4 * WORK_FS)) / WORK_FS
-    neurokit_peaks(_nk_clean(np.sin(2 * np.pi * 1.2 * t) ** 15), int(WORK_FS))
-
-
 # ---------------------------------------------------------------------------- pipeline
 
 
@@ -328,18 +316,16 @@ def _plausible(name: str, value_ms: float) -> float | None:
 
 def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     fs = float(ecg.fs)
-    view = standard_12_lead(ecg)
+    rows, _, missing = standard_signal(ecg)
     extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
-    rows = view.ecg.signal
     if extra:
         rows = np.concatenate([rows, ecg.signal[extra]], axis=0)
     leads = STANDARD_LEADS + tuple(ecg.leads[i] for i in extra)
     standard = np.array([i < len(STANDARD_LEADS) for i in range(len(leads))])
-    standard[: len(STANDARD_LEADS)] = [name not in view.missing for name in STANDARD_LEADS]
+    standard[: len(STANDARD_LEADS)] = [name not in missing for name in STANDARD_LEADS]
     signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
-        ratio = Fraction(WORK_FS / fs).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = rational_ratio(WORK_FS, fs)
         window = _resampling_filter(up, down)
         signal = decimate(signal, up, down, window, spectra)
     if signal.shape[1] < int(2 * WORK_FS):
@@ -371,14 +357,16 @@ def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) 
     sos, zi, edge = _butter(order, band, btype)
     if x.shape[-1] <= edge:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
-    first, last = x[..., :1], x[..., -1:]
+    rows = x.reshape(-1, x.shape[-1])
+    first, last = rows[:, :1], rows[:, -1:]
     ext = np.concatenate(
-        [2 * first - x[..., edge:0:-1], x, 2 * last - x[..., -2 : -edge - 2 : -1]], axis=-1
+        [2 * first - rows[:, edge:0:-1], rows, 2 * last - rows[:, -2 : -edge - 2 : -1]], axis=-1
     )
-    state = zi.reshape((zi.shape[0],) + (1,) * (x.ndim - 1) + (2,))
-    y, _ = scipy.signal.sosfilt(sos, ext, zi=state * ext[..., :1])
-    y, _ = scipy.signal.sosfilt(sos, y[..., ::-1], zi=state * y[..., -1:])
-    return np.asarray(y[..., ::-1][..., edge:-edge])
+    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
+    back = np.ascontiguousarray(y[:, ::-1])
+    y = sosfilt_rows(sos, back, zi[None, :, :] * back[:, None, :1])
+    out = y[:, ::-1][:, edge:-edge]
+    return np.asarray(out.reshape(x.shape[:-1] + out.shape[-1:]))
 
 
 @functools.cache
@@ -457,7 +445,10 @@ def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     signal = prepared.signal[prepared.usable]
     slope = np.sqrt((np.diff(signal, axis=1) ** 2).sum(axis=0))
     half = round(0.06 * WORK_FS)
-    steepest = np.array([slope[max(p - half, 0) : p + half].max() for p in peaks])
+    # Each detection's window [p - half, p + half) at once; indices clipped at the record's
+    # ends repeat a sample of the (cut) window, so every maximum is that of the window.
+    window = np.clip(peaks[:, None] + np.arange(-half, half)[None, :], 0, slope.size - 1)
+    steepest = slope[window].max(axis=1)
     kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * float(np.median(steepest))]
     return kept if kept.size >= 3 else peaks
 

@@ -20,15 +20,16 @@ in standard 12-lead order at the model's rate come out:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 from scipy import signal as sps
 
-from adapters import Ecg, standard_12_lead
+from adapters import Ecg
+from adapters.record import STANDARD_LEADS, standard_signal
 from models.config import EcgClipConfig
-from models.resampling import Spectra, decimate
+from models.filtering import sosfilt_rows
+from models.resampling import Spectra, decimate, rational_ratio
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
 #: of filtered PTB-XL leads.
@@ -72,9 +73,9 @@ def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) ->
     left = 2 * x[:, :1] - x[:, edge:0:-1]
     right = 2 * x[:, -1:] - x[:, -2 : -edge - 2 : -1]
     ext = np.concatenate([left, x, right], axis=1)
-    y, _ = sps.sosfilt(sos, ext, axis=1, zi=zi[:, None, :] * ext[None, :, :1])
-    y = y[:, ::-1]
-    y, _ = sps.sosfilt(sos, y, axis=1, zi=zi[:, None, :] * y[None, :, :1])
+    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
+    y = np.ascontiguousarray(y[:, ::-1])
+    y = sosfilt_rows(sos, y, zi[None, :, :] * y[:, None, :1])
     return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
 
 
@@ -93,8 +94,7 @@ def filter_and_resample(
     x = x.astype(np.float64, copy=False)
     lowpass = fs > 2.0 * config.lowpass_hz + 1.0 and x.shape[1] > 30
     if abs(fs - target) > 1e-6:
-        ratio = Fraction(target / float(fs)).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = rational_ratio(target, float(fs))
         taps = _resampling_filter(up, down, float(fs), config.lowpass_hz if lowpass else None)
         x = decimate(x, up, down, taps, spectra)
     elif lowpass:
@@ -131,13 +131,13 @@ def standardise_signal(
     ecg: Ecg, config: EcgClipConfig, spectra: Spectra | None = None
 ) -> tuple[np.ndarray, frozenset[str], frozenset[str]]:
     """Steps 1-5: the whole normalised signal at the model rate, in standard lead order."""
-    view = standard_12_lead(ecg)
-    x = filter_and_resample(view.ecg.signal, float(ecg.fs), config, spectra)
+    signal, derived, missing = standard_signal(ecg)
+    x = filter_and_resample(signal, float(ecg.fs), config, spectra)
     x = normalise(x, config)
-    for i, name in enumerate(view.ecg.leads):
-        if name in view.missing:
+    for i, name in enumerate(STANDARD_LEADS):
+        if name in missing:
             x[i] = 0.0
-    return x, view.missing, view.derived
+    return x, missing, derived
 
 
 def preprocess(ecg: Ecg, config: EcgClipConfig, spectra: Spectra | None = None) -> Preprocessed:

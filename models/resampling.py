@@ -14,6 +14,7 @@ Up-sampling ratios (``up > 1``) still go to ``resample_poly``.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -33,6 +34,14 @@ def fft_length(n: int, half: int) -> int:
     """Smallest multiple of _BLOCK, with a 2-3-5-smooth quotient, holding ``n + pad``."""
     need = n + max(half, _MIN_PAD)
     return _BLOCK * int(scipy.fft.next_fast_len(-(-need // _BLOCK), real=True))
+
+
+@lru_cache(maxsize=64)
+def rational_ratio(target_fs: float, fs: float) -> tuple[int, int]:
+    """``(up, down)``: ``target_fs / fs`` as the nearest fraction with a denominator up to
+    1000 (``Fraction.limit_denominator``, a tenth of a millisecond, made once per rate)."""
+    ratio = Fraction(target_fs / fs).limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
 
 
 @lru_cache(maxsize=32)

@@ -46,6 +46,26 @@ def _most_prominent(segment: np.ndarray) -> int | None:
     return int(maxima[np.argmax(prominences)])
 
 
+def prominent_peaks(x: np.ndarray, min_prominence: float) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.signal.find_peaks(x, prominence=min_prominence)``: the peaks and their prominences.
+
+    The same two compiled steps (local maxima, then prominences over the whole signal) and
+    the same selection (``min_prominence <= prominence``), without the public call's
+    argument handling, which costs more than the work on the short stretches of a median
+    beat (the delineation's P-wave and T/U-wave searches).
+    """
+    signal = np.asarray(x, dtype=np.float64, order="C")
+    if _local_maxima_1d is None or _peak_prominences is None:
+        tops, props = scipy.signal.find_peaks(signal, prominence=min_prominence)
+        return tops, props["prominences"]
+    tops, _, _ = _local_maxima_1d(signal)
+    if tops.size == 0:
+        return tops, np.zeros(0)
+    prominences, _, _ = _peak_prominences(signal, tops, -1)
+    keep = min_prominence <= prominences
+    return tops[keep], prominences[keep]
+
+
 def neurokit_peaks(cleaned: np.ndarray, sampling_rate: int) -> np.ndarray:
     """R-peak indices of a cleaned (0.5 Hz high-passed) 1-D ECG, as neurokit2 finds them."""
     signal = np.asarray(cleaned, dtype=np.float64, order="C")

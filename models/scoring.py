@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.catalog import Label
-from models.criteria import CriteriaCatalog
+from models.criteria import CriteriaCatalog, Memo
 from models.criteria_values import Values, criteria_values
 from models.fusion import Fusion, guard, logit, sigmoid, support
 from models.resolution import CriteriaResolver, Resolution
@@ -53,12 +53,22 @@ class CriteriaScorer:
             return Resolution(known, resolution.how, resolution.similarity, resolution.matched)
         return resolution
 
-    def evidence(self, label: Label, values: Sequence[Values]) -> LabelEvidence:
+    def evidence(
+        self, label: Label, values: Sequence[Values], memos: Sequence[Memo] | None = None
+    ) -> LabelEvidence:
+        """``memos``: one per ECG of ``values``, kept over the labels of a batch (see
+        :meth:`CriteriaCatalog.evaluate`); the outcomes are the same with or without."""
         resolution = self.resolve(label)
         if not resolution.criteria:
             nothing = np.full(len(values), np.nan)
             return LabelEvidence(resolution, nothing, ((),) * len(values), False)
-        outcomes = [self.criteria.evaluate_all(resolution.criteria, v) for v in values]
+        evaluate = self.criteria.evaluate_all
+        if memos is None:
+            outcomes = [evaluate(resolution.criteria, v) for v in values]
+        else:
+            outcomes = [
+                evaluate(resolution.criteria, v, m) for v, m in zip(values, memos, strict=True)
+            ]
         margins = np.array([np.nan if o.margin is None else o.margin for o in outcomes])
         return LabelEvidence(
             resolution,

@@ -84,3 +84,19 @@ def test_signal_is_float32_millivolts(ptbxl_dir: Path) -> None:
     assert ecg.duration_s == pytest.approx(10.0)
     with pytest.raises(KeyError):
         ecg.lead("V9")
+
+
+def test_standard_signal_is_the_standard_views_signal(ptbxl_dir: Path) -> None:
+    from adapters.record import standard_signal
+
+    ecg = load_ecg(ptbxl_dir / "records500" / "00000" / "00001_hr.hea")
+    assert ecg.leads == STANDARD_LEADS
+    signal, derived, missing = standard_signal(ecg)
+    assert signal is ecg.signal and not derived and not missing  # no copy needed
+    # Another order, two limb leads and a precordial lead absent: the view's values.
+    keep = [i for i, name in enumerate(ecg.leads) if name not in ("aVL", "III", "V4")][::-1]
+    shuffled = ecg.with_signal(ecg.signal[keep], [ecg.leads[i] for i in keep])
+    view = standard_12_lead(shuffled)
+    signal, derived, missing = standard_signal(shuffled)
+    np.testing.assert_array_equal(signal, view.ecg.signal)
+    assert (derived, missing) == (view.derived, view.missing) == ({"aVL", "III"}, {"V4"})

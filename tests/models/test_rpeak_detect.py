@@ -36,3 +36,19 @@ def test_peaks_equal_neurokits(ptbxl_dir: Path, formats_dir: Path) -> None:
 
 def test_no_complex_no_peaks() -> None:
     assert neurokit_peaks(np.zeros(2500), int(WORK_FS)).size == 0
+
+
+def test_prominent_peaks_equal_scipys_find_peaks() -> None:
+    import scipy.signal
+
+    from models.rpeak_detect import prominent_peaks
+
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 5, 40, 300):
+        for step in (rng.normal(size=size), np.round(rng.normal(size=size), 1)):  # plateaus too
+            x = np.cumsum(step) * 0.01
+            for least in (0.0, 0.005, 0.02):
+                tops, props = scipy.signal.find_peaks(x, prominence=least)
+                found, prominences = prominent_peaks(x, least)
+                np.testing.assert_array_equal(found, tops)
+                np.testing.assert_array_equal(prominences, props["prominences"])
