@@ -48,10 +48,10 @@ def train(
         0.0, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
     ),
     variance_weight: float = typer.Option(
-        0.0, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
+        0.5, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
     ),
     covariance_weight: float = typer.Option(
-        0.0,
+        1.0,
         "--covariance-weight",
         help="Embedding spread: penalises a low participation ratio (0: off).",
     ),
