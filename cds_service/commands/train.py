@@ -48,12 +48,17 @@ def train(
         0.0, "--report-loss-weight", help="Weight of the whole-report CLIP loss (0: off)."
     ),
     variance_weight: float = typer.Option(
-        0.0, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
+        0.5, "--variance-weight", help="Embedding variance hinge (keeps its rank; 0: off)."
     ),
     covariance_weight: float = typer.Option(
-        0.0,
+        1.0,
         "--covariance-weight",
         help="Embedding spread: penalises a low participation ratio (0: off).",
+    ),
+    hard_negative_weight: float = typer.Option(
+        0.0,
+        "--hard-negative-weight",
+        help="Extra weight of negative facts that often co-occur with the ECG's facts (0: off).",
     ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
@@ -85,6 +90,7 @@ def train(
         report_loss_weight=report_loss_weight,
         variance_weight=variance_weight,
         covariance_weight=covariance_weight,
+        hard_negative_weight=hard_negative_weight,
         progress=not quiet,
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,6 +14,7 @@ from models.catalog import load_catalog
 from models.classifier import ZeroShotClassifier
 from models.release import prepare_release
 from models.training import TrainArgs, index_data, rank_penalty, train
+from models.training_losses import conditional_cooccurrence, cooccurrence_negative_weights
 
 pytestmark = pytest.mark.slow
 #: Releasing embeds every catalog prompt with MiniLM; three labels keep the test quick.
@@ -100,3 +102,18 @@ def test_rank_penalty_prefers_spread_embeddings_and_has_a_gradient() -> None:
     assert float(low.detach()) < float(high.detach())
     low.backward()
     assert spread.grad is not None and float(spread.grad.abs().sum()) > 0
+
+
+def test_cooccurrence_hard_negatives_weigh_the_facts_that_travel_together() -> None:
+    """A negative fact weighs more the more often it comes with a fact the ECG carries;
+    positives and facts never seen together keep weight 1."""
+    # facts: 0 = LVH, 1 = ST-T change (with LVH on 2 of 3 LVH records), 2 = AF (never with LVH)
+    y = np.array([[1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    cond = conditional_cooccurrence(y)
+    assert cond[0, 1] == pytest.approx(2 / 3) and cond[1, 0] == pytest.approx(1.0)
+    assert float(cond[0, 0]) == 0.0 and float(cond[0, 2]) == 0.0
+    batch = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    weights = cooccurrence_negative_weights(batch, cond, 3.0)
+    assert float(weights[0, 0]) == 1.0  # a positive
+    assert float(weights[0, 1]) == pytest.approx(1.0 + 3.0 * 2 / 3)  # LVH record, no ST-T
+    assert float(weights[0, 2]) == 1.0 and float(weights[1, 0]) == 1.0  # never together
