@@ -46,6 +46,31 @@ QTDB_MARGIN_S = 3.0
 QTDB_MIN_WINDOW_S = 20.0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+#: The QT Database halves, frozen by name. Until this commit they were derived at run time
+#: (sorted names of the records with a usable reference, even positions = development, odd =
+#: test), so any change to which records have a reference would have moved records between
+#: the halves. Choices made on QTDB data (the multi-lead T-end rule, the next-P bound of the T
+#: window, the T-U notch rule, the P search) use the development half only.
+QTDB_DEVELOPMENT = _names(
+    "sel100 sel103 sel114 sel117 sel14046 sel14172 sel16265 sel16273 sel16483 sel16773 "
+    "sel16795 sel17453 sel221 sel230 sel233 sel301 sel306 sel308 sel310 sel33 sel35 sel37 "
+    "sel39 sel41 sel43 sel45 sel47 sel49 sel51 sel803 sel811 sel821 sel847 sel871 sel873 "
+    "sel891 sele0106 sele0110 sele0112 sele0116 sele0122 sele0126 sele0133 sele0166 sele0203 "
+    "sele0211 sele0405 sele0409 sele0509 sele0604 sele0607 sele0612"
+)
+QTDB_TEST = _names(
+    "sel102 sel104 sel116 sel123 sel14157 sel15814 sel16272 sel16420 sel16539 sel16786 "
+    "sel17152 sel213 sel223 sel231 sel30 sel302 sel307 sel31 sel32 sel34 sel36 sel38 sel40 "
+    "sel42 sel44 sel46 sel48 sel50 sel52 sel808 sel820 sel840 sel853 sel872 sel883 sele0104 "
+    "sele0107 sele0111 sele0114 sele0121 sele0124 sele0129 sele0136 sele0170 sele0210 "
+    "sele0303 sele0406 sele0411 sele0603 sele0606 sele0609 sele0704"
+)
+
+
 @dataclass(frozen=True)
 class Case:
     """One recording with reference intervals (ms) and, optionally, a baseline's."""

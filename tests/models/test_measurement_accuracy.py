@@ -17,6 +17,8 @@ from lxml import etree
 
 from adapters import load_ecg
 from models.measurement_validation import (
+    QTDB_DEVELOPMENT,
+    QTDB_TEST,
     ErrorRow,
     cart_cases,
     cart_reference,
@@ -48,6 +50,17 @@ def qtdb(
     ours = errors((n, m, r) for n, m, r, _ in qtdb_rows)
     baseline = errors((n, b, r) for n, _, r, b in qtdb_rows)
     return {k: (ours[k], baseline[k]) for k in ours}
+
+
+def test_qtdb_halves_are_frozen_and_disjoint(
+    qtdb_rows: list[
+        tuple[str, dict[str, float | None], dict[str, float | None], dict[str, float | None]]
+    ],
+) -> None:
+    """Design choices use the development half only: no record may sit in both or in neither."""
+    assert not set(QTDB_DEVELOPMENT) & set(QTDB_TEST)
+    assert len(QTDB_DEVELOPMENT) == len(set(QTDB_DEVELOPMENT)) == 52
+    assert {n for n, _, _, _ in qtdb_rows} <= set(QTDB_DEVELOPMENT) | set(QTDB_TEST)
 
 
 def test_heart_rate_against_the_qtdb_reference_beats(
