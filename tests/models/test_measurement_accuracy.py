@@ -259,6 +259,30 @@ def test_a_u_wave_merged_with_the_t_wave_is_not_read_as_a_long_qt(
         assert qtc is not None and qtc >= 450, ecg_id
 
 
+def test_a_p_wave_on_the_preceding_t_wave_is_found(ptbxl_dir: Path) -> None:
+    """First-degree AV block at 89/min: the P wave rides on the previous T wave's downslope."""
+    from models import delineation
+
+    # PTB-XL 00141 (fold 2; SCP 1AVB, SR): no P wave after the previous T end, so no PR and
+    # "no P wave" before the P-on-T search; a P wave on the T downslope, PR 276 ms, with it.
+    ecg = load_ecg(ptbxl_dir / "records500" / "00000" / "00141_hr.hea")
+    m = measure(ecg)
+    assert m["p_wave_present"].value == 1.0
+    assert (m["pr"].value or 0.0) > 200
+    original = delineation.P_ON_T_MAX_RR_CV
+    try:
+        delineation.P_ON_T_MAX_RR_CV = 0.0  # no rhythm is regular enough: no P-on-T search
+        m = measure(ecg)
+    finally:
+        delineation.P_ON_T_MAX_RR_CV = original
+    assert m["pr"].value is None and m["p_wave_present"].value == 0.0
+    # Atrial fibrillation (irregular) and atrial flutter (regular, 140/min) records of folds
+    # 1-9 keep "no P wave": the search needs a regular rhythm at up to 130/min.
+    for ecg_id in ("00282", "00307", "00020", "00034"):
+        m = measure(load_ecg(ptbxl_dir / "records500" / "00000" / f"{ecg_id}_hr.hea"))
+        assert m["p_wave_present"].value == 0.0, ecg_id
+
+
 def test_two_lead_records_are_measured_on_the_leads_they_have(
     formats_dir: Path, data_dir: Path
 ) -> None:
