@@ -77,12 +77,15 @@ def main() -> None:
         print(_row("cardiologist 2 (q2c)", second[key]))
 
     halves = {"development half": set(QTDB_DEVELOPMENT), "test half": set(QTDB_TEST)}
-    print("\n### QT Database halves: this product (ms)\n")
+    print("\n### QT Database halves: this product and ecgpuwave (ms)\n")
     print(HEADER)
     for label, members in halves.items():
         half = errors((n, m, r) for n, m, r, _ in rows if n in members)
+        half_puwave = errors((n, b, r) for n, _, r, b in rows if n in members)
+        count = len(members & set(first))
         for key in INTERVALS:
-            print(_row(f"{label} ({len(members & set(first))})", half[key]))
+            print(_row(f"{label} ({count}): this product", half[key]))
+            print(_row(f"{label} ({count}): ecgpuwave", half_puwave[key]))
 
     rate = errors(((n, m, r) for n, m, r, _ in rows), keys=("heart_rate",))["heart_rate"]
     references = {n: r["heart_rate"] for n, _, r, _ in rows}
