@@ -5,9 +5,10 @@ signed mean and SD (the IEC 60601-2-25 statistics), the median, 95th percentile 
 of the absolute error, and the coverage (records where the reference marked the interval and
 we report one). ecgpuwave (QTDB's own automatic boundaries) and cardiologist 2 (11 records)
 stand beside ours on the same records. Records off by more than ``--outlier`` ms are listed.
-The QTDB records are also reported in two halves (sorted names, even positions = development
-half, odd = test half): the choices made on QTDB data (the multi-lead T-end rule, the next-P
-bound of the T window, the T-U notch rule) were made on the development half only.
+The QTDB records are also reported in two halves (``QTDB_DEVELOPMENT``, ``QTDB_TEST``: frozen
+name lists, once the even and odd positions of the sorted names): the choices made on QTDB
+data (the multi-lead T-end rule, the next-P bound of the T window, the T-U notch rule) were
+made on the development half only.
 
 Run: ``.venv/bin/python benchmarks/eval_measurements.py [--data ../shared/data] [--outlier 100]``
 (about 15 s of CPU for the 105 QTDB records and the 5 cart files).
@@ -21,6 +22,8 @@ from pathlib import Path
 from models.measurement_validation import (
     IEC_TOLERANCE_MS,
     INTERVALS,
+    QTDB_DEVELOPMENT,
+    QTDB_TEST,
     ErrorRow,
     cart_cases,
     errors,
@@ -73,14 +76,16 @@ def main() -> None:
         print(_row("ecgpuwave (pu0/pu1)", puwave[key]))
         print(_row("cardiologist 2 (q2c)", second[key]))
 
-    names = sorted(n for n, _, _, _ in rows)
-    halves = {"development half": set(names[0::2]), "test half": set(names[1::2])}
-    print("\n### QT Database halves: this product (ms)\n")
+    halves = {"development half": set(QTDB_DEVELOPMENT), "test half": set(QTDB_TEST)}
+    print("\n### QT Database halves: this product and ecgpuwave (ms)\n")
     print(HEADER)
     for label, members in halves.items():
         half = errors((n, m, r) for n, m, r, _ in rows if n in members)
+        half_puwave = errors((n, b, r) for n, _, r, b in rows if n in members)
+        count = len(members & set(first))
         for key in INTERVALS:
-            print(_row(f"{label} ({len(members)})", half[key]))
+            print(_row(f"{label} ({count}): this product", half[key]))
+            print(_row(f"{label} ({count}): ecgpuwave", half_puwave[key]))
 
     rate = errors(((n, m, r) for n, m, r, _ in rows), keys=("heart_rate",))["heart_rate"]
     references = {n: r["heart_rate"] for n, _, r, _ in rows}

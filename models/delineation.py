@@ -80,6 +80,26 @@ P_RISE_S = 0.1
 MAX_P_DURATION_S = 0.2
 #: A P wave is present when its RMS amplitude over the leads exceeds this (mV) in the median beat.
 MIN_P_AMPLITUDE_MV = 0.015
+#: P wave on the preceding T wave. With a long PR (first-degree AV block: PR > 200 ms,
+#: AHA/ACCF/HRS 2009 part II; normal 120-200 ms) and/or a fast rate the P wave starts before
+#: the previous T wave has ended and rides on its downslope: the search after the T end then
+#: finds none, or the T end measured is the P wave's. Where no P wave was found, it is looked
+#: for again from the previous T peak on, as a hump on the T downslope: each lead less its
+#: moving mean over P_ON_T_DETREND_S (about the width of a P wave plus its flanks: the
+#: slower T wave is mostly taken out, a P wave of 80-120 ms stays a hump)...
+P_ON_T_DETREND_S = 0.16
+#: ... only in a regular rhythm (RR coefficient of variation below the catalog's rr_regular
+#: limit): a P wave in a fixed relation to each QRS is what sits on every T wave alike, while
+#: the fibrillatory waves of an irregular rhythm would pass for one...
+P_ON_T_MAX_RR_CV = 0.08
+#: ... at a ventricular rate up to 130/min: a regular rhythm near 150/min is atrial flutter
+#: with 2:1 conduction until shown otherwise (atrial rate 250-350/min), whose flutter waves
+#: sit on every T wave too...
+P_ON_T_MIN_RR_S = 60.0 / 130.0
+#: ... and only as a P wave that begins before the previous T wave ends (else the ordinary
+#: search would have had it), at least P_ON_T_EDGE_S inside the PR window (PR at most 400 ms,
+#: and after the previous T peak; a hump at the window's edge is the T wave's own tail).
+P_ON_T_EDGE_S = 0.02
 
 R_INDEX = round(BEAT_BEFORE_S * WORK_FS)
 
@@ -190,13 +210,19 @@ def _tangent_crossing(curve: np.ndarray, lo: int, hi: int, level: float, falling
 
 
 def delineate(
-    beat: np.ndarray, rr_s: float, next_s: float | None = None, previous_s: float | None = None
+    beat: np.ndarray,
+    rr_s: float,
+    next_s: float | None = None,
+    previous_s: float | None = None,
+    rr_cv: float | None = None,
 ) -> Waves:
     """Global boundaries from the (usable leads, L) median beat.
 
     ``rr_s``: the median RR; ``next_s`` / ``previous_s``: the median interval (s) from a beat
     of the median to the next / previous detected beat of any shape (an ectopic beat after
-    every normal one bounds the T wave sooner than the median RR says).
+    every normal one bounds the T wave sooner than the median RR says); ``rr_cv``: the RR
+    coefficient of variation of the dominant beats (the P-on-T search needs a regular rhythm;
+    None: not known, no such search).
     """
     r = R_INDEX
     length = beat.shape[1]
@@ -256,7 +282,36 @@ def delineate(
         # The previous T wave lasts longer than the estimate: look again after its measured
         # end, so its tail is not taken for a P wave.
         p_on, p_off = _p_wave(rms, qrs_on, t_end - before + _n(0.02))
+    regular = rr_cv is not None and rr_cv < P_ON_T_MAX_RR_CV and rr_s >= P_ON_T_MIN_RR_S
+    if p_on is None and t_end is not None and t_peak is not None and regular:
+        # The T end stays as measured: where the P wave rides on it, the T wave's own end
+        # is hidden (the measured one may be the P wave's, a QT read long).
+        p_on, p_off = _p_on_t(beat, qrs_on, t_peak - before, t_end - before)
     return Waves(p_on, p_off, qrs_on, qrs_off, t_peak, t_end)
+
+
+def _p_on_t(
+    beat: np.ndarray, qrs_on: int, previous_t_peak: int, previous_t_end: int
+) -> tuple[int | None, int | None]:
+    """A P wave riding on the previous T wave's downslope (see P_ON_T_DETREND_S).
+
+    Per lead the moving mean over P_ON_T_DETREND_S is taken off, then the hump nearest the
+    QRS after the previous T peak in the RMS over the leads is the P wave, as in
+    :func:`_p_wave`; None unless it begins before the previous T end and inside the window.
+    """
+    width = _n(P_ON_T_DETREND_S) | 1
+    padded = np.pad(beat, ((0, 0), (width // 2, width // 2)), mode="edge")
+    total = np.cumsum(padded, axis=1)
+    total = np.concatenate([np.zeros((beat.shape[0], 1)), total], axis=1)
+    moving_mean = (total[:, width:] - total[:, :-width]) / width
+    detrended = beat - moving_mean
+    rms = np.sqrt((detrended**2).mean(axis=0))
+    earliest = max(previous_t_peak + _n(0.04), 1)
+    p_on, p_off = _p_wave(rms, qrs_on, earliest)
+    window_start = max(qrs_on - _n(0.4), 1, earliest)
+    if p_on is None or p_on >= previous_t_end or p_on < window_start + _n(P_ON_T_EDGE_S):
+        return None, None
+    return p_on, p_off
 
 
 def _t_wave(

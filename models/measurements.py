@@ -266,6 +266,7 @@ def _measure_values(
         rr_median,
         float(np.median(next_s)) if next_s.size else None,
         float(np.median(previous_s)) if previous_s.size else None,
+        values["rr_irregularity"],
     )
     ms = 1000.0 / WORK_FS
     if waves.qrs_on is not None and waves.qrs_off is not None:
