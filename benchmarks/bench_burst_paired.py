@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_hooks import ISS, free_port, observation_bundle, pending  # noqa: E402
+from bench_hooks import (  # noqa: E402
+    ISS,
+    free_port,
+    hook_body,
+    observation_bundle,
+    pending,
+    post,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -156,25 +162,6 @@ class Build:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-
-
-def hook_body(prefetch: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "hook": "patient-view",
-            "hookInstance": str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/bench", "patientId": "bench"},
-            "prefetch": prefetch,
-        }
-    ).encode()
-
-
-def post(client: httpx.Client, url: str, content: bytes, token: str) -> httpx.Response:
-    return client.post(
-        url,
-        content=content,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
 
 
 def burst(build: Build, prefetches: list[dict[str, Any]], clients: int) -> list[tuple[float, bool]]:

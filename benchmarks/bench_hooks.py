@@ -165,18 +165,28 @@ class Service:
                     process.kill()
 
 
-def call(client: httpx.Client, svc: Service, prefetch: dict[str, Any], token: str) -> Any:
-    body = {
-        "hook": "patient-view",
-        "hookInstance": str(uuid.uuid4()),
-        "context": {"userId": "Practitioner/bench", "patientId": "bench"},
-        "prefetch": prefetch,
-    }
+def hook_body(prefetch: dict[str, Any]) -> bytes:
+    """A ``patient-view`` request body carrying ``prefetch``, with a fresh hookInstance."""
+    return json.dumps(
+        {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/bench", "patientId": "bench"},
+            "prefetch": prefetch,
+        }
+    ).encode()
+
+
+def post(client: httpx.Client, url: str, content: bytes, token: str) -> httpx.Response:
     return client.post(
-        f"{svc.base}/cds-services/ecg-review",
-        content=json.dumps(body).encode(),
+        url,
+        content=content,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
+
+
+def call(client: httpx.Client, svc: Service, prefetch: dict[str, Any], token: str) -> Any:
+    return post(client, f"{svc.base}/cds-services/ecg-review", hook_body(prefetch), token)
 
 
 def pending(response: httpx.Response) -> bool:

@@ -362,7 +362,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -> list[Row]:
     import httpx
-    from bench_hooks import ISS, free_port, observation_bundle, pending
+    from bench_hooks import ISS, free_port, hook_body, observation_bundle, pending, post
 
     from cds_service.commands.ehr import DevKeys
 
@@ -390,25 +390,8 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
     server = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log)
     url = f"{base}/cds-services/ecg-review"
 
-    def body(prefetch: dict[str, Any]) -> bytes:
-        return json.dumps(
-            {
-                "hook": "patient-view",
-                "hookInstance": str(uuid.uuid4()),
-                "context": {"userId": "Practitioner/bench", "patientId": "bench"},
-                "prefetch": prefetch,
-            }
-        ).encode()
-
     def token() -> str:
         return str(keys.sign(iss=ISS, aud=url))
-
-    def post(client: httpx.Client, target: str, content: bytes, tok: str) -> httpx.Response:
-        return client.post(
-            target,
-            content=content,
-            headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/json"},
-        )
 
     burst = Row(f"hook burst: {HOOK_CLIENTS} clients, new ECGs, result within 0.35 s", "share")
     cached_rps = Row(f"cached hook calls, {HOOK_CLIENTS} clients", "requests/s")
@@ -427,15 +410,15 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
                 raise SystemExit(f"service did not start; see {work}/serve.log")
             time.sleep(0.2)
         cached_prefetch = observation_bundle(headers[0], 0)
-        cached_body = body(cached_prefetch)
+        cached_body = hook_body(cached_prefetch)
         with httpx.Client(timeout=60.0) as client:
             started = time.monotonic()
-            while pending(post(client, url, body(cached_prefetch), token())):
+            while pending(post(client, url, hook_body(cached_prefetch), token())):
                 if time.monotonic() - started > 300:
                     raise SystemExit("the first classification did not finish in 300 s")
                 time.sleep(0.3)
             for warm in headers[1:3]:  # the first new-ECG calls pay one-off imports
-                post(client, url, body(observation_bundle(warm, 1)), token())
+                post(client, url, hook_body(observation_bundle(warm, 1)), token())
 
         def clients(work_of: Callable[[int, httpx.Client], None]) -> float:
             threads = [
@@ -456,7 +439,7 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
         # (1) burst of new ECGs: each client sends its own never-seen ECGs, back to back.
         per_client = max(1, args.burst_calls // HOOK_CLIENTS)
         fresh = headers[3 : 3 + per_client * HOOK_CLIENTS]
-        bodies = [body(observation_bundle(h, i)) for i, h in enumerate(fresh)]
+        bodies = [hook_body(observation_bundle(h, i)) for i, h in enumerate(fresh)]
         tokens = [token() for _ in bodies]
         answered: list[bool] = []
         lock = threading.Lock()
