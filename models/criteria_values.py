@@ -115,11 +115,19 @@ def _lead(values: Values, key: str, lead: str) -> float | None:
 
 
 def _pairs_excess(
-    values: Values, key: str, limit_of: Mapping[str, float], sign: float, skip: tuple[str, ...]
+    values: Values,
+    key: str,
+    limit_of: Mapping[str, float],
+    sign: float,
+    skip: tuple[str, ...],
+    pairs: tuple[tuple[str, str], ...] = CONTIGUOUS_PAIRS,
+    shown: str = "{:+.2f}",
+    unit: str = "mV",
+    digits: int = 3,
 ) -> tuple[float | None, str]:
     """Largest min-over-pair excess of sign * value over the lead's limit, and where."""
     best: tuple[float, str, float, float] | None = None
-    for a, b in CONTIGUOUS_PAIRS:
+    for a, b in pairs:
         if a in skip or b in skip:
             continue
         va, vb = _lead(values, key, a), _lead(values, key, b)
@@ -131,7 +139,7 @@ def _pairs_excess(
     if best is None:
         return None, ""
     excess, where, va, vb = best
-    return round(excess, 3), f"{where} ({va:+.2f}/{vb:+.2f} mV)"
+    return round(excess, digits), f"{where} ({shown.format(va)}/{shown.format(vb)} {unit})"
 
 
 def _derive(out: Values) -> None:
@@ -222,23 +230,19 @@ def _derive(out: Values) -> None:
 def _q_territories(out: Values) -> None:
     """Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
     (V1 is left out: a Q or QS complex there alone is normal)."""
+    limits = {
+        lead: Q_WAVE_LIMIT_MS.get(lead, Q_WAVE_DEFAULT_MS) for lead in LIMB_LEADS + PRECORDIAL_LEADS
+    }
     for territory, pairs in Q_TERRITORIES.items():
-        best: tuple[float, str] | None = None
-        for a, b in pairs:
-            qa, qb = _lead(out, "q_duration", a), _lead(out, "q_duration", b)
-            if qa is None or qb is None:
-                continue
-            limit_a = Q_WAVE_LIMIT_MS.get(a, Q_WAVE_DEFAULT_MS)
-            limit_b = Q_WAVE_LIMIT_MS.get(b, Q_WAVE_DEFAULT_MS)
-            excess = min(qa - limit_a, qb - limit_b)
-            if best is None or excess > best[0]:
-                best = (excess, f"{a}/{b} ({qa:.0f}/{qb:.0f} ms)")
+        excess, where = _pairs_excess(
+            out, "q_duration", limits, 1.0, (), pairs=pairs, shown="{:.0f}", unit="ms", digits=1
+        )
         key = f"q_wave_{territory}_ms"
-        out.values[key] = None if best is None else round(best[0], 1)
-        if best is not None:
-            state = "beyond" if best[0] > 0 else "within"
+        out.values[key] = excess
+        if excess is not None:
+            state = "beyond" if excess > 0 else "within"
             out.descriptions[key] = (
-                f"Q wave {best[1]}, {state} the limit (20 ms V2-V3, 30 ms elsewhere) "
+                f"Q wave {where}, {state} the limit (20 ms V2-V3, 30 ms elsewhere) "
                 f"in 2 contiguous {territory} leads"
             )
 
