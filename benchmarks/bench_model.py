@@ -3,7 +3,9 @@
 Prints: model load time (fresh process and in-process), single-ECG latency (file load +
 preprocess + embed + score against the catalog, median of N), the same through the full
 ``classify()`` (quality gate and measurements included), batch throughput at batch 64,
-and peak resident memory. Run: ``.venv/bin/python benchmarks/bench_model.py [--threads 2]``.
+the encoder forward at batch 64 on torch and on ONNX Runtime (``models/onnx_encoder.py``;
+interleaved repeats, median, ratio), and peak resident memory.
+Run: ``.venv/bin/python benchmarks/bench_model.py [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> None:
     cold = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 cwd=REPO, check=True).stdout.strip().splitlines()[-1])  # fmt: skip
 
+    import numpy as np
     import torch
 
     from adapters import load_ecg
@@ -81,6 +84,15 @@ def main() -> None:
     clf.similarities(ecgs, labels)
     embed_s = _median_ms(lambda: clf.similarities(ecgs, labels), 5) / 1000
     classify_s = _median_ms(lambda: clf.classify(ecgs, labels), 3) / 1000
+    stacked = np.concatenate([preprocess(e, clf.config).windows for e in ecgs])
+    onnx = clf.onnx_encoder()
+    torch_ms: list[float] = []
+    onnx_ms: list[float] = []
+    for _ in range(7):  # interleaved: both see the same machine load
+        with torch.inference_mode():
+            torch_ms.append(_median_ms(lambda: clf.model.encode_ecg(torch.from_numpy(stacked)), 1))
+        if onnx is not None:
+            onnx_ms.append(_median_ms(lambda: onnx(stacked), 1))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"model {clf.model_version}, {args.threads} torch threads, {len(labels)} catalog labels")
@@ -95,6 +107,14 @@ def main() -> None:
           f"{args.batch / embed_s:8.0f} ECGs/s")  # fmt: skip
     print(f"batch {args.batch}: full classify():                                 "
           f"{args.batch / classify_s:8.0f} ECGs/s")  # fmt: skip
+    per_ecg = statistics.median(torch_ms) / len(ecgs)
+    line = f"batch {len(ecgs)}: encoder forward, torch {per_ecg:.2f} ms/ECG"
+    if onnx_ms:
+        fast = statistics.median(onnx_ms) / len(ecgs)
+        line += f", ONNX Runtime {fast:.2f} ms/ECG ({per_ecg / fast:.2f}x)"
+    else:
+        line += " (no ONNX export beside the weights)"
+    print(line)
     print(f"peak resident memory:                                         {peak_mb:8.0f} MB")
 
 

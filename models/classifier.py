@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from models.catalog import Label, LabelCatalog, load_catalog
 from models.criteria import Memo
 from models.fusion import Fusion
 from models.modeling import EcgClipModel, load_text_cache, model_version
+from models.onnx_encoder import OnnxEncoder, load_onnx_encoder
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, LabelScore, Measurement
 from models.scoring import CriteriaScorer, values_of
@@ -50,6 +52,9 @@ DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OOD_BANK_NAME = "ood_bank.safetensors"
 DEFAULT_THREADS = 2
 DEFAULT_BATCH_SIZE = 64
+#: "auto": ONNX Runtime where the folder carries an encoder exported from its weights (see
+#: models.onnx_encoder), else torch; "torch": always torch (training, or to compare).
+EncoderRuntime = Literal["auto", "torch"]
 
 
 def prompts_digest(prompts: Sequence[str]) -> str:
@@ -75,6 +80,7 @@ class ZeroShotClassifier:
         catalog: LabelCatalog | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         site_calibration: SiteCalibration | None = None,
+        encoder_runtime: EncoderRuntime = "auto",
     ) -> None:
         self.model = model.eval()
         self.config = model.config
@@ -91,6 +97,11 @@ class ZeroShotClassifier:
         self._matrix_cache: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
         self.threads = max(1, torch.get_num_threads())
         self._pool: ThreadPoolExecutor | None = None
+        self.encoder_runtime = encoder_runtime
+        # One ONNX session per torch thread count: the count drops to one once the
+        # signal-work processes take the cores (_one_thread_each), and a session's thread
+        # count is fixed when it is made.
+        self._onnx: dict[int, OnnxEncoder | None] = {}
         # Quality gate, measurements and preprocessing hold the GIL: they run in ``threads``
         # worker processes, and the encoder then gets one torch thread. With the cores busy,
         # torch's threads wait for each other at every layer: measured on 2 shared cores,
@@ -116,12 +127,13 @@ class ZeroShotClassifier:
         threads: int | None = DEFAULT_THREADS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         site_calibration: str | Path | None = None,
+        encoder_runtime: EncoderRuntime = "auto",
     ) -> ZeroShotClassifier:
         """Load a saved model folder (default: the shipped ``models/weights``), offline.
 
         ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
         ``site_calibration``: a site file written by ``ecg-cds calibrate`` (a relative path
-        is looked up beside the model).
+        is looked up beside the model). ``encoder_runtime``: see :data:`EncoderRuntime`.
         """
         if threads is not None:
             torch.set_num_threads(threads)
@@ -133,7 +145,14 @@ class ZeroShotClassifier:
             if not site_path.is_absolute() and not site_path.is_file():
                 site_path = directory / site_path
             site = SiteCalibration.load(site_path)
-        return cls(model, directory, catalog=catalog, batch_size=batch_size, site_calibration=site)
+        return cls(
+            model,
+            directory,
+            catalog=catalog,
+            batch_size=batch_size,
+            site_calibration=site,
+            encoder_runtime=encoder_runtime,
+        )
 
     def start_workers(self) -> bool:
         """Start the signal-work processes now (a service at start-up) rather than on the
@@ -226,7 +245,7 @@ class ZeroShotClassifier:
         for start in range(0, len(windows), self.batch_size):
             chunk = windows[start : start + self.batch_size]
             owners = np.repeat(np.arange(len(chunk)), [len(w) for w in chunk])
-            emb = self.model.encode_ecg(torch.from_numpy(np.concatenate(chunk))).numpy()
+            emb = self._encode(np.concatenate(chunk))
             pooled = np.zeros((len(chunk), emb.shape[1]), dtype=np.float32)
             np.add.at(pooled, owners, emb)
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-8)
@@ -234,6 +253,22 @@ class ZeroShotClassifier:
         if not out:
             return np.zeros((0, self.config.embed_dim), dtype=np.float32)
         return np.concatenate(out)
+
+    def _encode(self, windows: np.ndarray) -> np.ndarray:
+        """``encode_ecg`` of stacked windows, on ONNX Runtime where the folder allows it."""
+        onnx = self.onnx_encoder()
+        if onnx is not None:
+            return onnx(windows)
+        return self.model.encode_ecg(torch.from_numpy(windows)).numpy()
+
+    def onnx_encoder(self) -> OnnxEncoder | None:
+        """The ONNX encoder serving this process's thread count, or None (torch serves)."""
+        if self.encoder_runtime == "torch":
+            return None
+        threads = torch.get_num_threads()
+        if threads not in self._onnx:
+            self._onnx[threads] = load_onnx_encoder(self.directory, threads)
+        return self._onnx[threads]
 
     def _preprocess_all(self, ecgs: Sequence[Ecg]) -> list[np.ndarray]:
         """Preprocess a batch, on ``threads`` threads: scipy's filters release the GIL, and

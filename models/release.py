@@ -2,6 +2,7 @@
 
 After :func:`models.training.train`, :func:`prepare_release`:
 
+0. exports the encoder for ONNX Runtime (``ecg_encoder.onnx``, :mod:`models.onnx_encoder`);
 1. embeds the training ECGs (a subsample of at most ``bank_size``) as the out-of-distribution
    bank; the OOD threshold is a low percentile of validation ECGs' nearest-neighbour cosine;
 2. fits per-label Platt calibration on the validation split for every catalog label with a
@@ -26,6 +27,7 @@ from models.calibration import Calibration, fit_platt
 from models.catalog import LabelCatalog, load_catalog, ptbxl_statements_with_superclasses
 from models.classifier import OOD_BANK_NAME, ZeroShotClassifier, prompts_digest
 from models.data import RecordRef, is_ptbxl_layout, ptbxl_records, read_record, read_scp_statements
+from models.onnx_encoder import export_encoder
 from models.text import parse_scp_codes
 
 OOD_PERCENTILE = 1.0
@@ -59,6 +61,7 @@ def prepare_release(
     model_dir = Path(model_dir)
     catalog = catalog or load_catalog()
     clf = ZeroShotClassifier.from_pretrained(model_dir, catalog=catalog, threads=None)
+    export_encoder(clf.model, model_dir)
     if refs is None:
         refs = ptbxl_records(data) if is_ptbxl_layout(data) else []
     train = [r for r in refs if r.split == "train"]
