@@ -84,6 +84,7 @@ class Runtime:
                 threads=settings.jobs.embedded_threads,
                 max_retries=settings.jobs.max_retries,
                 max_batch=settings.jobs.backfill_chunk_size,
+                late_after_s=settings.jobs.hook_wait_budget_s,
             )
         else:
             from cds_service.jobs.celery_app import make_celery

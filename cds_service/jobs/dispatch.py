@@ -15,8 +15,9 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cds_service.jobs.errors import RetryableError, backoff_s
@@ -36,8 +37,10 @@ TASK_NAMES = {
 
 TaskRunner = Callable[[str, tuple[Any, ...], dict[str, Any]], None]
 
-#: Lower runs first: a hook waiting for one ECG overtakes a backfill of thousands.
-INTERACTIVE, BULK = 0, 1
+#: Lower runs first: a hook waiting for one ECG overtakes a backfill of thousands. LATE is
+#: interactive work whose caller has stopped waiting (older than the hook's wait budget):
+#: it yields to ECGs a caller still waits for, and still overtakes bulk work.
+INTERACTIVE, LATE, BULK = 0, 1, 2
 
 
 def bulk_queue(queue: str) -> str:
@@ -66,10 +69,20 @@ class EmbeddedDispatcher:
 
     in_process = True
 
-    def __init__(self, *, threads: int, max_retries: int, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int,
+        max_retries: int,
+        max_batch: int = 64,
+        late_after_s: float | None = None,
+    ) -> None:
+        """``late_after_s``: age at which a queued interactive classification becomes LATE
+        (the hook's wait budget: no hook waits longer for it); None keeps plain FIFO order."""
         self._runner: TaskRunner | None = None
         self._max_retries = max_retries
         self._max_batch = max(1, max_batch)
+        self._late_after_s = late_after_s
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._timers: set[threading.Timer] = set()
@@ -112,16 +125,34 @@ class EmbeddedDispatcher:
             _, _, job = self._queue.get()
             if job is None:  # shutdown
                 return
+            if self._is_late(job):
+                # Deadline first: under a burst, ECGs whose callers gave up would otherwise
+                # join every later batch and make it miss the budget too (the service
+                # tipped into answering "pending" to most calls). Requeued behind the
+                # interactive jobs still in time; it comes straight back if there are none.
+                self._put(replace(job, priority=LATE))
+                continue
             if job.task == "classify_ecg":
                 job = self._coalesce(job)
             self._run(job)
+
+    def _is_late(self, job: _Job) -> bool:
+        return (
+            self._late_after_s is not None
+            and job.priority == INTERACTIVE
+            and job.task == "classify_ecg"
+            and time.monotonic() - job.queued_at > self._late_after_s
+        )
 
     def _coalesce(self, first: _Job) -> _Job:
         """Micro-batching: classify jobs of the same priority already waiting join this one,
         so ECGs that arrive while the model is busy go through it together, in one batch
         and one storage transaction, instead of one after another."""
         ids = [str(first.args[0])]
-        while len(ids) < self._max_batch:
+        # Late work goes in small batches, so that an ECG a caller waits for, arriving
+        # meanwhile, waits for a few classifications and not for a whole batch.
+        limit = self._max_batch if first.priority != LATE else max(1, self._max_batch // 8)
+        while len(ids) < limit:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -192,6 +223,7 @@ class _Job:
     kwargs: dict[str, Any]
     priority: int
     attempt: int
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class CeleryDispatcher:
