@@ -10,40 +10,58 @@ from cds_service.jobs.dispatch import EmbeddedDispatcher
 from cds_service.jobs.errors import RetryableError, backoff_s
 
 
-def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
-    started, release = threading.Event(), threading.Event()
-    order: list[str] = []
-    done = threading.Semaphore(0)
+class Recorder:
+    """A task runner that records each call (task, ECG ids, bulk) and holds the worker on
+    the ECG named "blocker" until released, so that jobs queue up behind it."""
 
-    calls: list[tuple[str, list[str], bool]] = []
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.calls: list[tuple[str, list[str], bool]] = []
+        self._done = threading.Semaphore(0)
 
-    def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __call__(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = list(args[0]) if task == "classify_ecgs" else [str(args[0])]
         if ids == ["blocker"]:
-            started.set()
-            release.wait(10)
-        calls.append((task, ids, bool(kwargs.get("bulk"))))
-        order.extend(ids)
+            self.started.set()
+            self.release.wait(10)
+        self.calls.append((task, ids, bool(kwargs.get("bulk"))))
         for _ in ids:
-            done.release()
+            self._done.release()
 
-    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)
-    dispatcher.start(runner)
-    try:
-        dispatcher.enqueue("classify_ecg", "blocker", bulk=True)
-        assert started.wait(10)
-        for name in ("bulk-1", "bulk-2", "bulk-3"):
-            dispatcher.enqueue("classify_ecg", name, bulk=True)
-        dispatcher.enqueue("classify_ecg", "hook")  # a clinician is waiting for this one
-        release.set()
-        for _ in range(5):
-            assert done.acquire(timeout=10)
-    finally:
-        dispatcher.shutdown()
-    assert order == ["blocker", "hook", "bulk-1", "bulk-2", "bulk-3"]
+    @property
+    def order(self) -> list[str]:
+        return [ecg for _, ids, _ in self.calls for ecg in ids]
+
+    def run(self, dispatcher: EmbeddedDispatcher, blocker_bulk: bool, *jobs: Any) -> None:
+        """Enqueue the blocker, then each job ((id, bulk) or a pause in seconds), release the
+        blocker and wait until every ECG has run."""
+        dispatcher.start(self)
+        count = 1
+        try:
+            dispatcher.enqueue("classify_ecg", "blocker", bulk=blocker_bulk)
+            assert self.started.wait(10)
+            for job in jobs:
+                if isinstance(job, float):
+                    time.sleep(job)
+                    continue
+                dispatcher.enqueue("classify_ecg", job[0], bulk=job[1])
+                count += 1
+            self.release.set()
+            for _ in range(count):
+                assert self._done.acquire(timeout=10)
+        finally:
+            dispatcher.shutdown()
+
+
+def test_interactive_jobs_overtake_queued_bulk_jobs() -> None:
+    recorder = Recorder()
+    bulk = [(name, True) for name in ("bulk-1", "bulk-2", "bulk-3")]
+    hook = ("hook", False)  # a clinician is waiting for this one
+    recorder.run(EmbeddedDispatcher(threads=1, max_retries=0), True, *bulk, hook)
+    assert recorder.order == ["blocker", "hook", "bulk-1", "bulk-2", "bulk-3"]
     # The bulk jobs that queued up behind the busy worker ran as one batch, still bulk.
-    assert calls[1] == ("classify_ecg", ["hook"], False)
-    assert calls[2] == ("classify_ecgs", ["bulk-1", "bulk-2", "bulk-3"], True)
+    assert recorder.calls[1] == ("classify_ecg", ["hook"], False)
+    assert recorder.calls[2] == ("classify_ecgs", ["bulk-1", "bulk-2", "bulk-3"], True)
 
 
 def test_outages_are_retried_and_then_given_up() -> None:
@@ -69,36 +87,13 @@ def test_outages_are_retried_and_then_given_up() -> None:
 def test_ecgs_nobody_waits_for_any_more_yield_to_those_a_caller_waits_for() -> None:
     """Deadline first: an interactive classification queued for longer than the hook's wait
     budget runs after the ones queued since (still before bulk work), in small batches."""
-    started, release = threading.Event(), threading.Event()
-    calls: list[tuple[str, list[str], bool]] = []
-    done = threading.Semaphore(0)
-
-    def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ids = list(args[0]) if task == "classify_ecgs" else [str(args[0])]
-        if ids == ["blocker"]:
-            started.set()
-            release.wait(10)
-        calls.append((task, ids, bool(kwargs.get("bulk"))))
-        for _ in ids:
-            done.release()
-
+    recorder = Recorder()
     dispatcher = EmbeddedDispatcher(threads=1, max_retries=0, max_batch=16, late_after_s=0.05)
-    dispatcher.start(runner)
-    try:
-        dispatcher.enqueue("classify_ecg", "blocker")
-        assert started.wait(10)
-        dispatcher.enqueue("classify_ecg", "bulk-1", bulk=True)
-        stale = [f"stale-{i}" for i in range(3)]
-        for name in stale:
-            dispatcher.enqueue("classify_ecg", name)
-        time.sleep(0.2)  # their callers' budget is over
-        dispatcher.enqueue("classify_ecg", "fresh-1")
-        dispatcher.enqueue("classify_ecg", "fresh-2")
-        release.set()
-        for _ in range(7):
-            assert done.acquire(timeout=10)
-    finally:
-        dispatcher.shutdown()
+    stale = [(f"stale-{i}", False) for i in range(3)]
+    fresh = [("fresh-1", False), ("fresh-2", False)]
+    # 0.2 s after the stale ones were queued, their callers' budget is over.
+    recorder.run(dispatcher, False, ("bulk-1", True), *stale, 0.2, *fresh)
+    calls = recorder.calls
     assert calls[1] == ("classify_ecgs", ["fresh-1", "fresh-2"], False)
     # The late ones: after the fresh ones, interactive still, in batches of 16 // 8 = 2.
     assert [c[1] for c in calls[2:4]] == [["stale-0", "stale-1"], ["stale-2"]]
@@ -107,30 +102,7 @@ def test_ecgs_nobody_waits_for_any_more_yield_to_those_a_caller_waits_for() -> N
 
 
 def test_without_a_budget_the_order_stays_first_in_first_out() -> None:
-    started, release = threading.Event(), threading.Event()
-    order: list[str] = []
-    done = threading.Semaphore(0)
-
-    def runner(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ids = list(args[0]) if task == "classify_ecgs" else [str(args[0])]
-        if ids == ["blocker"]:
-            started.set()
-            release.wait(10)
-        order.extend(ids)
-        for _ in ids:
-            done.release()
-
+    recorder = Recorder()
     dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)
-    dispatcher.start(runner)
-    try:
-        dispatcher.enqueue("classify_ecg", "blocker")
-        assert started.wait(10)
-        dispatcher.enqueue("classify_ecg", "old")
-        time.sleep(0.1)
-        dispatcher.enqueue("classify_ecg", "new")
-        release.set()
-        for _ in range(3):
-            assert done.acquire(timeout=10)
-    finally:
-        dispatcher.shutdown()
-    assert order == ["blocker", "old", "new"]
+    recorder.run(dispatcher, False, ("old", False), 0.1, ("new", False))
+    assert recorder.order == ["blocker", "old", "new"]
