@@ -145,6 +145,10 @@ def check_tokens(limits: DecodeLimits, name: str, texts: Iterable[str]) -> None:
         limits.check_values(name, sum(count_tokens(text) for text in texts))
 
 
+#: Integers up to this magnitude are exact in float64; numpy's reader saturates far beyond.
+_EXACT_INTEGER = 2.0**53
+
+
 def parse_numbers(text: str) -> np.ndarray | None:
     """The whitespace-separated numbers of ``text`` as float64; None when a token is not a
     plain number (the caller's slower path explains which). No per-token Python objects are
@@ -152,9 +156,50 @@ def parse_numbers(text: str) -> np.ndarray | None:
     (:func:`check_tokens`, once, not again per lead)."""
     if not text or text.isspace():
         return np.empty(0, dtype=np.float64)
+    integers = _parse_integers(text)
+    if integers is not None:
+        return integers
     try:
         if "\n" not in text and "\r" not in text:  # one line: numpy's C reader, ~2x faster
             return np.loadtxt([text], dtype=np.float64, ndmin=1, comments=None)
         return np.fromstring(text, dtype=np.float64, sep=" ")
     except ValueError:
         return None
+
+
+def _parse_integers(text: str) -> np.ndarray | None:
+    """``text`` as float64 when every token is a plain integer ("-1150 -1148 ..."), else None.
+
+    FHIR SampledData and aECG digits are integers scaled by a factor, and numpy's integer
+    text reader takes them about ten times faster than its float readers (measured: 0.1
+    against 1.1-1.4 ms for a lead of 5,000 samples; 12 leads of 500 Hz text had cost 31 ms
+    per ECG, three times the classification). Below 2**53 the conversion to float64 is
+    exact, so the values equal ``float(token)``; larger magnitudes (which the reader
+    saturates), lone signs (which it reads as 0, or joins to the next number), decimals and
+    anything else go to the general path.
+    """
+    try:
+        values = np.fromstring(text, dtype=np.int64, sep=" ")
+    except ValueError:  # a token that is not an integer: "0.25", "1e3", "E", "L"...
+        return None
+    if not _signs_lead_digits(text):
+        return None
+    out = values.astype(np.float64)
+    if out.size and float(np.abs(out).max()) >= _EXACT_INTEGER:
+        return None
+    return out
+
+
+def _signs_lead_digits(text: str) -> bool:
+    """Every "+" or "-" in ``text`` is followed by a digit (an ASCII text; else False)."""
+    try:
+        raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        return False
+    signs = np.flatnonzero((raw == 45) | (raw == 43))
+    if signs.size == 0:
+        return True
+    if signs[-1] == raw.size - 1:
+        return False
+    following = raw[signs + 1]
+    return bool(((following >= 48) & (following <= 57)).all())

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_fhir_observation
 from adapters.quantise import quantisation_step_uv
@@ -236,3 +238,30 @@ def test_sampled_data_numbers_read_as_numpy_reads_them(text: str) -> None:
     assert np.array_equal(parsed, np.array(text.split(), dtype=np.float64), equal_nan=True)
     for bad in ("1 E 3", "1 L", "1,2", "0x10", "1.5e"):
         assert parse_numbers(bad) is None
+
+
+_TOKENS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.integers(-5000, 5000).map(lambda v: f"{v:+d}"),
+    st.sampled_from(["-", "+", "-0", "007", "0.5", "-1.25", "1e3", "E", "--1", "1-2"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_TOKENS, st.sampled_from([" ", "  ", "\t", "\n", "\r\n"])), max_size=40))
+def test_numbers_equal_float_of_each_token_or_are_refused(pairs: list[tuple[str, str]]) -> None:
+    """The integer fast path and the general one together: every accepted text reads as
+    ``float()`` reads each token; a text with a token ``float()`` refuses is refused."""
+    from adapters.limits import parse_numbers
+
+    text = "".join(token + space for token, space in pairs)
+    try:
+        expected: np.ndarray | None = np.array([float(t) for t in text.split()], dtype=np.float64)
+    except ValueError:
+        expected = None
+    parsed = parse_numbers(text)
+    if expected is None:
+        assert parsed is None
+    else:
+        assert parsed is not None and parsed.shape == expected.shape
+        assert np.array_equal(parsed, expected)
