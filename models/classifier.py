@@ -90,6 +90,10 @@ class ZeroShotClassifier:
         self.text_encoder = TextEncoder(load_text_cache(self.directory))
         self.model_version = model_version(self.directory, self.config)
         self.fusion = Fusion.load(self.directory)
+        # Read once: the head is fixed for inference, and four torch calls for every
+        # uncalibrated label of every batch were 2 % of a new-ECG hook call's CPU.
+        scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
+        self._default_mapping = Platt(slope=scale, intercept=float(model.logit_bias.detach()))
         self.site_calibration = site_calibration
         self._scorer: CriteriaScorer | None = None
         self._catalog = catalog
@@ -189,8 +193,7 @@ class ZeroShotClassifier:
     @property
     def default_mapping(self) -> Platt:
         """The documented default for uncalibrated labels: the model head's own sigmoid."""
-        scale = float(self.model.logit_scale.detach().exp().clamp(max=100.0))
-        return Platt(slope=scale, intercept=float(self.model.logit_bias.detach()))
+        return self._default_mapping
 
     # ---- embeddings ------------------------------------------------------------------------
 
