@@ -8,8 +8,8 @@ that the first call pays (``models.signal_work.warm_up`` moves it to start-up).
 Run: ``.venv/bin/python benchmarks/bench_quality_measurements.py [--records 100]
 [--repeats 5] [--data ../shared/data] [--baseline-rev 1c1f2b1]``. With ``--baseline-rev``
 the ``measure`` of the measurement modules (``models/measurements.py``, ``delineation.py``,
-``lead_features.py``, ``pacing.py``, those that exist) at that git revision is timed in the
-same run, on the same records, and the ratio of the medians is printed. Times are CPU
+``t_wave.py``, ``lead_features.py``, ``pacing.py``, those that exist) at that git revision is
+timed in the same run, on the same records, and the ratio of the medians is printed. Times are CPU
 seconds of this process
 (``time.process_time``) because the development machine is shared and wall time there mostly
 measures the wait for a core; wall-time medians are printed beside them.
@@ -58,7 +58,7 @@ def _time(
 
 #: The modules of the measurement code; at a baseline revision each that exists there is
 #: imported from that revision, so the whole pipeline of that time is timed, not a mixture.
-MEASUREMENT_MODULES = ("measurements", "delineation", "lead_features", "pacing")
+MEASUREMENT_MODULES = ("measurements", "delineation", "t_wave", "lead_features", "pacing")
 
 
 def _baseline_measure(revision: str) -> Callable[[Ecg], object]:

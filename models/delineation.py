@@ -7,15 +7,23 @@ cardiologists report intervals (earliest onset, latest offset).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.rpeak_detect import prominent_peaks
+from models.t_wave import WORK_FS, t_wave
 
-#: Working sampling rate (Hz) of everything in this module.
-WORK_FS = 250.0
+__all__ = [
+    "BEAT_AFTER_S",
+    "BEAT_BEFORE_S",
+    "WORK_FS",
+    "MedianBeats",
+    "Waves",
+    "delineate",
+    "median_beats",
+]
+
 #: Median beat window around each R peak (s): long enough for a PR of 350 ms before and a QT
 #: of 650 ms after.
 BEAT_BEFORE_S, BEAT_AFTER_S = 0.45, 0.7
@@ -36,37 +44,6 @@ QRS_END_SHARE = 0.4
 #: the spatial velocity never falls to the threshold: the QRS end is then looked for again at
 #: these multiples of it (the first that finds one wins; narrow QRS complexes end at 1x).
 QRS_END_RELAX = (1.0, 2.0, 4.0)
-#: T end: the trapezium-area method of Zhang et al. 2006 (IEEE Trans Biomed Eng 53:2544), with
-#: its published parameters: the area indicator sums the signal over a sliding window of 128 ms
-#: (32 samples at 250 Hz) against the mean of +-16 ms around the candidate point...
-T_AREA_WINDOW_S = 0.128
-T_AREA_CUT_S = 0.016
-#: ... an earlier candidate of the opposite polarity wins over a later one only when its area
-#: is this many times larger (a biphasic T ends at its second phase)...
-T_EARLIER_FACTOR = 6.0
-#: ... and the R-peak to T-end search interval is a linear function of RR (samples at 250 Hz:
-#: RR < 220: [0.15 RR + 37, 0.7 RR - 9]; else [70, 0.2 RR + 101]).
-T_SEARCH_SWITCH_RR_S = 0.88
-#: Multi-lead T end: the latest of the leads whose T-wave area is at least this share of the
-#: largest (cardiologists and carts report the latest offset; a lead with a flat T has none).
-T_LEAD_SHARE = 0.5
-#: ... and a lead whose T end is at the window's end is left out where at least this many
-#: clear leads end their T inside the window.
-T_CONSENSUS_LEADS = 3
-#: U wave merged with the T wave: where a lead's terminal wave has two humps of the T wave's
-#: polarity, at least U_HUMP_GAP_S apart and parted by a notch at least U_NOTCH_MV deep, the
-#: notch marks about the end of T and the later hump is a U wave (Lepeschkin & Surawicz 1952,
-#: Circulation 6:378: confusing a U wave with T reads a falsely prolonged QT; "a notch or kink
-#: between T and U indicates approximately the end of T"). The lead's T end is then looked for
-#: before the notch...
-U_NOTCH_MV = 0.005
-U_HUMP_GAP_S = 0.08
-#: ... only where the reading with the second hump is a prolonged QTc and the one without it is
-#: not a short QTc (s, Bazett; AHA/ACCF/HRS 2009 part IV, as `qtc_prolonged` / `qtc_short` in the
-#: catalog): a bifid T wave of a normal QT, or one whose first hump alone would make the QT
-#: short, stays whole.
-QTC_PROLONGED_S = 0.46
-QTC_SHORT_S = 0.39
 #: A short QT (s, times sqrt(RR)) that the previous beat's T wave certainly reaches, to keep
 #: it out of the P-wave search.
 QT_LOW_S = 0.33
@@ -277,7 +254,7 @@ def delineate(
     p_on, p_off = _p_wave(rms, qrs_on, previous_t)
     next_qrs = qrs_on + after - _n(0.04)
     next_p = min(p_on + after - _n(0.02), next_qrs) if p_on is not None else next_qrs
-    t_peak, t_end = _t_wave(beat, (qrs_on, qrs_off), after, (next_p, next_qrs), rr_s)
+    t_peak, t_end = t_wave(beat, r, (qrs_on, qrs_off), after, (next_p, next_qrs), rr_s)
     if t_end is not None and t_end - before + _n(0.02) > previous_t:
         # The previous T wave lasts longer than the estimate: look again after its measured
         # end, so its tail is not taken for a P wave.
@@ -312,104 +289,6 @@ def _p_on_t(
     if p_on is None or p_on >= previous_t_end or p_on < window_start + _n(P_ON_T_EDGE_S):
         return None, None
     return p_on, p_off
-
-
-def _t_wave(
-    beat: np.ndarray, qrs: tuple[int, int], rr: int, next_beat: tuple[int, int], rr_s: float
-) -> tuple[int | None, int | None]:
-    """T peak and T end by Zhang's trapezium-area method, per lead, then the latest lead.
-
-    ``qrs``: QRS onset and offset; ``rr``: samples to the next beat; ``next_beat``: where the
-    next beat's P wave and QRS begin; ``rr_s``: the median RR (s), for the QTc of a U wave
-    check. The T wave ends before the next P wave and QRS (a long PR brings the next P wave
-    into the published window, and its clean end would otherwise be taken for the T end). Per
-    lead, the area indicator A(k) = sum over the 128 ms before k of (signal - its mean around
-    k) is largest where an upright T wave has just come down to its final level (smallest for
-    an inverted T); it needs no baseline, so an ST segment displaced from the PR level does
-    not count as T wave, and a biphasic T ends at its second phase. The window is bounded by a
-    physiological R-to-T-end range for the RR, as published with the method, and per lead by
-    the notch before a merged U wave (see U_NOTCH_MV).
-    """
-    (qrs_on, qrs_off), (next_p, next_qrs) = qrs, next_beat
-    window, cut = _n(T_AREA_WINDOW_S), _n(T_AREA_CUT_S)
-    if rr < _n(T_SEARCH_SWITCH_RR_S):
-        low, high = math.floor(0.15 * rr + _n(0.148)), math.ceil(0.7 * rr - _n(0.036))
-    else:
-        low, high = _n(0.28), math.ceil(0.2 * rr + _n(0.404))
-    lo = max(R_INDEX + low, qrs_off + _n(0.04), window)
-    hi = min(R_INDEX + high, next_qrs, beat.shape[1] - cut - 1)
-    if next_p - lo >= cut:  # a "P wave" found inside the QRS-T is no bound
-        hi = min(hi, next_p)
-    if hi - lo < cut:
-        return None, None
-    # Running sums over the stretch the candidates k = lo..hi need: total[:, j] is the sum of
-    # beat[:, first : first + j].
-    first = lo + 1 - window
-    total = np.zeros((beat.shape[0], hi + cut + 2 - first))
-    np.cumsum(beat[:, first : hi + cut + 1], axis=1, out=total[:, 1:])
-    n = hi + 1 - lo
-    at = lo - first  # index in total of the sum up to (not including) sample lo
-    level = (total[:, at + cut + 1 : at + cut + 1 + n] - total[:, at - cut : at - cut + n]) / (
-        2 * cut + 1
-    )
-    area = total[:, at + 1 : at + 1 + n] - total[:, :n] - window * level  # (leads, candidates)
-    rows = np.arange(area.shape[0])
-    up, down = np.argmax(area, axis=1), np.argmin(area, axis=1)
-    up_size, down_size = area[rows, up], -area[rows, down]
-    # Per lead, the later candidate unless the earlier one is far larger.
-    up_first = up < down
-    earlier_size = np.where(up_first, up_size, down_size)
-    later_size = np.where(up_first, down_size, up_size)
-    take_up = up_first == (earlier_size > T_EARLIER_FACTOR * later_size)
-    ends = lo + np.where(take_up, up, down)
-    sizes = np.where(take_up, up_size, down_size)
-    signs = np.where(take_up, 1.0, -1.0)
-    st = max(qrs_off + _n(0.04), lo - window)  # from the ST segment on
-    upright = signs[:, None] * beat  # every lead with its T wave upright
-    for i in range(ends.size):  # a merged U wave is no part of the lead's T wave
-        notch = _t_u_notch(upright[i], st, int(ends[i]))
-        if notch is None or notch < lo + cut:
-            continue
-        qtc = (np.array([ends[i], notch]) - qrs_on) / WORK_FS / math.sqrt(rr_s)
-        if qtc[0] >= QTC_PROLONGED_S and qtc[1] >= QTC_SHORT_S:
-            # Zhang's T end again, in the window closed at the notch.
-            ends[i] = lo + int(np.argmax(signs[i] * area[i, : notch - lo + 1]))
-    strong = sizes >= T_LEAD_SHARE * sizes.max()
-    # A lead whose area still grows at the end of the window found no T end inside it: a flat T
-    # on a drifting baseline, or a T wave that outlasts the window (long QT at a fast rate).
-    # Where enough other clear leads found their T end inside, they decide (12 leads); with
-    # one or two leads (Holter) the window's end is the best answer there is.
-    inside = strong & (ends < hi - cut)
-    if inside.sum() >= T_CONSENSUS_LEADS:
-        strong = inside
-    strong = np.flatnonzero(strong)
-    lead = int(strong[np.argmax(ends[strong])])
-    sign = 1 if take_up[lead] else -1
-    t_end = int(ends[lead])
-    # T peak: the extreme of that lead's T wave in the 240 ms before its end (Zhang's rule).
-    start = max(qrs_off, t_end - _n(0.24))
-    t_peak = start + int(np.argmax(sign * beat[lead, start : t_end + 1]))
-    return t_peak, t_end
-
-
-def _t_u_notch(wave: np.ndarray, start: int, end: int) -> int | None:
-    """The notch between a T wave and a U wave merged into it, in ``wave[start : end + 1]``.
-
-    ``wave`` is the lead with its T wave upright. The last hump of at least U_NOTCH_MV
-    prominence is the U wave candidate, the largest hump before it the T wave; None where
-    there are not two such humps U_HUMP_GAP_S apart with a notch U_NOTCH_MV deep between them.
-    """
-    segment = wave[start : end + 1]
-    tops, _ = prominent_peaks(segment, U_NOTCH_MV)
-    if tops.size < 2:
-        return None
-    u = int(tops[-1])
-    t = int(tops[:-1][np.argmax(segment[tops[:-1]])])
-    notch = t + int(np.argmin(segment[t : u + 1]))
-    depth = min(segment[t], segment[u]) - segment[notch]
-    if u - t < _n(U_HUMP_GAP_S) or depth < U_NOTCH_MV:
-        return None
-    return start + notch
 
 
 def _p_wave(rms: np.ndarray, qrs_on: int, earliest: int) -> tuple[int | None, int | None]:
