@@ -95,6 +95,11 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("anterior infarction", ("anterior_infarct",)),
         ("SVT", ("narrow_regular_tachycardia",)),
         ("junctional rhythm", ("junctional_rhythm",)),
+        # Compound findings rest on both parts, and neither part takes the compound.
+        ("LVH with strain", ("lvh_strain",)),
+        ("left ventricular hypertrophy", ("lvh_voltage",)),
+        ("biatrial enlargement", ("biatrial_enlargement",)),
+        ("left atrial enlargement", ("left_atrial_enlargement",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
