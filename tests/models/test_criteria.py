@@ -100,6 +100,23 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("left ventricular hypertrophy", ("lvh_voltage",)),
         ("biatrial enlargement", ("biatrial_enlargement",)),
         ("left atrial enlargement", ("left_atrial_enlargement",)),
+        ("bifascicular block", ("bifascicular_block",)),
+        # A site's own phrasings of rhythm, axis, enlargement, pacing and ischaemia.
+        ("irregular rhythm", ("rr_irregular",)),
+        ("irregularly irregular rhythm", ("atrial_fibrillation",)),
+        ("a-fib", ("atrial_fibrillation",)),
+        ("normal axis", ("normal_axis",)),
+        ("northwest axis", ("extreme_axis_deviation",)),
+        ("LAE", ("left_atrial_enlargement",)),
+        ("RAE", ("right_atrial_enlargement",)),
+        ("left ventricular enlargement", ("lvh_voltage",)),
+        ("paced", ("paced",)),
+        ("inferior STEMI", ("st_elevation",)),
+        ("inferior ST elevation", ("st_elevation",)),
+        ("acute anterior MI", ("acute_ischaemia",)),
+        ("injury current", ("acute_ischaemia",)),
+        ("early repol", ("early_repolarization",)),
+        ("J wave", ("early_repolarization",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -118,6 +135,10 @@ def test_free_text_resolves_to_its_criteria(
         "second degree AV block",
         "ventricular tachycardia",
         "incomplete left bundle branch block",
+        "trifascicular block",
+        # Rhythms named like a neighbour's phrases (premature atrial beats, atrial pacing).
+        "ectopic atrial rhythm",
+        "atrial rhythm",
         # Negated, or with no measurable criterion at all.
         "no atrial fibrillation",
         "without ST elevation",
