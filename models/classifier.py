@@ -33,7 +33,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
 from adapters import Ecg
-from models.calibration import Calibration, Platt
+from models.calibration import Calibration, Platt, sigmoid
 from models.catalog import Label, LabelCatalog, load_catalog
 from models.criteria import Memo
 from models.fusion import Fusion
@@ -300,17 +300,22 @@ class ZeroShotClassifier:
             return labels
         return LabelCatalog.from_texts(list(labels))
 
-    def probabilities(self, label: Label, cosine: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Calibrated where a fit exists for exactly these prompts; else the default map."""
+    def mapping(self, label: Label) -> tuple[Platt, bool]:
+        """The label's cosine-to-probability map, and whether it is calibrated: a fit for
+        exactly these prompts, else the catalog's own, else the default map."""
         fitted = self.calibration.labels.get(label.id)
         if fitted is not None and self.calibration.label_prompts.get(label.id) == prompts_digest(
             self.label_prompts(label)
         ):
-            return fitted(cosine), True
+            return fitted, True
         if label.calibration is not None:
-            cal = label.calibration
-            return Platt(cal.slope, cal.intercept)(cosine), True
-        return self.default_mapping(cosine), False
+            return Platt(label.calibration.slope, label.calibration.intercept), True
+        return self.default_mapping, False
+
+    def probabilities(self, label: Label, cosine: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Calibrated where a fit exists for exactly these prompts; else the default map."""
+        mapping, calibrated = self.mapping(label)
+        return mapping(cosine), calibrated
 
     def classify(
         self,
@@ -336,23 +341,25 @@ class ZeroShotClassifier:
         cos = emb @ self.label_embeddings(catalog).T
         values = values_of([measured[i] for i in accepted])
         memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
-        columns = []
-        for j, label in enumerate(catalog):
-            p_embedding, calibrated = self.probabilities(label, cos[:, j])
-            evidence = self.scorer.evidence(label, values, memos)
-            fused = self.scorer.fuse(label, p_embedding, evidence)
-            # Python floats once per column: numpy scalar indexing per ECG and label was a
-            # tenth of this method's own time.
-            columns.append(
-                (
-                    label,
-                    np.asarray(p_embedding, dtype=np.float64).tolist(),
-                    calibrated or self.site_calibration is not None,
-                    evidence,
-                    np.isnan(evidence.margins).tolist(),
-                    np.asarray(fused, dtype=np.float64).tolist(),
-                )
-            )
+        label_list = list(catalog)
+        maps = [self.mapping(label) for label in label_list]
+        # Every label's Platt map at once, in the cosines' float32 as Platt.__call__ computes.
+        slopes = np.array([m.slope for m, _ in maps], dtype=np.float32)
+        intercepts = np.array([m.intercept for m, _ in maps], dtype=np.float32)
+        p_embedding = sigmoid(slopes * cos + intercepts)
+        evidences = [self.scorer.evidence(label, values, memos) for label in label_list]
+        fused = self.scorer.fuse_all(label_list, p_embedding, evidences)
+        unmeasured = (
+            np.isnan(np.stack([ev.margins for ev in evidences], axis=1))
+            if evidences
+            else np.zeros(cos.shape, dtype=bool)
+        )
+        calibrated = [c or self.site_calibration is not None for _, c in maps]
+        # Python floats once per batch: numpy scalar indexing per ECG and label was a tenth
+        # of this method's own time.
+        p_rows = np.asarray(p_embedding, dtype=np.float64).tolist()
+        fused_rows = np.asarray(fused, dtype=np.float64).tolist()
+        unmeasured_rows = unmeasured.tolist()
         similarity = cos.tolist()
         stamp = self.calibration_in_use  # the same for every result of the batch
         threshold = self.calibration.ood_threshold
@@ -364,21 +371,26 @@ class ZeroShotClassifier:
                 r = row_of[i]
                 if nearest is not None and threshold is not None and nearest[r] < threshold:
                     quality = replace(quality, out_of_distribution=True)
-                row = similarity[r]
+                row, p_row, fused_row, unmeasured_row = (
+                    similarity[r],
+                    p_rows[r],
+                    fused_rows[r],
+                    unmeasured_rows[r],
+                )
                 items = [
                     LabelScore(
                         label_id=label.id,
                         text=label.text,
-                        probability=fused[r],
+                        probability=fused_row[j],
                         similarity=row[j],
                         severity=label.severity,
                         codes=label.codes,
-                        calibrated=calibrated,
+                        calibrated=calibrated[j],
                         evidence=ev.evidence[r],
                         criteria=ev.resolution.criteria,
-                        embedding_probability=None if unmeasured[r] else p_emb[r],
+                        embedding_probability=None if unmeasured_row[j] else p_row[j],
                     )
-                    for j, (label, p_emb, calibrated, ev, unmeasured, fused) in enumerate(columns)
+                    for j, (label, ev) in enumerate(zip(label_list, evidences, strict=True))
                 ]
                 scores = tuple(sorted(items, key=lambda s: -s.probability))
             results.append(

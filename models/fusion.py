@@ -52,6 +52,7 @@ on the fused logit; it is applied after the fusion.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -188,24 +189,44 @@ class Fusion:
         self,
         p_embedding: np.ndarray,
         margin: np.ndarray,
-        label_id: str | None = None,
-        defining: bool = False,
+        label_id: str | Sequence[str] | None = None,
+        defining: bool | np.ndarray = False,
     ) -> np.ndarray:
         """Fused logits; ``margin`` NaN where not measured (margin first: 0; logistic: the
-        embedding logit is kept)."""
-        a, b, c = self.weights(label_id)
+        embedding logit is kept).
+
+        One label: 1-D arrays, ``label_id`` a string. Several at once: (n, labels) arrays,
+        one column per label, ``label_id`` the labels' ids and ``defining`` one flag per
+        label; each column gets its label's weights and band, and every operation is
+        elementwise, so column j equals the one-label call for label j.
+        """
+        a, b, c = self._weight_columns(label_id)
         z = logit(p_embedding)
         m = np.asarray(margin, dtype=np.float64)
         measured = ~np.isnan(m)
         m0 = np.where(measured, m, 0.0)
+        band = self._band_columns(defining)
         if self.mode == "lexicographic":
-            return b * ordered_score(m, p_embedding, self.band(defining)) + c
+            return b * ordered_score(m, p_embedding, band) + c
         if self.mode == "margin_first":
             # Not measured counts as margin 0 (the criterion says neither yes nor no, as in the
             # criterion-alone score): every ECG then lies within ``band`` steps of its margin.
             p = np.asarray(p_embedding, dtype=np.float64)
-            return b * (m0 + self.band(defining) * (2.0 * p - 1.0)) + c
+            return b * (m0 + band * (2.0 * p - 1.0)) + c
         return np.where(measured, a * z + b * m0 + c, z)
+
+    def _weight_columns(
+        self, label_id: str | Sequence[str] | None
+    ) -> tuple[float | np.ndarray, float | np.ndarray, float | np.ndarray]:
+        if label_id is None or isinstance(label_id, str):
+            return self.weights(label_id)
+        a, b, c = np.array([self.weights(i) for i in label_id], dtype=np.float64).reshape(-1, 3).T
+        return a, b, c
+
+    def _band_columns(self, defining: bool | np.ndarray) -> float | np.ndarray:
+        if isinstance(defining, (bool, np.bool_)):
+            return self.band(bool(defining))
+        return np.array([self.band(bool(d)) for d in defining], dtype=np.float64)
 
     def probabilities(
         self,
