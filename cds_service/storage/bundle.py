@@ -1,15 +1,20 @@
 """Multi-file ECG records (a WFDB header and its signal files) stored as one blob.
 
 WFDB can only be read from files beside each other, so such a record is kept as a zip of
-its files. The zip is deterministic (sorted names, fixed timestamps, one deflate level), so
-the same files always hash to the same SHA-256 and a duplicate upload is recognised.
+its files. The zip is deterministic (sorted names, fixed timestamps, one way of storing the
+members), so the same files always hash to the same SHA-256 and a duplicate upload is
+recognised.
 
-The level is :data:`DEFLATE_LEVEL` (1). Until issue 11 it was zlib's default (6), which was
-most of the cost of storing a record: measured on 50 PTB-XL 500 Hz signal files, level 6
-took 4.5 ms per record for 56.9% of the size, level 1 1.8 ms for 59.0%. A bundle packed at
-the old level has another SHA-256 for the same files, so the store also recognises a
-duplicate by comparing the files of a bundle stored from the same source
-(:func:`same_files`).
+Members are stored, not deflated (issue 11). Deflating was the largest cost of an ingest
+outside the model: on 60 PTB-XL 500 Hz signal files (120 000 bytes each) zlib level 1 took
+2.04 ms of CPU per record for 58.7 % of the size, Huffman-only 1.09 ms for 68.8 %, storing
+0.03 ms (the CRC) for 100 %; reading a deflated bundle back (distributed workers, backfills,
+the viewer) inflated it again, 0.75 ms per record. Every other format is stored as received
+(aECG, DICOM, MUSE files, uncompressed at 120-250 KiB per 500 Hz ECG), so WFDB records now
+are too: ~117 KiB per 500 Hz record instead of 68 KiB. Bundles packed before were deflated
+(level 6 until the first issue-11 change, then level 1): the same files have another
+SHA-256 then, so the store also recognises a duplicate by comparing the files of a bundle
+stored from the same source (:func:`same_files`).
 """
 
 from __future__ import annotations
@@ -27,21 +32,21 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 #: Bundles are small (a header and one or two signal files); refuse anything else.
 MAX_MEMBERS = 16
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: zlib level of every bundle packed now (see the module's docstring for the measurement).
-DEFLATE_LEVEL = 1
 
 
-def pack(files: Mapping[str, bytes], *, level: int = DEFLATE_LEVEL) -> bytes:
-    """A deterministic zip of ``files`` (flat names only), deflated at ``level``."""
+def pack(files: Mapping[str, bytes], *, level: int | None = None) -> bytes:
+    """A deterministic zip of ``files`` (flat names only): stored, or deflated at zlib
+    ``level`` (how bundles were packed before; see the module's docstring)."""
     if not files or len(files) > MAX_MEMBERS:
         raise ValueError(f"a bundle holds 1 to {MAX_MEMBERS} files, not {len(files)}")
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    method = zipfile.ZIP_STORED if level is None else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
         for name in sorted(files):
             if not _SAFE_NAME.match(name):
                 raise ValueError(f"unsafe file name in bundle: {name!r}")
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             info.external_attr = 0o644 << 16
             archive.writestr(info, files[name], compresslevel=level)
     return buffer.getvalue()

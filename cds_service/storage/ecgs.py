@@ -202,12 +202,12 @@ class EcgStore:
                 for item, _ in parsed
                 if item.digest in inserted
             ]
-            if blobs:
-                session.execute(insert(EcgBlobRow), blobs)
+            if blobs:  # a Core executemany: the ORM's bulk insert adds nothing for plain rows
+                session.execute(insert(EcgBlobRow.__table__), blobs)  # type: ignore[arg-type]
         created: dict[str, EcgInfo] = {}
         for item, ecg in parsed:
             if item.digest in inserted:
-                info = EcgInfo.from_row(EcgRow(**rows[item.digest]), created=True)
+                info = EcgInfo.from_values(rows[item.digest], created=True)
                 created[item.digest] = info
                 self._accepted.put(info.id, ecg)
         return created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -53,6 +54,28 @@ class EcgInfo:
             fs=row.fs,
             duration_s=row.duration_s,
             size_bytes=row.size_bytes,
+        )
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], *, created: bool = False) -> EcgInfo:
+        """The info of an ``ecgs`` row from the values it was inserted with (an insert of a
+        group builds no ORM object per ECG just to read its fields back)."""
+        return cls(
+            id=values["id"],
+            sha256=values["sha256"],
+            source_uri=values["source_uri"],
+            format=values["format"],
+            patient_ref=values["patient_ref"],
+            acquired_at=values["acquired_at"],
+            created_at=values["created_at"],
+            status=values["status"],
+            error=values.get("error"),
+            created=created,
+            file_patient_id=values["file_patient_id"],
+            n_leads=values["n_leads"],
+            fs=values["fs"],
+            duration_s=values["duration_s"],
+            size_bytes=values["size_bytes"],
         )
 
 

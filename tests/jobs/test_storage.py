@@ -161,16 +161,18 @@ def test_a_group_of_files_is_accepted_together(
     assert pipeline.ecgs.take_accepted(before.id) is None  # a duplicate is not handed over
 
 
-def test_a_bundle_packed_at_the_old_deflate_level_is_still_a_duplicate(
-    pipeline: Stores, ptbxl_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("level", [6, 1])
+def test_a_bundle_packed_deflated_before_is_still_a_duplicate(
+    pipeline: Stores, ptbxl_dir: Path, tmp_path: Path, level: int
 ) -> None:
-    """Bundles stored before issue 11 were deflated at level 6: the same record hashes
-    differently now, and is recognised by its files (same source), by path and by upload."""
+    """Bundles stored before issue 11 were deflated at level 6, then at level 1; members are
+    stored now: the same record hashes differently, and is recognised by its files (same
+    source), by path and by upload."""
     for part in (ptbxl_dir / "records500" / "00000").glob("00003_hr.*"):
         shutil.copy2(part, tmp_path / part.name)
     header = tmp_path / "00003_hr.hea"
     files = bundle.wfdb_record_files(header)
-    legacy = bundle.pack(files, level=6)
+    legacy = bundle.pack(files, level=level)
     assert legacy != bundle.pack(files)
     old = pipeline.ecgs._store(  # as the previous version stored it
         load_ecg(header), legacy, sha256_hex(legacy), "zip", header.resolve().as_uri(), None, None
