@@ -24,7 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.criteria import CriteriaCatalog, CriteriaError, parse_criteria
+from models.criteria import CriteriaCatalog, CriteriaError
+from models.criteria_schema import parse_criteria
 from models.results import Code, Severity
 
 SNOMED_SYSTEM = "http://snomed.info/sct"
