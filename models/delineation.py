@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.order_stats import percentile
 from models.rpeak_detect import prominent_peaks
 
 #: Working sampling rate (Hz) of everything in this module.
@@ -237,7 +238,7 @@ def delineate(
     lo = r - _n(0.08)
     centre = lo + int(np.argmax(velocity[lo : r + _n(0.08)]))
     peak = float(velocity[centre])
-    floor = float(np.percentile(velocity, 20))
+    floor = percentile(velocity, 20)
     threshold = floor + QRS_THRESHOLD * (peak - floor)
     onset = _first_quiet(velocity < threshold, centre, max(centre - _n(0.2), quiet), -1, quiet)
     if onset is None:

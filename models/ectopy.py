@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS
+from models.order_stats import median
 
 #: A beat whose coupling interval is below this share of the reference cycle is premature.
 PREMATURE_SHARE = 0.9
@@ -50,7 +51,7 @@ def premature_beats(
         between_dominant = rr[same_shape[1:]]
     if between_dominant.size < 2:
         return None, None
-    reference = float(np.median(between_dominant))
+    reference = median(between_dominant)
     ventricular = supraventricular = 0
     for i in range(1, peaks.size):
         if not judged[i]:

@@ -60,6 +60,7 @@ from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, 
 from models.ectopy import premature_beats
 from models.filtering import sosfilt_rows
 from models.lead_features import lead_features, summarise
+from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate, rational_ratio
 from models.results import Measurement
@@ -245,7 +246,7 @@ def _measure_values(
     if spikes is not None:
         values["paced_beat_share"] = paced_share(spikes, peaks / WORK_FS, float(ecg.fs))
     rr = np.diff(peaks) / WORK_FS
-    rr_median = float(np.median(rr))
+    rr_median = median(rr)
     values["heart_rate"] = round(60.0 / rr_median, 1)
     values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
 
@@ -264,8 +265,8 @@ def _measure_values(
     waves = delineate(
         medians.filtered[usable],
         rr_median,
-        float(np.median(next_s)) if next_s.size else None,
-        float(np.median(previous_s)) if previous_s.size else None,
+        median(next_s) if next_s.size else None,
+        median(previous_s) if previous_s.size else None,
         values["rr_irregularity"],
     )
     ms = 1000.0 / WORK_FS
@@ -441,7 +442,7 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         if peaks.size < 3:
             continue
         rr = np.diff(peaks) / WORK_FS
-        if not MIN_RR_S <= np.median(rr) <= MAX_RR_S:
+        if not MIN_RR_S <= median(rr) <= MAX_RR_S:
             continue
         variation = float(np.std(rr) / np.mean(rr))
         if best is None or variation < best[0]:
@@ -461,7 +462,7 @@ def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     # ends repeat a sample of the (cut) window, so every maximum is that of the window.
     window = np.clip(peaks[:, None] + np.arange(-half, half)[None, :], 0, slope.size - 1)
     steepest = slope[window].max(axis=1)
-    kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * float(np.median(steepest))]
+    kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * median(steepest)]
     return kept if kept.size >= 3 else peaks
 
 
