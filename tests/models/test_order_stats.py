@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.order_stats import median, percentile
+from models.order_stats import median, median_of_arrays, percentile
 
 
 def _arrays() -> list[np.ndarray]:
@@ -35,3 +35,12 @@ def test_percentile_equals_numpys(q: float) -> None:
         got = percentile(values, q)
         assert got == expected, (values.size, q, got, expected)
         assert np.signbit(got) == np.signbit(expected)
+
+
+@pytest.mark.parametrize("count", range(1, 26))
+def test_median_of_arrays_equals_numpys(count: int) -> None:
+    rng = np.random.default_rng(count)
+    for values in (rng.standard_normal((count, 3, 40)), np.round(rng.random((count, 3, 40)), 1)):
+        arrays = list(values)
+        expected = np.median(np.stack(arrays, axis=-1), axis=-1)
+        np.testing.assert_array_equal(median_of_arrays(arrays), expected)
