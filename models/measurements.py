@@ -57,7 +57,7 @@ import scipy.signal
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
-from models.ectopy import premature_beats
+from models.ectopy import members, premature_beats
 from models.filtering import sosfilt_rows
 from models.lead_features import lead_features, summarise
 from models.order_stats import median
@@ -305,7 +305,7 @@ def _dominant_rr_irregularity(
     n = prepared.signal.shape[1]
     before, after = round(BEAT_BEFORE_S * WORK_FS), round(BEAT_AFTER_S * WORK_FS)
     judged = (peaks - before >= 0) & (peaks + after < n)
-    keep = np.isin(peaks, dominant) | ~judged
+    keep = members(peaks, dominant) | ~judged
     both = keep[:-1] & keep[1:]
     kept = rr[both] if both.sum() >= 3 else rr
     return round(float(np.std(kept) / np.mean(kept)), 3)
