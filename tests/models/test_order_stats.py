@@ -44,3 +44,18 @@ def test_median_of_arrays_equals_numpys(count: int) -> None:
         arrays = list(values)
         expected = np.median(np.stack(arrays, axis=-1), axis=-1)
         np.testing.assert_array_equal(median_of_arrays(arrays), expected)
+
+
+def test_pacing_float32_median_equals_numpys() -> None:
+    from models.pacing import _median as pacing_median
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 9, 10, 4997, 4998):
+        for trial in range(8):
+            values = (np.abs(rng.standard_normal(n)) * 0.05).astype(np.float32)
+            if trial % 3 == 1:
+                values = np.round(values, 2).astype(np.float32)  # ties
+            if trial % 3 == 2 and n > 2:
+                values[rng.integers(n)] = np.nan  # numpy's median is then NaN
+            expected, got = float(np.median(values)), pacing_median(values)
+            assert got == expected or (np.isnan(got) and np.isnan(expected))
