@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.order_stats import median_of_arrays, percentile
 from models.rpeak_detect import prominent_peaks
 from models.t_wave import WORK_FS, t_wave
 
@@ -105,42 +106,31 @@ def median_beats(
         return None
     offsets = np.arange(-before, after)
     index = inside[:, None] + offsets[None, :]  # (beats, L)
-    # Gathered as (leads, L, beats): the beats of one sample are then contiguous, so the
-    # median's sort runs along the last axis (a third of the time along the middle axis).
-    beats = filtered[:, index.T]
+    # Each beat's window is a slice of the record (leads, L): the medians take the slices
+    # as they are (models.order_stats.median_of_arrays), nothing is gathered.
+    starts = (inside - before).tolist()
+    length = before + after
     # Keep the beats whose QRS (R +- 60 ms, all usable leads) matches the dominant one.
-    qrs = slice(before - _n(0.06), before + _n(0.06))
-    shapes = beats[usable, qrs, :]  # (leads, q, beats)
-    shapes = np.transpose(shapes, (2, 0, 1)).reshape(inside.size, -1)
+    qrs = index[:, before - _n(0.06) : before + _n(0.06)]
+    shapes = filtered[usable][:, qrs]  # (leads, beats, q)
+    shapes = np.transpose(shapes, (1, 0, 2)).reshape(inside.size, -1)
     shapes = shapes - shapes.mean(axis=1, keepdims=True)
-    template = _median_of_beats(np.ascontiguousarray(shapes.T))  # np.median(shapes, axis=0)
+    template = median_of_arrays(list(shapes))  # np.median(shapes, axis=0)
     norms = np.linalg.norm(shapes, axis=1) * np.linalg.norm(template)
     correlation = shapes @ template / np.maximum(norms, 1e-12)
     keep = correlation >= MIN_QRS_CORRELATION
     if keep.sum() < max(2, MIN_DOMINANT_SHARE * inside.size):
         return None  # no dominant beat shape: noise or chaos, nothing to delineate
     kept = index[keep]
+    kept_starts = [s for s, k in zip(starts, keep.tolist(), strict=True) if k]
     level = _pr_level(wide, kept)  # (leads, kept, 1)
     return MedianBeats(
-        filtered=_median_of_beats(beats if keep.all() else beats[:, :, keep]),
-        wide=_median_of_beats(wide[:, kept.T] - level.reshape(level.shape[0], 1, -1)),
+        filtered=median_of_arrays([filtered[:, s : s + length] for s in kept_starts]),
+        wide=median_of_arrays(
+            [wide[:, s : s + length] - level[:, j] for j, s in enumerate(kept_starts)]
+        ),
         beats=inside[keep],
     )
-
-
-def _median_of_beats(beats: np.ndarray) -> np.ndarray:
-    """``np.median(beats, axis=-1)`` (finite values): the middle of the few beats per sample.
-
-    The same values; numpy's median (a partition, then a mean) cost a fifth of
-    :func:`models.measurements.measure` for ten 12-lead beats. An odd count takes the middle
-    order statistic from a partition, an even one the mean of the two middle ones of a sort.
-    """
-    count = beats.shape[-1]
-    middle = count // 2
-    if count % 2:
-        return np.asarray(np.partition(beats, middle, axis=-1)[..., middle])
-    ordered = np.sort(beats, axis=-1)
-    return np.asarray(0.5 * (ordered[..., middle - 1] + ordered[..., middle]))
 
 
 def _pr_level(signal: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -214,7 +204,7 @@ def delineate(
     lo = r - _n(0.08)
     centre = lo + int(np.argmax(velocity[lo : r + _n(0.08)]))
     peak = float(velocity[centre])
-    floor = float(np.percentile(velocity, 20))
+    floor = percentile(velocity, 20)
     threshold = floor + QRS_THRESHOLD * (peak - floor)
     onset = _first_quiet(velocity < threshold, centre, max(centre - _n(0.2), quiet), -1, quiet)
     if onset is None:

@@ -57,9 +57,10 @@ import scipy.signal
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
-from models.ectopy import premature_beats
+from models.ectopy import members, premature_beats
 from models.filtering import sosfilt_rows
 from models.lead_features import lead_features, summarise
+from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate, rational_ratio
 from models.results import Measurement
@@ -245,7 +246,7 @@ def _measure_values(
     if spikes is not None:
         values["paced_beat_share"] = paced_share(spikes, peaks / WORK_FS, float(ecg.fs))
     rr = np.diff(peaks) / WORK_FS
-    rr_median = float(np.median(rr))
+    rr_median = median(rr)
     values["heart_rate"] = round(60.0 / rr_median, 1)
     values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
 
@@ -264,8 +265,8 @@ def _measure_values(
     waves = delineate(
         medians.filtered[usable],
         rr_median,
-        float(np.median(next_s)) if next_s.size else None,
-        float(np.median(previous_s)) if previous_s.size else None,
+        median(next_s) if next_s.size else None,
+        median(previous_s) if previous_s.size else None,
         values["rr_irregularity"],
     )
     ms = 1000.0 / WORK_FS
@@ -304,7 +305,7 @@ def _dominant_rr_irregularity(
     n = prepared.signal.shape[1]
     before, after = round(BEAT_BEFORE_S * WORK_FS), round(BEAT_AFTER_S * WORK_FS)
     judged = (peaks - before >= 0) & (peaks + after < n)
-    keep = np.isin(peaks, dominant) | ~judged
+    keep = members(peaks, dominant) | ~judged
     both = keep[:-1] & keep[1:]
     kept = rr[both] if both.sum() >= 3 else rr
     return round(float(np.std(kept) / np.mean(kept)), 3)
@@ -390,22 +391,33 @@ def _nk_clean(x: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _moving_average(width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The taps of a ``width``-sample moving average and ``lfilter_zi`` of it, made once."""
+    """The taps of a ``width``-sample moving average (``lfilter``'s own normalisation, each
+    tap divided by the denominator ``width``) and ``lfilter_zi`` of it, made once."""
     taps = np.ones(width)
-    return taps, np.asarray(scipy.signal.lfilter_zi(taps, [width]))
+    return taps / float(width), np.asarray(scipy.signal.lfilter_zi(taps, [width]))
+
+
+def _fir_pass(taps: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """``scipy.signal.lfilter(taps, [1.0], x, zi=zi)[0]`` for a 1-D ``x``: what lfilter does
+    for a one-coefficient denominator (a full ``np.convolve``, the state added to its first
+    samples), without its argument checks and ``np.apply_along_axis``, which cost more
+    than the convolution of a 10 s lead."""
+    full = np.convolve(taps, x)
+    full[: zi.size] += zi
+    return full[: full.size - taps.size + 1]
 
 
 def _moving_average_zero_phase(x: np.ndarray, width: int) -> np.ndarray:
     """``scipy.signal.filtfilt(np.ones(width), [width], x, method="pad")`` of a 1-D signal:
-    the same odd padding, initial state and two ``lfilter`` passes; only ``lfilter_zi`` (a
-    linear solve, a third of the call) is computed once instead of on every call."""
+    the same odd padding, initial state and two passes (each ``lfilter``'s own arithmetic,
+    :func:`_fir_pass`); ``lfilter_zi`` (a linear solve) is computed once, not on every call."""
     taps, zi = _moving_average(width)
     edge = 3 * width
     if x.shape[-1] <= edge:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
     ext = np.concatenate([2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -edge - 2 : -1]])
-    y, _ = scipy.signal.lfilter(taps, [width], ext, zi=zi * ext[:1])
-    y, _ = scipy.signal.lfilter(taps, [width], y[::-1], zi=zi * y[-1:])
+    y = _fir_pass(taps, ext, zi * ext[:1])
+    y = _fir_pass(taps, y[::-1], zi * y[-1:])
     return np.asarray(y[::-1][edge:-edge])
 
 
@@ -430,7 +442,7 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         if peaks.size < 3:
             continue
         rr = np.diff(peaks) / WORK_FS
-        if not MIN_RR_S <= np.median(rr) <= MAX_RR_S:
+        if not MIN_RR_S <= median(rr) <= MAX_RR_S:
             continue
         variation = float(np.std(rr) / np.mean(rr))
         if best is None or variation < best[0]:
@@ -450,7 +462,7 @@ def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     # ends repeat a sample of the (cut) window, so every maximum is that of the window.
     window = np.clip(peaks[:, None] + np.arange(-half, half)[None, :], 0, slope.size - 1)
     steepest = slope[window].max(axis=1)
-    kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * float(np.median(steepest))]
+    kept = peaks[steepest >= MIN_QRS_SLOPE_SHARE * median(steepest)]
     return kept if kept.size >= 3 else peaks
 
 

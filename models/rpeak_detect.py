@@ -14,6 +14,8 @@ calls (local maxima, then prominences) are called directly, so every result is i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.ndimage
 import scipy.signal
@@ -43,7 +45,7 @@ def _most_prominent(segment: np.ndarray) -> int | None:
         prominences, _, _ = _peak_prominences(segment, maxima, -1)
     if maxima.size == 0:
         return None
-    return int(maxima[np.argmax(prominences)])
+    return int(maxima[prominences.argmax()])
 
 
 def prominent_peaks(x: np.ndarray, min_prominence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -66,10 +68,23 @@ def prominent_peaks(x: np.ndarray, min_prominence: float) -> tuple[np.ndarray, n
     return tops[keep], prominences[keep]
 
 
+def _gradient(x: np.ndarray) -> np.ndarray:
+    """``np.gradient(x)`` of a 1-D array (unit spacing, first-order edges), numpy's own steps:
+    the interior central difference over 2.0, the edges one-sided (over 1.0)."""
+    if x.size < 2:
+        return np.gradient(x)  # numpy's error for too short an array
+    out = np.empty_like(x)
+    np.subtract(x[2:], x[:-2], out=out[1:-1])
+    out[1:-1] /= 2.0
+    out[0] = x[1] - x[0]
+    out[-1] = x[-1] - x[-2]
+    return out
+
+
 def neurokit_peaks(cleaned: np.ndarray, sampling_rate: int) -> np.ndarray:
     """R-peak indices of a cleaned (0.5 Hz high-passed) 1-D ECG, as neurokit2 finds them."""
     signal = np.asarray(cleaned, dtype=np.float64, order="C")
-    absgrad = np.abs(np.gradient(signal))
+    absgrad = np.abs(_gradient(signal))
     smooth = int(np.rint(SMOOTH_S * sampling_rate))
     average = int(np.rint(AVERAGE_S * sampling_rate))
     smoothgrad = scipy.ndimage.uniform_filter1d(absgrad, smooth, mode="nearest")
@@ -82,9 +97,9 @@ def neurokit_peaks(cleaned: np.ndarray, sampling_rate: int) -> np.ndarray:
         return np.array([], dtype=int)
     end_qrs = end_qrs[end_qrs > beg_qrs[0]]
     num_qrs = min(beg_qrs.size, end_qrs.size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lengths = end_qrs[:num_qrs] - beg_qrs[:num_qrs]
-        min_len = np.mean(lengths) * MIN_LENGTH_SHARE if num_qrs else np.nan
+    lengths = (end_qrs[:num_qrs] - beg_qrs[:num_qrs]).tolist()
+    # np.mean of the integer lengths: their (exact) sum over the count, correctly rounded.
+    min_len = sum(lengths) / num_qrs * MIN_LENGTH_SHARE if num_qrs else math.nan
     peaks = [0]
     for beg, end in zip(beg_qrs[:num_qrs].tolist(), end_qrs[:num_qrs].tolist(), strict=True):
         if end - beg < min_len:

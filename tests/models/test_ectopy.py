@@ -9,7 +9,7 @@ import pytest
 
 from adapters import load_ecg
 from models.delineation import WORK_FS
-from models.ectopy import premature_beats
+from models.ectopy import members, premature_beats
 from models.measurements import measure
 
 
@@ -64,3 +64,12 @@ def test_premature_beats_on_ptbxl_records(
         assert (v >= 1) == (ventricular >= 1), v
     if supraventricular is not None:
         assert (s >= 1) == (supraventricular >= 1), s
+
+
+def test_members_equals_numpys_isin() -> None:
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 5, 12, 40):
+        peaks = np.sort(rng.choice(2500, 40, replace=False))
+        dominant = rng.choice(peaks, size, replace=False)
+        for values in (peaks, peaks[::-1], np.array([-1, 0, 2499, 3000])):
+            np.testing.assert_array_equal(members(values, dominant), np.isin(values, dominant))
