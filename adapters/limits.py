@@ -174,15 +174,22 @@ def _parse_integers(text: str) -> np.ndarray | None:
     text reader takes them about ten times faster than its float readers (measured: 0.1
     against 1.1-1.4 ms for a lead of 5,000 samples; 12 leads of 500 Hz text had cost 31 ms
     per ECG, three times the classification). Below 2**53 the conversion to float64 is
-    exact, so the values equal ``float(token)``; larger magnitudes (which the reader
-    saturates), lone signs (which it reads as 0, or joins to the next number), decimals and
-    anything else go to the general path.
+    exact, so each value equals ``float(token)`` (``-0`` reads as 0). Larger magnitudes
+    (which the reader saturates), lone signs (which it reads as 0, or joins to the next
+    number), decimals and anything else go to the general path. The number of values read
+    must equal the number of tokens: numpy before 2.x stops at the first token it cannot
+    read, with only a warning.
     """
+    if not text.isascii():
+        return None
+    tokens = _plain_integer_tokens(text.encode("ascii"))
+    if tokens is None:
+        return None
     try:
         values = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:  # a token that is not an integer: "0.25", "1e3", "E", "L"...
         return None
-    if not _signs_lead_digits(text):
+    if values.size != tokens:
         return None
     out = values.astype(np.float64)
     if out.size and float(np.abs(out).max()) >= _EXACT_INTEGER:
@@ -190,16 +197,34 @@ def _parse_integers(text: str) -> np.ndarray | None:
     return out
 
 
-def _signs_lead_digits(text: str) -> bool:
-    """Every "+" or "-" in ``text`` is followed by a digit (an ASCII text; else False)."""
-    try:
-        raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    except UnicodeEncodeError:
-        return False
-    signs = np.flatnonzero((raw == 45) | (raw == 43))
-    if signs.size == 0:
-        return True
-    if signs[-1] == raw.size - 1:
-        return False
-    following = raw[signs + 1]
-    return bool(((following >= 48) & (following <= 57)).all())
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[48:58] = True
+_INTEGER_CHARS = _WHITESPACE | _DIGIT
+_INTEGER_CHARS[[43, 45]] = True
+#: Bytes looked at per step: the work arrays stay a few MiB whatever the text's size.
+_SCAN_CHUNK = 1 << 20
+
+
+def _plain_integer_tokens(data: bytes) -> int | None:
+    """The number of whitespace-separated tokens of ``data`` when it holds only digits,
+    whitespace and signs that each lead a digit; else None."""
+    tokens = 0
+    previous_space = True  # the text's start counts as whitespace
+    for start in range(0, len(data), _SCAN_CHUNK):
+        # One byte more than the chunk: a sign at the chunk's end is judged by what follows.
+        raw = np.frombuffer(data, dtype=np.uint8, count=min(_SCAN_CHUNK + 1, len(data) - start),
+                            offset=start)  # fmt: skip
+        here = raw[: min(_SCAN_CHUNK, raw.size)]
+        if not _INTEGER_CHARS[here].all():
+            return None
+        sign = (here == 43) | (here == 45)
+        if sign.any():
+            following = np.append(_DIGIT[raw[1:]], False)[: here.size]
+            if (sign & ~following).any():
+                return None
+        space = _WHITESPACE[here]
+        tokens += int((~space[0] & previous_space) + (~space[1:] & space[:-1]).sum())
+        previous_space = bool(space[-1])
+    return tokens

@@ -91,6 +91,8 @@ class JobSettings(BaseModel):
     result_backend: str | None = None
     embedded_threads: int = 1
     #: How long a hook waits for new classifications before answering with what it has.
+    #: Embedded mode also orders its queue by it: a classification queued longer than this
+    #: (no hook waits for it any more) yields to those queued since (deadline first).
     hook_wait_budget_s: float = 0.35
     task_time_limit_s: int = 120
     task_soft_time_limit_s: int = 100

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -37,7 +38,13 @@ from models.calibration import Calibration, Platt, sigmoid
 from models.catalog import Label, LabelCatalog, load_catalog
 from models.criteria import Memo
 from models.fusion import Fusion
-from models.modeling import EcgClipModel, load_text_cache, model_version
+from models.modeling import (
+    WEIGHTS_NAME,
+    EcgClipModel,
+    file_sha256,
+    load_text_cache,
+    model_version,
+)
 from models.onnx_encoder import OnnxEncoder, load_onnx_encoder
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, LabelScore, Measurement
@@ -62,13 +69,6 @@ def prompts_digest(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16]
 
 
-def _one_thread_each() -> None:
-    """The cores are taken (by signal-work processes or sibling pool processes): one torch
-    thread and one BLAS thread in this process."""
-    torch.set_num_threads(1)
-    one_blas_thread()
-
-
 class ZeroShotClassifier:
     """Scores ECGs against label texts with the ECG-text model. Thread-safe for inference."""
 
@@ -88,6 +88,8 @@ class ZeroShotClassifier:
         self.batch_size = batch_size
         self.calibration = Calibration.load(self.directory)
         self.text_encoder = TextEncoder(load_text_cache(self.directory))
+        # The weights as loaded now: an ONNX export is used only if it was made from them.
+        self._weights_sha256 = file_sha256(self.directory / WEIGHTS_NAME)
         self.model_version = model_version(self.directory, self.config)
         self.fusion = Fusion.load(self.directory)
         # Read once: the head is fixed for inference, and four torch calls for every
@@ -102,10 +104,11 @@ class ZeroShotClassifier:
         self.threads = max(1, torch.get_num_threads())
         self._pool: ThreadPoolExecutor | None = None
         self.encoder_runtime = encoder_runtime
-        # One ONNX session per torch thread count: the count drops to one once the
-        # signal-work processes take the cores (_one_thread_each), and a session's thread
-        # count is fixed when it is made.
+        # One ONNX session per thread count: a session's count is fixed when it is made, and
+        # this classifier's drops to one once the signal-work processes take the cores.
         self._onnx: dict[int, OnnxEncoder | None] = {}
+        self._onnx_lock = threading.Lock()
+        self._cores_taken = False
         # Quality gate, measurements and preprocessing hold the GIL: they run in ``threads``
         # worker processes, and the encoder then gets one torch thread. With the cores busy,
         # torch's threads wait for each other at every layer: measured on 2 shared cores,
@@ -114,7 +117,7 @@ class ZeroShotClassifier:
         # take the cores: the encoder took 7.9 ms per ECG on 2 threads there, 1.6 on one.
         # numpy's BLAS likewise (see signal_work.one_blas_thread: its idle threads spin and
         # its small products wait for descheduled ones).
-        self._signal_pool = SignalWorkPool(self.threads, on_cores_taken=_one_thread_each)
+        self._signal_pool = SignalWorkPool(self.threads, on_cores_taken=self._one_thread_each)
         bank_path = self.directory / OOD_BANK_NAME
         self._ood_bank = (
             load_numpy(str(bank_path))["embeddings"].astype(np.float32)
@@ -158,10 +161,20 @@ class ZeroShotClassifier:
             encoder_runtime=encoder_runtime,
         )
 
+    def _one_thread_each(self) -> None:
+        """The cores are taken (by signal-work processes or sibling pool processes): one torch
+        thread, one BLAS thread and one-thread ONNX sessions in this process."""
+        self._cores_taken = True
+        torch.set_num_threads(1)
+        one_blas_thread()
+
     def start_workers(self) -> bool:
-        """Start the signal-work processes now (a service at start-up) rather than on the
-        first batch; False when this classifier works in the calling process only."""
-        return self._signal_pool.start()
+        """Start the signal-work processes and the encoder's ONNX session now (a service at
+        start-up) rather than on the first batch; False when this classifier works in the
+        calling process only."""
+        started = self._signal_pool.start()
+        self.onnx_encoder()
+        return started
 
     @property
     def catalog(self) -> LabelCatalog:
@@ -265,13 +278,19 @@ class ZeroShotClassifier:
         return self.model.encode_ecg(torch.from_numpy(windows)).numpy()
 
     def onnx_encoder(self) -> OnnxEncoder | None:
-        """The ONNX encoder serving this process's thread count, or None (torch serves)."""
+        """The ONNX encoder for this classifier's thread count, or None (torch serves).
+
+        The count is the classifier's own (one once the cores are taken), not the calling
+        thread's torch setting, which torch keeps per thread."""
         if self.encoder_runtime == "torch":
             return None
-        threads = torch.get_num_threads()
-        if threads not in self._onnx:
-            self._onnx[threads] = load_onnx_encoder(self.directory, threads)
-        return self._onnx[threads]
+        threads = 1 if self._cores_taken else self.threads
+        with self._onnx_lock:  # one session per count, however many threads ask at once
+            if threads not in self._onnx:
+                self._onnx[threads] = load_onnx_encoder(
+                    self.directory, threads, self._weights_sha256
+                )
+            return self._onnx[threads]
 
     def _preprocess_all(self, ecgs: Sequence[Ecg]) -> list[np.ndarray]:
         """Preprocess a batch, on ``threads`` threads: scipy's filters release the GIL, and

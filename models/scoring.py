@@ -99,6 +99,11 @@ class CriteriaScorer:
         ECG of a hook call, the per-label calls had cost as much as its signal work).
         """
         p = np.asarray(p_embedding)
+        if len(evidences) != len(labels) or p.ndim != 2 or p.shape[1] != len(labels):
+            raise ValueError(
+                f"{len(labels)} labels, {len(evidences)} evidences and probabilities of shape "
+                f"{p.shape}: one column and one evidence per label"
+            )
         if not labels:
             return np.zeros(p.shape, dtype=np.float64)
         margins = np.stack([ev.margins for ev in evidences], axis=1)

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cds_service.jobs.errors import RetryableError, backoff_s
@@ -76,13 +76,19 @@ class EmbeddedDispatcher:
         max_retries: int,
         max_batch: int = 64,
         late_after_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``late_after_s``: age at which a queued interactive classification becomes LATE
-        (the hook's wait budget: no hook waits longer for it); None keeps plain FIFO order."""
+        (the hook's wait budget: no hook waits longer for it); None keeps plain FIFO order.
+        A LATE job waits while interactive jobs still in time are queued (under a steady
+        stream of them, until the stream pauses) and runs before any bulk job; its ECG stays
+        pending meanwhile, so a later hook call still finds it. ``clock``: seconds, for
+        the ages (tests pass their own)."""
         self._runner: TaskRunner | None = None
         self._max_retries = max_retries
         self._max_batch = max(1, max_batch)
         self._late_after_s = late_after_s
+        self._clock = clock
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._timers: set[threading.Timer] = set()
@@ -111,7 +117,8 @@ class EmbeddedDispatcher:
     def enqueue(self, task: str, *args: Any, bulk: bool = False, **kwargs: Any) -> None:
         if task not in TASK_NAMES:
             raise ValueError(f"unknown task {task!r}")
-        self._put(_Job(task, args, kwargs, BULK if bulk else INTERACTIVE, attempt=0))
+        priority = BULK if bulk else INTERACTIVE
+        self._put(_Job(task, args, kwargs, priority, attempt=0, queued_at=self._clock()))
 
     def _put(self, job: _Job) -> None:
         with self._lock:
@@ -141,7 +148,7 @@ class EmbeddedDispatcher:
             self._late_after_s is not None
             and job.priority == INTERACTIVE
             and job.task == "classify_ecg"
-            and time.monotonic() - job.queued_at > self._late_after_s
+            and self._clock() - job.queued_at > self._late_after_s
         )
 
     def _coalesce(self, first: _Job) -> _Job:
@@ -164,8 +171,8 @@ class EmbeddedDispatcher:
             ids.append(str(job.args[0]))
         bulk = first.priority == BULK  # what the classification causes keeps its priority
         if len(ids) == 1:
-            return _Job("classify_ecg", first.args, {"bulk": bulk}, first.priority, first.attempt)
-        return _Job("classify_ecgs", (ids,), {"bulk": bulk}, first.priority, first.attempt)
+            return replace(first, kwargs={"bulk": bulk})
+        return replace(first, task="classify_ecgs", args=(ids,), kwargs={"bulk": bulk})
 
     def _run(self, job: _Job) -> None:
         assert self._runner is not None  # threads run only once started
@@ -177,7 +184,7 @@ class EmbeddedDispatcher:
                 return
             delay = backoff_s(job.attempt)
             log.warning("job %s will retry in %.0f s: %s", job.task, delay, exc)
-            again = _Job(job.task, job.args, job.kwargs, job.priority, job.attempt + 1)
+            again = replace(job, attempt=job.attempt + 1)  # its age counts from the first try
             timer = threading.Timer(delay, self._retry, (again,))
             timer.daemon = True
             with self._lock:
@@ -223,7 +230,7 @@ class _Job:
     kwargs: dict[str, Any]
     priority: int
     attempt: int
-    queued_at: float = field(default_factory=time.monotonic)
+    queued_at: float
 
 
 class CeleryDispatcher:

@@ -250,8 +250,10 @@ _TOKENS = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_TOKENS, st.sampled_from([" ", "  ", "\t", "\n", "\r\n"])), max_size=40))
 def test_numbers_equal_float_of_each_token_or_are_refused(pairs: list[tuple[str, str]]) -> None:
-    """The integer fast path and the general one together: every accepted text reads as
-    ``float()`` reads each token; a text with a token ``float()`` refuses is refused."""
+    """The integer fast path and the general one together, over integers of every size,
+    signs, decimals and markers: a text reads as ``float()`` reads each of its tokens, and a
+    text with a token ``float()`` refuses is refused. (``float()`` also takes "1_000" and
+    non-ASCII digits, which a sample text may not hold; those are refused, not generated.)"""
     from adapters.limits import parse_numbers
 
     text = "".join(token + space for token, space in pairs)
@@ -265,3 +267,23 @@ def test_numbers_equal_float_of_each_token_or_are_refused(pairs: list[tuple[str,
     else:
         assert parsed is not None and parsed.shape == expected.shape
         assert np.array_equal(parsed, expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 7])
+@pytest.mark.parametrize(
+    "text", ["-1150 -1148  +3\t-0 7\n", "12345678 -9", "123 -", "12- 3", "1 - 2", "5 6 7.5"]
+)
+def test_integer_text_scanned_in_chunks_reads_as_a_whole(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, text: str
+) -> None:
+    """The integer path looks at a long text a chunk at a time (bounded work arrays): tokens
+    and signs that straddle a chunk's edge read as they do in one piece."""
+    from adapters import limits
+
+    whole = limits.parse_numbers(text)
+    monkeypatch.setattr(limits, "_SCAN_CHUNK", chunk)
+    parsed = limits.parse_numbers(text)
+    assert (parsed is None) == (whole is None)
+    if whole is not None:
+        assert parsed is not None and np.array_equal(parsed, whole)
+        assert np.array_equal(parsed, np.array([float(t) for t in text.split()]))

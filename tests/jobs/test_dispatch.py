@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from cds_service.jobs.dispatch import EmbeddedDispatcher
@@ -15,6 +14,7 @@ class Recorder:
     the ECG named "blocker" until released, so that jobs queue up behind it."""
 
     def __init__(self) -> None:
+        self.now = 0.0  # the dispatcher's clock (``clock=recorder.clock``): moved by run()
         self.started, self.release = threading.Event(), threading.Event()
         self.calls: list[tuple[str, list[str], bool]] = []
         self._done = threading.Semaphore(0)
@@ -28,13 +28,16 @@ class Recorder:
         for _ in ids:
             self._done.release()
 
+    def clock(self) -> float:
+        return self.now
+
     @property
     def order(self) -> list[str]:
         return [ecg for _, ids, _ in self.calls for ecg in ids]
 
     def run(self, dispatcher: EmbeddedDispatcher, blocker_bulk: bool, *jobs: Any) -> None:
-        """Enqueue the blocker, then each job ((id, bulk) or a pause in seconds), release the
-        blocker and wait until every ECG has run."""
+        """Enqueue the blocker, then each job ((id, bulk), or seconds by which the clock
+        moves on), release the blocker and wait until every ECG has run."""
         dispatcher.start(self)
         count = 1
         try:
@@ -42,7 +45,7 @@ class Recorder:
             assert self.started.wait(10)
             for job in jobs:
                 if isinstance(job, float):
-                    time.sleep(job)
+                    self.now += job
                     continue
                 dispatcher.enqueue("classify_ecg", job[0], bulk=job[1])
                 count += 1
@@ -88,11 +91,13 @@ def test_ecgs_nobody_waits_for_any_more_yield_to_those_a_caller_waits_for() -> N
     """Deadline first: an interactive classification queued for longer than the hook's wait
     budget runs after the ones queued since (still before bulk work), in small batches."""
     recorder = Recorder()
-    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0, max_batch=16, late_after_s=0.05)
+    dispatcher = EmbeddedDispatcher(
+        threads=1, max_retries=0, max_batch=16, late_after_s=0.35, clock=recorder.clock
+    )
     stale = [(f"stale-{i}", False) for i in range(3)]
     fresh = [("fresh-1", False), ("fresh-2", False)]
-    # 0.2 s after the stale ones were queued, their callers' budget is over.
-    recorder.run(dispatcher, False, ("bulk-1", True), *stale, 0.2, *fresh)
+    # 0.5 s after the stale ones were queued, their callers' budget is over.
+    recorder.run(dispatcher, False, ("bulk-1", True), *stale, 0.5, *fresh)
     calls = recorder.calls
     assert calls[1] == ("classify_ecgs", ["fresh-1", "fresh-2"], False)
     # The late ones: after the fresh ones, interactive still, in batches of 16 // 8 = 2.
@@ -103,6 +108,6 @@ def test_ecgs_nobody_waits_for_any_more_yield_to_those_a_caller_waits_for() -> N
 
 def test_without_a_budget_the_order_stays_first_in_first_out() -> None:
     recorder = Recorder()
-    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0)
-    recorder.run(dispatcher, False, ("old", False), 0.1, ("new", False))
+    dispatcher = EmbeddedDispatcher(threads=1, max_retries=0, clock=recorder.clock)
+    recorder.run(dispatcher, False, ("old", False), 5.0, ("new", False))
     assert recorder.order == ["blocker", "old", "new"]

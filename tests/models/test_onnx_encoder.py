@@ -85,3 +85,46 @@ def test_missing_export_falls_back_to_torch(tmp_path: Path) -> None:
     (folder / ENCODER_ONNX_NAME).unlink()
     assert load_onnx_encoder(folder, threads=1) is None
     assert ZeroShotClassifier.from_pretrained(folder, threads=1).onnx_encoder() is None
+
+
+def test_an_unreadable_export_falls_back_to_torch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, folder)
+    exported = (folder / ENCODER_ONNX_NAME).read_bytes()
+    (folder / ENCODER_ONNX_NAME).write_bytes(exported[: len(exported) // 3])  # truncated
+    with caplog.at_level(logging.WARNING, logger="models.onnx_encoder"):
+        assert load_onnx_encoder(folder, threads=1) is None
+    assert "cannot be used" in caplog.text
+    assert ZeroShotClassifier.from_pretrained(folder, threads=1).onnx_encoder() is None
+
+
+def test_an_export_is_only_made_from_the_weights_it_is_stamped_with(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, folder)
+    model = EcgClipModel.from_pretrained(folder)
+    with torch.no_grad():
+        model.logit_bias.add_(1.0)  # changed in memory, not saved
+    with pytest.raises(ValueError, match="save_pretrained"):
+        export_encoder(model, folder)
+
+
+def test_the_session_follows_the_classifier_not_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the signal-work processes take the cores, the session is a one-thread one, even
+    for a thread whose own torch setting still says two."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr("models.classifier.one_blas_thread", lambda: None)  # process-wide
+    try:
+        clf = ZeroShotClassifier.from_pretrained(threads=2)
+        before = clf.onnx_encoder()
+        clf._one_thread_each()  # what the signal-work pool calls when it takes the cores
+        torch.set_num_threads(2)  # a thread whose own setting was not lowered
+        after = clf.onnx_encoder()
+        assert before is not None and after is not None and after is not before
+        assert clf.onnx_encoder() is after
+        assert clf._onnx == {2: before, 1: after}
+    finally:
+        torch.set_num_threads(threads)
