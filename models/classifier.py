@@ -24,7 +24,6 @@ import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +33,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
 from adapters import Ecg
+from models.batch_results import LabelSet, PartScores, part_results
 from models.calibration import Calibration, Platt, sigmoid
 from models.catalog import Label, LabelCatalog, load_catalog
 from models.criteria import Memo
@@ -47,7 +47,7 @@ from models.modeling import (
 )
 from models.onnx_encoder import OnnxEncoder, load_onnx_encoder
 from models.preprocessing import preprocess
-from models.results import ClassificationResult, LabelScore, Measurement
+from models.results import ClassificationResult, Measurement
 from models.scoring import CriteriaScorer, values_of
 from models.signal_work import SignalWork, SignalWorkPool, measurements_of, one_blas_thread
 from models.site import SiteCalibration
@@ -346,82 +346,48 @@ class ZeroShotClassifier:
         ``labels``: None for the catalog, a :class:`LabelCatalog`, or any list of free texts.
         """
         batch: list[Ecg] = [ecgs] if isinstance(ecgs, Ecg) else list(ecgs)
-        catalog = self.resolve_labels(labels)
-        works: list[SignalWork] = []
-        embedded: list[np.ndarray] = []
-        for part in self._signal_pool.parts(batch, self.config):  # encode while the rest runs
-            works.extend(part)
-            embedded.append(self.embed_windows([w.model_input() for w in part if w.acceptable]))
-        qualities = [work.quality for work in works]
-        accepted = [i for i, q in enumerate(qualities) if q.acceptable]
-        measured = [work.measurements for work in works]
-        emb = np.concatenate(embedded) if embedded else self.embed_windows([])
-        nearest = self.nearest_training_similarity(emb)
-        cos = emb @ self.label_embeddings(catalog).T
-        values = values_of([measured[i] for i in accepted])
-        memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
-        label_list = list(catalog)
-        maps = [self.mapping(label) for label in label_list]
-        # Every label's Platt map at once, in the cosines' float32 as Platt.__call__ computes.
-        slopes = np.array([m.slope for m, _ in maps], dtype=np.float32)
-        intercepts = np.array([m.intercept for m, _ in maps], dtype=np.float32)
-        p_embedding = sigmoid(slopes * cos + intercepts)
-        evidences = [self.scorer.evidence(label, values, memos) for label in label_list]
-        fused = self.scorer.fuse_all(label_list, p_embedding, evidences)
-        unmeasured = (
-            np.isnan(np.stack([ev.margins for ev in evidences], axis=1))
-            if evidences
-            else np.zeros(cos.shape, dtype=bool)
-        )
-        calibrated = [c or self.site_calibration is not None for _, c in maps]
-        # Python floats once per batch: numpy scalar indexing per ECG and label was a tenth
-        # of this method's own time.
-        p_rows = np.asarray(p_embedding, dtype=np.float64).tolist()
-        fused_rows = np.asarray(fused, dtype=np.float64).tolist()
-        unmeasured_rows = unmeasured.tolist()
-        similarity = cos.tolist()
-        stamp = self.calibration_in_use  # the same for every result of the batch
-        threshold = self.calibration.ood_threshold
+        label_set = self._label_set(self.resolve_labels(labels))
         results: list[ClassificationResult] = []
-        row_of = {i: r for r, i in enumerate(accepted)}
-        for i, quality in enumerate(qualities):
-            scores: tuple[LabelScore, ...] = ()
-            if i in row_of:
-                r = row_of[i]
-                if nearest is not None and threshold is not None and nearest[r] < threshold:
-                    quality = replace(quality, out_of_distribution=True)
-                row, p_row, fused_row, unmeasured_row = (
-                    similarity[r],
-                    p_rows[r],
-                    fused_rows[r],
-                    unmeasured_rows[r],
-                )
-                items = [
-                    LabelScore(
-                        label_id=label.id,
-                        text=label.text,
-                        probability=fused_row[j],
-                        similarity=row[j],
-                        severity=label.severity,
-                        codes=label.codes,
-                        calibrated=calibrated[j],
-                        evidence=ev.evidence[r],
-                        criteria=ev.resolution.criteria,
-                        embedding_probability=None if unmeasured_row[j] else p_row[j],
-                    )
-                    for j, (label, ev) in enumerate(zip(label_list, evidences, strict=True))
-                ]
-                scores = tuple(sorted(items, key=lambda s: -s.probability))
-            results.append(
-                ClassificationResult(
-                    model_version=self.model_version,
-                    quality=quality,
-                    measurements=measured[i],
-                    scores=scores,
-                    calibration=stamp,
-                )
-            )
+        # Each part is encoded and scored as it arrives, while the workers prepare the next:
+        # scoring the whole batch after its last part left a core idle meanwhile.
+        for part in self._signal_pool.parts(batch, self.config):
+            results.extend(self._score(part, label_set))
         return results
+
+    def _label_set(self, catalog: LabelCatalog) -> LabelSet:
+        maps = [self.mapping(label) for label in catalog]
+        return LabelSet(
+            labels=list(catalog),
+            embeddings=self.label_embeddings(catalog),
+            # Every label's Platt map at once, in the cosines' float32 as Platt.__call__ does.
+            slopes=np.array([m.slope for m, _ in maps], dtype=np.float32),
+            intercepts=np.array([m.intercept for m, _ in maps], dtype=np.float32),
+            calibrated=[c or self.site_calibration is not None for _, c in maps],
+            stamp=self.calibration_in_use,
+        )
+
+    def _score(
+        self, works: Sequence[SignalWork], label_set: LabelSet
+    ) -> list[ClassificationResult]:
+        """Results of one part of a batch: embeddings, embedding and fused probabilities and
+        evidence, every label at once over the part's accepted ECGs."""
+        accepted = [w for w in works if w.acceptable]
+        emb = self.embed_windows([w.model_input() for w in accepted])
+        cos = emb @ label_set.embeddings.T
+        values = values_of([w.measurements for w in accepted])
+        memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
+        p_embedding = sigmoid(label_set.slopes * cos + label_set.intercepts)
+        evidences = [self.scorer.evidence(label, values, memos) for label in label_set.labels]
+        fused = self.scorer.fuse_all(label_set.labels, p_embedding, evidences)
+        nearest = self.nearest_training_similarity(emb)
+        threshold = self.calibration.ood_threshold
+        return part_results(
+            works,
+            label_set,
+            PartScores(cos, p_embedding, fused, evidences),
+            None if nearest is None or threshold is None else nearest < threshold,
+            self.model_version,
+        )
 
     def save_text_cache(self) -> None:
         """Persist the text-feature cache beside the weights (used when shipping a model)."""
