@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -38,45 +38,19 @@ class EcgInfo:
 
     @classmethod
     def from_row(cls, row: EcgRow, *, created: bool = False) -> EcgInfo:
-        return cls(
-            id=row.id,
-            sha256=row.sha256,
-            source_uri=row.source_uri,
-            format=row.format,
-            patient_ref=row.patient_ref,
-            acquired_at=row.acquired_at,
-            created_at=row.created_at,
-            status=row.status,
-            error=row.error,
-            created=created,
-            file_patient_id=row.file_patient_id,
-            n_leads=row.n_leads,
-            fs=row.fs,
-            duration_s=row.duration_s,
-            size_bytes=row.size_bytes,
-        )
+        return cls(created=created, **{name: getattr(row, name) for name in _ECG_ROW_FIELDS})
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], *, created: bool = False) -> EcgInfo:
         """The info of an ``ecgs`` row from the values it was inserted with (an insert of a
-        group builds no ORM object per ECG just to read its fields back)."""
-        return cls(
-            id=values["id"],
-            sha256=values["sha256"],
-            source_uri=values["source_uri"],
-            format=values["format"],
-            patient_ref=values["patient_ref"],
-            acquired_at=values["acquired_at"],
-            created_at=values["created_at"],
-            status=values["status"],
-            error=values.get("error"),
-            created=created,
-            file_patient_id=values["file_patient_id"],
-            n_leads=values["n_leads"],
-            fs=values["fs"],
-            duration_s=values["duration_s"],
-            size_bytes=values["size_bytes"],
-        )
+        group builds no ORM object per ECG just to read its fields back). A new row has no
+        error unless the values give one."""
+        given = {name: values[name] for name in _ECG_ROW_FIELDS if name != "error"}
+        return cls(created=created, error=values.get("error"), **given)
+
+
+#: The columns of an ``ecgs`` row an :class:`EcgInfo` carries (every field but ``created``).
+_ECG_ROW_FIELDS = tuple(f.name for f in fields(EcgInfo) if f.name != "created")
 
 
 @dataclass(frozen=True)
