@@ -167,7 +167,7 @@ CONTRASTS: tuple[tuple[str, str], ...] = (
     (r"\bleft", r"\bright"),
     (r"brady", r"tachy"),
     (r"\bslow", r"\bfast|\brapid"),
-    (r"\blong|prolong", r"\bshort"),
+    (r"\blong|prolong", r"\bshort|decreas"),
     (r"elevat", r"depress"),
     (r"\bfirst|\b1st", r"\bsecond|\b2nd|\bthird|\b3rd|complete heart|mobitz|wenckebach"),
     (r"\bincomplete", r"(?<!in)complete"),
@@ -177,6 +177,12 @@ CONTRASTS: tuple[tuple[str, str], ...] = (
     (r"\batrial", r"\bventricular"),
     (r"\bsinus", r"junctional|ectopic|idioventricular"),
     (r"\bnormal", r"\babnormal|\bborderline|\botherwise"),
+    # A threshold's side: "QRS under 120 ms" is not "QRS duration of 120 ms or more".
+    (
+        r"\bover\b|\babove\b|\bmore than\b|\bor more\b|\bexceed|>",
+        r"\bunder\b|\bbelow\b|\bless than\b|<",
+    ),
+    (r"\bacute\b", r"\bchronic\b|\bold\b|\bprior\b"),
 )
 
 

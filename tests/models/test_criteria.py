@@ -117,6 +117,15 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("injury current", ("acute_ischaemia",)),
         ("early repol", ("early_repolarization",)),
         ("J wave", ("early_repolarization",)),
+        # Standard terms of other sites' lists (the SNOMED CT displays of PhysioNet/CinC 2021).
+        ("myocardial infarction", ("infarct_pattern",)),
+        ("AV block I", ("pr_prolonged",)),
+        ("atrial pacing", ("paced",)),
+        ("atrial pacing pattern", ("paced",)),
+        ("right atrial hypertrophy", ("right_atrial_enlargement",)),
+        ("decreased QT interval", ("qtc_short",)),
+        ("nonspecific intraventricular conduction disorder", ("nonspecific_ivcd",)),
+        ("qwave abnormal", ("pathological_q_waves",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -143,6 +152,9 @@ def test_free_text_resolves_to_its_criteria(
         "no atrial fibrillation",
         "without ST elevation",
         "hyperkalaemia with peaked T waves",
+        # Chronic ischaemia is not the acute finding; the other side of a threshold is not it.
+        "chronic myocardial ischemia",
+        "QRS under 120 ms",
     ],
 )
 def test_near_misses_and_unmeasurable_text_take_no_criteria(
@@ -183,6 +195,22 @@ def test_early_repolarization_is_met_on_benign_j_elevation_not_on_injury(
     assert benign.met and injured.met is False
 
 
+def test_catalog_label_names_resolve_to_their_own_criteria(
+    resolver: CriteriaResolver,
+) -> None:
+    """A site whose list names a finding as our catalog does gets the catalog's criteria by
+    text, or none (the embedding): never another criterion ("myocardial infarction" had taken
+    acute ischaemia's, whose paraphrase "acute myocardial infarction" embeds nearest)."""
+    wrong = []
+    for label in load_catalog():
+        if label.criteria is None:
+            continue
+        resolved = resolver.resolve_text(label.name).criteria
+        if resolved and resolved != tuple(label.criteria):
+            wrong.append((label.name, label.criteria, resolved))
+    assert not wrong
+
+
 def test_opposites_never_resolve_to_each_other(resolver: CriteriaResolver) -> None:
     pairs = [
         ("sinus bradycardia", "sinus tachycardia"),
@@ -191,6 +219,7 @@ def test_opposites_never_resolve_to_each_other(resolver: CriteriaResolver) -> No
         ("long QT", "short QT"),
         ("ST elevation", "ST depression"),
         ("left ventricular hypertrophy", "right ventricular hypertrophy"),
+        ("acute myocardial infarction", "old myocardial infarction"),
     ]
     for a, b in pairs:
         ra, rb = resolver.resolve_text(a).criteria, resolver.resolve_text(b).criteria
