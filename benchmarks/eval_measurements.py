@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.cart_reference import cart_cases
 from models.measurement_validation import (
     IEC_TOLERANCE_MS,
     INTERVALS,
     QTDB_DEVELOPMENT,
     QTDB_TEST,
     ErrorRow,
-    cart_cases,
     errors,
     measured_intervals,
     qtdb_cases,

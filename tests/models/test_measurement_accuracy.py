@@ -17,13 +17,12 @@ from lxml import etree
 
 from adapters import load_ecg
 from models import t_wave
+from models.cart_reference import cart_cases, cart_reference
 from models.measurement_validation import (
     QTDB_DEVELOPMENT,
     QTDB_TEST,
     ErrorRow,
     _beats,
-    cart_cases,
-    cart_reference,
     dominant_conducted_beats,
     errors,
     measured_intervals,
