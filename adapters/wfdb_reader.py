@@ -409,6 +409,23 @@ def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb
         )
 
 
+def _invalid_counts(digital: np.ndarray, formats: list[str]) -> np.ndarray:
+    """Per channel, the samples equal to its format's invalid-sample marker (0 for formats
+    without one): one pass over the samples, not one strided pass per channel."""
+    n_sig = digital.shape[1]
+    markers = [_INVALID_SAMPLE.get(str(fmt)) for fmt in formats[:n_sig]]
+    markers += [None] * (n_sig - len(markers))
+    known = np.array([m is not None for m in markers])
+    values = np.array([0 if m is None else m for m in markers], dtype=np.int64)
+    if np.issubdtype(digital.dtype, np.integer):
+        info = np.iinfo(digital.dtype)
+        fits = (values >= info.min) & (values <= info.max)
+        known &= fits  # a marker the samples' type cannot hold matches no sample
+        values = np.where(fits, values, 0).astype(digital.dtype)
+    counts = np.count_nonzero(digital == values[None, :], axis=0)
+    return np.where(known, counts, 0)
+
+
 def _to_millivolts(
     item: ReaderInput, record: wfdb.Record | DigitalRecord
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -428,6 +445,7 @@ def _to_millivolts(
     keep: list[int] = []
     factors: list[float] = []
     dropped: list[str] = []
+    missing = _invalid_counts(digital, formats)
     for i, (name, unit) in enumerate(zip(names, units, strict=True)):
         factor = _TO_MV.get((unit or "mV").strip().lower())
         if factor is None:
@@ -436,15 +454,13 @@ def _to_millivolts(
         gain = float(record.adc_gain[i])
         if not np.isfinite(gain) or gain == 0:
             raise EcgFormatError(item.name, f"channel {name} has ADC gain {gain}: uncalibrated")
-        invalid = _INVALID_SAMPLE.get(str(formats[i]))
-        if invalid is not None:
-            bad = int(np.count_nonzero(digital[:, i] == invalid))
-            if bad:
-                raise EcgFormatError(
-                    item.name,
-                    f"channel {name} has {bad} missing samples (WFDB invalid-sample marker)",
-                    "the record has gaps; crop or repair it before classification",
-                )
+        bad = int(missing[i])
+        if bad:
+            raise EcgFormatError(
+                item.name,
+                f"channel {name} has {bad} missing samples (WFDB invalid-sample marker)",
+                "the record has gaps; crop or repair it before classification",
+            )
         keep.append(i)
         factors.append(factor / gain)
     if not keep:
