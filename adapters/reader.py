@@ -7,7 +7,7 @@ never the loader, so the loader can import them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ class ReaderInput:
     max_bytes: int
     #: Declared-shape and decompressed-size limits, checked before allocating.
     limits: DecodeLimits = DEFAULT_LIMITS
+    #: The files of ``path``'s folder the caller has already read (name -> bytes): a
+    #: multi-file record (WFDB) is read from exactly these, never from the disk again.
+    files: Mapping[str, bytes] | None = None
 
     def check_shape(self, leads: int, samples_per_lead: int) -> None:
         self.limits.check_shape(self.name, leads, samples_per_lead)

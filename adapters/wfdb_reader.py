@@ -179,6 +179,16 @@ def _signal_files(header: Path, text: str) -> list[Path]:
     return [header.parent / name for name in names if name != "~"]
 
 
+def _file_size(item: ReaderInput, folder: Path, name: str) -> int | None:
+    """Bytes in the record's file ``name`` (None when missing): of the files the caller
+    read (``item.files``) when given, else on the disk beside the header."""
+    if item.files is not None:
+        data = item.files.get(name)
+        return None if data is None else len(data)
+    file = folder / name
+    return file.stat().st_size if file.is_file() else None
+
+
 def _check_header(item: ReaderInput, header: Path, text: str) -> None:
     """Catch the common corruptions with a precise message before wfdb trips over them.
 
@@ -222,11 +232,10 @@ def _check_header(item: ReaderInput, header: Path, text: str) -> None:
         needed[tokens[0]] = needed.get(tokens[0], 0.0) + size * int(per_frame or 1) * sig_len
         offsets[tokens[0]] = int(offset or 0)
     for name, n_bytes in needed.items():
-        file = header.parent / name
-        if not file.is_file():
+        actual = _file_size(item, header.parent, name)
+        if actual is None:
             continue  # reported by the caller
         expected = offsets[name] + int(np.floor(n_bytes))
-        actual = file.stat().st_size
         if actual < expected:
             raise EcgFormatError(
                 item.name,
@@ -266,10 +275,10 @@ def _check_declared_size(
                 "the header gives no signal length and a format whose size cannot be bounded",
                 "add the number of samples to the record line",
             )
-        file = header.parent / tokens[0]
-        if tokens[0] not in seen and file.is_file():
+        file_size = None if tokens[0] in seen else _file_size(item, header.parent, tokens[0])
+        if file_size is not None:
             seen.add(tokens[0])
-            total += int(file.stat().st_size / size)  # all of the file's interleaved values
+            total += int(file_size / size)  # all of the file's interleaved values
     item.check_values(total)
 
 
@@ -317,13 +326,13 @@ def _read_record(
     _check_names_stay_local(item, text)
     files = _signal_files(header, text)
     for file in files:
-        if not file.is_file():
+        size = _file_size(item, header.parent, file.name)
+        if size is None:
             raise EcgFormatError(
                 item.name,
                 f"signal file {file.name} named by the header is missing",
                 "keep the .hea and its signal files together in one folder",
             )
-        size = file.stat().st_size
         if size > item.max_bytes:
             raise EcgFormatError(
                 item.name,
@@ -336,29 +345,44 @@ def _read_record(
         if isinstance(exc, EcgFormatError):
             raise
         raise EcgFormatError(item.name, f"malformed WFDB header ({exc})") from None
-    contents = {file.name: file.read_bytes() for file in files}
+    given = item.files
+    contents = {
+        file.name: given[file.name] if given is not None else file.read_bytes() for file in files
+    }
     try:
         named = _WFDB_NAME.match(_record_line(text) or "") is not None
         fast = read_digital(header_bytes, contents) if named else None
         if fast is not None:  # format 16/212 from the bytes just read (wfdb_signals)
             return fast, files, contents
-        if named:
-            # rdrecord parses the header itself; one read keeps us near wfdb's own speed.
-            record: wfdb.Record = wfdb.rdrecord(
-                str(header.with_suffix("")),
-                physical=False,
-                m2s=True,
-                return_res=_digital_resolution(text),
-            )
-        else:
-            record = _read_with_repaired_name(header, text, files)
+        if given is None:
+            return _read_with_wfdb(header, text, files, named), files, contents
+        with tempfile.TemporaryDirectory(prefix="ecg-wfdb-") as tmp:  # wfdb reads files only
+            folder = Path(tmp)
+            (folder / header.name).write_bytes(header_bytes)
+            for name, data in contents.items():
+                (folder / name).write_bytes(data)
+            copies = [folder / file.name for file in files]
+            return _read_with_wfdb(folder / header.name, text, copies, named), files, contents
     except EcgFormatError:
         raise
     except Exception as exc:
         raise EcgFormatError(
             item.name, f"the WFDB record cannot be read ({type(exc).__name__}: {exc})"
         ) from None
-    return record, files, contents
+
+
+def _read_with_wfdb(header: Path, text: str, files: list[Path], named: bool) -> wfdb.Record:
+    """The record read by wfdb itself from the header's folder (formats other than 16/212)."""
+    if not named:
+        return _read_with_repaired_name(header, text, files)
+    # rdrecord parses the header itself; one read keeps us near wfdb's own speed.
+    record: wfdb.Record = wfdb.rdrecord(
+        str(header.with_suffix("")),
+        physical=False,
+        m2s=True,
+        return_res=_digital_resolution(text),
+    )
+    return record
 
 
 def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb.Record:
@@ -385,6 +409,23 @@ def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb
         )
 
 
+def _invalid_counts(digital: np.ndarray, formats: list[str]) -> np.ndarray:
+    """Per channel, the samples equal to its format's invalid-sample marker (0 for formats
+    without one): one pass over the samples, not one strided pass per channel."""
+    n_sig = digital.shape[1]
+    markers = [_INVALID_SAMPLE.get(str(fmt)) for fmt in formats[:n_sig]]
+    markers += [None] * (n_sig - len(markers))
+    known = np.array([m is not None for m in markers])
+    values = np.array([0 if m is None else m for m in markers], dtype=np.int64)
+    if np.issubdtype(digital.dtype, np.integer):
+        info = np.iinfo(digital.dtype)
+        fits = (values >= info.min) & (values <= info.max)
+        known &= fits  # a marker the samples' type cannot hold matches no sample
+        values = np.where(fits, values, 0).astype(digital.dtype)
+    counts = np.count_nonzero(digital == values[None, :], axis=0)
+    return np.where(known, counts, 0)
+
+
 def _to_millivolts(
     item: ReaderInput, record: wfdb.Record | DigitalRecord
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -404,6 +445,7 @@ def _to_millivolts(
     keep: list[int] = []
     factors: list[float] = []
     dropped: list[str] = []
+    missing = _invalid_counts(digital, formats)
     for i, (name, unit) in enumerate(zip(names, units, strict=True)):
         factor = _TO_MV.get((unit or "mV").strip().lower())
         if factor is None:
@@ -412,15 +454,13 @@ def _to_millivolts(
         gain = float(record.adc_gain[i])
         if not np.isfinite(gain) or gain == 0:
             raise EcgFormatError(item.name, f"channel {name} has ADC gain {gain}: uncalibrated")
-        invalid = _INVALID_SAMPLE.get(str(formats[i]))
-        if invalid is not None:
-            bad = int(np.count_nonzero(digital[:, i] == invalid))
-            if bad:
-                raise EcgFormatError(
-                    item.name,
-                    f"channel {name} has {bad} missing samples (WFDB invalid-sample marker)",
-                    "the record has gaps; crop or repair it before classification",
-                )
+        bad = int(missing[i])
+        if bad:
+            raise EcgFormatError(
+                item.name,
+                f"channel {name} has {bad} missing samples (WFDB invalid-sample marker)",
+                "the record has gaps; crop or repair it before classification",
+            )
         keep.append(i)
         factors.append(factor / gain)
     if not keep:
@@ -452,7 +492,7 @@ def read(item: ReaderInput) -> Ecg:
             "are separate files",
             "pass the path of the .hea file (or the record name) instead of its bytes",
         )
-    header = header_path_for(item.path)
+    header = item.path if item.files is not None else header_path_for(item.path)
     if header is None:
         raise EcgFormatError(
             item.name,

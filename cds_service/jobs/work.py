@@ -136,7 +136,7 @@ def classify_ecgs(
             else:
                 classified.append((ecg_id, result))
         try:
-            stored = runtime.jobs.store_results(classified)
+            stored = runtime.jobs.store_results(classified, hand_over=not bulk)
             # A redelivered task does not audit a classification twice: only what it stored.
             runtime.audit.record_many(
                 [

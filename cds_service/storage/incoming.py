@@ -4,16 +4,13 @@
 ones in one transaction and appends their audit entries in one more (``ecg-cds ingest``
 stores thousands of files; per-file commits were a tenth of its time).
 
-A WFDB record is stored as a bundle (:mod:`cds_service.storage.bundle`) but parsed from its
-own folder, where its files already lie side by side, instead of from a temporary copy;
-the reader's SHA-256 of the files it read must equal that of the bytes read for the bundle,
-else (a file changed in between) the bundle's own files are parsed. Either way the ECG
+A WFDB record is stored as a bundle (:mod:`cds_service.storage.bundle`) and parsed from the
+same bytes, read once (``load_ecg(..., files=...)``), not from a temporary copy: the ECG
 parsed is the one stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from collections import OrderedDict
@@ -66,19 +63,16 @@ def read_incoming(path: Path, settings: Settings) -> Incoming:
 
 
 def parse_incoming(item: Incoming, settings: Settings) -> Ecg:
-    """The ECG in ``item``'s bytes (:class:`~adapters.EcgFormatError` when unreadable)."""
+    """The ECG in ``item``'s bytes (:class:`~adapters.EcgFormatError` when unreadable).
+
+    A WFDB record is read from the files read for its bundle (``files``), as if they lay in
+    its folder: the ECG parsed is the one stored, even if the files on disk change meanwhile,
+    and they are neither read nor hashed a second time.
+    """
     max_bytes, limits = settings.max_ecg_bytes, settings.decode_limits
     if item.files is None:
         return load_ecg(item.blob, name=item.uri, max_bytes=max_bytes, limits=limits)
-    header = bundle.header_name(item.files)
-    read_here = hashlib.sha256()
-    for data in item.files.values():  # header first, then the signal files, as the reader
-        read_here.update(data)
-    ecg = load_ecg(item.path, name=item.uri, max_bytes=max_bytes, limits=limits)
-    if ecg.source.sha256 == read_here.hexdigest():
-        return ecg
-    with bundle.extracted(item.files) as folder:  # changed since read: parse what is stored
-        return load_ecg(folder / header, name=item.uri, max_bytes=max_bytes, limits=limits)
+    return load_ecg(item.path, name=item.uri, max_bytes=max_bytes, limits=limits, files=item.files)
 
 
 def ecg_row_values(

@@ -334,11 +334,16 @@ class JobLedger:
             self.notify([ecg_id])
         return inserted
 
-    def store_results(self, results: Sequence[tuple[str, ClassificationResult]]) -> set[str]:
+    def store_results(
+        self, results: Sequence[tuple[str, ClassificationResult]], *, hand_over: bool = True
+    ) -> set[str]:
         """:meth:`store_result` for a batch, in one transaction; the ids this call stored.
 
         Waiters are not woken: the caller appends the batch's audit entries, then calls
         :meth:`notify` (a result is never visible before its audit entry is written).
+        ``hand_over=False`` (bulk work, whose results nobody waits for) keeps them out of the
+        hand-over to waiters: 128 held results are ~10^5 long-lived objects that every full
+        garbage collection walked; a waiter that comes anyway reads the row.
         """
         stored: set[str] = set()
         if not results:
@@ -394,7 +399,7 @@ class JobLedger:
                 ids = [ecg_id for ecg_id, r in results if r.model_version == version]
                 mark_jobs(session, "classify", ids, version, "done")
         self._parts_written.update(parts)
-        if self.runs_here:  # committed: a waiter of this process may take them as they are
+        if self.runs_here and hand_over:  # committed: a waiter here may take them as they are
             for ecg_id, result in results:
                 if ecg_id in stored:
                     self._fresh.put(
