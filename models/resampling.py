@@ -107,13 +107,21 @@ def fold(spectrum: np.ndarray, length: int, down: int) -> np.ndarray:
     """
     short = length // down
     bins = short // 2 + 1
-    folded = np.zeros((spectrum.shape[0], bins), dtype=spectrum.dtype)
+    folded: np.ndarray | None = None
     for r in range(down):
         start = r * short
         if start + bins - 1 <= length // 2:
-            folded += spectrum[:, start : start + bins]
+            segment = spectrum[:, start : start + bins]
         else:
             stop = length - start - bins
-            folded += np.conj(spectrum[:, length - start : stop if stop >= 0 else None : -1])
-    folded /= down
+            segment = np.conj(spectrum[:, length - start : stop if stop >= 0 else None : -1])
+        if folded is None:
+            folded = np.array(segment)  # the first segment itself: no zeros to add it to
+        else:
+            folded += segment
+    assert folded is not None
+    # numpy divides a complex array by the scalar ``down`` as ``z * (1 / down)`` on both
+    # parts (its complex division's scale factor); on the float view the same products,
+    # without the complex division loop, which took as long as the inverse FFT.
+    folded.view(folded.real.dtype)[...] *= folded.real.dtype.type(1.0) / down
     return np.asarray(scipy.fft.irfft(folded, short, axis=1))
