@@ -325,11 +325,14 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     leads = STANDARD_LEADS + tuple(ecg.leads[i] for i in extra)
     standard = np.array([i < len(STANDARD_LEADS) for i in range(len(leads))])
     standard[: len(STANDARD_LEADS)] = [name not in missing for name in STANDARD_LEADS]
-    signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
         up, down = rational_ratio(WORK_FS, fs)
         window = _resampling_filter(up, down)
-        signal = decimate(signal, up, down, window, spectra)
+        # The model input's float64 copy of the same rows where it made one (only read here).
+        wide = spectra.float64(rows) if spectra is not None else rows.astype(np.float64)
+        signal = decimate(wide, up, down, window, spectra)
+    else:
+        signal = rows.astype(np.float64)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
@@ -455,8 +458,12 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
 
 def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     """The detections steep enough to be QRS complexes (see MIN_QRS_SLOPE_SHARE)."""
-    signal = prepared.signal[prepared.usable]
-    slope = np.sqrt((np.diff(signal, axis=1) ** 2).sum(axis=0))
+    # All leads usable (the usual case): the array itself, not a copy of it. The differences
+    # squared in place: the same floats as np.diff(...) ** 2, two arrays fewer.
+    usable = prepared.usable
+    signal = prepared.signal if usable.all() else prepared.signal[usable]
+    steps = np.subtract(signal[:, 1:], signal[:, :-1])
+    slope = np.sqrt(np.multiply(steps, steps, out=steps).sum(axis=0))
     half = round(0.06 * WORK_FS)
     # Each detection's window [p - half, p + half) at once; indices clipped at the record's
     # ends repeat a sample of the (cut) window, so every maximum is that of the window.

@@ -91,7 +91,7 @@ def filter_and_resample(
     ``spectra``: where the record's spectrum is kept for the measurements' resampling.
     """
     target = float(config.sample_rate)
-    x = x.astype(np.float64, copy=False)
+    x = spectra.float64(x) if spectra is not None else x.astype(np.float64, copy=False)
     lowpass = fs > 2.0 * config.lowpass_hz + 1.0 and x.shape[1] > 30
     if abs(fs - target) > 1e-6:
         up, down = rational_ratio(target, float(fs))
