@@ -112,7 +112,7 @@ def lead_scales(config: EcgClipConfig) -> np.ndarray:
 
 
 def normalise(x: np.ndarray, config: EcgClipConfig) -> np.ndarray:
-    return np.clip(x / lead_scales(config), -CLIP, CLIP).astype(np.float32)
+    return np.clip(x / lead_scales(config), -CLIP, CLIP).astype(np.float32, copy=False)
 
 
 def windows_of(x: np.ndarray, length: int, max_windows: int) -> np.ndarray:
@@ -124,7 +124,7 @@ def windows_of(x: np.ndarray, length: int, max_windows: int) -> np.ndarray:
         return out
     count = min(max_windows, int(np.ceil(n / length)))
     starts = np.linspace(0, n - length, count).round().astype(int)
-    return np.stack([x[:, s : s + length] for s in starts]).astype(np.float32)
+    return np.stack([x[:, s : s + length] for s in starts]).astype(np.float32, copy=False)
 
 
 def standardise_signal(
