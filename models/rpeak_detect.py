@@ -72,6 +72,41 @@ def prominent_peaks(x: np.ndarray, min_prominence: float) -> tuple[np.ndarray, n
     return tops[keep], prominences[keep]
 
 
+def prominent_tops_of_rows(
+    x: np.ndarray, start: int, stops: np.ndarray, min_prominence: float
+) -> list[np.ndarray]:
+    """Per row ``i``, ``prominent_peaks(x[i, start : stops[i]], min_prominence)[0]``.
+
+    The rows' stretches are laid end to end, each followed by +inf, and scanned by one call
+    of each compiled step instead of two calls per row (the T/U-wave search of every lead).
+    The same peaks and prominences: a peak is decided by its plateau's neighbours, and +inf
+    is never a neighbour that makes one (nor lower than a stretch's first or last sample,
+    where a stretch can have no peak either); a prominence's bases are searched outwards
+    until a higher sample, which +inf is, so no search leaves its own stretch. The +inf
+    runs' own "peaks" are dropped before the prominences.
+    """
+    rows = x.shape[0]
+    lengths = np.clip(np.minimum(stops, x.shape[1]) - start, 0, None)
+    if _local_maxima_1d is None or _peak_prominences is None or rows == 0:
+        return [
+            prominent_peaks(x[i, start : start + int(lengths[i])], min_prominence)[0]
+            for i in range(rows)
+        ]
+    width = int(lengths.max()) + 1  # at least one +inf after every stretch
+    block = np.full((rows, width), np.inf)
+    available = min(width, x.shape[1] - start)
+    block[:, :available] = x[:, start : start + available]
+    block[np.arange(width)[None, :] >= lengths[:, None]] = np.inf
+    flat = block.ravel()
+    tops, _, _ = _local_maxima_1d(flat)
+    tops = tops[np.isfinite(flat[tops])]
+    if tops.size:
+        prominences, _, _ = _peak_prominences(flat, tops, -1)
+        tops = tops[min_prominence <= prominences]
+    bounds = np.searchsorted(tops, np.arange(rows + 1) * width).tolist()
+    return [tops[bounds[i] : bounds[i + 1]] - i * width for i in range(rows)]
+
+
 def _gradient(x: np.ndarray) -> np.ndarray:
     """``np.gradient(x)`` of a 1-D array (unit spacing, first-order edges), numpy's own steps:
     the interior central difference over 2.0, the edges one-sided (over 1.0)."""
