@@ -58,7 +58,7 @@ import scipy.signal
 from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.ectopy import members, premature_beats
-from models.filtering import sosfilt_rows
+from models.filtering import sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
@@ -362,15 +362,7 @@ def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) 
     sos, zi, edge = _butter(order, band, btype)
     if x.shape[-1] <= edge:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
-    rows = x.reshape(-1, x.shape[-1])
-    first, last = rows[:, :1], rows[:, -1:]
-    ext = np.concatenate(
-        [2 * first - rows[:, edge:0:-1], rows, 2 * last - rows[:, -2 : -edge - 2 : -1]], axis=-1
-    )
-    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
-    back = np.ascontiguousarray(y[:, ::-1])
-    y = sosfilt_rows(sos, back, zi[None, :, :] * back[:, None, :1])
-    out = y[:, ::-1][:, edge:-edge]
+    out = sosfiltfilt_rows(sos, zi, edge, x.reshape(-1, x.shape[-1]))
     return np.asarray(out.reshape(x.shape[:-1] + out.shape[-1:]))
 
 

@@ -28,7 +28,7 @@ from scipy import signal as sps
 from adapters import Ecg
 from adapters.record import STANDARD_LEADS, standard_signal
 from models.config import EcgClipConfig
-from models.filtering import sosfilt_rows
+from models.filtering import sosfiltfilt_rows
 from models.resampling import Spectra, decimate, rational_ratio
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
@@ -70,13 +70,7 @@ def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) ->
     sos, zi = _butter(order, cutoff, kind, fs)
     ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
     edge = min(3 * ntaps, x.shape[1] - 1)
-    left = 2 * x[:, :1] - x[:, edge:0:-1]
-    right = 2 * x[:, -1:] - x[:, -2 : -edge - 2 : -1]
-    ext = np.concatenate([left, x, right], axis=1)
-    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
-    y = np.ascontiguousarray(y[:, ::-1])
-    y = sosfilt_rows(sos, y, zi[None, :, :] * y[:, None, :1])
-    return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
+    return np.ascontiguousarray(sosfiltfilt_rows(sos, zi, edge, x))
 
 
 def filter_and_resample(
