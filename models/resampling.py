@@ -111,7 +111,7 @@ def decimate(
     return fold(product, length, down)[:, :n_out]
 
 
-def fold(spectrum: np.ndarray, length: int, down: int) -> np.ndarray:
+def fold(spectrum: np.ndarray, length: int, down: int, low: int = 0) -> np.ndarray:
     """Every ``down``-th sample of ``irfft(spectrum, length, axis=1)``, computed at the short
     length (``length`` a multiple of ``down``).
 
@@ -119,6 +119,9 @@ def fold(spectrum: np.ndarray, length: int, down: int) -> np.ndarray:
     mean of the ``down`` segments of the full (two-sided) spectrum. Each segment's first
     half is a slice of the one-sided spectrum, or the conjugate of a reversed slice (the
     two-sided spectrum's upper half mirrors the lower one).
+
+    ``low``: the bins below it count as zeros (the quality gate's high-pass), as if they had
+    been set to zero in a copy of ``spectrum``, without the copy.
     """
     short = length // down
     bins = short // 2 + 1
@@ -127,11 +130,16 @@ def fold(spectrum: np.ndarray, length: int, down: int) -> np.ndarray:
         start = r * short
         if start + bins - 1 <= length // 2:
             segment = spectrum[:, start : start + bins]
+            if start < low:
+                segment = np.array(segment)
+                segment[:, : low - start] = 0.0
         else:
             stop = length - start - bins
             segment = np.conj(spectrum[:, length - start : stop if stop >= 0 else None : -1])
-        if folded is None:
-            folded = np.array(segment)  # the first segment itself: no zeros to add it to
+            if stop + 1 < low:  # its last entries come from bins below low: conj(0)
+                segment[:, max(0, length - start - low + 1) :] = complex(0.0, -0.0)
+        if folded is None:  # the first segment itself (a copy): no zeros to add it to
+            folded = segment if start < low else np.array(segment)
         else:
             folded += segment
     assert folded is not None
