@@ -248,10 +248,10 @@ def _measure_values(
     rr = np.diff(peaks) / WORK_FS
     rr_median = median(rr)
     values["heart_rate"] = round(60.0 / rr_median, 1)
-    values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
 
     medians = median_beats(prepared.signal, prepared.raw, prepared.usable, peaks)
-    if medians is None:
+    if medians is None:  # no dominant shape: the variation of all intervals
+        values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
         return values, per_lead
     values["rr_irregularity"] = _dominant_rr_irregularity(peaks, medians.beats, rr, prepared)
     ventricular, supraventricular = premature_beats(peaks, medians.beats, prepared.signal.shape[1])
@@ -259,9 +259,8 @@ def _measure_values(
     values["supraventricular_premature_beats"] = supraventricular
     usable = prepared.usable
     position = np.searchsorted(peaks, medians.beats)
-    gaps = np.diff(peaks) / WORK_FS
-    next_s = gaps[position[position < gaps.size]]
-    previous_s = gaps[position[position > 0] - 1]
+    next_s = rr[position[position < rr.size]]  # the intervals after and before those beats
+    previous_s = rr[position[position > 0] - 1]
     waves = delineate(
         medians.filtered[usable],
         rr_median,
@@ -433,7 +432,8 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         except Exception:  # neurokit raises on pathological input; try the next lead
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue
-        peaks = np.unique(peaks)
+        # Already strictly increasing (no np.unique needed): the detector keeps a peak only
+        # more than MIN_DELAY_S after the one before.
         if peaks.size < 3:
             continue
         rr = np.diff(peaks) / WORK_FS
