@@ -180,8 +180,9 @@ def _first_quiet(below: np.ndarray, start: int, stop: int, step: int, quiet: int
 
 def _tangent_crossing(curve: np.ndarray, lo: int, hi: int, level: float, falling: bool) -> int:
     """Tangent method: where the tangent at the steepest point of curve[lo:hi] hits ``level``."""
-    slope = np.diff(curve[lo:hi])
-    i = int(np.argmin(slope) if falling else np.argmax(slope)) + lo
+    part = curve[lo:hi]
+    slope = part[1:] - part[:-1]  # np.diff's own subtraction, without its argument handling
+    i = int(slope.argmin() if falling else slope.argmax()) + lo
     s = float(curve[i + 1] - curve[i])
     if (falling and s >= 0) or (not falling and s <= 0):
         return hi if falling else lo
