@@ -29,3 +29,19 @@ def sosfilt_rows(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
         return np.asarray(scipy.signal.sosfilt(sos, x, axis=-1, zi=state)[0])
     _sosfilt(np.ascontiguousarray(sos, dtype=np.float64), x, np.array(zi, dtype=np.float64))
     return x
+
+
+def sosfiltfilt_rows(sos: np.ndarray, zi: np.ndarray, edge: int, x: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt(sos, x, axis=-1, padlen=edge)`` of a 2-D float64 ``x``
+    (odd padding), ``zi`` the filter's ``sosfilt_zi``: its steps and floats, with the padded
+    rows written into one array (no pieces to concatenate) and the filter core called
+    directly. ``0 < edge < x.shape[1]``. A new (rows, n) array, a view of the padded one."""
+    n = x.shape[1]
+    ext = np.empty((x.shape[0], n + 2 * edge))
+    np.subtract(2 * x[:, :1], x[:, edge:0:-1], out=ext[:, :edge])
+    ext[:, edge : edge + n] = x
+    np.subtract(2 * x[:, -1:], x[:, -2 : -edge - 2 : -1], out=ext[:, edge + n :])
+    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
+    back = np.ascontiguousarray(y[:, ::-1])
+    y = sosfilt_rows(sos, back, zi[None, :, :] * back[:, None, :1])
+    return np.asarray(y[:, ::-1][:, edge : edge + n])

@@ -58,7 +58,7 @@ import scipy.signal
 from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.ectopy import members, premature_beats
-from models.filtering import sosfilt_rows
+from models.filtering import sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
@@ -248,10 +248,10 @@ def _measure_values(
     rr = np.diff(peaks) / WORK_FS
     rr_median = median(rr)
     values["heart_rate"] = round(60.0 / rr_median, 1)
-    values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
 
     medians = median_beats(prepared.signal, prepared.raw, prepared.usable, peaks)
-    if medians is None:
+    if medians is None:  # no dominant shape: the variation of all intervals
+        values["rr_irregularity"] = round(float(np.std(rr) / np.mean(rr)), 3)
         return values, per_lead
     values["rr_irregularity"] = _dominant_rr_irregularity(peaks, medians.beats, rr, prepared)
     ventricular, supraventricular = premature_beats(peaks, medians.beats, prepared.signal.shape[1])
@@ -259,9 +259,8 @@ def _measure_values(
     values["supraventricular_premature_beats"] = supraventricular
     usable = prepared.usable
     position = np.searchsorted(peaks, medians.beats)
-    gaps = np.diff(peaks) / WORK_FS
-    next_s = gaps[position[position < gaps.size]]
-    previous_s = gaps[position[position > 0] - 1]
+    next_s = rr[position[position < rr.size]]  # the intervals after and before those beats
+    previous_s = rr[position[position > 0] - 1]
     waves = delineate(
         medians.filtered[usable],
         rr_median,
@@ -325,11 +324,14 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     leads = STANDARD_LEADS + tuple(ecg.leads[i] for i in extra)
     standard = np.array([i < len(STANDARD_LEADS) for i in range(len(leads))])
     standard[: len(STANDARD_LEADS)] = [name not in missing for name in STANDARD_LEADS]
-    signal = rows.astype(np.float64)
     if abs(fs - WORK_FS) > 1e-6:
         up, down = rational_ratio(WORK_FS, fs)
         window = _resampling_filter(up, down)
-        signal = decimate(signal, up, down, window, spectra)
+        # The model input's float64 copy of the same rows where it made one (only read here).
+        wide = spectra.float64(rows) if spectra is not None else rows.astype(np.float64)
+        signal = decimate(wide, up, down, window, spectra)
+    else:
+        signal = rows.astype(np.float64)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
@@ -359,15 +361,7 @@ def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) 
     sos, zi, edge = _butter(order, band, btype)
     if x.shape[-1] <= edge:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
-    rows = x.reshape(-1, x.shape[-1])
-    first, last = rows[:, :1], rows[:, -1:]
-    ext = np.concatenate(
-        [2 * first - rows[:, edge:0:-1], rows, 2 * last - rows[:, -2 : -edge - 2 : -1]], axis=-1
-    )
-    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
-    back = np.ascontiguousarray(y[:, ::-1])
-    y = sosfilt_rows(sos, back, zi[None, :, :] * back[:, None, :1])
-    out = y[:, ::-1][:, edge:-edge]
+    out = sosfiltfilt_rows(sos, zi, edge, x.reshape(-1, x.shape[-1]))
     return np.asarray(out.reshape(x.shape[:-1] + out.shape[-1:]))
 
 
@@ -438,7 +432,8 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
         except Exception:  # neurokit raises on pathological input; try the next lead
             logger.debug("R-peak detection failed on lead %s", prepared.leads[index], exc_info=True)
             continue
-        peaks = np.unique(peaks)
+        # Already strictly increasing (no np.unique needed): the detector keeps a peak only
+        # more than MIN_DELAY_S after the one before.
         if peaks.size < 3:
             continue
         rr = np.diff(peaks) / WORK_FS
@@ -455,8 +450,12 @@ def _r_peaks(prepared: _Prepared) -> np.ndarray | None:
 
 def _qrs_like(prepared: _Prepared, peaks: np.ndarray) -> np.ndarray:
     """The detections steep enough to be QRS complexes (see MIN_QRS_SLOPE_SHARE)."""
-    signal = prepared.signal[prepared.usable]
-    slope = np.sqrt((np.diff(signal, axis=1) ** 2).sum(axis=0))
+    # All leads usable (the usual case): the array itself, not a copy of it. The differences
+    # squared in place: the same floats as np.diff(...) ** 2, two arrays fewer.
+    usable = prepared.usable
+    signal = prepared.signal if usable.all() else prepared.signal[usable]
+    steps = np.subtract(signal[:, 1:], signal[:, :-1])
+    slope = np.sqrt(np.multiply(steps, steps, out=steps).sum(axis=0))
     half = round(0.06 * WORK_FS)
     # Each detection's window [p - half, p + half) at once; indices clipped at the record's
     # ends repeat a sample of the (cut) window, so every maximum is that of the window.

@@ -28,7 +28,7 @@ from scipy import signal as sps
 from adapters import Ecg
 from adapters.record import STANDARD_LEADS, standard_signal
 from models.config import EcgClipConfig
-from models.filtering import sosfilt_rows
+from models.filtering import sosfiltfilt_rows
 from models.resampling import Spectra, decimate, rational_ratio
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
@@ -70,13 +70,7 @@ def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) ->
     sos, zi = _butter(order, cutoff, kind, fs)
     ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
     edge = min(3 * ntaps, x.shape[1] - 1)
-    left = 2 * x[:, :1] - x[:, edge:0:-1]
-    right = 2 * x[:, -1:] - x[:, -2 : -edge - 2 : -1]
-    ext = np.concatenate([left, x, right], axis=1)
-    y = sosfilt_rows(sos, ext, zi[None, :, :] * ext[:, None, :1])
-    y = np.ascontiguousarray(y[:, ::-1])
-    y = sosfilt_rows(sos, y, zi[None, :, :] * y[:, None, :1])
-    return np.ascontiguousarray(y[:, ::-1][:, edge : edge + x.shape[1]])
+    return np.ascontiguousarray(sosfiltfilt_rows(sos, zi, edge, x))
 
 
 def filter_and_resample(
@@ -91,7 +85,7 @@ def filter_and_resample(
     ``spectra``: where the record's spectrum is kept for the measurements' resampling.
     """
     target = float(config.sample_rate)
-    x = x.astype(np.float64, copy=False)
+    x = spectra.float64(x) if spectra is not None else x.astype(np.float64, copy=False)
     lowpass = fs > 2.0 * config.lowpass_hz + 1.0 and x.shape[1] > 30
     if abs(fs - target) > 1e-6:
         up, down = rational_ratio(target, float(fs))
@@ -112,7 +106,7 @@ def lead_scales(config: EcgClipConfig) -> np.ndarray:
 
 
 def normalise(x: np.ndarray, config: EcgClipConfig) -> np.ndarray:
-    return np.clip(x / lead_scales(config), -CLIP, CLIP).astype(np.float32)
+    return np.clip(x / lead_scales(config), -CLIP, CLIP).astype(np.float32, copy=False)
 
 
 def windows_of(x: np.ndarray, length: int, max_windows: int) -> np.ndarray:
@@ -124,7 +118,7 @@ def windows_of(x: np.ndarray, length: int, max_windows: int) -> np.ndarray:
         return out
     count = min(max_windows, int(np.ceil(n / length)))
     starts = np.linspace(0, n - length, count).round().astype(int)
-    return np.stack([x[:, s : s + length] for s in starts]).astype(np.float32)
+    return np.stack([x[:, s : s + length] for s in starts]).astype(np.float32, copy=False)
 
 
 def standardise_signal(

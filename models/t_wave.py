@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.rpeak_detect import prominent_peaks
+from models.rpeak_detect import prominent_peaks, prominent_tops_of_rows
 
 #: Working sampling rate (Hz) of the median beats (:mod:`models.delineation` works at it too).
 WORK_FS = 250.0
@@ -125,8 +125,10 @@ def t_wave(
     st = max(qrs_off + _n(0.04), lo - window)  # from the ST segment on
     upright = signs[:, None] * beat  # every lead with its T wave upright
     u_peaks = []  # peaks of the U waves taller than their lead's T wave
+    # Every lead's humps at once, before any lead's T end moves (each reads its own end).
+    humps = prominent_tops_of_rows(upright, st, ends + 1, U_NOTCH_MV)
     for i in range(ends.size):  # a merged U wave is no part of the lead's T wave
-        found = _t_u_notch(upright[i], st, int(ends[i]))
+        found = _t_u_notch(upright[i], st, int(ends[i]), humps[i])
         if found is None or found.notch < lo + cut:
             continue
         if _prolonged_not_short(np.array([ends[i], found.notch]), qrs_on, rr_s):
@@ -200,15 +202,19 @@ class _TUNotch(NamedTuple):
     u_peak: int
 
 
-def _t_u_notch(wave: np.ndarray, start: int, end: int) -> _TUNotch | None:
+def _t_u_notch(
+    wave: np.ndarray, start: int, end: int, tops: np.ndarray | None = None
+) -> _TUNotch | None:
     """The notch between a T wave and a U wave merged into it, in ``wave[start : end + 1]``.
 
     ``wave`` is the lead with its T wave upright. The last hump of at least U_NOTCH_MV
     prominence is the U wave candidate, the largest hump before it the T wave; None where
     there are not two such humps U_HUMP_GAP_S apart with a notch U_NOTCH_MV deep between them.
+    ``tops``: those humps (indices in the stretch) when already found.
     """
     segment = wave[start : end + 1]
-    tops, _ = prominent_peaks(segment, U_NOTCH_MV)
+    if tops is None:
+        tops, _ = prominent_peaks(segment, U_NOTCH_MV)
     if tops.size < 2:
         return None
     u = int(tops[-1])

@@ -59,3 +59,21 @@ def test_pacing_float32_median_equals_numpys() -> None:
                 values[rng.integers(n)] = np.nan  # numpy's median is then NaN
             expected, got = float(np.median(values)), pacing_median(values)
             assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
+def test_pacing_threshold_shortcut_changes_no_spike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a count shows the floor is low, the threshold is the one the median gives."""
+    import models.pacing as pacing
+
+    rng = np.random.default_rng(11)
+    signals = []
+    for noise in (0.0005, 0.003, 0.006, 0.009, 0.012, 0.05):  # floors either side of the bound
+        x = rng.normal(0.0, noise, size=(12, 5000)).astype(np.float32)
+        x[:, 400::800] += 0.8  # spikes
+        signals.append(x)
+    fast = [pacing.pacing_spikes(x, 500.0) for x in signals]
+    monkeypatch.setattr(pacing, "_QUIET_FLOOR", np.float32(-1.0))  # always the exact median
+    for x, found in zip(signals, fast, strict=True):
+        expected = pacing.pacing_spikes(x, 500.0)
+        assert found is not None and expected is not None
+        np.testing.assert_array_equal(found, expected)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.signal
 
 from adapters import load_ecg
@@ -56,3 +57,23 @@ def classifier_config() -> EcgClipConfig:
     from models.classifier import DEFAULT_WEIGHTS_DIR
 
     return EcgClipConfig.load(DEFAULT_WEIGHTS_DIR)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fold_equals_the_inverse_fft_kept_every_down_th(dtype: type) -> None:
+    """fold() keeps every down-th sample of the inverse FFT; with ``low``, of the spectrum
+    with its bins below low set to zero (bins that reach into the mirrored segments too)."""
+    from models.resampling import fold
+
+    rng = np.random.default_rng(4)
+    for length, down in ((5120, 2), (5120, 5), (5000, 2), (2400, 3), (1000, 10)):
+        x = rng.standard_normal((3, length)).astype(dtype)
+        spectrum = scipy.fft.rfft(x, axis=1)
+        full = scipy.fft.irfft(spectrum, length, axis=1)[:, ::down]
+        np.testing.assert_allclose(fold(spectrum, length, down), full, atol=1e-4, rtol=0)
+        for low in (1, 400, length // down, length // 2 - 3):
+            masked = spectrum.copy()
+            masked[:, :low] = 0.0
+            np.testing.assert_array_equal(
+                fold(spectrum, length, down, low), fold(masked, length, down)
+            )

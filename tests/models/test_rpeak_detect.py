@@ -52,3 +52,41 @@ def test_prominent_peaks_equal_scipys_find_peaks() -> None:
                 found, prominences = prominent_peaks(x, least)
                 np.testing.assert_array_equal(found, tops)
                 np.testing.assert_array_equal(prominences, props["prominences"])
+
+
+def test_prominent_tops_of_rows_equal_each_rows_find_peaks() -> None:
+    """One scan of the rows' stretches end to end finds each stretch's own peaks."""
+    import scipy.signal
+
+    from models.rpeak_detect import prominent_tops_of_rows
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        rows, n = int(rng.integers(1, 13)), int(rng.integers(5, 200))
+        x = np.cumsum(rng.normal(size=(rows, n)), axis=1) * 0.01
+        if trial % 3 == 0:
+            x = np.round(x, 2)  # plateaus, also at a stretch's ends
+        start = int(rng.integers(0, n))
+        stops = start + rng.integers(0, n - start + 3, size=rows)  # empty and past the end too
+        for least in (0.0, 0.005, 0.02):
+            found = prominent_tops_of_rows(x, start, stops, least)
+            for i in range(rows):
+                tops, _ = scipy.signal.find_peaks(x[i, start : stops[i]], prominence=least)
+                np.testing.assert_array_equal(found[i], tops)
+
+
+def test_maxima_by_segment_equal_each_segments_own() -> None:
+    from scipy.signal._peak_finding_utils import _local_maxima_1d
+
+    from models.rpeak_detect import _maxima_by_segment
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(3, 300))
+        x = np.cumsum(rng.normal(size=n))
+        if trial % 2:
+            x = np.round(x)  # plateaus
+        begs = np.sort(rng.integers(0, n, size=int(rng.integers(1, 15))))
+        ends = np.minimum(begs + rng.integers(1, 60, size=begs.size), n)
+        for beg, end, maxima in zip(begs, ends, _maxima_by_segment(x, begs, ends), strict=True):
+            np.testing.assert_array_equal(maxima, _local_maxima_1d(x[beg:end])[0])
