@@ -36,7 +36,7 @@ from adapters import Ecg
 from models.batch_results import LabelSet, PartScores, part_results
 from models.calibration import Calibration, Platt, sigmoid
 from models.catalog import Label, LabelCatalog, load_catalog
-from models.criteria import Memo
+from models.criteria_part import PartValues
 from models.fusion import Fusion
 from models.modeling import (
     WEIGHTS_NAME,
@@ -48,7 +48,7 @@ from models.modeling import (
 from models.onnx_encoder import OnnxEncoder, load_onnx_encoder
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, Measurement
-from models.scoring import CriteriaScorer, values_of
+from models.scoring import CriteriaScorer
 from models.signal_work import SignalWork, SignalWorkPool, measurements_of, one_blas_thread
 from models.site import SiteCalibration
 from models.text_encoder import TextEncoder, text_key
@@ -374,10 +374,9 @@ class ZeroShotClassifier:
         accepted = [w for w in works if w.acceptable]
         emb = self.embed_windows([w.model_input() for w in accepted])
         cos = emb @ label_set.embeddings.T
-        values = values_of([w.measurements for w in accepted])
-        memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
+        values = PartValues.of_measurements([w.measurements for w in accepted])
         p_embedding = sigmoid(label_set.slopes * cos + label_set.intercepts)
-        evidences = [self.scorer.evidence(label, values, memos) for label in label_set.labels]
+        evidences = self.scorer.evidences(label_set.labels, values)
         fused = self.scorer.fuse_all(label_set.labels, p_embedding, evidences)
         nearest = self.nearest_training_similarity(emb)
         threshold = self.calibration.ood_threshold
