@@ -30,7 +30,8 @@ from models.criteria import (
     Rule,
     measurement_term,
 )
-from models.criteria_values import DERIVED_KEYS, Values, lead_reader
+from models.criteria_values import DERIVED_KEYS, Values
+from models.derived_part import LeadMatrices, derive_part
 from models.results import Measurement
 
 #: A rule over a part: margins (n,) float64, NaN where not measured; evidence lines per ECG.
@@ -46,6 +47,7 @@ class PartValues:
         self._columns: dict[str, list[float | None]] = {}
         self._descriptions: dict[str, list[str | None]] = {}
         self._arrays: dict[str, tuple[np.ndarray, bool]] = {}
+        self._leads: LeadMatrices | None = None
 
     @classmethod
     def of_measurements(cls, measurements: Sequence[Mapping[str, Measurement]]) -> PartValues:
@@ -92,19 +94,13 @@ class PartValues:
         return known
 
     def _derive(self, key: str) -> list[float | None]:
-        """One derivation (and the keys it writes with ``key``) over every ECG."""
-        derivation = DERIVED_KEYS[key]
-        rows = []
-        for measurements in self._measurements:
-            values: dict[str, float | None] = {}
-            descriptions: dict[str, str] = {}
-            derivation(lead_reader(measurements), values, descriptions)
-            rows.append((values, descriptions))
-        written = [k for k, f in DERIVED_KEYS.items() if f is derivation]
-        for k in written:
-            self._columns[k] = [v.get(k) for v, _ in rows]
-            if any(k in d for _, d in rows):
-                self._descriptions[k] = [d.get(k) for _, d in rows]
+        """One derivation (every key it writes with ``key``) over the part."""
+        if self._leads is None:
+            self._leads = LeadMatrices(self._measurements)
+        for written, (column, descriptions) in derive_part(key, self._leads).items():
+            self._columns[written] = column
+            if any(d is not None for d in descriptions):
+                self._descriptions[written] = descriptions
         return self._columns[key]
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from models.results import Measurement
 
@@ -139,103 +140,128 @@ def lead_reader(measurements: Mapping[str, Measurement]) -> Lead:
     return lead
 
 
-def _pairs_excess(
-    lead: Lead,
-    key: str,
-    limit_of: Mapping[str, float],
-    sign: float,
-    skip: tuple[str, ...],
-    pairs: tuple[tuple[str, str], ...] = CONTIGUOUS_PAIRS,
-    shown: str = "{:+.2f}",
-    unit: str = "mV",
-    digits: int = 3,
-) -> tuple[float | None, str]:
-    """Largest min-over-pair excess of sign * value over the lead's limit, and where."""
-    best: tuple[float, str, float, float] | None = None
-    for a, b in pairs:
-        if a in skip or b in skip:
-            continue
-        va, vb = lead(key, a), lead(key, b)
-        if va is None or vb is None:
-            continue
-        excess = min(sign * va - limit_of[a], sign * vb - limit_of[b])
-        if best is None or excess > best[0]:
-            best = (excess, f"{a}/{b}", va, vb)
-    if best is None:
-        return None, ""
-    excess, where, va, vb = best
-    return round(excess, digits), f"{where} ({shown.format(va)}/{shown.format(vb)} {unit})"
-
-
 _ALL_LEADS = LIMB_LEADS + PRECORDIAL_LEADS
-_ELEVATION_LIMITS = {
-    lead: ST_ELEVATION_LIMIT_MV.get(lead, ST_ELEVATION_DEFAULT_MV) for lead in _ALL_LEADS
-}
-_DEPRESSION_LIMITS = dict.fromkeys(_ALL_LEADS, ST_DEPRESSION_LIMIT_MV)
-_J_LIMITS = dict.fromkeys(_ALL_LEADS, EARLY_REPOL_J_MV)
+
+
+@dataclass(frozen=True)
+class PairExcess:
+    """A derived feature over pairs of leads: the largest amount by which *both* leads of a
+    pair exceed their limits (``sign * value - limit``), the first such pair on a tie, with
+    its description (``where``: "V2/V3 (+0.25/+0.31 mV)")."""
+
+    key: str
+    lead_key: str
+    limits: Mapping[str, float]
+    sign: float
+    pairs: tuple[tuple[str, str], ...]  # the pairs it reads, in order
+    sentence: Callable[[float, str], str]  # (excess, where) -> description
+    shown: str = "{:+.2f}"
+    unit: str = "mV"
+    digits: int | None = 3  # None: not rounded
+
+    def where(self, a: str, b: str, va: float, vb: float) -> str:
+        return f"{a}/{b} ({self.shown.format(va)}/{self.shown.format(vb)} {self.unit})"
+
+    def derive(self, lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
+        best: tuple[float, str, str, float, float] | None = None
+        for a, b in self.pairs:
+            va, vb = lead(self.lead_key, a), lead(self.lead_key, b)
+            if va is None or vb is None:
+                continue
+            excess = min(self.sign * va - self.limits[a], self.sign * vb - self.limits[b])
+            if best is None or excess > best[0]:
+                best = (excess, a, b, va, vb)
+        if best is None:
+            v[self.key] = None
+            return
+        excess = best[0] if self.digits is None else round(best[0], self.digits)
+        v[self.key] = excess
+        d[self.key] = self.sentence(excess, self.where(*best[1:]))
+
+
+def _pairs(
+    skip: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = CONTIGUOUS_PAIRS
+) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for a, b in pairs if a not in skip and b not in skip)
+
+
+def _state(excess: float, over: str) -> str:
+    return over if excess > 0 else "within"
+
+
+def _q_territory_sentence(territory: str, excess: float, where: str) -> str:
+    return (
+        f"Q wave {where}, {_state(excess, 'beyond')} the limit (20 ms V2-V3, 30 ms elsewhere) "
+        f"in 2 contiguous {territory} leads"
+    )
+
+
 _Q_LIMITS = {lead: Q_WAVE_LIMIT_MS.get(lead, Q_WAVE_DEFAULT_MS) for lead in _ALL_LEADS}
-
-
-def _st_elevation(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
-    excess, where = _pairs_excess(lead, "st_j60", _ELEVATION_LIMITS, 1.0, ())
-    v["st_elevation_excess_mv"] = excess
-    if excess is not None:
-        d["st_elevation_excess_mv"] = (
-            f"ST at J+60 {where}, {'above' if excess > 0 else 'within'} the elevation limit "
+#: In the order :func:`criteria_values` writes them.
+PAIR_FEATURES: tuple[PairExcess, ...] = (
+    PairExcess(
+        "st_elevation_excess_mv",
+        "st_j60",
+        {lead: ST_ELEVATION_LIMIT_MV.get(lead, ST_ELEVATION_DEFAULT_MV) for lead in _ALL_LEADS},
+        1.0,
+        _pairs(()),
+        lambda excess, where: (
+            f"ST at J+60 {where}, {_state(excess, 'above')} the elevation limit "
             "(0.2 mV V2-V3, 0.1 mV elsewhere) in 2 contiguous leads"
-        )
-
-
-def _st_depression(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
-    excess, where = _pairs_excess(lead, "st_j60", _DEPRESSION_LIMITS, -1.0, ("aVR",))
-    v["st_depression_excess_mv"] = excess
-    if excess is not None:
-        d["st_depression_excess_mv"] = (
-            f"ST at J+60 {where}, {'beyond' if excess > 0 else 'within'} the 0.05 mV "
+        ),
+    ),
+    PairExcess(
+        "st_depression_excess_mv",
+        "st_j60",
+        dict.fromkeys(_ALL_LEADS, ST_DEPRESSION_LIMIT_MV),
+        -1.0,
+        _pairs(("aVR",)),
+        lambda excess, where: (
+            f"ST at J+60 {where}, {_state(excess, 'beyond')} the 0.05 mV "
             "depression limit in 2 contiguous leads"
-        )
-
-
-def _early_repol(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
-    excess, where = _pairs_excess(lead, "st_j", _J_LIMITS, 1.0, EARLY_REPOL_SKIP)
-    v["early_repol_j_excess_mv"] = excess
-    if excess is not None:
-        d["early_repol_j_excess_mv"] = (
-            f"J point {where}, {'above' if excess > 0 else 'within'} 0.1 mV in 2 contiguous "
+        ),
+    ),
+    PairExcess(
+        "early_repol_j_excess_mv",
+        "st_j",
+        dict.fromkeys(_ALL_LEADS, EARLY_REPOL_J_MV),
+        1.0,
+        _pairs(EARLY_REPOL_SKIP),
+        lambda excess, where: (
+            f"J point {where}, {_state(excess, 'above')} 0.1 mV in 2 contiguous "
             "inferior/lateral leads"
+        ),
+    ),
+    # The largest Q duration found in both leads of a pair: an excess over a 0 ms limit
+    # (1.0 * q - 0.0 is q, to the bit), not rounded.
+    PairExcess(
+        "q_wave_contiguous_ms",
+        "q_duration",
+        dict.fromkeys(_ALL_LEADS, 0.0),
+        1.0,
+        _pairs(("aVR", "V1")),
+        lambda _, where: f"Q wave {where} in contiguous leads",
+        shown="{:.0f}",
+        unit="ms",
+        digits=None,
+    ),
+    # Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
+    # (V1 is left out: a Q or QS complex there alone is normal).
+    *(
+        PairExcess(
+            f"q_wave_{territory}_ms",
+            "q_duration",
+            _Q_LIMITS,
+            1.0,
+            pairs,
+            partial(_q_territory_sentence, territory),
+            shown="{:.0f}",
+            unit="ms",
+            digits=1,
         )
-
-
-def _q_contiguous(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
-    q_best: tuple[float, str] | None = None
-    for a, b in CONTIGUOUS_PAIRS:
-        if {a, b} & {"aVR", "V1"}:
-            continue
-        qa, qb = lead("q_duration", a), lead("q_duration", b)
-        if qa is None or qb is None:
-            continue
-        if q_best is None or min(qa, qb) > q_best[0]:
-            q_best = (min(qa, qb), f"{a}/{b} ({qa:.0f}/{qb:.0f} ms)")
-    v["q_wave_contiguous_ms"] = None if q_best is None else q_best[0]
-    if q_best is not None:
-        d["q_wave_contiguous_ms"] = f"Q wave {q_best[1]} in contiguous leads"
-
-
-def _q_territories(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
-    """Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
-    (V1 is left out: a Q or QS complex there alone is normal)."""
-    for territory, pairs in Q_TERRITORIES.items():
-        excess, where = _pairs_excess(
-            lead, "q_duration", _Q_LIMITS, 1.0, (), pairs=pairs, shown="{:.0f}", unit="ms", digits=1
-        )
-        key = f"q_wave_{territory}_ms"
-        v[key] = excess
-        if excess is not None:
-            state = "beyond" if excess > 0 else "within"
-            d[key] = (
-                f"Q wave {where}, {state} the limit (20 ms V2-V3, 30 ms elsewhere) "
-                f"in 2 contiguous {territory} leads"
-            )
+        for territory, pairs in Q_TERRITORIES.items()
+    ),
+)
 
 
 def _t_inverted(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
@@ -302,14 +328,12 @@ Derivation = Callable[[Lead, dict[str, "float | None"], dict[str, str]], None]
 #: it writes: each reads lead values only (never another's output), so any one can be
 #: derived alone (:class:`models.criteria_part.PartValues` derives only what criteria read).
 DERIVATIONS: tuple[tuple[Derivation, tuple[str, ...]], ...] = (
-    (_st_elevation, ("st_elevation_excess_mv",)),
-    (_st_depression, ("st_depression_excess_mv",)),
-    (_early_repol, ("early_repol_j_excess_mv",)),
-    (_q_contiguous, ("q_wave_contiguous_ms",)),
-    (_q_territories, ("q_wave_anterior_ms", "q_wave_lateral_ms")),
+    *((f.derive, (f.key,)) for f in PAIR_FEATURES),
     (_t_inverted, ("t_inverted_leads",)),
     (_t_low, ("t_low_leads",)),
     (_qrs_voltage, ("limb_qrs_max_mv", "precordial_qrs_max_mv")),
     (_single_leads, ("r_v1_mv", "rs_ratio_v1", "p_amplitude_ii_mv", "r_v3_mv")),
 )
 DERIVED_KEYS: dict[str, Derivation] = {key: f for f, keys in DERIVATIONS for key in keys}
+#: Every key the derivation of a key writes (with it).
+DERIVED_WRITES: dict[str, tuple[str, ...]] = {key: keys for _, keys in DERIVATIONS for key in keys}

@@ -16,8 +16,7 @@ from models.catalog import Label, LabelCatalog
 from models.classifier import ZeroShotClassifier, _measurements
 from models.criteria import measured_keys
 from models.criteria_part import PartValues
-from models.criteria_values import Values, values_from
-from models.results import Code, LabelScore, Severity
+from models.results import Code, LabelScore, Measurement, Severity
 from models.scoring import LabelEvidence, values_of
 
 FREE_TEXTS = [
@@ -58,42 +57,54 @@ def test_part_evidence_equals_per_ecg_on_ptbxl(
             assert _same(classifier.scorer.evidence(label, values), ev), label.id
 
 
-def _random_values(keys: list[str], rng: random.Random) -> Values:
+LEAD_WISE = ("st_j60", "st_j", "q_duration", "t_amplitude", "r_amplitude", "s_amplitude")
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def _random_measurements(keys: list[str], rng: random.Random) -> dict[str, Measurement]:
     """Values around the rules' thresholds: ties, exact thresholds, zeros of either sign,
-    None, NaN and infinities, lead values for the derived features."""
-    choices = [None, None, 0.0, -0.0, 0.5, 1.0, 2.0, float("nan"), float("inf"), -float("inf")]
-    flat: dict[str, float | None] = {}
+    missing values, NaN and infinities, in the measurements and in their leads."""
+    odd = [None, None, 0.0, -0.0, 0.5, 1.0, 2.0, float("nan"), float("inf"), -float("inf")]
+    out: dict[str, Measurement] = {}
     for key in keys:
         pick = rng.random()
-        if pick < 0.3:
-            flat[key] = rng.choice(choices)
-        elif pick < 0.5:
-            flat[key] = float(rng.choice([-90, -30, 0, 60, 100, 120, 200, 460]))
+        if pick < 0.1:
+            continue  # not in the measurements at all
+        if pick < 0.35:
+            value = rng.choice(odd)
+        elif pick < 0.55:
+            value = float(rng.choice([-90, -30, 0, 60, 100, 120, 200, 460]))
         else:
-            flat[key] = rng.uniform(-150, 550) if rng.random() < 0.5 else rng.uniform(-1, 4)
-    for key in ("st_j60", "st_j", "q_duration", "t_amplitude", "r_amplitude", "s_amplitude"):
-        for lead in ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"):
+            value = rng.uniform(-150, 550) if rng.random() < 0.5 else rng.uniform(-1, 4)
+        out[key] = Measurement(key, value, "1", None, key)
+    for key in (*LEAD_WISE, "p_amplitude"):
+        per_lead = {}
+        for lead in LEADS:
             if rng.random() < 0.8:
-                value = rng.choice([0.1, 0.2, -0.15, 30.0, rng.uniform(-0.5, 40.0)])
-                flat[f"{key}.{lead}"] = None if rng.random() < 0.05 else value
-    return values_from(flat)
+                common = [0.1, 0.2, -0.15, 0.05, 30.0, 20.0, 0.0, -0.0]
+                value = rng.choice([*common, rng.uniform(-0.5, 0.6), rng.uniform(-0.5, 40.0)])
+                if rng.random() < 0.01:
+                    value = rng.choice([float("nan"), float("inf"), -float("inf")])
+                per_lead[lead] = value
+        if per_lead or rng.random() < 0.5:
+            out[key] = Measurement(key, 0.0, "mV", None, key, per_lead=per_lead)
+    return out
 
 
 def test_part_evidence_equals_per_ecg_on_edge_values(classifier: ZeroShotClassifier) -> None:
     criteria = classifier.scorer.criteria
     keys = sorted(set().union(*(measured_keys(c.rule) for c in criteria)))
     rng = random.Random(11)
-    values = [_random_values(keys, rng) for _ in range(400)]
+    measurements = [_random_measurements(keys, rng) for _ in range(600)]
+    values = values_of(measurements)
+    # Every catalog and free-text label, every criterion alone, and a conjunction.
     labels = _labels(classifier)
-    part = PartValues.of_values(values)
-    for label, ev in zip(labels, classifier.scorer.evidences(labels, part), strict=True):
-        assert _same(classifier.scorer.evidence(label, values), ev), label.id
-    # Every criterion alone, and conjunctions, as labels naming them.
     ids = [c.id for c in criteria]
-    named = [Label(id=i, name=i, prompts=(i,), criteria=(i,)) for i in ids]
-    named += [Label(id="pair", name="pair", prompts=("pair",), criteria=tuple(ids[:3]))]
-    for label, ev in zip(named, classifier.scorer.evidences(named, part), strict=True):
-        assert _same(classifier.scorer.evidence(label, values), ev), label.id
+    labels += [Label(id=i, name=i, prompts=(i,), criteria=(i,)) for i in ids]
+    labels += [Label(id="three", name="three", prompts=("three",), criteria=tuple(ids[:3]))]
+    for part in (PartValues.of_measurements(measurements), PartValues.of_values(values)):
+        for label, ev in zip(labels, classifier.scorer.evidences(labels, part), strict=True):
+            assert _same(classifier.scorer.evidence(label, values), ev), label.id
 
 
 def test_no_ecgs(classifier: ZeroShotClassifier) -> None:
