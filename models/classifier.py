@@ -139,11 +139,15 @@ class ZeroShotClassifier:
         """Load a saved model folder (default: the shipped ``models/weights``), offline.
 
         ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
+        One thread also limits numpy's BLAS to one (process-wide too; see
+        :func:`models.signal_work.one_blas_thread`).
         ``site_calibration``: a site file written by ``ecg-cds calibrate`` (a relative path
         is looked up beside the model). ``encoder_runtime``: see :data:`EncoderRuntime`.
         """
         if threads is not None:
             torch.set_num_threads(threads)
+        if threads == 1:  # one core: numpy's BLAS too (its idle threads spin beside the work)
+            one_blas_thread()
         directory = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
         model = EcgClipModel.from_pretrained(directory)
         site = None
