@@ -73,7 +73,8 @@ class PartValues:
         elif key in DERIVED_KEYS:
             column = self._derive(key)
         else:
-            column = [_value(m.get(key)) for m in self._measurements]
+            found = [m.get(key) for m in self._measurements]
+            column = [None if m is None or m.value is None else float(m.value) for m in found]
         self._columns[key] = column
         return column
 
@@ -102,10 +103,6 @@ class PartValues:
             if any(d is not None for d in descriptions):
                 self._descriptions[written] = descriptions
         return self._columns[key]
-
-
-def _value(m: Measurement | None) -> float | None:
-    return None if m is None or m.value is None else float(m.value)
 
 
 class PartCriteria:

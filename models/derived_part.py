@@ -66,6 +66,10 @@ class LeadMatrices:
                 rows.append(_NAN_ROW)
                 present.append(0)
                 continue
+            if tuple(per_lead) == LEADS:  # the usual case: every lead, in the standard order
+                rows.append(list(per_lead.values()))
+                present.append(len(LEADS))
+                continue
             rows.append([per_lead.get(lead, np.nan) for lead in LEADS])
             if per_lead.keys() <= _LEAD_SET:
                 present.append(len(per_lead))
