@@ -36,7 +36,7 @@ from adapters import Ecg
 from models.batch_results import LabelSet, PartScores, part_results
 from models.calibration import Calibration, Platt, sigmoid
 from models.catalog import Label, LabelCatalog, load_catalog
-from models.criteria import Memo
+from models.criteria_part import PartValues
 from models.fusion import Fusion
 from models.modeling import (
     WEIGHTS_NAME,
@@ -48,7 +48,7 @@ from models.modeling import (
 from models.onnx_encoder import OnnxEncoder, load_onnx_encoder
 from models.preprocessing import preprocess
 from models.results import ClassificationResult, Measurement
-from models.scoring import CriteriaScorer, values_of
+from models.scoring import CriteriaScorer
 from models.signal_work import SignalWork, SignalWorkPool, measurements_of, one_blas_thread
 from models.site import SiteCalibration
 from models.text_encoder import TextEncoder, text_key
@@ -139,11 +139,15 @@ class ZeroShotClassifier:
         """Load a saved model folder (default: the shipped ``models/weights``), offline.
 
         ``threads`` sets torch's intra-op thread count (a process-wide setting); None leaves it.
+        One thread also limits numpy's BLAS to one (process-wide too; see
+        :func:`models.signal_work.one_blas_thread`).
         ``site_calibration``: a site file written by ``ecg-cds calibrate`` (a relative path
         is looked up beside the model). ``encoder_runtime``: see :data:`EncoderRuntime`.
         """
         if threads is not None:
             torch.set_num_threads(threads)
+        if threads == 1:  # one core: numpy's BLAS too (its idle threads spin beside the work)
+            one_blas_thread()
         directory = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
         model = EcgClipModel.from_pretrained(directory)
         site = None
@@ -374,10 +378,9 @@ class ZeroShotClassifier:
         accepted = [w for w in works if w.acceptable]
         emb = self.embed_windows([w.model_input() for w in accepted])
         cos = emb @ label_set.embeddings.T
-        values = values_of([w.measurements for w in accepted])
-        memos: list[Memo] = [{} for _ in values]  # criteria shared by labels: evaluated once
+        values = PartValues.of_measurements([w.measurements for w in accepted])
         p_embedding = sigmoid(label_set.slopes * cos + label_set.intercepts)
-        evidences = [self.scorer.evidence(label, values, memos) for label in label_set.labels]
+        evidences = self.scorer.evidences(label_set.labels, values)
         fused = self.scorer.fuse_all(label_set.labels, p_embedding, evidences)
         nearest = self.nearest_training_similarity(emb)
         threshold = self.calibration.ood_threshold

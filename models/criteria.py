@@ -125,7 +125,7 @@ class Condition:
 
     def _evaluate(self, values: Values) -> Outcome:
         value = values.get(self.measure)
-        term, unit, digits = _term(self.measure)
+        term, unit, digits = measurement_term(self.measure)
         if value is None:
             return Outcome(None, (f"{term} not measured",))
         value = float(value)
@@ -206,7 +206,8 @@ def _deciding(outcomes: list[Outcome], margin: float) -> tuple[str, ...]:
 
 
 @functools.cache
-def _term(key: str) -> tuple[str, str, int]:
+def measurement_term(key: str) -> tuple[str, str, int]:
+    """How a key is named in evidence lines, its unit there, and decimals shown."""
     if key in MEASUREMENT_TERMS:
         return MEASUREMENT_TERMS[key]
     name, _, lead = key.partition(".")

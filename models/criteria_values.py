@@ -36,8 +36,9 @@ into a :class:`Values` map:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from models.results import Measurement
 
@@ -93,6 +94,10 @@ class Values:
         return self.descriptions.get(key)
 
 
+#: One lead's value of a lead-wise measurement (``st_j60``, ``V2``), None where not measured.
+Lead = Callable[[str, str], "float | None"]
+
+
 def criteria_values(measurements: Mapping[str, Measurement]) -> Values:
     out = Values()
     for key, m in measurements.items():
@@ -110,157 +115,225 @@ def values_from(mapping: Mapping[str, float | None]) -> Values:
     return out
 
 
-def _lead(values: Values, key: str, lead: str) -> float | None:
-    return values.values.get(f"{key}.{lead}")
-
-
-def _pairs_excess(
-    values: Values,
-    key: str,
-    limit_of: Mapping[str, float],
-    sign: float,
-    skip: tuple[str, ...],
-    pairs: tuple[tuple[str, str], ...] = CONTIGUOUS_PAIRS,
-    shown: str = "{:+.2f}",
-    unit: str = "mV",
-    digits: int = 3,
-) -> tuple[float | None, str]:
-    """Largest min-over-pair excess of sign * value over the lead's limit, and where."""
-    best: tuple[float, str, float, float] | None = None
-    for a, b in pairs:
-        if a in skip or b in skip:
-            continue
-        va, vb = _lead(values, key, a), _lead(values, key, b)
-        if va is None or vb is None:
-            continue
-        excess = min(sign * va - limit_of[a], sign * vb - limit_of[b])
-        if best is None or excess > best[0]:
-            best = (excess, f"{a}/{b}", va, vb)
-    if best is None:
-        return None, ""
-    excess, where, va, vb = best
-    return round(excess, digits), f"{where} ({shown.format(va)}/{shown.format(vb)} {unit})"
-
-
 def _derive(out: Values) -> None:
-    v = out.values
-    elevation_limits = {
-        lead: ST_ELEVATION_LIMIT_MV.get(lead, ST_ELEVATION_DEFAULT_MV)
-        for lead in LIMB_LEADS + PRECORDIAL_LEADS
-    }
-    excess, where = _pairs_excess(out, "st_j60", elevation_limits, 1.0, ())
-    v["st_elevation_excess_mv"] = excess
-    if excess is not None:
-        out.descriptions["st_elevation_excess_mv"] = (
-            f"ST at J+60 {where}, {'above' if excess > 0 else 'within'} the elevation limit "
+    flat = out.values
+
+    def lead(key: str, name: str) -> float | None:
+        return flat.get(f"{key}.{name}")
+
+    for derivation, _ in DERIVATIONS:
+        derivation(lead, out.values, out.descriptions)
+
+
+def lead_reader(measurements: Mapping[str, Measurement]) -> Lead:
+    """``key.LEAD`` of :func:`criteria_values`, read from the measurements themselves (the
+    flattened map of every lead of every measurement is not built)."""
+
+    def lead(key: str, name: str) -> float | None:
+        m = measurements.get(key)
+        per_lead = None if m is None else getattr(m, "per_lead", None)
+        if not per_lead:
+            return None
+        value = per_lead.get(name)
+        return None if value is None else float(value)
+
+    return lead
+
+
+_ALL_LEADS = LIMB_LEADS + PRECORDIAL_LEADS
+
+
+@dataclass(frozen=True)
+class PairExcess:
+    """A derived feature over pairs of leads: the largest amount by which *both* leads of a
+    pair exceed their limits (``sign * value - limit``), the first such pair on a tie, with
+    its description (``where``: "V2/V3 (+0.25/+0.31 mV)")."""
+
+    key: str
+    lead_key: str
+    limits: Mapping[str, float]
+    sign: float
+    pairs: tuple[tuple[str, str], ...]  # the pairs it reads, in order
+    sentence: Callable[[float, str], str]  # (excess, where) -> description
+    shown: str = "{:+.2f}"
+    unit: str = "mV"
+    digits: int | None = 3  # None: not rounded
+
+    def where(self, a: str, b: str, va: float, vb: float) -> str:
+        return f"{a}/{b} ({self.shown.format(va)}/{self.shown.format(vb)} {self.unit})"
+
+    def derive(self, lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
+        best: tuple[float, str, str, float, float] | None = None
+        for a, b in self.pairs:
+            va, vb = lead(self.lead_key, a), lead(self.lead_key, b)
+            if va is None or vb is None:
+                continue
+            excess = min(self.sign * va - self.limits[a], self.sign * vb - self.limits[b])
+            if best is None or excess > best[0]:
+                best = (excess, a, b, va, vb)
+        if best is None:
+            v[self.key] = None
+            return
+        excess = best[0] if self.digits is None else round(best[0], self.digits)
+        v[self.key] = excess
+        d[self.key] = self.sentence(excess, self.where(*best[1:]))
+
+
+def _pairs(
+    skip: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = CONTIGUOUS_PAIRS
+) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for a, b in pairs if a not in skip and b not in skip)
+
+
+def _state(excess: float, over: str) -> str:
+    return over if excess > 0 else "within"
+
+
+def _q_territory_sentence(territory: str, excess: float, where: str) -> str:
+    return (
+        f"Q wave {where}, {_state(excess, 'beyond')} the limit (20 ms V2-V3, 30 ms elsewhere) "
+        f"in 2 contiguous {territory} leads"
+    )
+
+
+_Q_LIMITS = {lead: Q_WAVE_LIMIT_MS.get(lead, Q_WAVE_DEFAULT_MS) for lead in _ALL_LEADS}
+#: In the order :func:`criteria_values` writes them.
+PAIR_FEATURES: tuple[PairExcess, ...] = (
+    PairExcess(
+        "st_elevation_excess_mv",
+        "st_j60",
+        {lead: ST_ELEVATION_LIMIT_MV.get(lead, ST_ELEVATION_DEFAULT_MV) for lead in _ALL_LEADS},
+        1.0,
+        _pairs(()),
+        lambda excess, where: (
+            f"ST at J+60 {where}, {_state(excess, 'above')} the elevation limit "
             "(0.2 mV V2-V3, 0.1 mV elsewhere) in 2 contiguous leads"
-        )
-    depression_limits = dict.fromkeys(LIMB_LEADS + PRECORDIAL_LEADS, ST_DEPRESSION_LIMIT_MV)
-    excess, where = _pairs_excess(out, "st_j60", depression_limits, -1.0, ("aVR",))
-    v["st_depression_excess_mv"] = excess
-    if excess is not None:
-        out.descriptions["st_depression_excess_mv"] = (
-            f"ST at J+60 {where}, {'beyond' if excess > 0 else 'within'} the 0.05 mV "
+        ),
+    ),
+    PairExcess(
+        "st_depression_excess_mv",
+        "st_j60",
+        dict.fromkeys(_ALL_LEADS, ST_DEPRESSION_LIMIT_MV),
+        -1.0,
+        _pairs(("aVR",)),
+        lambda excess, where: (
+            f"ST at J+60 {where}, {_state(excess, 'beyond')} the 0.05 mV "
             "depression limit in 2 contiguous leads"
-        )
-
-    j_limits = dict.fromkeys(LIMB_LEADS + PRECORDIAL_LEADS, EARLY_REPOL_J_MV)
-    excess, where = _pairs_excess(out, "st_j", j_limits, 1.0, EARLY_REPOL_SKIP)
-    v["early_repol_j_excess_mv"] = excess
-    if excess is not None:
-        out.descriptions["early_repol_j_excess_mv"] = (
-            f"J point {where}, {'above' if excess > 0 else 'within'} 0.1 mV in 2 contiguous "
+        ),
+    ),
+    PairExcess(
+        "early_repol_j_excess_mv",
+        "st_j",
+        dict.fromkeys(_ALL_LEADS, EARLY_REPOL_J_MV),
+        1.0,
+        _pairs(EARLY_REPOL_SKIP),
+        lambda excess, where: (
+            f"J point {where}, {_state(excess, 'above')} 0.1 mV in 2 contiguous "
             "inferior/lateral leads"
+        ),
+    ),
+    # The largest Q duration found in both leads of a pair: an excess over a 0 ms limit
+    # (1.0 * q - 0.0 is q, to the bit), not rounded.
+    PairExcess(
+        "q_wave_contiguous_ms",
+        "q_duration",
+        dict.fromkeys(_ALL_LEADS, 0.0),
+        1.0,
+        _pairs(("aVR", "V1")),
+        lambda _, where: f"Q wave {where} in contiguous leads",
+        shown="{:.0f}",
+        unit="ms",
+        digits=None,
+    ),
+    # Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
+    # (V1 is left out: a Q or QS complex there alone is normal).
+    *(
+        PairExcess(
+            f"q_wave_{territory}_ms",
+            "q_duration",
+            _Q_LIMITS,
+            1.0,
+            pairs,
+            partial(_q_territory_sentence, territory),
+            shown="{:.0f}",
+            unit="ms",
+            digits=1,
         )
+        for territory, pairs in Q_TERRITORIES.items()
+    ),
+)
 
-    q_best: tuple[float, str] | None = None
-    for a, b in CONTIGUOUS_PAIRS:
-        if {a, b} & {"aVR", "V1"}:
-            continue
-        qa, qb = _lead(out, "q_duration", a), _lead(out, "q_duration", b)
-        if qa is None or qb is None:
-            continue
-        if q_best is None or min(qa, qb) > q_best[0]:
-            q_best = (min(qa, qb), f"{a}/{b} ({qa:.0f}/{qb:.0f} ms)")
-    v["q_wave_contiguous_ms"] = None if q_best is None else q_best[0]
-    if q_best is not None:
-        out.descriptions["q_wave_contiguous_ms"] = f"Q wave {q_best[1]} in contiguous leads"
 
-    _q_territories(out)
-
+def _t_inverted(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
     t_leads = [
-        lead
-        for lead in LIMB_LEADS + PRECORDIAL_LEADS
-        if lead not in T_INVERSION_NORMAL_LEADS and _lead(out, "t_amplitude", lead) is not None
+        name
+        for name in _ALL_LEADS
+        if name not in T_INVERSION_NORMAL_LEADS and lead("t_amplitude", name) is not None
     ]
     if t_leads:
-        inverted = [
-            lead for lead in t_leads if (_lead(out, "t_amplitude", lead) or 0.0) < T_INVERSION_MV
-        ]
+        inverted = [name for name in t_leads if (lead("t_amplitude", name) or 0.0) < T_INVERSION_MV]
         v["t_inverted_leads"] = float(len(inverted))
-        out.descriptions["t_inverted_leads"] = (
+        d["t_inverted_leads"] = (
             f"T inverted (< -0.1 mV) in {', '.join(inverted)}" if inverted else "no inverted T"
         )
     else:
         v["t_inverted_leads"] = None
 
-    _t_low(out)
 
+def _t_low(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
+    """Leads (of those where T is normally upright) with T below 10 % of the lead's R wave."""
+    low, seen = [], 0
+    for name in T_UPRIGHT_LEADS:
+        t, r = lead("t_amplitude", name), lead("r_amplitude", name)
+        if t is None or r is None:
+            continue
+        seen += 1
+        if t < T_LOW_FRACTION_OF_R * max(r, 0.0):
+            low.append(name)
+    v["t_low_leads"] = float(len(low)) if seen >= 3 else None
+    if seen >= 3:
+        d["t_low_leads"] = (
+            f"T low, flat or inverted (< 10 % of R) in {', '.join(low)}"
+            if low
+            else "T upright (>= 10 % of R) in I, II, V3-V6"
+        )
+
+
+def _qrs_voltage(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
     for name, leads in (
         ("limb_qrs_max_mv", LIMB_LEADS),
         ("precordial_qrs_max_mv", PRECORDIAL_LEADS),
     ):
         amplitudes = []
-        for lead in leads:
-            r, s = _lead(out, "r_amplitude", lead), _lead(out, "s_amplitude", lead)
+        for one in leads:
+            r, s = lead("r_amplitude", one), lead("s_amplitude", one)
             if r is not None and s is not None:
-                amplitudes.append((r + s, lead))
+                amplitudes.append((r + s, one))
         v[name] = round(max(amplitudes)[0], 3) if len(amplitudes) >= 3 else None
         if amplitudes and v[name] is not None:
-            peak, lead = max(amplitudes)
-            out.descriptions[name] = f"largest QRS amplitude {peak:.2f} mV ({lead})"
+            peak, where = max(amplitudes)
+            d[name] = f"largest QRS amplitude {peak:.2f} mV ({where})"
 
-    r_v1, s_v1 = _lead(out, "r_amplitude", "V1"), _lead(out, "s_amplitude", "V1")
+
+def _single_leads(lead: Lead, v: dict[str, float | None], d: dict[str, str]) -> None:
+    r_v1, s_v1 = lead("r_amplitude", "V1"), lead("s_amplitude", "V1")
     v["r_v1_mv"] = r_v1
     v["rs_ratio_v1"] = None if r_v1 is None or s_v1 is None else round(r_v1 / max(s_v1, 0.05), 2)
-    v["p_amplitude_ii_mv"] = _lead(out, "p_amplitude", "II")
-    v["r_v3_mv"] = _lead(out, "r_amplitude", "V3")
+    v["p_amplitude_ii_mv"] = lead("p_amplitude", "II")
+    v["r_v3_mv"] = lead("r_amplitude", "V3")
 
 
-def _q_territories(out: Values) -> None:
-    """Per infarct territory: how far both leads of its best contiguous pair exceed the Q limit
-    (V1 is left out: a Q or QS complex there alone is normal)."""
-    limits = {
-        lead: Q_WAVE_LIMIT_MS.get(lead, Q_WAVE_DEFAULT_MS) for lead in LIMB_LEADS + PRECORDIAL_LEADS
-    }
-    for territory, pairs in Q_TERRITORIES.items():
-        excess, where = _pairs_excess(
-            out, "q_duration", limits, 1.0, (), pairs=pairs, shown="{:.0f}", unit="ms", digits=1
-        )
-        key = f"q_wave_{territory}_ms"
-        out.values[key] = excess
-        if excess is not None:
-            state = "beyond" if excess > 0 else "within"
-            out.descriptions[key] = (
-                f"Q wave {where}, {state} the limit (20 ms V2-V3, 30 ms elsewhere) "
-                f"in 2 contiguous {territory} leads"
-            )
-
-
-def _t_low(out: Values) -> None:
-    """Leads (of those where T is normally upright) with T below 10 % of the lead's R wave."""
-    low, seen = [], 0
-    for lead in T_UPRIGHT_LEADS:
-        t, r = _lead(out, "t_amplitude", lead), _lead(out, "r_amplitude", lead)
-        if t is None or r is None:
-            continue
-        seen += 1
-        if t < T_LOW_FRACTION_OF_R * max(r, 0.0):
-            low.append(lead)
-    out.values["t_low_leads"] = float(len(low)) if seen >= 3 else None
-    if seen >= 3:
-        out.descriptions["t_low_leads"] = (
-            f"T low, flat or inverted (< 10 % of R) in {', '.join(low)}"
-            if low
-            else "T upright (>= 10 % of R) in I, II, V3-V6"
-        )
+Derivation = Callable[[Lead, dict[str, "float | None"], dict[str, str]], None]
+#: The derived features, in the order :func:`criteria_values` writes them, each with the keys
+#: it writes: each reads lead values only (never another's output), so any one can be
+#: derived alone (:class:`models.criteria_part.PartValues` derives only what criteria read).
+DERIVATIONS: tuple[tuple[Derivation, tuple[str, ...]], ...] = (
+    *((f.derive, (f.key,)) for f in PAIR_FEATURES),
+    (_t_inverted, ("t_inverted_leads",)),
+    (_t_low, ("t_low_leads",)),
+    (_qrs_voltage, ("limb_qrs_max_mv", "precordial_qrs_max_mv")),
+    (_single_leads, ("r_v1_mv", "rs_ratio_v1", "p_amplitude_ii_mv", "r_v3_mv")),
+)
+DERIVED_KEYS: dict[str, Derivation] = {key: f for f, keys in DERIVATIONS for key in keys}
+#: Every key the derivation of a key writes (with it).
+DERIVED_WRITES: dict[str, tuple[str, ...]] = {key: keys for _, keys in DERIVATIONS for key in keys}

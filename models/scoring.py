@@ -15,6 +15,7 @@ import numpy as np
 
 from models.catalog import Label
 from models.criteria import CriteriaCatalog, Memo
+from models.criteria_part import PartCriteria, PartValues
 from models.criteria_values import Values, criteria_values
 from models.fusion import Fusion, guard, logit, sigmoid, support
 from models.resolution import CriteriaResolver, Resolution
@@ -77,6 +78,30 @@ class CriteriaScorer:
             self.criteria.is_defining(resolution.criteria),
             self.criteria.is_sufficient(resolution.criteria),
         )
+
+    def evidences(self, labels: Sequence[Label], values: PartValues) -> list[LabelEvidence]:
+        """:meth:`evidence` of every label over the ECGs of ``values`` (one part of a batch),
+        each criterion evaluated once over them all (:class:`PartCriteria`): the same
+        margins and evidence, without walking the rules once per ECG."""
+        part = PartCriteria(self.criteria, values)
+        n = len(values)
+        out: list[LabelEvidence] = []
+        for label in labels:
+            resolution = self.resolve(label)
+            if not resolution.criteria:
+                out.append(LabelEvidence(resolution, np.full(n, np.nan), ((),) * n, False))
+                continue
+            margins, lines = part.evaluate_all(resolution.criteria)
+            out.append(
+                LabelEvidence(
+                    resolution,
+                    margins,
+                    tuple(lines),
+                    self.criteria.is_defining(resolution.criteria),
+                    self.criteria.is_sufficient(resolution.criteria),
+                )
+            )
+        return out
 
     def fuse(self, label: Label, p_embedding: np.ndarray, ev: LabelEvidence) -> np.ndarray:
         """Fused probability of one label (the embedding's where nothing was measured)."""
