@@ -28,10 +28,11 @@ import numpy as np
 import wfdb
 
 from adapters.errors import EcgFormatError
-from adapters.leads import lead_aliases, normalize_lead_name
+from adapters.leads import lead_aliases
 from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
 from adapters.wfdb_header import install as _install_fast_header_parser
+from adapters.wfdb_scaling import to_millivolts
 from adapters.wfdb_signals import DigitalRecord, read_digital
 
 FORMAT = "wfdb"
@@ -40,8 +41,6 @@ SNOMED_SYSTEM = "http://snomed.info/sct"
 
 #: Headers are small text files; anything bigger is not a header.
 _MAX_HEADER_BYTES = 1024 * 1024
-#: Multiply a channel in these units by the factor to get millivolts (case-insensitive).
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 #: The record line: name[/segments] n_signals [fs ...]; see wfdb's ``rx_record``.
 _RECORD_LINE = re.compile(r"^\s*[-\w.]+(/\d+)?\s+\d+(\s|$)")
 #: Values that carry no information in CinC headers (``# Rx: Unknown``).
@@ -52,10 +51,6 @@ _WFDB_NAME = re.compile(r"^\s*[-\w]+(/\d+)?\s")
 _FORMAT_SPEC = re.compile(r"^(\d+)(?:x(\d+))?(:\d+)?(?:\+(\d+))?$")
 _BYTES_PER_SAMPLE = {"8": 1.0, "80": 1.0, "16": 2.0, "61": 2.0, "160": 2.0, "212": 1.5,
                      "310": 4 / 3, "311": 4 / 3, "24": 3.0, "32": 4.0}  # fmt: skip
-#: The digital value WFDB stores for a missing sample, by signal format (WFDB spec).
-_INVALID_SAMPLE = {"8": -128, "80": -128, "16": -32768, "61": -32768, "160": -32768,
-                   "212": -2048, "310": -512, "311": -512, "24": -8388608,
-                   "32": -2147483648}  # fmt: skip
 #: Bits needed to hold a sample of each format once decoded.
 _FORMAT_BITS = {"8": 16, "80": 16, "16": 16, "61": 16, "160": 16, "212": 16, "310": 16,
                 "311": 16, "24": 32, "32": 32}  # fmt: skip
@@ -409,74 +404,6 @@ def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb
         )
 
 
-def _invalid_counts(digital: np.ndarray, formats: list[str]) -> np.ndarray:
-    """Per channel, the samples equal to its format's invalid-sample marker (0 for formats
-    without one): one pass over the samples, not one strided pass per channel."""
-    n_sig = digital.shape[1]
-    markers = [_INVALID_SAMPLE.get(str(fmt)) for fmt in formats[:n_sig]]
-    markers += [None] * (n_sig - len(markers))
-    known = np.array([m is not None for m in markers])
-    values = np.array([0 if m is None else m for m in markers], dtype=np.int64)
-    if np.issubdtype(digital.dtype, np.integer):
-        info = np.iinfo(digital.dtype)
-        fits = (values >= info.min) & (values <= info.max)
-        known &= fits  # a marker the samples' type cannot hold matches no sample
-        values = np.where(fits, values, 0).astype(digital.dtype)
-    counts = np.count_nonzero(digital == values[None, :], axis=0)
-    return np.where(known, counts, 0)
-
-
-def _to_millivolts(
-    item: ReaderInput, record: wfdb.Record | DigitalRecord
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Rows in mV for every voltage channel; non-voltage channels are dropped and named.
-
-    The record is read as digital samples and scaled here, ``(d - baseline) / gain`` like
-    wfdb's own ``dac`` but in float32 and straight into the (leads, samples) layout: this
-    is what keeps the reader close to the speed of a plain ``wfdb.rdrecord``.
-    """
-    digital = record.d_signal
-    if digital is None or digital.ndim != 2 or digital.shape[0] == 0:
-        raise EcgFormatError(item.name, "the WFDB record holds no samples")
-    n_sig = digital.shape[1]
-    units = list(record.units or ["mV"] * n_sig)
-    names = list(record.sig_name or [f"ch{i + 1}" for i in range(n_sig)])
-    formats = list(record.fmt or ["16"] * n_sig)
-    keep: list[int] = []
-    factors: list[float] = []
-    dropped: list[str] = []
-    missing = _invalid_counts(digital, formats)
-    for i, (name, unit) in enumerate(zip(names, units, strict=True)):
-        factor = _TO_MV.get((unit or "mV").strip().lower())
-        if factor is None:
-            dropped.append(f"{name} ({unit})")
-            continue
-        gain = float(record.adc_gain[i])
-        if not np.isfinite(gain) or gain == 0:
-            raise EcgFormatError(item.name, f"channel {name} has ADC gain {gain}: uncalibrated")
-        bad = int(missing[i])
-        if bad:
-            raise EcgFormatError(
-                item.name,
-                f"channel {name} has {bad} missing samples (WFDB invalid-sample marker)",
-                "the record has gaps; crop or repair it before classification",
-            )
-        keep.append(i)
-        factors.append(factor / gain)
-    if not keep:
-        raise EcgFormatError(
-            item.name,
-            f"no channel is a voltage: units {units}",
-            "an ECG record needs channels in mV, uV or V",
-        )
-    rows = digital[:, keep].T if len(keep) < n_sig else digital.T
-    signal = rows.astype(np.float32, order="C")  # one copy, already (leads, samples)
-    baselines = np.asarray([record.baseline[i] for i in keep], dtype=np.float32)[:, None]
-    signal -= baselines
-    signal *= np.asarray(factors, dtype=np.float32)[:, None]
-    return signal, [normalize_lead_name(names[i]) for i in keep], dropped
-
-
 def _hash(header_bytes: bytes, files: list[Path], contents: dict[str, bytes]) -> str:
     digest = hashlib.sha256(header_bytes)
     for file in files:
@@ -509,7 +436,7 @@ def read(item: ReaderInput) -> Ecg:
     fs = float(record.fs or 0)
     if not np.isfinite(fs) or fs <= 0:
         raise EcgFormatError(item.name, f"the header gives sampling rate {record.fs!r}")
-    signal, leads, dropped = _to_millivolts(item, record)
+    signal, leads, dropped = to_millivolts(item, record)
     statements, codes, extra = _parse_comments(list(record.comments or []))
     extra["record"] = str(record.record_name)
     if dropped:
