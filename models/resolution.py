@@ -145,6 +145,11 @@ class CriteriaResolver:
             return Resolution((), "weak", sim, self._phrases[index])
         if near:
             return Resolution((), "near_miss", sim, self._phrases[index])
+        if " ".join(self._phrases[index].lower().split()) == " ".join(text.split()):
+            # The text is this criterion's own phrase word for word: it names it, however
+            # near another criterion's phrase embeds ("very long QT interval" and "long QT
+            # interval" are 0.96 apart in cosine, but only one of them is this text).
+            return Resolution((best,), "text", sim, self._phrases[index])
         for (other, other_near), (other_sim, other_index) in ranked[1:]:
             if other_sim < sim - self.margin:
                 break

@@ -126,6 +126,10 @@ def test_margin_is_monotone_in_the_measurement(criteria: CriteriaCatalog) -> Non
         ("decreased QT interval", ("qtc_short",)),
         ("nonspecific intraventricular conduction disorder", ("nonspecific_ivcd",)),
         ("qwave abnormal", ("pathological_q_waves",)),
+        # A criterion's own phrase names it, however near another's phrase embeds.
+        ("very long QT interval", ("qtc_very_prolonged",)),
+        ("long QT interval", ("qtc_prolonged",)),
+        ("myocardial infarction, age undetermined", ("infarct_pattern",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -155,6 +159,9 @@ def test_free_text_resolves_to_its_criteria(
         # Chronic ischaemia is not the acute finding; the other side of a threshold is not it.
         "chronic myocardial ischemia",
         "QRS under 120 ms",
+        # No Q waves in the standard leads: the infarct-pattern criterion would misread it.
+        "posterior myocardial infarction",
+        "age undetermined",
     ],
 )
 def test_near_misses_and_unmeasurable_text_take_no_criteria(

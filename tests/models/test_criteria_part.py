@@ -144,3 +144,36 @@ def test_ranking_is_the_stable_sort_by_probability() -> None:
     fused[7, :] = 0.5
     for row, order in zip(fused.tolist(), _ranking(fused), strict=True):
         assert order == sorted(range(len(row)), key=lambda j: -row[j])
+
+
+def test_a_single_lead_key_reads_that_lead_as_the_per_ecg_path_does() -> None:
+    """A site catalog may name one lead of a lead-wise measurement (``st_j60.V2``); the part
+    path read it as "not measured" while the per-ECG path read the lead's value."""
+    from models.criteria import Condition, CriteriaCatalog, Criterion
+    from models.criteria_part import PartCriteria
+    from models.criteria_values import criteria_values
+
+    catalog = CriteriaCatalog(
+        [
+            Criterion(
+                "st_v2",
+                "ST elevation in V2",
+                (),
+                Condition("st_j60.V2", "above", 0.1, 0.05),
+                "test",
+            )
+        ]
+    )
+    measurements = [
+        {"st_j60": Measurement("st_j60", 0.0, "mV", None, "st_j60", per_lead={"V2": 0.3})},
+        {"st_j60": Measurement("st_j60", 0.0, "mV", None, "st_j60", per_lead={"V3": 0.3})},
+        {},
+    ]
+    margins, evidence = PartCriteria(catalog, PartValues.of_measurements(measurements)).criterion(
+        "st_v2"
+    )
+    for i, m in enumerate(measurements):
+        expected = catalog.evaluate("st_v2", criteria_values(m))
+        got = None if np.isnan(margins[i]) else float(margins[i])
+        assert (got, evidence[i]) == (expected.margin, expected.evidence)
+    assert margins[0] == 3.0 and np.isnan(margins[1]) and np.isnan(margins[2])
