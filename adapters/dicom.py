@@ -36,6 +36,7 @@ from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits, inflate_capped
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
+from adapters.units import mv_factor
 
 FORMAT = "dicom"
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -45,8 +46,6 @@ GENERAL_ECG = "1.2.840.10008.5.1.4.1.1.9.1.2"
 AMBULATORY_ECG = "1.2.840.10008.5.1.4.1.1.9.1.3"
 GENERAL_32BIT_ECG = "1.2.840.10008.5.1.4.1.1.9.1.4"
 
-#: UCUM voltage units -> factor to millivolts.
-_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3, "nv": 1e-6}
 _DTYPES = {
     (8, "SB"): "i1", (8, "UB"): "u1", (16, "SS"): "i2", (16, "US"): "u2",
     (32, "SL"): "i4", (32, "UL"): "u4", (64, "SV"): "i8", (64, "UV"): "u8",
@@ -133,7 +132,7 @@ def _channel_scale(
             "the samples cannot be converted to millivolts",
         )
     unit = units[0]
-    factor = _TO_MV.get(unit.lower())
+    factor = mv_factor(unit)
     if factor is None:
         raise EcgFormatError(where, f"channel {index + 1} is in {unit!r}, not a voltage")
     sensitivity = float(channel.ChannelSensitivity)

@@ -34,6 +34,7 @@ from adapters.leads import (
 from adapters.limits import check_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg
+from adapters.units import mv_factor
 
 FORMAT = "fhir-observation"
 MDC_SYSTEM = "urn:oid:2.16.840.1.113883.6.24"
@@ -53,7 +54,6 @@ LOINC_LEAD_PARTS = {
 #: Carries a start time without time zone (the cart's local clock); see :func:`_effective`.
 LOCAL_TIME_EXTENSION = "urn:ecg-cds:fhir:local-acquisition-time"
 
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 _TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, "min": 60000.0}
 
 
@@ -97,7 +97,7 @@ def _unit_to_mv(origin: dict[str, Any], where: str) -> tuple[float, str | None]:
     unit = origin.get("code") or origin.get("unit")
     if unit is None:
         return 1.0, None
-    factor = _TO_MV.get(str(unit).strip().lower())
+    factor = mv_factor(str(unit))
     if factor is None:
         raise EcgFormatError(where, f"SampledData origin is in {unit!r}, not a voltage")
     return factor, str(unit)

@@ -13,10 +13,9 @@ import wfdb
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
 from adapters.reader import ReaderInput
+from adapters.units import mv_factor
 from adapters.wfdb_signals import DigitalRecord
 
-#: Multiply a channel in these units by the factor to get millivolts (case-insensitive).
-TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 #: The digital value WFDB stores for a missing sample, by signal format (WFDB spec).
 INVALID_SAMPLE = {"8": -128, "80": -128, "16": -32768, "61": -32768, "160": -32768,
                    "212": -2048, "310": -512, "311": -512, "24": -8388608,
@@ -61,7 +60,7 @@ def to_millivolts(
     dropped: list[str] = []
     missing = invalid_counts(digital, formats)
     for i, (name, unit) in enumerate(zip(names, units, strict=True)):
-        factor = TO_MV.get((unit or "mV").strip().lower())
+        factor = mv_factor(unit or "mV")
         if factor is None:
             dropped.append(f"{name} ({unit})")
             continue
