@@ -54,6 +54,16 @@ def _wfdb_header_instead(path: Path) -> Path:
     return path
 
 
+def _check_size(display: str, what: str, size: int, max_bytes: int) -> None:
+    """Refuse an input over ``max_bytes`` (checked before anything is read or decoded)."""
+    if size > max_bytes:
+        raise EcgFormatError(
+            display,
+            f"{what} is {size} bytes, over the {max_bytes}-byte limit",
+            "raise max_bytes if this file is genuine",
+        )
+
+
 def _read_input(
     source: str | Path | bytes,
     name: str | None,
@@ -64,12 +74,7 @@ def _read_input(
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         display = name or "<bytes>"
-        if len(data) > max_bytes:
-            raise EcgFormatError(
-                display,
-                f"input is {len(data)} bytes, over the {max_bytes}-byte limit",
-                "raise max_bytes if this file is genuine",
-            )
+        _check_size(display, "input", len(data), max_bytes)
         return ReaderInput(data=data, name=display, path=None, max_bytes=max_bytes, limits=limits)
     path = Path(source)
     display = name or str(path)
@@ -77,12 +82,7 @@ def _read_input(
         given = files.get(path.name)
         if given is None:
             raise EcgFormatError(display, f"{path.name} is not among the files read")
-        if len(given) > max_bytes:
-            raise EcgFormatError(
-                display,
-                f"file is {len(given)} bytes, over the {max_bytes}-byte limit",
-                "raise max_bytes if this file is genuine",
-            )
+        _check_size(display, "file", len(given), max_bytes)
         return ReaderInput(
             data=given, name=display, path=path, max_bytes=max_bytes, limits=limits, files=files
         )
@@ -91,13 +91,7 @@ def _read_input(
         raise EcgFormatError(display, "is a folder, not a file", "pass one ECG file")
     if not path.is_file():
         raise EcgFormatError(display, "no such file", "check the path")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise EcgFormatError(
-            display,
-            f"file is {size} bytes, over the {max_bytes}-byte limit",
-            "raise max_bytes if this file is genuine",
-        )
+    _check_size(display, "file", path.stat().st_size, max_bytes)
     return ReaderInput(
         data=path.read_bytes(), name=display, path=path, max_bytes=max_bytes, limits=limits
     )
