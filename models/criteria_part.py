@@ -30,7 +30,7 @@ from models.criteria import (
     Rule,
     measurement_term,
 )
-from models.criteria_values import DERIVED_KEYS, Values
+from models.criteria_values import DERIVED_KEYS, Values, lead_reader
 from models.derived_part import LeadMatrices, derive_part
 from models.results import Measurement
 
@@ -48,7 +48,6 @@ class PartValues:
         self._descriptions: dict[str, list[str | None]] = {}
         self._arrays: dict[str, tuple[np.ndarray, bool]] = {}
         self._leads: LeadMatrices | None = None
-        self._names: set[str] | None = None
 
     @classmethod
     def of_measurements(cls, measurements: Sequence[Mapping[str, Measurement]]) -> PartValues:
@@ -73,20 +72,14 @@ class PartValues:
             self._descriptions[key] = [v.describe(key) for v in self._values]
         elif key in DERIVED_KEYS:
             column = self._derive(key)
-        elif key in self._measurement_names():
+        elif "." not in key:
             found = [m.get(key) for m in self._measurements]
             column = [None if m is None or m.value is None else float(m.value) for m in found]
         else:  # one lead of a lead-wise measurement, "st_j60.V2", as criteria_values names it
             name, _, lead = key.partition(".")
-            column = [_lead_value(m.get(name), lead) if lead else None for m in self._measurements]
+            column = [lead_reader(m)(name, lead) for m in self._measurements]
         self._columns[key] = column
         return column
-
-    def _measurement_names(self) -> set[str]:
-        """Every measurement name of the part (a key of no ECG there reads as not measured)."""
-        if self._names is None:
-            self._names = {name for m in self._measurements for name in m}
-        return self._names
 
     def descriptions(self, key: str) -> list[str | None] | None:
         """``Values.describe(key)`` of each ECG; None where no ECG has one for this key."""
@@ -284,10 +277,3 @@ class _One:
 
     def describe(self, key: str) -> str | None:
         return self.description if key == self.key else None
-
-
-def _lead_value(m: Measurement | None, lead: str) -> float | None:
-    """``key.LEAD`` of :func:`models.criteria_values.criteria_values`: that lead's value."""
-    per_lead = None if m is None else m.per_lead
-    value = None if not per_lead else per_lead.get(lead)
-    return None if value is None else float(value)
