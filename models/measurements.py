@@ -58,7 +58,7 @@ import scipy.signal
 from adapters.record import STANDARD_LEADS, Ecg, standard_signal
 from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, median_beats
 from models.ectopy import members, premature_beats
-from models.filtering import sosfiltfilt_rows
+from models.filtering import butter_sections, sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
@@ -343,22 +343,13 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     return _Prepared(filtered, signal, usable, leads, standard)
 
 
-@functools.cache
-def _butter(order: int, band: tuple[float, ...], btype: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Butterworth sections at WORK_FS, their initial state and pad length, made once."""
-    frequencies = band[0] if len(band) == 1 else list(band)
-    sos = np.asarray(scipy.signal.butter(order, frequencies, btype=btype, fs=WORK_FS, output="sos"))
-    taps = 2 * sos.shape[0] + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    return sos, np.asarray(scipy.signal.sosfilt_zi(sos)), 3 * taps
-
-
 def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) -> np.ndarray:
     """``scipy.signal.sosfiltfilt`` along the last axis (odd padding), filter designed once.
 
     The same arithmetic as scipy's; it only skips designing the filter and its initial state
     again on every call, which cost as much as the filtering of a 10 s record.
     """
-    sos, zi, edge = _butter(order, band, btype)
+    sos, zi, edge = butter_sections(order, band[0] if len(band) == 1 else band, btype, WORK_FS)
     if x.shape[-1] <= edge:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than the {edge} pad")
     out = sosfiltfilt_rows(sos, zi, edge, x.reshape(-1, x.shape[-1]))

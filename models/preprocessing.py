@@ -28,7 +28,7 @@ from scipy import signal as sps
 from adapters import Ecg
 from adapters.record import STANDARD_LEADS, standard_signal
 from models.config import EcgClipConfig
-from models.filtering import sosfiltfilt_rows
+from models.filtering import butter_sections, sosfiltfilt_rows
 from models.resampling import Spectra, decimate, rational_ratio
 
 #: Default per-lead scale (mV) when a config carries none: about one standard deviation
@@ -47,13 +47,6 @@ class Preprocessed:
 
 
 @lru_cache(maxsize=64)
-def _butter(order: int, cutoff: float, kind: str, fs: float) -> tuple[np.ndarray, np.ndarray]:
-    """Second-order sections and their steady-state initial conditions, computed once per rate."""
-    sos = sps.butter(order, cutoff, btype=kind, fs=fs, output="sos")
-    return sos, sps.sosfilt_zi(sos)
-
-
-@lru_cache(maxsize=64)
 def _resampling_filter(up: int, down: int, fs: float, cutoff_hz: float | None) -> np.ndarray:
     """The polyphase FIR: ``resample_poly``'s own design (Kaiser, beta 5, 20 taps per rate
     step), with its cutoff lowered to ``cutoff_hz`` when given: then this one filter is both
@@ -67,9 +60,8 @@ def _resampling_filter(up: int, down: int, fs: float, cutoff_hz: float | None) -
 def _filtfilt(order: int, cutoff: float, kind: str, fs: float, x: np.ndarray) -> np.ndarray:
     """``scipy.signal.sosfiltfilt(sos, x, axis=1)`` (same padding and initial conditions), with
     the filter design cached: designing it was a third of the preprocessing time."""
-    sos, zi = _butter(order, cutoff, kind, fs)
-    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    edge = min(3 * ntaps, x.shape[1] - 1)
+    sos, zi, padlen = butter_sections(order, cutoff, kind, fs)
+    edge = min(padlen, x.shape[1] - 1)
     return np.ascontiguousarray(sosfiltfilt_rows(sos, zi, edge, x))
 
 
