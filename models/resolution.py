@@ -12,7 +12,8 @@ text similarity is exactly what confuses "early repolarization" with ST elevatio
    similar (an ambiguous text takes none), unless one criterion is part of the other;
 4. a text that does not match as a whole may be a combination ("sinus bradycardia with first
    degree AV block"): split at "with", "and", "plus", commas; it resolves only when every
-   part resolves, to all their criteria together (all must hold).
+   part resolves, to all their criteria together (all must hold); a part that offers
+   alternatives ("consider lateral injury or acute infarct") makes it resolve to none.
 
 A label that resolves to nothing keeps its pure embedding score.
 """
@@ -41,6 +42,13 @@ NEGATION = re.compile(
     re.IGNORECASE,
 )
 SPLIT = re.compile(r"\s*(?:,|;|\+|\bwith\b|\band\b|\bplus\b)\s*", re.IGNORECASE)
+#: Alternatives ("consider lateral injury or acute infarct"): a part of a combination that
+#: offers a choice names neither for certain, so the combination takes none. "120 ms or
+#: more" is a threshold, not a choice.
+ALTERNATIVE = re.compile(
+    r"\bor\b(?!\s+(?:more|less|longer|shorter|greater|higher|lower|above|below|over|under)\b)",
+    re.IGNORECASE,
+)
 
 How = Literal["catalog", "text", "combination", "weak", "near_miss", "ambiguous", "negated"]
 
@@ -118,7 +126,7 @@ class CriteriaResolver:
         if whole.criteria or whole.how == "near_miss":
             return whole
         parts = [p for p in SPLIT.split(text) if p]
-        if len(parts) > 1:
+        if len(parts) > 1 and not any(ALTERNATIVE.search(p) for p in parts):
             resolved = [self._match(p) for p in parts]
             if all(r.criteria for r in resolved):
                 ids = tuple(dict.fromkeys(c for r in resolved for c in r.criteria))
@@ -177,6 +185,9 @@ CONTRASTS: tuple[tuple[str, str], ...] = (
     (r"\bfirst|\b1st", r"\bsecond|\b2nd|\bthird|\b3rd|complete heart|mobitz|wenckebach"),
     (r"\bincomplete", r"(?<!in)complete"),
     (r"\banterior", r"\bposterior"),
+    # "anterolateral infarct" is not "anteroseptal infarction" (V3-V6, I, aVL vs V1-V3).
+    (r"septal", r"lateral"),
+    (r"\bwide|\bbroad", r"\bnarrow"),
     (r"\blow", r"\bhigh|\btall|\bincreased"),
     (r"\binver|\bnegative", r"\bpeaked|\btall|\bupright"),
     (r"\batrial", r"\bventricular"),

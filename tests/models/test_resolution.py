@@ -30,6 +30,9 @@ def resolver(classifier: ZeroShotClassifier) -> CriteriaResolver:
         ("QT prolongation", ("qtc_prolonged",)),
         ("atrial fibrillation with rapid ventricular response", ("atrial_fibrillation",)),
         ("sinus bradycardia with first degree AV block", ("sinus_bradycardia", "pr_prolonged")),
+        ("Voltage criteria for left ventricular hypertrophy", ("lvh_voltage",)),
+        ("narrow complex tachycardia", ("narrow_regular_tachycardia",)),
+        ("QRS duration of 120 ms or more", ("qrs_wide",)),
         # Early repolarization has criteria of its own, not ST elevation's (its near miss).
         ("early repolarization", ("early_repolarization",)),
         ("early repolarisation pattern", ("early_repolarization",)),
@@ -122,6 +125,12 @@ def test_free_text_resolves_to_its_criteria(
         # No Q waves in the standard leads: the infarct-pattern criterion would misread it.
         "posterior myocardial infarction",
         "age undetermined",
+        # GE 12SL statements (PTB-XL+ vocabulary): wide is not narrow, anterolateral is not
+        # anteroseptal, and a hedge between alternatives names neither.
+        "Wide QRS tachycardia",
+        "broad complex tachycardia",
+        "Anterolateral infarct",
+        "ST elevation, consider lateral injury or acute infarct",
     ],
 )
 def test_near_misses_and_unmeasurable_text_take_no_criteria(
