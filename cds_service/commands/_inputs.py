@@ -4,8 +4,10 @@ exit 2."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,3 +35,10 @@ def require_ecg_files(paths: Sequence[Path]) -> None:
             raise fail(f"{path}: is a folder; give ECG files (ecg-cds ingest reads folders)")
         if not ecg_path_exists(path):
             raise fail(f"{path}: no such file (check the path)")
+
+
+def progress_bar(items: list[Any], label: str, enabled: bool) -> Any:
+    """A tqdm bar over ``items`` on stderr (stdout stays the command's output), or none."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)

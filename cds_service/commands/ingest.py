@@ -6,9 +6,8 @@ Provenance. In embedded mode classification runs in this process, so the command
 for it (``--no-wait`` leaves it to the next ``ecg-cds serve``); in distributed mode the
 workers do it.
 
-``--dicomweb URL`` polls a DICOMweb server (QIDO-RS) for series of modality ECG, fetches
-the instances not stored yet (WADO-RS) and ingests them; the date of the last poll is
-remembered in the database so the next run only asks for newer studies.
+``--dicomweb URL`` polls a DICOMweb server for ECGs not stored yet
+(:mod:`cds_service.commands.dicomweb_poll`).
 """
 
 from __future__ import annotations
@@ -19,15 +18,15 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
+from cds_service.commands._inputs import progress_bar
+
 if TYPE_CHECKING:
     from cds_service.audit import Actor
-    from cds_service.dicomweb import DicomwebClient
     from cds_service.runtime import Runtime
     from cds_service.settings import Settings
 
@@ -40,7 +39,6 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pdf", ".tif", ".tiff", ".bmp"}
 _SKIP_SUFFIXES |= _IMAGE_SUFFIXES
 #: WFDB companions of a ``.hea`` (read together with it).
 _WFDB_COMPANIONS = {".dat", ".mat", ".atr", ".xyz", ".qrs", ".ecg", ".hea-"}
-_STATE_PREFIX = "dicomweb-poll:"
 #: Files are stored and queued in groups (one transaction each): the first small, so that
 #: classification starts early, then doubling up to the largest, so that commits, lookups
 #: and audit appends are few (64 instead of 16 measured 0.3-0.5 ms less CPU per 500 Hz
@@ -77,6 +75,7 @@ def ingest(
     ),
 ) -> None:
     from cds_service.audit import Actor
+    from cds_service.commands.dicomweb_poll import poll_dicomweb
     from cds_service.runtime import Runtime
     from cds_service.settings import get_settings
 
@@ -107,7 +106,7 @@ def ingest(
     try:
         stored = store_all(runtime, files, patient or None, actor, progress, wait=wait)
         if dicomweb:
-            new_ids, dicom_problems = _poll_dicomweb(
+            new_ids, dicom_problems = poll_dicomweb(
                 runtime, dicomweb, full, patient, actor, progress
             )
             stored.created += len(new_ids)
@@ -154,7 +153,7 @@ def store_all(
     runtime: Runtime,
     files: list[Path],
     patient: str | None,
-    actor: Any,
+    actor: Actor,
     progress: bool,
     *,
     wait: bool = True,
@@ -168,7 +167,7 @@ def store_all(
 
     out = Stored()
     ahead = _Ahead(runtime, MAX_AHEAD if wait and runtime.jobs.runs_here else None)
-    bar = _bar(files, "store", progress)
+    bar = progress_bar(files, "store", progress)
     for group in _groups(files):
         ahead.make_room()
         # One accept and one job-ledger transaction per group. ECGs this call stored have no
@@ -303,12 +302,6 @@ def _folder(folder: Path, skipped: list[Path]) -> Iterator[Path]:
         yield path
 
 
-def _bar(items: list[Any], label: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="ECG", disable=not enabled or not items, file=sys.stderr)
-
-
 def wait_all(runtime: Runtime, ids: list[str], timeout: float, progress: bool) -> dict[str, bool]:
     """Wait for every id, showing progress: id -> True (result stored) or False (failed);
     ids still unfinished at the timeout are absent. Reads no result (see ``wait_finished``)."""
@@ -361,98 +354,3 @@ def _report(
         + f"; {elapsed:.1f} s ({rate:.1f} ECGs/s)"
     )
     return statuses.get("failed", 0)
-
-
-# -- DICOMweb ----------------------------------------------------------------------------------
-
-
-def _poll_dicomweb(
-    runtime: Runtime, url: str, full: bool, patient: str, actor: Actor, progress: bool
-) -> tuple[list[str], list[str]]:
-    """QIDO-RS for ECG series since the last poll; WADO-RS each instance not stored yet.
-
-    Instances are stored exactly as the PACS sends them (:mod:`cds_service.dicomweb`, the
-    same reads as the hooks'), so an ECG polled here and the same ECG seen in a hook call
-    have one SHA-256 and are stored once.
-    """
-    from cds_service.allow_list import OutboundRefused
-    from cds_service.dicomweb import DicomwebClient
-
-    try:
-        client = DicomwebClient(runtime.settings, url)
-    except OutboundRefused as exc:
-        typer.echo(
-            f"{exc.url} {exc.problem} (fhir.allowed_dicomweb); add it to the settings to poll it.",
-            err=True,
-        )
-        raise typer.Exit(2) from None
-    with client:
-        return _poll(runtime, client, full, patient, actor, progress)
-
-
-def _poll(
-    runtime: Runtime, client: DicomwebClient, full: bool, patient: str, actor: Actor, progress: bool
-) -> tuple[list[str], list[str]]:
-    from adapters import EcgFormatError
-    from cds_service.dicomweb import FetchFailed
-
-    url = client.base_url
-    state_key = _STATE_PREFIX + url
-    state = runtime.state.get(state_key) or {}
-    poll_started = datetime.now(UTC)
-    filters: dict[str, str] = {"Modality": "ECG"}
-    if state.get("last_run") and not full:
-        # QIDO matches dates, not times: ask from the day before the last poll (a study
-        # stored just before midnight is not missed); stored instances are skipped below.
-        since = datetime.fromisoformat(state["last_run"]) - timedelta(days=1)
-        filters["StudyDate"] = since.strftime("%Y%m%d") + "-"
-    try:
-        series = client.search_series(filters)
-    except FetchFailed as exc:
-        typer.echo(f"error: QIDO-RS query to {url} failed: {exc.problem}", err=True)
-        raise typer.Exit(1) from None
-    instances: list[tuple[str, str, str]] = []
-    for item in series:
-        study_uid = _value(item, "0020000D")
-        series_uid = _value(item, "0020000E")
-        if not study_uid or not series_uid:
-            continue
-        for inst in client.search_instances(study_uid, series_uid):
-            sop_uid = _value(inst, "00080018")
-            if sop_uid:
-                instances.append((study_uid, series_uid, sop_uid))
-    new_ids: list[str] = []
-    problems: list[str] = []
-    retrieval_failed = False
-    for study_uid, series_uid, sop_uid in _bar(instances, "dicomweb", progress):
-        source = client.instance_url(study_uid, series_uid, sop_uid)
-        if runtime.ecgs.find_by_source(source) is not None:
-            continue  # fetched by an earlier poll
-        try:
-            data = client.retrieve_instance(study_uid, series_uid, sop_uid)
-            info = runtime.ecgs.accept_bytes(
-                data, source_uri=source, patient_ref=patient or None, actor=actor
-            )
-        except EcgFormatError as exc:
-            problems.append(str(exc))
-            continue
-        except Exception as exc:
-            problems.append(f"{source}: could not retrieve ({type(exc).__name__}: {exc})")
-            retrieval_failed = True
-            continue
-        runtime.jobs.submit(info.id, bulk=True)
-        if info.created:
-            new_ids.append(info.id)
-    if retrieval_failed:
-        # A PACS outage mid-poll: keep the old mark so the next poll asks for these again
-        # (instances already stored are skipped by their source URI).
-        return new_ids, problems
-    runtime.state.set(
-        state_key, {"last_run": poll_started.isoformat(), "instances_seen": len(instances)}
-    )
-    return new_ids, problems
-
-
-def _value(item: dict[str, Any], tag: str) -> str | None:
-    values = item.get(tag, {}).get("Value") or []
-    return str(values[0]) if values else None

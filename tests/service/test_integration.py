@@ -332,7 +332,7 @@ def test_a_dicomweb_instance_has_one_sha256_through_hook_and_ingest(
     ``ecg-cds ingest``, is the same bytes both times: one SHA-256, one stored ECG."""
     from adapters import sha256_hex
     from cds_service.audit import Actor
-    from cds_service.commands.ingest import _poll_dicomweb
+    from cds_service.commands.dicomweb_poll import poll_dicomweb
     from cds_service.dicomweb import DicomwebClient
 
     pid = ehr_data["patient"]
@@ -361,7 +361,7 @@ def test_a_dicomweb_instance_has_one_sha256_through_hook_and_ingest(
         retrieved = client.retrieve_instance(study, series_uid, ehr_data["study_instance"])
     assert sha256_hex(retrieved) == from_hook.sha256
 
-    new_ids, problems = _poll_dicomweb(
+    new_ids, problems = poll_dicomweb(
         runtime, orthanc.dicomweb_url, True, "", Actor(client="test-ingest"), False
     )
     assert problems == []
