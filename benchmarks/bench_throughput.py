@@ -183,6 +183,21 @@ def _cpu_s() -> float:
 # -- data ---------------------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    """The CPU's model name: the ratios depend on it (the anchor is torch's convolutions,
+    the paths mostly numpy and Python; an AVX-512 Intel core and an AMD EPYC core rank them
+    differently), so a table names the CPU it was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def ptbxl_500hz(n: int) -> list[Path]:
     data = Path(os.environ.get("ECG_DATA_DIR", REPO.parent / "shared" / "data"))
     headers = sorted((data / "ptbxl" / "records500").rglob("*_hr.hea"))
@@ -535,7 +550,10 @@ def main() -> None:
     from models import ZeroShotClassifier
 
     headers = ptbxl_500hz(min(500, args.n + 8 + args.burst_calls))
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()}, torch {torch.__version__}")
+    print(
+        f"{os.cpu_count()} cores ({cpu_model()}), load average {os.getloadavg()}, "
+        f"torch {torch.__version__}"
+    )
     anchor = Anchor()
     print(
         f"anchor: ResNet18-1D (MERL), {anchor.parameters_m:.2f} M parameters, 12 x 1000, "
