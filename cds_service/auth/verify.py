@@ -75,7 +75,8 @@ class TokenVerifier:
             raise TokenRejected(f"malformed token ({type(exc).__name__})") from None
 
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        # A list or object is unhashable: checked for str first, or the set lookup raises.
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise TokenRejected(f"algorithm {alg!r} is not accepted")
         typ = header.get("typ")
         if typ is not None and str(typ).upper() != "JWT":

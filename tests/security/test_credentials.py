@@ -1,4 +1,5 @@
-"""Findings 2, 3, 8 and 9 (credentials), and the token attacks that already held.
+"""Findings 2, 3, 8 and 9 (credentials), header fields of the wrong JSON type, and the token
+attacks that already held.
 
 All against the real service process (``live``); a loopback listener stands in for the
 attacker's key server, to prove that nothing is fetched from where a token points.
@@ -13,6 +14,7 @@ import uuid
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm
 
@@ -158,6 +160,24 @@ def test_a_flood_of_bad_tokens_writes_one_row_and_gets_429(live: LiveService) ->
     assert after - before <= 2, (before, after)
     # a valid EHR token from another address still gets in
     assert _discovery(live, live.token(DISCOVERY), "127.0.0.52").status_code == 200
+
+
+# -- header fields of the wrong JSON type: 401 before any signature work, never 500 ------------
+
+
+@pytest.mark.parametrize("alg", [["ES384"], {"ES384": True}, 384, None, True])
+def test_an_alg_that_is_not_a_string_is_a_bare_401(live: LiveService, alg: Any) -> None:
+    """An unhashable ``alg`` (a list or an object) used to be looked up in the set of
+    accepted algorithms as it was: TypeError, 500, and the refusal neither throttled nor
+    audited. Anyone on the network could send it, no key needed."""
+    claims = sandbox_claims(ISS, live.base_url + DISCOVERY)
+    token = unsigned_token(claims, {"alg": alg, "typ": "JWT", "kid": live.key.kid})
+    _assert_bare_401(_discovery(live, token, "127.0.0.65"))
+    with live.client("127.0.0.65") as client:
+        hook = client.post(
+            "/cds-services/ecg-review", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+    _assert_bare_401(hook)
 
 
 # -- attacks that already held ----------------------------------------------------------------
