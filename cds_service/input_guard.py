@@ -5,7 +5,8 @@ One pure ASGI middleware, :class:`InputGuard`, for every route:
 * request URLs (path and query) and URL-encoded form bodies holding NUL (``%00``): no id,
   filter, token or comment has one, and databases refuse them mid-query (PostgreSQL) or
   store them truncated;
-* JSON bodies (``application/json``, ``application/fhir+json``, ``*+json``) that are nested
+* JSON bodies (``application/json``, ``application/fhir+json``, ``*+json``) that are not
+  UTF-8 (the stdlib parser would read UTF-16 and UTF-32 past the checks below), nested
   deeper than ``max_json_depth`` (parsers and every recursive walk after them have a
   stack), hold a number of more than :data:`MAX_NUMBER_DIGITS` digits (Python refuses to
   convert those, and they are never data), or escape a NUL or a lone UTF-16 surrogate
@@ -90,6 +91,13 @@ def _max_depth(structure: bytes, limit: int) -> int:
 
 def json_body_problem(body: bytes, max_depth: int) -> str | None:
     """Why a JSON body must be refused, naming the limit; None when it may be parsed."""
+    if b"\x00" in body:
+        # UTF-8 JSON never holds a NUL byte; UTF-16 and UTF-32 always do. The parsers
+        # read those encodings too, but every check here scans UTF-8 bytes.
+        return (
+            "the JSON body is not UTF-8 (it holds NUL bytes, as UTF-16 or UTF-32 text does); "
+            "send it UTF-8 encoded (RFC 8259 section 8.1)"
+        )
     problem = _escape_problem(body)
     if problem:
         return problem

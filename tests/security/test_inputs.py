@@ -1,5 +1,6 @@
-"""Findings 5 (bad input was a 500), 10 (unbounded feedback) and 11 (file modes), and the
-XML attacks that already held; against the real service process unless noted."""
+"""Findings 5 (bad input was a 500; JSON not in UTF-8), 10 (unbounded feedback) and 11
+(file modes), and the XML attacks that already held; against the real service process
+unless noted."""
 
 from __future__ import annotations
 
@@ -49,6 +50,25 @@ def test_a_paired_surrogate_is_fine(live: LiveService) -> None:
     empty = {"ecgObservations": searchset(), "ecgDocuments": None, "ecgImagingStudies": None}
     body = json.dumps(hook_body("pat-\U0001f600", empty)).encode()  # as \ud83d\ude00
     assert _raw_hook(live, body).status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+@pytest.mark.parametrize("patient_json", [r'"p\ud800x"', r'"p\u0000x"', '"test-patient"'])
+def test_json_in_utf16_or_utf32_is_400_naming_utf8(
+    live: LiveService, encoding: str, patient_json: str
+) -> None:
+    """The stdlib parser detects UTF-16 and UTF-32 on its own, but the guard scans bytes
+    as UTF-8: a lone surrogate so encoded reached the handlers (500, UnicodeEncodeError)
+    and a NUL was accepted (200). RFC 8259 section 8.1: JSON between systems is UTF-8."""
+    empty = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
+    text = json.dumps(hook_body(prefetch=empty)).replace('"test-patient"', patient_json)
+    message = _outcome(_raw_hook(live, text.encode(encoding)), 400)
+    assert "UTF-8" in message
+    upload = live.upload(
+        content='{"resourceType": "Observation"}'.encode(encoding),
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert "UTF-8" in _outcome(upload, 400)
 
 
 def test_deeply_nested_json_is_400_everywhere(live: LiveService) -> None:
