@@ -32,6 +32,7 @@ from cds_service.storage.incoming import (
     ecg_row_values,
     parse_incoming,
     read_incoming,
+    text_checked,
 )
 from cds_service.storage.jobs import JobLedger
 from cds_service.storage.records import EcgInfo
@@ -88,6 +89,7 @@ class EcgStore(EcgReads):
             max_bytes=self.settings.max_ecg_bytes,
             limits=self.settings.decode_limits,
         )
+        text_checked(ecg, source_uri or "<upload>")
         return self._store(ecg, data, digest, "raw", source_uri, patient_ref, actor)
 
     def accept_files(
@@ -120,6 +122,7 @@ class EcgStore(EcgReads):
                 max_bytes=self.settings.max_ecg_bytes,
                 limits=self.settings.decode_limits,
             )
+        text_checked(ecg, source_uri or header)
         return self._store(ecg, blob, digest, "zip", source_uri or header, patient_ref, actor)
 
     def accept_path(

@@ -62,6 +62,32 @@ def read_incoming(path: Path, settings: Settings) -> Incoming:
     return Incoming(path, uri, data, sha256_hex(data), "raw", None)
 
 
+def text_checked(ecg: Ecg, source: str) -> Ecg:
+    """``ecg``, or :class:`~adapters.EcgFormatError` when text read from its file is not
+    valid Unicode: a JSON file may escape a lone UTF-16 surrogate (``"\\ud800"``), which
+    its reader decodes but no database, log line or card can encode."""
+    texts = {
+        "patient id": (ecg.patient_id,),
+        "device": (ecg.device,),
+        "lead names": ecg.leads,
+        "statements": ecg.statements,
+        "diagnosis codes": ecg.diagnosis_codes,
+        "extra fields": (*ecg.extra.keys(), *ecg.extra.values()),
+    }
+    for what, values in texts.items():
+        for value in values:
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise EcgFormatError(
+                        source,
+                        f"the file's {what} hold a lone UTF-16 surrogate, not valid Unicode",
+                        "export the file again from the system that wrote it",
+                    ) from None
+    return ecg
+
+
 def parse_incoming(item: Incoming, settings: Settings) -> Ecg:
     """The ECG in ``item``'s bytes (:class:`~adapters.EcgFormatError` when unreadable).
 
@@ -71,8 +97,12 @@ def parse_incoming(item: Incoming, settings: Settings) -> Ecg:
     """
     max_bytes, limits = settings.max_ecg_bytes, settings.decode_limits
     if item.files is None:
-        return load_ecg(item.blob, name=item.uri, max_bytes=max_bytes, limits=limits)
-    return load_ecg(item.path, name=item.uri, max_bytes=max_bytes, limits=limits, files=item.files)
+        ecg = load_ecg(item.blob, name=item.uri, max_bytes=max_bytes, limits=limits)
+    else:
+        ecg = load_ecg(
+            item.path, name=item.uri, max_bytes=max_bytes, limits=limits, files=item.files
+        )
+    return text_checked(ecg, item.uri)
 
 
 def ecg_row_values(

@@ -19,7 +19,7 @@ import pytest
 from adapters import EcgFormatError, load_ecg
 from tests.security.conftest import AUDIT_SECRET, INGEST_TOKEN, LiveService
 from tests.security.listener import Listener
-from tests.service.ehr import hook_body, searchset
+from tests.service.ehr import document_reference, hook_body, searchset
 
 HOOK = "/cds-services/ecg-review"
 
@@ -69,6 +69,49 @@ def test_json_in_utf16_or_utf32_is_400_naming_utf8(
         headers={"Content-Type": "application/fhir+json"},
     )
     assert "UTF-8" in _outcome(upload, 400)
+
+
+def _observation_file(patient_json: str) -> bytes:
+    """A small FHIR ECG Observation file (one lead), its subject reference as given."""
+    mdc = "urn:oid:2.16.840.1.113883.6.24"
+    lead = {"system": mdc, "code": "131329", "display": "MDC_ECG_ELEC_POTL_I"}
+    observation = {
+        "resourceType": "Observation",
+        "id": "obs-1",
+        "status": "final",
+        "code": {"coding": [{"system": mdc, "code": "131328"}]},
+        "subject": {"reference": "Patient/x"},
+        "component": [
+            {
+                "code": {"coding": [lead]},
+                "valueSampledData": {
+                    "origin": {"value": 0},
+                    "period": 2,
+                    "dimensions": 1,
+                    "data": " ".join(str(i % 7) for i in range(2500)),
+                },
+            }
+        ],
+    }
+    text = json.dumps(observation).replace('"Patient/x"', patient_json)
+    return text.encode("ascii")
+
+
+def test_a_lone_surrogate_inside_an_ecg_file_is_named_not_500(live: LiveService) -> None:
+    """JSON text in an ECG *file* (not the request) escaping a lone surrogate: the reader
+    decodes it, and storing the record raised UnicodeEncodeError: 500 for the upload and
+    for every hook call whose chart holds that file."""
+    bad = _observation_file(r'"Patient/p\ud800x"')
+    upload = live.upload(content=bad, headers={"Content-Type": "application/octet-stream"})
+    assert "surrogate" in _outcome(upload, 400)
+    document = document_reference("doc-surrogate", bad, "application/fhir+json")
+    empty = {"ecgObservations": None, "ecgImagingStudies": None}
+    response = live.hook(HOOK, hook_body(prefetch={**empty, "ecgDocuments": searchset(document)}))
+    assert response.status_code == 200, response.text[:500]
+    assert "surrogate" in json.dumps(response.json()["cards"])
+    good = _observation_file('"Patient/p"')
+    stored = live.upload(content=good, headers={"Content-Type": "application/octet-stream"})
+    assert stored.is_success, stored.text[:300]
 
 
 def test_deeply_nested_json_is_400_everywhere(live: LiveService) -> None:
