@@ -46,7 +46,7 @@ from cds_service.dicomweb import (
     split_multipart,
     wado_parts,
 )
-from cds_service.hooks.prefetch import bundle_resources
+from cds_service.hooks.prefetch import PrefetchError, bundle_resources
 from cds_service.settings import Settings
 
 __all__ = [
@@ -134,7 +134,7 @@ class FhirFetcher:
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """Search and follow up to :data:`MAX_PAGES` pages; the matched resources."""
         bundle = await self._execute(resource_type, params, what=f"{resource_type} search")
-        resources, next_url = bundle_resources(bundle, f"{resource_type} search")
+        resources, next_url = _matches(bundle, f"{resource_type} search")
         pages = 1
         while next_url and pages < MAX_PAGES:
             more, next_url = await self.page(next_url)
@@ -146,7 +146,7 @@ class FhirFetcher:
         """One more page of a searchset (a ``next`` link, which must be on our server)."""
         url = check_url(url, [self.base_url], kind="search page")
         bundle = await self._execute(url, None, what="search page")
-        return bundle_resources(bundle, "search page")
+        return _matches(bundle, "search page")
 
     async def read(self, reference: str) -> dict[str, Any]:
         """Read ``Type/id`` (relative to fhirServer) or an absolute URL on fhirServer."""
@@ -255,6 +255,15 @@ class FhirFetcher:
                 return b"".join(chunks), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
+
+
+def _matches(bundle: dict[str, Any], what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`bundle_resources` of a server's answer: a malformed one is a failed read."""
+    try:
+        return bundle_resources(bundle, what)
+    except PrefetchError as exc:
+        problem = str(exc).removeprefix(f"{what}: ")
+        raise FetchFailed(what, f"the server answered a malformed Bundle ({problem})") from None
 
 
 _SSL_CONTEXT: ssl.SSLContext | None = None

@@ -70,12 +70,16 @@ def bundle_resources(
         resource = entry.get("resource")
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             continue
-        mode = (entry.get("search") or {}).get("mode")
+        search = entry.get("search")
+        mode = search.get("mode") if isinstance(search, dict) else None
         if mode in ("include", "outcome") or resource["resourceType"] == "OperationOutcome":
             continue
         resources.append(resource)
+    links = bundle.get("link") or []
+    if not isinstance(links, list):
+        raise PrefetchError(f"{where}: Bundle.link must be a list")
     next_url = None
-    for link in bundle.get("link") or []:
+    for link in links:
         if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
             next_url = str(link["url"])
     return resources, next_url
@@ -86,10 +90,9 @@ def outcome_text(outcome: dict[str, Any]) -> str:
     texts = []
     for issue in issues if isinstance(issues, list) else []:
         if isinstance(issue, dict):
-            details = issue.get("details") or {}
-            texts.append(
-                str(issue.get("diagnostics") or details.get("text") or issue.get("code") or "")
-            )
+            details = issue.get("details")
+            text = details.get("text") if isinstance(details, dict) else None
+            texts.append(str(issue.get("diagnostics") or text or issue.get("code") or ""))
     return "; ".join(t for t in texts if t) or "OperationOutcome without text"
 
 

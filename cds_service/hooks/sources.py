@@ -50,6 +50,17 @@ class EcgCandidate:
     content_type: str | None = None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a field of the wrong type
+    (``"search": "match"``, ``"period": "2024"``) is read as absent, never called on."""
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else an empty one (see :func:`_object`)."""
+    return value if isinstance(value, list) else []
+
+
 def parse_datetime(value: Any) -> datetime | None:
     """FHIR date/dateTime/instant -> aware datetime (dates at midnight UTC); None if absent."""
     if not isinstance(value, str) or not value:
@@ -74,7 +85,7 @@ def has_waveform(observation: dict[str, Any]) -> bool:
         return True
     return any(
         isinstance(c, dict) and isinstance(c.get("valueSampledData"), dict)
-        for c in observation.get("component") or []
+        for c in _array(observation.get("component"))
     )
 
 
@@ -89,7 +100,7 @@ def from_observation(resource: dict[str, Any]) -> list[EcgCandidate]:
         return []
     acquired = parse_datetime(
         resource.get("effectiveDateTime")
-        or (resource.get("effectivePeriod") or {}).get("start")
+        or _object(resource.get("effectivePeriod")).get("start")
         or resource.get("effectiveInstant")
         or resource.get("issued")
     )
@@ -108,12 +119,12 @@ def from_observation(resource: dict[str, Any]) -> list[EcgCandidate]:
 def from_document(resource: dict[str, Any]) -> list[EcgCandidate]:
     reference = _reference(resource)
     acquired = parse_datetime(
-        (resource.get("context") or {}).get("period", {}).get("start")
+        _object(_object(resource.get("context")).get("period")).get("start")
         or resource.get("date")
         or resource.get("createdDateTime")
     )
     candidates = []
-    contents = resource.get("content") or []
+    contents = _array(resource.get("content"))
     if resource.get("resourceType") == "Media":
         contents = [{"attachment": resource.get("content")}]
     for index, content in enumerate(contents, start=1):
@@ -147,12 +158,14 @@ def _endpoint_address(
 ) -> str | None:
     contained = {
         f"#{c.get('id')}": c
-        for c in resource.get("contained") or []
+        for c in _array(resource.get("contained"))
         if isinstance(c, dict) and c.get("resourceType") == "Endpoint"
     }
-    for ref in refs or []:
+    for ref in _array(refs):
         target = ref.get("reference") if isinstance(ref, dict) else None
-        endpoint = contained.get(target or "") or endpoints.get(target or "")
+        if not isinstance(target, str):
+            continue  # a list or object here is unhashable: not a reference
+        endpoint = contained.get(target) or endpoints.get(target)
         if endpoint and isinstance(endpoint.get("address"), str):
             return str(endpoint["address"])
     return None
@@ -160,10 +173,10 @@ def _endpoint_address(
 
 def endpoint_references(resource: dict[str, Any]) -> list[str]:
     """``Endpoint/x`` references an ImagingStudy makes (to read when not contained)."""
-    refs = list(resource.get("endpoint") or [])
-    for series in resource.get("series") or []:
+    refs = list(_array(resource.get("endpoint")))
+    for series in _array(resource.get("series")):
         if isinstance(series, dict):
-            refs += series.get("endpoint") or []
+            refs += _array(series.get("endpoint"))
     out = []
     for ref in refs:
         target = ref.get("reference") if isinstance(ref, dict) else None
@@ -179,7 +192,7 @@ def from_imaging_study(
     endpoints = endpoints or {}
     reference = _reference(resource)
     study_uid = None
-    for identifier in resource.get("identifier") or []:
+    for identifier in _array(resource.get("identifier")):
         if isinstance(identifier, dict) and identifier.get("system") == "urn:dicom:uid":
             study_uid = _uid(identifier.get("value"))
     if study_uid is None:
@@ -187,13 +200,13 @@ def from_imaging_study(
     acquired = parse_datetime(resource.get("started"))
     study_endpoint = _endpoint_address(resource.get("endpoint"), resource, endpoints)
     candidates: list[EcgCandidate] = []
-    for series in resource.get("series") or []:
+    for series in _array(resource.get("series")):
         if not isinstance(series, dict):
             continue
-        modality = (series.get("modality") or {}).get("code")
-        instances = [i for i in series.get("instance") or [] if isinstance(i, dict)]
+        modality = _object(series.get("modality")).get("code")
+        instances = [i for i in _array(series.get("instance")) if isinstance(i, dict)]
         is_ecg = modality == "ECG" or any(
-            str((i.get("sopClass") or {}).get("code", "")).startswith(ECG_SOP_CLASS_PREFIX)
+            str(_object(i.get("sopClass")).get("code", "")).startswith(ECG_SOP_CLASS_PREFIX)
             for i in instances
         )
         series_uid = _uid(series.get("uid"))
