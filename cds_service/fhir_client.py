@@ -240,9 +240,13 @@ class FhirFetcher:
 
     async def _get(self, url: str, *, accept: str) -> tuple[bytes, str]:
         what = redact_url(url)
+        # The EHR's access token is for its fhirServer: another allow-listed server (a
+        # second EHR, the PACS) an attachment points to gets the request, never the token.
+        own = url_allowed(url, [self.base_url])
+        headers = {**(self._headers if own else {}), "Accept": accept}
         try:
             async with _shared_http().stream(
-                "GET", url, headers={**self._headers, "Accept": accept}, timeout=self._timeout
+                "GET", url, headers=headers, timeout=self._timeout
             ) as response:
                 check_status(url, response.status_code)
                 chunks: list[bytes] = []

@@ -1,8 +1,10 @@
-"""Finding 4 (one normalising allow-list, malformed URLs are 4xx), and the SSRF spellings,
+"""Finding 4 (one normalising allow-list, malformed URLs are 4xx), the access token kept
+to its own fhirServer, and the SSRF spellings,
 redirects and schemes that already held. Loopback listeners prove "no request was made"."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
 from tests.security.conftest import Ehr
 from tests.security.listener import Listener
-from tests.service.ehr import hook_body, searchset
+from tests.service.ehr import RecordingServer, fhir_authorization, hook_body, searchset
 
 ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
 
@@ -184,3 +186,35 @@ def test_redirects_are_not_followed(ehr: Ehr, monkeypatch: pytest.MonkeyPatch) -
     finally:
         target.close()
         redirector.close()
+
+
+def test_the_access_token_goes_only_to_the_calls_fhir_server(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch, dicom_bytes: bytes
+) -> None:
+    """An attachment URL on another allow-listed server (a second EHR, the PACS): fetched
+    if allowed, but without the Authorization header this EHR granted for its fhirServer."""
+    import base64
+
+    own = RecordingServer({"resourceType": "Bundle", "type": "searchset"}).start()
+    other = RecordingServer(
+        {"resourceType": "Binary", "data": base64.b64encode(dicom_bytes).decode()}
+    ).start()
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{own.url}/fhir", f"{other.url}/fhir"])
+        body = hook_body(
+            prefetch={
+                **ALL_NULL,
+                "ecgDocuments": searchset(_document(f"{other.url}/fhir/Binary/1")),
+            },
+            fhirServer=f"{own.url}/fhir",
+            fhirAuthorization=fhir_authorization("token-for-own-server-only"),
+        )
+        response = ehr.call("ecg-review", body)
+        assert response.status_code == 200, response.text[:300]
+        assert other.requests, "the allowed attachment was not fetched"
+        for _method, _path, headers in other.requests:
+            assert "token-for-own-server-only" not in json.dumps(headers)
+    finally:
+        own.stop()
+        other.stop()

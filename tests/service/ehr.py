@@ -156,6 +156,12 @@ def hook_body(
     return body
 
 
+def fhir_authorization(access_token: str, **fields: Any) -> dict[str, Any]:
+    """A request's ``fhirAuthorization``: the EHR's token for its own fhirServer."""
+    base = {"token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read"}
+    return {"access_token": access_token, **base, "subject": "cds-service", **fields}
+
+
 def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",

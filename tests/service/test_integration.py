@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from tests.servers import FhirServer, OrthancServer
 from tests.service.conftest import BASE, Ehr, make_settings
-from tests.service.ehr import EhrKey, find_empty, hook_body
+from tests.service.ehr import EhrKey, fhir_authorization, find_empty, hook_body
 
 pytestmark = pytest.mark.integration
 
@@ -195,14 +195,8 @@ def fetching_ehr(
 
 
 def _authorization(pid: str) -> dict[str, Any]:
-    return {
-        "access_token": ACCESS_TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/Observation.read patient/DocumentReference.read",
-        "subject": "ecg-cds",
-        "patient": pid,
-    }
+    scope = "patient/Observation.read patient/DocumentReference.read"
+    return fhir_authorization(ACCESS_TOKEN, scope=scope, subject="ecg-cds", patient=pid)
 
 
 def test_service_fetches_every_kind_of_ecg_from_fhir_and_dicomweb(
