@@ -194,12 +194,46 @@ def _group_signal(
         )
     order = "<" if little_endian else ">"
     raw = np.frombuffer(raw_bytes[:needed], dtype=order + dtype).reshape(n_samples, n_channels)
+    names = tuple(_lead_name(ch, i, cache) for i, ch in enumerate(channels))
+    _refuse_padding(group, raw, order + dtype, names, where, label)
     scales = [_channel_scale(ch, where, i, cache) for i, ch in enumerate(channels)]
     signal = raw.T.astype(np.float32, order="C")  # one copy, (leads, samples)
     signal *= np.array([m for m, _ in scales], dtype=np.float32)[:, None]
     signal += np.array([o for _, o in scales], dtype=np.float32)[:, None]
-    names = tuple(_lead_name(ch, i, cache) for i, ch in enumerate(channels))
     return signal, names, fs
+
+
+class PaddedSamples(EcgFormatError):
+    """A multiplex group holds samples equal to its Waveform Padding Value."""
+
+
+def _refuse_padding(
+    group: Dataset,
+    raw: np.ndarray,
+    dtype: str,
+    names: tuple[str, ...],
+    where: str,
+    label: str,
+) -> None:
+    """Waveform Padding Value (5400,100A) marks samples that are not acquired data
+    (PS3.3 C.10.9.1: channels padded to the group's length). Scaled, they would be read
+    as a flat line at tens of millivolts, so a group that holds any is refused."""
+    value = group.get("WaveformPaddingValue")  # OB/OW: raw bytes in the file's byte order
+    if not isinstance(value, bytes | bytearray):
+        return
+    width = np.dtype(dtype).itemsize
+    if len(value) < width:
+        return
+    padding = np.frombuffer(value[:width], dtype=dtype)[0]
+    counts = np.count_nonzero(raw == padding, axis=0)
+    padded = [f"{names[i]} ({int(counts[i])})" for i in np.flatnonzero(counts)]
+    if padded:
+        raise PaddedSamples(
+            where,
+            f"multiplex group {label!r} holds samples equal to its Waveform Padding Value "
+            f"{int(padding)}, which are not acquired data: {', '.join(padded)}",
+            "the channels are shorter than the group or have gaps; crop the record",
+        )
 
 
 def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
@@ -307,11 +341,15 @@ def read(item: ReaderInput) -> Ecg:
         groups[rhythm_index], item.name, little_endian, cache, item.limits
     )
     median: MedianBeats | None = None
+    skipped: str | None = None
     if median_index is not None and median_index != rhythm_index:
-        beats, beat_leads, beat_fs = _group_signal(
-            groups[median_index], item.name, little_endian, cache, item.limits
-        )
-        median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
+        try:
+            beats, beat_leads, beat_fs = _group_signal(
+                groups[median_index], item.name, little_endian, cache, item.limits
+            )
+            median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
+        except PaddedSamples as exc:  # padded beats do not make the rhythm unreadable
+            skipped = exc.problem
     statements, codes, measurements = _annotations(ds)
     device = " ".join(
         str(ds.get(tag, "") or "").strip()
@@ -319,6 +357,8 @@ def read(item: ReaderInput) -> Ecg:
         if str(ds.get(tag, "") or "").strip()
     )
     extra = {"sop_class_uid": str(ds.get("SOPClassUID", ""))}
+    if skipped:
+        extra["median_beats_skipped"] = skipped
     extra.update(measurements)
     first = groups[rhythm_index].ChannelDefinitionSequence[0]
     for tag, key in (

@@ -130,6 +130,11 @@ def _samples(
     period = _period_ms(sampled, where)
     factor = float(sampled.get("factor", 1.0))
     dimensions = int(sampled.get("dimensions", 1))
+    # A zero factor would turn every sample into the origin: a flat line, not this lead.
+    if not math.isfinite(factor) or factor == 0:
+        raise EcgFormatError(where, f"lead {lead}: SampledData factor {factor} is not usable")
+    if dimensions < 1:
+        raise EcgFormatError(where, f"lead {lead}: SampledData dimensions {dimensions} is not >= 1")
     text = sampled.get("data")
     if not isinstance(text, str) or not text.strip():
         raise EcgFormatError(where, f"lead {lead}: SampledData has no data")

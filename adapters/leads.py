@@ -42,10 +42,14 @@ def normalize_lead_name(raw: str) -> str:
     return _CANONICAL.get(upper) or _ALIASES.get(upper) or name
 
 
-def lead_aliases(raw_names: list[str] | tuple[str, ...]) -> str:
-    """``"MLII -> II, MV1 -> V1"`` for the names read as another lead (an alias), else ``""``."""
+def lead_aliases(raw_names: list[str | None] | tuple[str | None, ...]) -> str:
+    """``"MLII -> II, MV1 -> V1"`` for the names read as another lead (an alias), else ``""``.
+
+    A missing name (None: a WFDB signal line without a description) is no alias."""
     pairs = []
     for raw in raw_names:
+        if not raw:
+            continue
         name = normalize_lead_name(raw)
         key = re.sub(r"[\s_-]", "", raw.strip().upper())
         if name in _CANONICAL.values() and key in _ALIASES:

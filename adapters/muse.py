@@ -142,6 +142,14 @@ def _read_waveform(waveform: etree._Element, name: str) -> _Waveform:
         rows.append(_lead_samples(lead_data, lead, kind, name))
     if not rows:
         raise EcgFormatError(name, f"{kind} waveform holds no leads")
+    declared = _text(waveform, "NumberofLeads")
+    if declared.isdigit() and int(declared) != len(rows):
+        raise EcgFormatError(
+            name,
+            f"{kind} waveform declares NumberofLeads {declared} but holds {len(rows)} "
+            f"({' '.join(leads)})",
+            "the export is incomplete; export the ECG again",
+        )
     lengths = {row.size for row in rows}
     if len(lengths) != 1:
         raise EcgFormatError(name, f"{kind} leads differ in length: {sorted(lengths)} samples")

@@ -174,6 +174,19 @@ def _trim_calibration(samples: np.ndarray, fs: float) -> tuple[np.ndarray, int, 
     return samples[:, : n - tail], tail, pulse
 
 
+def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, name: str) -> None:
+    """XLI chunks carry no sample count: a lead that decodes to less than the declared
+    duration at the declared rate means a wrong rate (a whole multiple short) or lost data,
+    never a record to read at that rate. 1% slack for a cart's rounding."""
+    if decoded < 0.99 * declared:
+        raise EcgFormatError(
+            name,
+            f"the waveform decodes to {decoded} samples per lead, but durationperchannel "
+            f"{duration_ms:g} ms at {fs:g} Hz declares {declared}",
+            "the sampling rate or the duration in the file is wrong, or the data is truncated",
+        )
+
+
 # --- metadata ---------------------------------------------------------------------------------
 
 
@@ -272,8 +285,10 @@ def read_philips(item: ReaderInput) -> Ecg:
     parsed = root.find(".//{*}parsedwaveforms")
     if parsed is None:
         raise EcgFormatError(name, "no parsedwaveforms element: the file holds no waveform")
+    # The waveform's own rate first: signalcharacteristics gives the acquisition's, which
+    # a cart that stores fewer samples than it acquires (1000 Hz in, 500 Hz out) differs from.
     fs = _positive_number(
-        _text(signal_info, "samplingrate") or parsed.get("samplespersecond"), "sampling rate", name
+        parsed.get("samplespersecond") or _text(signal_info, "samplingrate"), "sampling rate", name
     )
     resolution_uv = _positive_number(
         parsed.get("resolution") or _text(signal_info, "signalresolution"),
@@ -297,6 +312,7 @@ def read_philips(item: ReaderInput) -> Ecg:
     compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
     if compression == "XLI":
         samples = _xli_decode(data, len(labels), n_samples, name)
+        _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
     elif compression == "Uncompressed":
         needed = 2 * n_samples * len(labels)
         if len(data) < needed:

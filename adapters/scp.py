@@ -45,6 +45,8 @@ _LEADS = {
 class _Lead:
     name: str
     n_samples: int
+    #: First sample number (1-based) in section 3: when the lead was recorded.
+    start: int = 1
 
 
 def sniff_scp(item: ReaderInput) -> bool:
@@ -110,7 +112,9 @@ def _leads(body: bytes, name: str) -> tuple[list[_Lead], int]:
         start, end, code = struct.unpack_from("<IIB", body, 2 + 9 * index)
         if start < 1 or end < start:
             raise EcgFormatError(name, f"SCP-ECG lead {index + 1} has sample range {start}-{end}")
-        leads.append(_Lead(name=_LEADS.get(code, f"SCP lead {code}"), n_samples=end - start + 1))
+        leads.append(
+            _Lead(name=_LEADS.get(code, f"SCP lead {code}"), n_samples=end - start + 1, start=start)
+        )
     return leads, flags
 
 
@@ -244,11 +248,17 @@ def _rhythm(
         raise EcgFormatError(name, "SCP-ECG bimodal compression is not supported")
     if avm_nv == 0:
         raise EcgFormatError(name, "SCP-ECG amplitude multiplier is 0")
-    lengths = [lead.n_samples for lead in leads]
-    if len(set(lengths)) != 1:
+    # Same length is not enough: carts with fewer channels than leads record lead groups
+    # one after another, and section 3's sample ranges say when each was taken.
+    ranges = sorted({(lead.start, lead.start + lead.n_samples - 1) for lead in leads})
+    if len(ranges) != 1:
+        spans = ", ".join(f"{first}-{last}" for first, last in ranges)
         raise EcgFormatError(
-            name, f"SCP-ECG leads are not simultaneous (lengths {sorted(set(lengths))})"
+            name,
+            f"SCP-ECG leads are not simultaneous (sample ranges {spans})",
+            "leads recorded one group after another cannot be read as one 12-lead record",
         )
+    lengths = [lead.n_samples for lead in leads]
     values = _decode_block(body, leads, lengths, huffman, order, name, "rhythm data")
     return values.astype(np.float64) * avm_nv / 1e6, _rate(interval_us, name), interval_us
 

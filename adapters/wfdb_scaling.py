@@ -53,7 +53,9 @@ def to_millivolts(
         raise EcgFormatError(item.name, "the WFDB record holds no samples")
     n_sig = digital.shape[1]
     units = list(record.units or ["mV"] * n_sig)
-    names = list(record.sig_name or [f"ch{i + 1}" for i in range(n_sig)])
+    # The description is optional on a signal line: wfdb gives None for a missing one.
+    given = list(record.sig_name or [None] * n_sig)
+    names = [str(name) if name else f"ch{i + 1}" for i, name in enumerate(given)]
     formats = list(record.fmt or ["16"] * n_sig)
     keep: list[int] = []
     factors: list[float] = []

@@ -174,3 +174,43 @@ def test_dicom_without_waveform_is_refused(tmp_path: Path) -> None:
     assert image is not None
     with pytest.raises(EcgFormatError, match="without a waveform"):
         load_ecg(Path(image))
+
+
+def _padded(sample_path: Path, tmp_path: Path, group_index: int, channel: int) -> Path:
+    """The sample with the last 2000 samples of one channel set to the group's declared
+    Waveform Padding Value (PS3.3 C.10.9.1: samples that are not acquired data)."""
+    ds = pydicom.dcmread(sample_path)
+    group = ds.WaveformSequence[group_index]
+    n_channels = int(group.NumberOfWaveformChannels)
+    samples = np.frombuffer(group.WaveformData, dtype="<i2").reshape(-1, n_channels).copy()
+    samples[-2000:, channel] = -32768
+    group.WaveformData = samples.tobytes()
+    group.add_new((0x5400, 0x100A), "OW", np.int16(-32768).tobytes())  # Waveform Padding Value
+    out = tmp_path / f"padded-{group_index}-{channel}.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_padding_samples_are_not_read_as_voltages(sample_path: Path, tmp_path: Path) -> None:
+    # Before: channel V1 ended in 2 s of -40.96 mV (-32768 x 1.25 uV), read as ECG.
+    with pytest.raises(EcgFormatError, match="Padding Value -32768") as info:
+        load_ecg(_padded(sample_path, tmp_path, 0, 6), name="padded.dcm")
+    assert str(info.value).startswith("padded.dcm: ")
+    assert "V1 (2000)" in str(info.value)
+
+
+def test_padded_median_beats_are_skipped_not_the_rhythm(
+    sample_path: Path, sample: Ecg, tmp_path: Path
+) -> None:
+    padded = tmp_path / "median.dcm"
+    ds = pydicom.dcmread(sample_path)
+    group = ds.WaveformSequence[1]
+    samples = np.frombuffer(group.WaveformData, dtype="<i2").reshape(-1, 12).copy()
+    samples[-100:, 0] = -32768
+    group.WaveformData = samples.tobytes()
+    group.add_new((0x5400, 0x100A), "OW", np.int16(-32768).tobytes())
+    ds.save_as(padded, enforce_file_format=True)
+    ecg = load_ecg(padded)
+    assert ecg.median_beats is None
+    assert "Padding Value" in ecg.extra["median_beats_skipped"]
+    np.testing.assert_array_equal(ecg.signal, sample.signal)

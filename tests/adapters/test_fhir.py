@@ -179,6 +179,10 @@ def test_limit_markers(observation: dict[str, Any]) -> None:
         (lambda d: _first_lead(d).pop("period"), "neither period"),
         (lambda d: _first_lead(d).update(period=0), "not positive"),
         (lambda d: _first_lead(d).update(data="1 2 x 4"), "'x', not a number"),
+        # before: a flat line at the origin, read as this lead's ECG
+        (lambda d: _first_lead(d).update(factor=0), "factor 0"),
+        # before: "unreadable (ZeroDivisionError: integer modulo by zero)"
+        (lambda d: _first_lead(d).update(dimensions=0), "dimensions 0"),
         (lambda d: _first_lead(d)["origin"].update(code="mmHg"), "not a voltage"),
         (lambda d: d.update(resourceType="Patient"), "not an ECG"),
         (lambda d: d.update(component=[]), "no SampledData"),

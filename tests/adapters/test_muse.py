@@ -161,3 +161,17 @@ def test_broken_exports_raise_clear_errors(
         load_ecg(muse_text.replace(old, new).encode("iso-8859-1"), name="broken.xml")
     assert str(info.value).startswith("broken.xml: ")
     assert message in str(info.value).lower()
+
+
+def test_a_lead_missing_from_the_declared_count_is_not_dropped_silently(muse_text: str) -> None:
+    # The Rhythm waveform declares <NumberofLeads>8</NumberofLeads>; an export that lost
+    # the V6 LeadData was read as a 7-lead record (before), V6 later zero-filled as missing.
+    rhythm = muse_text.index("<WaveformType>Rhythm")
+    v6 = muse_text.index("<LeadID>V6</LeadID>", rhythm)
+    start = muse_text.rindex("<LeadData>", rhythm, v6)
+    end = muse_text.index("</LeadData>", v6) + len("</LeadData>")
+    text = muse_text[:start] + muse_text[end:]
+    with pytest.raises(EcgFormatError, match="NumberofLeads 8") as info:
+        load_ecg(text.encode("iso-8859-1"), name="seven.xml")
+    assert str(info.value).startswith("seven.xml: ")
+    assert "7" in str(info.value)

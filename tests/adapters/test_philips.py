@@ -192,3 +192,27 @@ def test_vectorised_deltas_equal_sierraecg(n: int, first: int, seed: int) -> Non
     except OverflowError:  # the reference's int16 array overflowed: not a valid file
         return
     np.testing.assert_array_equal(_xli_undo_deltas(np.asarray(buffer), first), expected)
+
+
+def test_waveform_rate_wins_over_the_acquisition_rate(formats_dir: Path, loaded: dict) -> None:
+    # parsedwaveforms says samplespersecond="500"; a cart that acquires at 1000 Hz and
+    # stores 500 Hz writes 1000 in signalcharacteristics. Reading the 5500 stored samples
+    # as 1000 Hz halved the duration and doubled every rate (before: fs 1000.0).
+    text = _text(formats_dir / V104).replace(
+        "<samplingrate>500</samplingrate>", "<samplingrate>1000</samplingrate>", 1
+    )
+    ecg = load_ecg(text.encode("utf-16"), name="acquired-at-1000.xml")
+    assert ecg.fs == 500.0
+    np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
+
+
+def test_stored_samples_must_fill_the_declared_duration(formats_dir: Path) -> None:
+    # 1.03 has only signalcharacteristics/samplingrate: a wrong one there (1000 for the
+    # 500 Hz data) left 5500 samples per lead for 11000 ms at 1000 Hz and was read as a
+    # 5.3 s record at 1000 Hz (before); the decoded length now has to match.
+    text = _text(formats_dir / V103).replace(
+        "<samplingrate>500</samplingrate>", "<samplingrate>1000</samplingrate>", 1
+    )
+    with pytest.raises(EcgFormatError, match="11000 ms") as info:
+        load_ecg(text.encode("utf-8"), name="wrong-rate.xml")
+    assert str(info.value).startswith("wrong-rate.xml: ")

@@ -72,6 +72,20 @@ def test_welch_allyn_records(formats_dir: Path, relative: str) -> None:
     assert 0.5 * rhythm_peak < float(np.abs(beats.signal[1]).max()) < 1.5 * rhythm_peak
 
 
+def _section_body(data: bytearray, wanted: int) -> int:
+    """Offset of section ``wanted``'s body (after its 16-byte header), via section 0."""
+    table = 6 + 16
+    while True:
+        section, _, index = struct.unpack_from("<HII", data, table)
+        if section == wanted:
+            return index - 1 + 16
+        table += 10
+
+
+def _fix_crc(data: bytearray) -> None:
+    data[0:2] = struct.pack("<H", binascii.crc_hqx(bytes(data[2:]), 0xFFFF))
+
+
 def test_pediatric_lead_set_keeps_its_names(formats_dir: Path) -> None:
     ecg = load_ecg(formats_dir / WELCH_ALLYN[0])
     assert ecg.leads == ("I", "II", "V3R", "V1", "V2", "V4", "V6", "V7")
@@ -94,13 +108,23 @@ def test_truncated_record_is_refused(formats_dir: Path) -> None:
 def test_reference_beat_subtraction_is_refused_not_guessed(formats_dir: Path) -> None:
     data = bytearray((formats_dir / EXAMPLE).read_bytes())
     # section 3 flags byte: set bit 0 (reference beat subtracted), then fix the record CRC
-    table = 6 + 16
-    while True:
-        section, _, index = struct.unpack_from("<HII", data, table)
-        if section == 3:
-            break
-        table += 10
-    data[index - 1 + 16 + 1] |= 0x01
-    data[0:2] = struct.pack("<H", binascii.crc_hqx(bytes(data[2:]), 0xFFFF))
+    data[_section_body(data, 3) + 1] |= 0x01
+    _fix_crc(data)
     with pytest.raises(EcgFormatError, match="reference-beat subtraction"):
         load_ecg(bytes(data), name="rbs.scp")
+
+
+def test_sequentially_recorded_leads_are_not_stacked_as_simultaneous(formats_dir: Path) -> None:
+    # A 3-channel cart records its lead groups one after another; section 3 says when
+    # (start/end sample) and clears flag bit 2 ("all leads simultaneous"). Here V1-V6 are
+    # declared as samples 5001-10000, after the limb leads' 1-5000. Before: read as 12
+    # simultaneous leads, V1-V6 shifted 10 s against the limb leads.
+    data = bytearray((formats_dir / EXAMPLE).read_bytes())
+    body = _section_body(data, 3)
+    data[body + 1] &= ~0x04 & 0xFF
+    for lead in range(6, 12):
+        struct.pack_into("<II", data, body + 2 + 9 * lead, 5001, 10000)
+    _fix_crc(data)
+    with pytest.raises(EcgFormatError, match="not simultaneous") as info:
+        load_ecg(bytes(data), name="sequential.scp")
+    assert "5001" in str(info.value)

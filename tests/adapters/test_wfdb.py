@@ -293,3 +293,17 @@ def test_signal_file_outside_the_folder_is_refused(
     header.write_text(header.read_text().replace("00001_lr.dat ", f"{name} "))
     with pytest.raises(EcgFormatError, match="outside the record's folder"):
         load_ecg(header)
+
+
+def test_signal_lines_without_a_description(formats_dir: Path, tmp_path: Path) -> None:
+    # The description is optional in a WFDB signal line (header(5)); wfdb gives None for
+    # it. Before: "unreadable (AttributeError: 'NoneType' object has no attribute 'strip')".
+    original = load_ecg(formats_dir / "wfdb/100")
+    shutil.copy(formats_dir / "wfdb/100.dat", tmp_path)
+    lines = (formats_dir / "wfdb/100.hea").read_text().splitlines()
+    signal_lines = [line for line in lines if line.startswith("100.dat")]
+    unnamed = [" ".join(line.split()[:8]) for line in signal_lines]
+    (tmp_path / "100.hea").write_text("\n".join(["100 2 360 650000", *unnamed]) + "\n")
+    ecg = load_ecg(tmp_path / "100.hea")
+    assert ecg.leads == ("ch1", "ch2")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
