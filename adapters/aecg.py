@@ -33,6 +33,10 @@ from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.xml_safety import parse_xml, root_element_is
 
+#: Leads of one sequence set may differ in length by this much (or 2 samples) before the
+#: file is refused as missing data; within it they are cut to the common length.
+MAX_LENGTH_MISMATCH_S = 0.02
+
 FORMAT = "hl7-aecg"
 HL7_NS = "urn:hl7-org:v3"
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -241,6 +245,20 @@ def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | 
         )
     lengths = {row.size for row in rows}
     if len(lengths) > 1:
+        # The leads of one sequence set share its time axis: a few samples' difference is a
+        # cart's rounding (cut to the common length, noted), more means lost data.
+        if max(lengths) - min(lengths) > max(2, round(MAX_LENGTH_MISMATCH_S * fs)):
+            short = ", ".join(
+                f"{lead} {row.size}"
+                for lead, row in zip(leads, rows, strict=True)
+                if row.size < max(lengths)
+            )
+            raise EcgFormatError(
+                name,
+                f"the leads of a sequence set differ in length ({short} of {max(lengths)} "
+                "samples): data is missing",
+                "export the ECG again from the cart or archive",
+            )
         notes["truncated_to_common_length"] = f"lead lengths {sorted(lengths)}"
     n = min(lengths)
     signal = np.stack([row[:n] for row in rows]).astype(np.float32)

@@ -323,3 +323,30 @@ def test_split_sequence_sets_are_merged(example_text: str) -> None:
     original = load_ecg(example_text.encode(), name="original.xml")
     assert merged.leads == original.leads
     np.testing.assert_array_equal(merged.signal, original.signal)
+
+
+def _shorten_lead(text: str, code: str, keep: int | None = None, drop: int = 0) -> str:
+    """The text with the first ``digits`` of lead ``code`` cut to ``keep`` values (or
+    ``drop`` fewer)."""
+    pattern = re.compile(rf'(code="{code}".*?<digits>)(.*?)(</digits>)', re.DOTALL)
+    match = pattern.search(text)
+    assert match is not None
+    values = match.group(2).split()
+    kept = values[:keep] if keep is not None else values[: len(values) - drop]
+    return text[: match.start(2)] + " ".join(kept) + text[match.end(2) :]
+
+
+def test_a_lead_with_half_its_samples_missing_is_refused(example_text: str) -> None:
+    full = _digits_after(example_text, "MDC_ECG_LEAD_V1").size
+    cut = _shorten_lead(example_text, "MDC_ECG_LEAD_V1", keep=full // 2)
+    with pytest.raises(EcgFormatError, match=rf"differ in length \(V1 {full // 2} of {full}"):
+        load_ecg(cut.encode(), name="cut")
+
+
+def test_a_lead_one_sample_short_is_read_cut_to_the_common_length(example_text: str) -> None:
+    original = load_ecg(example_text.encode(), name="example")
+    cut = load_ecg(_shorten_lead(example_text, "MDC_ECG_LEAD_V1", drop=1).encode(), name="short")
+    assert cut.leads == original.leads
+    assert cut.n_samples == original.n_samples - 1
+    np.testing.assert_array_equal(cut.signal, original.signal[:, :-1])
+    assert "truncated_to_common_length" in str(cut.extra)
