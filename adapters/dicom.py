@@ -136,8 +136,10 @@ def _channel_scale(
     if factor is None:
         raise EcgFormatError(where, f"channel {index + 1} is in {unit!r}, not a voltage")
     sensitivity = float(channel.ChannelSensitivity)
-    correction = float(channel.get("ChannelSensitivityCorrectionFactor", 1.0) or 1.0)
-    baseline = float(channel.get("ChannelBaseline", 0.0) or 0.0)
+    # Absent or empty (type 1C/3): 1 and 0. A value that is there is taken as written, so a
+    # correction factor of 0 is refused below instead of read as 1.
+    correction = _number_or(channel.get("ChannelSensitivityCorrectionFactor"), 1.0)
+    baseline = _number_or(channel.get("ChannelBaseline"), 0.0)
     values = (sensitivity, correction, baseline)
     if not all(math.isfinite(v) for v in values) or sensitivity * correction == 0:
         raise EcgFormatError(
@@ -384,3 +386,10 @@ def read(item: ReaderInput) -> Ecg:
 
 
 READER = Reader(format=FORMAT, sniff=sniff, read=read)
+
+
+def _number_or(value: object, default: float) -> float:
+    """A DICOM decimal string attribute as a float, ``default`` when absent or empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return float(value)  # type: ignore[arg-type]

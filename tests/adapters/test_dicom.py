@@ -157,6 +157,17 @@ def test_missing_sensitivity_units(sample_path: Path, tmp_path: Path) -> None:
         load_ecg(out)
 
 
+def test_a_correction_factor_of_zero_is_refused_not_read_as_one(
+    sample_path: Path, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0].ChannelDefinitionSequence[1].ChannelSensitivityCorrectionFactor = "0"
+    out = tmp_path / "zero-correction.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match=r"channel 2 has sensitivity .*, correction 0\.0"):
+        load_ecg(out)
+
+
 def test_millivolt_sensitivity_is_honoured(sample_path: Path, sample: Ecg, tmp_path: Path) -> None:
     ds = pydicom.dcmread(sample_path)
     for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
