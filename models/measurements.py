@@ -50,7 +50,6 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import scipy.signal
@@ -60,6 +59,7 @@ from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, 
 from models.ectopy import members, premature_beats
 from models.filtering import butter_sections, sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
+from models.measurement_specs import SPECS
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate, rational_ratio
@@ -93,93 +93,6 @@ PLAUSIBLE = {
     "pr": (60.0, 500.0),
     "qrs": (40.0, 250.0),
     "qt": (200.0, 750.0),
-}
-
-
-Summary = Literal["max", "extreme", "V5V6", "IV6", "any"]
-
-
-@dataclass(frozen=True)
-class _Spec:
-    unit: str
-    loinc: str | None
-    display: str
-    #: For lead-wise measurements (``Measurement.per_lead``): how ``value`` summarises the
-    #: leads. "max": the largest per-lead value; "extreme": the signed per-lead value of
-    #: largest magnitude; "V5V6" / "IV6": the larger of those two leads' values; "any": 1 when
-    #: any lead has the feature. None: a global measurement, no per-lead values.
-    summary: Summary | None = None
-
-
-#: What each key means: UCUM unit, LOINC code (LOINC's EKG measurement codes: 8625-6 PR,
-#: 8633-0 QRS, 8634-8 QT, 8636-3 QTc, 8867-4 heart rate, 8626-4/8632-2/8638-9 axes) and display.
-#: Conventions: amplitudes in mV relative to the isoelectric PR segment just before QRS onset,
-#: measured on the median beat (ectopic beats left out) after a 0.05-150 Hz band (never the
-#: model's low-pass); durations in ms; "1" = dimensionless (counts, shares, 0/1 flags).
-SPECS: dict[str, _Spec] = {
-    # ---- rate and rhythm
-    "heart_rate": _Spec("/min", "8867-4", "Heart rate"),
-    # No LOINC code names RR variability as a number; 76281-5 is a coded rhythm, not this.
-    # Over the intervals between dominant-shape beats (ectopic beats' intervals left out).
-    "rr_irregularity": _Spec("1", None, "RR irregularity (coefficient of variation of RR)"),
-    # Premature beats in the recording (models.ectopy): another QRS shape (ventricular, or
-    # aberrant), or the dominant shape >= 20 % early and followed by a pause (supraventricular).
-    "ventricular_premature_beats": _Spec("1", None, "Premature beats of another QRS shape"),
-    "supraventricular_premature_beats": _Spec(
-        "1", None, "Premature beats of the dominant QRS shape"
-    ),
-    # ---- global intervals (multi-lead, onset of earliest lead to offset of latest)
-    "pr": _Spec("ms", "8625-6", "PR interval"),
-    "qrs": _Spec("ms", "8633-0", "QRS duration"),
-    "qt": _Spec("ms", "8634-8", "QT interval"),
-    "qtc": _Spec("ms", "8636-3", "QTc (Bazett)"),
-    # 8636-3 is "QT interval corrected"; the service reports Bazett under it, Fridericia apart.
-    "qtc_fridericia": _Spec("ms", None, "QTc (Fridericia)"),
-    # ---- frontal axes (from net areas in I and aVF)
-    "axis": _Spec("deg", "8632-2", "QRS axis (frontal)"),
-    "p_axis": _Spec("deg", "8626-4", "P axis (frontal)"),
-    "t_axis": _Spec("deg", "8638-9", "T axis (frontal)"),
-    # ---- P wave
-    # 1: a P wave precedes the QRS in the median beat; 0: looked for and none found (e.g. AF);
-    # None: no median beat to look in.
-    "p_wave_present": _Spec("1", None, "P wave present"),
-    "p_duration": _Spec("ms", None, "P-wave duration"),
-    # Signed peak of the P wave per lead (positive or negative part, whichever is larger).
-    "p_amplitude": _Spec("mV", None, "P-wave amplitude", summary="extreme"),
-    # Morris index: depth (mV, positive) x duration (ms) of the negative terminal part of P in
-    # V1; 0 when the P in V1 has no negative terminal part. Abnormal >= 4 mV.ms (0.04 mm.s).
-    "p_terminal_force_v1": _Spec("mV.ms", None, "P terminal force in V1"),
-    # ---- QRS amplitudes and morphology, per lead
-    # R: the largest positive QRS deflection; S: the depth (positive mV) of the largest
-    # negative deflection after the first R (or of the whole QRS when there is no R: QS).
-    "r_amplitude": _Spec("mV", None, "R amplitude", summary="max"),
-    "s_amplitude": _Spec("mV", None, "S amplitude (depth)", summary="max"),
-    # Initial negative deflection before the first R; 0 when there is none.
-    "q_duration": _Spec("ms", None, "Q-wave duration", summary="max"),
-    # QRS onset to the peak of the last R (R' when present): intrinsicoid deflection.
-    "r_peak_time": _Spec("ms", None, "R-peak time", summary="V5V6"),
-    # Duration of the negative deflection that ends the QRS; 0 when the QRS ends upright.
-    "terminal_s_duration": _Spec("ms", None, "Terminal S duration", summary="IV6"),
-    # 1: two peaks of the same polarity within the QRS (notched or M-shaped), else 0.
-    "qrs_notched": _Spec("1", None, "Notched QRS", summary="any"),
-    # 1: an R' (second positive deflection after an S) in V1 or V2 (rsr', rsR', rSR'), else 0.
-    "rsr_prime_v1": _Spec("1", None, "R' in V1/V2 (rsr')"),
-    # Sokolow-Lyon: S(V1) + max(R(V5), R(V6)); LVH >= 3.5 mV.
-    "sokolow_lyon": _Spec("mV", None, "Sokolow-Lyon voltage"),
-    # Cornell: R(aVL) + S(V3); LVH > 2.8 mV (men), > 2.0 mV (women).
-    "cornell_voltage": _Spec("mV", None, "Cornell voltage"),
-    # First precordial lead (1 = V1 ... 6 = V6) where R >= S; 7 when none up to V6.
-    "r_wave_transition": _Spec("1", None, "R-wave transition lead (V1=1 ... V6=6)"),
-    # ---- ST-T, per lead (relative to the PR segment)
-    "st_j": _Spec("mV", None, "ST level at J point", summary="extreme"),
-    "st_j60": _Spec("mV", None, "ST level at J+60 ms", summary="extreme"),
-    "t_amplitude": _Spec("mV", None, "T-wave amplitude", summary="extreme"),
-    # ---- pacing (detected on the raw signal at the source rate, >= 400 Hz only)
-    # Narrow (< 4 ms), steep deflections in the first MAX_ANALYSIS_S seconds; None when the
-    # source rate is too low to see a pacing spike reliably (e.g. 100 or 250 Hz).
-    "pacing_spike_count": _Spec("1", None, "Pacing spikes (count)"),
-    # Share of the detected beats with a pacing spike in the 300 ms before their QRS.
-    "paced_beat_share": _Spec("1", None, "Share of paced beats"),
 }
 
 

@@ -29,7 +29,7 @@ class Measurement:
     #: Per-lead values (same unit) for lead-wise measurements such as ST level or R amplitude,
     #: keyed by standard lead name; only the leads that were recorded and usable appear.
     #: None for global measurements. ``value`` is then the documented summary of the leads
-    #: (see ``models.measurements.SPECS``).
+    #: (see ``models.measurement_specs.SPECS``).
     per_lead: dict[str, float] | None = None
 
 
