@@ -12,8 +12,8 @@ of early CPSC and PTB headers) becomes a statement.
 Signal files live beside the header, so WFDB can only be read from a path; bytes alone get
 a clear :class:`~adapters.errors.EcgFormatError` telling the caller to pass the path.
 
-One module over 400 lines on purpose: one format, its header grammar, its signal encodings
-and its size checks, read in the order the reader needs them.
+The checks a header must pass before any signal file is read (sizes, names, rates) are
+:mod:`adapters.wfdb_checks`; scaling to millivolts is :mod:`adapters.wfdb_scaling`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ from adapters.errors import EcgFormatError
 from adapters.leads import lead_aliases
 from adapters.reader import Reader, ReaderInput
 from adapters.record import Ecg, EcgSource
+from adapters.wfdb_checks import (
+    check_header,
+    check_names_stay_local,
+    digital_resolution,
+    file_size,
+    signal_files,
+)
 from adapters.wfdb_header import install as _install_fast_header_parser
 from adapters.wfdb_scaling import to_millivolts
 from adapters.wfdb_signals import DigitalRecord, read_digital
@@ -47,13 +54,6 @@ _RECORD_LINE = re.compile(r"^\s*[-\w.]+(/\d+)?\s+\d+(\s|$)")
 _EMPTY_VALUES = {"", "unknown", "unknows", "n/a", "na", "none", "nan"}
 #: A record name wfdb accepts (letters, digits, ``_`` and ``-``; no extension).
 _WFDB_NAME = re.compile(r"^\s*[-\w]+(/\d+)?\s")
-#: Signal-line format ``fmt[xspf][:skew][+offset]`` and bytes per sample of common formats.
-_FORMAT_SPEC = re.compile(r"^(\d+)(?:x(\d+))?(:\d+)?(?:\+(\d+))?$")
-_BYTES_PER_SAMPLE = {"8": 1.0, "80": 1.0, "16": 2.0, "61": 2.0, "160": 2.0, "212": 1.5,
-                     "310": 4 / 3, "311": 4 / 3, "24": 3.0, "32": 4.0}  # fmt: skip
-#: Bits needed to hold a sample of each format once decoded.
-_FORMAT_BITS = {"8": 16, "80": 16, "16": 16, "61": 16, "160": 16, "212": 16, "310": 16,
-                "311": 16, "24": 32, "32": 32}  # fmt: skip
 _SNOMED_CODE = re.compile(r"^\d{6,18}$")
 #: Offset of the variable name in a MATLAB v4 file (CinC ``.mat`` signal files hold ``val``).
 _MAT4_NAME = slice(20, 24)
@@ -69,11 +69,6 @@ def _header_text(data: bytes) -> str | None:
             return data.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
             return None
-
-
-def _content_lines(text: str) -> list[str]:
-    """Header lines that are neither blank nor comments."""
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _record_line(text: str) -> str | None:
@@ -161,167 +156,15 @@ def _parse_comments(comments: list[str]) -> tuple[list[str], list[str], dict[str
     return statements, codes, extra
 
 
-def _signal_files(header: Path, text: str) -> list[Path]:
-    """The signal files a single-segment header names (first token of each signal line).
-
-    Multi-segment headers name segment records instead; wfdb resolves those itself.
-    """
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines or "/" in lines[0].split()[0]:
-        return []
-    names = dict.fromkeys(ln.split()[0] for ln in lines[1:])  # ordered, unique
-    return [header.parent / name for name in names if name != "~"]
-
-
-def _file_size(item: ReaderInput, folder: Path, name: str) -> int | None:
-    """Bytes in the record's file ``name`` (None when missing): of the files the caller
-    read (``item.files``) when given, else on the disk beside the header."""
-    if item.files is not None:
-        data = item.files.get(name)
-        return None if data is None else len(data)
-    file = folder / name
-    return file.stat().st_size if file.is_file() else None
-
-
-def _check_header(item: ReaderInput, header: Path, text: str) -> None:
-    """Catch the common corruptions with a precise message before wfdb trips over them.
-
-    Checks the sampling rate on the record line and, for single-segment records, that each
-    signal file holds as many bytes as the header's formats and length require.
-    """
-    lines = [
-        ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")
-    ]
-    record = lines[0]
-    _check_declared_size(item, header, record, lines[1:])
-    if "/" in record[0]:
-        return
-    fs_token = record[2].split("/")[0] if len(record) > 2 else "250"
-    try:
-        fs = float(fs_token)
-    except ValueError:
-        raise EcgFormatError(item.name, f"sampling rate {fs_token!r} is not a number") from None
-    if not np.isfinite(fs) or fs <= 0:
-        raise EcgFormatError(
-            item.name, f"the header gives sampling rate {fs_token}", "the header is corrupt"
-        )
-    n_sig = int(record[1])
-    if len(lines) - 1 < n_sig:
-        raise EcgFormatError(
-            item.name, f"the header announces {n_sig} signals but describes {len(lines) - 1}"
-        )
-    if len(record) < 4 or not record[3].isdigit():
-        return  # length unknown: wfdb infers it from the file size
-    sig_len = int(record[3])
-    needed: dict[str, float] = {}
-    offsets: dict[str, int] = {}
-    for tokens in lines[1 : n_sig + 1]:
-        spec = _FORMAT_SPEC.match(tokens[1]) if len(tokens) > 1 else None
-        if spec is None:
-            raise EcgFormatError(item.name, f"signal line {' '.join(tokens)!r} has no format")
-        fmt, per_frame, offset = spec.group(1), spec.group(2), spec.group(4)
-        size = _BYTES_PER_SAMPLE.get(fmt)
-        if size is None:
-            return  # an exotic format: let wfdb judge it
-        needed[tokens[0]] = needed.get(tokens[0], 0.0) + size * int(per_frame or 1) * sig_len
-        offsets[tokens[0]] = int(offset or 0)
-    for name, n_bytes in needed.items():
-        actual = _file_size(item, header.parent, name)
-        if actual is None:
-            continue  # reported by the caller
-        expected = offsets[name] + int(np.floor(n_bytes))
-        if actual < expected:
-            raise EcgFormatError(
-                item.name,
-                f"signal file {name} is {actual} bytes but the header's {sig_len} samples "
-                f"per channel need {expected}",
-                "the file is truncated or the header is wrong",
-            )
-
-
-def _check_declared_size(
-    item: ReaderInput, header: Path, record: list[str], signal_lines: list[list[str]]
-) -> None:
-    """Leads x samples the header declares (or the signal files imply), against the limits,
-    before wfdb allocates them: a header can declare anything, and a zipped signal file of
-    zeros is tiny until inflated."""
-    if len(record) < 2 or not record[1].isdigit():
-        raise EcgFormatError(item.name, "the record line gives no number of signals")
-    n_sig = int(record[1])
-    if n_sig > item.limits.max_ecg_leads:
-        item.check_shape(n_sig, 0)
-    if len(record) >= 4 and record[3].isdigit():
-        item.check_shape(n_sig, int(record[3]))
-        return
-    if "/" in record[0]:
-        raise EcgFormatError(
-            item.name, "a multi-segment record must declare its length on the record line"
-        )
-    # No length: wfdb reads whole signal files. Bound what they can hold.
-    total = 0
-    seen: set[str] = set()
-    for tokens in signal_lines[:n_sig]:
-        spec = _FORMAT_SPEC.match(tokens[1]) if len(tokens) > 1 else None
-        size = _BYTES_PER_SAMPLE.get(spec.group(1)) if spec else None
-        if size is None:
-            raise EcgFormatError(
-                item.name,
-                "the header gives no signal length and a format whose size cannot be bounded",
-                "add the number of samples to the record line",
-            )
-        file_size = None if tokens[0] in seen else _file_size(item, header.parent, tokens[0])
-        if file_size is not None:
-            seen.add(tokens[0])
-            total += int(file_size / size)  # all of the file's interleaved values
-    item.check_values(total)
-
-
-def _digital_resolution(text: str) -> int:
-    """The smallest integer width wfdb may return the digital samples in (16, 32 or 64).
-
-    wfdb widens samples to int64 by default; int16 halves the memory traffic of a long
-    record when every signal format fits 16 bits.
-    """
-    lines = _content_lines(text)
-    if not lines or "/" in lines[0].split()[0]:
-        return 64  # multi-segment: let wfdb choose
-    widths = set()
-    for line in lines[1:]:
-        tokens = line.split()
-        spec = _FORMAT_SPEC.match(tokens[1]) if len(tokens) > 1 else None
-        widths.add(_FORMAT_BITS.get(spec.group(1), 64) if spec else 64)
-    return max(widths, default=64)
-
-
-def _check_names_stay_local(item: ReaderInput, text: str) -> None:
-    """Signal files and segments must be bare names in the header's own folder.
-
-    A header is untrusted input (an upload, a PACS export): a name such as
-    ``../../secrets.dat`` or ``/etc/shadow`` would make the reader return another file's
-    bytes as an ECG, so anything but a plain file name is refused.
-    """
-    for line in _content_lines(text)[1:]:
-        name = line.split()[0]
-        if name == "~":
-            continue
-        if name in (".", "..") or "/" in name or "\\" in name or ":" in name:
-            raise EcgFormatError(
-                item.name,
-                f"the header names {name!r}, outside the record's folder",
-                "WFDB signal files must sit beside the header",
-            )
-
-
 def _read_record(
     item: ReaderInput, header: Path, header_bytes: bytes, text: str
 ) -> tuple[wfdb.Record | DigitalRecord, list[Path], dict[str, bytes]]:
     """The record, its signal files and their bytes (each file read once, for the samples
     and the SHA-256 alike)."""
-    _check_names_stay_local(item, text)
-    files = _signal_files(header, text)
+    check_names_stay_local(item, text)
+    files = signal_files(header, text)
     for file in files:
-        size = _file_size(item, header.parent, file.name)
+        size = file_size(item, header.parent, file.name)
         if size is None:
             raise EcgFormatError(
                 item.name,
@@ -335,7 +178,7 @@ def _read_record(
                 "raise max_bytes if this record is genuine",
             )
     try:
-        _check_header(item, header, text)
+        check_header(item, header, text)
     except (ValueError, IndexError) as exc:
         if isinstance(exc, EcgFormatError):
             raise
@@ -375,7 +218,7 @@ def _read_with_wfdb(header: Path, text: str, files: list[Path], named: bool) -> 
         str(header.with_suffix("")),
         physical=False,
         m2s=True,
-        return_res=_digital_resolution(text),
+        return_res=digital_resolution(text),
     )
     return record
 
@@ -400,7 +243,7 @@ def _read_with_repaired_name(header: Path, text: str, files: list[Path]) -> wfdb
             str(folder / header.stem),
             physical=False,
             m2s=True,
-            return_res=_digital_resolution(text),
+            return_res=digital_resolution(text),
         )
 
 
