@@ -122,8 +122,9 @@ def _lead_name(channel: Dataset, index: int, cache: CodeCache) -> str:
 
 def _channel_scale(
     channel: Dataset, where: str, index: int, cache: CodeCache
-) -> tuple[float, float]:
-    """(multiplier, offset) taking a raw sample to millivolts for one channel."""
+) -> tuple[float, float] | str:
+    """(multiplier, offset) taking a raw sample to millivolts for one channel; for a channel
+    that is not a voltage (a respiration or pressure channel beside the leads), its unit."""
     units = _code_of(channel, "ChannelSensitivityUnitsSequence", cache)
     if "ChannelSensitivity" not in channel or units is None:
         raise EcgFormatError(
@@ -134,7 +135,7 @@ def _channel_scale(
     unit = units[0]
     factor = mv_factor(unit)
     if factor is None:
-        raise EcgFormatError(where, f"channel {index + 1} is in {unit!r}, not a voltage")
+        return unit
     sensitivity = float(channel.ChannelSensitivity)
     # Absent or empty (type 1C/3): 1 and 0. A value that is there is taken as written, so a
     # correction factor of 0 is refused below instead of read as 1.
@@ -152,7 +153,9 @@ def _channel_scale(
 
 def _group_signal(
     group: Dataset, where: str, little_endian: bool, cache: CodeCache, limits: DecodeLimits
-) -> tuple[np.ndarray, tuple[str, ...], float]:
+) -> tuple[np.ndarray, tuple[str, ...], float, list[str]]:
+    """A multiplex group's voltage channels in mV (leads, samples), their lead names, the
+    rate, and the channels left out as not voltages ("name (unit)")."""
     label = str(group.get("MultiplexGroupLabel", "")) or "unlabelled"
     required = (
         "NumberOfWaveformChannels",
@@ -199,10 +202,20 @@ def _group_signal(
     names = tuple(_lead_name(ch, i, cache) for i, ch in enumerate(channels))
     _refuse_padding(group, raw, order + dtype, names, where, label)
     scales = [_channel_scale(ch, where, i, cache) for i, ch in enumerate(channels)]
-    signal = raw.T.astype(np.float32, order="C")  # one copy, (leads, samples)
-    signal *= np.array([m for m, _ in scales], dtype=np.float32)[:, None]
-    signal += np.array([o for _, o in scales], dtype=np.float32)[:, None]
-    return signal, names, fs
+    keep = [i for i, scale in enumerate(scales) if not isinstance(scale, str)]
+    dropped = [f"{names[i]} ({scale})" for i, scale in enumerate(scales) if isinstance(scale, str)]
+    if not keep:
+        raise EcgFormatError(
+            where,
+            f"no channel of group {label!r} is a voltage: {', '.join(dropped)}",
+            "an ECG needs channels in mV, uV or V",
+        )
+    kept = [scale for scale in scales if not isinstance(scale, str)]
+    rows = raw[:, keep].T if dropped else raw.T
+    signal = rows.astype(np.float32, order="C")  # one copy, (leads, samples)
+    signal *= np.array([m for m, _ in kept], dtype=np.float32)[:, None]
+    signal += np.array([o for _, o in kept], dtype=np.float32)[:, None]
+    return signal, tuple(names[i] for i in keep), fs, dropped
 
 
 class PaddedSamples(EcgFormatError):
@@ -339,14 +352,14 @@ def read(item: ReaderInput) -> Ecg:
         little_endian = False
     rhythm_index, median_index = _pick_groups(groups)
     cache = _CODE_CACHE
-    signal, leads, fs = _group_signal(
+    signal, leads, fs, dropped = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits
     )
     median: MedianBeats | None = None
     skipped: str | None = None
     if median_index is not None and median_index != rhythm_index:
         try:
-            beats, beat_leads, beat_fs = _group_signal(
+            beats, beat_leads, beat_fs, _ = _group_signal(
                 groups[median_index], item.name, little_endian, cache, item.limits
             )
             median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
@@ -361,6 +374,8 @@ def read(item: ReaderInput) -> Ecg:
     extra = {"sop_class_uid": str(ds.get("SOPClassUID", ""))}
     if skipped:
         extra["median_beats_skipped"] = skipped
+    if dropped:  # as the WFDB reader does: named, not read as millivolts
+        extra["dropped_channels"] = ", ".join(dropped)
     extra.update(measurements)
     first = groups[rhythm_index].ChannelDefinitionSequence[0]
     for tag, key in (

@@ -168,6 +168,25 @@ def test_a_correction_factor_of_zero_is_refused_not_read_as_one(
         load_ecg(out)
 
 
+def test_a_channel_that_is_not_a_voltage_is_left_out_and_named(
+    sample_path: Path, sample: Ecg, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(sample_path)
+    channels = ds.WaveformSequence[0].ChannelDefinitionSequence
+    channels[3].ChannelSensitivityUnitsSequence[0].CodeValue = "mm[Hg]"  # a pressure channel
+    out = tmp_path / "pressure.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    assert ecg.leads == sample.leads[:3] + sample.leads[4:]
+    np.testing.assert_array_equal(ecg.signal, np.delete(sample.signal, 3, axis=0))
+    assert ecg.extra["dropped_channels"] == f"{sample.leads[3]} (mm[Hg])"
+    for channel in channels:
+        channel.ChannelSensitivityUnitsSequence[0].CodeValue = "mm[Hg]"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match=r"no channel of group .* is a voltage"):
+        load_ecg(out)
+
+
 def test_millivolt_sensitivity_is_honoured(sample_path: Path, sample: Ecg, tmp_path: Path) -> None:
     ds = pydicom.dcmread(sample_path)
     for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
