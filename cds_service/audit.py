@@ -14,19 +14,18 @@ alembic migration).
 Tokens never reach the trail: :func:`scrub` replaces the values of credential-like keys in
 ``detail`` before hashing and storing.
 
-This module writes (the serialised, group-committed append); the chain's table, entries and
-hashing are :mod:`cds_service.audit_chain`, queries and verification
+This module writes (the serialised append: lock, chain head, insert, retries); the group
+commit that lets concurrent appends share one transaction is
+:mod:`cds_service.audit_group_commit` (the trail's base class), the chain's table, entries
+and hashing are :mod:`cds_service.audit_chain`, queries and verification
 :mod:`cds_service.audit_reading`. The names callers use are all importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -57,6 +56,7 @@ from cds_service.audit_chain import (
     prepare,
     scrub,
 )
+from cds_service.audit_group_commit import GroupCommit, QueuedAppend
 from cds_service.storage.base import Base
 
 __all__ = [
@@ -88,60 +88,12 @@ _HEAD: Final = (
 )
 _INSERT: Final = insert(AUDIT_TABLE)
 
-
 #: PostgreSQL advisory-lock key for the chain ("ECGAUDIT" as an int64).
 _PG_LOCK_KEY: Final = int.from_bytes(b"ECGAUDIT", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _MAX_APPEND_ATTEMPTS: Final = 8
-#: Most appends one group commit takes (more wait for the next): bounds one transaction.
-_MAX_GROUP: Final = 256
-#: How long the writer thread of awaited appends waits for more work before it ends (a
-#: trail nobody awaits on keeps no thread).
-_WRITER_IDLE_S: Final = 2.0
 
 
-@dataclass
-class _Append:
-    """One caller's entries (and rows) waiting for the group commit. ``waiter``: the event
-    loop and future of an awaited append, settled from the writing thread."""
-
-    pending: list[PendingEntry]
-    with_rows: Callable[[Connection], None] | None
-    done: bool = False
-    error: Exception | None = None
-    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
-
-    def settle(self) -> None:
-        """Wake the awaiting coroutine (from the writing thread), if there is one."""
-        if self.waiter is None:
-            return
-        loop, future = self.waiter
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, future, self.error)
-
-
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
-    if future.done():  # the awaiting request was cancelled; the entries are written anyway
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
-def _all_rows(batch: Sequence[_Append]) -> Callable[[Connection], None] | None:
-    """The callers' ``with_rows`` of a group, run in order in the group's transaction."""
-    writers = [item.with_rows for item in batch if item.with_rows is not None]
-    if not writers:
-        return None
-
-    def write(conn: Connection) -> None:
-        for writer in writers:
-            writer(conn)
-
-    return write
-
-
-class AuditTrail:
+class AuditTrail(GroupCommit):
     """Appends to, queries and verifies the audit chain in the database behind ``session_factory``.
 
     ``record`` raises :class:`AuditError` when the database refuses the entry: callers on a
@@ -154,11 +106,7 @@ class AuditTrail:
         if not isinstance(bind, Engine):
             raise TypeError("AuditTrail needs a sessionmaker bound to an Engine")
         self._engine: Engine = bind
-        # Group commit: concurrent appends of this process go to the database together.
-        self._group = threading.Condition()
-        self._queued: list[_Append] = []
-        self._writing = False
-        self._writer: threading.Thread | None = None  # writes awaited appends
+        super().__init__()
 
     @property
     def engine(self) -> Engine:
@@ -203,7 +151,7 @@ class AuditTrail:
         pending = [prepare(r) for r in records]  # validate everything before writing
         if not pending:
             return
-        item = _Append(pending, with_rows)
+        item = QueuedAppend(pending, with_rows)
         self._commit_grouped(item)
         if item.error is not None:
             raise item.error
@@ -226,89 +174,10 @@ class AuditTrail:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        item = _Append(pending, with_rows, waiter=(loop, future))
-        with self._group:
-            self._queued.append(item)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_awaited, name="audit-writer", daemon=True
-                )
-                self._writer.start()
-            self._group.notify_all()
+        item = QueuedAppend(pending, with_rows, waiter=(loop, future))
+        self._queue_awaited(item)
         # Shielded: a cancelled request must not cancel the future the writer will settle.
         await asyncio.shield(future)
-
-    def _write_awaited(self) -> None:
-        """The writer thread: group-commit whatever is queued while no one else writes; end
-        after ``_WRITER_IDLE_S`` without work (the next awaited append starts another)."""
-        with self._group:
-            try:
-                while True:
-                    if self._writing or not self._queued:
-                        if not self._group.wait(_WRITER_IDLE_S) and not self._queued:
-                            return
-                        continue
-                    self._write_next_batch()
-            finally:
-                self._writer = None
-
-    def _write_next_batch(self) -> None:
-        """Take up to ``_MAX_GROUP`` queued appends and write them (called holding
-        ``_group``, which is released while writing)."""
-        self._writing = True
-        batch = self._queued[:_MAX_GROUP]
-        del self._queued[:_MAX_GROUP]
-        self._group.release()
-        try:
-            self._write_group(batch)
-        finally:
-            self._group.acquire()
-            self._writing = False
-            self._group.notify_all()
-
-    def _commit_grouped(self, item: _Append) -> None:
-        """Write ``item`` together with the appends queued beside it (group commit).
-
-        The first caller to find no write in progress writes every queued append (its own
-        included) in one transaction; the others wait for that commit, so each caller still
-        returns only once its own entries are stored. Under concurrent writers (hook calls
-        of several EHR clients) this is one lock, one chain-head read and one commit for
-        many calls, instead of one each, queued behind each other.
-        """
-        with self._group:
-            self._queued.append(item)
-            while not item.done:
-                if self._writing:
-                    self._group.wait()
-                    continue
-                self._write_next_batch()
-
-    def _write_group(self, batch: list[_Append]) -> None:
-        """One transaction for the whole batch; if it fails, each append on its own, so one
-        caller's bad rows fail that caller alone. Every item ends ``done``."""
-        written: set[int] = set()
-        try:
-            if len(batch) > 1:
-                try:
-                    self._append_with_retries(
-                        [p for item in batch for p in item.pending], _all_rows(batch)
-                    )
-                    written.update(range(len(batch)))
-                    return
-                except Exception:  # retried one by one just below
-                    pass
-            for index, item in enumerate(batch):
-                try:
-                    self._append_with_retries(item.pending, item.with_rows)
-                    written.add(index)
-                except Exception as exc:
-                    item.error = exc
-        finally:
-            for index, item in enumerate(batch):
-                if index not in written and item.error is None:  # the writer was interrupted
-                    item.error = AuditError("the audit append was interrupted; not written")
-                item.done = True
-                item.settle()
 
     def _append_with_retries(
         self, pending: list[PendingEntry], with_rows: Callable[[Connection], None] | None

@@ -92,6 +92,26 @@ def check_status(url: str, status: int) -> None:
         raise FetchFailed(redact_url(url), f"HTTP {status}")
 
 
+class CappedBody:
+    """A response body read chunk by chunk and refused as soon as it passes ``max_bytes``,
+    before the rest is downloaded (the blocking DICOMweb client and the async FHIR client)."""
+
+    def __init__(self, what: str, max_bytes: int) -> None:
+        self._what = what
+        self._max_bytes = max_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._max_bytes:
+            raise FetchFailed(self._what, f"larger than {self._max_bytes} bytes")
+        self._chunks.append(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+
 class DicomwebClient:
     """Blocking QIDO-RS/WADO-RS on one allow-listed DICOMweb base (``ecg-cds ingest``)."""
 
@@ -158,13 +178,9 @@ class DicomwebClient:
                 if allow_empty and response.status_code == 204:  # QIDO-RS: no match
                     return b"", ""
                 check_status(url, response.status_code)
-                chunks: list[bytes] = []
-                size = 0
+                body = CappedBody(what, self.max_bytes)
                 for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchFailed(what, f"larger than {self.max_bytes} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("content-type", "").lower()
+                    body.add(chunk)
+                return body.data(), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None

@@ -40,6 +40,7 @@ from fhirpy.base.exceptions import (
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
 from cds_service.dicomweb import (
     WADO_ACCEPT,
+    CappedBody,
     FetchFailed,
     NoCookies,
     check_status,
@@ -249,14 +250,10 @@ class FhirFetcher:
                 "GET", url, headers=headers, timeout=self._timeout
             ) as response:
                 check_status(url, response.status_code)
-                chunks: list[bytes] = []
-                size = 0
+                body = CappedBody(what, self.max_bytes)
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchFailed(what, f"larger than {self.max_bytes} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("content-type", "").lower()
+                    body.add(chunk)
+                return body.data(), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
 

@@ -19,6 +19,10 @@ Device, Observation and DiagnosticReport carry identifiers and are created with
 Resources are plain dicts (JSON-ready) validated against ``fhir.resources.R4B``. The CDS Hooks
 cards reuse :func:`build_impression_observation` and :func:`build_diagnostic_report` (without
 ids) as suggestion ``create`` actions.
+
+What goes inside the resources (code systems and codes, the finding and measurement
+elements, the summary texts) is :mod:`cds_service.fhir_result_elements`; this module
+assembles the resources and the Bundle.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote
 
 from fhir.resources.R4B.bundle import Bundle
@@ -36,54 +40,29 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.provenance import Provenance
 
-from models.results import ClassificationResult, Code, LabelScore, Measurement
-
-LOINC: Final = "http://loinc.org"
-SNOMED: Final = "http://snomed.info/sct"
-UCUM: Final = "http://unitsofmeasure.org"
-OBSERVATION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
-DATA_ABSENT_REASON: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-PROVENANCE_AGENT_TYPE: Final = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
-DATA_OPERATION: Final = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-#: The AI Transparency "AI asserted" security label.
-AIAST: Final = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "artificial intelligence asserted",
-}
-#: Identifier systems for what this service writes (stable across deployments).
-MODEL_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:model"
-RESULT_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:result"
-#: The service's ECG ids (the same system the audit AuditEvent entities use).
-ECG_IDENTIFIER_SYSTEM: Final = "urn:ecg-cds:ecg"
-#: Extension carrying a finding's calibrated probability (0..1) on its component.
-PROBABILITY_EXTENSION: Final = "https://ecg-cds.github.io/fhir/StructureDefinition/probability"
-#: Extension carrying one measured evidence line of a finding ("PR 232 ms > 200 ms").
-EVIDENCE_EXTENSION: Final = "https://ecg-cds.github.io/fhir/StructureDefinition/evidence"
-
-IMPRESSION_CODE: Final = {"system": LOINC, "code": "8601-7", "display": "EKG impression"}
-STUDY_CODE: Final = {"system": LOINC, "code": "11524-6", "display": "EKG study"}
-CARDIOLOGY_CATEGORY: Final = {"system": LOINC, "code": "LP29708-2", "display": "Cardiology"}
-
-#: LOINC codes of the measurements (by ``Measurement.name``) and their LOINC displays.
-MEASUREMENT_LOINC: Final[Mapping[str, str]] = {
-    "heart_rate": "8867-4",
-    "pr": "8625-6",
-    "qrs": "8633-0",
-    "qt": "8634-8",
-    "qtc": "8636-3",
-    "axis": "8632-2",
-}
-LOINC_DISPLAY: Final[Mapping[str, str]] = {
-    "8867-4": "Heart rate",
-    "8625-6": "P-R Interval",
-    "8633-0": "QRS duration",
-    "8634-8": "Q-T interval",
-    "8636-3": "Q-T interval corrected",
-    "8632-2": "QRS axis",
-    "8626-4": "P wave axis",
-    "8638-9": "T wave axis",
-}
+from cds_service.fhir_result_elements import (
+    AIAST,
+    CARDIOLOGY_CATEGORY,
+    DATA_ABSENT_REASON,
+    DATA_OPERATION,
+    IMPRESSION_CODE,
+    MODEL_IDENTIFIER_SYSTEM,
+    OBSERVATION_CATEGORY,
+    PROVENANCE_AGENT_TYPE,
+    RESULT_IDENTIFIER_SYSTEM,
+    STUDY_CODE,
+    device_ref,
+    ecg_source_reference,
+    finding_component,
+    finding_concept,
+    findings,
+    instant,
+    measurement_component,
+    method_text,
+    quality_text,
+    summary_text,
+)
+from models.results import ClassificationResult
 
 
 @dataclass(frozen=True)
@@ -95,20 +74,6 @@ class ResultResources:
     diagnostic_report: dict[str, Any]
     provenance: dict[str, Any]
     bundle: dict[str, Any]
-
-
-def findings(result: ClassificationResult, threshold: float) -> list[LabelScore]:
-    """Labels the model asserts: probability at or above ``threshold``, most likely first.
-
-    A result the quality gate rejected asserts nothing.
-    """
-    if not result.quality.acceptable:
-        return []
-    return sorted(
-        (s for s in result.scores if s.probability >= threshold),
-        key=lambda s: s.probability,
-        reverse=True,
-    )
 
 
 def build_device(model_version: str, *, model_card_url: str | None = None) -> dict[str, Any]:
@@ -156,16 +121,16 @@ def build_impression_observation(
             {"coding": [{"system": OBSERVATION_CATEGORY, "code": "procedure"}]},
         ],
         "code": {"coding": [IMPRESSION_CODE], "text": "ECG impression (AI)"},
-        "issued": _instant(issued or datetime.now(UTC)),
-        "device": _device_ref(result.model_version, device_reference),
-        "method": {"text": _method_text(result.model_version, findings_threshold)},
+        "issued": instant(issued or datetime.now(UTC)),
+        "device": device_ref(result.model_version, device_reference),
+        "method": {"text": method_text(result.model_version, findings_threshold)},
     }
     if identifier:
         observation["identifier"] = [{"system": RESULT_IDENTIFIER_SYSTEM, "value": identifier}]
     if patient_reference:
         observation["subject"] = {"reference": patient_reference}
     if effective:
-        observation["effectiveDateTime"] = _instant(effective)
+        observation["effectiveDateTime"] = instant(effective)
     source = ecg_source_reference(ecg_reference, ecg_id)
     if source:
         observation["derivedFrom"] = [source]
@@ -173,7 +138,7 @@ def build_impression_observation(
     if not result.quality.acceptable:
         observation["dataAbsentReason"] = {
             "coding": [{"system": DATA_ABSENT_REASON, "code": "not-performed"}],
-            "text": "ECG not interpreted: " + _quality_text(result),
+            "text": "ECG not interpreted: " + quality_text(result),
         }
     elif asserted:
         observation["valueCodeableConcept"] = finding_concept(asserted[0])
@@ -182,8 +147,8 @@ def build_impression_observation(
             "text": f"No finding reached the reporting threshold (p >= {findings_threshold:.2f})"
         }
 
-    components = [_finding_component(s) for s in asserted]
-    components += [c for c in map(_measurement_component, result.measurements.values()) if c]
+    components = [finding_component(s) for s in asserted]
+    components += [c for c in map(measurement_component, result.measurements.values()) if c]
     if components:
         observation["component"] = components
     observation["note"] = [{"text": summary_text(result, findings_threshold)}]
@@ -208,7 +173,7 @@ def build_diagnostic_report(
         "status": "preliminary",
         "category": [{"coding": [CARDIOLOGY_CATEGORY]}],
         "code": {"coding": [STUDY_CODE], "text": "ECG study (AI interpretation)"},
-        "issued": _instant(issued or datetime.now(UTC)),
+        "issued": instant(issued or datetime.now(UTC)),
         "conclusion": summary_text(result, findings_threshold),
     }
     if identifier:
@@ -216,7 +181,7 @@ def build_diagnostic_report(
     if patient_reference:
         report["subject"] = {"reference": patient_reference}
     if effective:
-        report["effectiveDateTime"] = _instant(effective)
+        report["effectiveDateTime"] = instant(effective)
     if observation_references:
         report["result"] = [{"reference": r} for r in observation_references]
     coded = [finding_concept(s) for s in asserted if s.codes]
@@ -239,7 +204,7 @@ def build_provenance(
         "resourceType": "Provenance",
         "meta": {"security": [AIAST]},
         "target": [{"reference": r} for r in target_references],
-        "recorded": _instant(recorded),
+        "recorded": instant(recorded),
         "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE", "display": "create"}]},
         "agent": [
             {
@@ -313,115 +278,6 @@ def build_result_bundle(
     ]
     bundle = _validated(Bundle, {"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return ResultResources(device, observation, report, provenance, bundle)
-
-
-def ecg_source_reference(ecg_reference: str | None, ecg_id: str | None) -> dict[str, Any] | None:
-    """The source ECG: a literal reference when it lives on the FHIR server (``Observation/1``,
-    ``DocumentReference/2``, ``ImagingStudy/3``, ``Media/4``), else a logical reference by
-    this service's ECG id (files and PACS studies have no FHIR id here)."""
-    if ecg_reference:
-        return {"reference": ecg_reference}
-    if ecg_id:
-        return {"identifier": {"system": ECG_IDENTIFIER_SYSTEM, "value": ecg_id}}
-    return None
-
-
-def finding_concept(score: LabelScore) -> dict[str, Any]:
-    """A finding as a CodeableConcept: its codes (SNOMED CT first) and the label's text."""
-    codings = [_coding(c) for c in sorted(score.codes, key=lambda c: c.system != SNOMED)]
-    concept: dict[str, Any] = {"text": score.text}
-    if codings:
-        concept["coding"] = codings
-    return concept
-
-
-def summary_text(result: ClassificationResult, threshold: float) -> str:
-    """One human-readable sentence block: the findings with probabilities, or why there are none."""
-    lead = f"AI interpretation (model {result.model_version}, not reviewed by a clinician). "
-    if not result.quality.acceptable:
-        return lead + "ECG not interpreted: " + _quality_text(result) + "."
-    asserted = findings(result, threshold)
-    if not asserted:
-        return lead + f"No finding reached the reporting threshold (p >= {threshold:.2f})."
-    listed = "; ".join(_finding_text(s) for s in asserted)
-    text = lead + "Findings: " + listed + "."
-    if result.quality.out_of_distribution:
-        text += " Caution: this ECG looks unlike the model's training data."
-    if result.calibration:
-        text += f" Calibration: {result.calibration}."
-    return text
-
-
-def _finding_text(score: LabelScore) -> str:
-    """``"First degree AV block (p=0.83; measured: PR 232 ms > 200 ms)"``."""
-    evidence = score.measured_evidence[:3]
-    measured = f"; measured: {', '.join(evidence)}" if evidence else ""
-    return f"{score.text} (p={score.probability:.2f}{measured})"
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _finding_component(score: LabelScore) -> dict[str, Any]:
-    evidence = [{"url": EVIDENCE_EXTENSION, "valueString": e} for e in score.measured_evidence]
-    return {
-        "extension": [
-            {"url": PROBABILITY_EXTENSION, "valueDecimal": round(score.probability, 4)},
-            *evidence,
-        ],
-        "code": {"coding": [IMPRESSION_CODE]},
-        "valueCodeableConcept": finding_concept(score),
-    }
-
-
-def _measurement_component(m: Measurement) -> dict[str, Any] | None:
-    """A LOINC-coded quantity; measurements without a LOINC code or a value are left out."""
-    loinc = m.loinc or MEASUREMENT_LOINC.get(m.name)
-    if not loinc or m.value is None:
-        return None
-    coding = {"system": LOINC, "code": loinc}
-    if loinc in LOINC_DISPLAY:
-        coding["display"] = LOINC_DISPLAY[loinc]
-    return {
-        "code": {"coding": [coding], "text": m.display},
-        "valueQuantity": {
-            "value": round(float(m.value), 2),
-            "unit": m.unit,
-            "system": UCUM,
-            "code": m.unit,
-        },
-    }
-
-
-def _coding(code: Code) -> dict[str, Any]:
-    coding = {"system": code.system, "code": code.code}
-    if code.display:
-        coding["display"] = code.display
-    return coding
-
-
-def _device_ref(model_version: str, device_reference: str | None) -> dict[str, Any]:
-    display = f"ECG CDS zero-shot ECG-text model {model_version}"
-    if device_reference:
-        return {"reference": device_reference, "display": display}
-    return {"display": display}
-
-
-def _method_text(model_version: str, threshold: float) -> str:
-    return (
-        f"Zero-shot ECG-text model {model_version}: the ECG is scored against text descriptions "
-        f"of each condition; findings are labels with calibrated probability >= {threshold:.2f}."
-    )
-
-
-def _quality_text(result: ClassificationResult) -> str:
-    return "; ".join(result.quality.reasons) or "signal quality not acceptable"
-
-
-def _instant(ts: datetime) -> str:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _if_none_exist(resource: Mapping[str, Any]) -> str | None:

@@ -61,6 +61,11 @@ class ClassResult:
     ci_fused: list[float] | None = None
 
 
+def score_cell(value: float | None) -> str:
+    """A score in a six-wide table column, ``-`` when there is none (the evaluation tables)."""
+    return "   -  " if value is None else f"{value:6.3f}"
+
+
 @dataclass
 class TaskResult:
     """One evaluation: data, split, metric, per-class figures, and what was skipped."""
@@ -85,23 +90,22 @@ class TaskResult:
         return asdict(self)
 
     def table(self) -> str:
-        def f(v: float | None) -> str:
-            return "   -  " if v is None else f"{v:6.3f}"
-
         def ci(v: list[float] | None) -> str:
             return "" if v is None else f" [{v[0]:.3f}-{v[1]:.3f}]"
 
         lines = [
             f"{self.task}: {self.data} [{self.split}] n={self.n_records} "
             f"macro AUROC embedding={self.macro_auroc:.3f}{ci(self.macro_ci)} "
-            f"fused={f(self.macro_auroc_fused)}{ci(self.macro_ci_fused)} ({self.model_version})",
+            f"fused={score_cell(self.macro_auroc_fused)}{ci(self.macro_ci_fused)} "
+            f"({self.model_version})",
             f"{'class':<34} {'pos':>4} {'n':>4} {'AUROC':>6} {'meas':>6} {'fused':>6} "
             f"{'AUPRC':>6} {'ECE':>6}",
         ]
         for c in self.classes:
             lines.append(
                 f"{c.name[:34]:<34} {c.positives:>4} {c.n:>4} {c.auroc:>6.3f} "
-                f"{f(c.auroc_measurement)} {f(c.auroc_fused)} {c.auprc:>6.3f} {c.ece:>6.3f}"
+                f"{score_cell(c.auroc_measurement)} {score_cell(c.auroc_fused)} "
+                f"{c.auprc:>6.3f} {c.ece:>6.3f}"
             )
         for name, why in self.skipped.items():
             lines.append(f"{name[:34]:<34} skipped: {why}")

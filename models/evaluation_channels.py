@@ -31,6 +31,7 @@ import numpy as np
 
 from models.catalog import LabelCatalog
 from models.classifier import ZeroShotClassifier
+from models.evaluation import score_cell
 from models.fusion import criterion_score
 from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES, ChannelScores, channel_scores
 from models.labelled import LabelledRecord
@@ -76,9 +77,6 @@ class ChannelTask:
         return asdict(self)
 
     def table(self) -> str:
-        def f(v: float | None) -> str:
-            return "   -  " if v is None else f"{v:6.3f}"
-
         def ci(v: list[float] | None) -> str:
             return "" if v is None else f"[{v[0]:.2f}-{v[1]:.2f}]"
 
@@ -86,9 +84,11 @@ class ChannelTask:
             f"{self.task}: {self.data} [{self.split}] n={self.n_records} "
             f"({self.model_version}; {self.metric})",
             f"  macro over {len(self.classes)} labels with >= {self.min_positives} positives: "
-            + ", ".join(f"{c} {f(self.macro.get(c))} {ci(self.macro_ci.get(c))}" for c in CHANNELS),
+            + ", ".join(
+                f"{c} {score_cell(self.macro.get(c))} {ci(self.macro_ci.get(c))}" for c in CHANNELS
+            ),
             f"  macro over the {self.n_criteria_classes} criterion-backed labels: "
-            + ", ".join(f"{c} {f(self.macro_criteria.get(c))}" for c in CHANNELS),
+            + ", ".join(f"{c} {score_cell(self.macro_criteria.get(c))}" for c in CHANNELS),
             "  fused vs criterion alone: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.vs_criterion.items()),
             f"  {'label':<36} {'pos':>4} {'n':>4} {'embed':>6} {'meas':>6} {'fused':>6} "
@@ -97,8 +97,9 @@ class ChannelTask:
         for c in self.classes:
             delta = c.fused_minus_measurement
             lines.append(
-                f"  {c.label_id[:36]:<36} {c.positives:>4} {c.n:>4} {f(c.auroc['embedding'])} "
-                f"{f(c.auroc['measurement'])} {f(c.auroc['fused'])} {ci(c.ci['fused']):<11}"
+                f"  {c.label_id[:36]:<36} {c.positives:>4} {c.n:>4} "
+                f"{score_cell(c.auroc['embedding'])} {score_cell(c.auroc['measurement'])} "
+                f"{score_cell(c.auroc['fused'])} {ci(c.ci['fused']):<11}"
                 + ("" if delta is None else f"  {delta:+.3f} {ci(c.delta_ci)}")
             )
         return "\n".join(lines)

@@ -17,19 +17,18 @@ Recipe for little data (what the model card reports on):
 Deterministic for a given seed and thread count; checkpoints every epoch; ``resume=True``
 continues from the last checkpoint.
 
-One module on purpose (about 500 lines): the training loop, its losses and its checkpoint
-format change together, and splitting them would scatter one recipe over several files.
+The loop, its optimiser and its checkpoint format stay here, as they change together; what
+it learns from (vocabulary, measured facts, text features, lead scales) is in
+``models.training_inputs``, the validation score in ``models.training_validation`` and the
+losses beyond plain BCE in ``models.training_losses``, so this module reads as the recipe.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import time
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
 from tqdm import tqdm
 
 from models.augment import augment
@@ -50,18 +47,22 @@ from models.data import (
     folder_records,
     is_ptbxl_layout,
     ptbxl_records,
-    read_record,
 )
 from models.modeling import EcgClipModel
-from models.preprocessing import filter_and_resample
-from models.rate import estimate_heart_rate, interval_fact_keys, rate_fact_keys
-from models.text import INTERVAL_FACTS, RATE_FACTS, Fact, compose_report
-from models.text_encoder import TextEncoder, text_key
+from models.text import INTERVAL_FACTS, RATE_FACTS, compose_report
+from models.text_encoder import text_key
+from models.training_inputs import (
+    MeasuredFacts,
+    Vocabulary,
+    estimate_lead_scales,
+    load_text_features,
+)
 from models.training_losses import (
     conditional_cooccurrence,
     cooccurrence_negative_weights,
     rank_penalty,
 )
+from models.training_validation import validate, vocab_prompt_features
 
 
 @dataclass
@@ -112,40 +113,6 @@ class TrainArgs:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Vocabulary:
-    """The facts trained on, each with its English sentences (phrasings x templates)."""
-
-    keys: list[str]
-    sentences: list[list[str]]
-
-    @classmethod
-    def build(cls, refs: list[RecordRef], min_count: int) -> Vocabulary:
-        counts: Counter[str] = Counter()
-        phrases: dict[str, Fact] = {}
-        for ref in refs:
-            for fact in ref.facts:
-                counts[fact.key] += 1
-                phrases.setdefault(fact.key, fact)
-        keys = sorted(k for k, c in counts.items() if c >= min_count)
-        return cls(keys, [list(phrases[k].sentences()) for k in keys])
-
-    def add(self, facts: Sequence[Fact]) -> None:
-        for fact in facts:
-            if fact.key not in self.keys:
-                self.keys.append(fact.key)
-                self.sentences.append(list(fact.sentences()))
-
-    def targets(self, refs: list[RecordRef]) -> np.ndarray:
-        index = {k: i for i, k in enumerate(self.keys)}
-        y = np.zeros((len(refs), len(self.keys)), dtype=np.float32)
-        for r, ref in enumerate(refs):
-            for fact in ref.facts:
-                if fact.key in index:
-                    y[r, index[fact.key]] = 1.0
-        return y
-
-
 def index_data(args: TrainArgs) -> list[RecordRef]:
     if is_ptbxl_layout(args.data):
         refs = ptbxl_records(args.data, rate=args.rate)
@@ -160,130 +127,11 @@ def index_data(args: TrainArgs) -> list[RecordRef]:
     return refs
 
 
-def estimate_lead_scales(
-    refs: list[RecordRef], config: EcgClipConfig, limit: int = 200
-) -> list[float]:
-    """Per-lead standard deviation (mV) of filtered signals on up to ``limit`` training records."""
-    stds: list[np.ndarray] = []
-    for ref in refs[:limit]:
-        from adapters import standard_12_lead
-
-        view = standard_12_lead(read_record(ref))
-        x = filter_and_resample(view.ecg.signal, float(view.ecg.fs), config)
-        stds.append(x.std(axis=1))
-    med = np.median(np.stack(stds), axis=0)
-    return [float(max(s, 0.02)) for s in med]
-
-
-def load_text_features(texts: list[str], cache_path: Path, progress: bool) -> dict[str, np.ndarray]:
-    cache = dict(load_numpy(str(cache_path))) if cache_path.is_file() else {}
-    encoder = TextEncoder(cache)
-    todo = [t for t in dict.fromkeys(texts) if text_key(t) not in cache]
-    for i in tqdm(range(0, len(todo), 256), desc="text features", disable=not progress or not todo):
-        encoder.encode(todo[i : i + 256])
-    if todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        save_numpy(encoder.cache, str(cache_path))
-    return encoder.cache
-
-
 def seed_everything(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-
-
-@torch.no_grad()
-def embed_signals(
-    model: EcgClipModel, dataset: SignalDataset, batch_size: int = 128
-) -> torch.Tensor:
-    """Validation embeddings: the full recording in windows, embeddings averaged."""
-    from models.preprocessing import windows_of
-
-    model.eval()
-    out: list[torch.Tensor] = []
-    cfg = model.config
-    for start in range(0, len(dataset), batch_size):
-        wins, owners = [], []
-        for j, i in enumerate(range(start, min(start + batch_size, len(dataset)))):
-            w = windows_of(dataset.signal(i), cfg.window_samples, cfg.max_windows)
-            wins.append(w)
-            owners += [j] * len(w)
-        emb = model.encode_ecg(torch.from_numpy(np.concatenate(wins)))
-        idx = torch.tensor(owners)
-        pooled = torch.zeros(len(wins), emb.shape[1]).index_add_(0, idx, emb)
-        out.append(F.normalize(pooled, dim=-1))
-    return torch.cat(out)
-
-
-def macro_auroc(y: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
-    from sklearn.metrics import roc_auc_score
-
-    aucs = [
-        roc_auc_score(y[:, j], scores[:, j])
-        for j in range(y.shape[1])
-        if 0 < y[:, j].sum() < len(y)
-    ]
-    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
-
-
-def vocab_prompt_features(vocab: Vocabulary, feats: dict[str, np.ndarray]) -> torch.Tensor:
-    """Prompt ensemble: the mean MiniLM feature of all sentences of each fact."""
-    return torch.from_numpy(
-        np.stack(
-            [np.mean([feats[text_key(s)] for s in sents], axis=0) for sents in vocab.sentences]
-        )
-    )
-
-
-@torch.no_grad()
-def validate(
-    model: EcgClipModel, dataset: SignalDataset, y: np.ndarray, prompts: torch.Tensor
-) -> float:
-    emb = embed_signals(model, dataset)
-    text = model.encode_text_features(prompts)
-    auc, _ = macro_auroc(y, (emb @ text.T).numpy())
-    return auc
-
-
-class MeasuredFacts:
-    """Facts measured from each record's signal, once (lazily: no extra pass over the data)."""
-
-    def __init__(self, vocab: Vocabulary, fs: float, rate: bool, intervals: bool) -> None:
-        prefixes = ("rate:", "rr:", "qrs:", "pr:")
-        self.columns = {k: i for i, k in enumerate(vocab.keys) if k.startswith(prefixes)}
-        self.n = len(vocab.keys)
-        self.fs = fs
-        self.rate = rate
-        self.intervals = intervals
-        self.enabled = rate or intervals
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
-
-    def __call__(self, dataset: SignalDataset, index: int) -> np.ndarray:
-        key = (id(dataset), index)
-        row = self._cache.get(key)
-        if row is None:
-            row = np.zeros(self.n, dtype=np.float32)
-            keys: tuple[str, ...] = ()
-            if self.rate:
-                keys += rate_fact_keys(estimate_heart_rate(dataset.signal(index), self.fs))
-            if self.intervals:
-                from models.measurements import measure
-
-                # An unmeasurable record simply gets no interval facts.
-                with contextlib.suppress(Exception):
-                    keys += interval_fact_keys(measure(read_record(dataset.refs[index])))
-            for fact in keys:
-                row[self.columns[fact]] = 1.0
-            self._cache[key] = row
-        return row
-
-    def batch(self, y: torch.Tensor, dataset: SignalDataset, idx: np.ndarray) -> torch.Tensor:
-        if not self.enabled:
-            return y[idx]
-        extra = torch.from_numpy(np.stack([self(dataset, int(i)) for i in idx]))
-        return torch.maximum(y[idx], extra)
 
 
 @torch.no_grad()

@@ -341,6 +341,14 @@ def _audit_refusal(
         )
 
 
+def _info_or_404(runtime: Runtime, ecg_id: str) -> EcgInfo:
+    """The stored ECG's metadata, or a 404 naming the id (called after the token check)."""
+    info = runtime.ecgs.get_info(ecg_id)
+    if info is None:
+        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
+    return info
+
+
 @router.get(
     "/{ecg_id}",
     summary="One stored ECG: metadata, status and (when ready) its result",
@@ -353,10 +361,7 @@ def get_ecg(
     _actor: Actor = Depends(require_ingest_token),
     runtime: Runtime = Depends(get_runtime),
 ) -> EcgOut:
-    info = runtime.ecgs.get_info(ecg_id)
-    if info is None:
-        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
-    return EcgOut.of(info, runtime.jobs.result(ecg_id))
+    return EcgOut.of(_info_or_404(runtime, ecg_id), runtime.jobs.result(ecg_id))
 
 
 @router.get(
@@ -375,9 +380,7 @@ def get_result(
     _actor: Actor = Depends(require_ingest_token),
     runtime: Runtime = Depends(get_runtime),
 ) -> Any:
-    info = runtime.ecgs.get_info(ecg_id)
-    if info is None:
-        raise HTTPException(status_code=404, detail=f"No ECG with id {ecg_id}.")
+    info = _info_or_404(runtime, ecg_id)
     stored = runtime.jobs.result(ecg_id)
     if stored is not None:
         return ResultOut(

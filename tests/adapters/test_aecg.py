@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from adapters import EcgFormatError, load_ecg
-from adapters.aecg import parse_hl7_ts
+from adapters.hl7_values import parse_hl7_ts
 
 EXAMPLE = "hl7_aecg/Example_aECG_HL7_2003-12.xml"
 MINIMUM = "hl7_aecg/minimum_aecg.xml"
