@@ -24,7 +24,6 @@ from adapters.limits import parse_numbers
 
 HL7_NS = "urn:hl7-org:v3"
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
-_NS = {"v3": HL7_NS}
 
 #: Amplitude units (UCUM) accepted for lead values, as millivolts per unit.
 _AMPLITUDE_TO_MV = {"nV": 1e-6, "uV": 1e-3, "µV": 1e-3, "mV": 1.0, "V": 1e3}
