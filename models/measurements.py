@@ -59,6 +59,7 @@ from models.delineation import BEAT_AFTER_S, BEAT_BEFORE_S, WORK_FS, delineate, 
 from models.ectopy import members, premature_beats
 from models.filtering import butter_sections, sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
+from models.mains import without_mains
 from models.measurement_specs import SPECS
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
@@ -129,7 +130,7 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
 @dataclass
 class _Prepared:
     signal: np.ndarray  # (leads, n) band-passed 0.5-40 Hz at WORK_FS: delineation
-    raw: np.ndarray  # (leads, n) resampled, not filtered: R peaks, amplitudes
+    raw: np.ndarray  # (leads, n) resampled, mains removed, not filtered: R peaks, amplitudes
     usable: np.ndarray  # (leads,) bool
     #: The 12 standard leads first (recorded, or derived from I and II), then any other
     #: recorded lead under its own name (Holter "ECG1", "CM5", Frank "vx"...).
@@ -247,6 +248,7 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
         signal = rows.astype(np.float64)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
+    signal = without_mains(signal, WORK_FS)
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
     recorded = standard.copy()
     recorded[len(STANDARD_LEADS) :] = True

@@ -7,7 +7,10 @@ AV block, paced, WPW, fascicular block, PVCs; folds 1-9 only), the QT Database a
 two-lead MIT-BIH record, GE MUSE, Philips, SCP-ECG, HL7 aECG and DICOM files; written
 again when ``rr_irregularity`` moved to the dominant-shape beats (issue 14: 5 values changed,
 records with ectopic, fusion or aberrant beats), and again for the P-on-T search (issue 14:
-PTB-XL 00141, first-degree AV block, gains its P wave: PR 276 ms and the P-wave values). The test
+PTB-XL 00141, first-degree AV block, gains its P wave: PR 276 ms and the P-wave values), and
+again when mains hum came to be removed before measuring (:mod:`models.mains`: of these
+records only PTB-XL 00190 carries 10 uV or more, 26 uV; its amplitudes moved by 1-8 uV,
+PR 196 -> 200 ms). The test
 recomputes them with the code as it is now and asserts equality: measured values exactly
 (they are rounded to the precision they are reported at), quality measures and the model's
 input windows within float tolerance. When a change is meant to alter results, write the
