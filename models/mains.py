@@ -44,10 +44,33 @@ def _hann(n: int) -> np.ndarray:
     return window
 
 
-def without_mains(x: np.ndarray, fs: float) -> np.ndarray:
-    """``x`` (leads, n) with the mains hum it carries subtracted; ``x`` itself when none."""
+def hum_bound(spectrum: np.ndarray, n: int, fs: float) -> float:
+    """The largest hum amplitude (mV) a lead can carry near the mains frequencies, from the
+    record's plain (unwindowed) real spectrum ``spectrum`` (leads, n // 2 + 1) of ``n``
+    samples, its mean or trend removed. A sinusoid of amplitude A has |X| >= 0.637 A n / 2
+    at its nearest bin (the rectangular window's worst scalloping, half a bin off), so no
+    lead carries more than this. The quality gate has that spectrum anyway: where the bound
+    is under :data:`MAINS_MIN_MV`, :func:`without_mains` needs no spectrum of its own."""
+    step = fs / n
+    peak = 0.0
+    for nominal in MAINS_HZ:
+        low = max(0, int(np.ceil((nominal - SEARCH_HZ) / step)))
+        high = min(spectrum.shape[1] - 1, int(np.floor((nominal + SEARCH_HZ) / step)))
+        if high >= low:
+            peak = max(peak, float(np.abs(spectrum[:, low : high + 1]).max()))
+    return 2.0 * peak / n / 0.637
+
+
+def without_mains(x: np.ndarray, fs: float, bound_mv: float | None = None) -> np.ndarray:
+    """``x`` (leads, n) with the mains hum it carries subtracted; ``x`` itself when none.
+
+    ``bound_mv``: the most hum any row of ``x`` can carry (:func:`hum_bound`), when known;
+    under :data:`MAINS_MIN_MV` nothing is looked for (the spectrum below is the cost here).
+    """
     n = x.shape[1]
     if n < int(fs):  # under a second: too short to tell a hum from the signal
+        return x
+    if bound_mv is not None and bound_mv < MAINS_MIN_MV:
         return x
     centred = x - x.mean(axis=1, keepdims=True)
     spectrum = np.fft.rfft(centred * _hann(n), axis=1)

@@ -146,6 +146,7 @@ def _measure_values(
     limit = int(MAX_ANALYSIS_S * float(ecg.fs))
     if ecg.n_samples > limit:  # cut first: the 12-lead view of a Holter record is large
         ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
+        spectra = None  # the whole record's spectra say nothing exact about its start
     # Pacing spikes are 0.5-2 ms wide: look for them before any resampling or filtering.
     spikes = pacing_spikes(ecg.signal, float(ecg.fs))
     prepared = _prepare(ecg, spectra)
@@ -231,7 +232,7 @@ def _plausible(name: str, value_ms: float) -> float | None:
 
 def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     fs = float(ecg.fs)
-    rows, _, missing = standard_signal(ecg)
+    rows, derived, missing = standard_signal(ecg)
     extra = [i for i, name in enumerate(ecg.leads) if name not in STANDARD_LEADS]
     if extra:
         rows = np.concatenate([rows, ecg.signal[extra]], axis=0)
@@ -248,7 +249,7 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
         signal = rows.astype(np.float64)
     if signal.shape[1] < int(2 * WORK_FS):
         return None
-    signal = without_mains(signal, WORK_FS)
+    signal = without_mains(signal, WORK_FS, _hum_bound(spectra, bool(derived), bool(extra)))
     filtered = _zero_phase(signal, 2, (0.5, 40.0), "bandpass")
     recorded = standard.copy()
     recorded[len(STANDARD_LEADS) :] = True
@@ -256,6 +257,15 @@ def _prepare(ecg: Ecg, spectra: Spectra | None = None) -> _Prepared | None:
     if not usable.any():
         return None
     return _Prepared(filtered, signal, usable, leads, standard)
+
+
+def _hum_bound(spectra: Spectra | None, derived: bool, extra: bool) -> float | None:
+    """The most hum the 12-lead view can carry, from the quality gate's bound over the
+    recorded standard leads: a derived lead (III = II - I...) up to twice it; None where
+    unknown or where leads the gate does not judge (Frank, Holter channels) are measured."""
+    if spectra is None or spectra.hum_bound_mv is None or extra:
+        return None
+    return spectra.hum_bound_mv * (2.0 if derived else 1.0)
 
 
 def _zero_phase(x: np.ndarray, order: int, band: tuple[float, ...], btype: str) -> np.ndarray:

@@ -27,7 +27,8 @@ import numpy as np
 import scipy.fft
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
-from models.resampling import fold
+from models.mains import hum_bound
+from models.resampling import Spectra, fold
 from models.results import QualityReport
 
 #: Shorter recordings are rejected: the model was trained on 10 s, and heart rate and rhythm
@@ -77,11 +78,14 @@ BASELINE_WANDER_MV = 3.0
 MIN_USABLE_FRACTION = 2 / 3
 
 
-def assess_quality(ecg: Ecg) -> QualityReport:
+def assess_quality(ecg: Ecg, spectra: Spectra | None = None) -> QualityReport:
     """Run the quality gate on one ECG (any lead set, any sampling rate).
 
     The standard leads are judged (other leads, e.g. Frank X/Y/Z, are ignored); leads the
     12-lead view has to derive (III, aVR, aVL, aVF from I and II) are not judged twice.
+    ``spectra``: the record's shared spectra (:class:`models.resampling.Spectra`); the gate
+    leaves there the most mains hum a recorded standard lead can carry (its spectrum shows
+    it), so that the measurements need not look for hum that is not there.
     """
     fatal: list[str] = []
     warnings: list[str] = []
@@ -115,7 +119,9 @@ def assess_quality(ecg: Ecg) -> QualityReport:
         fatal.append("no signal: every lead is flat")
         return QualityReport(acceptable=False, reasons=tuple(fatal), unusable_leads=tuple(recorded))
 
-    noise_mv, mains_share, wander_mv = _spectral_measures(signal, fs)
+    noise_mv, mains_share, wander_mv, hum_mv = _spectral_measures(signal, fs)
+    if spectra is not None:
+        spectra.hum_bound_mv = hum_mv
     plateaus = _plateau_counts(signal, fs, window_max, window_min)
 
     noisy_bad = ~flat & (noise_mv >= NOISE_BAD_MV)
@@ -181,8 +187,11 @@ def _window_extremes(signal: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndar
     return windows.max(axis=2), windows.min(axis=2)
 
 
-def _spectral_measures(signal: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per lead: robust high-frequency noise (mV), its share near 50/60 Hz, baseline p-p (mV).
+def _spectral_measures(
+    signal: np.ndarray, fs: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per lead: robust high-frequency noise (mV), its share near 50/60 Hz, baseline p-p (mV);
+    and the most mains hum (mV) any lead can carry (:func:`models.mains.hum_bound`).
 
     One real FFT serves both ends of the spectrum. Before it, the straight line joining the
     first and last 0.1 s is removed (and added back to the baseline), so the jump between
@@ -221,7 +230,7 @@ def _spectral_measures(signal: np.ndarray, fs: float) -> tuple[np.ndarray, np.nd
     slow = scipy.fft.irfft(spectrum[:, :n_low], n_grid, axis=1) * (n_grid / n)
     baseline = slow + (start + (end - start) * grid_ramp)
     wander = np.ptp(baseline, axis=1)
-    return noise, mains_share, wander
+    return noise, mains_share, wander, hum_bound(spectrum, n, fs)
 
 
 @lru_cache(maxsize=32)

@@ -66,6 +66,9 @@ class Spectra:
     def __init__(self) -> None:
         self._items: list[tuple[np.ndarray, int, np.ndarray]] = []
         self._wide: list[tuple[np.ndarray, np.ndarray]] = []
+        #: The most mains hum (mV) any standard lead of the record can carry, read off the
+        #: quality gate's spectrum (:func:`models.mains.hum_bound`); None: not known.
+        self.hum_bound_mv: float | None = None
 
     def float64(self, x: np.ndarray) -> np.ndarray:
         """``x`` as float64, read-only, converted once per array: the model input and the

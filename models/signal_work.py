@@ -71,8 +71,10 @@ def analyse(ecg: Ecg, config: EcgClipConfig) -> SignalWork:
     from models.quality import assess_quality
     from models.resampling import Spectra
 
-    quality = assess_quality(ecg)
-    spectra = Spectra()  # the record's spectrum, shared by both resamplings (100 and 250 Hz)
+    # The record's spectra, shared by both resamplings (100 and 250 Hz); the quality gate
+    # leaves there how much mains hum the leads can carry.
+    spectra = Spectra()
+    quality = assess_quality(ecg, spectra)
     windows = preprocess(ecg, config, spectra).windows if quality.acceptable else None
     return SignalWork(quality=quality, measurements=measurements_of(ecg, spectra), windows=windows)
 

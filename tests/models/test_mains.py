@@ -90,3 +90,36 @@ def test_the_steady_hum_of_a_ningbo_lead_is_removed(data_dir: Path) -> None:
     after = abs(np.fft.rfft(cleaned[v6])[k]) * 2 / n
     assert before > 0.5 and after < 0.25 * before
     assert float(np.abs(cleaned[:v6] - rows[:v6]).max()) < 0.01
+
+
+@pytest.mark.parametrize("hz", [50.0, 60.0, 50.05])
+def test_the_quality_gates_bound_holds_the_hum(clean: Ecg, hz: float) -> None:
+    """The quality gate's spectrum bounds the hum from above (a sinusoid half a bin off
+    included), so skipping the search below the limit never skips hum that is there."""
+    from models.quality import assess_quality
+    from models.resampling import Spectra
+
+    amplitude = 0.012
+    hummed = clean.with_signal(
+        (clean.signal + _hum(clean.n_samples, float(clean.fs), hz, amplitude)[None, :]).astype(
+            np.float32
+        ),
+        clean.leads,
+    )
+    spectra = Spectra()
+    assess_quality(hummed, spectra)
+    assert spectra.hum_bound_mv is not None and spectra.hum_bound_mv >= amplitude
+
+
+@pytest.mark.parametrize("record", ["ptbxl/" + INFERIOR_MI, "cinc/cinc2021/JS20007.hea"])
+def test_measurements_with_and_without_the_bound_are_the_same(data_dir: Path, record: str) -> None:
+    from models.config import EcgClipConfig
+    from models.signal_work import analyse
+
+    paths = list(data_dir.glob(record)) or list((data_dir / "cinc").rglob(Path(record).name))
+    ecg = load_ecg(paths[0])
+    shared = analyse(ecg, EcgClipConfig()).measurements  # the gate's bound, as served
+    alone = measure(ecg)  # no bound: the hum is looked for
+    assert {k: (m.value, m.per_lead) for k, m in shared.items()} == {
+        k: (m.value, m.per_lead) for k, m in alone.items()
+    }
