@@ -350,3 +350,15 @@ def test_a_lead_one_sample_short_is_read_cut_to_the_common_length(example_text: 
     assert cut.n_samples == original.n_samples - 1
     np.testing.assert_array_equal(cut.signal, original.signal[:, :-1])
     assert "truncated_to_common_length" in str(cut.extra)
+
+
+@pytest.mark.parametrize("code", ["MDC_ECG_LEAD_-aVR", "MDC_ECG_LEAD_aVRneg"])
+def test_inverted_avr_keeps_its_sign(example_text: str, code: str) -> None:
+    # Before, "MDC_ECG_LEAD_-aVR" lost its minus sign and the inverted lead was read as aVR.
+    original = load_ecg(example_text.encode(), name="example")
+    variant = example_text.replace('code="MDC_ECG_LEAD_AVR"', f'code="{code}"')
+    ecg = load_ecg(variant.encode(), name="cabrera.xml")
+    assert "aVR" not in ecg.leads
+    index = original.leads.index("aVR")
+    assert ecg.leads[index] == "-aVR"
+    np.testing.assert_array_equal(ecg.signal, original.signal)

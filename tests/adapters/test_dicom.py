@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRBigEndian
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_dicom_bytes
 from adapters.dicom import AMBULATORY_ECG, GENERAL_ECG, TWELVE_LEAD_ECG
 from adapters.dicom_writer import ecg_to_dicom, quantisation_step_uv
+from adapters.record import standard_12_lead
 
 SAMPLE = "dicom/pydicom_waveform_ecg.dcm"
 
@@ -244,3 +245,24 @@ def test_padded_median_beats_are_skipped_not_the_rhythm(
     assert ecg.median_beats is None
     assert "Padding Value" in ecg.extra["median_beats_skipped"]
     np.testing.assert_array_equal(ecg.signal, sample.signal)
+
+
+@pytest.mark.parametrize(
+    ("value", "meaning"), [("2:65", "-aVR"), ("5.6.3-9-65", "Lead -aVR"), ("2:999", "-aVR")]
+)
+def test_inverted_avr_is_not_read_as_avr(
+    sample_path: Path, sample: Ecg, tmp_path: Path, value: str, meaning: str
+) -> None:
+    # Cabrera carts record -aVR (MDC and SCP-ECG code 65): aVR upside down. Before, the code
+    # was unknown and its meaning "-aVR" lost its sign, so the lead was read as aVR.
+    ds = pydicom.dcmread(sample_path)
+    for group in ds.WaveformSequence:
+        source = group.ChannelDefinitionSequence[3].ChannelSourceSequence[0]
+        source.CodeValue, source.CodeMeaning = value, meaning
+    out = tmp_path / "inverted-avr.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    assert ecg.leads[3] == "-aVR" and "aVR" not in ecg.leads
+    np.testing.assert_array_equal(ecg.signal, sample.signal)
+    view = standard_12_lead(ecg)  # aVR itself is derived from I and II, not taken from -aVR
+    assert "aVR" in view.derived
