@@ -187,6 +187,31 @@ def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, 
         )
 
 
+def _check_sample_coding(parsed: etree._Element, signal: etree._Element | None, name: str) -> None:
+    """Samples are read as signed 16-bit values around 0: a file that says otherwise
+    (``bitspersample``, ``signalsigned``, ``signaloffset`` on the waveform or in
+    ``signalcharacteristics``) is refused rather than read with a shifted or wrapped scale."""
+    found = {
+        "bitspersample": parsed.get("bitspersample")
+        or parsed.get("nbitspersample")
+        or _text(signal, "bitspersample"),
+        "signalsigned": parsed.get("signalsigned") or _text(signal, "signalsigned"),
+        "signaloffset": parsed.get("signaloffset") or _text(signal, "signaloffset"),
+    }
+    expected = {"bitspersample": "16", "signalsigned": "true", "signaloffset": "0"}
+    wrong = [
+        f"{key} {value!r}"
+        for key, value in found.items()
+        if value and value.strip().lower().removesuffix(".0") != expected[key]
+    ]
+    if wrong:
+        raise EcgFormatError(
+            name,
+            f"waveform samples are coded as {', '.join(wrong)}",
+            "only signed 16-bit samples with offset 0 are supported",
+        )
+
+
 # --- metadata ---------------------------------------------------------------------------------
 
 
@@ -308,11 +333,18 @@ def read_philips(item: ReaderInput) -> Ecg:
         raise EcgFormatError(
             name, f"waveform encoding {parsed.get('dataencoding')!r} is not supported"
         )
+    _check_sample_coding(parsed, signal_info, name)
     data = _b64(parsed.text, "parsedwaveforms", name)
     compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
+    if (parsed.get("compressflag") or "").strip().lower() == "false":
+        compression = "Uncompressed"  # 1.03 names the method even when it is not used
     if compression == "XLI":
         samples = _xli_decode(data, len(labels), n_samples, name)
         _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
+        # III, aVR, aVL, aVF are stored as residuals against I and II by XLI (the DXL
+        # encoder); uncompressed data holds the leads themselves.
+        if tuple(labels[:6]) == _STANDARD_ORDER:
+            samples = _reconstruct_limb_leads(samples)
     elif compression == "Uncompressed":
         needed = 2 * n_samples * len(labels)
         if len(data) < needed:
@@ -321,8 +353,6 @@ def read_philips(item: ReaderInput) -> Ecg:
         samples = samples.reshape(len(labels), n_samples)
     else:
         raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
-    if tuple(labels[:6]) == _STANDARD_ORDER:
-        samples = _reconstruct_limb_leads(samples)
 
     extra: dict[str, str] = {"document": f"{doc_type} {version}"}
     samples, trimmed, pulse = _trim_calibration(samples, fs)
