@@ -276,7 +276,15 @@ def _rhythm_series(root: etree._Element, name: str) -> etree._Element:
     for candidate in series:
         if code_of(candidate) == "RHYTHM":
             return candidate
-    return series[0]
+    # A representative (median) beat is one averaged beat, not a recording to classify.
+    others = [s for s in series if code_of(s) != "REPRESENTATIVE_BEAT"]
+    if not others:
+        raise EcgFormatError(
+            name,
+            "the aECG holds only representative-beat series (REPRESENTATIVE_BEAT), no rhythm",
+            "send the aECG with its rhythm waveforms",
+        )
+    return others[0]
 
 
 # --- reader ---------------------------------------------------------------------------------

@@ -362,3 +362,14 @@ def test_inverted_avr_keeps_its_sign(example_text: str, code: str) -> None:
     index = original.leads.index("aVR")
     assert ecg.leads[index] == "-aVR"
     np.testing.assert_array_equal(ecg.signal, original.signal)
+
+
+def test_a_file_of_representative_beats_only_is_refused(minimum_text: str) -> None:
+    # Before, with no RHYTHM series the first series was read whatever it was: one
+    # averaged beat became "the recording" (noted only as extra["series_code"]).
+    beats = minimum_text.replace('code="RHYTHM"', 'code="REPRESENTATIVE_BEAT"')
+    with pytest.raises(EcgFormatError, match="only representative-beat series") as info:
+        load_ecg(beats.encode(), name="beats.xml")
+    assert str(info.value).startswith("beats.xml: ")
+    other = minimum_text.replace('code="RHYTHM"', 'code="OTHER"')
+    assert load_ecg(other.encode(), name="other.xml").extra["series_code"] == "OTHER"
