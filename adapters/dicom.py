@@ -251,7 +251,7 @@ def _refuse_padding(
         )
 
 
-def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
+def _pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
     """Index of the rhythm group and of the median-beat group (if any)."""
     labels = [str(g.get("MultiplexGroupLabel", "")).upper() for g in groups]
     median = next((i for i, lab in enumerate(labels) if "MEDIAN" in lab), None)
@@ -263,7 +263,13 @@ def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
             if str(g.get("WaveformOriginality", "")).upper() == "ORIGINAL" and i != median
         ]
         others = [i for i in range(len(groups)) if i != median]
-        rhythm = (originals or others or [0])[0]
+        if not others:  # one averaged beat is not a recording to classify
+            raise EcgFormatError(
+                where,
+                f"the only multiplex group is {labels[0]!r}: median beats, no rhythm",
+                "send the ECG with its rhythm waveform",
+            )
+        rhythm = (originals or others)[0]
     return rhythm, median
 
 
@@ -350,7 +356,7 @@ def read(item: ReaderInput) -> Ecg:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
-    rhythm_index, median_index = _pick_groups(groups)
+    rhythm_index, median_index = _pick_groups(groups, item.name)
     cache = _CODE_CACHE
     signal, leads, fs, dropped = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits

@@ -266,3 +266,13 @@ def test_inverted_avr_is_not_read_as_avr(
     np.testing.assert_array_equal(ecg.signal, sample.signal)
     view = standard_12_lead(ecg)  # aVR itself is derived from I and II, not taken from -aVR
     assert "aVR" in view.derived
+
+
+def test_a_file_of_median_beats_only_is_refused(sample_path: Path, tmp_path: Path) -> None:
+    # Before, with the median group alone its 1.2 s beat was read as the rhythm.
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence = pydicom.Sequence([ds.WaveformSequence[1]])
+    out = tmp_path / "median-only.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="'MEDIAN BEAT': median beats, no rhythm"):
+        load_ecg(out)
