@@ -51,6 +51,9 @@ _DTYPES = {
     (32, "SL"): "i4", (32, "UL"): "u4", (64, "SV"): "i8", (64, "UV"): "u8",
 }  # fmt: skip
 _SNOMED_SCHEMES = {"SCT", "SNM3", "SRT"}
+#: Channel Status (003A,0205) terms whose samples are no usable ECG (PS3.3 C.10.9.1.4.2):
+#: left out and named like channels that are not voltages.
+_UNUSABLE_STATUS = {"DISCONNECTED", "INVALID", "TEST DATA", "UNCALIBRATED"}
 
 
 def sniff(item: ReaderInput) -> bool:
@@ -136,6 +139,10 @@ def _channel_scale(
     factor = mv_factor(unit)
     if factor is None:
         return unit
+    status = channel.get("ChannelStatus") or []
+    unusable = sorted({str(v).strip().upper() for v in _as_list(status)} & _UNUSABLE_STATUS)
+    if unusable:  # samples that are not the patient's calibrated ECG
+        return f"status {'/'.join(unusable)}"
     sensitivity = float(channel.ChannelSensitivity)
     # Absent or empty (type 1C/3): 1 and 0. A value that is there is taken as written, so a
     # correction factor of 0 is refused below instead of read as 1.
@@ -207,8 +214,8 @@ def _group_signal(
     if not keep:
         raise EcgFormatError(
             where,
-            f"no channel of group {label!r} is a voltage: {', '.join(dropped)}",
-            "an ECG needs channels in mV, uV or V",
+            f"no channel of group {label!r} is a voltage that can be read: {', '.join(dropped)}",
+            "an ECG needs channels in mV, uV or V with a usable Channel Status",
         )
     kept = [scale for scale in scales if not isinstance(scale, str)]
     rows = raw[:, keep].T if dropped else raw.T
@@ -407,6 +414,11 @@ def read(item: ReaderInput) -> Ecg:
 
 
 READER = Reader(format=FORMAT, sniff=sniff, read=read)
+
+
+def _as_list(value: object) -> list[object]:
+    """A multi-valued attribute's values (pydicom gives one value bare, several as a list)."""
+    return list(value) if isinstance(value, list | pydicom.multival.MultiValue) else [value]
 
 
 def _number_or(value: object, default: float) -> float:

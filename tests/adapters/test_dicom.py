@@ -276,3 +276,24 @@ def test_a_file_of_median_beats_only_is_refused(sample_path: Path, tmp_path: Pat
     ds.save_as(out, enforce_file_format=True)
     with pytest.raises(EcgFormatError, match="'MEDIAN BEAT': median beats, no rhythm"):
         load_ecg(out)
+
+
+@pytest.mark.parametrize("status", ["DISCONNECTED", ["OK", "INVALID"], "UNCALIBRATED", "TEST DATA"])
+def test_a_channel_with_an_unusable_status_is_left_out_and_named(
+    sample_path: Path, sample: Ecg, tmp_path: Path, status: str | list[str]
+) -> None:
+    # Channel Status (PS3.3 C.10.9.1.4.2) says the samples are not the patient's calibrated
+    # ECG (an electrode off, a test signal). Before, such a channel was read as the lead.
+    ds = pydicom.dcmread(sample_path)
+    channels = ds.WaveformSequence[0].ChannelDefinitionSequence
+    channels[6].ChannelStatus = status
+    out = tmp_path / "status.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    assert "V1" not in ecg.leads and ecg.leads == sample.leads[:6] + sample.leads[7:]
+    np.testing.assert_array_equal(ecg.signal, np.delete(sample.signal, 6, axis=0))
+    assert ecg.extra["dropped_channels"].startswith("V1 (status ")
+    for channel in channels:
+        channel.ChannelStatus = ["OK", "QUESTIONABLE"]  # kept: usable, if doubtful
+    ds.save_as(out, enforce_file_format=True)
+    assert load_ecg(out).leads == sample.leads
