@@ -116,6 +116,12 @@ def _lead_samples(lead_data: etree._Element, lead: str, kind: str, name: str) ->
             "the file is truncated or corrupt",
         )
     per_bit = _float(lead_data, "LeadAmplitudeUnitsPerBit", f"{kind} lead {lead} amplitude", name)
+    if per_bit <= 0:  # 0 would be a flat line, a negative value the lead upside down
+        raise EcgFormatError(
+            name,
+            f"{kind} lead {lead}: LeadAmplitudeUnitsPerBit is {per_bit:g}, not a positive step",
+            "the export's amplitude scale is unusable; export the ECG again from MUSE",
+        )
     units = _text(lead_data, "LeadAmplitudeUnits").upper() or "MICROVOLTS"
     if units not in _UNITS_TO_MV:
         raise EcgFormatError(

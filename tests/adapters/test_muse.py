@@ -175,3 +175,15 @@ def test_a_lead_missing_from_the_declared_count_is_not_dropped_silently(muse_tex
         load_ecg(text.encode("iso-8859-1"), name="seven.xml")
     assert str(info.value).startswith("seven.xml: ")
     assert "7" in str(info.value)
+
+
+@pytest.mark.parametrize("per_bit", ["0", "-10", "-4.88"])
+def test_a_step_that_is_not_positive_is_refused(muse_text: str, per_bit: str) -> None:
+    # Exports with LeadAmplitudeUnitsPerBit -10 exist in the wild. Before, a negative step
+    # turned every lead upside down and 0 made a flat line, both read without a word.
+    rhythm = muse_text.index("<WaveformType>Rhythm")
+    step = muse_text.index("<LeadAmplitudeUnitsPerBit>4.88<", rhythm)
+    text = muse_text[:step] + muse_text[step:].replace("4.88", per_bit, 1)
+    with pytest.raises(EcgFormatError, match=f"UnitsPerBit is {per_bit}, not a positive") as info:
+        load_ecg(text.encode("iso-8859-1"), name="step.xml")
+    assert str(info.value).startswith("step.xml: ") and "Rhythm lead I" in str(info.value)
