@@ -129,7 +129,7 @@ def _channel_scale(
     """(multiplier, offset) taking a raw sample to millivolts for one channel; for a channel
     that is not a voltage (a respiration or pressure channel beside the leads), its unit."""
     units = _code_of(channel, "ChannelSensitivityUnitsSequence", cache)
-    if "ChannelSensitivity" not in channel or units is None:
+    if _empty(channel.get("ChannelSensitivity")) or units is None:
         raise EcgFormatError(
             where,
             f"channel {index + 1} has no sensitivity or sensitivity units",
@@ -173,7 +173,7 @@ def _group_signal(
         "WaveformData",
         "ChannelDefinitionSequence",
     )
-    missing = [name for name in required if name not in group]
+    missing = [name for name in required if _empty(group.get(name))]  # absent or no value
     if missing:
         raise EcgFormatError(where, f"multiplex group {label!r} lacks {', '.join(missing)}")
     n_channels = int(group.NumberOfWaveformChannels)
@@ -421,8 +421,13 @@ def _as_list(value: object) -> list[object]:
     return list(value) if isinstance(value, list | pydicom.multival.MultiValue) else [value]
 
 
+def _empty(value: object) -> bool:
+    """An attribute that is absent or present without a value (pydicom: None or "")."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _number_or(value: object, default: float) -> float:
     """A DICOM decimal string attribute as a float, ``default`` when absent or empty."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return default
     return float(value)  # type: ignore[arg-type]

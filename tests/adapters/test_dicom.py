@@ -297,3 +297,26 @@ def test_a_channel_with_an_unusable_status_is_left_out_and_named(
         channel.ChannelStatus = ["OK", "QUESTIONABLE"]  # kept: usable, if doubtful
     ds.save_as(out, enforce_file_format=True)
     assert load_ecg(out).leads == sample.leads
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["NumberOfWaveformChannels", "NumberOfWaveformSamples", "SamplingFrequency",
+     "WaveformBitsAllocated"],
+)  # fmt: skip
+def test_a_required_attribute_without_a_value_is_named(
+    sample_path: Path, tmp_path: Path, keyword: str
+) -> None:
+    # Present but empty (zero length, legal encoding, type 1 violated). Before, the reader
+    # failed inside int()/float() and the caller got "unreadable (TypeError: int() ...)".
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0][keyword].value = None
+    out = tmp_path / "empty.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match=f"multiplex group 'RHYTHM' lacks {keyword}"):
+        load_ecg(out)
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0].ChannelDefinitionSequence[1].ChannelSensitivity = None
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="channel 2 has no sensitivity"):
+        load_ecg(out)
