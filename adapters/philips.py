@@ -316,7 +316,9 @@ def read_philips(item: ReaderInput) -> Ecg:
         parsed.get("samplespersecond") or _text(signal_info, "samplingrate"), "sampling rate", name
     )
     resolution_uv = _positive_number(
-        parsed.get("resolution") or _text(signal_info, "signalresolution"),
+        parsed.get("resolution")  # 1.04; signalcharacteristics says it as 1.03 or 1.04 does
+        or _text(signal_info, "signalresolution")
+        or _text(signal_info, "resolution"),
         "signal resolution (uV per bit)",
         name,
     )

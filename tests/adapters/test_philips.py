@@ -276,3 +276,14 @@ def test_unsigned_or_offset_samples_are_refused(formats_dir: Path, attribute: st
     with pytest.raises(EcgFormatError, match=rf"coded as {key} '{value.strip(chr(34))}'") as info:
         load_ecg(text.encode("utf-16"), name="unsigned.xml")
     assert str(info.value).startswith("unsigned.xml: ")
+
+
+def test_104_resolution_from_signalcharacteristics(formats_dir: Path, loaded: dict) -> None:
+    # 1.04 writes signalcharacteristics/resolution (1.03: signalresolution). Before, a 1.04
+    # file without the parsedwaveforms resolution attribute was refused as "missing".
+    text = _text(formats_dir / V104)
+    assert "<resolution>5</resolution>" in text
+    variant = re.sub(r'(<parsedwaveforms[^>]*?) resolution="5"', r"\1", text, count=1)
+    assert variant != text
+    ecg = load_ecg(variant.encode("utf-16"), name="no-attribute.xml")
+    np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
