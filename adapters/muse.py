@@ -159,7 +159,26 @@ def _read_waveform(waveform: etree._Element, name: str) -> _Waveform:
     lengths = {row.size for row in rows}
     if len(lengths) != 1:
         raise EcgFormatError(name, f"{kind} leads differ in length: {sorted(lengths)} samples")
+    _check_simultaneous(waveform, kind, name)
     return _Waveform(signal=np.stack(rows), fs=fs, leads=tuple(leads))
+
+
+def _check_simultaneous(waveform: etree._Element, kind: str, name: str) -> None:
+    """Leads that start at different samples or times (``LeadOffsetFirstSample``,
+    ``LeadTimeOffset``: a cart recording lead groups one after another, or a conversion of
+    such a record) are not one simultaneous recording, whatever their lengths."""
+    for field in ("LeadOffsetFirstSample", "LeadTimeOffset"):
+        starts = {
+            _text(lead, "LeadID"): _text(lead, field) or "0"
+            for lead in waveform.iterfind("LeadData")
+        }
+        if len(set(starts.values())) > 1:
+            spans = ", ".join(f"{lead} {start}" for lead, start in starts.items())
+            raise EcgFormatError(
+                name,
+                f"{kind} leads are not simultaneous ({field}: {spans})",
+                "leads recorded one group after another cannot be read as one 12-lead record",
+            )
 
 
 def _with_limb_leads(waveform: _Waveform, name: str) -> tuple[_Waveform, list[str]]:

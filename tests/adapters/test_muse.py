@@ -187,3 +187,16 @@ def test_a_step_that_is_not_positive_is_refused(muse_text: str, per_bit: str) ->
     with pytest.raises(EcgFormatError, match=f"UnitsPerBit is {per_bit}, not a positive") as info:
         load_ecg(text.encode("iso-8859-1"), name="step.xml")
     assert str(info.value).startswith("step.xml: ") and "Rhythm lead I" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["LeadOffsetFirstSample", "LeadTimeOffset"])
+def test_leads_starting_at_different_times_are_refused(muse_text: str, field: str) -> None:
+    # A conversion of a sequentially recorded ECG writes each lead group's start there
+    # (V1-V6 from sample 2500). Before: stacked as simultaneous, 5 s apart, without a word.
+    rhythm = muse_text.index("<WaveformType>Rhythm")
+    head, tail = muse_text[:rhythm], muse_text[rhythm:]
+    v1 = tail.rindex("<LeadData>", 0, tail.index("<LeadID>V1</LeadID>"))
+    tail = tail[:v1] + tail[v1:].replace(f"<{field}>0</{field}>", f"<{field}>2500</{field}>")
+    with pytest.raises(EcgFormatError, match=f"not simultaneous \\({field}: I 0") as info:
+        load_ecg((head + tail).encode("iso-8859-1"), name="sequential.xml")
+    assert str(info.value).startswith("sequential.xml: ") and "V1 2500" in str(info.value)
