@@ -135,7 +135,7 @@ def _channel_scale(
             f"channel {index + 1} has no sensitivity or sensitivity units",
             "the samples cannot be converted to millivolts",
         )
-    unit = units[0]
+    unit = units[0] or units[1]  # the code meaning ("microvolt") when the value is empty
     factor = mv_factor(unit)
     if factor is None:
         return unit

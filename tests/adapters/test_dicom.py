@@ -320,3 +320,18 @@ def test_a_required_attribute_without_a_value_is_named(
     ds.save_as(out, enforce_file_format=True)
     with pytest.raises(EcgFormatError, match="channel 2 has no sensitivity"):
         load_ecg(out)
+
+
+@pytest.mark.parametrize(("value", "meaning"), [("", "microvolt"), ("microvolts", "x")])
+def test_units_named_in_words_are_read(
+    sample_path: Path, sample: Ecg, tmp_path: Path, value: str, meaning: str
+) -> None:
+    # Before: a units code with only its meaning, or the unit spelled out, made every
+    # channel "not a voltage" and the file was refused.
+    ds = pydicom.dcmread(sample_path)
+    for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
+        units = channel.ChannelSensitivityUnitsSequence[0]
+        units.CodeValue, units.CodeMeaning = value, meaning
+    out = tmp_path / "words.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    np.testing.assert_array_equal(load_ecg(out).signal, sample.signal)
