@@ -171,7 +171,14 @@ def _read_series(series: etree._Element, name: str) -> _Waveforms:
         if (decoded := _read_sequence_set(sequence_set, name)) is not None
     ]
     if not sets:
-        raise EcgFormatError(name, "the series holds no lead sequences")
+        path = f"{tag('component')}/{tag('sequenceSet')}/{tag('component')}/{tag('sequence')}"
+        codes = {code_of(s) for s in series.iterfind(path)} - {"TIME_ABSOLUTE", "TIME_RELATIVE"}
+        raise EcgFormatError(
+            name,
+            "the series holds no lead sequences"
+            + (f" (sequence codes: {', '.join(sorted(codes))})" if codes else ""),
+            "leads are read from MDC_ECG_LEAD_* codes (e.g. MDC_ECG_LEAD_I)",
+        )
     groups: dict[tuple[float, datetime | None, int], list[_Waveforms]] = {}
     for decoded in sets:
         groups.setdefault((decoded.fs, decoded.start, decoded.signal.shape[1]), []).append(decoded)

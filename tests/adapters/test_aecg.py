@@ -373,3 +373,10 @@ def test_a_file_of_representative_beats_only_is_refused(minimum_text: str) -> No
     assert str(info.value).startswith("beats.xml: ")
     other = minimum_text.replace('code="RHYTHM"', 'code="OTHER"')
     assert load_ecg(other.encode(), name="other.xml").extra["series_code"] == "OTHER"
+
+
+def test_leads_under_codes_we_do_not_read_are_named(minimum_text: str) -> None:
+    # Before: "the series holds no lead sequences", not saying that there were some.
+    variant = minimum_text.replace('code="MDC_ECG_LEAD_II"', 'code="VENDOR_LEAD_II"')
+    with pytest.raises(EcgFormatError, match=r"sequence codes: VENDOR_LEAD_II\) \(leads are"):
+        load_ecg(variant.encode(), name="vendor.xml")
