@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-import zlib
 from datetime import datetime
 
 import numpy as np
@@ -27,13 +26,11 @@ import pydicom
 import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-)
 
+from adapters.dicom_checks import check_items, inflated_data_set
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
-from adapters.limits import DecodeLimits, inflate_capped
+from adapters.limits import DecodeLimits
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.units import mv_factor
@@ -328,23 +325,8 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
     return statements, list(dict.fromkeys(codes)), measurements
 
 
-def _check_deflated(item: ReaderInput) -> None:
-    """A deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by
-    pydicom: inflate it here first, capped, so a few KB cannot become gigabytes."""
-    fp = io.BytesIO(item.data)
-    try:
-        # what dcmread itself does first (the public read_file_meta_info wants a path)
-        pydicom.filereader.read_preamble(fp, False)
-        meta = pydicom.filereader._read_file_meta_info(fp)
-    except Exception:
-        return  # no readable file meta: dcmread reports it
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return
-    inflate_capped(item.name, item.data[fp.tell() :], item.limits, wbits=-zlib.MAX_WBITS)
-
-
 def read(item: ReaderInput) -> Ecg:
-    _check_deflated(item)
+    check_items(item.name, inflated_data_set(item))
     try:
         ds = pydicom.dcmread(io.BytesIO(item.data))
     except Exception as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +337,31 @@ def test_units_named_in_words_are_read(
     out = tmp_path / "words.dcm"
     ds.save_as(out, enforce_file_format=True)
     np.testing.assert_array_equal(load_ecg(out).signal, sample.signal)
+
+
+def test_a_flood_of_sequence_items_is_refused_before_parsing(sample_path: Path) -> None:
+    # 120,000 empty annotation items are 1 MB; pydicom parsed them all (~4 s, ~80 MB;
+    # a 64 MB upload of them: minutes and gigabytes) before the reader saw the waveform.
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformAnnotationSequence = pydicom.Sequence([pydicom.Dataset()])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    empty_item = struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+    header = struct.pack("<HH", 0x0040, 0xB020) + b"SQ\x00\x00"
+    start = data.index(header)
+    at = data.index(empty_item, start)
+    n = 120_000
+    length = struct.unpack_from("<I", data, start + 8)[0]
+    if length != 0xFFFFFFFF:  # an explicit length grows with the items; undefined stays
+        length += 8 * (n - 1)
+    flood = (
+        data[: start + 8] + struct.pack("<I", length) + data[start + 12 : at]
+        + empty_item * n + data[at + 8 :]
+    )  # fmt: skip
+    started = time.perf_counter()
+    refused = r"holds 1200\d\d sequence items, over the limit of 100000"
+    with pytest.raises(EcgFormatError, match=refused) as info:
+        load_ecg(flood, name="flood.dcm")
+    assert str(info.value).startswith("flood.dcm: ")
+    assert time.perf_counter() - started < 1.0
