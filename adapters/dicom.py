@@ -48,6 +48,13 @@ _DTYPES = {
     (32, "SL"): "i4", (32, "UL"): "u4", (64, "SV"): "i8", (64, "UV"): "u8",
 }  # fmt: skip
 _SNOMED_SCHEMES = {"SCT", "SNM3", "SRT"}
+#: The top-level attributes the reader uses: pydicom keeps only these (the character set
+#: too), so a file padded with millions of other elements costs no memory for them.
+_TOP_LEVEL = [
+    "SOPClassUID", "PatientID", "Manufacturer", "ManufacturerModelName",
+    "AcquisitionDateTime", "ContentDate", "ContentTime", "StudyDate", "StudyTime",
+    "WaveformSequence", "WaveformAnnotationSequence",
+]  # fmt: skip
 #: Channel Status (003A,0205) terms whose samples are no usable ECG (PS3.3 C.10.9.1.4.2):
 #: left out and named like channels that are not voltages.
 _UNUSABLE_STATUS = {"DISCONNECTED", "INVALID", "TEST DATA", "UNCALIBRATED"}
@@ -328,7 +335,7 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
 def read(item: ReaderInput) -> Ecg:
     check_items(item.name, inflated_data_set(item))
     try:
-        ds = pydicom.dcmread(io.BytesIO(item.data))
+        ds = pydicom.dcmread(io.BytesIO(item.data), specific_tags=_TOP_LEVEL)
     except Exception as exc:
         raise EcgFormatError(
             item.name, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
