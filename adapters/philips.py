@@ -189,12 +189,10 @@ def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, 
 
 def _check_sample_coding(parsed: etree._Element, signal: etree._Element | None, name: str) -> None:
     """Samples are read as signed 16-bit values around 0: a file that says otherwise
-    (``bitspersample``, ``signalsigned``, ``signaloffset`` on the waveform or in
+    (``bitspersample`` on the waveform; ``signalsigned``, ``signaloffset`` on it or in
     ``signalcharacteristics``) is refused rather than read with a shifted or wrapped scale."""
-    found = {
-        "bitspersample": parsed.get("bitspersample")
-        or parsed.get("nbitspersample")
-        or _text(signal, "bitspersample"),
+    found = {  # the stored width is the waveform's own (an acquisition may say 12 bits)
+        "bitspersample": parsed.get("bitspersample") or parsed.get("nbitspersample"),
         "signalsigned": parsed.get("signalsigned") or _text(signal, "signalsigned"),
         "signaloffset": parsed.get("signaloffset") or _text(signal, "signaloffset"),
     }
