@@ -147,8 +147,16 @@ def _reconstruct_limb_leads(samples: np.ndarray) -> np.ndarray:
 def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
     labels = (parsed.get("leadlabels") or "").split()
     if labels:
-        count = parsed.get("numberofleads")
-        return labels[: int(count)] if count and count.isdigit() else labels
+        count = (parsed.get("numberofleads") or "").strip()
+        if not count.isdigit():
+            return labels
+        if not 0 < int(count) <= len(labels):  # a lead without a name would be dropped
+            raise EcgFormatError(
+                name,
+                f"numberofleads {count} but leadlabels names {len(labels)}: {' '.join(labels)}",
+                "the file's lead description is inconsistent; export it again",
+            )
+        return labels[: int(count)]
     allocated = _text(signal, "numberchannelsallocated")
     lead_set = _text(signal, "acquisitiontype")
     if not allocated.isdigit() or not 0 < int(allocated) <= _MAX_CHUNKS:

@@ -287,3 +287,15 @@ def test_104_resolution_from_signalcharacteristics(formats_dir: Path, loaded: di
     assert variant != text
     ecg = load_ecg(variant.encode("utf-16"), name="no-attribute.xml")
     np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
+
+
+@pytest.mark.parametrize(("count", "labels"), [("12", "I II III"), ("0", None)])
+def test_lead_count_and_labels_must_agree(formats_dir: Path, count: str, labels: str) -> None:
+    # Before: 3 labels for 12 leads read 3 leads and dropped 9 without a word; a count of 0
+    # failed as "unreadable (ValueError: min() arg is an empty sequence)".
+    text = _text(formats_dir / V104).replace('numberofleads="12"', f'numberofleads="{count}"')
+    if labels is not None:
+        text = re.sub(r'leadlabels="[^"]*"', f'leadlabels="{labels}"', text, count=1)
+    with pytest.raises(EcgFormatError, match=f"numberofleads {count} but leadlabels") as info:
+        load_ecg(text.encode("utf-16"), name="labels.xml")
+    assert str(info.value).startswith("labels.xml: ")
