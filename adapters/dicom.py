@@ -365,8 +365,8 @@ def read(item: ReaderInput) -> Ecg:
                 groups[median_index], item.name, little_endian, cache, item.limits
             )
             median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
-        except PaddedSamples as exc:  # padded beats do not make the rhythm unreadable
-            skipped = exc.problem
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            skipped = exc.problem  # to them (padded, unsupported encoding, bad scale...)
     statements, codes, measurements = _annotations(ds)
     device = " ".join(
         str(ds.get(tag, "") or "").strip()

@@ -385,3 +385,24 @@ def test_elements_the_reader_does_not_use_cost_no_memory(sample_path: Path, samp
         tracemalloc.stop()
     np.testing.assert_array_equal(ecg.signal, sample.signal)
     assert peak < 8e6, f"{peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "problem"),
+    [
+        ("WaveformSampleInterpretation", "MB", "interpretation 'MB'"),  # mu-law beats
+        ("NumberOfWaveformChannels", 0, "announces 0 channels"),
+    ],
+)
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    sample_path: Path, sample: Ecg, tmp_path: Path, keyword: str, value: object, problem: str
+) -> None:
+    # Before, anything wrong with the MEDIAN BEAT group but padding refused the whole file,
+    # though the rhythm it would classify was fine.
+    ds = pydicom.dcmread(sample_path)
+    setattr(ds.WaveformSequence[1], keyword, value)
+    out = tmp_path / "median.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    np.testing.assert_array_equal(ecg.signal, sample.signal)
+    assert ecg.median_beats is None and problem in ecg.extra["median_beats_skipped"]
