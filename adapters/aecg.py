@@ -310,17 +310,23 @@ def read_aecg(item: ReaderInput) -> Ecg:
     statements, measurements = _annotations(series)
 
     median_beats = None
+    skipped: str | None = None
     derived = series.find(f"{tag('derivation')}/{tag('derivedSeries')}")
     if derived is not None:
-        medians = _read_series(derived, name)
-        median_beats = MedianBeats(
-            signal=medians.signal.astype(np.float32), fs=medians.fs, leads=medians.leads
-        )
+        try:
+            medians = _read_series(derived, name)
+            median_beats = MedianBeats(
+                signal=medians.signal.astype(np.float32), fs=medians.fs, leads=medians.leads
+            )
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            skipped = exc.problem
         derived_statements, derived_measurements = _annotations(derived)
         statements = list(dict.fromkeys([*statements, *derived_statements]))
         measurements = {**derived_measurements, **measurements}
 
     extra = {**measurements, **rhythm.notes}
+    if skipped:
+        extra["median_beats_skipped"] = skipped
     series_code = code_of(series)
     if series_code != "RHYTHM":
         extra["series_code"] = series_code or "(none)"

@@ -264,13 +264,16 @@ def read_muse(item: ReaderInput) -> Ecg:
     rhythm, derived = _with_limb_leads(_read_waveform(waveforms["rhythm"], name), name)
 
     median_beats = None
-    if "median" in waveforms:
-        median, _ = _with_limb_leads(_read_waveform(waveforms["median"], name), name)
-        median_beats = MedianBeats(
-            signal=median.signal.astype(np.float32), fs=median.fs, leads=median.leads
-        )
-
     extra: dict[str, str] = {}
+    if "median" in waveforms:
+        try:
+            median, _ = _with_limb_leads(_read_waveform(waveforms["median"], name), name)
+            median_beats = MedianBeats(
+                signal=median.signal.astype(np.float32), fs=median.fs, leads=median.leads
+            )
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            extra["median_beats_skipped"] = exc.problem
+
     if derived:
         extra["derived_leads"] = " ".join(derived)
     measurements = root.find("RestingECGMeasurements")

@@ -372,6 +372,10 @@ def read_philips(item: ReaderInput) -> Ecg:
     if codes:
         extra["statement_codes"] = " ".join(codes)
     machine = _text(root, "dataacquisition/machine")
+    try:  # the cart's beats are extra: never lose the rhythm to them
+        median_beats = _median_beats(root, fs, name, extra)
+    except EcgFormatError as exc:
+        median_beats, extra["median_beats_skipped"] = None, exc.problem
     return build_ecg(
         item,
         FORMAT,
@@ -382,7 +386,7 @@ def read_philips(item: ReaderInput) -> Ecg:
         patient_id=_text(root, "patient/generalpatientdata/patientid") or None,
         device=f"Philips {machine}" if machine else None,
         statements=tuple(statements),
-        median_beats=_median_beats(root, fs, name, extra),
+        median_beats=median_beats,
         extra=extra,
     )
 

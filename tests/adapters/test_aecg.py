@@ -380,3 +380,16 @@ def test_leads_under_codes_we_do_not_read_are_named(minimum_text: str) -> None:
     variant = minimum_text.replace('code="MDC_ECG_LEAD_II"', 'code="VENDOR_LEAD_II"')
     with pytest.raises(EcgFormatError, match=r"sequence codes: VENDOR_LEAD_II\) \(leads are"):
         load_ecg(variant.encode(), name="vendor.xml")
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(example_text: str) -> None:
+    # Before, a problem in the derived (representative beat) series refused the whole file.
+    original = load_ecg(example_text.encode(), name="example")
+    at = example_text.index("<derivation>")
+    scale = example_text.index('<scale value="', at)
+    unit = example_text.index('unit="', scale) + len('unit="')
+    end = example_text.index('"', unit)
+    text = example_text[:unit] + "furlong" + example_text[end:]
+    ecg = load_ecg(text.encode(), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+    assert ecg.median_beats is None and "furlong" in ecg.extra["median_beats_skipped"]

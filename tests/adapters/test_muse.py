@@ -200,3 +200,14 @@ def test_leads_starting_at_different_times_are_refused(muse_text: str, field: st
     with pytest.raises(EcgFormatError, match=f"not simultaneous \\({field}: I 0") as info:
         load_ecg((head + tail).encode("iso-8859-1"), name="sequential.xml")
     assert str(info.value).startswith("sequential.xml: ") and "V1 2500" in str(info.value)
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    formats_dir: Path, muse_text: str
+) -> None:
+    # The Median waveform comes first in the file. Before, its bad rate refused the file.
+    original = load_ecg(formats_dir / SAMPLE)
+    text = muse_text.replace("<SampleBase>500</SampleBase>", "<SampleBase>fast</SampleBase>", 1)
+    ecg = load_ecg(text.encode("iso-8859-1"), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+    assert ecg.median_beats is None and "SampleBase" in ecg.extra["median_beats_skipped"]

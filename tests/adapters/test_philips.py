@@ -299,3 +299,15 @@ def test_lead_count_and_labels_must_agree(formats_dir: Path, count: str, labels:
     with pytest.raises(EcgFormatError, match=f"numberofleads {count} but leadlabels") as info:
         load_ecg(text.encode("utf-16"), name="labels.xml")
     assert str(info.value).startswith("labels.xml: ")
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    formats_dir: Path, loaded: dict
+) -> None:
+    # Before, a representative-beat resolution that is not a number refused the file.
+    text = _text(formats_dir / V104).replace(
+        'samplespersec="500" resolution="2.5"', 'samplespersec="500" resolution="fine"'
+    )
+    ecg = load_ecg(text.encode("utf-16"), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
+    assert ecg.median_beats is None and "fine" in ecg.extra["median_beats_skipped"]
