@@ -171,7 +171,14 @@ def _read_series(series: etree._Element, name: str) -> _Waveforms:
         if (decoded := _read_sequence_set(sequence_set, name)) is not None
     ]
     if not sets:
-        raise EcgFormatError(name, "the series holds no lead sequences")
+        path = f"{tag('component')}/{tag('sequenceSet')}/{tag('component')}/{tag('sequence')}"
+        codes = {code_of(s) for s in series.iterfind(path)} - {"TIME_ABSOLUTE", "TIME_RELATIVE"}
+        raise EcgFormatError(
+            name,
+            "the series holds no lead sequences"
+            + (f" (sequence codes: {', '.join(sorted(codes))})" if codes else ""),
+            "leads are read from MDC_ECG_LEAD_* codes (e.g. MDC_ECG_LEAD_I)",
+        )
     groups: dict[tuple[float, datetime | None, int], list[_Waveforms]] = {}
     for decoded in sets:
         groups.setdefault((decoded.fs, decoded.start, decoded.signal.shape[1]), []).append(decoded)
@@ -276,7 +283,15 @@ def _rhythm_series(root: etree._Element, name: str) -> etree._Element:
     for candidate in series:
         if code_of(candidate) == "RHYTHM":
             return candidate
-    return series[0]
+    # A representative (median) beat is one averaged beat, not a recording to classify.
+    others = [s for s in series if code_of(s) != "REPRESENTATIVE_BEAT"]
+    if not others:
+        raise EcgFormatError(
+            name,
+            "the aECG holds only representative-beat series (REPRESENTATIVE_BEAT), no rhythm",
+            "send the aECG with its rhythm waveforms",
+        )
+    return others[0]
 
 
 # --- reader ---------------------------------------------------------------------------------
@@ -295,17 +310,23 @@ def read_aecg(item: ReaderInput) -> Ecg:
     statements, measurements = _annotations(series)
 
     median_beats = None
+    skipped: str | None = None
     derived = series.find(f"{tag('derivation')}/{tag('derivedSeries')}")
     if derived is not None:
-        medians = _read_series(derived, name)
-        median_beats = MedianBeats(
-            signal=medians.signal.astype(np.float32), fs=medians.fs, leads=medians.leads
-        )
+        try:
+            medians = _read_series(derived, name)
+            median_beats = MedianBeats(
+                signal=medians.signal.astype(np.float32), fs=medians.fs, leads=medians.leads
+            )
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            skipped = exc.problem
         derived_statements, derived_measurements = _annotations(derived)
         statements = list(dict.fromkeys([*statements, *derived_statements]))
         measurements = {**derived_measurements, **measurements}
 
     extra = {**measurements, **rhythm.notes}
+    if skipped:
+        extra["median_beats_skipped"] = skipped
     series_code = code_of(series)
     if series_code != "RHYTHM":
         extra["series_code"] = series_code or "(none)"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-import zlib
 from datetime import datetime
 
 import numpy as np
@@ -27,13 +26,11 @@ import pydicom
 import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-)
 
+from adapters.dicom_checks import check_items, inflated_data_set
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
-from adapters.limits import DecodeLimits, inflate_capped
+from adapters.limits import DecodeLimits
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.units import mv_factor
@@ -51,6 +48,16 @@ _DTYPES = {
     (32, "SL"): "i4", (32, "UL"): "u4", (64, "SV"): "i8", (64, "UV"): "u8",
 }  # fmt: skip
 _SNOMED_SCHEMES = {"SCT", "SNM3", "SRT"}
+#: The top-level attributes the reader uses: pydicom keeps only these (the character set
+#: too), so a file padded with millions of other elements costs no memory for them.
+_TOP_LEVEL = [
+    "SOPClassUID", "PatientID", "Manufacturer", "ManufacturerModelName",
+    "AcquisitionDateTime", "ContentDate", "ContentTime", "StudyDate", "StudyTime",
+    "WaveformSequence", "WaveformAnnotationSequence",
+]  # fmt: skip
+#: Channel Status (003A,0205) terms whose samples are no usable ECG (PS3.3 C.10.9.1.4.2):
+#: left out and named like channels that are not voltages.
+_UNUSABLE_STATUS = {"DISCONNECTED", "INVALID", "TEST DATA", "UNCALIBRATED"}
 
 
 def sniff(item: ReaderInput) -> bool:
@@ -126,16 +133,20 @@ def _channel_scale(
     """(multiplier, offset) taking a raw sample to millivolts for one channel; for a channel
     that is not a voltage (a respiration or pressure channel beside the leads), its unit."""
     units = _code_of(channel, "ChannelSensitivityUnitsSequence", cache)
-    if "ChannelSensitivity" not in channel or units is None:
+    if _empty(channel.get("ChannelSensitivity")) or units is None:
         raise EcgFormatError(
             where,
             f"channel {index + 1} has no sensitivity or sensitivity units",
             "the samples cannot be converted to millivolts",
         )
-    unit = units[0]
+    unit = units[0] or units[1]  # the code meaning ("microvolt") when the value is empty
     factor = mv_factor(unit)
     if factor is None:
         return unit
+    status = channel.get("ChannelStatus") or []
+    unusable = sorted({str(v).strip().upper() for v in _as_list(status)} & _UNUSABLE_STATUS)
+    if unusable:  # samples that are not the patient's calibrated ECG
+        return f"status {'/'.join(unusable)}"
     sensitivity = float(channel.ChannelSensitivity)
     # Absent or empty (type 1C/3): 1 and 0. A value that is there is taken as written, so a
     # correction factor of 0 is refused below instead of read as 1.
@@ -166,7 +177,7 @@ def _group_signal(
         "WaveformData",
         "ChannelDefinitionSequence",
     )
-    missing = [name for name in required if name not in group]
+    missing = [name for name in required if _empty(group.get(name))]  # absent or no value
     if missing:
         raise EcgFormatError(where, f"multiplex group {label!r} lacks {', '.join(missing)}")
     n_channels = int(group.NumberOfWaveformChannels)
@@ -207,8 +218,8 @@ def _group_signal(
     if not keep:
         raise EcgFormatError(
             where,
-            f"no channel of group {label!r} is a voltage: {', '.join(dropped)}",
-            "an ECG needs channels in mV, uV or V",
+            f"no channel of group {label!r} is a voltage that can be read: {', '.join(dropped)}",
+            "an ECG needs channels in mV, uV or V with a usable Channel Status",
         )
     kept = [scale for scale in scales if not isinstance(scale, str)]
     rows = raw[:, keep].T if dropped else raw.T
@@ -251,7 +262,7 @@ def _refuse_padding(
         )
 
 
-def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
+def _pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
     """Index of the rhythm group and of the median-beat group (if any)."""
     labels = [str(g.get("MultiplexGroupLabel", "")).upper() for g in groups]
     median = next((i for i, lab in enumerate(labels) if "MEDIAN" in lab), None)
@@ -263,7 +274,13 @@ def _pick_groups(groups: list[Dataset]) -> tuple[int, int | None]:
             if str(g.get("WaveformOriginality", "")).upper() == "ORIGINAL" and i != median
         ]
         others = [i for i in range(len(groups)) if i != median]
-        rhythm = (originals or others or [0])[0]
+        if not others:  # one averaged beat is not a recording to classify
+            raise EcgFormatError(
+                where,
+                f"the only multiplex group is {labels[0]!r}: median beats, no rhythm",
+                "send the ECG with its rhythm waveform",
+            )
+        rhythm = (originals or others)[0]
     return rhythm, median
 
 
@@ -315,25 +332,10 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
     return statements, list(dict.fromkeys(codes)), measurements
 
 
-def _check_deflated(item: ReaderInput) -> None:
-    """A deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by
-    pydicom: inflate it here first, capped, so a few KB cannot become gigabytes."""
-    fp = io.BytesIO(item.data)
-    try:
-        # what dcmread itself does first (the public read_file_meta_info wants a path)
-        pydicom.filereader.read_preamble(fp, False)
-        meta = pydicom.filereader._read_file_meta_info(fp)
-    except Exception:
-        return  # no readable file meta: dcmread reports it
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return
-    inflate_capped(item.name, item.data[fp.tell() :], item.limits, wbits=-zlib.MAX_WBITS)
-
-
 def read(item: ReaderInput) -> Ecg:
-    _check_deflated(item)
+    check_items(item.name, inflated_data_set(item))
     try:
-        ds = pydicom.dcmread(io.BytesIO(item.data))
+        ds = pydicom.dcmread(io.BytesIO(item.data), specific_tags=_TOP_LEVEL)
     except Exception as exc:
         raise EcgFormatError(
             item.name, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
@@ -350,7 +352,7 @@ def read(item: ReaderInput) -> Ecg:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
-    rhythm_index, median_index = _pick_groups(groups)
+    rhythm_index, median_index = _pick_groups(groups, item.name)
     cache = _CODE_CACHE
     signal, leads, fs, dropped = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits
@@ -363,8 +365,8 @@ def read(item: ReaderInput) -> Ecg:
                 groups[median_index], item.name, little_endian, cache, item.limits
             )
             median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
-        except PaddedSamples as exc:  # padded beats do not make the rhythm unreadable
-            skipped = exc.problem
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            skipped = exc.problem  # to them (padded, unsupported encoding, bad scale...)
     statements, codes, measurements = _annotations(ds)
     device = " ".join(
         str(ds.get(tag, "") or "").strip()
@@ -403,8 +405,18 @@ def read(item: ReaderInput) -> Ecg:
 READER = Reader(format=FORMAT, sniff=sniff, read=read)
 
 
+def _as_list(value: object) -> list[object]:
+    """A multi-valued attribute's values (pydicom gives one value bare, several as a list)."""
+    return list(value) if isinstance(value, list | pydicom.multival.MultiValue) else [value]
+
+
+def _empty(value: object) -> bool:
+    """An attribute that is absent or present without a value (pydicom: None or "")."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _number_or(value: object, default: float) -> float:
     """A DICOM decimal string attribute as a float, ``default`` when absent or empty."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return default
     return float(value)  # type: ignore[arg-type]

@@ -266,7 +266,21 @@ def _findings(observation: dict[str, Any]) -> tuple[list[str], list[str]]:
     return statements, list(dict.fromkeys(codes))
 
 
+#: At most this many JSON objects, arrays and array items ("{", "[", "," counted, strings
+#: included): an ECG Observation has a few hundred (its samples are one string per lead);
+#: json.loads would turn a 64 MB upload of "{}," into ~1.7 GB of Python objects.
+MAX_JSON_VALUES = 1_000_000
+
+
 def read(item: ReaderInput) -> Ecg:
+    containers = sum(item.data.count(char) for char in (b"{", b"[", b","))
+    if containers > MAX_JSON_VALUES:
+        raise EcgFormatError(
+            item.name,
+            f"the JSON holds {containers} objects, arrays or list items, over the limit of "
+            f"{MAX_JSON_VALUES}",
+            "an ECG Observation has a few hundred; SampledData carries samples as one string",
+        )
     try:
         document = json.loads(item.data)
     except (ValueError, UnicodeDecodeError) as exc:

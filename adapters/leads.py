@@ -22,6 +22,9 @@ _ALIASES = {
     "MAVR": "aVR", "MAVL": "aVL", "MAVF": "aVF",
     "MV1": "V1", "MV2": "V2", "MV3": "V3", "MV4": "V4", "MV5": "V5", "MV6": "V6",
 }  # fmt: skip
+#: The inverted aVR lead, under the name SCP-ECG gives it; a name for no other lead.
+INVERTED_AVR = "-aVR"
+_INVERTED = {"-AVR", "AVRNEG", "NEGAVR"}
 
 
 @functools.lru_cache(maxsize=4096)  # a handful of spellings, looked up per lead per record
@@ -38,7 +41,17 @@ def normalize_lead_name(raw: str) -> str:
             upper = upper[len(prefix) :].strip()
             name = name[len(prefix) :].strip()
             break
-    upper = re.sub(r"[\s_-]", "", upper)
+    upper = re.sub(r"[\s_]", "", upper)
+    # A sign is part of the lead: -aVR (Cabrera's inverted aVR, SCP-ECG and MDC code 65)
+    # is aVR upside down, never aVR itself; nor is "I-II" lead III.
+    if upper in _INVERTED:
+        return INVERTED_AVR
+    if upper.startswith("-"):
+        return name
+    parts = [part for part in upper.split("-") if part]
+    if len(parts) > 1 and all(_CANONICAL.get(p) or _ALIASES.get(p) for p in parts):
+        return name  # a bipolar pair of two leads is neither of them
+    upper = "".join(parts)
     return _CANONICAL.get(upper) or _ALIASES.get(upper) or name
 
 
@@ -65,7 +78,7 @@ MDC_LEAD_TERMS: dict[int, str] = {
     1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6",
     9: "V7", 10: "V2R", 11: "V3R", 12: "V4R", 13: "V5R", 14: "V6R", 15: "V7R",
     16: "vx", 17: "vy", 18: "vz", 19: "CC5", 20: "CM5",
-    61: "III", 62: "aVR", 63: "aVL", 64: "aVF",
+    61: "III", 62: "aVR", 63: "aVL", 64: "aVF", 65: INVERTED_AVR,
 }  # fmt: skip
 MDC_LEAD_BASE = 131072  # MDC_ECG_LEAD (partition 2 << 16)
 MDC_POTENTIAL_BASE = 131328  # MDC_ECG_ELEC_POTL: the lead-unspecific potential code

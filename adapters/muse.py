@@ -116,6 +116,12 @@ def _lead_samples(lead_data: etree._Element, lead: str, kind: str, name: str) ->
             "the file is truncated or corrupt",
         )
     per_bit = _float(lead_data, "LeadAmplitudeUnitsPerBit", f"{kind} lead {lead} amplitude", name)
+    if per_bit <= 0:  # 0 would be a flat line, a negative value the lead upside down
+        raise EcgFormatError(
+            name,
+            f"{kind} lead {lead}: LeadAmplitudeUnitsPerBit is {per_bit:g}, not a positive step",
+            "the export's amplitude scale is unusable; export the ECG again from MUSE",
+        )
     units = _text(lead_data, "LeadAmplitudeUnits").upper() or "MICROVOLTS"
     if units not in _UNITS_TO_MV:
         raise EcgFormatError(
@@ -153,7 +159,26 @@ def _read_waveform(waveform: etree._Element, name: str) -> _Waveform:
     lengths = {row.size for row in rows}
     if len(lengths) != 1:
         raise EcgFormatError(name, f"{kind} leads differ in length: {sorted(lengths)} samples")
+    _check_simultaneous(waveform, kind, name)
     return _Waveform(signal=np.stack(rows), fs=fs, leads=tuple(leads))
+
+
+def _check_simultaneous(waveform: etree._Element, kind: str, name: str) -> None:
+    """Leads that start at different samples or times (``LeadOffsetFirstSample``,
+    ``LeadTimeOffset``: a cart recording lead groups one after another, or a conversion of
+    such a record) are not one simultaneous recording, whatever their lengths."""
+    for field in ("LeadOffsetFirstSample", "LeadTimeOffset"):
+        starts = {
+            _text(lead, "LeadID"): _text(lead, field) or "0"
+            for lead in waveform.iterfind("LeadData")
+        }
+        if len(set(starts.values())) > 1:
+            spans = ", ".join(f"{lead} {start}" for lead, start in starts.items())
+            raise EcgFormatError(
+                name,
+                f"{kind} leads are not simultaneous ({field}: {spans})",
+                "leads recorded one group after another cannot be read as one 12-lead record",
+            )
 
 
 def _with_limb_leads(waveform: _Waveform, name: str) -> tuple[_Waveform, list[str]]:
@@ -239,13 +264,16 @@ def read_muse(item: ReaderInput) -> Ecg:
     rhythm, derived = _with_limb_leads(_read_waveform(waveforms["rhythm"], name), name)
 
     median_beats = None
-    if "median" in waveforms:
-        median, _ = _with_limb_leads(_read_waveform(waveforms["median"], name), name)
-        median_beats = MedianBeats(
-            signal=median.signal.astype(np.float32), fs=median.fs, leads=median.leads
-        )
-
     extra: dict[str, str] = {}
+    if "median" in waveforms:
+        try:
+            median, _ = _with_limb_leads(_read_waveform(waveforms["median"], name), name)
+            median_beats = MedianBeats(
+                signal=median.signal.astype(np.float32), fs=median.fs, leads=median.leads
+            )
+        except EcgFormatError as exc:  # the cart's beats are extra: never lose the rhythm
+            extra["median_beats_skipped"] = exc.problem
+
     if derived:
         extra["derived_leads"] = " ".join(derived)
     measurements = root.find("RestingECGMeasurements")

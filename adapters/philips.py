@@ -147,8 +147,16 @@ def _reconstruct_limb_leads(samples: np.ndarray) -> np.ndarray:
 def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
     labels = (parsed.get("leadlabels") or "").split()
     if labels:
-        count = parsed.get("numberofleads")
-        return labels[: int(count)] if count and count.isdigit() else labels
+        count = (parsed.get("numberofleads") or "").strip()
+        if not count.isdigit():
+            return labels
+        if not 0 < int(count) <= len(labels):  # a lead without a name would be dropped
+            raise EcgFormatError(
+                name,
+                f"numberofleads {count} but leadlabels names {len(labels)}: {' '.join(labels)}",
+                "the file's lead description is inconsistent; export it again",
+            )
+        return labels[: int(count)]
     allocated = _text(signal, "numberchannelsallocated")
     lead_set = _text(signal, "acquisitiontype")
     if not allocated.isdigit() or not 0 < int(allocated) <= _MAX_CHUNKS:
@@ -184,6 +192,29 @@ def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, 
             f"the waveform decodes to {decoded} samples per lead, but durationperchannel "
             f"{duration_ms:g} ms at {fs:g} Hz declares {declared}",
             "the sampling rate or the duration in the file is wrong, or the data is truncated",
+        )
+
+
+def _check_sample_coding(parsed: etree._Element, signal: etree._Element | None, name: str) -> None:
+    """Samples are read as signed 16-bit values around 0: a file that says otherwise
+    (``bitspersample`` on the waveform; ``signalsigned``, ``signaloffset`` on it or in
+    ``signalcharacteristics``) is refused rather than read with a shifted or wrapped scale."""
+    found = {  # the stored width is the waveform's own (an acquisition may say 12 bits)
+        "bitspersample": parsed.get("bitspersample") or parsed.get("nbitspersample"),
+        "signalsigned": parsed.get("signalsigned") or _text(signal, "signalsigned"),
+        "signaloffset": parsed.get("signaloffset") or _text(signal, "signaloffset"),
+    }
+    expected = {"bitspersample": "16", "signalsigned": "true", "signaloffset": "0"}
+    wrong = [
+        f"{key} {value!r}"
+        for key, value in found.items()
+        if value and value.strip().lower().removesuffix(".0") != expected[key]
+    ]
+    if wrong:
+        raise EcgFormatError(
+            name,
+            f"waveform samples are coded as {', '.join(wrong)}",
+            "only signed 16-bit samples with offset 0 are supported",
         )
 
 
@@ -291,7 +322,9 @@ def read_philips(item: ReaderInput) -> Ecg:
         parsed.get("samplespersecond") or _text(signal_info, "samplingrate"), "sampling rate", name
     )
     resolution_uv = _positive_number(
-        parsed.get("resolution") or _text(signal_info, "signalresolution"),
+        parsed.get("resolution")  # 1.04; signalcharacteristics says it as 1.03 or 1.04 does
+        or _text(signal_info, "signalresolution")
+        or _text(signal_info, "resolution"),
         "signal resolution (uV per bit)",
         name,
     )
@@ -308,11 +341,18 @@ def read_philips(item: ReaderInput) -> Ecg:
         raise EcgFormatError(
             name, f"waveform encoding {parsed.get('dataencoding')!r} is not supported"
         )
+    _check_sample_coding(parsed, signal_info, name)
     data = _b64(parsed.text, "parsedwaveforms", name)
     compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
+    if (parsed.get("compressflag") or "").strip().lower() == "false":
+        compression = "Uncompressed"  # 1.03 names the method even when it is not used
     if compression == "XLI":
         samples = _xli_decode(data, len(labels), n_samples, name)
         _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
+        # III, aVR, aVL, aVF are stored as residuals against I and II by XLI (the DXL
+        # encoder); uncompressed data holds the leads themselves.
+        if tuple(labels[:6]) == _STANDARD_ORDER:
+            samples = _reconstruct_limb_leads(samples)
     elif compression == "Uncompressed":
         needed = 2 * n_samples * len(labels)
         if len(data) < needed:
@@ -321,8 +361,6 @@ def read_philips(item: ReaderInput) -> Ecg:
         samples = samples.reshape(len(labels), n_samples)
     else:
         raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
-    if tuple(labels[:6]) == _STANDARD_ORDER:
-        samples = _reconstruct_limb_leads(samples)
 
     extra: dict[str, str] = {"document": f"{doc_type} {version}"}
     samples, trimmed, pulse = _trim_calibration(samples, fs)
@@ -334,6 +372,10 @@ def read_philips(item: ReaderInput) -> Ecg:
     if codes:
         extra["statement_codes"] = " ".join(codes)
     machine = _text(root, "dataacquisition/machine")
+    try:  # the cart's beats are extra: never lose the rhythm to them
+        median_beats = _median_beats(root, fs, name, extra)
+    except EcgFormatError as exc:
+        median_beats, extra["median_beats_skipped"] = None, exc.problem
     return build_ecg(
         item,
         FORMAT,
@@ -344,7 +386,7 @@ def read_philips(item: ReaderInput) -> Ecg:
         patient_id=_text(root, "patient/generalpatientdata/patientid") or None,
         device=f"Philips {machine}" if machine else None,
         statements=tuple(statements),
-        median_beats=_median_beats(root, fs, name, extra),
+        median_beats=median_beats,
         extra=extra,
     )
 

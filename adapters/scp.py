@@ -365,11 +365,16 @@ def read_scp(item: ReaderInput) -> Ecg:
         item.check_shape(len(leads), max((lead.n_samples for lead in leads), default=0))
         huffman = _huffman_used(sections, name)
         signal, fs, interval_us = _rhythm(sections, leads, huffman, name)
-        median_beats = _median_beats(sections, leads, huffman, name, item.limits)
         fields = _tags(sections.get(1, b""))
     except struct.error:
         raise EcgFormatError(name, "an SCP-ECG section is shorter than its fields") from None
     extra = {"sample_interval_us": str(interval_us)}
+    try:  # the cart's beats are extra: never lose the rhythm to them
+        median_beats = _median_beats(sections, leads, huffman, name, item.limits)
+    except EcgFormatError as exc:
+        median_beats, extra["median_beats_skipped"] = None, exc.problem
+    except struct.error:
+        median_beats, extra["median_beats_skipped"] = None, "section 5 is shorter than its fields"
     return build_ecg(
         item,
         FORMAT,

@@ -17,6 +17,11 @@ MV_PER_UNIT: dict[str, float] = {
     "nv": 1e-6,
     "v": 1e3,
 }
+# The spelled-out names: DICOM code meanings ("microvolt"), FHIR Quantity.unit display text.
+MV_PER_UNIT.update(
+    {f"{prefix}volt{plural}": factor for prefix, factor in
+     (("nano", 1e-6), ("micro", 1e-3), ("milli", 1.0), ("", 1e3)) for plural in ("", "s")}
+)  # fmt: skip
 
 
 def mv_factor(unit: str | None) -> float | None:

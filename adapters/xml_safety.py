@@ -27,6 +27,12 @@ _ENTITY_MARKERS = (
 )
 
 
+#: At most this many "<" (tags, comments, declarations) in one document. Real ECG exports
+#: hold a few thousand; lxml spends about 120 bytes per element, so a 64 MB file of empty
+#: elements ("<a/>" 16 million times) would otherwise build a 2 GB tree before any check.
+MAX_XML_MARKUP = 1_000_000
+
+
 def _parser() -> etree.XMLParser:
     # A fresh parser per call: lxml parsers are not thread-safe, and readers run in
     # web workers as well as Celery workers.
@@ -61,6 +67,13 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
             name,
             "the XML declares entities (DOCTYPE with <!ENTITY>), which is refused for safety",
             "export the ECG without a DTD internal subset",
+        )
+    markup = data.count(b"<")  # an upper bound on the elements, counted in one fast pass
+    if markup > MAX_XML_MARKUP:
+        raise EcgFormatError(
+            name,
+            f"the XML holds {markup} markup characters '<', over the limit of {MAX_XML_MARKUP}",
+            "an ECG export has a few thousand elements; this is not one",
         )
     try:
         root = etree.fromstring(data, parser=_parser())

@@ -350,3 +350,46 @@ def test_a_lead_one_sample_short_is_read_cut_to_the_common_length(example_text: 
     assert cut.n_samples == original.n_samples - 1
     np.testing.assert_array_equal(cut.signal, original.signal[:, :-1])
     assert "truncated_to_common_length" in str(cut.extra)
+
+
+@pytest.mark.parametrize("code", ["MDC_ECG_LEAD_-aVR", "MDC_ECG_LEAD_aVRneg"])
+def test_inverted_avr_keeps_its_sign(example_text: str, code: str) -> None:
+    # Before, "MDC_ECG_LEAD_-aVR" lost its minus sign and the inverted lead was read as aVR.
+    original = load_ecg(example_text.encode(), name="example")
+    variant = example_text.replace('code="MDC_ECG_LEAD_AVR"', f'code="{code}"')
+    ecg = load_ecg(variant.encode(), name="cabrera.xml")
+    assert "aVR" not in ecg.leads
+    index = original.leads.index("aVR")
+    assert ecg.leads[index] == "-aVR"
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+
+
+def test_a_file_of_representative_beats_only_is_refused(minimum_text: str) -> None:
+    # Before, with no RHYTHM series the first series was read whatever it was: one
+    # averaged beat became "the recording" (noted only as extra["series_code"]).
+    beats = minimum_text.replace('code="RHYTHM"', 'code="REPRESENTATIVE_BEAT"')
+    with pytest.raises(EcgFormatError, match="only representative-beat series") as info:
+        load_ecg(beats.encode(), name="beats.xml")
+    assert str(info.value).startswith("beats.xml: ")
+    other = minimum_text.replace('code="RHYTHM"', 'code="OTHER"')
+    assert load_ecg(other.encode(), name="other.xml").extra["series_code"] == "OTHER"
+
+
+def test_leads_under_codes_we_do_not_read_are_named(minimum_text: str) -> None:
+    # Before: "the series holds no lead sequences", not saying that there were some.
+    variant = minimum_text.replace('code="MDC_ECG_LEAD_II"', 'code="VENDOR_LEAD_II"')
+    with pytest.raises(EcgFormatError, match=r"sequence codes: VENDOR_LEAD_II\) \(leads are"):
+        load_ecg(variant.encode(), name="vendor.xml")
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(example_text: str) -> None:
+    # Before, a problem in the derived (representative beat) series refused the whole file.
+    original = load_ecg(example_text.encode(), name="example")
+    at = example_text.index("<derivation>")
+    scale = example_text.index('<scale value="', at)
+    unit = example_text.index('unit="', scale) + len('unit="')
+    end = example_text.index('"', unit)
+    text = example_text[:unit] + "furlong" + example_text[end:]
+    ecg = load_ecg(text.encode(), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+    assert ecg.median_beats is None and "furlong" in ecg.extra["median_beats_skipped"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from pydicom.uid import ExplicitVRBigEndian
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_dicom_bytes
 from adapters.dicom import AMBULATORY_ECG, GENERAL_ECG, TWELVE_LEAD_ECG
 from adapters.dicom_writer import ecg_to_dicom, quantisation_step_uv
+from adapters.record import standard_12_lead
 
 SAMPLE = "dicom/pydicom_waveform_ecg.dcm"
 
@@ -244,3 +248,161 @@ def test_padded_median_beats_are_skipped_not_the_rhythm(
     assert ecg.median_beats is None
     assert "Padding Value" in ecg.extra["median_beats_skipped"]
     np.testing.assert_array_equal(ecg.signal, sample.signal)
+
+
+@pytest.mark.parametrize(
+    ("value", "meaning"), [("2:65", "-aVR"), ("5.6.3-9-65", "Lead -aVR"), ("2:999", "-aVR")]
+)
+def test_inverted_avr_is_not_read_as_avr(
+    sample_path: Path, sample: Ecg, tmp_path: Path, value: str, meaning: str
+) -> None:
+    # Cabrera carts record -aVR (MDC and SCP-ECG code 65): aVR upside down. Before, the code
+    # was unknown and its meaning "-aVR" lost its sign, so the lead was read as aVR.
+    ds = pydicom.dcmread(sample_path)
+    for group in ds.WaveformSequence:
+        source = group.ChannelDefinitionSequence[3].ChannelSourceSequence[0]
+        source.CodeValue, source.CodeMeaning = value, meaning
+    out = tmp_path / "inverted-avr.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    assert ecg.leads[3] == "-aVR" and "aVR" not in ecg.leads
+    np.testing.assert_array_equal(ecg.signal, sample.signal)
+    view = standard_12_lead(ecg)  # aVR itself is derived from I and II, not taken from -aVR
+    assert "aVR" in view.derived
+
+
+def test_a_file_of_median_beats_only_is_refused(sample_path: Path, tmp_path: Path) -> None:
+    # Before, with the median group alone its 1.2 s beat was read as the rhythm.
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence = pydicom.Sequence([ds.WaveformSequence[1]])
+    out = tmp_path / "median-only.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="'MEDIAN BEAT': median beats, no rhythm"):
+        load_ecg(out)
+
+
+@pytest.mark.parametrize("status", ["DISCONNECTED", ["OK", "INVALID"], "UNCALIBRATED", "TEST DATA"])
+def test_a_channel_with_an_unusable_status_is_left_out_and_named(
+    sample_path: Path, sample: Ecg, tmp_path: Path, status: str | list[str]
+) -> None:
+    # Channel Status (PS3.3 C.10.9.1.4.2) says the samples are not the patient's calibrated
+    # ECG (an electrode off, a test signal). Before, such a channel was read as the lead.
+    ds = pydicom.dcmread(sample_path)
+    channels = ds.WaveformSequence[0].ChannelDefinitionSequence
+    channels[6].ChannelStatus = status
+    out = tmp_path / "status.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    assert "V1" not in ecg.leads and ecg.leads == sample.leads[:6] + sample.leads[7:]
+    np.testing.assert_array_equal(ecg.signal, np.delete(sample.signal, 6, axis=0))
+    assert ecg.extra["dropped_channels"].startswith("V1 (status ")
+    for channel in channels:
+        channel.ChannelStatus = ["OK", "QUESTIONABLE"]  # kept: usable, if doubtful
+    ds.save_as(out, enforce_file_format=True)
+    assert load_ecg(out).leads == sample.leads
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["NumberOfWaveformChannels", "NumberOfWaveformSamples", "SamplingFrequency",
+     "WaveformBitsAllocated"],
+)  # fmt: skip
+def test_a_required_attribute_without_a_value_is_named(
+    sample_path: Path, tmp_path: Path, keyword: str
+) -> None:
+    # Present but empty (zero length, legal encoding, type 1 violated). Before, the reader
+    # failed inside int()/float() and the caller got "unreadable (TypeError: int() ...)".
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0][keyword].value = None
+    out = tmp_path / "empty.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match=f"multiplex group 'RHYTHM' lacks {keyword}"):
+        load_ecg(out)
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformSequence[0].ChannelDefinitionSequence[1].ChannelSensitivity = None
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(EcgFormatError, match="channel 2 has no sensitivity"):
+        load_ecg(out)
+
+
+@pytest.mark.parametrize(("value", "meaning"), [("", "microvolt"), ("microvolts", "x")])
+def test_units_named_in_words_are_read(
+    sample_path: Path, sample: Ecg, tmp_path: Path, value: str, meaning: str
+) -> None:
+    # Before: a units code with only its meaning, or the unit spelled out, made every
+    # channel "not a voltage" and the file was refused.
+    ds = pydicom.dcmread(sample_path)
+    for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
+        units = channel.ChannelSensitivityUnitsSequence[0]
+        units.CodeValue, units.CodeMeaning = value, meaning
+    out = tmp_path / "words.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    np.testing.assert_array_equal(load_ecg(out).signal, sample.signal)
+
+
+def test_a_flood_of_sequence_items_is_refused_before_parsing(sample_path: Path) -> None:
+    # 120,000 empty annotation items are 1 MB; pydicom parsed them all (~4 s, ~80 MB;
+    # a 64 MB upload of them: minutes and gigabytes) before the reader saw the waveform.
+    ds = pydicom.dcmread(sample_path)
+    ds.WaveformAnnotationSequence = pydicom.Sequence([pydicom.Dataset()])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    empty_item = struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+    header = struct.pack("<HH", 0x0040, 0xB020) + b"SQ\x00\x00"
+    start = data.index(header)
+    at = data.index(empty_item, start)
+    n = 120_000
+    length = struct.unpack_from("<I", data, start + 8)[0]
+    if length != 0xFFFFFFFF:  # an explicit length grows with the items; undefined stays
+        length += 8 * (n - 1)
+    flood = (
+        data[: start + 8] + struct.pack("<I", length) + data[start + 12 : at]
+        + empty_item * n + data[at + 8 :]
+    )  # fmt: skip
+    started = time.perf_counter()
+    refused = r"holds 1200\d\d sequence items, over the limit of 100000"
+    with pytest.raises(EcgFormatError, match=refused) as info:
+        load_ecg(flood, name="flood.dcm")
+    assert str(info.value).startswith("flood.dcm: ")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_elements_the_reader_does_not_use_cost_no_memory(sample_path: Path, sample: Ecg) -> None:
+    # 50,000 empty private elements after the waveform (0.4 MB). Before, pydicom kept a
+    # raw element for each: ~17 MB of Python objects here (now: 2 MB, the waveform), ~2 GB
+    # for a 64 MB upload.
+    padding = bytearray()
+    for index in range(50_000):
+        group, element = 0x7FF1 + 2 * (index // 0xF000), 0x1000 + index % 0xF000
+        padding += struct.pack("<HH", group, element) + b"UN\x00\x00" + struct.pack("<I", 0)
+    data = sample_path.read_bytes() + bytes(padding)
+    tracemalloc.start()
+    try:
+        ecg = load_ecg(data, name="padded.dcm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(ecg.signal, sample.signal)
+    assert peak < 8e6, f"{peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "problem"),
+    [
+        ("WaveformSampleInterpretation", "MB", "interpretation 'MB'"),  # mu-law beats
+        ("NumberOfWaveformChannels", 0, "announces 0 channels"),
+    ],
+)
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    sample_path: Path, sample: Ecg, tmp_path: Path, keyword: str, value: object, problem: str
+) -> None:
+    # Before, anything wrong with the MEDIAN BEAT group but padding refused the whole file,
+    # though the rhythm it would classify was fine.
+    ds = pydicom.dcmread(sample_path)
+    setattr(ds.WaveformSequence[1], keyword, value)
+    out = tmp_path / "median.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ecg = load_ecg(out)
+    np.testing.assert_array_equal(ecg.signal, sample.signal)
+    assert ecg.median_beats is None and problem in ecg.extra["median_beats_skipped"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,15 @@ def test_integer_text_scanned_in_chunks_reads_as_a_whole(
     if whole is not None:
         assert parsed is not None and np.array_equal(parsed, whole)
         assert np.array_equal(parsed, np.array([float(t) for t in text.split()]))
+
+
+def test_a_flood_of_json_objects_is_refused_before_parsing(observation: dict[str, Any]) -> None:
+    # 1.2 million empty objects are 3.6 MB of JSON and ~100 MB of Python objects; a 64 MB
+    # upload of them would be ~1.7 GB. Before: all parsed, then "no SampledData".
+    data = b'{"resourceType":"Observation","x":[' + b"{}," * 1_200_000 + b"{}]}"
+    started = time.perf_counter()
+    with pytest.raises(EcgFormatError, match="over the limit of 1000000") as info:
+        load_ecg(data, name="flood.json")
+    assert str(info.value).startswith("flood.json: ")
+    assert time.perf_counter() - started < 1.0
+    assert load_ecg(json.dumps(observation).encode(), name="ok.json").n_samples > 0

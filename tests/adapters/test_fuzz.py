@@ -22,6 +22,7 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -424,6 +425,23 @@ def test_deep_nesting_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    "root",
+    [b'<AnnotatedECG xmlns="urn:hl7-org:v3">', b"<RestingECG>", b"<restingecgdata>"],
+    ids=["aecg", "muse", "philips"],
+)
+def test_millions_of_empty_elements_are_refused_before_parsing(root: bytes) -> None:
+    # "<a/>" x 1.2 million is 4.8 MB; lxml would build a ~150 MB tree of it (a 64 MB
+    # upload: about 2 GB) before any reader looked at it. Before: parsed, then refused.
+    end = b"</" + root[1:].split(b" ")[0].rstrip(b">") + b">"
+    data = root + b"<a/>" * 1_200_000 + end
+    started = time.perf_counter()
+    with pytest.raises(EcgFormatError, match="over the limit of 1000000") as info:
+        load_ecg(data, name="flood.xml")
+    assert str(info.value).startswith("flood.xml: ")
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
     ("relative", "old", "new"),
     [
         (
@@ -437,7 +455,11 @@ def test_deep_nesting_is_refused() -> None:
             b'durationperchannel="99999999999999"',
         ),
         ("formats/philips_xml/129DYPRG.XML", b"<samplingrate>500<", b"<samplingrate>1e300<"),
-        ("formats/ge_muse_xml/muse-sinus.xml", b"<SampleBase>500<", b"<SampleBase>1e308<"),
+        (  # the rhythm's rate (an absurd one in the median beats only skips those)
+            "formats/ge_muse_xml/muse-sinus.xml",
+            b"<WaveformType>Rhythm</WaveformType>",
+            b"<WaveformType>Rhythm</WaveformType><SampleBase>1e308</SampleBase>",
+        ),
         (
             "ptbxl/records100/00000/00001_lr.hea",
             b"00001_lr 12 100 1000",

@@ -175,3 +175,39 @@ def test_a_lead_missing_from_the_declared_count_is_not_dropped_silently(muse_tex
         load_ecg(text.encode("iso-8859-1"), name="seven.xml")
     assert str(info.value).startswith("seven.xml: ")
     assert "7" in str(info.value)
+
+
+@pytest.mark.parametrize("per_bit", ["0", "-10", "-4.88"])
+def test_a_step_that_is_not_positive_is_refused(muse_text: str, per_bit: str) -> None:
+    # Exports with LeadAmplitudeUnitsPerBit -10 exist in the wild. Before, a negative step
+    # turned every lead upside down and 0 made a flat line, both read without a word.
+    rhythm = muse_text.index("<WaveformType>Rhythm")
+    step = muse_text.index("<LeadAmplitudeUnitsPerBit>4.88<", rhythm)
+    text = muse_text[:step] + muse_text[step:].replace("4.88", per_bit, 1)
+    with pytest.raises(EcgFormatError, match=f"UnitsPerBit is {per_bit}, not a positive") as info:
+        load_ecg(text.encode("iso-8859-1"), name="step.xml")
+    assert str(info.value).startswith("step.xml: ") and "Rhythm lead I" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["LeadOffsetFirstSample", "LeadTimeOffset"])
+def test_leads_starting_at_different_times_are_refused(muse_text: str, field: str) -> None:
+    # A conversion of a sequentially recorded ECG writes each lead group's start there
+    # (V1-V6 from sample 2500). Before: stacked as simultaneous, 5 s apart, without a word.
+    rhythm = muse_text.index("<WaveformType>Rhythm")
+    head, tail = muse_text[:rhythm], muse_text[rhythm:]
+    v1 = tail.rindex("<LeadData>", 0, tail.index("<LeadID>V1</LeadID>"))
+    tail = tail[:v1] + tail[v1:].replace(f"<{field}>0</{field}>", f"<{field}>2500</{field}>")
+    with pytest.raises(EcgFormatError, match=f"not simultaneous \\({field}: I 0") as info:
+        load_ecg((head + tail).encode("iso-8859-1"), name="sequential.xml")
+    assert str(info.value).startswith("sequential.xml: ") and "V1 2500" in str(info.value)
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    formats_dir: Path, muse_text: str
+) -> None:
+    # The Median waveform comes first in the file. Before, its bad rate refused the file.
+    original = load_ecg(formats_dir / SAMPLE)
+    text = muse_text.replace("<SampleBase>500</SampleBase>", "<SampleBase>fast</SampleBase>", 1)
+    ecg = load_ecg(text.encode("iso-8859-1"), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+    assert ecg.median_beats is None and "SampleBase" in ecg.extra["median_beats_skipped"]

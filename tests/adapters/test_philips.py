@@ -216,3 +216,98 @@ def test_stored_samples_must_fill_the_declared_duration(formats_dir: Path) -> No
     with pytest.raises(EcgFormatError, match="11000 ms") as info:
         load_ecg(text.encode("utf-8"), name="wrong-rate.xml")
     assert str(info.value).startswith("wrong-rate.xml: ")
+
+
+def _with_waveform(text: str, samples: np.ndarray, attributes: dict[str, str]) -> str:
+    """The file with its parsedwaveforms replaced by ``samples`` (leads x n, int16,
+    lead after lead, uncompressed) and the given attributes set on the element."""
+    match = re.search(r"<parsedwaveforms([^>]*)>(.*?)</parsedwaveforms>", text, re.S)
+    assert match is not None
+    head = match.group(1)
+    for key, value in attributes.items():
+        head, found = re.subn(rf'\b{key}="[^"]*"', f'{key}="{value}"', head)
+        if not found:
+            head += f' {key}="{value}"'
+    encoded = base64.b64encode(samples.astype("<i2").tobytes()).decode()
+    return (
+        text[: match.start()]
+        + f"<parsedwaveforms{head}>{encoded}</parsedwaveforms>"
+        + (text[match.end() :])
+    )
+
+
+def _stored_leads(formats_dir: Path, relative: str) -> np.ndarray:
+    """The file's 12 leads as 16-bit sample values, untrimmed (sierraecg's decoding)."""
+    leads = sierraecg.read_file(str(formats_dir / relative)).leads
+    return np.stack([np.asarray(lead.samples, dtype=np.int64) for lead in leads[:12]])
+
+
+@pytest.mark.parametrize(
+    ("relative", "attributes"),
+    [
+        (V103, {"compressflag": "False"}),  # 1.03: the method stays named, the flag says no
+        (V104, {"compression": "Uncompressed"}),
+    ],
+)
+def test_uncompressed_leads_are_taken_as_stored(
+    formats_dir: Path, loaded: dict, relative: str, attributes: dict[str, str]
+) -> None:
+    # Only XLI stores III, aVR, aVL and aVF as residuals against I and II. Before, the
+    # residual formulas were applied to uncompressed data too, so those four leads came
+    # out as III' = II - I - III and so on: wrong leads, silently.
+    samples = _stored_leads(formats_dir, relative)
+    text = _with_waveform(_text(formats_dir / relative), samples, attributes)
+    ecg = load_ecg(text.encode("utf-16"), name="uncompressed.xml")
+    assert ecg.leads == STANDARD_LEADS
+    np.testing.assert_array_equal(ecg.signal, loaded[relative].signal)
+
+
+@pytest.mark.parametrize(
+    "attribute", ['signalsigned="False"', 'signaloffset="2048"', 'bitspersample="12"']
+)
+def test_unsigned_or_offset_samples_are_refused(formats_dir: Path, attribute: str) -> None:
+    # Before: ignored, so unsigned samples around 2048 were read as a 10 mV offset.
+    key, value = attribute.split("=")
+    text = _with_waveform(
+        _text(formats_dir / V104),
+        _stored_leads(formats_dir, V104),
+        {"compression": "Uncompressed", key: value.strip('"')},
+    )
+    with pytest.raises(EcgFormatError, match=rf"coded as {key} '{value.strip(chr(34))}'") as info:
+        load_ecg(text.encode("utf-16"), name="unsigned.xml")
+    assert str(info.value).startswith("unsigned.xml: ")
+
+
+def test_104_resolution_from_signalcharacteristics(formats_dir: Path, loaded: dict) -> None:
+    # 1.04 writes signalcharacteristics/resolution (1.03: signalresolution). Before, a 1.04
+    # file without the parsedwaveforms resolution attribute was refused as "missing".
+    text = _text(formats_dir / V104)
+    assert "<resolution>5</resolution>" in text
+    variant = re.sub(r'(<parsedwaveforms[^>]*?) resolution="5"', r"\1", text, count=1)
+    assert variant != text
+    ecg = load_ecg(variant.encode("utf-16"), name="no-attribute.xml")
+    np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
+
+
+@pytest.mark.parametrize(("count", "labels"), [("12", "I II III"), ("0", None)])
+def test_lead_count_and_labels_must_agree(formats_dir: Path, count: str, labels: str) -> None:
+    # Before: 3 labels for 12 leads read 3 leads and dropped 9 without a word; a count of 0
+    # failed as "unreadable (ValueError: min() arg is an empty sequence)".
+    text = _text(formats_dir / V104).replace('numberofleads="12"', f'numberofleads="{count}"')
+    if labels is not None:
+        text = re.sub(r'leadlabels="[^"]*"', f'leadlabels="{labels}"', text, count=1)
+    with pytest.raises(EcgFormatError, match=f"numberofleads {count} but leadlabels") as info:
+        load_ecg(text.encode("utf-16"), name="labels.xml")
+    assert str(info.value).startswith("labels.xml: ")
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(
+    formats_dir: Path, loaded: dict
+) -> None:
+    # Before, a representative-beat resolution that is not a number refused the file.
+    text = _text(formats_dir / V104).replace(
+        'samplespersec="500" resolution="2.5"', 'samplespersec="500" resolution="fine"'
+    )
+    ecg = load_ecg(text.encode("utf-16"), name="median.xml")
+    np.testing.assert_array_equal(ecg.signal, loaded[V104].signal)
+    assert ecg.median_beats is None and "fine" in ecg.extra["median_beats_skipped"]

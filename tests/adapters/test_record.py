@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, EcgSource, load_ecg, standard_12_lead
+from adapters.leads import normalize_lead_name
 
 LIMB = ("III", "aVR", "aVL", "aVF")
 #: PTB-XL stores every lead at 1 uV resolution, so recorded and derived values each carry up
@@ -100,3 +101,13 @@ def test_standard_signal_is_the_standard_views_signal(ptbxl_dir: Path) -> None:
     signal, derived, missing = standard_signal(shuffled)
     np.testing.assert_array_equal(signal, view.ecg.signal)
     assert (derived, missing) == (view.derived, view.missing) == ({"aVL", "III"}, {"V4"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("-aVR", "-aVR"), ("Lead -aVR", "-aVR"), ("aVRneg", "-aVR"), ("-V1", "-V1"),
+     ("I-II", "I-II"), ("V-1", "V1"), ("MDC_ECG_LEAD_AVR", "aVR"), ("ML II", "II")],
+)  # fmt: skip
+def test_lead_names_keep_their_sign(raw: str, name: str) -> None:
+    # Before, dashes were stripped: "-aVR" (aVR inverted) read as aVR, "I-II" as lead III.
+    assert normalize_lead_name(raw) == name

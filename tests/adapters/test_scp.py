@@ -128,3 +128,15 @@ def test_sequentially_recorded_leads_are_not_stacked_as_simultaneous(formats_dir
     with pytest.raises(EcgFormatError, match="not simultaneous") as info:
         load_ecg(bytes(data), name="sequential.scp")
     assert "5001" in str(info.value)
+
+
+def test_unreadable_median_beats_are_skipped_not_the_rhythm(formats_dir: Path) -> None:
+    # Section 5 says lead 1's beat takes 60000 bytes (more than it holds). Before, the
+    # whole record was refused for its reference beats.
+    original = load_ecg(formats_dir / EXAMPLE)
+    data = bytearray((formats_dir / EXAMPLE).read_bytes())
+    struct.pack_into("<H", data, _section_body(data, 5) + 6, 60000)
+    _fix_crc(data)
+    ecg = load_ecg(bytes(data), name="beats.scp")
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+    assert ecg.median_beats is None and "truncated" in ecg.extra["median_beats_skipped"]
