@@ -23,7 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cds_service.audit import running_trail
 from cds_service.auth.errors import AuthFailed, TokenRejected
-from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.replay import (
+    InMemoryReplayCache,
+    RedisReplayCache,
+    ReplayCache,
+    SqlReplayCache,
+)
 from cds_service.auth.throttle import client_address, gate_for
 from cds_service.auth.verify import TokenVerifier, VerifiedToken
 from cds_service.settings import Settings
@@ -42,9 +47,13 @@ def get_verifier(request: Request) -> TokenVerifier:
         settings: Settings = state.settings
         replay: ReplayCache
         broker = settings.jobs.broker_url
+        runtime = getattr(state, "runtime", None)
         if settings.jobs.mode == "distributed" and broker.startswith(("redis://", "rediss://")):
             # shared by every web worker, so a token replayed to another worker is caught
             replay = RedisReplayCache(broker)
+        elif runtime is not None:
+            # the database: shared by `serve --workers N` and kept across restarts
+            replay = SqlReplayCache(runtime.session_factory)
         else:
             replay = InMemoryReplayCache()
         verifier = TokenVerifier(settings.auth, replay=replay)
