@@ -20,6 +20,7 @@ from tests.service.conftest import BASE, SANDBOX_ISS, Ehr
 from tests.service.ehr import (
     RecordingServer,
     document_reference,
+    fhir_authorization,
     find_empty,
     hook_body,
     sandbox_claims,
@@ -446,6 +447,46 @@ def test_body_that_is_not_json_is_400(ehr: Ehr) -> None:
         headers={"Authorization": f"Bearer {ehr.token(path)}", "Content-Type": "application/json"},
     )
     _outcome(response, 400)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_a_json_body_without_a_json_content_type_is_400_naming_the_header(
+    ehr: Ehr, content_type: str | None
+) -> None:
+    """It was 400 "request body: Input should be a valid dictionary", which says nothing of
+    the header that is wrong."""
+    import json
+
+    path = "/cds-services/ecg-review"
+    headers = {"Authorization": f"Bearer {ehr.token(path)}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    body = json.dumps(hook_body(prefetch=ALL_NULL)).encode()
+    response = ehr.client.post(path, content=body, headers=headers)
+    assert "Content-Type: application/json" in _outcome(response, 400)
+
+
+def test_fhir_authorization_token_type_is_case_insensitive(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 6749 section 5.1: "BEARER" is the Bearer type (was 400); the token is sent."""
+    server = RecordingServer({"resourceType": "Bundle", "type": "searchset"}).start()
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{server.url}/fhir"])
+        body = hook_body(
+            fhirServer=f"{server.url}/fhir",
+            fhirAuthorization=fhir_authorization("ehr-token-1", token_type="BEARER"),
+        )
+        response = ehr.call("ecg-review", body)
+        assert response.status_code == 200, response.text[:300]
+        assert server.requests
+        assert all(h.get("Authorization") == "Bearer ehr-token-1" for _, _, h in server.requests)
+        body["fhirAuthorization"]["token_type"] = "DPoP"  # another scheme: still refused
+        body["hookInstance"] = str(uuid.uuid4())
+        assert "token_type" in _outcome(ehr.call("ecg-review", body), 400)
+    finally:
+        server.stop()
 
 
 def test_unknown_service_is_404_operation_outcome(ehr: Ehr) -> None:
