@@ -12,7 +12,10 @@ nor queue every call behind a download while it is unreachable (its last key set
 A download is bounded in size (read in chunks) and in total time.
 A local file is re-read when its mtime changes, looked at within ``FILE_RECHECK_S``.
 Only URLs listed for the token's issuer are ever fetched: a ``jku`` header is a hint
-checked against that list, never a place to go.
+checked against that list (in normal form), never a place to go. An issuer with JWKS URLs
+has its ``jku`` allow-listed (CDS Hooks 2.0.1: services SHOULD allow-list ``jku``): another
+is refused. An issuer whose keys were exchanged out of band (a file, no URLs) has no such
+list: its ``jku`` is ignored, never fetched, and the file's keys decide.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import httpx
 import jwt
 
+from cds_service.allow_list import UrlMalformed, normalise_url, redact_url
 from cds_service.auth.errors import TokenRejected
 from cds_service.settings import AuthSettings, TrustedIssuer
 
@@ -106,6 +110,22 @@ def parse_jwks(data: Any, source: str) -> list[_Key]:
     return keys
 
 
+def _listed(jku: str, urls: list[str]) -> str | None:
+    """The configured URL that ``jku`` names (compared in normal form: scheme and host
+    case, default port), or None."""
+    try:
+        wanted = normalise_url(jku).url
+    except UrlMalformed:
+        return None
+    for url in urls:
+        try:
+            if normalise_url(url).url == wanted:
+                return url
+        except UrlMalformed:
+            continue
+    return None
+
+
 class JwksCache:
     """Finds the verification keys for (issuer, kid, jku, alg)."""
 
@@ -132,13 +152,14 @@ class JwksCache:
     ) -> list[jwt.PyJWK]:
         """The keys a token may be verified with (at most :data:`MAX_CANDIDATES`, at least
         one), or :class:`TokenRejected` saying why there are none."""
-        if jku is not None:
-            if jku not in issuer.jwks_urls:
-                raise TokenRejected(
-                    f"jku {jku!r} is not on the allow-list of issuer {issuer.iss!r}"
-                )
-            sources: list[str] = [jku]
-        else:
+        listed = _listed(jku, issuer.jwks_urls) if jku is not None else None
+        if listed is not None:
+            sources: list[str] = [listed]  # the configured spelling is what is fetched
+        elif jku is not None and issuer.jwks_urls:
+            raise TokenRejected(
+                f"jku {redact_url(jku)!r} is not on the allow-list of issuer {issuer.iss!r}"
+            )
+        else:  # no jku, or keys exchanged out of band (a file only): the jku is not fetched
             sources = list(issuer.jwks_urls)
             if issuer.jwks_file is not None:
                 sources.append(f"file:{issuer.jwks_file}")

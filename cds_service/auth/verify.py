@@ -2,9 +2,10 @@
 
 Checks, in order: header shape and algorithm (asymmetric only: ``none`` and HMAC are never
 accepted, whatever a key set says), ``iss`` on the allow-list, key by ``kid`` and ``alg``
-(``jku`` only if allow-listed; a token without ``kid`` is tried against the issuer's keys
-that fit its ``alg``), signature, ``aud``, ``exp``/``nbf``/``iat`` with the configured
-skew, the maximum lifetime, and finally ``jti`` not seen before. Extra claims (``sub``,
+(``jku`` only if allow-listed; ignored for keys exchanged out of band; a token without
+``kid`` is tried against the issuer's keys that fit its ``alg``), signature, ``aud``,
+``exp``/``nbf``/``iat`` with the configured skew, the maximum lifetime, and finally ``jti``
+not seen before. Extra claims (``sub``,
 ``tenant``, Epic's additions) are tolerated and passed on.
 
 ``aud`` is a string or an array of strings (CDS Hooks 2.0.1 and RFC 7519 section 4.1.3):

@@ -250,3 +250,51 @@ def test_an_oversized_jwks_is_not_read_to_the_end(tmp_path: Path) -> None:
         assert _status(client, _sign(private, "ES384", kid="k")) == 401
     finally:
         server.stop()
+
+
+def test_a_jku_with_keys_exchanged_out_of_band_is_never_fetched_and_the_file_decides(
+    tmp_path: Path,
+) -> None:
+    """An EHR whose key set was exchanged out of band (a file) but which sends its jku, as
+    the CDS Hooks sandbox always does, was refused; the jku is now ignored (never fetched)
+    and the token verified against the file's keys, so a stranger's key still fails."""
+    private = _ec(ec.SECP384R1())
+    rogue = RecordingServer({"keys": []}).start()
+    try:
+        client = _client(tmp_path, _jwk(private, kid="k"))
+        jku = f"{rogue.url}/jwks.json"
+        assert _status(client, _sign(private, "ES384", kid="k", jku=jku)) == 200
+        stranger = _ec(ec.SECP384R1())
+        assert _status(client, _sign(stranger, "ES384", kid="k", jku=jku)) == 401
+        assert rogue.requests == []
+    finally:
+        rogue.stop()
+
+
+def test_a_jku_off_an_issuers_url_list_is_refused_and_never_fetched(tmp_path: Path) -> None:
+    private = _ec(ec.SECP384R1())
+    own = RecordingServer({"keys": [_jwk(private, kid="k")]}).start()
+    rogue = RecordingServer({"keys": [_jwk(private, kid="k")]}).start()
+    try:
+        client = _client(tmp_path, jwks_url=f"{own.url}/jwks.json")
+        token = _sign(private, "ES384", kid="k", jku=f"{rogue.url}/jwks.json")
+        assert _status(client, token) == 401
+        assert rogue.requests == []
+    finally:
+        own.stop()
+        rogue.stop()
+
+
+def test_a_listed_jku_matches_in_normal_form_and_the_configured_url_is_fetched(
+    tmp_path: Path,
+) -> None:
+    private = _ec(ec.SECP384R1())
+    server = RecordingServer({"keys": [_jwk(private, kid="k")]}).start()
+    try:
+        url = f"{server.url}/jwks.json"
+        client = _client(tmp_path, jwks_url=url)
+        spelled = url.replace("http://127.0.0.1", "HTTP://127.0.0.1")
+        assert _status(client, _sign(private, "ES384", kid="k", jku=spelled)) == 200
+        assert [path for _, path, _ in server.requests] == ["/jwks.json"]
+    finally:
+        server.stop()
