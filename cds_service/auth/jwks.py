@@ -204,7 +204,7 @@ class JwksCache:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
                 body = await self._download(url)
             return None if body is None else parse_jwks(json.loads(body), url)
-        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+        except (httpx.HTTPError, ValueError, RecursionError, TimeoutError) as exc:
             log.warning("JWKS %s could not be fetched (%s)", url, type(exc).__name__)
             return None
 
@@ -243,7 +243,7 @@ class JwksCache:
         if cached is None or cached.mtime != mtime:
             try:
                 keys = parse_jwks(json.loads(path.read_text(encoding="utf-8")), str(path))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 log.warning("JWKS file %s unreadable (%s)", path, exc)
                 return []
             cached = _KeySet(keys=keys, fetched_at=now, mtime=mtime, checked_at=now)

@@ -257,3 +257,29 @@ def test_studies_naming_thousands_of_endpoints_make_a_bounded_number_of_reads(
         assert "1990 more Endpoint references not read" in response.text
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Please sign in</body></html>", "text/html"),  # a proxy's login page
+        (b"not json", "application/fhir+json"),
+        (b"", None),
+        (b"[" * 100_000 + b"]" * 100_000, "application/fhir+json"),  # nested past the stack
+    ],
+)
+def test_a_fhir_server_answering_other_than_json_is_412_not_500(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch, body: bytes, content_type: str | None
+) -> None:
+    """The EHR's FHIR server answering a search with 200 and a body that is not JSON was an
+    unhandled JSONDecodeError/RecursionError (500); now the call is 412 naming it."""
+    server = Listener(200, body=body, content_type=content_type)
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{server.url}/fhir"])
+        response = ehr.call("ecg-review", hook_body(fhirServer=f"{server.url}/fhir"))
+        assert response.status_code == 412, response.text[:300]
+        assert "the FHIR server answered something that is not JSON" in response.text
+        assert server.requests
+    finally:
+        server.close()

@@ -298,3 +298,12 @@ def test_a_listed_jku_matches_in_normal_form_and_the_configured_url_is_fetched(
         assert [path for _, path, _ in server.requests] == ["/jwks.json"]
     finally:
         server.stop()
+
+
+def test_a_key_file_nested_past_the_stack_is_401_not_500(tmp_path: Path) -> None:
+    """A damaged key file (or JWKS URL answer) nested 100,000 deep raised RecursionError
+    out of token verification (500); it is now an unreadable key set: 401."""
+    private = _ec(ec.SECP384R1())
+    client = _client(tmp_path, _jwk(private, kid="k"))
+    (tmp_path / "jwks.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    assert _status(client, _sign(private, "ES384", kid="k")) == 401
