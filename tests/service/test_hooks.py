@@ -398,6 +398,9 @@ def test_fhir_server_not_on_the_allow_list_is_never_contacted(ehr: Ehr) -> None:
             "fhirServer",
         ),
         (lambda b: b.update(fhirServer="ftp://ehr.example/fhir"), "fhirServer"),
+        # ids of megabytes went into the append-only audit trail of every call
+        (lambda b: b["context"].update(patientId="p" * 257), "patientId is 257 characters"),
+        (lambda b: b["context"].update(userId="Practitioner/" + "u" * 10**6), "userId is"),
     ],
 )
 def test_malformed_hook_requests_are_400_saying_what_is_wrong(
@@ -406,6 +409,14 @@ def test_malformed_hook_requests_are_400_saying_what_is_wrong(
     body = hook_body(prefetch=ALL_NULL)
     change(body)
     assert expected in _outcome(ehr.call("ecg-review", body), 400)
+
+
+def test_long_but_possible_ids_are_answered(ehr: Ehr) -> None:
+    """FHIR ids have at most 64 characters; up to 256 are taken from servers that exceed it."""
+    for patient_id in ("p" * 64, "p" * 256):
+        body = hook_body(patient_id, prefetch=ALL_NULL)
+        body["context"]["userId"] = "Practitioner/" + "u" * 200
+        assert ehr.call("ecg-review", body).status_code == 200
 
 
 @pytest.mark.parametrize(
