@@ -164,6 +164,12 @@ class EhrAuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        if path.endswith("/"):
+            # An EHR that registered ".../cds-services/ecg-review/" is answered there: the
+            # router's 307 to the path without the slash (built from the Host header) made
+            # it send its single-use JWT, and the call's PHI, a second time, and be refused.
+            raw = bytes(scope.get("raw_path") or path.encode())
+            scope = {**scope, "path": path.rstrip("/"), "raw_path": raw.rstrip(b"/")}
         request = Request(scope)  # no receive: the body stays unread
         retry = gate_for(request.app).retry_after(client_address(request))
         if retry is not None:

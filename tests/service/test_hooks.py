@@ -500,6 +500,27 @@ def test_fhir_authorization_token_type_is_case_insensitive(
         server.stop()
 
 
+def test_urls_registered_with_a_trailing_slash_are_answered_without_a_redirect(
+    ehr: Ehr,
+) -> None:
+    """An EHR that registered ".../cds-services/ecg-review/" got a 307 to the URL without the
+    slash (built from the Host header); following it re-sent the single-use JWT, refused as
+    a replay (401). Now the call is answered where it was made, the token signed for either
+    spelling."""
+    for path in ("/cds-services/", "/cds-services/ecg-review/"):
+        for aud_path in (path, path.rstrip("/")):
+            headers = {"Authorization": f"Bearer {ehr.token(aud_path)}"}
+            if path == "/cds-services/":
+                response = ehr.client.get(path, headers=headers, follow_redirects=False)
+                assert response.status_code == 200, response.text[:200]
+                assert response.json()["services"]
+            else:
+                body = hook_body(prefetch=ALL_NULL)
+                response = ehr.client.post(path, json=body, headers=headers, follow_redirects=False)
+                assert response.status_code == 200, response.text[:200]
+                assert response.json() == {"cards": []}
+
+
 def test_unknown_service_is_404_operation_outcome(ehr: Ehr) -> None:
     assert "no-such" in _outcome(ehr.call("no-such", hook_body(prefetch=ALL_NULL)), 404)
 
