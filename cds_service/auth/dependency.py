@@ -6,10 +6,8 @@ behind a proxy) else ``public_base_url``, plus the request path. Never from the 
 ``Host`` or forwarded headers: those are the caller's to choose, and a token the EHR issued
 to another service (``aud=http://other-cds.example/...``) would pass with ``Host:
 other-cds.example``. Feedback calls may also carry their service's URL, because some clients
-sign every call to a service with the service URL. Every call may carry the discovery URL
-(``{base}/cds-services``): CDS Hooks 2.0.1 says ``aud`` SHOULD (not MUST) be the endpoint
-called, and some clients name the CDS service provider as a whole. That URL names this
-service and no other, so a token issued to another service is still refused.
+sign every call to a service with the service URL. CDS Hooks 2.0.1: ``aud`` "MUST be the
+URL of the CDS Service endpoint being invoked", so the discovery URL does not open a service.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from cds_service.settings import Settings
 log = logging.getLogger(__name__)
 
 _FEEDBACK_SUFFIX = "/feedback"
-_DISCOVERY_PATH = "/cds-services"
 
 
 def get_verifier(request: Request) -> TokenVerifier:
@@ -64,7 +61,7 @@ def get_verifier(request: Request) -> TokenVerifier:
 def expected_audiences(request: Request, settings: Settings) -> list[str]:
     base = settings.auth.audience_base_url or settings.public_base_url
     called = base.rstrip("/") + request.url.path
-    audiences = [called, base.rstrip("/") + _DISCOVERY_PATH]
+    audiences = [called]
     if called.endswith(_FEEDBACK_SUFFIX):
         audiences.append(called[: -len(_FEEDBACK_SUFFIX)])
     return audiences

@@ -170,13 +170,13 @@ def test_typ_may_be_the_full_media_type(tmp_path: Path) -> None:
         ("HTTP://TESTSERVER:80/cds-services", DISCOVERY),  # the same URL in other case
         (BASE + SERVICE, SERVICE),
         (BASE + SERVICE + "/", SERVICE),
-        (BASE + DISCOVERY, SERVICE),  # the discovery URL names this whole service
         ([BASE + SERVICE, BASE + DISCOVERY], SERVICE),
         (BASE + SERVICE, SERVICE + "/feedback"),
     ],
 )
 def test_aud_shapes_the_spec_allows_pass(tmp_path: Path, aud: Any, path: str) -> None:
-    """CDS Hooks 2.0.1: aud is a string or an array of strings and SHOULD be the URL called;
+    """CDS Hooks 2.0.1: aud is a string or an array of strings and MUST be the URL of the
+    endpoint invoked (the service answers with or without a trailing slash, so both are);
     RFC 7519 4.1.3: the token passes when one of them identifies us."""
     private = _ec(ec.SECP384R1())
     client = _client(tmp_path, _jwk(private, kid="k"))
@@ -194,6 +194,7 @@ def test_aud_shapes_the_spec_allows_pass(tmp_path: Path, aud: Any, path: str) ->
         ("https://other-cds.example/cds-services", DISCOVERY),
         (["https://other-cds.example/cds-services"], DISCOVERY),
         (BASE + SERVICE, DISCOVERY),  # another endpoint of ours
+        (BASE + DISCOVERY, SERVICE),  # aud MUST be the endpoint invoked (CDS Hooks 2.0.1)
         (BASE + "/cds-services/qt-drug-check", SERVICE),
         (BASE + SERVICE + "-evil", SERVICE),
         (BASE + SERVICE + "?x=1", SERVICE),
