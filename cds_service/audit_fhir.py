@@ -184,17 +184,17 @@ def parse_date_param(raw: str) -> DateRange:
         raise DateParamError(f"date prefix {prefix!r} is not supported (use eq, gt, ge, lt, le)")
     try:
         low, high = _period(match.group("value"))  # [low, high)
-    except ValueError as exc:
+        if prefix == "eq":
+            return DateRange(low, high - _ONE_US)
+        if prefix == "ge":
+            return DateRange(start=low)
+        if prefix == "gt":
+            return DateRange(start=high)
+        if prefix == "le":
+            return DateRange(end=high - _ONE_US)
+        return DateRange(end=low - _ONE_US)  # lt
+    except (ValueError, OverflowError) as exc:  # overflow: the period passes year 1 or 9999
         raise DateParamError(f"date value {raw!r} is not a valid date: {exc}") from exc
-    if prefix == "eq":
-        return DateRange(low, high - _ONE_US)
-    if prefix == "ge":
-        return DateRange(start=low)
-    if prefix == "gt":
-        return DateRange(start=high)
-    if prefix == "le":
-        return DateRange(end=high - _ONE_US)
-    return DateRange(end=low - _ONE_US)  # lt
 
 
 def _period(value: str) -> tuple[datetime, datetime]:

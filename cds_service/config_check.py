@@ -145,7 +145,7 @@ def _jwks_file(setting: str, path: Path) -> Iterator[Problem]:
         yield Problem(
             "error",
             setting,
-            f"{path} holds no usable signing key (asymmetric, with a kid; HMAC keys never count)",
+            f"{path} holds no usable signing key (asymmetric, for signing; HMAC keys never count)",
         )
 
 

@@ -161,7 +161,7 @@ class DicomwebClient:
             body, _ = self._get(page_url, QIDO_ACCEPT, allow_empty=True)
             try:
                 page = json.loads(body) if body.strip() else []
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise FetchFailed(redact_url(url), "QIDO-RS answer is not JSON") from None
             if not isinstance(page, list):
                 raise FetchFailed(redact_url(url), "QIDO-RS answer is not a JSON array")

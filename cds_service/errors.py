@@ -102,6 +102,13 @@ def audit_refusal(app: object, scope: Scope, status: int, messages: Sequence[str
 def _validation_messages(exc: RequestValidationError) -> list[str]:
     messages = []
     for error in exc.errors()[:20]:
+        if tuple(error.get("loc", ())) == ("body",) and isinstance(error.get("input"), bytes):
+            # FastAPI reads a body as JSON only when its Content-Type says so
+            messages.append(
+                "request body: not read as JSON because the Content-Type header is missing or "
+                "is not JSON; send it with Content-Type: application/json"
+            )
+            continue
         loc = [str(part) for part in error.get("loc", ()) if part != "body"]
         where = ".".join(loc) or "request body"
         messages.append(f"{where}: {error.get('msg', 'invalid')}")

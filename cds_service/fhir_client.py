@@ -174,6 +174,9 @@ class FhirFetcher:
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FetchFailed(what, f"FHIR server unreachable ({type(exc).__name__})") from None
+        except (ValueError, RecursionError):
+            # an HTML login page of a proxy, a truncated body, JSON nested past the stack
+            raise FetchFailed(what, "the FHIR server answered something that is not JSON") from None
         if not isinstance(data, dict):
             raise FetchFailed(what, "the FHIR server answered something that is not JSON")
         return dict(data)

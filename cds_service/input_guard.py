@@ -10,7 +10,8 @@ One pure ASGI middleware, :class:`InputGuard`, for every route:
   deeper than ``max_json_depth`` (parsers and every recursive walk after them have a
   stack), hold a number of more than :data:`MAX_NUMBER_DIGITS` digits (Python refuses to
   convert those, and they are never data), or escape a NUL or a lone UTF-16 surrogate
-  (``\\u0000``, ``\\ud800``: they cannot be stored or encoded as UTF-8).
+  (``\\u0000``, ``\\ud800``: they cannot be stored or encoded as UTF-8), or hold more than
+  :data:`MAX_JSON_VALUES` values (parsed, each is a Python object ten times its text).
 
 Reading JSON and form bodies here also means a chunked body over the size limit is
 answered 413 by the size limit outside, not an "error parsing the body" 400 from FastAPI.
@@ -31,6 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: A JSON number this long is not data (Python refuses to convert over 4,300 digits).
 MAX_NUMBER_DIGITS = 400
+#: JSON values (counted by their separators) one body may hold. Parsed, each costs 30-70
+#: bytes of Python objects for 2-3 bytes of text: 30 MB of ``[],`` took 700 MB. ECG data
+#: travels as strings (base64 attachments, SampledData), so real bodies hold far fewer.
+MAX_JSON_VALUES = 2_000_000
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
@@ -110,6 +115,12 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
         )
     if _LONG_NUMBER.search(structure):
         return f"a JSON number has more than {MAX_NUMBER_DIGITS} digits"
+    values = structure.count(b",") + 1
+    if values > MAX_JSON_VALUES:
+        return (
+            f"the JSON body holds about {values} values, over the limit of {MAX_JSON_VALUES} "
+            "(send ECG samples as base64 attachments or SampledData strings)"
+        )
     return None
 
 

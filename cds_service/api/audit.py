@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -141,8 +141,8 @@ def query_audit(
         patient=patient,
         user=user,
         iss=iss,
-        start=_utc(start),
-        end=_utc(end),
+        start=_utc(start, "from"),
+        end=_utc(end, "to"),
         events=tuple(event or ()),
         model_version=model_version,
         outcome=outcome,
@@ -259,10 +259,15 @@ def read_audit_event(
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _utc(ts: datetime | None) -> datetime | None:
+def _utc(ts: datetime | None, name: str) -> datetime | None:
     if ts is None:
         return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in year 10000 in UTC
+        raise HTTPException(
+            422, f"{name}={ts.isoformat()} is outside years 1-9999 once converted to UTC"
+        ) from None
 
 
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int | None) -> int:

@@ -12,7 +12,12 @@ from cds_service.auth.dependency import (
     require_ehr_token,
 )
 from cds_service.auth.jwks import JwksCache
-from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.replay import (
+    InMemoryReplayCache,
+    RedisReplayCache,
+    ReplayCache,
+    SqlReplayCache,
+)
 from cds_service.auth.verify import ALLOWED_ALGORITHMS, TokenVerifier, VerifiedToken
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "JwksCache",
     "RedisReplayCache",
     "ReplayCache",
+    "SqlReplayCache",
     "TokenVerifier",
     "VerifiedToken",
     "authenticate",

@@ -6,7 +6,8 @@ behind a proxy) else ``public_base_url``, plus the request path. Never from the 
 ``Host`` or forwarded headers: those are the caller's to choose, and a token the EHR issued
 to another service (``aud=http://other-cds.example/...``) would pass with ``Host:
 other-cds.example``. Feedback calls may also carry their service's URL, because some clients
-sign every call to a service with the service URL.
+sign every call to a service with the service URL. CDS Hooks 2.0.1: ``aud`` "MUST be the
+URL of the CDS Service endpoint being invoked", so the discovery URL does not open a service.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cds_service.audit import running_trail
 from cds_service.auth.errors import AuthFailed, TokenRejected
-from cds_service.auth.replay import InMemoryReplayCache, RedisReplayCache, ReplayCache
+from cds_service.auth.replay import (
+    InMemoryReplayCache,
+    RedisReplayCache,
+    ReplayCache,
+    SqlReplayCache,
+)
 from cds_service.auth.throttle import client_address, gate_for
 from cds_service.auth.verify import TokenVerifier, VerifiedToken
 from cds_service.settings import Settings
@@ -38,9 +44,13 @@ def get_verifier(request: Request) -> TokenVerifier:
         settings: Settings = state.settings
         replay: ReplayCache
         broker = settings.jobs.broker_url
+        runtime = getattr(state, "runtime", None)
         if settings.jobs.mode == "distributed" and broker.startswith(("redis://", "rediss://")):
             # shared by every web worker, so a token replayed to another worker is caught
             replay = RedisReplayCache(broker)
+        elif runtime is not None:
+            # the database: shared by `serve --workers N` and kept across restarts
+            replay = SqlReplayCache(runtime.session_factory)
         else:
             replay = InMemoryReplayCache()
         verifier = TokenVerifier(settings.auth, replay=replay)
@@ -151,6 +161,12 @@ class EhrAuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        if path.endswith("/"):
+            # An EHR that registered ".../cds-services/ecg-review/" is answered there: the
+            # router's 307 to the path without the slash (built from the Host header) made
+            # it send its single-use JWT, and the call's PHI, a second time, and be refused.
+            raw = bytes(scope.get("raw_path") or path.encode())
+            scope = {**scope, "path": path.rstrip("/"), "raw_path": raw.rstrip(b"/")}
         request = Request(scope)  # no receive: the body stays unread
         retry = gate_for(request.app).retry_after(client_address(request))
         if retry is not None:

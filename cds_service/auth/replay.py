@@ -1,16 +1,28 @@
 """Replay protection: each ``(iss, jti)`` is accepted once for the token's lifetime.
 
-The in-memory cache suits one web process (embedded mode). With several web workers a
-token replayed against another worker would pass, so distributed mode uses Redis
-(``SET NX`` with an expiry), shared by every worker.
+A running service keeps the token ids it accepted in its database
+(:class:`SqlReplayCache`): every web process of ``serve --workers N`` shares it, and a
+restart forgets nothing, so a token replayed to another worker or after a restart is
+refused. Distributed mode with a Redis broker uses Redis (``SET NX`` with an expiry)
+instead. The in-memory cache is for an app without a runtime (tests, tools).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from cds_service.storage.tables import SeenTokenRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 class ReplayCache(Protocol):
@@ -70,3 +82,41 @@ class RedisReplayCache:
         ttl_ms = max(1, int((expires_at - time.time()) * 1000))
         stored = await self._redis.set(self._prefix + key, b"1", nx=True, px=ttl_ms)
         return bool(stored)
+
+
+class SqlReplayCache:
+    """Replay cache in the service database (SQLite or PostgreSQL), by SHA-256 of the key.
+
+    One row per accepted token, kept until the token expires; expired rows are deleted at
+    most once per :attr:`PURGE_EVERY_S` per process. Two processes accepting the same token
+    at once: the second insert fails on the primary key, and that one is the replay.
+    """
+
+    PURGE_EVERY_S = 60.0
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._sessions = session_factory
+        self._purged_at = 0.0
+
+    async def first_use(self, key: str, expires_at: float) -> bool:
+        return await run_in_threadpool(self._first_use, key, expires_at)
+
+    def _first_use(self, key: str, expires_at: float) -> bool:
+        # surrogatepass: a jti is any JSON string, lone surrogates included
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        now = time.time()
+        try:
+            with self._sessions.begin() as session:
+                if now - self._purged_at >= self.PURGE_EVERY_S:
+                    self._purged_at = now
+                    session.execute(delete(SeenTokenRow).where(SeenTokenRow.expires_at <= now))
+                row = session.get(SeenTokenRow, digest)
+                if row is not None and row.expires_at > now:
+                    return False
+                if row is not None:
+                    row.expires_at = expires_at
+                else:
+                    session.add(SeenTokenRow(key=digest, expires_at=expires_at))
+        except IntegrityError:
+            return False  # another process stored it first
+        return True

@@ -1,10 +1,16 @@
 """Verification of one CDS Hooks bearer JWT (CDS Hooks 2.0.1, "Trusting CDS Clients").
 
 Checks, in order: header shape and algorithm (asymmetric only: ``none`` and HMAC are never
-accepted, whatever a key set says), ``iss`` on the allow-list, key by ``kid`` (``jku`` only
-if allow-listed), signature, exact ``aud``, ``exp``/``nbf``/``iat`` with the configured
-skew, the maximum lifetime, and finally ``jti`` not seen before. Extra claims (``sub``,
+accepted, whatever a key set says), ``iss`` on the allow-list, key by ``kid`` and ``alg``
+(``jku`` only if allow-listed; ignored for keys exchanged out of band; a token without
+``kid`` is tried against the issuer's keys that fit its ``alg``), signature, ``aud``,
+``exp``/``nbf``/``iat`` with the configured skew, the maximum lifetime, and finally ``jti``
+not seen before. Extra claims (``sub``,
 ``tenant``, Epic's additions) are tolerated and passed on.
+
+``aud`` is a string or an array of strings (CDS Hooks 2.0.1 and RFC 7519 section 4.1.3):
+the token passes when one of them is one of the expected audiences. URLs are compared in
+normal form (scheme and host case, default port, one trailing slash), never by prefix.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import jwt
 
+from cds_service.allow_list import UrlMalformed, normalise_url
 from cds_service.auth.errors import TokenRejected
 from cds_service.auth.jwks import JwksCache
 from cds_service.auth.replay import InMemoryReplayCache, ReplayCache
@@ -79,11 +86,12 @@ class TokenVerifier:
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise TokenRejected(f"algorithm {alg!r} is not accepted")
         typ = header.get("typ")
-        if typ is not None and str(typ).upper() != "JWT":
+        # RFC 7515 section 4.1.9: "application/" may be left out; media types ignore case.
+        if typ is not None and str(typ).upper().removeprefix("APPLICATION/") != "JWT":
             raise TokenRejected(f"typ {typ!r} is not JWT")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise TokenRejected("header has no kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRejected("kid is not a string")
         jku = header.get("jku")
         if jku is not None and not isinstance(jku, str):
             raise TokenRejected("jku is not a string")
@@ -93,30 +101,12 @@ class TokenVerifier:
         if issuer is None:
             raise TokenRejected(f"issuer {iss!r} is not trusted")
 
-        key = await self.jwks.key_for(issuer, kid, jku)
-        # A JWK's own "alg" pins what it may verify (no algorithm confusion).
-        if key.algorithm_name != alg and _has_explicit_alg(key):
-            raise TokenRejected(f"key {kid!r} is for {key.algorithm_name}, token uses {alg}")
-
-        audience_list = list(audiences)
+        # Only keys that fit alg (a JWK's own "alg" pins it: no algorithm confusion).
+        keys = await self.jwks.keys_for(issuer, kid or None, jku, alg)
         skew = self.settings.clock_skew_s
-        try:
-            claims = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=audience_list,
-                issuer=issuer.iss,
-                leeway=skew,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise TokenRejected(f"{type(exc).__name__}: {exc}") from None
-
-        aud = claims["aud"]
-        # PyJWT accepts a list that merely contains one of ours; the spec wants the URL.
-        if isinstance(aud, list) and len(aud) != 1:
-            raise TokenRejected("aud must name exactly the URL being called")
+        claims = _decode(token, keys, alg, issuer.iss, skew)
+        if not _names_us(claims["aud"], audiences):
+            raise TokenRejected(f"aud {str(claims['aud'])[:300]!r} is not this endpoint's URL")
 
         iat, exp = claims["iat"], claims["exp"]
         if not isinstance(iat, int | float) or not isinstance(exp, int | float):
@@ -151,6 +141,41 @@ class TokenVerifier:
         )
 
 
-def _has_explicit_alg(key: jwt.PyJWK) -> bool:
-    data = getattr(key, "_jwk_data", {})
-    return isinstance(data, dict) and "alg" in data
+def _decode(token: str, keys: list[jwt.PyJWK], alg: str, iss: str, skew: int) -> dict[str, Any]:
+    """The verified claims: the first key whose signature holds (several only for a token
+    without a kid the key set holds); the audience is checked by :func:`_names_us`."""
+    failure: jwt.PyJWTError | None = None
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                issuer=iss,
+                leeway=skew,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_aud": False},
+            )
+            return claims
+        except (jwt.InvalidSignatureError, jwt.InvalidKeyError) as exc:
+            failure = exc  # another key may hold
+        except jwt.PyJWTError as exc:
+            failure = exc
+            break  # the signature held: the claims are wrong, whatever the key
+    raise TokenRejected(f"{type(failure).__name__}: {failure}")
+
+
+def _audience_key(url: str) -> tuple[str, str, int, str, str] | None:
+    try:
+        normal = normalise_url(url)
+    except UrlMalformed:
+        return None
+    return normal.scheme, normal.host, normal.port, normal.path.rstrip("/"), normal.query
+
+
+def _names_us(aud: Any, audiences: Iterable[str]) -> bool:
+    """Whether ``aud`` (a string or a list of strings) holds one of ``audiences``."""
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise TokenRejected("aud is neither a string nor a list of strings")
+    wanted = {_audience_key(url) for url in audiences} - {None}
+    return any(_audience_key(value) in wanted for value in values[:20])

@@ -19,6 +19,11 @@ from cds_service.hooks.schemas import HookRequest
 from cds_service.hooks.services import HookService
 from cds_service.hooks.sources import EcgCandidate
 
+#: Longest context.patientId / context.userId taken. FHIR R4 ids have at most 64
+#: characters; this leaves room for servers that exceed it, and keeps one call from writing
+#: megabytes into the append-only audit trail (every call records patient and user).
+MAX_ID_CHARS = 256
+
 
 @dataclass(frozen=True)
 class HookContext:
@@ -39,6 +44,11 @@ class HookContext:
     ) -> HookContext:
         """The context of a valid call; :class:`HookProblem` (400) names what is missing."""
         user = call.context.get("userId")
+        if isinstance(user, str) and len(user) > MAX_ID_CHARS:
+            raise HookProblem(
+                400, f"context.userId is {len(user)} characters; a user reference has at most "
+                f"{MAX_ID_CHARS} (FHIR ids have at most 64)"
+            )  # fmt: skip
         actor = Actor(iss=token.iss, sub=token.sub, user=user if isinstance(user, str) else None)
         return cls(service, call, actor, _patient_id(service, call), deadline)
 
@@ -68,6 +78,11 @@ def _patient_id(service: HookService, call: HookRequest) -> str:
     patient_id = call.context.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
         raise HookProblem(400, "context.patientId is required (a non-empty string)")
+    if len(patient_id) > MAX_ID_CHARS:
+        raise HookProblem(
+            400, f"context.patientId is {len(patient_id)} characters; a Patient.id has at most "
+            f"64 (FHIR R4 id), and this service takes at most {MAX_ID_CHARS}"
+        )  # fmt: skip
     if service.kind == "qt-drug":
         draft = call.context.get("draftOrders")
         if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":

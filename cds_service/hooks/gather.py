@@ -14,7 +14,12 @@ from typing import Any
 from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
 from cds_service.hooks.context import Gathered, HookContext
 from cds_service.hooks.prefetch import PrefetchError, read_prefetch, render_template
-from cds_service.hooks.problems import MAX_ECGS_PER_CALL, MAX_PREFETCH_PAGES, HookProblem
+from cds_service.hooks.problems import (
+    MAX_ECGS_PER_CALL,
+    MAX_ENDPOINT_READS,
+    MAX_PREFETCH_PAGES,
+    HookProblem,
+)
 from cds_service.hooks.schemas import HookRequest
 from cds_service.hooks.services import ECG_QUERIES
 from cds_service.hooks.sources import candidates_from, endpoint_references, newest_first
@@ -87,7 +92,7 @@ async def gather(ctx: HookContext, fetcher: FhirFetcher | None, why_not: str | N
             ) from None
         out.fetched.append(resource_type)
 
-    endpoints = await _endpoints(resources, fetcher, out)
+    mine = []
     for resource in resources:
         if not _about_patient(resource, ctx.patient_id):
             # Never show one patient's ECG in another's chart, whatever the EHR sent.
@@ -96,6 +101,9 @@ async def gather(ctx: HookContext, fetcher: FhirFetcher | None, why_not: str | N
                 "patient; ignored"
             )
             continue
+        mine.append(resource)
+    endpoints = await _endpoints(mine, fetcher, out)  # none read for another patient's studies
+    for resource in mine:
         out.candidates += candidates_from(resource, endpoints)
     out.candidates = newest_first(out.candidates)[:MAX_ECGS_PER_CALL]
     return out
@@ -115,20 +123,29 @@ def _about_patient(resource: dict[str, Any], patient_id: str) -> bool:
 async def _endpoints(
     resources: list[dict[str, Any]], fetcher: FhirFetcher | None, out: Gathered
 ) -> dict[str, dict[str, Any]]:
-    """Read the DICOMweb Endpoints ImagingStudies refer to (not contained, not prefetched)."""
+    """Read the DICOMweb Endpoints ImagingStudies refer to (not contained, not prefetched),
+    at most :data:`MAX_ENDPOINT_READS` of them: a call is answered in about 500 ms, and a
+    Bundle of studies naming thousands of Endpoints must not make thousands of requests."""
     known = {f"Endpoint/{r.get('id')}": r for r in resources if r.get("resourceType") == "Endpoint"}
-    wanted = [
-        ref
-        for r in resources
-        if r.get("resourceType") == "ImagingStudy"
-        for ref in endpoint_references(r)
-        if ref not in known
-    ]
+    wanted = list(
+        dict.fromkeys(
+            ref
+            for r in resources
+            if r.get("resourceType") == "ImagingStudy"
+            for ref in endpoint_references(r)
+            if ref not in known
+        )
+    )
     if wanted and fetcher is not None:
-        for ref in dict.fromkeys(wanted):
+        for ref in wanted[:MAX_ENDPOINT_READS]:
             try:
                 known[ref] = await fetcher.read(ref)
                 out.fetched.append("Endpoint")
             except (FetchFailed, OutboundRefused) as exc:
                 out.problems.append(f"{ref}: {exc}")
+        if len(wanted) > MAX_ENDPOINT_READS:
+            out.problems.append(
+                f"{len(wanted) - MAX_ENDPOINT_READS} more Endpoint references not read (at "
+                f"most {MAX_ENDPOINT_READS} a call; send the Endpoints in prefetch or contained)"
+            )
     return known

@@ -6,6 +6,8 @@ from __future__ import annotations
 MAX_ECGS_PER_CALL = 5
 #: Extra pages of a paged prefetch Bundle that are followed (needs fhirServer).
 MAX_PREFETCH_PAGES = 2
+#: Endpoints (of ImagingStudies, neither prefetched nor contained) read from fhirServer.
+MAX_ENDPOINT_READS = 10
 
 
 class HookProblem(Exception):

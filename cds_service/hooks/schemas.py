@@ -62,11 +62,17 @@ class FhirAuthorization(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     access_token: NonEmpty
-    token_type: Literal["Bearer", "bearer"]
+    token_type: Literal["Bearer"]
     expires_in: int
     scope: NonEmpty
     subject: NonEmpty
     patient: str | None = None
+
+    @field_validator("token_type", mode="before")
+    @classmethod
+    def _bearer_any_case(cls, value: Any) -> Any:
+        # RFC 6749 section 5.1: the token type is case insensitive ("BEARER" is "Bearer")
+        return "Bearer" if isinstance(value, str) and value.lower() == "bearer" else value
 
     def __repr__(self) -> str:  # keep the token out of tracebacks and debug logs
         return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r}, ...)"

@@ -202,3 +202,13 @@ class StateRow(Base):
 
 
 Index("ix_ecgs_patient_created", EcgRow.patient_ref, EcgRow.created_at)
+
+
+class SeenTokenRow(Base):
+    """A hook JWT already accepted (``sha256(iss NUL jti)``), kept until it expires, so that
+    it is refused when replayed to another web process or after a restart."""
+
+    __tablename__ = "seen_tokens"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

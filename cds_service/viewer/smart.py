@@ -129,7 +129,7 @@ def begin(
     try:
         with httpx.Client(timeout=settings.fhir.timeout_s, follow_redirects=False) as client:
             config = _get_json(client, discovery)
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, RecursionError) as exc:
         problem = type(exc).__name__
         raise LaunchError(f"the EHR's SMART configuration is unavailable ({problem})") from None
     authorize = config.get("authorization_endpoint")
@@ -194,7 +194,7 @@ def finish(settings: Settings, launch: LaunchState, code: str | None) -> LaunchC
         raise LaunchError(f"the EHR refused the launch ({response.status_code})")
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise LaunchError("the EHR's token response is not JSON") from None
     if not isinstance(data, dict) or not data.get("access_token"):
         raise LaunchError("the EHR's token response has no access token")

@@ -170,6 +170,8 @@ def test_filters_and_paging(client: TestClient) -> None:
         {"limit": 10_000},
         {"from": "yesterday"},
         {"outcome": "ok"},
+        {"from": "9999-12-31T23:59:59-05:00"},  # year 10000 in UTC (was a 500)
+        {"to": "0001-01-01T00:00:00+14:00"},  # year 0 in UTC
     ],
 )
 def test_bad_filters_are_422(client: TestClient, params: dict[str, Any]) -> None:
@@ -263,6 +265,9 @@ def test_fhir_date_search_and_paging(client: TestClient) -> None:
         {"outcome": "3"},
         {"subtype": "nonsense"},
         {"user": "Practitioner/1"},  # not a supported search parameter: refused, not ignored
+        {"date": "ge9999-12-31T23:59:59-05:00"},  # past year 9999 in UTC (these were a 500)
+        {"date": "eq9999-12-31"},  # the day's end is in year 10000
+        {"date": "lt0001-01-01"},  # before year 1
     ],
 )
 def test_bad_fhir_search_is_an_operation_outcome(

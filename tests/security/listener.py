@@ -8,9 +8,16 @@ from typing import Any
 
 
 class Listener(ThreadingHTTPServer):
-    """Records every request; answers each with ``status`` (and ``Location`` when set)."""
+    """Records every request; answers each with ``status`` (and ``Location`` when set), and
+    ``body`` as ``content_type`` when given."""
 
-    def __init__(self, status: int = 404, location: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int = 404,
+        location: str | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> None:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -19,8 +26,11 @@ class Listener(ThreadingHTTPServer):
                 self.send_response(listener.status)
                 if listener.location:
                     self.send_header("Location", listener.location)
-                self.send_header("Content-Length", "0")
+                if content_type:
+                    self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             do_POST = do_GET
 

@@ -103,6 +103,32 @@ def test_hdf5_bomb_inline_in_a_hook_call_is_named_not_decoded(live: LiveService)
     assert growth < MAX_GROWTH_MB
 
 
+def test_a_hook_body_of_millions_of_tiny_values_is_400_without_the_memory(
+    live: LiveService,
+) -> None:
+    """3 million empty arrays in a prefetch key: 9 MB of text, well under the body limit,
+    that parsed into about 200 MB of Python lists. Refused before parsing, naming the limit."""
+    import json
+
+    from cds_service.input_guard import MAX_JSON_VALUES
+
+    body = json.dumps(hook_body(prefetch={"ecgObservations": None})).encode()
+    tiny = b"[" + b"[]," * (MAX_JSON_VALUES + 1_000_000) + b"[]]"
+    body = body.replace(b'"ecgObservations": null', b'"ecgObservations": ' + tiny)
+    path = "/cds-services/ecg-review"
+    headers = {"Authorization": f"Bearer {live.token(path)}", "Content-Type": "application/json"}
+
+    def attack() -> httpx.Response:
+        return httpx.post(live.base_url + path, content=body, headers=headers, timeout=120)
+
+    growth, response = peak_growth_mb(live.pid, attack)
+    print(f"\nbomb JSON values: {len(body)} bytes, web process peak +{growth:.1f} MB")
+    GROWTH["json-values"] = growth
+    assert response.status_code == 400, response.text[:300]
+    assert f"over the limit of {MAX_JSON_VALUES}" in response.text
+    assert growth < MAX_GROWTH_MB
+
+
 def test_genuine_records_still_load(live: LiveService, dicom_bytes: bytes) -> None:
     """The limits are far above real ECGs: the waveform DICOM uploads as before."""
     response = _octet(dicom_bytes)(live)

@@ -218,3 +218,68 @@ def test_the_access_token_goes_only_to_the_calls_fhir_server(
     finally:
         own.stop()
         other.stop()
+
+
+def test_studies_naming_thousands_of_endpoints_make_a_bounded_number_of_reads(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefetch of 2,000 ImagingStudies, each naming its own Endpoint, made one request
+    per Endpoint to fhirServer, one after another, before answering. Now at most
+    MAX_ENDPOINT_READS are read, the rest named on the card; another patient's studies
+    cause none."""
+    from cds_service.hooks.problems import MAX_ENDPOINT_READS
+
+    server = RecordingServer({"resourceType": "Endpoint", "status": "active"}).start()
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{server.url}/fhir"])
+
+        def study(n: int, patient: str) -> dict[str, Any]:
+            return {
+                "resourceType": "ImagingStudy",
+                "id": f"s{n}",
+                "status": "available",
+                "subject": {"reference": f"Patient/{patient}"},
+                "endpoint": [{"reference": f"Endpoint/e{n}"}],
+            }
+
+        studies = [study(n, "test-patient") for n in range(2000)]
+        studies += [study(n, "someone-else") for n in range(2000, 2003)]
+        body = hook_body(
+            prefetch={**ALL_NULL, "ecgImagingStudies": searchset(*studies)},
+            fhirServer=f"{server.url}/fhir",
+        )
+        response = ehr.call("ecg-review", body)
+        assert response.status_code == 200, response.text[:300]
+        read = [path for _method, path, _headers in server.requests]
+        assert len(read) == MAX_ENDPOINT_READS
+        assert all(int(path.rsplit("/e", 1)[1]) < 2000 for path in read)
+        assert "1990 more Endpoint references not read" in response.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Please sign in</body></html>", "text/html"),  # a proxy's login page
+        (b"not json", "application/fhir+json"),
+        (b"", None),
+        (b"[" * 100_000 + b"]" * 100_000, "application/fhir+json"),  # nested past the stack
+    ],
+)
+def test_a_fhir_server_answering_other_than_json_is_412_not_500(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch, body: bytes, content_type: str | None
+) -> None:
+    """The EHR's FHIR server answering a search with 200 and a body that is not JSON was an
+    unhandled JSONDecodeError/RecursionError (500); now the call is 412 naming it."""
+    server = Listener(200, body=body, content_type=content_type)
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{server.url}/fhir"])
+        response = ehr.call("ecg-review", hook_body(fhirServer=f"{server.url}/fhir"))
+        assert response.status_code == 412, response.text[:300]
+        assert "the FHIR server answered something that is not JSON" in response.text
+        assert server.requests
+    finally:
+        server.close()

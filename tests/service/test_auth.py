@@ -142,10 +142,18 @@ def test_jku_not_on_the_allow_list_is_401_and_never_fetched(ehr: Ehr) -> None:
         rogue.stop()
 
 
-def test_missing_kid_is_401(ehr: Ehr, sandbox_key: EhrKey) -> None:
+def test_missing_kid_is_tried_against_the_issuers_keys_only(ehr: Ehr, sandbox_key: EhrKey) -> None:
+    """kid is optional in RFC 7515: without one, the issuer's own keys that fit alg are tried
+    (tests/service/test_token_shapes.py has the key-set shapes); a stranger's key fails."""
     claims = sandbox_claims(SANDBOX_ISS, AUD)
     token = jwt.encode(claims, sandbox_key.private, algorithm="ES384", headers={"jku": ehr.jku})
-    _assert_bare_401(_get(ehr.client, token))
+    assert _get(ehr.client, token).status_code == 200
+    stranger = EhrKey.generate("ES384")
+    forged = jwt.encode(
+        sandbox_claims(SANDBOX_ISS, AUD), stranger.private, algorithm="ES384",
+        headers={"jku": ehr.jku},
+    )  # fmt: skip
+    _assert_bare_401(_get(ehr.client, forged))
 
 
 @pytest.mark.parametrize(
@@ -153,8 +161,8 @@ def test_missing_kid_is_401(ehr: Ehr, sandbox_key: EhrKey) -> None:
     [
         BASE + "/cds-services/ecg-review",  # another endpoint of ours
         "http://other-host/cds-services",
-        BASE + "/cds-services/",  # not the exact URL
-        [AUD, "http://other-host/cds-services"],  # a list naming more than us
+        BASE + "/cds-services/ecg-review/feedback",
+        ["http://other-host/cds-services"],  # a list naming only others
     ],
 )
 def test_wrong_audience_is_401(ehr: Ehr, sandbox_key: EhrKey, aud: Any) -> None:

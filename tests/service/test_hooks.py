@@ -20,6 +20,7 @@ from tests.service.conftest import BASE, SANDBOX_ISS, Ehr
 from tests.service.ehr import (
     RecordingServer,
     document_reference,
+    fhir_authorization,
     find_empty,
     hook_body,
     sandbox_claims,
@@ -397,6 +398,9 @@ def test_fhir_server_not_on_the_allow_list_is_never_contacted(ehr: Ehr) -> None:
             "fhirServer",
         ),
         (lambda b: b.update(fhirServer="ftp://ehr.example/fhir"), "fhirServer"),
+        # ids of megabytes went into the append-only audit trail of every call
+        (lambda b: b["context"].update(patientId="p" * 257), "patientId is 257 characters"),
+        (lambda b: b["context"].update(userId="Practitioner/" + "u" * 10**6), "userId is"),
     ],
 )
 def test_malformed_hook_requests_are_400_saying_what_is_wrong(
@@ -405,6 +409,14 @@ def test_malformed_hook_requests_are_400_saying_what_is_wrong(
     body = hook_body(prefetch=ALL_NULL)
     change(body)
     assert expected in _outcome(ehr.call("ecg-review", body), 400)
+
+
+def test_long_but_possible_ids_are_answered(ehr: Ehr) -> None:
+    """FHIR ids have at most 64 characters; up to 256 are taken from servers that exceed it."""
+    for patient_id in ("p" * 64, "p" * 256):
+        body = hook_body(patient_id, prefetch=ALL_NULL)
+        body["context"]["userId"] = "Practitioner/" + "u" * 200
+        assert ehr.call("ecg-review", body).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -446,6 +458,67 @@ def test_body_that_is_not_json_is_400(ehr: Ehr) -> None:
         headers={"Authorization": f"Bearer {ehr.token(path)}", "Content-Type": "application/json"},
     )
     _outcome(response, 400)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_a_json_body_without_a_json_content_type_is_400_naming_the_header(
+    ehr: Ehr, content_type: str | None
+) -> None:
+    """It was 400 "request body: Input should be a valid dictionary", which says nothing of
+    the header that is wrong."""
+    import json
+
+    path = "/cds-services/ecg-review"
+    headers = {"Authorization": f"Bearer {ehr.token(path)}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    body = json.dumps(hook_body(prefetch=ALL_NULL)).encode()
+    response = ehr.client.post(path, content=body, headers=headers)
+    assert "Content-Type: application/json" in _outcome(response, 400)
+
+
+def test_fhir_authorization_token_type_is_case_insensitive(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 6749 section 5.1: "BEARER" is the Bearer type (was 400); the token is sent."""
+    server = RecordingServer({"resourceType": "Bundle", "type": "searchset"}).start()
+    try:
+        fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+        monkeypatch.setattr(fhir, "allowed_servers", [f"{server.url}/fhir"])
+        body = hook_body(
+            fhirServer=f"{server.url}/fhir",
+            fhirAuthorization=fhir_authorization("ehr-token-1", token_type="BEARER"),
+        )
+        response = ehr.call("ecg-review", body)
+        assert response.status_code == 200, response.text[:300]
+        assert server.requests
+        assert all(h.get("Authorization") == "Bearer ehr-token-1" for _, _, h in server.requests)
+        body["fhirAuthorization"]["token_type"] = "DPoP"  # another scheme: still refused
+        body["hookInstance"] = str(uuid.uuid4())
+        assert "token_type" in _outcome(ehr.call("ecg-review", body), 400)
+    finally:
+        server.stop()
+
+
+def test_urls_registered_with_a_trailing_slash_are_answered_without_a_redirect(
+    ehr: Ehr,
+) -> None:
+    """An EHR that registered ".../cds-services/ecg-review/" got a 307 to the URL without the
+    slash (built from the Host header); following it re-sent the single-use JWT, refused as
+    a replay (401). Now the call is answered where it was made, the token signed for either
+    spelling."""
+    for path in ("/cds-services/", "/cds-services/ecg-review/"):
+        for aud_path in (path, path.rstrip("/")):
+            headers = {"Authorization": f"Bearer {ehr.token(aud_path)}"}
+            if path == "/cds-services/":
+                response = ehr.client.get(path, headers=headers, follow_redirects=False)
+                assert response.status_code == 200, response.text[:200]
+                assert response.json()["services"]
+            else:
+                body = hook_body(prefetch=ALL_NULL)
+                response = ehr.client.post(path, json=body, headers=headers, follow_redirects=False)
+                assert response.status_code == 200, response.text[:200]
+                assert response.json() == {"cards": []}
 
 
 def test_unknown_service_is_404_operation_outcome(ehr: Ehr) -> None:

@@ -1,0 +1,86 @@
+"""A hook JWT is accepted once: not again by another web process, nor after a restart.
+
+``serve --workers N`` runs N web processes on one database; each used to keep the token ids
+it had seen in its own memory, so a captured token could be replayed once per worker, and
+again after any restart within its lifetime. Two apps on one data folder stand for two
+workers, a third started after both stopped for the restart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import BASE
+from tests.service.ehr import EhrKey, jwks, sandbox_claims
+
+ISS = "https://replay-ehr.test"
+DISCOVERY = "/cds-services"
+
+
+def _app(tmp_path: Path, jwks_file: Path) -> TestClient:
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        public_base_url=BASE,
+        preload_model=False,
+        auth={
+            "trusted_issuers": [{"iss": ISS, "jwks_file": str(jwks_file)}],
+            "failure_window_s": 0,
+        },
+    )
+    return TestClient(create_app(settings), base_url=BASE)
+
+
+def test_a_token_is_refused_by_another_worker_and_after_a_restart(tmp_path: Path) -> None:
+    key = EhrKey.generate("ES384")
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(jwks(key)), encoding="utf-8")
+    token = key.sign(sandbox_claims(ISS, BASE + DISCOVERY))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    with _app(tmp_path, jwks_file) as first, _app(tmp_path, jwks_file) as second:
+        assert first.get(DISCOVERY, headers=headers).status_code == 200
+        assert first.get(DISCOVERY, headers=headers).status_code == 401
+        assert second.get(DISCOVERY, headers=headers).status_code == 401  # another worker
+
+    with _app(tmp_path, jwks_file) as restarted:
+        assert restarted.get(DISCOVERY, headers=headers).status_code == 401
+        fresh = key.sign(sandbox_claims(ISS, BASE + DISCOVERY))
+        fresh_headers = {"Authorization": f"Bearer {fresh}"}
+        assert restarted.get(DISCOVERY, headers=fresh_headers).status_code == 200
+
+
+def test_expired_ids_are_purged_and_a_lone_surrogate_jti_is_stored(tmp_path: Path) -> None:
+    """The table holds only tokens that could still pass; any JSON string is a jti."""
+    import asyncio
+    import time
+
+    from cds_service.auth.replay import SqlReplayCache
+    from cds_service.storage.base import make_engine, make_session_factory
+    from cds_service.storage.migrate import upgrade
+    from cds_service.storage.tables import SeenTokenRow
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    cache = SqlReplayCache(sessions)
+
+    async def run() -> None:
+        now = time.time()
+        assert await cache.first_use("iss\x00old", now - 1)  # stored, already expired
+        assert await cache.first_use("iss\x00\ud800", now + 60)
+        assert not await cache.first_use("iss\x00\ud800", now + 60)
+        assert await cache.first_use("iss\x00old", now + 60)  # expired: may be used again
+        assert await cache.first_use("iss\x00gone", now - 1)
+        cache._purged_at = 0.0  # the purge interval has passed
+        assert await cache.first_use("iss\x00new", now + 60)
+
+    asyncio.run(run())
+    with sessions() as session:
+        assert session.query(SeenTokenRow).count() == 3  # old, the surrogate one, new
+    engine.dispose()
