@@ -9,15 +9,16 @@ instead. The in-memory cache is for an app without a runtime (tests, tools).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import Table, delete
 
 from cds_service.storage.tables import SeenTokenRow
 
@@ -87,36 +88,113 @@ class RedisReplayCache:
 class SqlReplayCache:
     """Replay cache in the service database (SQLite or PostgreSQL), by SHA-256 of the key.
 
-    One row per accepted token, kept until the token expires; expired rows are deleted at
-    most once per :attr:`PURGE_EVERY_S` per process. Two processes accepting the same token
-    at once: the second insert fails on the primary key, and that one is the replay.
+    One row per accepted token, kept until the token expires. Each check is one statement,
+    ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE the stored row has expired``: a row
+    inserted or renewed is a first use, none is a replay, and two processes accepting the
+    same token at once are ordered by the primary key, so exactly one wins.
+
+    Concurrent checks of one process share a transaction (a group commit, as the audit
+    trail's): one writer thread takes every check queued, runs their statements in order in
+    one transaction and answers each caller after the commit. A check per call, each in its
+    own transaction from the request thread pool, made 8 concurrent EHR clients wait on
+    SQLite's write lock (whose busy handler sleeps up to 100 ms): cached hook calls fell from
+    0.58x to 0.43x the bare endpoint's requests/s, and their p95 from 1.6x to 2.7x its p95.
+    Expired rows are deleted at most once per :attr:`PURGE_EVERY_S` per process.
     """
 
     PURGE_EVERY_S = 60.0
+    #: Most checks one transaction takes (more wait for the next).
+    MAX_GROUP = 256
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._sessions = session_factory
+        self._engine = session_factory.kw["bind"]
         self._purged_at = 0.0
+        self._lock = threading.Lock()
+        self._queued: list[_Check] = []
+        self._writing = False
 
     async def first_use(self, key: str, expires_at: float) -> bool:
-        return await run_in_threadpool(self._first_use, key, expires_at)
-
-    def _first_use(self, key: str, expires_at: float) -> bool:
         # surrogatepass: a jti is any JSON string, lone surrogates included
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        loop = asyncio.get_running_loop()
+        check = _Check(digest, expires_at, loop, loop.create_future())
+        with self._lock:
+            self._queued.append(check)
+            start, self._writing = not self._writing, True
+        if start:
+            threading.Thread(target=self._write_queued, name="seen-tokens", daemon=True).start()
+        return await check.answer
+
+    def _write_queued(self) -> None:
+        while True:
+            with self._lock:
+                group = self._queued[: self.MAX_GROUP]
+                del self._queued[: self.MAX_GROUP]
+                if not group:
+                    self._writing = False
+                    return
+            try:
+                answers: list[bool | BaseException] = list(self._store(group))
+            except Exception as exc:  # the database is down: every caller of the group fails
+                answers = [exc] * len(group)
+            for check, answer in zip(group, answers, strict=True):
+                check.settle(answer)
+
+    def _store(self, group: list[_Check]) -> list[bool]:
         now = time.time()
-        try:
-            with self._sessions.begin() as session:
-                if now - self._purged_at >= self.PURGE_EVERY_S:
-                    self._purged_at = now
-                    session.execute(delete(SeenTokenRow).where(SeenTokenRow.expires_at <= now))
-                row = session.get(SeenTokenRow, digest)
-                if row is not None and row.expires_at > now:
-                    return False
-                if row is not None:
-                    row.expires_at = expires_at
-                else:
-                    session.add(SeenTokenRow(key=digest, expires_at=expires_at))
-        except IntegrityError:
-            return False  # another process stored it first
-        return True
+        table = cast(Table, SeenTokenRow.__table__)
+        insert = _dialect_insert(self._engine.dialect.name)
+        answers = []
+        with self._engine.begin() as connection:
+            if now - self._purged_at >= self.PURGE_EVERY_S:
+                self._purged_at = now
+                connection.execute(delete(table).where(table.c.expires_at <= now))
+            for check in group:
+                statement = (
+                    insert(table)
+                    .values(key=check.digest, expires_at=check.expires_at)
+                    .on_conflict_do_update(
+                        index_elements=[table.c.key],
+                        set_={"expires_at": check.expires_at},
+                        where=table.c.expires_at <= now,
+                    )
+                    .returning(table.c.key)
+                )
+                # A row back: inserted or renewed (psycopg reports no rowcount here).
+                answers.append(connection.execute(statement).first() is not None)
+        return answers
+
+
+@dataclass
+class _Check:
+    """One caller's token id waiting for the group's commit."""
+
+    digest: str
+    expires_at: float
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[bool]
+
+    def settle(self, answer: bool | BaseException) -> None:
+        """Answer the awaiting coroutine from the writer thread."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self.loop.call_soon_threadsafe(_settle, self.answer, answer)
+
+
+def _settle(future: asyncio.Future[bool], answer: bool | BaseException) -> None:
+    if future.done():  # the request was cancelled; the row is stored anyway
+        return
+    if isinstance(answer, BaseException):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
+
+
+def _dialect_insert(name: str) -> Any:
+    """The dialect's INSERT with ON CONFLICT and RETURNING (SQLite >= 3.35, PostgreSQL)."""
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import BASE
@@ -84,3 +85,45 @@ def test_expired_ids_are_purged_and_a_lone_surrogate_jti_is_stored(tmp_path: Pat
     with sessions() as session:
         assert session.query(SeenTokenRow).count() == 3  # old, the surrogate one, new
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def test_concurrent_checks_share_a_transaction_and_one_replay_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    """64 checks at once (one token sent 8 times among 56 others) are written as a group
+    commit: every distinct token passes once, the repeated one exactly once, and a token
+    seen before is refused (on PostgreSQL too, whose driver reports no rowcount there)."""
+    import asyncio
+    import time
+
+    from cds_service.auth.replay import SqlReplayCache
+    from cds_service.storage.base import make_engine, make_session_factory
+    from cds_service.storage.migrate import upgrade
+    from cds_service.storage.tables import SeenTokenRow
+    from tests.jobs.conftest import create_pg_database, drop_pg_database
+
+    url = create_pg_database() if kind == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        sessions = make_session_factory(engine)
+        cache = SqlReplayCache(sessions)
+        keys = [f"iss\x00{i}" for i in range(56)] + ["iss\x00again"] * 8
+
+        async def run() -> tuple[list[bool], bool]:
+            expires = time.time() + 60
+            answers = list(await asyncio.gather(*(cache.first_use(k, expires) for k in keys)))
+            return answers, await cache.first_use("iss\x007", expires)
+
+        answers, seventh_again = asyncio.run(run())
+        assert all(answers[:56]) and not seventh_again
+        assert sum(answers[56:]) == 1
+        with sessions() as session:
+            assert session.query(SeenTokenRow).count() == 57
+    finally:
+        engine.dispose()
+        if kind == "postgresql":
+            drop_pg_database(url)
