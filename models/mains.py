@@ -51,14 +51,20 @@ def hum_bound(spectrum: np.ndarray, n: int, fs: float) -> float:
     at its nearest bin (the rectangular window's worst scalloping, half a bin off), so no
     lead carries more than this. The quality gate has that spectrum anyway: where the bound
     is under :data:`MAINS_MIN_MV`, :func:`without_mains` needs no spectrum of its own."""
-    step = fs / n
     peak = 0.0
     for nominal in MAINS_HZ:
-        low = max(0, int(np.ceil((nominal - SEARCH_HZ) / step)))
-        high = min(spectrum.shape[1] - 1, int(np.floor((nominal + SEARCH_HZ) / step)))
+        low, high = _search_bins(nominal, fs / n, spectrum.shape[1], margin=0)
         if high >= low:
             peak = max(peak, float(np.abs(spectrum[:, low : high + 1]).max()))
     return 2.0 * peak / n / 0.637
+
+
+def _search_bins(nominal: float, step: float, bins: int, margin: int) -> tuple[int, int]:
+    """First and last bin (of ``bins``, ``step`` Hz apart) within :data:`SEARCH_HZ` of
+    ``nominal``, keeping ``margin`` bins clear of either end of the spectrum."""
+    low = max(margin, int(np.ceil((nominal - SEARCH_HZ) / step)))
+    high = min(bins - 1 - margin, int(np.floor((nominal + SEARCH_HZ) / step)))
+    return low, high
 
 
 def without_mains(x: np.ndarray, fs: float, bound_mv: float | None = None) -> np.ndarray:
@@ -108,8 +114,7 @@ def _hum_frequency(
     (a Hann window's peak: a few hundredths of a bin off, a phase drift of a few degrees
     over the record)."""
     step = fs / n
-    low = max(1, int(np.ceil((nominal - SEARCH_HZ) / step)))
-    high = min(len(power) - 2, int(np.floor((nominal + SEARCH_HZ) / step)))
+    low, high = _search_bins(nominal, step, len(power), margin=1)  # neighbours for the parabola
     if high <= low:
         return None
     k = low + int(np.argmax(power[low : high + 1]))

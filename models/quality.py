@@ -27,7 +27,7 @@ import numpy as np
 import scipy.fft
 
 from adapters.record import STANDARD_LEADS, Ecg, standard_12_lead
-from models.mains import hum_bound
+from models.mains import MAINS_HZ, SEARCH_HZ, hum_bound
 from models.resampling import Spectra, fold
 from models.results import QualityReport
 
@@ -243,7 +243,7 @@ def _layout(n: int, fs: float) -> tuple[np.ndarray, int | None, np.ndarray, int,
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
     high = freqs >= NOISE_CUTOFF_HZ
     first = int(np.argmax(high)) if high.any() else None  # the bins from the cutoff up
-    mains_band = (np.abs(freqs - 50.0) <= 1.0) | (np.abs(freqs - 60.0) <= 1.0)
+    mains_band = np.logical_or.reduce([np.abs(freqs - f) <= SEARCH_HZ for f in MAINS_HZ])
     n_low = int(np.count_nonzero(freqs < BASELINE_CUTOFF_HZ))
     n_grid = max(2 * n_low + 2, round(n / fs * 10))
     grid = np.arange(n_grid) * (n / n_grid)
