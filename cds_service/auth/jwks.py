@@ -33,6 +33,7 @@ import jwt
 
 from cds_service.allow_list import UrlMalformed, normalise_url, redact_url
 from cds_service.auth.errors import TokenRejected
+from cds_service.dicomweb import CappedBody, FetchFailed
 from cds_service.settings import AuthSettings, TrustedIssuer
 
 log = logging.getLogger(__name__)
@@ -217,14 +218,14 @@ class JwksCache:
                 if response.status_code != 200:
                     log.warning("JWKS %s answered HTTP %d", url, response.status_code)
                     return None
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_JWKS_BYTES:
-                        log.warning("JWKS %s is over %d bytes; ignored", url, MAX_JWKS_BYTES)
-                        return None
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                body = CappedBody("JWKS", MAX_JWKS_BYTES)
+                try:
+                    async for chunk in response.aiter_bytes():
+                        body.add(chunk)
+                except FetchFailed:
+                    log.warning("JWKS %s is over %d bytes; ignored", url, MAX_JWKS_BYTES)
+                    return None
+                return body.data()
 
     def _from_file(self, path: Path, kid: str | None, alg: str | None) -> list[jwt.PyJWK]:
         source = f"file:{path}"
