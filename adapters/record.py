@@ -45,6 +45,22 @@ class MedianBeats:
     leads: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class RecordingFilters:
+    """The filters the cart applied before storing the samples, as the file states them (Hz).
+
+    ``low_pass_hz`` is the upper edge of the recorded band (DICOM's Filter High Frequency,
+    MUSE's LowPassFilter, aECG's MDC_ECG_CTL_VBL_ATTR_FILTER_LOW_PASS); ``high_pass_hz`` the
+    lower edge; ``notch_hz`` a mains filter. None: the file does not say. It matters for
+    what a record *can* show: AHA/ACCF/HRS (2007, part I) asks for 150 Hz in adults, and a
+    pacing spike of 0.5-2 ms does not survive a 100 Hz low-pass.
+    """
+
+    low_pass_hz: float | None = None
+    high_pass_hz: float | None = None
+    notch_hz: float | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class Ecg:
     """One ECG recording in the project's canonical form.
@@ -67,6 +83,8 @@ class Ecg:
     diagnosis_codes: tuple[str, ...] = ()
     median_beats: MedianBeats | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: The cart's filters as the file states them (None: it does not say).
+    filters: RecordingFilters | None = None
 
     def __post_init__(self) -> None:
         name = self.source.uri or self.source.format
