@@ -148,7 +148,8 @@ def _measure_values(
         ecg = ecg.with_signal(ecg.signal[:, :limit], ecg.leads)
         spectra = None  # the whole record's spectra say nothing exact about its start
     # Pacing spikes are 0.5-2 ms wide: look for them before any resampling or filtering.
-    spikes = pacing_spikes(ecg.signal, float(ecg.fs))
+    low_pass = ecg.filters.low_pass_hz if ecg.filters is not None else None
+    spikes = pacing_spikes(ecg.signal, float(ecg.fs), low_pass)
     prepared = _prepare(ecg, spectra)
     if prepared is None:  # flat or too short: nothing measured, not even "no spikes"
         return values, per_lead

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ast
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lxml import etree
 
-from adapters import load_ecg
+from adapters import RecordingFilters, load_ecg
 from models import t_wave
 from models.cart_reference import cart_cases, cart_reference
 from models.measurement_validation import (
@@ -225,6 +226,24 @@ def test_pacing_spikes_in_paced_ptbxl_records(ptbxl_dir: Path) -> None:
     assert all(spikes(r) == (0.0, 0.0) for r in normal)
     # At 100 Hz a 1 ms spike cannot be seen: not measured, rather than "no spikes".
     assert spikes(paced[0], "filename_lr") == (None, None)
+
+
+def test_a_stated_low_pass_below_150_hz_makes_pacing_not_measurable(ptbxl_dir: Path) -> None:
+    """A cart that says it filtered at 100 Hz stored no spikes: "not measured", not "none"."""
+    with (ptbxl_dir / "ptbxl_database.csv").open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if "PACE" in ast.literal_eval(r["scp_codes"]))
+    ecg = load_ecg(ptbxl_dir / f"{row['filename_hr']}.hea")
+
+    def pacing(low_pass_hz: float | None) -> tuple[float | None, ...]:
+        stated = replace(ecg, filters=RecordingFilters(low_pass_hz=low_pass_hz))
+        m = measure(stated)
+        return m["pacing_spike_count"].value, m["paced_beat_share"].value
+
+    unstated = pacing(None)
+    assert (unstated[0] or 0) >= 3
+    assert pacing(150.0) == unstated  # the AHA bandwidth: read as it is
+    assert pacing(100.0) == (None, None)
+    assert measure(replace(ecg, filters=RecordingFilters(low_pass_hz=100.0)))["qrs"].value
 
 
 def test_no_pacing_value_from_250_hz_holter_records(data_dir: Path) -> None:
