@@ -29,13 +29,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from models.calibration import expected_calibration_error
 from models.catalog import LabelCatalog
 from models.classifier import ZeroShotClassifier
 from models.evaluation import score_cell
 from models.fusion import criterion_score
 from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES, ChannelScores, channel_scores
 from models.labelled import LabelledRecord
-from models.metrics import _auc, bootstrap_ci, macro_bootstrap, paired_delta_ci
+from models.metrics import BOOTSTRAP, _auc, bootstrap_ci, macro_bootstrap, paired_delta_ci
 
 CHANNELS = ("embedding", "measurement", "fused")
 
@@ -51,6 +52,11 @@ class ChannelClass:
     #: Fused minus measurement AUROC and its paired bootstrap 95 % interval (None: no criteria).
     fused_minus_measurement: float | None = None
     delta_ci: list[float] | None = None
+    #: Calibration of the served (fused) probability: its mean against the share of
+    #: positives, and the expected calibration error (10 equal-width bins).
+    mean_fused: float | None = None
+    prevalence: float | None = None
+    ece_fused: float | None = None
 
 
 @dataclass
@@ -69,6 +75,10 @@ class ChannelTask:
     #: Criterion-backed labels whose fused AUROC is at or above / below the measurement's,
     #: and below with the whole paired 95 % interval under 0.
     vs_criterion: dict[str, int] = field(default_factory=dict)
+    #: ECE of the served probabilities over every assessed (record, label) pair of the
+    #: labels in the table, with a bootstrap 95 % interval over records.
+    ece_fused: float | None = None
+    ece_fused_ci: list[float] | None = None
     model_version: str = ""
     calibration: str = ""
     notes: str = ""
@@ -91,8 +101,9 @@ class ChannelTask:
             + ", ".join(f"{c} {score_cell(self.macro_criteria.get(c))}" for c in CHANNELS),
             "  fused vs criterion alone: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.vs_criterion.items()),
+            f"  served probabilities: ECE {score_cell(self.ece_fused)} {ci(self.ece_fused_ci)}",
             f"  {'label':<36} {'pos':>4} {'n':>4} {'embed':>6} {'meas':>6} {'fused':>6} "
-            "fused 95% CI  fused-meas [paired 95% CI]",
+            "fused 95% CI  fused-meas [paired 95% CI]  mean p / share, ECE",
         ]
         for c in self.classes:
             delta = c.fused_minus_measurement
@@ -101,6 +112,7 @@ class ChannelTask:
                 f"{score_cell(c.auroc['embedding'])} {score_cell(c.auroc['measurement'])} "
                 f"{score_cell(c.auroc['fused'])} {ci(c.ci['fused']):<11}"
                 + ("" if delta is None else f"  {delta:+.3f} {ci(c.delta_ci)}")
+                + f"  {c.mean_fused:.2f} / {c.prevalence:.2f}, {c.ece_fused:.3f}"
             )
         return "\n".join(lines)
 
@@ -129,6 +141,9 @@ def summarise(
     }
     macro_rows: dict[str, list[float]] = {c: [] for c in CHANNELS}
     crit_rows: dict[str, list[float]] = {c: [] for c in CHANNELS}
+    pooled_p: list[np.ndarray] = []
+    pooled_y: list[np.ndarray] = []
+    pooled_rows: list[np.ndarray] = []
     for j, label in enumerate(labels):
         y_all = scores.y[rows, j]
         assessed = ~np.isnan(y_all)
@@ -160,6 +175,13 @@ def summarise(
             label.id, pos, len(y), list(clf.scorer.resolve(label).criteria) if clf else [],
             auroc, ci,
         )  # fmt: skip
+        fused_p = scores.fused[sel, j]
+        entry.mean_fused = round(float(fused_p.mean()), 4)
+        entry.prevalence = round(pos / len(y), 4)
+        entry.ece_fused = round(expected_calibration_error(fused_p, y), 4)
+        pooled_p.append(fused_p)
+        pooled_y.append(y)
+        pooled_rows.append(np.searchsorted(rows, sel))
         a_f, a_m, meas = auroc["fused"], auroc["measurement"], channel_scores_["measurement"]
         if a_f is not None and a_m is not None and meas is not None:
             entry.fused_minus_measurement = round(a_f - a_m, 6)
@@ -172,12 +194,40 @@ def summarise(
         "below": sum(1 for c in deltas if (c.fused_minus_measurement or 0.0) < 0),
         "below_with_ci_under_0": sum(1 for c in deltas if c.delta_ci and c.delta_ci[1] < 0),
     }
+    if pooled_p:
+        result.ece_fused, result.ece_fused_ci = pooled_ece(
+            pooled_p, pooled_y, pooled_rows, len(rows)
+        )
     for c in CHANNELS:
         result.macro[c] = float(np.mean(macro_rows[c])) if macro_rows[c] else None
         result.macro_criteria[c] = float(np.mean(crit_rows[c])) if crit_rows[c] else None
         ys, ss, rs = per_channel[c]
         result.macro_ci[c] = macro_bootstrap(ys, ss, rs, len(rows)) if c != "measurement" else None
     return result
+
+
+def pooled_ece(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    rows: Sequence[np.ndarray],
+    n_records: int,
+    resamples: int = BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, list[float]]:
+    """ECE over every (record, label) pair of the given labels, and a bootstrap 95 %
+    interval that resamples records (each label's pairs of a drawn record come along)."""
+    p, y, r = np.concatenate(probabilities), np.concatenate(labels), np.concatenate(rows)
+    value = round(expected_calibration_error(p, y), 4)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        counts = np.bincount(rng.integers(0, n_records, n_records), minlength=n_records)
+        weight = counts[r]
+        keep = weight > 0
+        draws.append(expected_calibration_error(np.repeat(p[keep], weight[keep]),
+                                                np.repeat(y[keep], weight[keep])))  # fmt: skip
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return value, [round(float(low), 4), round(float(high), 4)]
 
 
 def evaluate_heldout(

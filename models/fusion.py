@@ -66,6 +66,10 @@ FUSION_NAME = "fusion.json"
 CONTRADICTION_MARGIN = -1.0
 #: A label needs this many validation positives for weights of its own.
 MIN_LABEL_POSITIVES = 3
+#: The smallest probability scale (logit per step of the ordered score) a fit may give in the
+#: margin-first and lexicographic forms: at 0 every ECG of a label would tie, so the scale is
+#: kept strictly positive and a label's own scale and bias only calibrate, never re-rank.
+MIN_ORDER_SCALE = 0.01
 #: Outside the atoms, the embedding moves an ECG by at most this many clinical steps: it only
 #: breaks exact ties. Far below any measurement's resolution (1 ms of a 20 ms PR step is 0.05
 #: steps, 1 uV of a 0.1 mV step 0.01), so margins that differ at all keep their order.
@@ -303,7 +307,8 @@ def fit_fusion(
         mode = "lexicographic" if lexicographic else "margin_first"
         x, centre = np.zeros_like(z), np.array([0.0, 1.0, 0.0])
         w = ordered_score(m, p_kept, band) if lexicographic else m + band * (2.0 * p_kept - 1.0)
-    a, b, c = _fit(x, w, t, centre, prior)
+    floor = MIN_ORDER_SCALE if kappa is not None else 0.0
+    a, b, c = _fit(x, w, t, centre, prior, floor)
     per_label: dict[str, dict[str, int]] = {}
     label_weights: dict[str, list[float]] = {}
     if label_ids is not None:
@@ -313,9 +318,11 @@ def fit_fusion(
             pos = int(t[mask].sum())
             per_label[lid] = {"pairs": int(mask.sum()), "positives": pos}
             # A label's own scale and bias (w_criteria > 0) keep its ranking: in the margin
-            # first and lexicographic forms they only calibrate.
+            # first and lexicographic forms they only calibrate. One shared bias puts every
+            # label at the pooled base rate (~9 % of pairs are positive): sinus rhythm, met
+            # in 54-74 % of records, was served at a mean 0.11-0.15 (ECE 0.43-0.59).
             if label_prior is not None and pos >= MIN_LABEL_POSITIVES:
-                own = _fit(x[mask], w[mask], t[mask], np.array([a, b, c]), label_prior)
+                own = _fit(x[mask], w[mask], t[mask], np.array([a, b, c]), label_prior, floor)
                 label_weights[lid] = [round(v, 4) for v in own]
     return Fusion(
         w_embedding=round(a, 4), w_criteria=round(b, 4), bias=round(c, 4), fitted_on=fitted_on,
@@ -325,9 +332,15 @@ def fit_fusion(
 
 
 def _fit(
-    z: np.ndarray, m: np.ndarray, t: np.ndarray, centre: np.ndarray, prior: float
+    z: np.ndarray,
+    m: np.ndarray,
+    t: np.ndarray,
+    centre: np.ndarray,
+    prior: float,
+    min_scale: float = 0.0,
 ) -> tuple[float, float, float]:
-    """MAP logistic regression on (z, m) with a Gaussian prior around ``centre``."""
+    """MAP logistic regression on (z, m) with a Gaussian prior around ``centre``; the weight
+    of ``m`` is kept at or above ``min_scale``."""
 
     def loss(params: np.ndarray) -> float:
         u = params[0] * z + params[1] * m + params[2]
@@ -336,7 +349,7 @@ def _fit(
 
     res = minimize(
         loss, x0=centre.copy(), method="L-BFGS-B",
-        bounds=[(0.0, None), (0.0, None), (None, None)],
+        bounds=[(0.0, None), (min_scale, None), (None, None)],
     )  # fmt: skip
     a, b, c = (float(v) for v in res.x)
     return a, b, c
