@@ -42,6 +42,7 @@ from adapters.leads import normalize_lead_name
 from adapters.limits import check_tokens
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
+from adapters.recording_filters import aecg_filters
 from adapters.xml_safety import parse_xml, root_element_is
 
 #: Leads of one sequence set may differ in length by this much (or 2 samples) before the
@@ -342,6 +343,7 @@ def read_aecg(item: ReaderInput) -> Ecg:
         statements=tuple(statements),
         median_beats=median_beats,
         extra=extra,
+        filters=aecg_filters(series),
     )
 
 

@@ -6,7 +6,8 @@ baseline (DICOM PS3.3 C.10.9.1.4.3, the same arithmetic as pydicom's ``waveform_
 and converted from its UCUM sensitivity units (``uV``, ``mV``, ``V``) to millivolts. Lead
 names come from the channel source codes (MDC ``2:1``, legacy SCP-ECG ``5.6.3-9-1``), with
 the code meaning as a fallback. Free-text annotations become statements, coded SNOMED CT
-annotations diagnosis codes, numeric ones (intervals, axes) ``extra`` entries.
+annotations diagnosis codes, numeric ones (intervals, axes) ``extra`` entries. The rhythm
+channels' filter settings become ``Ecg.filters`` (:mod:`adapters.recording_filters`).
 
 Writing (:func:`adapters.dicom_writer.ecg_to_dicom`): 16-bit signed samples, one
 sensitivity per channel in microvolts. The sensitivity is the smallest value of the 1-2-5
@@ -32,7 +33,8 @@ from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
 from adapters.reader import Reader, ReaderInput, build_ecg
-from adapters.record import Ecg, MedianBeats
+from adapters.record import Ecg, MedianBeats, RecordingFilters
+from adapters.recording_filters import dicom_filters
 from adapters.units import mv_factor
 
 FORMAT = "dicom"
@@ -164,9 +166,10 @@ def _channel_scale(
 
 def _group_signal(
     group: Dataset, where: str, little_endian: bool, cache: CodeCache, limits: DecodeLimits
-) -> tuple[np.ndarray, tuple[str, ...], float, list[str]]:
+) -> tuple[np.ndarray, tuple[str, ...], float, list[str], RecordingFilters | None]:
     """A multiplex group's voltage channels in mV (leads, samples), their lead names, the
-    rate, and the channels left out as not voltages ("name (unit)")."""
+    rate, the channels left out as not voltages ("name (unit)"), and the filters the kept
+    channels state (a respiration channel's filter says nothing about the leads)."""
     label = str(group.get("MultiplexGroupLabel", "")) or "unlabelled"
     required = (
         "NumberOfWaveformChannels",
@@ -226,7 +229,8 @@ def _group_signal(
     signal = rows.astype(np.float32, order="C")  # one copy, (leads, samples)
     signal *= np.array([m for m, _ in kept], dtype=np.float32)[:, None]
     signal += np.array([o for _, o in kept], dtype=np.float32)[:, None]
-    return signal, tuple(names[i] for i in keep), fs, dropped
+    filters = dicom_filters(channels[i] for i in keep)
+    return signal, tuple(names[i] for i in keep), fs, dropped, filters
 
 
 class PaddedSamples(EcgFormatError):
@@ -354,14 +358,14 @@ def read(item: ReaderInput) -> Ecg:
         little_endian = False
     rhythm_index, median_index = _pick_groups(groups, item.name)
     cache = _CODE_CACHE
-    signal, leads, fs, dropped = _group_signal(
+    signal, leads, fs, dropped, filters = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits
     )
     median: MedianBeats | None = None
     skipped: str | None = None
     if median_index is not None and median_index != rhythm_index:
         try:
-            beats, beat_leads, beat_fs, _ = _group_signal(
+            beats, beat_leads, beat_fs, _, _ = _group_signal(
                 groups[median_index], item.name, little_endian, cache, item.limits
             )
             median = MedianBeats(signal=beats, fs=beat_fs, leads=beat_leads)
@@ -379,13 +383,6 @@ def read(item: ReaderInput) -> Ecg:
     if dropped:  # as the WFDB reader does: named, not read as millivolts
         extra["dropped_channels"] = ", ".join(dropped)
     extra.update(measurements)
-    first = groups[rhythm_index].ChannelDefinitionSequence[0]
-    for tag, key in (
-        ("FilterLowFrequency", "filter_low_hz"),
-        ("FilterHighFrequency", "filter_high_hz"),
-    ):
-        if first.get(tag) is not None:
-            extra[key] = str(first.get(tag))
     return build_ecg(
         item,
         FORMAT,
@@ -399,6 +396,7 @@ def read(item: ReaderInput) -> Ecg:
         diagnosis_codes=tuple(codes),
         median_beats=median,
         extra=extra,
+        filters=filters,
     )
 
 

@@ -17,11 +17,12 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
+from pydicom.valuerep import DS
 
 from adapters.dicom import AMBULATORY_ECG, GENERAL_ECG, SNOMED_SYSTEM, TWELVE_LEAD_ECG
 from adapters.leads import mdc_lead_term
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg
+from adapters.record import Ecg, RecordingFilters
 
 
 def _coded(value: str, scheme: str, meaning: str, version: str | None = None) -> Dataset:
@@ -51,8 +52,26 @@ def _sop_class(n_channels: int, n_samples: int, fs: float) -> str:
     return GENERAL_ECG
 
 
+def _filter_attributes(filters: RecordingFilters | None) -> list[tuple[str, float]]:
+    """The channel attributes (PS3.3 C.10.9.1.4.3) for what ``filters`` states: DICOM
+    names a filter by the band edge it sets, so the high-pass is Filter Low Frequency."""
+    if filters is None:
+        return []
+    stated = (
+        ("FilterLowFrequency", filters.high_pass_hz),
+        ("FilterHighFrequency", filters.low_pass_hz),
+        ("NotchFilterFrequency", filters.notch_hz),
+    )
+    return [(keyword, hz) for keyword, hz in stated if hz is not None]
+
+
 def _multiplex_group(
-    signal: np.ndarray, leads: tuple[str, ...], fs: float, label: str, originality: str
+    signal: np.ndarray,
+    leads: tuple[str, ...],
+    fs: float,
+    label: str,
+    originality: str,
+    filters: RecordingFilters | None = None,
 ) -> Dataset:
     group = Dataset()
     group.MultiplexGroupTimeOffset = "0"
@@ -76,6 +95,8 @@ def _multiplex_group(
         channel.ChannelBaseline = "0"
         channel.ChannelSampleSkew = "0"
         channel.WaveformBitsStored = 16
+        for keyword, hz in _filter_attributes(filters):
+            setattr(channel, keyword, DS(hz, auto_format=True))  # DS holds 16 characters
         channels.append(channel)
     group.ChannelDefinitionSequence = Sequence(channels)
     group.WaveformBitsAllocated = 16
@@ -133,7 +154,9 @@ def ecg_to_dicom(
     ds.InstanceNumber = 1
     ds.Manufacturer = ecg.device or ""
 
-    groups = [_multiplex_group(ecg.signal, ecg.leads, float(ecg.fs), "RHYTHM", "ORIGINAL")]
+    groups = [
+        _multiplex_group(ecg.signal, ecg.leads, float(ecg.fs), "RHYTHM", "ORIGINAL", ecg.filters)
+    ]
     if ecg.median_beats is not None:
         beats = ecg.median_beats
         groups.append(

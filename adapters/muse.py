@@ -25,6 +25,7 @@ from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg, EcgSource, MedianBeats, standard_12_lead
+from adapters.recording_filters import muse_filters
 from adapters.xml_safety import parse_xml, root_element_is
 
 FORMAT = "ge-muse-xml"
@@ -296,6 +297,7 @@ def read_muse(item: ReaderInput) -> Ecg:
         statements=tuple(_statements(root)),
         median_beats=median_beats,
         extra=extra,
+        filters=muse_filters(waveforms["rhythm"]),
     )
 
 

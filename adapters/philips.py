@@ -28,6 +28,7 @@ from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
+from adapters.recording_filters import philips_filters
 from adapters.xml_safety import local_name, parse_xml, root_element_is
 
 FORMAT = "philips-xml"
@@ -388,6 +389,7 @@ def read_philips(item: ReaderInput) -> Ecg:
         statements=tuple(statements),
         median_beats=median_beats,
         extra=extra,
+        filters=philips_filters(parsed, signal_info),
     )
 
 

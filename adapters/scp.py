@@ -26,6 +26,7 @@ from adapters.errors import EcgFormatError
 from adapters.limits import DecodeLimits
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
+from adapters.recording_filters import scp_filters
 
 FORMAT = "scp-ecg"
 _MARKER = b"SCPECG"
@@ -387,6 +388,7 @@ def read_scp(item: ReaderInput) -> Ecg:
         statements=tuple(_statements(sections)),
         median_beats=median_beats,
         extra=extra,
+        filters=scp_filters(fields),
     )
 
 

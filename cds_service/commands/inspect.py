@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 def summary(ecg: Ecg) -> dict[str, Any]:
     """The facts `inspect` reports, as plain JSON-ready values."""
+    from dataclasses import asdict
+
     import numpy as np
 
     from adapters.record import STANDARD_LEADS
@@ -56,6 +58,8 @@ def summary(ecg: Ecg) -> dict[str, Any]:
             "fs_hz": float(ecg.median_beats.fs),
             "n_samples": int(ecg.median_beats.signal.shape[1]),
         },
+        # what the extra entries filter_low_hz/filter_high_hz used to show, for every format
+        "filters": None if ecg.filters is None else asdict(ecg.filters),
         "extra": dict(ecg.extra),
     }
 
@@ -104,6 +108,11 @@ def _print_table(facts: dict[str, Any]) -> None:
     median = facts["median_beats"]
     if median:
         rows.append(("median beats", f"{len(median['leads'])} leads x {median['n_samples']}"))
+    if facts["filters"]:
+        stated = {"low-pass": "low_pass_hz", "high-pass": "high_pass_hz", "notch": "notch_hz"}
+        filters = facts["filters"]
+        parts = [f"{label} {filters[key]:g} Hz" for label, key in stated.items() if filters[key]]
+        rows.append(("filters", ", ".join(parts)))
     rows.extend((key, value) for key, value in facts["extra"].items())
     rows.append(("sha256", facts["sha256"]))
     for field, value in rows:

@@ -70,6 +70,8 @@ def test_inspect_json_reports_the_file(formats_dir: Path) -> None:
     assert facts["statements"] == ["RITMO SINUSALE", "ECG NORMALE"]
     assert facts["patient_id"] == "642341"
     assert facts["amplitude_mv"]["max"] == round(float(ecg.signal.max()), 4)
+    # the channels' Filter High/Low Frequency (300 Hz, 0.05 Hz), no notch (0 in the file)
+    assert facts["filters"] == {"low_pass_hz": 300.0, "high_pass_hz": 0.05, "notch_hz": None}
 
 
 def test_inspect_table_and_plot(data_dir: Path, tmp_path: Path) -> None:
