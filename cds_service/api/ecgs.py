@@ -218,6 +218,14 @@ async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
             if total > limit:
                 raise InputProblem(413, "too-costly", f"upload is over the {limit}-byte limit")
             name = (value.filename or f"part{len(files)}").replace("\\", "/").rsplit("/", 1)[-1]
+            if name in files:
+                # One name is one file of the record: keeping either would drop the other.
+                raise InputProblem(
+                    400,
+                    "invalid",
+                    f"file name {name!r} is sent more than once (folders in part names are "
+                    "dropped); send each file once, under its own name",
+                )
             files[name] = data
     finally:
         await form.close()
