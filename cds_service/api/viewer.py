@@ -144,7 +144,7 @@ def ecg_page(
         return denied(runtime, root, where="viewer-ecg", reason="invalid or expired link token")
     info = runtime.ecgs.get_info(ecg_id)
     if info is None:
-        return render_page("not_found.html", status_code=404, root=root)
+        return render_page("not_found.html", settings, status_code=404, root=root)
 
     tracing = _tracing(runtime.ecgs, ecg_id, info.sha256)
 
@@ -166,6 +166,7 @@ def ecg_page(
     )
     return render_page(
         "ecg.html",
+        settings,
         root=root,
         reviewer=access.kind == "reviewer",
         info={

@@ -58,15 +58,16 @@ REVIEWER_SESSION_S = 8 * 3600
 VIEWER_SERVICE_ID = "ecg-viewer"
 VIEWER_CARD_NAMESPACE = uuid.UUID("5b0f1b6e-2f5d-4c53-9d7e-6b1c9f0d7a11")
 
+_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors "
+)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'"
-    ),
+    "Content-Security-Policy": _CSP + "'none'",
 }
 STATUS_TEXT = {
     "done": "Classified",
@@ -76,9 +77,17 @@ STATUS_TEXT = {
 }
 
 
-def render_page(template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+def page_headers(settings: Settings) -> dict[str, str]:
+    """The headers of a viewer page: framed only by the EHRs in ``viewer_frame_ancestors``."""
+    frames = " ".join(settings.viewer_frame_ancestors) or "'none'"
+    return {**SECURITY_HEADERS, "Content-Security-Policy": _CSP + frames}
+
+
+def render_page(
+    template: str, settings: Settings, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     html = templates.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=page_headers(settings))
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -123,6 +132,7 @@ def denied(runtime: Runtime, root: str, *, where: str, reason: str) -> HTMLRespo
     )
     return render_page(
         "denied.html",
+        runtime.settings,
         status_code=403,
         root=root,
         heading="This link has expired or is not valid",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cds_service.allow_list import UrlMalformed, normalise_url
-from cds_service.api.deps import get_runtime
+from cds_service.api.deps import SettingsDep, get_runtime
 from cds_service.api.viewer_access import (
     REVIEWER_COOKIE,
     audit_viewer,
@@ -37,6 +37,7 @@ def _launch_failed(runtime: Runtime, message: str, *, status_code: int = 403) ->
     )
     response = render_page(
         "denied.html",
+        runtime.settings,
         status_code=status_code,
         root="../",
         heading="The ECG viewer could not be launched",
@@ -127,8 +128,8 @@ def smart_callback(
     summary="Reviewer sign-in form (audit token)",
     response_class=HTMLResponse,
 )
-def login_form(request: Request) -> HTMLResponse:
-    return render_page("login.html", root="../")
+def login_form(request: Request, settings: SettingsDep) -> HTMLResponse:
+    return render_page("login.html", settings, root="../")
 
 
 @router.post(
@@ -159,6 +160,7 @@ def login(
         )
         return render_page(
             "login.html",
+            settings,
             status_code=403,
             root="../",
             error="Sign in from this service's own sign-in page.",
@@ -169,6 +171,7 @@ def login(
     if retry is not None:
         throttled = render_page(
             "login.html",
+            settings,
             status_code=429,
             root="../",
             error=f"Too many wrong tokens from this address; try again in {retry} s.",
@@ -196,7 +199,7 @@ def login(
             if tokens
             else "No audit tokens are configured; ask for a reviewer link instead."
         )
-        return render_page("login.html", status_code=401, root="../", error=error)
+        return render_page("login.html", settings, status_code=401, root="../", error=error)
     response = redirect("./")
     set_reviewer_cookie(response, settings)
     return response
