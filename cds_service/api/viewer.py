@@ -141,7 +141,9 @@ def ecg_page(
     root = "../../"
     access = ecg_access(settings, request, ecg_id, token, card, service)
     if access is None:
-        return denied(runtime, root, where="viewer-ecg", reason="invalid or expired link token")
+        return denied(
+            runtime, request, root, where="viewer-ecg", reason="invalid or expired link token"
+        )
     info = runtime.ecgs.get_info(ecg_id)
     if info is None:
         return render_page("not_found.html", settings, status_code=404, root=root)

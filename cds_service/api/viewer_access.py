@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cds_service.audit import Actor
+from cds_service.auth.throttle import client_address, gate_for
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
 from cds_service.storage.records import FeedbackInfo
@@ -122,14 +123,33 @@ def is_reviewer(settings: Settings, request: Request) -> bool:
     return verify_list_token(settings, request.cookies.get(REVIEWER_COOKIE))
 
 
-def denied(runtime: Runtime, root: str, *, where: str, reason: str) -> HTMLResponse:
-    audit_viewer(
-        runtime,
-        "auth-failure",
-        outcome="failure",
-        client="viewer",
-        detail={"where": where, "reason": reason},
+def audit_refused(
+    runtime: Runtime, request: Request, *, where: str, reason: str, client: str = "viewer"
+) -> None:
+    """Audit a refused link, feedback token, launch or cross-origin sign-in like every
+    refused credential: the first of a window per source in full, the rest counted in one
+    entry (:class:`~cds_service.auth.throttle.FailureGate`). Anyone can send these without
+    a credential, and audit rows are never removed. Counted, never throttled: signed links
+    cannot be guessed, and a 429 would only shut out clinicians behind one address."""
+    gate_for(request.app).refused(
+        client_address(request),
+        family="viewer",
+        reason=reason,
+        endpoint=request.url.path,
+        audit_in_full=lambda: audit_viewer(
+            runtime,
+            "auth-failure",
+            outcome="failure",
+            client=client,
+            detail={"where": where, "reason": reason},
+        ),
     )
+
+
+def denied(
+    runtime: Runtime, request: Request, root: str, *, where: str, reason: str
+) -> HTMLResponse:
+    audit_refused(runtime, request, where=where, reason=reason)
     return render_page(
         "denied.html",
         runtime.settings,

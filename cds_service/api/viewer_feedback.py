@@ -19,6 +19,7 @@ from cds_service.api.viewer_access import (
     SECURITY_HEADERS,
     VIEWER_CARD_NAMESPACE,
     VIEWER_SERVICE_ID,
+    audit_refused,
     audit_viewer,
     ecg_url,
     feedback_view,
@@ -92,12 +93,8 @@ def ecg_feedback(
     wants_json = "application/json" in request.headers.get("accept", "")
     card, service = card or None, service or None
     if not verify_feedback_token(settings, ecg_id, token, card_uuid=card, service_id=service):
-        audit_viewer(
-            runtime,
-            "auth-failure",
-            outcome="failure",
-            client="viewer",
-            detail={"where": "viewer-feedback", "reason": "invalid or expired link token"},
+        audit_refused(
+            runtime, request, where="viewer-feedback", reason="invalid or expired link token"
         )
         return _feedback_error(
             settings, wants_json, 403, "the page's link has expired; reopen the ECG from the chart"

@@ -128,7 +128,9 @@ def ecg_list(
     settings = runtime.settings
     if token is not None:
         if not verify_list_token(settings, token):
-            return denied(runtime, "../", where="viewer-list", reason="invalid reviewer link")
+            return denied(
+                runtime, request, "../", where="viewer-list", reason="invalid reviewer link"
+            )
         response = redirect("./")  # the token leaves the address bar and history
         set_reviewer_cookie(response, settings)
         return response
