@@ -157,8 +157,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return operation_outcome(500, messages)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised by the ``receive`` of :class:`RequestSizeLimit` once a body passes the limit.
+
+    A route that reads the body itself (``POST /ecgs``) catches it to answer its own 413 and
+    audit the refusal; anything that catches ``Exception`` around a body read must let it
+    through or do the same, or the limit reads as a parse error."""
 
 
 class RequestSizeLimit:
@@ -198,7 +202,7 @@ class RequestSizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -209,7 +213,7 @@ class RequestSizeLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if not started:
                 await self._reject(scope, receive, send, limit)
 

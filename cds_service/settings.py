@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -151,10 +152,26 @@ class CardSettings(BaseModel):
     show_normal: bool = True
 
 
+#: What ``viewer_frame_ancestors`` holds: an http(s) origin, nothing after the port.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
     )
+
+    @field_validator("viewer_frame_ancestors")
+    @classmethod
+    def _frame_origins(cls, value: list[str]) -> list[str]:
+        # Each one goes into the Content-Security-Policy header as it is: origins only.
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"viewer_frame_ancestors: {origin!r} is not an origin; write scheme, host "
+                    "and optional port, e.g. https://ehr.example.org"
+                )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -186,6 +203,10 @@ class Settings(BaseSettings):
     #: JSON bodies nested deeper than this are refused (400) before they are parsed.
     max_json_depth: int = 64
     cors_origins: list[str] = Field(default_factory=list)
+    #: Origins (``https://ehr.example.org``) of EHR web apps that show the viewer's ECG page
+    #: inside a frame (a SMART app in an iframe). Empty: no page may frame the viewer, so no
+    #: other site can overlay its feedback buttons (clickjacking).
+    viewer_frame_ancestors: list[str] = Field(default_factory=list)
     #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are believed
     #: (the client address used for audit and throttling). Empty: forwarded headers ignored.
     trusted_proxies: list[str] = Field(default_factory=list)

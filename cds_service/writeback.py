@@ -14,6 +14,7 @@ put in an error message; redirects are not followed, so it cannot leak to anothe
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -30,8 +31,15 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON: Final = "application/fhir+json"
 WRITEBACK_ACTOR: Final = Actor(client="ecg-cds report annotation")
-#: Resource types whose ids may be the source ECG on the FHIR server (Observation.derivedFrom).
-_ECG_RESOURCE_TYPES: Final = ("Observation", "DocumentReference", "ImagingStudy", "Media")
+#: A source ECG on the FHIR server (Observation.derivedFrom): ``Type/id`` of the resource types
+#: that hold ECGs, ids as R4 defines them, optionally a version, and then, as a hook records
+#: its origin, the part that held the ECG: ``DocumentReference/7 (attachment 1)``,
+#: ``ImagingStudy/5 (series 1.2.3)``.
+_FHIR_ID: Final = r"[A-Za-z0-9\-.]{1,64}"
+_ECG_SOURCE: Final = re.compile(
+    rf"(?P<type>Observation|DocumentReference|ImagingStudy|Media)/(?P<id>{_FHIR_ID})"
+    rf"(?:/_history/{_FHIR_ID})?(?: \((?:attachment [0-9]+|series [^()]*)\))?"
+)
 
 
 class WriteBackError(RuntimeError):
@@ -185,10 +193,9 @@ def _ecg_reference(source_uri: str | None, server: str) -> str | None:
         relative = source_uri[len(server) + 1 :]
     elif "://" in source_uri:
         return None
-    parts = relative.split("/")
-    if len(parts) in (2, 4) and parts[0] in _ECG_RESOURCE_TYPES and parts[1]:
-        return f"{parts[0]}/{parts[1]}"
-    return None
+    source = _ECG_SOURCE.fullmatch(relative)
+    # Anything else (a prefetched resource's id is not checked) gets the logical reference.
+    return f"{source['type']}/{source['id']}" if source else None
 
 
 def _created_references(response: httpx.Response) -> dict[str, str]:

@@ -34,7 +34,7 @@ from adapters import EcgFormatError, EcgTooLarge
 from cds_service.api.deps import get_runtime
 from cds_service.audit import Actor, AuditError
 from cds_service.auth.static_tokens import require_static_bearer
-from cds_service.errors import body_limit
+from cds_service.errors import BodyTooLarge, body_limit
 from cds_service.runtime import Runtime
 from cds_service.storage.records import EcgInfo, StoredResult
 
@@ -176,16 +176,21 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputProblem(
-                413,
-                "too-costly",
-                f"body is over the {limit}-byte limit (setting max_request_bytes)",
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _over_limit(limit)
+            chunks.append(chunk)
+    except BodyTooLarge:  # the size middleware counted first: answered and audited here
+        raise _over_limit(limit) from None
     return b"".join(chunks)
+
+
+def _over_limit(limit: int) -> InputProblem:
+    return InputProblem(
+        413, "too-costly", f"body is over the {limit}-byte limit (setting max_request_bytes)"
+    )
 
 
 async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
@@ -198,20 +203,32 @@ async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
         )
     try:
         form = await request.form(max_files=16, max_fields=16)
+    except BodyTooLarge:  # a chunked body past the limit is not a malformed one
+        raise _over_limit(limit) from None
     except Exception as exc:  # starlette raises its own MultiPartException on malformed bodies
         raise InputProblem(400, "invalid", f"malformed multipart body: {exc}") from None
     files: dict[str, bytes] = {}
     total = 0
-    for _key, value in form.multi_items():
-        if not isinstance(value, UploadFile):
-            continue
-        data = await value.read()
-        total += len(data)
-        if total > limit:
-            raise InputProblem(413, "too-costly", f"upload is over the {limit}-byte limit")
-        name = (value.filename or f"part{len(files)}").replace("\\", "/").rsplit("/", 1)[-1]
-        files[name] = data
-    await form.close()
+    try:
+        for _key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                continue
+            data = await value.read()
+            total += len(data)
+            if total > limit:
+                raise InputProblem(413, "too-costly", f"upload is over the {limit}-byte limit")
+            name = (value.filename or f"part{len(files)}").replace("\\", "/").rsplit("/", 1)[-1]
+            if name in files:
+                # One name is one file of the record: keeping either would drop the other.
+                raise InputProblem(
+                    400,
+                    "invalid",
+                    f"file name {name!r} is sent more than once (folders in part names are "
+                    "dropped); send each file once, under its own name",
+                )
+            files[name] = data
+    finally:
+        await form.close()
     if not files:
         raise InputProblem(
             400, "required", "multipart body has no file part; send the ECG as a 'file' part"

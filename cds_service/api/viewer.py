@@ -141,10 +141,12 @@ def ecg_page(
     root = "../../"
     access = ecg_access(settings, request, ecg_id, token, card, service)
     if access is None:
-        return denied(runtime, root, where="viewer-ecg", reason="invalid or expired link token")
+        return denied(
+            runtime, request, root, where="viewer-ecg", reason="invalid or expired link token"
+        )
     info = runtime.ecgs.get_info(ecg_id)
     if info is None:
-        return render_page("not_found.html", status_code=404, root=root)
+        return render_page("not_found.html", settings, status_code=404, root=root)
 
     tracing = _tracing(runtime.ecgs, ecg_id, info.sha256)
 
@@ -166,6 +168,7 @@ def ecg_page(
     )
     return render_page(
         "ecg.html",
+        settings,
         root=root,
         reviewer=access.kind == "reviewer",
         info={

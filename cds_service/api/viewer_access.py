@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cds_service.audit import Actor
+from cds_service.auth.throttle import client_address, gate_for
 from cds_service.runtime import Runtime
 from cds_service.settings import Settings
 from cds_service.storage.records import FeedbackInfo
@@ -58,15 +59,16 @@ REVIEWER_SESSION_S = 8 * 3600
 VIEWER_SERVICE_ID = "ecg-viewer"
 VIEWER_CARD_NAMESPACE = uuid.UUID("5b0f1b6e-2f5d-4c53-9d7e-6b1c9f0d7a11")
 
+_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors "
+)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'"
-    ),
+    "Content-Security-Policy": _CSP + "'none'",
 }
 STATUS_TEXT = {
     "done": "Classified",
@@ -76,9 +78,17 @@ STATUS_TEXT = {
 }
 
 
-def render_page(template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+def page_headers(settings: Settings) -> dict[str, str]:
+    """The headers of a viewer page: framed only by the EHRs in ``viewer_frame_ancestors``."""
+    frames = " ".join(settings.viewer_frame_ancestors) or "'none'"
+    return {**SECURITY_HEADERS, "Content-Security-Policy": _CSP + frames}
+
+
+def render_page(
+    template: str, settings: Settings, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     html = templates.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=page_headers(settings))
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -113,16 +123,36 @@ def is_reviewer(settings: Settings, request: Request) -> bool:
     return verify_list_token(settings, request.cookies.get(REVIEWER_COOKIE))
 
 
-def denied(runtime: Runtime, root: str, *, where: str, reason: str) -> HTMLResponse:
-    audit_viewer(
-        runtime,
-        "auth-failure",
-        outcome="failure",
-        client="viewer",
-        detail={"where": where, "reason": reason},
+def audit_refused(
+    runtime: Runtime, request: Request, *, where: str, reason: str, client: str = "viewer"
+) -> None:
+    """Audit a refused link, feedback token, launch or cross-origin sign-in like every
+    refused credential: the first of a window per source in full, the rest counted in one
+    entry (:class:`~cds_service.auth.throttle.FailureGate`). Anyone can send these without
+    a credential, and audit rows are never removed. Counted, never throttled: signed links
+    cannot be guessed, and a 429 would only shut out clinicians behind one address."""
+    gate_for(request.app).refused(
+        client_address(request),
+        family="viewer",
+        reason=reason,
+        endpoint=request.url.path,
+        audit_in_full=lambda: audit_viewer(
+            runtime,
+            "auth-failure",
+            outcome="failure",
+            client=client,
+            detail={"where": where, "reason": reason},
+        ),
     )
+
+
+def denied(
+    runtime: Runtime, request: Request, root: str, *, where: str, reason: str
+) -> HTMLResponse:
+    audit_refused(runtime, request, where=where, reason=reason)
     return render_page(
         "denied.html",
+        runtime.settings,
         status_code=403,
         root=root,
         heading="This link has expired or is not valid",

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cds_service.allow_list import UrlMalformed, normalise_url
-from cds_service.api.deps import get_runtime
+from cds_service.api.deps import SettingsDep, get_runtime
 from cds_service.api.viewer_access import (
     REVIEWER_COOKIE,
+    audit_refused,
     audit_viewer,
     ecg_url,
     redirect,
@@ -27,17 +28,27 @@ from cds_service.viewer.links import make_token
 router = APIRouter()
 
 
-def _launch_failed(runtime: Runtime, message: str, *, status_code: int = 403) -> HTMLResponse:
-    audit_viewer(
-        runtime,
-        "auth-failure",
-        outcome="failure",
-        client="viewer-smart",
-        detail={"where": "viewer-launch", "reason": message},
-    )
+def _launch_failed(
+    runtime: Runtime, request: Request, message: str, *, signed_in: bool = False
+) -> HTMLResponse:
+    """The launch refused, audited: in full once the EHR has signed the user in (the ECG is
+    missing or another patient's), else as a refused credential (anyone can send those)."""
+    if signed_in:
+        audit_viewer(
+            runtime,
+            "auth-failure",
+            outcome="failure",
+            client="viewer-smart",
+            detail={"where": "viewer-launch", "reason": message},
+        )
+    else:
+        audit_refused(
+            runtime, request, where="viewer-launch", reason=message, client="viewer-smart"
+        )
     response = render_page(
         "denied.html",
-        status_code=status_code,
+        runtime.settings,
+        status_code=403,
         root="../",
         heading="The ECG viewer could not be launched",
         message=message[:1].upper() + message[1:] + ".",
@@ -65,7 +76,7 @@ def smart_launch(
     try:
         authorize_url, state = smart.begin(settings, iss, launch, redirect_uri)
     except smart.LaunchError as exc:
-        return _launch_failed(runtime, str(exc))
+        return _launch_failed(runtime, request, str(exc))
     response = redirect(authorize_url)
     response.set_cookie(
         smart.STATE_COOKIE,
@@ -96,17 +107,21 @@ def smart_callback(
 ) -> Response:
     settings = runtime.settings
     if error:
-        return _launch_failed(runtime, "the EHR did not authorise the launch")
+        return _launch_failed(runtime, request, "the EHR did not authorise the launch")
     try:
         launch = smart.open_state(settings, request.cookies.get(smart.STATE_COOKIE), state)
         context = smart.finish(settings, launch, code)
     except smart.LaunchError as exc:
-        return _launch_failed(runtime, str(exc))
+        return _launch_failed(runtime, request, str(exc))
     info = runtime.ecgs.get_info(context.ecg_id)
     if info is None:
-        return _launch_failed(runtime, "the launched ECG is not stored on this service")
+        return _launch_failed(
+            runtime, request, "the launched ECG is not stored on this service", signed_in=True
+        )
     if not smart.same_patient(info.patient_ref, context.patient):
-        return _launch_failed(runtime, "the launched ECG belongs to another patient")
+        return _launch_failed(
+            runtime, request, "the launched ECG belongs to another patient", signed_in=True
+        )
     audit_viewer(
         runtime,
         "viewer-access",
@@ -127,8 +142,8 @@ def smart_callback(
     summary="Reviewer sign-in form (audit token)",
     response_class=HTMLResponse,
 )
-def login_form(request: Request) -> HTMLResponse:
-    return render_page("login.html", root="../")
+def login_form(request: Request, settings: SettingsDep) -> HTMLResponse:
+    return render_page("login.html", settings, root="../")
 
 
 @router.post(
@@ -150,15 +165,12 @@ def login(
     foreign = foreign_origin(request, settings)
     if foreign is not None:
         # Login CSRF: a page elsewhere signing the browser in as the attacker's reviewer.
-        audit_viewer(
-            runtime,
-            "auth-failure",
-            outcome="failure",
-            client="viewer",
-            detail={"where": "viewer-login", "reason": f"posted from another origin ({foreign})"},
+        audit_refused(
+            runtime, request, where="viewer-login", reason=f"posted from another origin ({foreign})"
         )
         return render_page(
             "login.html",
+            settings,
             status_code=403,
             root="../",
             error="Sign in from this service's own sign-in page.",
@@ -169,6 +181,7 @@ def login(
     if retry is not None:
         throttled = render_page(
             "login.html",
+            settings,
             status_code=429,
             root="../",
             error=f"Too many wrong tokens from this address; try again in {retry} s.",
@@ -196,7 +209,7 @@ def login(
             if tokens
             else "No audit tokens are configured; ask for a reviewer link instead."
         )
-        return render_page("login.html", status_code=401, root="../", error=error)
+        return render_page("login.html", settings, status_code=401, root="../", error=error)
     response = redirect("./")
     set_reviewer_cookie(response, settings)
     return response

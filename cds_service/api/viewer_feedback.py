@@ -19,10 +19,12 @@ from cds_service.api.viewer_access import (
     SECURITY_HEADERS,
     VIEWER_CARD_NAMESPACE,
     VIEWER_SERVICE_ID,
+    audit_refused,
     audit_viewer,
     ecg_url,
     feedback_view,
     is_reviewer,
+    page_headers,
     redirect,
     templates,
 )
@@ -42,7 +44,9 @@ from cds_service.viewer.present import (
 router = APIRouter()
 
 
-def _feedback_error(wants_json: bool, status_code: int, message: str) -> Response:
+def _feedback_error(
+    settings: Settings, wants_json: bool, status_code: int, message: str
+) -> Response:
     if wants_json:
         return JSONResponse({"detail": message}, status_code=status_code, headers=SECURITY_HEADERS)
     return HTMLResponse(
@@ -51,7 +55,7 @@ def _feedback_error(wants_json: bool, status_code: int, message: str) -> Respons
             "<p>Feedback not recorded: {{ message }}</p><p>Go back and try again.</p>"
         ).render(message=message),
         status_code=status_code,
-        headers=SECURITY_HEADERS,
+        headers=page_headers(settings),
     )
 
 
@@ -89,35 +93,33 @@ def ecg_feedback(
     wants_json = "application/json" in request.headers.get("accept", "")
     card, service = card or None, service or None
     if not verify_feedback_token(settings, ecg_id, token, card_uuid=card, service_id=service):
-        audit_viewer(
-            runtime,
-            "auth-failure",
-            outcome="failure",
-            client="viewer",
-            detail={"where": "viewer-feedback", "reason": "invalid or expired link token"},
+        audit_refused(
+            runtime, request, where="viewer-feedback", reason="invalid or expired link token"
         )
         return _feedback_error(
-            wants_json, 403, "the page's link has expired; reopen the ECG from the chart"
+            settings, wants_json, 403, "the page's link has expired; reopen the ECG from the chart"
         )
     if outcome not in ("accepted", "overridden"):
-        return _feedback_error(wants_json, 422, "outcome must be 'accepted' or 'overridden'")
+        return _feedback_error(
+            settings, wants_json, 422, "outcome must be 'accepted' or 'overridden'"
+        )
     comment = (comment or "").strip() or None
     if comment is not None and len(comment) > MAX_COMMENT_CHARS:
         return _feedback_error(
-            wants_json, 422, f"the comment is over {MAX_COMMENT_CHARS} characters"
+            settings, wants_json, 422, f"the comment is over {MAX_COMMENT_CHARS} characters"
         )
     override: dict[str, Any] | None = None
     if outcome == "overridden":
         display = override_reason_display(reason or "")
         if display is None:
-            return _feedback_error(wants_json, 422, "choose a reason for the override")
+            return _feedback_error(settings, wants_json, 422, "choose a reason for the override")
         # Stored as the CDS Hooks feedback endpoint stores it: the reason Coding, with the
         # comment in its own field.
         override = {"system": OVERRIDE_REASON_SYSTEM, "code": reason, "display": display}
     info = runtime.ecgs.get_info(ecg_id)
     stored = runtime.jobs.result(ecg_id) if info else None
     if info is None or stored is None:
-        return _feedback_error(wants_json, 409, "there is no result for this ECG yet")
+        return _feedback_error(settings, wants_json, 409, "there is no result for this ECG yet")
 
     card_uuid = card or _viewer_card(runtime.cards, info, stored, settings)
     saved = runtime.cards.save_feedback(
@@ -158,7 +160,7 @@ def ecg_feedback(
     return HTMLResponse(
         '<!doctype html><meta charset="utf-8"><title>Feedback recorded</title>'
         "<p>Feedback recorded. Thank you.</p>",
-        headers=SECURITY_HEADERS,
+        headers=page_headers(settings),
     )
 
 

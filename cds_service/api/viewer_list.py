@@ -128,7 +128,9 @@ def ecg_list(
     settings = runtime.settings
     if token is not None:
         if not verify_list_token(settings, token):
-            return denied(runtime, "../", where="viewer-list", reason="invalid reviewer link")
+            return denied(
+                runtime, request, "../", where="viewer-list", reason="invalid reviewer link"
+            )
         response = redirect("./")  # the token leaves the address bar and history
         set_reviewer_cookie(response, settings)
         return response
@@ -142,8 +144,9 @@ def ecg_list(
         filters = _parse_filters(finding, min_prob, date_from, date_to, feedback, page)
     except ValueError as exc:
         empty = _Filters(None, None, None, None, None, 1)
-        return render_page("list.html", status_code=400, error=str(exc), filters=empty, rows=[],
-                     page_text="", finding_name="", **context)  # fmt: skip
+        return render_page("list.html", settings, status_code=400, error=str(exc),
+                           filters=empty, rows=[], page_text="", finding_name="",
+                           **context)  # fmt: skip
     since = (
         datetime.combine(filters.date_from, datetime.min.time(), UTC) if filters.date_from else None
     )
@@ -211,6 +214,7 @@ def ecg_list(
     last = start + len(page_rows)
     return render_page(
         "list.html",
+        settings,
         filters=filters,
         rows=shown_rows,
         finding_name=names.get(filters.finding or "", filters.finding or ""),

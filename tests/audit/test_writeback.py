@@ -6,6 +6,7 @@ write-back's resources are then read back from the server and validated with R4B
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -26,6 +27,7 @@ from sqlalchemy import text
 from adapters import load_ecg
 from cds_service import writeback
 from cds_service.audit import AuditFilter
+from cds_service.hooks.sources import from_document
 from cds_service.runtime import Runtime
 from cds_service.settings import FhirSettings, Settings
 from cds_service.writeback import WriteBackOutcome, WriteBackRejected, WriteBackUnavailable
@@ -215,6 +217,68 @@ def test_a_retried_write_back_does_not_duplicate(
         f"{fhir_server.base_url}/Observation", params={"patient": patient}, timeout=10
     ).json()
     assert found["total"] == 1
+
+
+def test_an_ecg_from_a_document_reference_is_derived_from_that_resource(
+    runtime: Runtime, fhir_server: FhirServer, ecg_path: Path, result: ClassificationResult
+) -> None:
+    """A hook stores an attachment's ECG with the origin ``DocumentReference/<id> (attachment
+    1)``; that whole text was written as the literal reference (``derivedFrom``, Provenance
+    ``entity``), a reference no server resolves."""
+    patient = _create_patient(fhir_server)
+    data = ecg_path.read_bytes()
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": patient},
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/xml",
+                    "data": base64.b64encode(data).decode(),
+                }
+            }
+        ],
+    }
+    created = httpx.post(
+        f"{fhir_server.base_url}/DocumentReference",
+        json=document,
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=10,
+    )
+    created.raise_for_status()
+    (candidate,) = from_document(created.json())  # what a patient-view call finds
+    info = runtime.ecgs.accept_bytes(data, source_uri=candidate.origin, patient_ref=patient)
+    runtime.jobs.store_result(info.id, result)
+
+    outcome = write_back(runtime, info.id)
+    source = {"reference": f"DocumentReference/{created.json()['id']}"}
+    assert outcome.observation and outcome.provenance
+    assert _read(fhir_server, outcome.observation)["derivedFrom"] == [source]
+    assert _read(fhir_server, outcome.provenance)["entity"][0]["what"] == source
+
+
+def test_a_source_id_that_is_no_fhir_id_is_never_written_as_a_reference(
+    runtime: Runtime, fhir_server: FhirServer, ecg_path: Path, result: ClassificationResult
+) -> None:
+    """Prefetched ids are not checked; one with spaces or slashes must not become a literal
+    reference to some other resource on the write-back server."""
+    patient = _create_patient(fhir_server)
+    attachment = {"contentType": "application/xml", "data": "AA=="}
+    prefetched: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "id": "x (attachment 1)/../y",
+    }
+    prefetched["content"] = [{"attachment": attachment}]
+    (candidate,) = from_document(prefetched)
+    info = runtime.ecgs.accept_bytes(
+        ecg_path.read_bytes(), source_uri=candidate.origin, patient_ref=patient
+    )
+    runtime.jobs.store_result(info.id, result)
+    outcome = write_back(runtime, info.id)
+    assert outcome.observation
+    logical = {"identifier": {"system": "urn:ecg-cds:ecg", "value": info.id}}
+    assert _read(fhir_server, outcome.observation)["derivedFrom"] == [logical]
 
 
 def test_unlisted_server_is_refused(

@@ -161,3 +161,24 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
     assert client.get("/ecgs/no-such-id", headers=AUTH).status_code == 404
     assert client.get("/ecgs/no-such-id/result", headers=AUTH).status_code == 404
     assert client.post("/ecgs/no-such-id/classify", headers=AUTH).status_code == 404
+
+
+def test_two_parts_with_the_same_file_name_are_refused_not_one_dropped(
+    client: TestClient, formats_dir: Path
+) -> None:
+    """Two different ECGs under one name (folders are stripped: ``a/ecg.xml``, ``b/ecg.xml``)
+    were one dict key: the first was silently dropped and the second stored as the upload."""
+    first = (formats_dir / "ge_muse_xml" / "muse-sinus.xml").read_bytes()
+    second = (formats_dir / "philips_xml" / "129DYPRG.XML").read_bytes()
+    response = client.post(
+        "/ecgs",
+        files=[("file", ("a/ecg.xml", first)), ("file", ("b\\ecg.xml", second))],
+        headers=AUTH,
+    )
+    assert response.status_code == 400, response.text
+    assert "ecg.xml" in _issue(response) and "more than once" in _issue(response)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    refusals = [
+        e for e in runtime.audit.query().entries if e.event == "ingest" and e.outcome == "failure"
+    ]
+    assert "ecg.xml" in refusals[0].detail["reason"]

@@ -162,6 +162,32 @@ def test_a_flood_of_bad_tokens_writes_one_row_and_gets_429(live: LiveService) ->
     assert _discovery(live, live.token(DISCOVERY), "127.0.0.52").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("source", "method", "path", "form"),
+    [
+        ("127.0.0.53", "GET", "/viewer/ecg/any-id?token=v1.ecg.9999999999.forged", None),
+        ("127.0.0.54", "GET", "/viewer/ecg/any-id", None),  # no token, no session
+        ("127.0.0.55", "GET", "/viewer/?token=v1.list.9999999999.forged", None),
+        ("127.0.0.56", "POST", "/viewer/ecg/any-id/feedback", {"outcome": "accepted"}),
+        ("127.0.0.57", "GET", "/viewer/launch?iss=https://elsewhere.example/fhir", None),
+        ("127.0.0.58", "POST", "/viewer/login", {"audit_token": "x"}),  # from another origin
+    ],
+)
+def test_a_flood_of_refused_viewer_links_writes_a_row_or_two_not_one_each(
+    live: LiveService, source: str, method: str, path: str, form: dict[str, str] | None
+) -> None:
+    """Anyone may send these, with no credential at all; each refusal was an audit row of
+    its own, and audit rows are never removed: a loop filled the database."""
+    before = _auth_failures(live)
+    origin = {"Origin": "https://elsewhere.example"}
+    with live.client(source) as client:
+        statuses = {
+            client.request(method, path, data=form, headers=origin).status_code for _ in range(100)
+        }
+    assert statuses == {403}
+    assert _auth_failures(live) - before <= 2
+
+
 # -- header fields of the wrong JSON type: 401 before any signature work, never 500 ------------
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from adapters import EcgFormatError, load_ecg
-from tests.security.conftest import AUDIT_SECRET, INGEST_TOKEN, LiveService
+from tests.security.conftest import AUDIT_SECRET, INGEST_TOKEN, MB, LiveService
 from tests.security.listener import Listener
 from tests.service.ehr import document_reference, hook_body, searchset
 
@@ -162,6 +162,26 @@ def test_a_50_mb_chunked_hook_body_is_413(live: LiveService) -> None:
     headers = {"Authorization": f"Bearer {live.token(HOOK)}", "Content-Type": "application/json"}
     response = httpx.post(live.base_url + HOOK, content=chunks(), headers=headers, timeout=60)
     assert "max_request_bytes" in _outcome(response, 413)
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=b0", "application/dicom"])
+def test_a_50_mb_chunked_upload_is_413_and_audited(live: LiveService, content_type: str) -> None:
+    """Without Content-Length the body is stopped while it streams; a multipart body was
+    answered 400 "malformed multipart body: " (the limit's signal read as a parse error)."""
+    part = b'--b0\r\nContent-Disposition: form-data; name="file"; filename="big.dcm"\r\n\r\n'
+
+    def chunks() -> Iterator[bytes]:
+        yield part if content_type.startswith("multipart") else b"DICM"
+        for _ in range(50):
+            yield b"a" * MB
+        yield b"\r\n--b0--\r\n"
+
+    response = live.upload(content=chunks(), headers={"Content-Type": content_type})
+    assert "max_request_bytes" in _outcome(response, 413)
+    audit = {"Authorization": f"Bearer {AUDIT_SECRET}"}
+    query = {"event": "ingest", "outcome": "failure", "limit": "1"}
+    entries = httpx.get(live.base_url + "/audit", params=query, headers=audit).json()["entries"]
+    assert entries[0]["detail"]["status"] == 413
 
 
 # -- finding 10: feedback capped at the edge ----------------------------------------------------

@@ -7,12 +7,17 @@ service stored it, and saves screenshots under ``test-artifacts/viewer/``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cds_service.viewer.links import viewer_link
+from cds_service.api.viewer_access import REVIEWER_COOKIE
+from cds_service.viewer.links import make_token, viewer_link
 from cds_service.viewer.present import OVERRIDE_REASONS, percent
 from tests.viewer.conftest import AUDIT_TOKEN, ViewerService
 
@@ -188,3 +193,58 @@ def test_expired_link_page_in_the_browser(
     assert page.locator("svg.ecg-paper").count() == 0
     page.screenshot(path=str(shots / "denied-390x844.png"))
     page.context.close()
+
+
+@contextmanager
+def _framing_site(target: str) -> Iterator[tuple[str, str]]:
+    """Another origin (another port of the same host: the same *site*, so the reviewer's
+    ``SameSite=Strict`` cookie goes along) whose page shows ``target`` in a frame."""
+    body = f'<!doctype html><title>elsewhere</title><iframe src="{target}"></iframe>'.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield origin, origin + "/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _framed_agree_buttons(browser: Any, viewer_service: ViewerService, page_url: str) -> int:
+    page = _page(browser, DESKTOP)
+    session = make_token(viewer_service.settings, "list", "*", ttl_s=600)
+    page.context.add_cookies(
+        [{"name": REVIEWER_COOKIE, "value": session, "url": viewer_service.base_url + "/viewer/"}]
+    )
+    page.goto(page_url)
+    page.wait_for_load_state("load")
+    (frame,) = page.main_frame.child_frames
+    try:
+        return int(frame.locator("[data-testid=agree]").count())
+    finally:
+        page.context.close()
+
+
+def test_another_site_cannot_frame_the_ecg_page(
+    browser: Any, viewer_service: ViewerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clickjacking: a page elsewhere showing the ECG page in a frame could lay its own bait
+    over "Agree with the AI read" and have a signed-in reviewer record feedback unknowingly.
+    Only the EHR origins in ``viewer_frame_ancestors`` may frame it."""
+    target = f"{viewer_service.base_url}/viewer/ecg/{viewer_service.ecgs['muse']}"
+    with _framing_site(target) as (origin, page_url):
+        assert _framed_agree_buttons(browser, viewer_service, page_url) == 0
+        monkeypatch.setattr(viewer_service.settings, "viewer_frame_ancestors", [origin])
+        assert _framed_agree_buttons(browser, viewer_service, page_url) == 1

@@ -15,8 +15,10 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from cds_service.audit import AuditFilter
+from cds_service.settings import Settings
 from cds_service.viewer.links import make_token, reviewer_link, viewer_link
 from cds_service.viewer.present import OVERRIDE_REASON_SYSTEM, OVERRIDE_REASONS, percent
 from tests.viewer.conftest import AUDIT_TOKEN, PATIENT, ViewerService
@@ -100,12 +102,22 @@ def test_pages_are_self_contained_and_not_cached(
     assert response.headers["referrer-policy"] == "no-referrer"
     csp = response.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert csp.endswith("frame-ancestors 'none'")  # no viewer_frame_ancestors configured
     for name in ("viewer.css", "viewer.js"):
         asset = client.get(f"/viewer/static/{name}")
         assert asset.status_code == 200 and asset.content
         assert "http://" not in asset.text and "https://" not in asset.text
     assert client.get("/viewer/static/..%2Fsvg.py").status_code == 404
     assert client.get("/viewer/static/app.py").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://ehr.example.org; script-src *", "*", "https://ehr.example.org/app"]
+)
+def test_frame_ancestors_are_origins_only(origin: str) -> None:
+    """They go into the page's Content-Security-Policy header as they are."""
+    with pytest.raises(ValidationError, match="viewer_frame_ancestors"):
+        Settings(viewer_frame_ancestors=[origin])
 
 
 def test_a_token_for_one_ecg_does_not_open_another(
