@@ -62,7 +62,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
     # Refusals are not throttled here: the sweep refuses itself thousands of tokens on
     # purpose and must reach the handlers behind them (test_credentials checks throttling).
     base, process, key, log = start_service(folder, model_dir, auth__failure_window_s="0")
-    client = httpx.Client(base_url=base, timeout=HANG_TIMEOUT_S)
+    # A fresh connection per request: a kept-alive one can be closed by the server's idle
+    # timeout (5 s) just as the next example is sent, between two of the sweep's thousands
+    # of requests, and the client then reads "server disconnected" (seen twice, GET /readyz
+    # and POST /viewer/logout, each passing on Hypothesis's retry). A crash still shows as
+    # a refused connection or a missing answer on the retry.
+    client = httpx.Client(
+        base_url=base, timeout=HANG_TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=0)
+    )
     try:
         schema = client.get("/openapi.json").json()
         state = Sweep(base, key, schema, client)
