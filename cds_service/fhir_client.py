@@ -47,6 +47,7 @@ from cds_service.dicomweb import (
     split_multipart,
     wado_parts,
 )
+from cds_service.fhir_result_elements import FHIR_ID
 from cds_service.hooks.prefetch import PrefetchError, bundle_resources
 from cds_service.settings import Settings
 
@@ -153,7 +154,7 @@ class FhirFetcher:
         """Read ``Type/id`` (relative to fhirServer) or an absolute URL on fhirServer."""
         if reference.startswith(("http://", "https://")):
             reference = check_url(reference, [self.base_url], kind="reference")
-        elif not re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}", reference):
+        elif not re.fullmatch(rf"[A-Za-z]+/{FHIR_ID}", reference):
             raise FetchFailed(reference, "not a relative reference Type/id")
         return await self._execute(reference, None, what=reference.split("?")[0])
 

@@ -2,7 +2,8 @@
 from a :class:`~models.results.ClassificationResult`.
 
 * the systems, codes and extensions the result resources use (LOINC, SNOMED CT, UCUM, the
-  AI-asserted label, this service's identifier systems), and the measurements' LOINC codes;
+  AI-asserted label, this service's identifier systems), the measurements' LOINC codes, and
+  :data:`FHIR_ID` (the R4 ``id`` datatype, which references are checked against);
 * :func:`findings` (what the model asserts at a threshold) and the elements that show them:
   :func:`finding_concept`, :func:`finding_component`, :func:`measurement_component`,
   :func:`ecg_source_reference`, :func:`device_ref`;
@@ -22,6 +23,8 @@ from typing import Any, Final
 
 from models.results import ClassificationResult, Code, LabelScore, Measurement
 
+#: The FHIR R4 ``id`` datatype as a regular expression (1-64 of A-Z, a-z, 0-9, "-", ".").
+FHIR_ID: Final = r"[A-Za-z0-9\-.]{1,64}"
 LOINC: Final = "http://loinc.org"
 SNOMED: Final = "http://snomed.info/sct"
 UCUM: Final = "http://unitsofmeasure.org"

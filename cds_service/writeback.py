@@ -23,6 +23,7 @@ import httpx
 
 from cds_service.allow_list import OutboundRefused, check_url
 from cds_service.audit import Actor, AuditTrail
+from cds_service.fhir_result_elements import FHIR_ID
 from cds_service.fhir_results import build_result_bundle
 from cds_service.settings import Settings
 from cds_service.storage.records import EcgInfo, StoredResult
@@ -35,10 +36,9 @@ WRITEBACK_ACTOR: Final = Actor(client="ecg-cds report annotation")
 #: that hold ECGs, ids as R4 defines them, optionally a version, and then, as a hook records
 #: its origin, the part that held the ECG: ``DocumentReference/7 (attachment 1)``,
 #: ``ImagingStudy/5 (series 1.2.3)``.
-_FHIR_ID: Final = r"[A-Za-z0-9\-.]{1,64}"
 _ECG_SOURCE: Final = re.compile(
-    rf"(?P<type>Observation|DocumentReference|ImagingStudy|Media)/(?P<id>{_FHIR_ID})"
-    rf"(?:/_history/{_FHIR_ID})?(?: \((?:attachment [0-9]+|series [^()]*)\))?"
+    rf"(?P<type>Observation|DocumentReference|ImagingStudy|Media)/(?P<id>{FHIR_ID})"
+    rf"(?:/_history/{FHIR_ID})?(?: \((?:attachment [0-9]+|series [^()]*)\))?"
 )
 
 
