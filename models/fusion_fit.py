@@ -91,26 +91,19 @@ VARIANTS: dict[str, dict[str, float]] = {
         for kd in (0.25, 0.5, 1.0)
         for k in (2.0, 3.0, 4.0, 6.0)
     },
+    # Lexicographic, with one shared scale and bias (no prior) or also each label's own
+    # (labels with >= 3 validation positives), pulled towards the shared ones with this
+    # prior: its base rate, which one shared bias cannot carry. The ranking is the same; only
+    # the log loss can choose.
     **{
-        f"lexicographic, kappa {k:g}, defining {kd:g}": {
+        f"lexicographic, kappa {k:g}, defining {kd:g}"
+        + ("" if lp is None else f", per-label prior {lp:g}"): {
             "kappa": k,
             "kappa_defining": kd,
             "lexicographic": 1.0,
+            **({} if lp is None else {"label_prior": lp}),
         }
-        for kd in (0.25, 0.5, 1.0)
-        for k in (0.5, 1.0, 2.0, 4.0)
-    },
-    # The same with each label's own probability scale and bias (labels with >= 3 validation
-    # positives), pulled towards the shared ones with this prior: its base rate, which one
-    # shared bias cannot carry. The ranking is the same; only the log loss can choose.
-    **{
-        f"lexicographic, kappa {k:g}, defining {kd:g}, per-label prior {lp:g}": {
-            "kappa": k,
-            "kappa_defining": kd,
-            "lexicographic": 1.0,
-            "label_prior": lp,
-        }
-        for lp in (1.0, 3.0, 10.0)
+        for lp in (None, 1.0, 3.0, 10.0)
         for kd in (0.25, 0.5, 1.0)
         for k in (0.5, 1.0, 2.0, 4.0)
     },
