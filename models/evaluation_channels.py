@@ -36,7 +36,15 @@ from models.evaluation import score_cell
 from models.fusion import criterion_score
 from models.fusion_fit import TEST_SOURCES, VALIDATION_SOURCES, ChannelScores, channel_scores
 from models.labelled import LabelledRecord
-from models.metrics import BOOTSTRAP, _auc, bootstrap_ci, macro_bootstrap, paired_delta_ci
+from models.metrics import (
+    BOOTSTRAP,
+    _auc,
+    bootstrap_ci,
+    macro_bootstrap,
+    paired_delta_ci,
+    percentile_interval,
+    resampled_records,
+)
 
 CHANNELS = ("embedding", "measurement", "fused")
 
@@ -216,18 +224,17 @@ def pooled_ece(
 ) -> tuple[float, list[float]]:
     """ECE over every (record, label) pair of the given labels, and a bootstrap 95 %
     interval that resamples records (each label's pairs of a drawn record come along)."""
-    p, y, r = np.concatenate(probabilities), np.concatenate(labels), np.concatenate(rows)
-    value = round(expected_calibration_error(p, y), 4)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        counts = np.bincount(rng.integers(0, n_records, n_records), minlength=n_records)
-        weight = counts[r]
-        keep = weight > 0
-        draws.append(expected_calibration_error(np.repeat(p[keep], weight[keep]),
-                                                np.repeat(y[keep], weight[keep])))  # fmt: skip
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return value, [round(float(low), 4), round(float(high), 4)]
+    value = round(
+        expected_calibration_error(np.concatenate(probabilities), np.concatenate(labels)), 4
+    )
+    draws = [
+        expected_calibration_error(
+            np.concatenate([p[t] for p, t in zip(probabilities, takes, strict=True)]),
+            np.concatenate([y[t] for y, t in zip(labels, takes, strict=True)]),
+        )
+        for takes in resampled_records(list(rows), n_records, resamples, seed)
+    ]
+    return value, percentile_interval(draws)
 
 
 def evaluate_heldout(

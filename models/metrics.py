@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -32,10 +34,7 @@ def bootstrap_ci(
             values.append(auc)
     if len(values) < n // 2:
         return None
-    return [
-        round(float(np.percentile(values, 2.5)), 4),
-        round(float(np.percentile(values, 97.5)), 4),
-    ]
+    return percentile_interval(values)
 
 
 def tie_break_gain(y: np.ndarray, criterion: np.ndarray, tie_break: np.ndarray) -> float:
@@ -73,6 +72,24 @@ def paired_delta_ci(
             values.append(a - b)
     if len(values) < n // 2:
         return None
+    return percentile_interval(values)
+
+
+def resampled_records(
+    rows: list[np.ndarray], n_records: int, n: int = BOOTSTRAP, seed: int = 0
+) -> Iterator[list[np.ndarray]]:
+    """Bootstrap rounds over records for statistics pooled across labels: each round draws
+    ``n_records`` records with replacement and yields, per label, the indices into that
+    label's arrays (``rows[j]``: the record of each of its pairs), each pair repeated as
+    often as its record was drawn. A drawn record brings all its labels' pairs along."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        counts = np.bincount(rng.integers(0, n_records, n_records), minlength=n_records)
+        yield [np.repeat(np.arange(len(r)), counts[r]) for r in rows]
+
+
+def percentile_interval(values: Sequence[float]) -> list[float]:
+    """The 2.5th and 97.5th percentiles of bootstrap values, rounded to 4 places."""
     return [
         round(float(np.percentile(values, 2.5)), 4),
         round(float(np.percentile(values, 97.5)), 4),
@@ -86,23 +103,16 @@ def macro_bootstrap(
     """Macro AUROC interval: resample records once per round, average the labels' AUROCs."""
     if not ys:
         return None
-    rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n):
-        idx = rng.integers(0, n_records, n_records)
-        counts = np.bincount(idx, minlength=n_records)
+    for takes in resampled_records(rows, n_records, n, seed):
         aucs = []
-        for y, s, r in zip(ys, ss, rows, strict=True):
-            take = np.repeat(np.arange(len(r)), counts[r])
+        for y, s, take in zip(ys, ss, takes, strict=True):
             auc = auroc(y[take], s[take]) if len(take) else None
             if auc is not None:
                 aucs.append(auc)
         if aucs:
             values.append(float(np.mean(aucs)))
-    return [
-        round(float(np.percentile(values, 2.5)), 4),
-        round(float(np.percentile(values, 97.5)), 4),
-    ]
+    return percentile_interval(values)
 
 
 _auc = auroc
