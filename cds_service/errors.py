@@ -167,7 +167,8 @@ class BodyTooLarge(Exception):
 
 class RequestSizeLimit:
     """Pure ASGI middleware: 413 for bodies over ``max_request_bytes``, by header or by
-    counting, before a route reads them into memory.
+    counting, before a route reads them into memory. Nothing is read before the first
+    ``receive``, so the 413 comes where the body would be read (after the hook JWT check).
 
     One limit for every body, hook calls and ECG uploads alike; ``POST /ecgs`` checks the
     same number again where it reads the body (a stream, or the multipart form).
@@ -184,20 +185,21 @@ class RequestSizeLimit:
         limit = self.limit
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
-                too_big = False
-            if too_big:
-                await self._reject(scope, receive, send, limit)
-                return
+        try:
+            declared_too_big = declared is not None and int(declared) > limit
+        except ValueError:
+            declared_too_big = False
 
         received = 0
         started = False
 
         async def counting_receive() -> Message:
             nonlocal received
+            if declared_too_big:
+                # Refused when something first reads the body, not here: the hook
+                # authentication inside answers a caller without a valid JWT 401 first,
+                # so a stranger's oversized Content-Length cannot write audit rows.
+                raise BodyTooLarge
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -23,7 +23,6 @@ from tests.service.ehr import (
     fhir_authorization,
     find_empty,
     hook_body,
-    sandbox_claims,
     searchset,
 )
 
@@ -525,23 +524,56 @@ def test_unknown_service_is_404_operation_outcome(ehr: Ehr) -> None:
     assert "no-such" in _outcome(ehr.call("no-such", hook_body(prefetch=ALL_NULL)), 404)
 
 
-def test_oversized_request_is_413(sandbox_key: Any, jwks_url: str, tmp_path: Any) -> None:
+def _small_limit_app(tmp_path: Any, model_dir: Any, jwks_url: str, epic_jwks_file: Any) -> Any:
     from cds_service.app import create_app
-    from cds_service.audit import AuditFilter
-    from cds_service.settings import Settings
+    from tests.service.conftest import make_settings
 
-    settings = Settings(data_dir=tmp_path, max_request_bytes=10_000)
+    settings = make_settings(
+        tmp_path, model_dir, jwks_url, epic_jwks_file, max_request_bytes=10_000
+    )
+    return create_app(settings)
+
+
+def _hook_calls(client: TestClient) -> list[int]:
+    from cds_service.audit import AuditFilter
+
+    calls = client.app.state.runtime.audit.query(  # type: ignore[attr-defined]
+        AuditFilter(events=["hook-call"]), limit=5
+    )
+    return [e.detail["status"] for e in calls.entries]
+
+
+def test_oversized_request_is_413(
+    sandbox_key: Any, jwks_url: str, epic_jwks_file: Any, model_dir: Any, tmp_path: Any
+) -> None:
     big = hook_body(prefetch={"ecgObservations": {"resourceType": "Bundle", "x": "a" * 20_000}})
-    token = sandbox_key.sign(sandbox_claims("x", BASE + "/cds-services/ecg-review"))
-    with TestClient(create_app(settings), base_url=BASE) as client:
-        response = client.post(
-            "/cds-services/ecg-review", json=big, headers={"Authorization": f"Bearer {token}"}
-        )
-        assert "limit" in _outcome(response, 413)
-        refusals = client.app.state.runtime.audit.query(  # type: ignore[attr-defined]
-            AuditFilter(events=["hook-call"]), limit=5
-        )
-    assert [e.detail["status"] for e in refusals.entries] == [413]
+    ehr = Ehr(TestClient(_small_limit_app(tmp_path, model_dir, jwks_url, epic_jwks_file),
+                         base_url=BASE), sandbox_key, jwks_url)  # fmt: skip
+    with ehr.client as client:
+        assert "limit" in _outcome(ehr.call("ecg-review", big), 413)
+        assert _hook_calls(client) == [413]
+
+
+def test_an_oversized_content_length_without_a_valid_jwt_is_401_and_writes_no_audit_row(
+    sandbox_key: Any, jwks_url: str, epic_jwks_file: Any, model_dir: Any, tmp_path: Any
+) -> None:
+    """The size limit answered a declared Content-Length over the limit 413, and audited it,
+    before the JWT was checked: a stranger could write an audit row per request. The body
+    is now refused where it would be read, after the authentication."""
+    path = "/cds-services/ecg-review"
+    oversized = {"Content-Type": "application/json", "Content-Length": "50000000"}
+    ehr = Ehr(TestClient(_small_limit_app(tmp_path, model_dir, jwks_url, epic_jwks_file),
+                         base_url=BASE), sandbox_key, jwks_url)  # fmt: skip
+    with ehr.client as client:
+        other_audience = ehr.token("/cds-services/other-service")
+        for headers in ({}, {"Authorization": f"Bearer {other_audience}"}):
+            response = client.post(path, content=b"{}", headers={**oversized, **headers})
+            assert response.status_code == 401, response.text[:200]
+        assert 413 not in _hook_calls(client)
+        valid = {"Authorization": f"Bearer {ehr.token(path)}"}
+        response = client.post(path, content=b"{}", headers={**oversized, **valid})
+        assert "max_request_bytes" in _outcome(response, 413)
+        assert _hook_calls(client)[0] == 413
 
 
 def test_cors_preflight_allows_browser_ehrs(tmp_path: Any) -> None:
