@@ -35,6 +35,7 @@ EventName = Literal[
     "ingest",
     "auth-failure",
     "viewer-access",
+    "audit-read",
 ]
 EVENTS: Final[tuple[str, ...]] = get_args(EventName)
 #: Outcomes, mapped to the FHIR AuditEvent outcome codes (0 success, 4 minor failure such as a

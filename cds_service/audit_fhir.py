@@ -37,6 +37,7 @@ _EVENT_CODES: Final[dict[str, tuple[str, str, str, str | None]]] = {
     "ingest": ("110107", "Import", "C", None),
     "auth-failure": ("110114", "User Authentication", "E", None),
     "viewer-access": ("110110", "Patient Record", "R", "read"),
+    "audit-read": ("110101", "Audit Log Used", "R", "search-type"),
 }
 
 

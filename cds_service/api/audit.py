@@ -4,6 +4,12 @@ Both need an audit credential (``Authorization: Bearer <token>`` with a token fr
 ``settings.auth.audit_tokens``), deliberately separate from the EHR's hook JWTs: whoever may call
 the hooks may not read who did what. Any failure is a bare 401 and is itself audited as an
 ``auth-failure`` event.
+
+Every answered read is itself audited as ``audit-read`` (DICOM "Audit Log Used", 110101): the
+reader, the endpoint, the filters asked for (the patient in the entry's patient field) and how
+many entries were returned. The trail holds patient references, so reading it is access to
+PHI, and "who looked at this patient's trail" must have an answer. The entry is appended after
+the page is read: a page never contains its own read.
 """
 
 from __future__ import annotations
@@ -117,6 +123,7 @@ class AuditPageOut(BaseModel):
     responses={401: {"description": "Missing or unaccepted audit credential"}},
 )
 def query_audit(
+    request: Request,
     reader: Annotated[Actor, Depends(require_audit_credential)],
     trail: AuditDep,
     patient: Annotated[str | None, Query(description="Patient id or Patient/<id>")] = None,
@@ -149,6 +156,7 @@ def query_audit(
         ecg_id=ecg_id,
     )
     page = trail.query(filters, limit=limit, offset=offset)
+    _record_read(trail, reader, "/audit", request, filters.patient, len(page.entries))
     return AuditPageOut(
         total=page.total,
         limit=page.limit,
@@ -204,6 +212,7 @@ def search_audit_events(
         ecg_id=params.get("entity-id"),
     )
     page = trail.query(filters, limit=count, offset=offset)
+    _record_read(trail, reader, "/fhir/AuditEvent", request, filters.patient, len(page.entries))
     base = settings.public_base_url.rstrip("/") + "/fhir"
     kept = [(k, v) for k, v in params.multi_items() if k not in ("_offset", "_count")]
 
@@ -246,6 +255,7 @@ def search_audit_events(
     },
 )
 def read_audit_event(
+    request: Request,
     seq: Annotated[int, Path(ge=1, le=MAX_POSITION, description="Position in the hash chain")],
     reader: Annotated[Actor, Depends(require_audit_credential)],
     trail: AuditDep,
@@ -253,10 +263,31 @@ def read_audit_event(
     entry = trail.get(seq)
     if entry is None:
         return _operation_outcome(404, f"AuditEvent/{seq} does not exist", code="not-found")
+    _record_read(trail, reader, "/fhir/AuditEvent/{seq}", request, entry.patient, 1, seq=seq)
     return JSONResponse(to_audit_event(entry), media_type=FHIR_JSON)
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _record_read(
+    trail: AuditTrail,
+    reader: Actor,
+    endpoint: str,
+    request: Request,
+    patient: str | None,
+    returned: int,
+    seq: int | None = None,
+) -> None:
+    """The ``audit-read`` entry of one answered read (see the module docstring)."""
+    detail: dict[str, Any] = {
+        "endpoint": endpoint,
+        "query": [[k, v] for k, v in request.query_params.multi_items()],
+        "returned": returned,
+    }
+    if seq is not None:
+        detail["seq"] = seq
+    trail.record("audit-read", actor=reader, patient=patient, detail=detail)
 
 
 def _utc(ts: datetime | None, name: str) -> datetime | None:

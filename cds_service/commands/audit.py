@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from cds_service.audit import AuditTrail
+    from cds_service.audit import AuditFilter, AuditTrail
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 
@@ -80,6 +81,31 @@ def verify(
             err=True,
         )
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _record_read(
+    trail: AuditTrail, filters: AuditFilter, offset: int, limit: int, every: bool, returned: int
+) -> None:
+    """The ``audit-read`` entry of this query, as the HTTP audit API writes one per answered
+    read: reading the trail is access to the patient references it holds."""
+    import getpass
+
+    from cds_service.audit import Actor
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        who = "unknown"
+    given = {k: v for k, v in dataclasses.asdict(filters).items() if v not in (None, ())}
+    query = [[k, ",".join(v) if isinstance(v, (list, tuple)) else str(v)] for k, v in given.items()]
+    query.append(["offset", str(offset)])
+    query.append(["all", "true"] if every else ["limit", str(limit)])
+    trail.record(
+        "audit-read",
+        actor=Actor(client=f"ecg-cds audit query ({who})"),
+        patient=filters.patient,
+        detail={"endpoint": "ecg-cds audit query", "query": query, "returned": returned},
+    )
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -164,6 +190,7 @@ def query(
         while len(entries) + offset < page.total and page.entries:
             page = trail.query(filters, limit=_PAGE, offset=offset + len(entries))
             entries.extend(page.entries)
+    _record_read(trail, filters, offset, limit, every, len(entries))
     shown_end = offset + len(entries)
     next_offset = shown_end if shown_end < page.total else None
     if next_offset is not None:

@@ -17,7 +17,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from cds_service.app import create_app
-from cds_service.audit import Actor, AuditTrail
+from cds_service.audit import Actor, AuditFilter, AuditTrail
 from cds_service.settings import AuthSettings, Settings
 
 PLAIN_TOKEN = "audit-reader-plain-" + "x" * 24
@@ -48,6 +48,11 @@ def _trail(client: TestClient) -> AuditTrail:
 
 def _auth(token: str = PLAIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+#: The events :func:`_seed` writes: every answered read appends an ``audit-read`` entry after
+#: it, so the filter and paging checks ask for these events only.
+SEEDED = ["hook-call", "fetch", "classification", "card", "writeback"]
 
 
 def _seed(trail: AuditTrail) -> None:
@@ -127,6 +132,7 @@ def test_filters_and_paging(client: TestClient) -> None:
     _seed(_trail(client))
 
     def seqs(**params: Any) -> list[int]:
+        params.setdefault("event", SEEDED)
         response = client.get("/audit", params=params, headers=_auth())
         assert response.status_code == 200, response.text
         return [e["seq"] for e in response.json()["entries"]]
@@ -146,10 +152,12 @@ def test_filters_and_paging(client: TestClient) -> None:
     assert seqs(**{"from": third["ts"]}) == [5, 4, 3]
     assert seqs(to=third["ts"]) == [3, 2, 1]
 
-    first_page = client.get("/audit", params={"limit": 2}, headers=_auth()).json()
+    first_page = client.get("/audit", params={"limit": 2, "event": SEEDED}, headers=_auth()).json()
     assert first_page["total"] == 5 and first_page["next_offset"] == 2
     assert [e["seq"] for e in first_page["entries"]] == [5, 4]
-    last_page = client.get("/audit", params={"limit": 2, "offset": 4}, headers=_auth()).json()
+    last_page = client.get(
+        "/audit", params={"limit": 2, "offset": 4, "event": SEEDED}, headers=_auth()
+    ).json()
     assert [e["seq"] for e in last_page["entries"]] == [1] and last_page["next_offset"] is None
 
     entry = first_page["entries"][1]
@@ -229,6 +237,8 @@ def test_fhir_date_search_and_paging(client: TestClient) -> None:
     _seed(_trail(client))
 
     def search(params: list[tuple[str, str]]) -> dict[str, Any]:
+        if not any(k == "subtype" for k, _ in params):
+            params = [*params, *(("subtype", event) for event in SEEDED)]
         query = "&".join(f"{k}={v}" for k, v in params)
         response = client.get(f"/fhir/AuditEvent?{query}", headers=_auth())
         assert response.status_code == 200, response.text
@@ -278,3 +288,32 @@ def test_bad_fhir_search_is_an_operation_outcome(
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["severity"] == "error" and body["issue"][0]["diagnostics"]
+
+
+def test_every_answered_read_is_itself_audited(client: TestClient) -> None:
+    """Reading the trail is access to the patient references in it: each answered query is
+    an ``audit-read`` entry (DICOM 110101 "Audit Log Used") naming the reader, the endpoint,
+    the filters and how many entries went out; a page never holds its own read, and a
+    refused read is an ``auth-failure``, not a read."""
+    _seed(_trail(client))
+    page = client.get("/audit", params={"patient": "Patient/p1"}, headers=_auth()).json()
+    assert page["total"] == 4 and all(e["event"] != "audit-read" for e in page["entries"])
+    client.get("/fhir/AuditEvent", params={"subtype": "card"}, headers=_auth())
+    client.get("/fhir/AuditEvent/5", headers=_auth())
+    assert client.get("/audit", headers=_auth("wrong-token")).status_code == 401
+    assert client.get("/fhir/AuditEvent/999", headers=_auth()).status_code == 404
+
+    reads = _trail(client).query(AuditFilter(events=["audit-read"])).entries[::-1]
+    assert [(r.detail["endpoint"], r.detail["returned"], r.patient) for r in reads] == [
+        ("/audit", 4, "p1"),
+        ("/fhir/AuditEvent", 1, None),
+        ("/fhir/AuditEvent/{seq}", 1, "p2"),
+    ]
+    assert reads[0].detail["query"] == [["patient", "Patient/p1"]]
+    assert reads[2].detail["seq"] == 5
+    assert all(r.actor.client and PLAIN_TOKEN not in str(r.detail) for r in reads)
+    event = AuditEvent.model_validate(
+        client.get(f"/fhir/AuditEvent/{reads[0].seq}", headers=_auth()).json()
+    )
+    assert event.type.code == "110101" and event.type.display == "Audit Log Used"
+    assert event.action == "R"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from cds_service.audit import Actor, AuditTrail
+from cds_service.audit import Actor, AuditFilter, AuditTrail
 from cds_service.cli import app
 from cds_service.settings import get_settings
 from cds_service.storage.base import make_engine, make_session_factory
@@ -66,6 +66,9 @@ def test_verify_broken_chain_exits_1_naming_the_entry(trail: AuditTrail) -> None
 
 def test_query_json_lines_with_filters(trail: AuditTrail) -> None:
     # JSON Lines moved from --json to --jsonl (--json is now one JSON document: issue 12)
+    limited = runner.invoke(app, ["audit", "query", "--jsonl", "--limit", "1"])
+    assert [json.loads(x)["seq"] for x in limited.stdout.splitlines()] == [3]
+    assert "showing entries 1-1 of 3; --offset 1 for the next page" in limited.stderr
     result = runner.invoke(app, ["audit", "query", "--jsonl", "--patient", "Patient/p1"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
@@ -78,9 +81,6 @@ def test_query_json_lines_with_filters(trail: AuditTrail) -> None:
         app, ["audit", "query", "--jsonl", "--event", "classification", "--event", "hook-call"]
     )
     assert [json.loads(x)["seq"] for x in by_event.output.splitlines()] == [3, 1]
-    limited = runner.invoke(app, ["audit", "query", "--jsonl", "--limit", "1"])
-    assert [json.loads(x)["seq"] for x in limited.stdout.splitlines()] == [3]
-    assert "showing entries 1-1 of 3; --offset 1 for the next page" in limited.stderr
     future = runner.invoke(app, ["audit", "query", "--jsonl", "--from", "2999-01-01"])
     assert future.exit_code == 0 and future.output == ""
 
@@ -93,8 +93,23 @@ def test_query_json_is_one_document_and_says_what_is_left(trail: AuditTrail) -> 
     assert document["total"] == 123 and len(document["entries"]) == 50
     assert document["next_offset"] == 50 and "of 123" in first.stderr
     everything = json.loads(runner.invoke(app, ["audit", "query", "--json", "--all"]).stdout)
-    assert len(everything["entries"]) == 123 and everything["next_offset"] is None
-    assert [e["seq"] for e in everything["entries"]] == list(range(123, 0, -1))
+    # The first query's own read came after it: 124 entries now, that read the newest.
+    assert len(everything["entries"]) == 124 and everything["next_offset"] is None
+    assert [e["seq"] for e in everything["entries"]] == list(range(124, 0, -1))
+    read = everything["entries"][0]
+    assert read["event"] == "audit-read" and read["detail"]["returned"] == 50
+    assert read["detail"]["query"] == [["offset", "0"], ["limit", "50"]]
+    assert read["actor"]["client"].startswith("ecg-cds audit query (")
+
+
+def test_each_query_is_an_audit_read_naming_its_filters(trail: AuditTrail) -> None:
+    runner.invoke(app, ["audit", "query", "--jsonl", "--patient", "Patient/p1", "--event", "fetch"])
+    [read] = trail.query(AuditFilter(events=["audit-read"])).entries
+    assert read.patient == "p1" and read.detail["endpoint"] == "ecg-cds audit query"
+    assert read.detail["query"][:2] == [["patient", "Patient/p1"], ["events", "fetch"]]
+    assert read.detail["returned"] == len(
+        trail.query(AuditFilter(patient="p1", events=["fetch"])).entries
+    )
 
 
 def test_query_table(trail: AuditTrail) -> None:
