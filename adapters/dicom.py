@@ -28,7 +28,7 @@ import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from adapters.dicom_checks import check_items, inflated_data_set
+from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
@@ -348,6 +348,7 @@ def read(item: ReaderInput) -> Ecg:
         raise EcgFormatError(
             item.name, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
         ) from None
+    check_sop_class(item.name, str(ds.get("SOPClassUID", "")))
     groups = list(ds.get("WaveformSequence", []))
     if not groups:
         sop = str(ds.get("SOPClassUID", "unknown"))

@@ -176,6 +176,29 @@ def test_every_ecg_sop_class_is_read(dicom_path: Path, dicom_ecg: Ecg, sop_class
     assert ecg.extra["sop_class_uid"] == sop_class
 
 
+@pytest.mark.parametrize(
+    ("sop_class", "words"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.9.7.1", "Electroencephalogram"),
+        ("1.2.840.10008.5.1.4.1.1.9.7.2", "Electromyogram"),
+        ("1.2.840.10008.5.1.4.1.1.9.4.1", "Voice Audio"),
+        ("1.2.840.10008.5.1.4.1.1.9.6.1", "Respiratory"),
+    ],
+)
+def test_waveforms_that_are_not_ecgs_are_refused(
+    dicom_path: Path, sop_class: str, words: str
+) -> None:
+    # Before, any waveform object with channels in uV was read as an ECG: an EEG became a
+    # "recording" of 12 unknown leads, zero-filled into the 12-lead view and classified.
+    ds = pydicom.dcmread(dicom_path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    for index, channel in enumerate(ds.WaveformSequence[0].ChannelDefinitionSequence):
+        channel.ChannelSourceSequence[0].CodeValue = f"E{index}"
+        channel.ChannelSourceSequence[0].CodeMeaning = f"Electrode {index}"
+    with pytest.raises(EcgFormatError, match=rf"^eeg\.dcm: .*{words}.* not an ECG"):
+        load_ecg(_bytes(ds), name="eeg.dcm")
+
+
 # --- HL7 aECG ------------------------------------------------------------------------------
 
 
