@@ -248,6 +248,27 @@ def test_aecg_units_of_scale_and_increment(
     np.testing.assert_allclose(ecg.signal, aecg_ecg.signal, rtol=1e-6)
 
 
+@pytest.mark.parametrize("code", ["131073", "131329", "MDC_ECG_ELEC_POTL_I"])
+def test_aecg_lead_in_another_mdc_spelling_is_read(
+    aecg_text: str, aecg_ecg: Ecg, code: str
+) -> None:
+    # Before, a lead sequence whose code did not start with MDC_ECG_LEAD_ was dropped
+    # without a word: the MDC numeric code of lead I gave an 11-lead record.
+    text = aecg_text.replace('code="MDC_ECG_LEAD_I" ', f'code="{code}" ')
+    ecg = load_ecg(text.encode(), name="numeric.xml")
+    assert ecg.leads == aecg_ecg.leads
+    np.testing.assert_array_equal(ecg.signal, aecg_ecg.signal)
+
+
+def test_aecg_sequence_under_an_unknown_code_is_named_not_dropped(
+    aecg_text: str, aecg_ecg: Ecg
+) -> None:
+    text = aecg_text.replace('code="MDC_ECG_LEAD_V3" ', 'code="VENDOR_CH_7" ')
+    ecg = load_ecg(text.encode(), name="vendor.xml")
+    assert ecg.leads == tuple(lead for lead in aecg_ecg.leads if lead != "V3")
+    assert ecg.extra["ignored_sequences"] == "VENDOR_CH_7"
+
+
 # --- GE MUSE and Philips XML ---------------------------------------------------------------
 
 
