@@ -38,7 +38,7 @@ from adapters.hl7_values import (
     tag,
     xsi_type,
 )
-from adapters.leads import normalize_lead_name
+from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import check_tokens
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
@@ -113,12 +113,22 @@ def _time_axis(value: etree._Element, name: str) -> tuple[float, datetime | None
     return 1.0 / increment, start
 
 
+def _lead_of(code: str) -> str | None:
+    """The lead a sequence code names: the MDC reference id the aECG guide uses
+    (``MDC_ECG_LEAD_I``), the potential's id (``MDC_ECG_ELEC_POTL_I``) or either's numeric
+    MDC code (131073, 131329); None for any other code."""
+    if code.startswith(("MDC_ECG_LEAD_", "MDC_ECG_ELEC_POTL_")):
+        return normalize_lead_name(code)
+    return lead_name_from_code(code) if code.isdigit() else None
+
+
 def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | None:
     fs: float | None = None
     start: datetime | None = None
     leads: list[str] = []
     rows: list[np.ndarray] = []
     notes: dict[str, str] = {}
+    ignored: list[str] = []
     for sequence in sequence_set.iterfind(f"{tag('component')}/{tag('sequence')}"):
         code = code_of(sequence)
         value = sequence.find(tag("value"))
@@ -126,12 +136,15 @@ def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | 
             continue
         if code.startswith("TIME_"):
             fs, start = _time_axis(value, name)
-        elif code.startswith("MDC_ECG_LEAD_"):
-            lead = normalize_lead_name(code)
+        elif (lead := _lead_of(code)) is not None:
             if lead in leads:
                 raise EcgFormatError(name, f"lead {lead} appears twice in one sequence set")
             leads.append(lead)
             rows.append(_lead_samples_mv(value, lead, name, notes))
+        else:  # samples under a code that names no lead: said, not dropped unseen
+            ignored.append(code or "(no code)")
+    if ignored:
+        notes["ignored_sequences"] = " ".join(ignored)
     if not rows:
         return None
     if fs is None:

@@ -28,7 +28,7 @@ import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from adapters.dicom_checks import check_items, inflated_data_set
+from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
@@ -226,9 +226,13 @@ def _group_signal(
         )
     kept = [scale for scale in scales if not isinstance(scale, str)]
     rows = raw[:, keep].T if dropped else raw.T
-    signal = rows.astype(np.float32, order="C")  # one copy, (leads, samples)
-    signal *= np.array([m for m, _ in kept], dtype=np.float32)[:, None]
-    signal += np.array([o for _, o in kept], dtype=np.float32)[:, None]
+    # float32 holds integers exactly only up to 2**24: 32/64-bit samples (UL offset binary
+    # sits near 2**31) are scaled in float64, else they come out in steps of tens of uV.
+    work: type[np.floating] = np.float32 if width <= 2 else np.float64
+    signal: np.ndarray = rows.astype(work, order="C")  # one copy, (leads, samples)
+    signal *= np.array([m for m, _ in kept], dtype=work)[:, None]
+    signal += np.array([o for _, o in kept], dtype=work)[:, None]
+    signal = signal.astype(np.float32, copy=False)
     filters = dicom_filters(channels[i] for i in keep)
     return signal, tuple(names[i] for i in keep), fs, dropped, filters
 
@@ -344,6 +348,7 @@ def read(item: ReaderInput) -> Ecg:
         raise EcgFormatError(
             item.name, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
         ) from None
+    check_sop_class(item.name, str(ds.get("SOPClassUID", "")))
     groups = list(ds.get("WaveformSequence", []))
     if not groups:
         sop = str(ds.get("SOPClassUID", "unknown"))

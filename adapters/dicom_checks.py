@@ -1,7 +1,8 @@
-"""Checks on a DICOM file's bytes made before pydicom parses it (split from adapters.dicom).
+"""Checks on a DICOM file made before its waveform is read (split from adapters.dicom).
 
 pydicom inflates a deflated data set whole and parses every item of a sequence it is asked
-for; both are bounded here first, from the bytes alone.
+for; both are bounded here first, from the bytes alone. Then the SOP class: a waveform
+object that is no ECG is refused before its channels are taken for leads.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import io
 import zlib
 
 import pydicom
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from adapters.errors import EcgFormatError
 from adapters.limits import inflate_capped
@@ -49,4 +50,25 @@ def check_items(name: str, data: bytes) -> None:
             name,
             f"the DICOM file holds {items} sequence items, over the limit of {MAX_SEQUENCE_ITEMS}",
             "an ECG waveform object has a few hundred; this is not one",
+        )
+
+
+#: Waveform Storage SOP classes (PS3.4 B.5) whose channels are not an ECG: audio, arterial
+#: pulse, respiratory, EEG/EMG/EOG, sleep EEG, body position. Their microvolt channels would
+#: be read as leads of unknown names, zero-filled into the 12-lead view and classified.
+#: Hemodynamic and Cardiac Electrophysiology waveforms carry surface ECG leads beside their
+#: pressures and electrograms (those are left out or kept as extra leads) and are read.
+NOT_ECG_WAVEFORMS = frozenset(
+    f"1.2.840.10008.5.1.4.1.1.9.{suffix}"
+    for suffix in ("4.1", "4.2", "5.1", "6.1", "6.2", "7.1", "7.2", "7.3", "7.4", "8.1")
+)
+
+
+def check_sop_class(name: str, sop_class: str) -> None:
+    """Refuse a waveform object of a SOP class that is not an ECG (:data:`NOT_ECG_WAVEFORMS`)."""
+    if sop_class in NOT_ECG_WAVEFORMS:
+        raise EcgFormatError(
+            name,
+            f"SOP class {sop_class} ({UID(sop_class).name}) is not an ECG waveform",
+            "send a 12-lead, General, Ambulatory or General 32-bit ECG Waveform Storage object",
         )
