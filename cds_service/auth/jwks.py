@@ -94,7 +94,8 @@ class _KeySet:
 
 
 def parse_jwks(data: Any, source: str) -> list[_Key]:
-    """The usable asymmetric signing keys of a JWKS document. Symmetric keys are dropped."""
+    """The usable asymmetric signing keys of a JWKS document. Symmetric keys, and keys
+    whose ``use`` or ``key_ops`` say they are not for verifying signatures, are dropped."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError(f"{source}: not a JWKS document (no 'keys' list)")
     keys: list[_Key] = []
@@ -103,6 +104,11 @@ def parse_jwks(data: Any, source: str) -> list[_Key]:
             continue  # "oct" (HMAC) keys are never accepted
         kid = entry.get("kid")
         if entry.get("use") not in (None, "sig") or not isinstance(kid, str | None):
+            continue
+        # RFC 7517 section 4.3: key_ops says what a key is for, as use does; a key
+        # published for encryption only is no more a signing key than one with use "enc".
+        ops = entry.get("key_ops")
+        if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
             continue
         try:
             keys.append(_Key(kid or None, jwt.PyJWK(entry), entry))

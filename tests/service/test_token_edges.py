@@ -29,6 +29,7 @@ from tests.service.test_token_shapes import (
     _client,
     _ec,
     _jwk,
+    _rsa,
     _sign,
     _status,
 )
@@ -54,6 +55,25 @@ def _app(tmp_path: Path, issuers: list[dict[str, Any]], **auth: Any) -> TestClie
 
 
 # -- key sets -------------------------------------------------------------------------------
+
+
+def test_a_key_whose_key_ops_lack_verify_is_not_a_signing_key(tmp_path: Path) -> None:
+    """RFC 7517 section 4.3: ``key_ops`` says what a key is for, as ``use`` does. A key
+    published for encryption only (``["encrypt", "wrapKey"]``) verified signatures, where
+    the same key marked ``use: enc`` did not; ``["verify"]`` (node-jose, some gateways)
+    still passes, and so does a key with neither."""
+    for_encryption, for_signing, plain = _rsa(), _rsa(), _rsa()
+    client = _client(
+        tmp_path,
+        _jwk(for_encryption, kid="enc", key_ops=["encrypt", "wrapKey"]),
+        _jwk(for_signing, kid="sig", key_ops=["verify"]),
+        _jwk(plain, kid="plain"),
+        _jwk(_rsa(), kid="odd", key_ops="verify"),  # not a list: not understood, not used
+    )
+    assert _status(client, _sign(for_encryption, "RS384", kid="enc")) == 401
+    assert _status(client, _sign(for_encryption, "RS384")) == 401  # nor when no kid is sent
+    assert _status(client, _sign(for_signing, "RS384", kid="sig")) == 200
+    assert _status(client, _sign(plain, "PS256", kid="plain")) == 200
 
 
 def test_a_key_of_another_trusted_issuer_opens_nothing(tmp_path: Path) -> None:
