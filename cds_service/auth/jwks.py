@@ -211,8 +211,10 @@ class JwksCache:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
                 body = await self._download(url)
             return None if body is None else parse_jwks(json.loads(body), url)
-        except (httpx.HTTPError, ValueError, RecursionError, TimeoutError) as exc:
-            log.warning("JWKS %s could not be fetched (%s)", url, type(exc).__name__)
+        # InvalidURL (a configured URL httpx cannot send, e.g. a control character) is not
+        # an HTTPError: uncaught, every token naming the issuer was a 500.
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, RecursionError, TimeoutError) as exc:
+            log.warning("JWKS %r could not be fetched (%s)", url, type(exc).__name__)
             return None
 
     async def _download(self, url: str) -> bytes | None:

@@ -107,6 +107,21 @@ def test_a_key_of_another_trusted_issuer_opens_nothing(tmp_path: Path) -> None:
         other.stop()
 
 
+@pytest.mark.parametrize("url", ["http://[::1/jwks.json", "http://127.0.0.1\x01/jwks.json"])
+def test_a_malformed_jwks_url_in_the_settings_is_401_not_500(
+    tmp_path: Path, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx refuses such a URL with InvalidURL, which is not an HTTPError: every token
+    naming that issuer (anyone can name it) was a 500 with a traceback. The URL is now an
+    unreachable key set: 401 and a warning, no error."""
+    client = _app(tmp_path, [{"iss": ISS, "jwks_urls": [url]}])
+    private = _ec(ec.SECP384R1())
+    with caplog.at_level(logging.INFO):
+        assert _status(client, _sign(private, "ES384", kid="k")) == 401
+        assert _status(client, _sign(private, "ES384", kid="k", jku=url)) == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # -- framing and header fields --------------------------------------------------------------
 
 
