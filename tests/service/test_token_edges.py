@@ -54,6 +54,10 @@ def _app(tmp_path: Path, issuers: list[dict[str, Any]], **auth: Any) -> TestClie
     return TestClient(create_app(settings), base_url=BASE, raise_server_exceptions=False)
 
 
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("cds_service.auth")]
+
+
 # -- key sets -------------------------------------------------------------------------------
 
 
@@ -169,6 +173,29 @@ def test_malformed_framing_is_a_bare_401_and_the_token_stays_out_of_the_log(
             assert (response.status_code, response.content) == (401, b""), name
     assert token.split(".")[1] not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_what_the_caller_sent_is_not_repeated_at_length_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused token's iss, kid, alg or typ went into the log line whole: 10,000
+    characters of the caller's choosing per request, and the token's own text. The
+    reason is bounded (the audit trail and the throttle already cut it)."""
+    private = _ec(ec.SECP384R1())
+    client = _client(tmp_path, _jwk(private, kid="k"))
+    long = "x" * 10_000
+    tokens = [
+        _sign(private, "ES384", _claims(iss=long), kid="k"),
+        _sign(private, "ES384", kid=long),
+        _sign(private, "ES384", kid="k", typ=long),
+        f"{_b64(json.dumps({'alg': long}).encode())}.e30.AA",
+    ]
+    with caplog.at_level(logging.INFO):
+        for token in tokens:
+            assert _status(client, token) == 401
+    messages = _refusals(caplog)
+    assert len(messages) == len(tokens)
+    assert max(len(message) for message in messages) < 600, [m[:80] for m in messages]
 
 
 # -- claims ---------------------------------------------------------------------------------
