@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: Longest reason kept. Reasons quote what the caller sent (its iss, kid, alg, typ), up to
+#: a 16 KiB token's worth of text of its choosing: the log line got it all.
+MAX_REASON_CHARS = 300
+
 
 class TokenRejected(Exception):
     """A bearer token that must not be trusted.
@@ -11,6 +15,8 @@ class TokenRejected(Exception):
     """
 
     def __init__(self, reason: str) -> None:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
         self.reason = reason
         super().__init__(reason)
 

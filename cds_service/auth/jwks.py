@@ -94,7 +94,8 @@ class _KeySet:
 
 
 def parse_jwks(data: Any, source: str) -> list[_Key]:
-    """The usable asymmetric signing keys of a JWKS document. Symmetric keys are dropped."""
+    """The usable asymmetric signing keys of a JWKS document. Symmetric keys, and keys
+    whose ``use`` or ``key_ops`` say they are not for verifying signatures, are dropped."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError(f"{source}: not a JWKS document (no 'keys' list)")
     keys: list[_Key] = []
@@ -103,6 +104,11 @@ def parse_jwks(data: Any, source: str) -> list[_Key]:
             continue  # "oct" (HMAC) keys are never accepted
         kid = entry.get("kid")
         if entry.get("use") not in (None, "sig") or not isinstance(kid, str | None):
+            continue
+        # RFC 7517 section 4.3: key_ops says what a key is for, as use does; a key
+        # published for encryption only is no more a signing key than one with use "enc".
+        ops = entry.get("key_ops")
+        if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
             continue
         try:
             keys.append(_Key(kid or None, jwt.PyJWK(entry), entry))
@@ -205,8 +211,10 @@ class JwksCache:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
                 body = await self._download(url)
             return None if body is None else parse_jwks(json.loads(body), url)
-        except (httpx.HTTPError, ValueError, RecursionError, TimeoutError) as exc:
-            log.warning("JWKS %s could not be fetched (%s)", url, type(exc).__name__)
+        # InvalidURL (a configured URL httpx cannot send, e.g. a control character) is not
+        # an HTTPError: uncaught, every token naming the issuer was a 500.
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, RecursionError, TimeoutError) as exc:
+            log.warning("JWKS %r could not be fetched (%s)", url, type(exc).__name__)
             return None
 
     async def _download(self, url: str) -> bytes | None:
