@@ -29,6 +29,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
+from adapters.dicom_groups import pick_groups
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
@@ -270,28 +271,6 @@ def _refuse_padding(
         )
 
 
-def _pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
-    """Index of the rhythm group and of the median-beat group (if any)."""
-    labels = [str(g.get("MultiplexGroupLabel", "")).upper() for g in groups]
-    median = next((i for i, lab in enumerate(labels) if "MEDIAN" in lab), None)
-    rhythm = next((i for i, lab in enumerate(labels) if "RHYTHM" in lab), None)
-    if rhythm is None:
-        originals = [
-            i
-            for i, g in enumerate(groups)
-            if str(g.get("WaveformOriginality", "")).upper() == "ORIGINAL" and i != median
-        ]
-        others = [i for i in range(len(groups)) if i != median]
-        if not others:  # one averaged beat is not a recording to classify
-            raise EcgFormatError(
-                where,
-                f"the only multiplex group is {labels[0]!r}: median beats, no rhythm",
-                "send the ECG with its rhythm waveform",
-            )
-        rhythm = (originals or others)[0]
-    return rhythm, median
-
-
 def _datetime(ds: Dataset) -> datetime | None:
     candidates = [str(ds.get("AcquisitionDateTime", "") or "")]
     for day, clock in (("ContentDate", "ContentTime"), ("StudyDate", "StudyTime")):
@@ -361,7 +340,7 @@ def read(item: ReaderInput) -> Ecg:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
-    rhythm_index, median_index = _pick_groups(groups, item.name)
+    rhythm_index, median_index = pick_groups(groups, item.name)
     cache = _CODE_CACHE
     signal, leads, fs, dropped, filters = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits
