@@ -93,6 +93,8 @@ def quantity_mv(element: etree._Element | None, what: str, name: str) -> float:
     value = number(element, what, name)
     assert element is not None
     unit = (element.get("unit") or "").strip()
+    if not unit and value == 0:  # zero needs no unit (an origin of 0 written bare)
+        return 0.0
     if unit not in _AMPLITUDE_TO_MV:
         raise EcgFormatError(
             name,

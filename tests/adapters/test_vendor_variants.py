@@ -269,6 +269,16 @@ def test_aecg_sequence_under_an_unknown_code_is_named_not_dropped(
     assert ecg.extra["ignored_sequences"] == "VENDOR_CH_7"
 
 
+def test_aecg_origin_of_zero_without_a_unit_is_read(aecg_text: str, aecg_ecg: Ecg) -> None:
+    """Zero needs no unit: ``<origin value="0"/>`` was refused ("amplitude unit (none)").
+    Any other value without a unit stays refused (its size would be a guess)."""
+    text = aecg_text.replace('<origin value="0" unit="uV"/>', '<origin value="0"/>')
+    np.testing.assert_array_equal(load_ecg(text.encode(), name="bare.xml").signal, aecg_ecg.signal)
+    nonzero = aecg_text.replace('<origin value="0" unit="uV"/>', '<origin value="5"/>')
+    with pytest.raises(EcgFormatError, match="amplitude unit"):
+        load_ecg(nonzero.encode(), name="bare5.xml")
+
+
 # --- GE MUSE and Philips XML ---------------------------------------------------------------
 
 
