@@ -50,6 +50,29 @@ ALTERNATIVE = re.compile(
     re.IGNORECASE,
 )
 
+#: A trailing parenthesis: label lists write "right axis deviation (RAD)".
+TRAILING_PARENTHESIS = re.compile(r"^(?P<words>.+?)\s*\((?P<inner>[^()]{1,12})\)\s*$")
+
+
+def without_abbreviation(text: str) -> str:
+    """``text`` without a trailing parenthesised abbreviation of its own words.
+
+    "right axis deviation (rad)" -> "right axis deviation": the abbreviation adds nothing,
+    and embedded with the words it drew the text towards "extreme right axis deviation"
+    (ambiguous, no criterion). Only an abbreviation is dropped: its letters must be the
+    words' initials in order, starting with the first ("lvh (strain)" keeps "strain").
+    """
+    found = TRAILING_PARENTHESIS.match(text)
+    if found is None:
+        return text
+    letters = [c for c in found["inner"].lower() if c.isalnum()]
+    initials = [w[0] for w in re.split(r"[\s\-/]+", found["words"].lower()) if w]
+    if len(letters) < 2 or not initials or letters[0] != initials[0]:
+        return text
+    rest = iter(initials)
+    return found["words"] if all(c in rest for c in letters) else text
+
+
 How = Literal["catalog", "text", "combination", "weak", "near_miss", "ambiguous", "negated"]
 
 
@@ -113,7 +136,7 @@ class CriteriaResolver:
         key = " ".join(text.lower().split())
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._resolve(key)
+            cached = self._resolve(without_abbreviation(key))
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = cached

@@ -7,7 +7,7 @@ import pytest
 
 from models.catalog import load_catalog
 from models.classifier import ZeroShotClassifier
-from models.resolution import CriteriaResolver
+from models.resolution import CriteriaResolver, without_abbreviation
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,11 @@ def resolver(classifier: ZeroShotClassifier) -> CriteriaResolver:
         ("pre-excitation", ("preexcitation",)),
         ("abnormal left axis", ("left_axis_deviation",)),
         ("abnormal right axis deviation", ("right_axis_deviation",)),
+        # "Name (ABBR)", as label lists write them: the abbreviation is dropped (the text
+        # with it was ambiguous between right and extreme right axis deviation).
+        ("right axis deviation (RAD)", ("right_axis_deviation",)),
+        ("Left anterior fascicular block (LAFB)", ("left_anterior_fascicular_block",)),
+        ("atrial fibrillation (AF)", ("atrial_fibrillation",)),
     ],
 )
 def test_free_text_resolves_to_its_criteria(
@@ -175,3 +180,21 @@ def test_opposites_never_resolve_to_each_other(resolver: CriteriaResolver) -> No
     for a, b in pairs:
         ra, rb = resolver.resolve_text(a).criteria, resolver.resolve_text(b).criteria
         assert ra and rb and set(ra).isdisjoint(rb), (a, ra, b, rb)
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("right axis deviation (rad)", "right axis deviation"),
+        ("wolff-parkinson-white (wpw)", "wolff-parkinson-white"),
+        ("sinus rhythm (sr)", "sinus rhythm"),
+        # Not an abbreviation of the words before it: the parenthesis says something.
+        ("lvh (strain)", "lvh (strain)"),
+        ("av block (first degree)", "av block (first degree)"),
+        ("st elevation (stemi)", "st elevation (stemi)"),
+        ("atrial fibrillation (afib)", "atrial fibrillation (afib)"),
+        ("(rad)", "(rad)"),
+    ],
+)
+def test_only_an_abbreviation_of_the_words_is_dropped(text: str, bare: str) -> None:
+    assert without_abbreviation(text) == bare
