@@ -145,13 +145,19 @@ def _normal_host(raw: str) -> str:
     return host
 
 
+def has_unsafe_characters(url: str) -> bool:
+    """Control characters, spaces or backslashes: parsers disagree on such URLs (and httpx
+    refuses to send them), so no URL holding one is contacted or accepted as a setting."""
+    return any(ord(char) < 0x21 or ord(char) == 0x7F for char in url) or "\\" in url
+
+
 def normalise_url(url: str) -> NormalUrl:
     """The normal form of an absolute http(s) URL; :class:`UrlMalformed` saying why not."""
     if not isinstance(url, str) or not url:
         raise UrlMalformed("empty URL")
     if len(url) > 8192:
         raise UrlMalformed("URL over 8192 characters")
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url) or "\\" in url:
+    if has_unsafe_characters(url):
         raise UrlMalformed("control characters, spaces or backslashes in the URL")
     try:
         parts = urlsplit(url)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from cds_service.allow_list import has_unsafe_characters
 from cds_service.settings import Settings
 
 Level = Literal["error", "warning"]
@@ -46,6 +47,8 @@ def is_loopback_host(host: str | None) -> bool:
 
 def _url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a base URL of a server, or None."""
+    if has_unsafe_characters(url):
+        return f"{url!r} holds control characters, spaces or backslashes"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port

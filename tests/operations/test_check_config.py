@@ -50,6 +50,13 @@ def test_each_misconfiguration_is_one_line_naming_the_setting(cli: CliRun, tmp_p
         "fhir.allowed_servers[0]: 'ftp://fhir.example' is not an absolute http(s) URL": {
             "ECG_CDS_FHIR__ALLOWED_SERVERS": '["ftp://fhir.example"]'
         },
+        # httpx refuses to send it: every token naming the issuer was refused at run time.
+        "auth.trusted_issuers[0].jwks_urls[0]: 'https://ehr.example/jwks\\x01' holds "
+        "control characters": {
+            "ECG_CDS_AUTH__TRUSTED_ISSUERS": json.dumps(
+                [{"iss": "https://ehr.example", "jwks_urls": ["https://ehr.example/jwks\x01"]}]
+            )
+        },
         "fhir.writeback_server: https://fhir.example/R4 is not in fhir.allowed_servers": {
             "ECG_CDS_FHIR__WRITEBACK_SERVER": "https://fhir.example/R4"
         },
