@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cds_service.allow_list import OutboundRefused, check_url
+from cds_service.allow_list import (
+    OutboundRefused,
+    UrlMalformed,
+    check_url,
+    normalise_url,
+    redact_url,
+)
 from cds_service.audit import Actor, AuditTrail
 from cds_service.fhir_result_elements import FHIR_ID
 from cds_service.fhir_results import build_result_bundle
@@ -40,6 +46,9 @@ _ECG_SOURCE: Final = re.compile(
     rf"(?P<type>Observation|DocumentReference|ImagingStudy|Media)/(?P<id>{FHIR_ID})"
     rf"(?:/_history/{FHIR_ID})?(?: \((?:attachment [0-9]+|series [^()]*)\))?"
 )
+
+#: A source stored as an absolute FHIR URL, ``{server}/Type/id``: the part after the server.
+_SOURCE_AT_END: Final = re.compile(rf"/(?:{_ECG_SOURCE.pattern})$")
 
 
 class WriteBackError(RuntimeError):
@@ -125,6 +134,13 @@ def write_back(
         ) from None
     if info is None:
         raise refuse(f"no ECG with id {ecg_id} is stored")
+    elsewhere = _other_fhir_server(info.source_uri, server)
+    if elsewhere is not None:
+        raise refuse(
+            f"ECG {ecg_id} came from the FHIR server {elsewhere}, not the write-back server: "
+            f"its {patient} names a patient there, so it is not written to another server's "
+            "records"
+        )
     if patient is None:
         raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
     if stored is None:
@@ -182,6 +198,24 @@ def _patient_reference(patient_ref: str | None, server: str) -> str | None:
     if server and patient_ref.startswith(server + "/"):
         patient_ref = patient_ref[len(server) + 1 :]
     return patient_ref if "/" in patient_ref else f"Patient/{patient_ref}"
+
+
+def _other_fhir_server(source_uri: str | None, server: str) -> str | None:
+    """The FHIR server a hook's ECG came from (stored as ``{fhirServer}/Type/id``), where it
+    is not ``server``; None where it is, or the source is no FHIR resource (a file, a
+    DICOMweb instance, an upload: their patient is the one the operator gave)."""
+    if not source_uri or not source_uri.startswith(("http://", "https://")):
+        return None
+    found = _SOURCE_AT_END.search(source_uri)
+    if found is None:
+        return None
+    origin = source_uri[: found.start()]
+    try:
+        if normalise_url(origin).url.rstrip("/") == normalise_url(server).url.rstrip("/"):
+            return None
+    except UrlMalformed:
+        pass
+    return redact_url(origin)
 
 
 def _ecg_reference(source_uri: str | None, server: str) -> str | None:

@@ -54,9 +54,20 @@ def _digest(item: Loaded, caches: HookCaches) -> str:
     return digest
 
 
+def source_uri(origin: str, reference: str | None, fhir_server: str | None) -> str:
+    """Where a hook's ECG came from, as stored: its ``Type/id`` under the call's fhirServer
+    (prefetch is read from that server too), so a later write-back can tell whether the
+    call's ``Patient/<id>`` names a patient on the server it writes to. Without a
+    fhirServer, or without an id, the origin as the call gave it."""
+    if reference and fhir_server:
+        return f"{fhir_server.rstrip('/')}/{origin}"
+    return origin
+
+
 def _store(
-    ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, caches: HookCaches
-) -> tuple[str, datetime | None, bool]:
+    ecgs: EcgStore, item: Loaded, patient_ref: str, actor: Actor, caches: HookCaches,
+    fhir_server: str | None,
+) -> tuple[str, datetime | None, bool]:  # fmt: skip
     """(ECG id, acquisition time, whether this call stored it first)."""
     c = item.candidate
     digest = _digest(item, caches)
@@ -65,7 +76,7 @@ def _store(
     if hit is None:
         info = ecgs.accept_bytes(
             item.data,
-            source_uri=c.origin,
+            source_uri=source_uri(c.origin, c.reference, fhir_server),
             patient_ref=patient_ref,
             format=c.format,
             actor=actor,
@@ -86,7 +97,7 @@ def accept_and_wait(
     ctx: HookContext, ecgs: EcgStore, jobs: JobLedger, loaded: list[Loaded], problems: list[str]
 ) -> list[Classified]:
     """Store (dedupe by hash), submit what has no result, wait until ``ctx.deadline``."""
-    patient_ref, actor = ctx.patient_ref, ctx.actor
+    patient_ref, actor, server = ctx.patient_ref, ctx.actor, ctx.call.fhirServer
     caches = caches_for(ecgs)
     refs: dict[str, EcgRef] = {}
     items: dict[str, Loaded] = {}
@@ -94,7 +105,7 @@ def accept_and_wait(
     for item in loaded:
         c = item.candidate
         try:
-            ecg_id, stored_at, created = _store(ecgs, item, patient_ref, actor, caches)
+            ecg_id, stored_at, created = _store(ecgs, item, patient_ref, actor, caches, server)
         except EcgFormatError as exc:
             problems.append(f"{c.origin}: {exc.problem}" + (f" ({exc.hint})" if exc.hint else ""))
             continue
@@ -124,7 +135,9 @@ def accept_and_wait(
             jobs.submit(ecg_id)
         except KeyError:  # removed from storage since we saw it: store it again
             caches.forget_ecg(ecg_id)
-            new_id, _, _ = _store(ecgs, items[ecg_id], patient_ref, actor, caches)  # same patient
+            new_id, _, _ = _store(
+                ecgs, items[ecg_id], patient_ref, actor, caches, server
+            )  # same patient
             refs[new_id] = replace(refs.pop(ecg_id), ecg_id=new_id)
             ids[ids.index(ecg_id)] = new_id
             missing[missing.index(ecg_id)] = new_id

@@ -6,14 +6,21 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from adapters import load_ecg
 from cds_service.audit import AuditTrail
+from cds_service.runtime import Runtime
+from cds_service.settings import FhirSettings
 from cds_service.storage.base import make_engine, make_session_factory
+from models.results import ClassificationResult
+from tests.audit.writeback_support import TOKEN, start_runtime
 from tests.conftest import service_unavailable
+from tests.servers import FhirServer
 
 #: An administrative connection to a local PostgreSQL (trust auth); each test makes its own db.
 PG_ADMIN_URL = os.environ.get(
@@ -65,3 +72,51 @@ def trail(engine: Engine) -> AuditTrail:
     trail = AuditTrail(make_session_factory(engine))
     trail.create_table()
     return trail
+
+
+# -- write-back: the shipped model on a real FHIR server ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Any:
+    """The shipped model (a few of its labels).
+
+    Write-back does not depend on what the model concludes, only on a real result.
+    """
+    from models import LabelCatalog, ZeroShotClassifier, load_catalog
+
+    shipped = load_catalog()
+    # A few real labels keep the text-encoding cost of the test small.
+    catalog = LabelCatalog(
+        [shipped.get(i) for i in ("atrial_fibrillation", "sinus_rhythm", "normal_ecg")]
+    )
+    return ZeroShotClassifier.from_pretrained(catalog=catalog)
+
+
+@pytest.fixture(scope="module")
+def ecg_path(formats_dir: Path) -> Path:
+    """A GE MUSE resting ECG acquired 2023-04-29 22:41:16 (its AcquisitionDate/Time)."""
+    return formats_dir / "ge_muse_xml" / "muse-sinus.xml"
+
+
+@pytest.fixture(scope="module")
+def result(classifier: Any, ecg_path: Path) -> ClassificationResult:
+    """The model's result for the ECG (classified once for the module)."""
+    (classified,) = classifier.classify([load_ecg(ecg_path)])
+    assert isinstance(classified, ClassificationResult)
+    return classified
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, classifier: Any, fhir_server: FhirServer) -> Iterator[Runtime]:
+    rt = start_runtime(
+        tmp_path,
+        classifier,
+        FhirSettings(
+            allowed_servers=[fhir_server.base_url],
+            writeback_server=fhir_server.base_url,
+            writeback_token=TOKEN,
+        ),
+    )
+    yield rt
+    rt.stop()

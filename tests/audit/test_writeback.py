@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,117 +23,24 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.provenance import Provenance
 from sqlalchemy import text
 
-from adapters import load_ecg
-from cds_service import writeback
 from cds_service.audit import AuditFilter
 from cds_service.hooks.sources import from_document
 from cds_service.runtime import Runtime
-from cds_service.settings import FhirSettings, Settings
-from cds_service.writeback import WriteBackOutcome, WriteBackRejected, WriteBackUnavailable
+from cds_service.settings import FhirSettings
+from cds_service.writeback import WriteBackRejected, WriteBackUnavailable
 from models.results import ClassificationResult
+from tests.audit.writeback_support import (
+    AIAST,
+    TOKEN,
+    classified,
+    create_patient,
+    read_resource,
+    start_runtime,
+    write_back,
+)
 from tests.servers import FhirServer, free_port
 
-
-def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
-    """What the annotate_report job hands the write-back: the stored ECG and its result."""
-    return writeback.write_back(
-        runtime.settings,
-        runtime.audit,
-        ecg_id,
-        runtime.ecgs.get_info(ecg_id),
-        runtime.jobs.result(ecg_id),
-    )
-
-
 pytestmark = pytest.mark.integration
-
-TOKEN = "writeback-secret-token-3f9a7c"
-AIAST = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "artificial intelligence asserted",
-}
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Any:
-    """The shipped model (a few of its labels).
-
-    Write-back does not depend on what the model concludes, only on a real result.
-    """
-    from models import LabelCatalog, ZeroShotClassifier, load_catalog
-
-    shipped = load_catalog()
-    # A few real labels keep the text-encoding cost of the test small.
-    catalog = LabelCatalog(
-        [shipped.get(i) for i in ("atrial_fibrillation", "sinus_rhythm", "normal_ecg")]
-    )
-    return ZeroShotClassifier.from_pretrained(catalog=catalog)
-
-
-@pytest.fixture(scope="module")
-def ecg_path(formats_dir: Path) -> Path:
-    """A GE MUSE resting ECG acquired 2023-04-29 22:41:16 (its AcquisitionDate/Time)."""
-    return formats_dir / "ge_muse_xml" / "muse-sinus.xml"
-
-
-@pytest.fixture(scope="module")
-def result(classifier: Any, ecg_path: Path) -> ClassificationResult:
-    """The model's result for the ECG (classified once for the module)."""
-    (classified,) = classifier.classify([load_ecg(ecg_path)])
-    assert isinstance(classified, ClassificationResult)
-    return classified
-
-
-def _create_patient(fhir: FhirServer) -> str:
-    response = httpx.post(
-        f"{fhir.base_url}/Patient",
-        json={"resourceType": "Patient", "name": [{"family": "Testpatient"}]},
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return f"Patient/{response.json()['id']}"
-
-
-def _start(tmp_path: Path, classifier: Any, fhir: FhirSettings) -> Runtime:
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        public_base_url="https://cds.example.org",
-        fhir=fhir,
-    )
-    return Runtime.start(settings, classifier=classifier, resume=False)
-
-
-def _classified(
-    runtime: Runtime, path: Path, patient: str | None, result: ClassificationResult
-) -> str:
-    """Store the ECG through the pipeline with the model's result for it."""
-    info = runtime.ecgs.accept_path(path, patient_ref=patient)
-    assert result.model_version == runtime.model_version
-    runtime.jobs.store_result(info.id, result)
-    return info.id
-
-
-def _read(fhir: FhirServer, reference: str) -> dict[str, Any]:
-    response = httpx.get(f"{fhir.base_url}/{reference}", timeout=10)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, classifier: Any, fhir_server: FhirServer) -> Iterator[Runtime]:
-    rt = _start(
-        tmp_path,
-        classifier,
-        FhirSettings(
-            allowed_servers=[fhir_server.base_url],
-            writeback_server=fhir_server.base_url,
-            writeback_token=TOKEN,
-        ),
-    )
-    yield rt
-    rt.stop()
 
 
 def test_written_resources_read_back_and_validate(
@@ -144,8 +50,8 @@ def test_written_resources_read_back_and_validate(
     result: ClassificationResult,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    patient = _create_patient(fhir_server)
-    ecg_id = _classified(runtime, ecg_path, patient, result)
+    patient = create_patient(fhir_server)
+    ecg_id = classified(runtime, ecg_path, patient, result)
     stored = runtime.jobs.result(ecg_id)
     assert stored is not None
 
@@ -155,10 +61,10 @@ def test_written_resources_read_back_and_validate(
     assert outcome.observation and outcome.diagnostic_report and outcome.provenance
     assert outcome.device
 
-    obs = _read(fhir_server, outcome.observation)
-    report = _read(fhir_server, outcome.diagnostic_report)
-    prov = _read(fhir_server, outcome.provenance)
-    device = _read(fhir_server, outcome.device)
+    obs = read_resource(fhir_server, outcome.observation)
+    report = read_resource(fhir_server, outcome.diagnostic_report)
+    prov = read_resource(fhir_server, outcome.provenance)
+    device = read_resource(fhir_server, outcome.device)
     Observation.model_validate(obs)
     DiagnosticReport.model_validate(report)
     Provenance.model_validate(prov)
@@ -206,8 +112,8 @@ def test_written_resources_read_back_and_validate(
 def test_a_retried_write_back_does_not_duplicate(
     runtime: Runtime, fhir_server: FhirServer, ecg_path: Path, result: ClassificationResult
 ) -> None:
-    patient = _create_patient(fhir_server)
-    ecg_id = _classified(runtime, ecg_path, patient, result)
+    patient = create_patient(fhir_server)
+    ecg_id = classified(runtime, ecg_path, patient, result)
     first = write_back(runtime, ecg_id)
     second = write_back(runtime, ecg_id)
     assert second.observation == first.observation
@@ -225,7 +131,7 @@ def test_an_ecg_from_a_document_reference_is_derived_from_that_resource(
     """A hook stores an attachment's ECG with the origin ``DocumentReference/<id> (attachment
     1)``; that whole text was written as the literal reference (``derivedFrom``, Provenance
     ``entity``), a reference no server resolves."""
-    patient = _create_patient(fhir_server)
+    patient = create_patient(fhir_server)
     data = ecg_path.read_bytes()
     document = {
         "resourceType": "DocumentReference",
@@ -254,8 +160,8 @@ def test_an_ecg_from_a_document_reference_is_derived_from_that_resource(
     outcome = write_back(runtime, info.id)
     source = {"reference": f"DocumentReference/{created.json()['id']}"}
     assert outcome.observation and outcome.provenance
-    assert _read(fhir_server, outcome.observation)["derivedFrom"] == [source]
-    assert _read(fhir_server, outcome.provenance)["entity"][0]["what"] == source
+    assert read_resource(fhir_server, outcome.observation)["derivedFrom"] == [source]
+    assert read_resource(fhir_server, outcome.provenance)["entity"][0]["what"] == source
 
 
 def test_a_source_id_that_is_no_fhir_id_is_never_written_as_a_reference(
@@ -263,7 +169,7 @@ def test_a_source_id_that_is_no_fhir_id_is_never_written_as_a_reference(
 ) -> None:
     """Prefetched ids are not checked; one with spaces or slashes must not become a literal
     reference to some other resource on the write-back server."""
-    patient = _create_patient(fhir_server)
+    patient = create_patient(fhir_server)
     attachment = {"contentType": "application/xml", "data": "AA=="}
     prefetched: dict[str, Any] = {
         "resourceType": "DocumentReference",
@@ -278,7 +184,7 @@ def test_a_source_id_that_is_no_fhir_id_is_never_written_as_a_reference(
     outcome = write_back(runtime, info.id)
     assert outcome.observation
     logical = {"identifier": {"system": "urn:ecg-cds:ecg", "value": info.id}}
-    assert _read(fhir_server, outcome.observation)["derivedFrom"] == [logical]
+    assert read_resource(fhir_server, outcome.observation)["derivedFrom"] == [logical]
 
 
 def test_unlisted_server_is_refused(
@@ -288,7 +194,7 @@ def test_unlisted_server_is_refused(
     ecg_path: Path,
     result: ClassificationResult,
 ) -> None:
-    rt = _start(
+    rt = start_runtime(
         tmp_path,
         classifier,
         FhirSettings(
@@ -296,7 +202,7 @@ def test_unlisted_server_is_refused(
         ),
     )
     try:
-        ecg_id = _classified(rt, ecg_path, "Patient/p1", result)
+        ecg_id = classified(rt, ecg_path, "Patient/p1", result)
         with pytest.raises(WriteBackRejected, match="allowed_servers") as caught:
             write_back(rt, ecg_id)
         assert caught.value.retryable is False
@@ -309,7 +215,7 @@ def test_unlisted_server_is_refused(
 def test_ecg_without_patient_is_refused(
     runtime: Runtime, ecg_path: Path, result: ClassificationResult
 ) -> None:
-    ecg_id = _classified(runtime, ecg_path, None, result)
+    ecg_id = classified(runtime, ecg_path, None, result)
     with pytest.raises(WriteBackRejected, match="not linked to a patient"):
         write_back(runtime, ecg_id)
 
@@ -318,13 +224,13 @@ def test_unreachable_server_is_retryable(
     tmp_path: Path, classifier: Any, ecg_path: Path, result: ClassificationResult
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/fhir"
-    rt = _start(
+    rt = start_runtime(
         tmp_path,
         classifier,
         FhirSettings(allowed_servers=[closed], writeback_server=closed, timeout_s=3),
     )
     try:
-        ecg_id = _classified(rt, ecg_path, "Patient/p1", result)
+        ecg_id = classified(rt, ecg_path, "Patient/p1", result)
         with pytest.raises(WriteBackUnavailable, match="unreachable") as caught:
             write_back(rt, ecg_id)
         assert caught.value.retryable is True
@@ -360,13 +266,13 @@ def test_server_error_is_retryable_and_token_goes_only_there(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    rt = _start(
+    rt = start_runtime(
         tmp_path,
         classifier,
         FhirSettings(allowed_servers=[base], writeback_server=base, writeback_token=TOKEN),
     )
     try:
-        ecg_id = _classified(rt, ecg_path, "Patient/p1", result)
+        ecg_id = classified(rt, ecg_path, "Patient/p1", result)
         with pytest.raises(WriteBackUnavailable) as caught:
             write_back(rt, ecg_id)
         assert caught.value.retryable is True and caught.value.status_code == 503
@@ -386,9 +292,11 @@ def test_client_error_is_not_retryable(
     result: ClassificationResult,
 ) -> None:
     wrong = fhir_server.base_url + "/Patient"  # a resource endpoint refuses a transaction
-    rt = _start(tmp_path, classifier, FhirSettings(allowed_servers=[wrong], writeback_server=wrong))
+    rt = start_runtime(
+        tmp_path, classifier, FhirSettings(allowed_servers=[wrong], writeback_server=wrong)
+    )
     try:
-        ecg_id = _classified(rt, ecg_path, "Patient/p1", result)
+        ecg_id = classified(rt, ecg_path, "Patient/p1", result)
         with pytest.raises(WriteBackRejected) as caught:
             write_back(rt, ecg_id)
         assert caught.value.retryable is False
@@ -402,7 +310,7 @@ def test_classification_job_annotates_the_report(
     runtime: Runtime, fhir_server: FhirServer, ecg_path: Path
 ) -> None:
     """End to end: accept -> classify job -> annotate_report job -> resources on the server."""
-    patient = _create_patient(fhir_server)
+    patient = create_patient(fhir_server)
     info = runtime.ecgs.accept_path(ecg_path, patient_ref=patient)
     runtime.jobs.submit(info.id)
     deadline = time.monotonic() + 120
