@@ -336,7 +336,10 @@ def test_a_dicomweb_instance_has_one_sha256_through_hook_and_ingest(
     [from_hook] = [
         info
         for info, _ in runtime.ecgs.list_ecgs(patient_ref=f"Patient/{pid}", limit=100)
-        if (info.source_uri or "").startswith(f"ImagingStudy/{ehr_data['study']} ")
+        # stored under the call's fhirServer (a write-back checks it is the same server)
+        if (info.source_uri or "").startswith(
+            f"{fhir_server.base_url}/ImagingStudy/{ehr_data['study']} "
+        )
     ]
     assert from_hook.format == "dicom"
 
