@@ -185,15 +185,12 @@ def scp_fact(code: str, statements: Mapping[str, Mapping[str, object]]) -> Fact:
     return Fact(f"scp:{code}", tuple(dict.fromkeys(p for p in phrases if p)))
 
 
-def ptbxl_facts(
-    row: Mapping[str, object], statements: Mapping[str, Mapping[str, object]]
+def statement_facts(
+    codes: Iterable[str], statements: Mapping[str, Mapping[str, object]]
 ) -> list[Fact]:
-    """All facts one ``ptbxl_database.csv`` row states, in English.
-
-    ``statements`` is scp_statements.csv as ``{code: {column: value}}``.
-    """
+    """The facts of SCP statements: one per statement, then their diagnostic classes and
+    subclasses (``statements`` is scp_statements.csv as ``{code: {column: value}}``)."""
     facts: list[Fact] = []
-    codes = parse_scp_codes(row.get("scp_codes") or "{}")  # type: ignore[arg-type]
     classes: set[str] = set()
     subclasses: set[str] = set()
     for code in codes:
@@ -208,9 +205,26 @@ def ptbxl_facts(
     for sub in sorted(subclasses):
         if sub in SUBCLASS_PHRASES:
             facts.append(Fact(f"sub:{sub}", SUBCLASS_PHRASES[sub]))
+    return facts
+
+
+def axis_fact(axis: str) -> Fact:
+    """The fact of a PTB-XL ``heart_axis`` value (a key of :data:`AXIS_PHRASES`)."""
+    return Fact(f"axis:{axis}", AXIS_PHRASES[axis])
+
+
+def ptbxl_facts(
+    row: Mapping[str, object], statements: Mapping[str, Mapping[str, object]]
+) -> list[Fact]:
+    """All facts one ``ptbxl_database.csv`` row states, in English.
+
+    ``statements`` is scp_statements.csv as ``{code: {column: value}}``.
+    """
+    codes = parse_scp_codes(row.get("scp_codes") or "{}")  # type: ignore[arg-type]
+    facts = statement_facts(codes, statements)
     axis = row.get("heart_axis")
     if _present(axis) and str(axis) in AXIS_PHRASES:
-        facts.append(Fact(f"axis:{axis}", AXIS_PHRASES[str(axis)]))
+        facts.append(axis_fact(str(axis)))
     if _present(row.get("pacemaker")):
         facts.append(Fact("pacemaker", ("pacemaker", "paced rhythm", "artificial pacemaker")))
     beats = row.get("extra_beats")

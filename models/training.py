@@ -47,6 +47,7 @@ from models.data import (
     folder_records,
     is_ptbxl_layout,
     ptbxl_records,
+    read_scp_statements,
 )
 from models.modeling import EcgClipModel
 from models.text import INTERVAL_FACTS, RATE_FACTS, compose_report
@@ -98,6 +99,10 @@ class TrainArgs:
     measured_rate_facts: bool = True
     #: Add rhythm-regularity, wide-QRS and long-PR facts from models.measurements.measure.
     measured_interval_facts: bool = False
+    #: PTB-XL+ labels folder (``12sl_statements.csv`` + ``mapping/``): add the facts GE 12SL's
+    #: machine statements state to the training records (``models.machine_statements``);
+    #: validation and test records keep the cardiologists' facts only. None: off.
+    machine_statements: Path | None = None
     augment: bool = True
     threads: int = 2
     resume: bool = False
@@ -114,12 +119,20 @@ class TrainArgs:
 
 
 def index_data(args: TrainArgs) -> list[RecordRef]:
+    if args.machine_statements is not None and not is_ptbxl_layout(args.data):
+        raise ValueError(
+            f"--machine-statements needs a PTB-XL folder as --data ({args.data} is not one)"
+        )
     if is_ptbxl_layout(args.data):
         refs = ptbxl_records(args.data, rate=args.rate)
     else:
         refs = folder_records(args.data, args.reports_csv)
     if not refs:
         raise ValueError(f"{args.data}: no records with signals and report text found")
+    if args.machine_statements is not None:
+        from models.machine_statements import add_machine_statements
+
+        refs = add_machine_statements(refs, args.machine_statements, read_scp_statements(args.data))
     if args.max_records is not None:
         train = [r for r in refs if r.split == "train"][: args.max_records]
         val = [r for r in refs if r.split == "val"][: max(2, args.max_records // 4)]

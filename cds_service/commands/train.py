@@ -60,6 +60,12 @@ def train(
         "--hard-negative-weight",
         help="Extra weight of negative facts that often co-occur with the ECG's facts (0: off).",
     ),
+    machine_statements: Path | None = typer.Option(
+        None,
+        "--machine-statements",
+        help="PTB-XL+ labels folder (12sl_statements.csv, mapping/): also train on the facts "
+        "GE 12SL's statements state, for training records only (default: off).",
+    ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Catalog whose labels are calibrated (default: shipped)."
     ),
@@ -91,6 +97,7 @@ def train(
         variance_weight=variance_weight,
         covariance_weight=covariance_weight,
         hard_negative_weight=hard_negative_weight,
+        machine_statements=machine_statements,
         progress=not quiet,
     )
     try:
