@@ -29,7 +29,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
-from adapters.dicom_groups import pick_groups
+from adapters.dicom_groups import pick_groups, unread_groups
 from adapters.errors import EcgFormatError
 from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
@@ -366,6 +366,9 @@ def read(item: ReaderInput) -> Ecg:
         extra["median_beats_skipped"] = skipped
     if dropped:  # as the WFDB reader does: named, not read as millivolts
         extra["dropped_channels"] = ", ".join(dropped)
+    unread = unread_groups(groups, rhythm_index, median_index)
+    if unread:  # an Ambulatory ECG's further time segments, say: said, not dropped unseen
+        extra["unread_groups"] = unread
     extra.update(measurements)
     return build_ecg(
         item,

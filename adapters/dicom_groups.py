@@ -64,3 +64,15 @@ def pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
             None,
         )
     return rhythm, median
+
+
+def unread_groups(groups: list[Dataset], rhythm: int, median: int | None) -> str:
+    """The multiplex groups neither read as the rhythm nor as the median beat, each as
+    ``number label (seconds s)``; "" when every group was read."""
+    out = []
+    for i, group in enumerate(groups):
+        if i in (rhythm, median):
+            continue
+        label = str(group.get("MultiplexGroupLabel", "") or "unlabelled")
+        out.append(f"{i + 1} {label} ({_duration_s(group):g} s)")
+    return "; ".join(out)

@@ -108,3 +108,18 @@ def test_a_file_with_only_an_averaged_beat_is_refused(
     variant.WaveformSequence[0].MultiplexGroupLabel = "AVERAGE BEAT"
     with pytest.raises(EcgFormatError, match="median beats, no rhythm"):
         _load(variant)
+
+
+def test_groups_not_read_are_named(sample: tuple[pydicom.Dataset, Ecg]) -> None:
+    """An Ambulatory ECG holds its time segments as consecutive groups; the rhythm is one of
+    them, and the others were left without a word."""
+    ds, reference = sample
+    variant = _variant(ds, median_first=False)
+    rhythm, median = variant.WaveformSequence
+    second = copy.deepcopy(rhythm)
+    second.MultiplexGroupLabel = "SEGMENT 2"
+    variant.WaveformSequence = Sequence([rhythm, median, second])
+    ecg = _load(variant)
+    np.testing.assert_array_equal(ecg.signal, reference.signal)
+    assert ecg.extra["unread_groups"] == "3 SEGMENT 2 (10 s)"
+    assert "unread_groups" not in reference.extra
