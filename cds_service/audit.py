@@ -53,6 +53,7 @@ from cds_service.audit_chain import (
     canonical_json,
     entry_hash,
     normalise_patient,
+    patient_filter_problem,
     prepare,
     scrub,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "canonical_json",
     "entry_hash",
     "normalise_patient",
+    "patient_filter_problem",
     "running_trail",
     "scrub",
 ]

@@ -41,6 +41,9 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventName)
 #: Outcomes, mapped to the FHIR AuditEvent outcome codes (0 success, 4 minor failure such as a
 #: refused request, 8 serious failure such as a server error, 12 major failure).
 OUTCOMES: Final = {"success": "0", "failure": "4", "error": "8", "fatal": "12"}
+#: The patient column's width: a longer patient filter matches nothing and cannot be stored
+#: in the ``audit-read`` entry of its own query (PostgreSQL refuses it: a 500).
+MAX_PATIENT_CHARS: Final = 256
 
 GENESIS_HASH: Final = "0" * 64
 _REDACTED: Final = "[redacted]"
@@ -100,7 +103,7 @@ class AuditEventRow(Base):
     actor_user: Mapped[str | None] = mapped_column(String(512), index=True)
     actor_client: Mapped[str | None] = mapped_column(String(256))
     #: Bare patient id (a leading ``Patient/`` is stripped so both spellings query alike).
-    patient: Mapped[str | None] = mapped_column(String(256), index=True)
+    patient: Mapped[str | None] = mapped_column(String(MAX_PATIENT_CHARS), index=True)
     ecg_id: Mapped[str | None] = mapped_column(String(128), index=True)
     model_version: Mapped[str | None] = mapped_column(String(128))
     #: Canonical JSON (sorted keys): hashed exactly as stored.
@@ -268,6 +271,17 @@ def scrub(value: Any) -> Any:
     if isinstance(value, str) and value[:7].lower() == "bearer ":
         return _REDACTED
     return value
+
+
+def patient_filter_problem(patient: str | None) -> str | None:
+    """Why ``patient`` cannot be a query's patient filter, or None."""
+    bare = normalise_patient(patient)
+    if bare is not None and len(bare) > MAX_PATIENT_CHARS:
+        return (
+            f"patient is {len(bare)} characters; a patient id here has at most "
+            f"{MAX_PATIENT_CHARS} (a FHIR Patient.id at most 64)"
+        )
+    return None
 
 
 def normalise_patient(patient: str | None) -> str | None:

@@ -157,12 +157,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return operation_outcome(500, messages)
 
 
-class BodyTooLarge(Exception):
+def _over_limit_message(limit: int) -> str:
+    return f"request body over the {limit}-byte limit (setting max_request_bytes)"
+
+
+class BodyTooLarge(StarletteHTTPException):
     """Raised by the ``receive`` of :class:`RequestSizeLimit` once a body passes the limit.
 
     A route that reads the body itself (``POST /ecgs``) catches it to answer its own 413 and
     audit the refusal; anything that catches ``Exception`` around a body read must let it
-    through or do the same, or the limit reads as a parse error."""
+    through or do the same, or the limit reads as a parse error. An HTTPException (413)
+    because FastAPI does exactly that when it reads a body that is not JSON (no
+    Content-Type, text/plain) but re-raises HTTPExceptions: the handlers answer it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _over_limit_message(limit))
 
 
 class RequestSizeLimit:
@@ -199,12 +208,12 @@ class RequestSizeLimit:
                 # Refused when something first reads the body, not here: the hook
                 # authentication inside answers a caller without a valid JWT 401 first,
                 # so a stranger's oversized Content-Length cannot write audit rows.
-                raise BodyTooLarge
+                raise BodyTooLarge(limit)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -220,7 +229,7 @@ class RequestSizeLimit:
                 await self._reject(scope, receive, send, limit)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        messages = [f"request body over the {limit}-byte limit (setting max_request_bytes)"]
+        messages = [_over_limit_message(limit)]
         app = scope.get("app")
         if app is not None and str(scope.get("path", "")).startswith(HOOKS_PREFIX):
             await run_in_threadpool(audit_refusal, app, scope, 413, messages)

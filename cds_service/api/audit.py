@@ -30,6 +30,7 @@ from cds_service.audit import (
     AuditFilter,
     AuditTrail,
     EventName,
+    patient_filter_problem,
 )
 from cds_service.audit_fhir import DateParamError, DateRange, parse_date_param, to_audit_event
 from cds_service.auth.static_tokens import require_static_bearer
@@ -144,6 +145,8 @@ def query_audit(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> AuditPageOut:
+    if problem := patient_filter_problem(patient):
+        raise HTTPException(422, problem)
     filters = AuditFilter(
         patient=patient,
         user=user,
@@ -200,6 +203,8 @@ def search_audit_events(
         if bad_events:
             raise ValueError(f"unknown subtype {bad_events[0]!r}; known: {', '.join(EVENTS)}")
         outcome = _outcome_param(params.get("outcome"))
+        if problem := patient_filter_problem(params.get("patient")):
+            raise ValueError(problem)
     except (ValueError, DateParamError) as exc:
         return _operation_outcome(400, str(exc))
 

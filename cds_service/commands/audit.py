@@ -159,7 +159,7 @@ def query(
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (paging).")] = 0,
 ) -> None:
-    from cds_service.audit import EVENTS, OUTCOMES, AuditFilter
+    from cds_service.audit import EVENTS, OUTCOMES, AuditFilter, patient_filter_problem
 
     for name in event or ():
         if name not in EVENTS:
@@ -170,6 +170,8 @@ def query(
         raise typer.BadParameter(
             f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}", param_hint="--outcome"
         )
+    if problem := patient_filter_problem(patient):
+        raise typer.BadParameter(problem, param_hint="--patient")
     filters = AuditFilter(
         patient=patient,
         user=user,

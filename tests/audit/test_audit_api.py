@@ -180,6 +180,7 @@ def test_filters_and_paging(client: TestClient) -> None:
         {"outcome": "ok"},
         {"from": "9999-12-31T23:59:59-05:00"},  # year 10000 in UTC (was a 500)
         {"to": "0001-01-01T00:00:00+14:00"},  # year 0 in UTC
+        {"patient": "p" * 257},  # wider than the patient column: its audit-read was a 500
     ],
 )
 def test_bad_filters_are_422(client: TestClient, params: dict[str, Any]) -> None:
@@ -278,6 +279,7 @@ def test_fhir_date_search_and_paging(client: TestClient) -> None:
         {"date": "ge9999-12-31T23:59:59-05:00"},  # past year 9999 in UTC (these were a 500)
         {"date": "eq9999-12-31"},  # the day's end is in year 10000
         {"date": "lt0001-01-01"},  # before year 1
+        {"patient": "Patient/" + "p" * 257},  # wider than the patient column (was a 500)
     ],
 )
 def test_bad_fhir_search_is_an_operation_outcome(
@@ -317,3 +319,22 @@ def test_every_answered_read_is_itself_audited(client: TestClient) -> None:
     )
     assert event.type.code == "110101" and event.type.display == "Audit Log Used"
     assert event.action == "R"
+
+
+def test_a_patient_filter_as_wide_as_the_column_is_read_and_audited(
+    tmp_path: Path, db_url: str
+) -> None:
+    """On PostgreSQL the audit-read entry of a query whose patient filter was wider than the
+    patient column could not be stored: the read was a 500. The widest that fits is read
+    and audited; one character more is refused before anything is read."""
+    settings = Settings(
+        data_dir=tmp_path, database_url=db_url, auth=AuthSettings(audit_tokens=[PLAIN_TOKEN])
+    )
+    widest = "Patient/" + "p" * 256
+    with TestClient(create_app(settings)) as client:
+        for path in ("/audit", "/fhir/AuditEvent"):
+            assert client.get(path, params={"patient": widest}, headers=_auth()).status_code == 200
+            refused = client.get(path, params={"patient": widest + "p"}, headers=_auth())
+            assert refused.status_code in (400, 422) and "256" in refused.text
+        reads = _trail(client).query(AuditFilter(events=["audit-read"])).entries
+        assert [r.patient for r in reads] == ["p" * 256] * 2

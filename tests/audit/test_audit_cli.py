@@ -120,7 +120,13 @@ def test_query_table(trail: AuditTrail) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--event", "nonsense"], ["--from", "yesterday"], ["--outcome", "ok"]]
+    "args",
+    [
+        ["--event", "nonsense"],
+        ["--from", "yesterday"],
+        ["--outcome", "ok"],
+        ["--patient", "p" * 257],  # wider than the patient column: its audit-read failed
+    ],
 )
 def test_query_bad_input_is_a_usage_error(trail: AuditTrail, args: list[str]) -> None:
     result = runner.invoke(app, ["audit", "query", *args])

@@ -576,6 +576,25 @@ def test_an_oversized_content_length_without_a_valid_jwt_is_401_and_writes_no_au
         assert _hook_calls(client)[0] == 413
 
 
+def test_an_oversized_body_fastapi_reads_itself_is_413_not_a_parse_error(
+    sandbox_key: Any, jwks_url: str, epic_jwks_file: Any, model_dir: Any, tmp_path: Any
+) -> None:
+    """A body that is not JSON (no Content-Type, text/plain) is read by FastAPI, not by the
+    input guard, and FastAPI turns any exception of the read into 400 "There was an error
+    parsing the body": an over-limit body, declared or counted, was answered and audited
+    as malformed instead of 413."""
+    path = "/cds-services/ecg-review"
+    ehr = Ehr(TestClient(_small_limit_app(tmp_path, model_dir, jwks_url, epic_jwks_file),
+                         base_url=BASE), sandbox_key, jwks_url)  # fmt: skip
+    with ehr.client as client:
+        for content_type in ({"Content-Type": "text/plain"}, {}):
+            for body, declared in ((b"{}", {"Content-Length": "50000000"}), (b"x" * 20_000, {})):
+                headers = {"Authorization": f"Bearer {ehr.token(path)}", **content_type}
+                response = client.post(path, content=body, headers={**headers, **declared})
+                assert "max_request_bytes" in _outcome(response, 413)
+        assert _hook_calls(client) == [413] * 4
+
+
 def test_cors_preflight_allows_browser_ehrs(tmp_path: Any) -> None:
     from cds_service.app import create_app
     from cds_service.settings import Settings
