@@ -44,6 +44,8 @@ _EVENT_CODES: Final[dict[str, tuple[str, str, str, str | None]]] = {
 def to_audit_event(entry: AuditEntry, *, observer: str = "ecg-cds") -> dict[str, Any]:
     """One audit entry as an R4 AuditEvent (validated with ``fhir.resources.R4B``)."""
     type_code, type_display, action, interaction = _EVENT_CODES[entry.event]
+    if entry.event == "audit-read" and "seq" in entry.detail:
+        interaction = "read"  # one entry by its id, not a search
     subtype = [{"system": EVENT_SYSTEM, "code": entry.event, "display": entry.event}]
     if interaction:
         subtype.append({"system": RESTFUL_INTERACTION, "code": interaction})

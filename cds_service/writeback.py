@@ -134,6 +134,8 @@ def write_back(
         ) from None
     if info is None:
         raise refuse(f"no ECG with id {ecg_id} is stored")
+    if patient is None:
+        raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
     elsewhere = _other_fhir_server(info.source_uri, server)
     if elsewhere is not None:
         raise refuse(
@@ -141,8 +143,6 @@ def write_back(
             f"its {patient} names a patient there, so it is not written to another server's "
             "records"
         )
-    if patient is None:
-        raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
     if stored is None:
         raise refuse(f"ECG {ecg_id} has no classification result yet")
     version = stored.model_version

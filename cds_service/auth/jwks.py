@@ -107,8 +107,10 @@ def parse_jwks(data: Any, source: str) -> list[_Key]:
             continue
         # RFC 7517 section 4.3: key_ops says what a key is for, as use does; a key
         # published for encryption only is no more a signing key than one with use "enc".
+        # "sign" alone on a published public key is a common slip for "verify": still a
+        # signature key, so kept (refusing it would refuse every token of that EHR).
         ops = entry.get("key_ops")
-        if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        if ops is not None and (not isinstance(ops, list) or not {"verify", "sign"} & set(ops)):
             continue
         try:
             keys.append(_Key(kid or None, jwt.PyJWK(entry), entry))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from adapters import EcgFormatError, sha256_hex
+from cds_service.allow_list import UrlMalformed, normalise_url
 from cds_service.audit import Actor
 from cds_service.hooks.assess import EcgRef
 from cds_service.hooks.cache import HookCaches, caches_for
@@ -57,11 +58,19 @@ def _digest(item: Loaded, caches: HookCaches) -> str:
 def source_uri(origin: str, reference: str | None, fhir_server: str | None) -> str:
     """Where a hook's ECG came from, as stored: its ``Type/id`` under the call's fhirServer
     (prefetch is read from that server too), so a later write-back can tell whether the
-    call's ``Patient/<id>`` names a patient on the server it writes to. Without a
-    fhirServer, or without an id, the origin as the call gave it."""
-    if reference and fhir_server:
-        return f"{fhir_server.rstrip('/')}/{origin}"
-    return origin
+    call's ``Patient/<id>`` names a patient on the server it writes to. The server in its
+    normal form (the allow-list's): one without user info, query or odd characters is
+    what is stored, never the caller's text as sent. Without a usable fhirServer, or
+    without an id, the origin as the call gave it."""
+    if not (reference and fhir_server):
+        return origin
+    try:
+        server = normalise_url(fhir_server)
+    except UrlMalformed:
+        return origin
+    if server.query:
+        return origin
+    return f"{server.url.rstrip('/')}/{origin}"
 
 
 def _store(

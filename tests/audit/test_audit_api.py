@@ -319,6 +319,13 @@ def test_every_answered_read_is_itself_audited(client: TestClient) -> None:
     )
     assert event.type.code == "110101" and event.type.display == "Audit Log Used"
     assert event.action == "R"
+    interactions = {}
+    for read in (reads[0], reads[2]):
+        shown = client.get(f"/fhir/AuditEvent/{read.seq}", headers=_auth()).json()
+        interactions[read.detail["endpoint"]] = [
+            s["code"] for s in shown["subtype"] if s["system"].endswith("restful-interaction")
+        ]
+    assert interactions == {"/audit": ["search-type"], "/fhir/AuditEvent/{seq}": ["read"]}
 
 
 def test_a_patient_filter_as_wide_as_the_column_is_read_and_audited(

@@ -34,6 +34,12 @@ def test_a_hook_source_is_stored_under_the_calls_fhir_server() -> None:
     assert source_uri("DocumentReference/3 (attachment 1)", "DocumentReference/3", server) == (
         "https://ehr.example/fhir/DocumentReference/3 (attachment 1)"
     )
+    # The server in its normal form, never the caller's text: no user info, no query.
+    assert source_uri("Observation/7", "Observation/7", "https://EHR.example:443/fhir") == (
+        "https://ehr.example/fhir/Observation/7"
+    )
+    for odd in ("https://user:secret@ehr.example/fhir", "https://ehr.example/fhir?x=1"):
+        assert source_uri("Observation/7", "Observation/7", odd) == "Observation/7"
     # Nothing to say where it came from: as the call gave it.
     assert source_uri("Observation/7", "Observation/7", None) == "Observation/7"
     no_id = "Observation (prefetched, no id)"
@@ -56,6 +62,18 @@ def test_an_ecg_from_another_fhir_server_is_not_written_here(
         write_back(runtime, ecg_id)
     [entry] = runtime.audit.query(AuditFilter(events=["writeback"], ecg_id=ecg_id)).entries
     assert entry.outcome == "failure" and "Patient/42 names a patient there" in str(entry.detail)
+
+
+def test_an_ecg_without_a_patient_is_refused_for_that(
+    runtime: Runtime, ecg_path: Path, result: ClassificationResult
+) -> None:
+    """Checked before the server: the message names the missing patient, not "None"."""
+    info = runtime.ecgs.accept_bytes(
+        ecg_path.read_bytes(), source_uri="https://other-ehr.example/fhir/Observation/7"
+    )
+    runtime.jobs.store_result(info.id, result)
+    with pytest.raises(WriteBackRejected, match="not linked to a patient"):
+        write_back(runtime, info.id)
 
 
 @pytest.mark.parametrize("slash", ["", "/"])

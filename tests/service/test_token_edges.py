@@ -65,15 +65,19 @@ def test_a_key_whose_key_ops_lack_verify_is_not_a_signing_key(tmp_path: Path) ->
     """RFC 7517 section 4.3: ``key_ops`` says what a key is for, as ``use`` does. A key
     published for encryption only (``["encrypt", "wrapKey"]``) verified signatures, where
     the same key marked ``use: enc`` did not; ``["verify"]`` (node-jose, some gateways)
-    still passes, and so does a key with neither."""
-    for_encryption, for_signing, plain = _rsa(), _rsa(), _rsa()
+    still passes, and so does a key with neither, and a public key published with the
+    private key's ``["sign"]`` (a slip, but a signature key all the same: refusing it would
+    refuse every token of that EHR)."""
+    for_encryption, for_signing, plain, slipped = _rsa(), _rsa(), _rsa(), _rsa()
     client = _client(
         tmp_path,
         _jwk(for_encryption, kid="enc", key_ops=["encrypt", "wrapKey"]),
         _jwk(for_signing, kid="sig", key_ops=["verify"]),
         _jwk(plain, kid="plain"),
+        _jwk(slipped, kid="slip", key_ops=["sign"]),
         _jwk(_rsa(), kid="odd", key_ops="verify"),  # not a list: not understood, not used
     )
+    assert _status(client, _sign(slipped, "RS256", kid="slip")) == 200
     assert _status(client, _sign(for_encryption, "RS384", kid="enc")) == 401
     assert _status(client, _sign(for_encryption, "RS384")) == 401  # nor when no kid is sent
     assert _status(client, _sign(for_signing, "RS384", kid="sig")) == 200
