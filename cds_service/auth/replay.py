@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Table, bindparam, delete
 
 from cds_service.storage.tables import SeenTokenRow
 
@@ -112,6 +112,7 @@ class SqlReplayCache:
         self._lock = threading.Lock()
         self._queued: list[_Check] = []
         self._writing = False
+        self._statement: Any = None
 
     async def first_use(self, key: str, expires_at: float) -> bool:
         # surrogatepass: a jti is any JSON string, lone surrogates included
@@ -143,26 +144,36 @@ class SqlReplayCache:
     def _store(self, group: list[_Check]) -> list[bool]:
         now = time.time()
         table = cast(Table, SeenTokenRow.__table__)
-        insert = _dialect_insert(self._engine.dialect.name)
+        statement = self._claim_statement()
         answers = []
         with self._engine.begin() as connection:
             if now - self._purged_at >= self.PURGE_EVERY_S:
                 self._purged_at = now
                 connection.execute(delete(table).where(table.c.expires_at <= now))
             for check in group:
-                statement = (
-                    insert(table)
-                    .values(key=check.digest, expires_at=check.expires_at)
-                    .on_conflict_do_update(
-                        index_elements=[table.c.key],
-                        set_={"expires_at": check.expires_at},
-                        where=table.c.expires_at <= now,
-                    )
-                    .returning(table.c.key)
-                )
+                values = {"key": check.digest, "expires_at": check.expires_at, "now": now}
                 # A row back: inserted or renewed (psycopg reports no rowcount here).
-                answers.append(connection.execute(statement).first() is not None)
+                answers.append(connection.execute(statement, values).first() is not None)
         return answers
+
+    def _claim_statement(self) -> Any:
+        """INSERT the token id, or renew an expired row of it, RETURNING the key: built once
+        with bound parameters (building and compiling the construct per check was about
+        half of this writer's time per hook call)."""
+        if self._statement is None:
+            table = cast(Table, SeenTokenRow.__table__)
+            insert = _dialect_insert(self._engine.dialect.name)
+            self._statement = (
+                insert(table)
+                .values(key=bindparam("key"), expires_at=bindparam("expires_at"))
+                .on_conflict_do_update(
+                    index_elements=[table.c.key],
+                    set_={"expires_at": bindparam("expires_at")},
+                    where=table.c.expires_at <= bindparam("now"),
+                )
+                .returning(table.c.key)
+            )
+        return self._statement
 
 
 @dataclass
