@@ -17,9 +17,8 @@ from adapters import Ecg, EcgFormatError, load_ecg
 
 
 @pytest.fixture(scope="module")
-def sample(formats_dir: Path) -> tuple[pydicom.Dataset, Ecg]:
-    path = formats_dir / "dicom" / "pydicom_waveform_ecg.dcm"
-    return pydicom.dcmread(path), load_ecg(path)
+def sample(dicom_path: Path, dicom_ecg: Ecg) -> tuple[pydicom.Dataset, Ecg]:
+    return pydicom.dcmread(dicom_path), dicom_ecg
 
 
 def _load(ds: pydicom.Dataset) -> Ecg:

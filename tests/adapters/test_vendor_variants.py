@@ -27,23 +27,12 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from adapters import Ecg, EcgFormatError, load_ecg
 from adapters.dicom import AMBULATORY_ECG, GENERAL_32BIT_ECG, GENERAL_ECG
 
-DICOM = "dicom/pydicom_waveform_ecg.dcm"
 AECG = "hl7_aecg/Example_aECG_HL7_2003-12.xml"
 MUSE = "ge_muse_xml/muse-sinus.xml"
 PHILIPS = "philips_xml/129DYPRG.XML"
 
 
 # --- DICOM ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dicom_path(formats_dir: Path) -> Path:
-    return formats_dir / DICOM
-
-
-@pytest.fixture(scope="module")
-def dicom_ecg(dicom_path: Path) -> Ecg:
-    return load_ecg(dicom_path)
 
 
 def _bytes(ds: pydicom.Dataset) -> bytes:
