@@ -136,6 +136,28 @@ class AuditTrail(GroupCommit):
             [AuditRecord(event, outcome, actor, patient, ecg_id, model_version, detail)]
         )
 
+    def record_read(
+        self,
+        reader: Actor,
+        endpoint: str,
+        query: Sequence[tuple[str, str]],
+        patient: str | None,
+        returned: int,
+        seq: int | None = None,
+    ) -> None:
+        """The ``audit-read`` entry of one answered read of the trail (HTTP or CLI): who read,
+        where, with which filters (``query``: name and value pairs), about which patient, and
+        how many entries went out. Reading the trail is access to the patient references in
+        it. Call it after the page is read, so a page never holds its own read."""
+        detail: dict[str, Any] = {
+            "endpoint": endpoint,
+            "query": [[name, value] for name, value in query],
+            "returned": returned,
+        }
+        if seq is not None:
+            detail["seq"] = seq
+        self.record("audit-read", actor=reader, patient=patient, detail=detail)
+
     def record_many(
         self,
         records: Sequence[AuditRecord],

@@ -159,7 +159,8 @@ def query_audit(
         ecg_id=ecg_id,
     )
     page = trail.query(filters, limit=limit, offset=offset)
-    _record_read(trail, reader, "/audit", request, filters.patient, len(page.entries))
+    query = request.query_params.multi_items()
+    trail.record_read(reader, "/audit", query, filters.patient, len(page.entries))
     return AuditPageOut(
         total=page.total,
         limit=page.limit,
@@ -217,7 +218,9 @@ def search_audit_events(
         ecg_id=params.get("entity-id"),
     )
     page = trail.query(filters, limit=count, offset=offset)
-    _record_read(trail, reader, "/fhir/AuditEvent", request, filters.patient, len(page.entries))
+    trail.record_read(
+        reader, "/fhir/AuditEvent", params.multi_items(), filters.patient, len(page.entries)
+    )
     base = settings.public_base_url.rstrip("/") + "/fhir"
     kept = [(k, v) for k, v in params.multi_items() if k not in ("_offset", "_count")]
 
@@ -268,31 +271,12 @@ def read_audit_event(
     entry = trail.get(seq)
     if entry is None:
         return _operation_outcome(404, f"AuditEvent/{seq} does not exist", code="not-found")
-    _record_read(trail, reader, "/fhir/AuditEvent/{seq}", request, entry.patient, 1, seq=seq)
+    query = request.query_params.multi_items()
+    trail.record_read(reader, "/fhir/AuditEvent/{seq}", query, entry.patient, 1, seq=seq)
     return JSONResponse(to_audit_event(entry), media_type=FHIR_JSON)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _record_read(
-    trail: AuditTrail,
-    reader: Actor,
-    endpoint: str,
-    request: Request,
-    patient: str | None,
-    returned: int,
-    seq: int | None = None,
-) -> None:
-    """The ``audit-read`` entry of one answered read (see the module docstring)."""
-    detail: dict[str, Any] = {
-        "endpoint": endpoint,
-        "query": [[k, v] for k, v in request.query_params.multi_items()],
-        "returned": returned,
-    }
-    if seq is not None:
-        detail["seq"] = seq
-    trail.record("audit-read", actor=reader, patient=patient, detail=detail)
 
 
 def _utc(ts: datetime | None, name: str) -> datetime | None:

@@ -87,7 +87,7 @@ def _record_read(
     trail: AuditTrail, filters: AuditFilter, offset: int, limit: int, every: bool, returned: int
 ) -> None:
     """The ``audit-read`` entry of this query, as the HTTP audit API writes one per answered
-    read: reading the trail is access to the patient references it holds."""
+    read (:meth:`AuditTrail.record_read`)."""
     import getpass
 
     from cds_service.audit import Actor
@@ -97,15 +97,11 @@ def _record_read(
     except (KeyError, OSError):  # a container user without a passwd entry
         who = "unknown"
     given = {k: v for k, v in dataclasses.asdict(filters).items() if v not in (None, ())}
-    query = [[k, ",".join(v) if isinstance(v, (list, tuple)) else str(v)] for k, v in given.items()]
-    query.append(["offset", str(offset)])
-    query.append(["all", "true"] if every else ["limit", str(limit)])
-    trail.record(
-        "audit-read",
-        actor=Actor(client=f"ecg-cds audit query ({who})"),
-        patient=filters.patient,
-        detail={"endpoint": "ecg-cds audit query", "query": query, "returned": returned},
-    )
+    query = [(k, ",".join(v) if isinstance(v, (list, tuple)) else str(v)) for k, v in given.items()]
+    query.append(("offset", str(offset)))
+    query.append(("all", "true") if every else ("limit", str(limit)))
+    reader = Actor(client=f"ecg-cds audit query ({who})")
+    trail.record_read(reader, "ecg-cds audit query", query, filters.patient, returned)
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
