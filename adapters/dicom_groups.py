@@ -34,16 +34,13 @@ def pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
     :data:`MAX_MEDIAN_BEAT_S` beside the rhythm is the median beat.
     """
     labels = [str(g.get("MultiplexGroupLabel", "")).upper() for g in groups]
+    originality = [str(g.get("WaveformOriginality", "")).upper() for g in groups]
     median = next(
         (i for i, lab in enumerate(labels) if any(word in lab for word in MEDIAN_LABELS)), None
     )
     rhythm = next((i for i, lab in enumerate(labels) if "RHYTHM" in lab), None)
     if rhythm is None:
-        originals = [
-            i
-            for i, g in enumerate(groups)
-            if str(g.get("WaveformOriginality", "")).upper() == "ORIGINAL" and i != median
-        ]
+        originals = [i for i, o in enumerate(originality) if o == "ORIGINAL" and i != median]
         others = [i for i in range(len(groups)) if i != median]
         if not others:  # one averaged beat is not a recording to classify
             raise EcgFormatError(
@@ -58,7 +55,7 @@ def pick_groups(groups: list[Dataset], where: str) -> tuple[int, int | None]:
                 i
                 for i, g in enumerate(groups)
                 if i != rhythm
-                and str(g.get("WaveformOriginality", "")).upper() == "DERIVED"
+                and originality[i] == "DERIVED"
                 and 0 < _duration_s(g) <= MAX_MEDIAN_BEAT_S
             ),
             None,

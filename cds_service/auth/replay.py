@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import Executable, Table, bindparam, delete
 
 from cds_service.storage.tables import SeenTokenRow
 
@@ -112,7 +112,7 @@ class SqlReplayCache:
         self._lock = threading.Lock()
         self._queued: list[_Check] = []
         self._writing = False
-        self._statement: Any = None
+        self._statement: Executable | None = None
 
     async def first_use(self, key: str, expires_at: float) -> bool:
         # surrogatepass: a jti is any JSON string, lone surrogates included
@@ -156,7 +156,7 @@ class SqlReplayCache:
                 answers.append(connection.execute(statement, values).first() is not None)
         return answers
 
-    def _claim_statement(self) -> Any:
+    def _claim_statement(self) -> Executable:
         """INSERT the token id, or renew an expired row of it, RETURNING the key: built once
         with bound parameters (building and compiling the construct per check was about
         half of this writer's time per hook call)."""
