@@ -11,10 +11,9 @@ import pydicom
 from markdown_it import MarkdownIt
 
 from tests.security.conftest import Ehr
-from tests.service.ehr import document_reference, hook_body, searchset
+from tests.service.ehr import ALL_NULL, document_reference, hook_body, searchset
 
 EVIL_ID = "[click me](javascript:alert(5))"
-ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
 
 
 def _unique_dicom(dicom_bytes: bytes) -> bytes:

@@ -12,10 +12,7 @@ import pytest
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
 from tests.security.conftest import Ehr
 from tests.security.listener import Listener
-from tests.service.ehr import RecordingServer, fhir_authorization, hook_body, searchset
-
-ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
-
+from tests.service.ehr import ALL_NULL, RecordingServer, fhir_authorization, hook_body, searchset
 
 # -- the one check ----------------------------------------------------------------------------
 

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from tests.security.conftest import Ehr
-from tests.service.ehr import RecordingServer, hook_body
+from tests.service.ehr import ALL_NULL, RecordingServer, hook_body
 
-ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
 SUBJECT = {"reference": "Patient/test-patient"}
 
 

@@ -209,3 +209,17 @@ def find_empty(value: Any, path: str = "$") -> list[str]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+#: A hook call's prefetch with every ECG template answered as empty (nothing to classify).
+ALL_NULL = {"ecgObservations": None, "ecgDocuments": None, "ecgImagingStudies": None}
+
+
+def outcome_diagnostics(response: Any, status: int) -> str:
+    """The diagnostics of an OperationOutcome answered with ``status``, checked as one: the
+    status, the resource type, no empty elements (FHIR forbids them)."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert find_empty(body) == []
+    return " ".join(issue["diagnostics"] for issue in body["issue"])
