@@ -15,10 +15,7 @@ are PHI). Bad input gets an OperationOutcome naming what is wrong, and an audit 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
@@ -28,13 +25,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 
 from adapters import EcgFormatError, EcgTooLarge
 from cds_service.api.deps import get_runtime
+from cds_service.api.ecg_bodies import (
+    JSON_TYPES,
+    RAW_TYPES,
+    InputProblem,
+    from_fhir_json,
+    multipart_files,
+    operation_outcome,
+    problem_response,
+    read_limited,
+)
 from cds_service.audit import Actor, AuditError
 from cds_service.auth.static_tokens import require_static_bearer
-from cds_service.errors import BodyTooLarge, body_limit
+from cds_service.errors import body_limit
 from cds_service.runtime import Runtime
 from cds_service.storage.records import EcgInfo, StoredResult
 
@@ -42,41 +48,7 @@ router = APIRouter(prefix="/ecgs", tags=["ecgs"])
 
 #: Documents the scheme in OpenAPI; the check itself is :func:`require_ingest_token`.
 _bearer_scheme = HTTPBearer(auto_error=False, description="A token from auth.ingest_tokens")
-_RAW_TYPES = {
-    "application/octet-stream",
-    "application/dicom",
-    "application/xml",
-    "text/xml",
-    "application/hl7-v3+xml",
-}
-_JSON_TYPES = {"application/json", "application/fhir+json"}
 MAX_WAIT_S = 10.0
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-
-class InputProblem(Exception):
-    """Bad input: answered with an OperationOutcome and recorded in the audit trail."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def operation_outcome(message: str, code: str = "invalid") -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": message}],
-    }
-
-
-def _problem_response(problem: InputProblem) -> JSONResponse:
-    return JSONResponse(
-        operation_outcome(problem.message, problem.code),
-        status_code=problem.status,
-        media_type="application/fhir+json",
-    )
 
 
 # -- dependencies -------------------------------------------------------------------------------
@@ -163,114 +135,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# -- body parsing -------------------------------------------------------------------------------
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise InputProblem(
-            413,
-            "too-costly",
-            f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
-        )
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _over_limit(limit)
-            chunks.append(chunk)
-    except BodyTooLarge:  # the size middleware counted first: answered and audited here
-        raise _over_limit(limit) from None
-    return b"".join(chunks)
-
-
-def _over_limit(limit: int) -> InputProblem:
-    return InputProblem(
-        413, "too-costly", f"body is over the {limit}-byte limit (setting max_request_bytes)"
-    )
-
-
-async def _multipart_files(request: Request, limit: int) -> dict[str, bytes]:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise InputProblem(
-            413,
-            "too-costly",
-            f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
-        )
-    try:
-        form = await request.form(max_files=16, max_fields=16)
-    except BodyTooLarge:  # a chunked body past the limit is not a malformed one
-        raise _over_limit(limit) from None
-    except Exception as exc:  # starlette raises its own MultiPartException on malformed bodies
-        raise InputProblem(400, "invalid", f"malformed multipart body: {exc}") from None
-    files: dict[str, bytes] = {}
-    total = 0
-    try:
-        for _key, value in form.multi_items():
-            if not isinstance(value, UploadFile):
-                continue
-            data = await value.read()
-            total += len(data)
-            if total > limit:
-                raise InputProblem(413, "too-costly", f"upload is over the {limit}-byte limit")
-            name = (value.filename or f"part{len(files)}").replace("\\", "/").rsplit("/", 1)[-1]
-            if name in files:
-                # One name is one file of the record: keeping either would drop the other.
-                raise InputProblem(
-                    400,
-                    "invalid",
-                    f"file name {name!r} is sent more than once (folders in part names are "
-                    "dropped); send each file once, under its own name",
-                )
-            files[name] = data
-    finally:
-        await form.close()
-    if not files:
-        raise InputProblem(
-            400, "required", "multipart body has no file part; send the ECG as a 'file' part"
-        )
-    return files
-
-
-def _from_fhir_json(body: bytes) -> bytes:
-    """The ECG bytes in a FHIR resource: an Observation as is, a DocumentReference attachment."""
-    try:
-        resource = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
-        raise InputProblem(400, "structure", f"body is not valid JSON: {exc}") from None
-    if not isinstance(resource, dict) or "resourceType" not in resource:
-        raise InputProblem(422, "structure", "JSON body is not a FHIR resource (no resourceType)")
-    kind = resource["resourceType"]
-    if kind == "Observation":
-        return body
-    if kind == "DocumentReference":
-        try:
-            attachment = resource["content"][0]["attachment"]
-        except (KeyError, IndexError, TypeError):
-            raise InputProblem(
-                422, "required", "DocumentReference has no content[0].attachment"
-            ) from None
-        data = attachment.get("data") if isinstance(attachment, dict) else None
-        if not data:
-            raise InputProblem(
-                422,
-                "not-supported",
-                "DocumentReference attachment has no inline data; attachment.url is not "
-                "fetched, send the file itself",
-            )
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise InputProblem(422, "invalid", "attachment.data is not valid base64") from None
-    raise InputProblem(
-        422, "not-supported", f"resourceType {kind!r}: send an Observation or a DocumentReference"
-    )
-
-
 # -- endpoints ----------------------------------------------------------------------------------
 
 
@@ -297,18 +161,18 @@ async def upload_ecg(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":
-            files = await _multipart_files(request, limit)
+            files = await multipart_files(request, limit)
             info = await run_in_threadpool(
                 runtime.ecgs.accept_files, files, patient_ref=patient, actor=actor,
                 source_uri=None if len(files) > 1 else next(iter(files)),
             )  # fmt: skip
-        elif content_type in _JSON_TYPES:
-            data = _from_fhir_json(await _read_limited(request, limit))
+        elif content_type in JSON_TYPES:
+            data = from_fhir_json(await read_limited(request, limit))
             info = await run_in_threadpool(
                 runtime.ecgs.accept_bytes, data, patient_ref=patient, actor=actor
             )
-        elif content_type in _RAW_TYPES:
-            data = await _read_limited(request, limit)
+        elif content_type in RAW_TYPES:
+            data = await read_limited(request, limit)
             if not data:
                 raise InputProblem(400, "required", "the body is empty; send the ECG file")
             info = await run_in_threadpool(
@@ -328,10 +192,10 @@ async def upload_ecg(
             413 if too_large else 400, "too-costly" if too_large else "invalid", str(exc)
         )
         _audit_refusal(runtime, actor, patient, problem)
-        return _problem_response(problem)
+        return problem_response(problem)
     except InputProblem as problem:
         _audit_refusal(runtime, actor, patient, problem)
-        return _problem_response(problem)
+        return problem_response(problem)
     await run_in_threadpool(runtime.jobs.submit, info.id)
     result = None
     if wait_s > 0:
