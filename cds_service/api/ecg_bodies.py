@@ -58,13 +58,7 @@ def problem_response(problem: InputProblem) -> JSONResponse:
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise InputProblem(
-            413,
-            "too-costly",
-            f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
-        )
+    _refuse_declared_excess(request, limit)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -78,13 +72,8 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def over_limit(limit: int) -> InputProblem:
-    return InputProblem(
-        413, "too-costly", f"body is over the {limit}-byte limit (setting max_request_bytes)"
-    )
-
-
-async def multipart_files(request: Request, limit: int) -> dict[str, bytes]:
+def _refuse_declared_excess(request: Request, limit: int) -> None:
+    """A declared Content-Length over the limit is refused before any of the body is read."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise InputProblem(
@@ -92,6 +81,16 @@ async def multipart_files(request: Request, limit: int) -> dict[str, bytes]:
             "too-costly",
             f"body is {length} bytes, over the {limit}-byte limit (setting max_request_bytes)",
         )
+
+
+def over_limit(limit: int) -> InputProblem:
+    return InputProblem(
+        413, "too-costly", f"body is over the {limit}-byte limit (setting max_request_bytes)"
+    )
+
+
+async def multipart_files(request: Request, limit: int) -> dict[str, bytes]:
+    _refuse_declared_excess(request, limit)
     try:
         form = await request.form(max_files=16, max_fields=16)
     except BodyTooLarge:  # a chunked body past the limit is not a malformed one
