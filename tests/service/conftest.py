@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.ehr import EhrKey, RecordingServer, jwks, sandbox_claims
+from tests.service.cards import cards_of, prefetch_with
+from tests.service.ehr import (
+    EhrKey,
+    RecordingServer,
+    document_reference,
+    hook_body,
+    jwks,
+    sandbox_claims,
+    searchset,
+)
 
 if TYPE_CHECKING:
     from cds_service.runtime import Runtime
@@ -160,3 +169,18 @@ def ptbxl_observation(ptbxl_dir: Path) -> dict[str, Any]:
     )
     observation["effectiveDateTime"] = "2023-03-14T09:30:00Z"
     return observation
+
+
+@pytest.fixture(scope="module")
+def review_response(
+    ehr: Ehr, dicom_bytes: bytes, aecg_bytes: bytes, ptbxl_observation: dict[str, Any]
+) -> dict[str, Any]:
+    prefetch = prefetch_with(
+        ecgObservations=searchset(ptbxl_observation),
+        ecgDocuments=searchset(
+            document_reference("dicom-1", dicom_bytes, "application/dicom", "2024-05-01T10:00:00Z"),
+            document_reference("aecg-1", aecg_bytes, "application/xml", "2022-01-02T08:00:00Z"),
+        ),
+    )
+    response = ehr.call("ecg-review", hook_body(prefetch=prefetch))
+    return {"cards": cards_of(response)}

@@ -19,9 +19,9 @@ from cds_service.audit import AuditFilter
 from cds_service.hooks import handlers
 from cds_service.hooks.cache import caches_for
 from cds_service.hooks.sources import candidates_from, canonical_json
+from tests.service.cards import cards_of, ecg_cards, prefetch_with
 from tests.service.conftest import BASE, SANDBOX_ISS, Ehr
 from tests.service.ehr import EhrKey, hook_body, sandbox_claims, searchset
-from tests.service.test_hooks import _cards, _ecg_cards, _prefetch
 
 PATH = "/cds-services/ecg-review"
 
@@ -57,13 +57,13 @@ def _audited(ehr: Ehr, hook_instance: str, card_uuids: list[str]) -> None:
 def test_cached_calls_skip_the_full_path_and_each_is_audited_before_its_answer(
     ehr: Ehr, ptbxl_observation: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    prefetch = _prefetch(ecgObservations=searchset(ptbxl_observation))
-    first = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    prefetch = prefetch_with(ecgObservations=searchset(ptbxl_observation))
+    first = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert len(first) == 1
     _no_full_path(monkeypatch)
     for _ in range(3):
         body = hook_body(prefetch=prefetch)
-        cards = _ecg_cards(_cards(ehr.call("ecg-review", body)))
+        cards = ecg_cards(cards_of(ehr.call("ecg-review", body)))
         assert [c["summary"] for c in cards] == [first[0]["summary"]]
         assert cards[0]["uuid"] != first[0]["uuid"]
         _audited(ehr, body["hookInstance"], [c["uuid"] for c in cards])
@@ -74,20 +74,20 @@ def test_a_call_without_ecgs_is_answered_and_audited_without_the_full_path(
     ehr: Ehr, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _no_full_path(monkeypatch)
-    body = hook_body(prefetch=_prefetch())
-    assert _cards(ehr.call("ecg-review", body)) == []
+    body = hook_body(prefetch=prefetch_with())
+    assert cards_of(ehr.call("ecg-review", body)) == []
     _audited(ehr, body["hookInstance"], [])
 
 
 def test_a_replayed_token_is_refused_on_a_cached_call(
     ehr: Ehr, sandbox_key: EhrKey, ptbxl_observation: dict[str, Any]
 ) -> None:
-    prefetch = _prefetch(ecgObservations=searchset(ptbxl_observation))
+    prefetch = prefetch_with(ecgObservations=searchset(ptbxl_observation))
     ehr.call("ecg-review", hook_body(prefetch=prefetch))  # cached from here on
     token = sandbox_key.sign(sandbox_claims(SANDBOX_ISS, BASE + PATH), jku=ehr.jku)
     headers = {"Authorization": f"Bearer {token}"}
     first = ehr.client.post(PATH, json=hook_body(prefetch=prefetch), headers=headers)
-    assert first.status_code == 200 and _ecg_cards(first.json()["cards"])
+    assert first.status_code == 200 and ecg_cards(first.json()["cards"])
     replayed = ehr.client.post(PATH, json=hook_body(prefetch=prefetch), headers=headers)
     assert replayed.status_code == 401 and replayed.content == b""
     failures = ehr.runtime.audit.query(AuditFilter(events=("auth-failure",)), limit=20).entries
@@ -116,10 +116,10 @@ def test_a_result_of_the_current_model_replaces_an_older_versions_in_later_calls
     )
     older = dataclasses.replace(result, model_version=f"{current}-older")
     runtime.jobs.store_results([(info.id, older)])
-    prefetch = _prefetch(ecgObservations=searchset(observation))
+    prefetch = prefetch_with(ecgObservations=searchset(observation))
 
     def shown_version() -> str:
-        [card] = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+        [card] = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
         return str(card["source"]["label"]).rsplit(" ", 1)[-1]
 
     assert shown_version() == older.model_version
@@ -142,12 +142,12 @@ def test_an_ecg_removed_behind_the_process_is_stored_again_not_a_failed_call(
     ehr: Ehr, ptbxl_dir: Path
 ) -> None:
     observation = _observation(ptbxl_dir, "00012", "2018-12-12T12:00:00Z")
-    prefetch = _prefetch(ecgObservations=searchset(observation))
-    [before] = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    prefetch = prefetch_with(ecgObservations=searchset(observation))
+    [before] = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     ecg_id = _card_ecg(ehr, before["uuid"])
     with ehr.runtime.engine.begin() as conn:  # an operator's clean-up, behind our back
         conn.execute(text("DELETE FROM ecgs WHERE id = :id"), {"id": ecg_id})
-    [after] = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    [after] = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert after["summary"] == before["summary"]
     stored_again = _card_ecg(ehr, after["uuid"])
     assert stored_again is not None and stored_again != ecg_id
@@ -171,8 +171,8 @@ def test_a_new_ecgs_call_makes_its_quick_key_once(
     monkeypatch.setattr(load, "quick_key", counted)
     observation = _observation(ptbxl_dir, "00004", "2021-05-06T07:08:09Z")
     observation["id"] = "quick-key-once"  # bytes no other test sends: a never-seen ECG
-    prefetch = _prefetch(ecgObservations=searchset(observation))
-    cards = _cards(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
+    prefetch = prefetch_with(ecgObservations=searchset(observation))
+    cards = cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
     assert cards  # a result card or the pending notice: either way the full path ran
     assert len(made) == 1 and made[0] is not None
     digest = caches_for(ehr.runtime.ecgs).digests.get(made[0])

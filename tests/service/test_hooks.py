@@ -11,70 +11,10 @@ import uuid
 from typing import Any
 
 import pytest
-from fhir.resources.R4B.diagnosticreport import DiagnosticReport
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from tests.service.cards import cards_of, ecg_cards, prefetch_with
 from tests.service.conftest import Ehr
-from tests.service.ehr import (
-    ALL_NULL,
-    document_reference,
-    find_empty,
-    hook_body,
-    outcome_diagnostics,
-    searchset,
-)
-
-R4B_MODELS: dict[str, Any] = {
-    "Observation": Observation,
-    "DiagnosticReport": DiagnosticReport,
-    "ServiceRequest": ServiceRequest,
-}
-
-
-def _prefetch(**present: Any) -> dict[str, Any]:
-    return {**ALL_NULL, **present}
-
-
-def _check_card(card: dict[str, Any]) -> None:
-    """The spec's card rules, checked field by field."""
-    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140
-    assert card["indicator"] in ("info", "warning", "critical")
-    assert card["source"]["label"]
-    uuid.UUID(card["uuid"])
-    if "suggestions" in card:
-        assert card["selectionBehavior"] in ("at-most-one", "any")
-        for suggestion in card["suggestions"]:
-            assert suggestion["label"]
-            uuid.UUID(suggestion["uuid"])
-            for action in suggestion["actions"]:
-                assert action["type"] in ("create", "update", "delete")
-                assert action["description"]
-                if action["type"] in ("create", "update"):
-                    resource = action["resource"]
-                    R4B_MODELS[resource["resourceType"]].model_validate(resource)
-                else:
-                    assert "/" in action["resourceId"]
-    for reason in card.get("overrideReasons", []):
-        assert reason["system"] and reason["code"] and reason["display"]
-    for link in card.get("links", []):
-        assert link["label"] and link["url"] and link["type"] in ("absolute", "smart")
-
-
-def _cards(response: Any) -> list[dict[str, Any]]:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    # "cards" is required even when empty (the one list the spec wants present and empty)
-    assert [p for p in find_empty(body) if p != "$.cards"] == []
-    assert set(body) <= {"cards", "systemActions"}
-    for card in body["cards"]:
-        _check_card(card)
-    return list(body["cards"])
-
-
-def _ecg_cards(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for c in cards if c["summary"].startswith("AI ECG")]
-
+from tests.service.ehr import document_reference, find_empty, hook_body, searchset
 
 # ---------------------------------------------------------------------------- discovery
 
@@ -103,23 +43,8 @@ def test_discovery_lists_the_services_with_prefetch_templates(ehr: Ehr) -> None:
 # ---------------------------------------------------------------------------- cards
 
 
-@pytest.fixture(scope="module")
-def review_response(
-    ehr: Ehr, dicom_bytes: bytes, aecg_bytes: bytes, ptbxl_observation: dict[str, Any]
-) -> dict[str, Any]:
-    prefetch = _prefetch(
-        ecgObservations=searchset(ptbxl_observation),
-        ecgDocuments=searchset(
-            document_reference("dicom-1", dicom_bytes, "application/dicom", "2024-05-01T10:00:00Z"),
-            document_reference("aecg-1", aecg_bytes, "application/xml", "2022-01-02T08:00:00Z"),
-        ),
-    )
-    response = ehr.call("ecg-review", hook_body(prefetch=prefetch))
-    return {"cards": _cards(response)}
-
-
 def test_patient_view_gives_one_card_per_ecg(review_response: dict[str, Any]) -> None:
-    cards = _ecg_cards(review_response["cards"])
+    cards = ecg_cards(review_response["cards"])
     assert len(cards) == 3
     summaries = " ".join(c["summary"] for c in cards)
     for date in ("2024-05-01", "2023-03-14", "2022-01-02"):  # each card names its ECG date
@@ -127,7 +52,7 @@ def test_patient_view_gives_one_card_per_ecg(review_response: dict[str, Any]) ->
 
 
 def test_cards_carry_detail_source_and_links(review_response: dict[str, Any]) -> None:
-    for card in _ecg_cards(review_response["cards"]):
+    for card in ecg_cards(review_response["cards"]):
         detail = card["detail"]
         assert "Measurements" in detail and "Signal quality" in detail
         assert "ecg-clip" in detail  # the model version
@@ -139,7 +64,7 @@ def test_cards_carry_detail_source_and_links(review_response: dict[str, Any]) ->
 def test_suggestions_create_ai_labelled_observation_and_report(
     review_response: dict[str, Any],
 ) -> None:
-    by_date = {c["summary"].split(":")[0]: c for c in _ecg_cards(review_response["cards"])}
+    by_date = {c["summary"].split(":")[0]: c for c in ecg_cards(review_response["cards"])}
     dicom_card = next(c for k, c in by_date.items() if "2024-05-01" in k)
     actions = [a for s in dicom_card["suggestions"] for a in s["actions"]]
     observation = next(
@@ -161,7 +86,7 @@ def test_suggestions_create_ai_labelled_observation_and_report(
 def test_observation_prefetch_is_derived_from_its_observation(
     review_response: dict[str, Any],
 ) -> None:
-    card = next(c for c in _ecg_cards(review_response["cards"]) if "2023-03-14" in c["summary"])
+    card = next(c for c in ecg_cards(review_response["cards"]) if "2023-03-14" in c["summary"])
     observation = card["suggestions"][0]["actions"][0]["resource"]
     assert observation["derivedFrom"] == [{"reference": "Observation/ptbxl-00001"}]
 
@@ -178,10 +103,10 @@ def test_second_call_for_the_same_ecg_reuses_the_cached_result(
         if i.sha256 == sha
     ]
     assert stored is not None
-    prefetch = _prefetch(
+    prefetch = prefetch_with(
         ecgDocuments=searchset(document_reference("dicom-1", dicom_bytes, "application/dicom"))
     )
-    cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    cards = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert len(cards) == 1
     again = ehr.runtime.jobs.result(info.id)
     assert again.created_at == stored.created_at  # the same stored result, not a new run
@@ -218,15 +143,15 @@ def test_repeated_call_answers_the_same_cards_with_their_own_ids(
 ) -> None:
     from cds_service.audit import AuditFilter
 
-    prefetch = _prefetch(
+    prefetch = prefetch_with(
         ecgObservations=searchset(ptbxl_observation),
         ecgDocuments=searchset(
             document_reference("dicom-1", dicom_bytes, "application/dicom", "2024-05-01T10:00:00Z"),
             document_reference("aecg-1", aecg_bytes, "application/xml", "2022-01-02T08:00:00Z"),
         ),
     )
-    first = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
-    again = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    first = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    again = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert [_without_ids(c) for c in again] == [_without_ids(c) for c in first]
     for old, new in zip(first, again, strict=True):
         assert _ids(new).isdisjoint(_ids(old))
@@ -247,7 +172,7 @@ def _ids(card: dict[str, Any]) -> set[str]:
 def test_cards_are_remembered_and_audited(ehr: Ehr, review_response: dict[str, Any]) -> None:
     from cds_service.audit import AuditFilter
 
-    card = _ecg_cards(review_response["cards"])[0]
+    card = ecg_cards(review_response["cards"])[0]
     assert ehr.runtime.cards.get_card(card["uuid"])["summary"] == card["summary"]
     page = ehr.runtime.audit.query(AuditFilter(events=("card",)), limit=200)
     assert any(card["uuid"] in str(e.to_dict()) for e in page.entries)
@@ -255,8 +180,8 @@ def test_cards_are_remembered_and_audited(ehr: Ehr, review_response: dict[str, A
 
 def test_unreadable_attachment_is_named_in_an_info_card(ehr: Ehr) -> None:
     garbage = document_reference("junk-1", b"this is not an ECG at all", "application/dicom")
-    cards = _cards(
-        ehr.call("ecg-review", hook_body(prefetch=_prefetch(ecgDocuments=searchset(garbage))))
+    cards = cards_of(
+        ehr.call("ecg-review", hook_body(prefetch=prefetch_with(ecgDocuments=searchset(garbage))))
     )
     [card] = cards
     assert card["indicator"] == "info"
@@ -266,147 +191,17 @@ def test_unreadable_attachment_is_named_in_an_info_card(ehr: Ehr) -> None:
 
 def test_no_ecgs_gives_no_cards(ehr: Ehr) -> None:
     empty = {"resourceType": "Bundle", "type": "searchset", "total": 0}
-    cards = _cards(ehr.call("ecg-review", hook_body(prefetch=_prefetch(ecgObservations=empty))))
+    cards = cards_of(
+        ehr.call("ecg-review", hook_body(prefetch=prefetch_with(ecgObservations=empty)))
+    )
     assert cards == []
-
-
-# ---------------------------------------------------------------------------- order hooks
-
-
-def _orders(drug: str) -> tuple[dict[str, Any], list[str]]:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "MedicationRequest",
-                    "id": "draft-1",
-                    "status": "draft",
-                    "intent": "order",
-                    "medicationCodeableConcept": {"text": drug},
-                    "subject": {"reference": "Patient/test-patient"},
-                }
-            }
-        ],
-    }
-    return bundle, ["MedicationRequest/draft-1"]
-
-
-def test_order_select_without_a_qt_drug_gives_no_cards(ehr: Ehr) -> None:
-    orders, selections = _orders("paracetamol 500 mg tablet")
-    body = hook_body(prefetch=ALL_NULL, hook="order-select")
-    body["context"].update(draftOrders=orders, selections=selections)
-    assert _cards(ehr.call("ecg-qt-drug-check", body)) == []
-
-
-def test_order_select_qt_drug_without_ecg_suggests_a_baseline_ecg(ehr: Ehr) -> None:
-    orders, selections = _orders("Sotalol hydrochloride 80 mg oral tablet")
-    body = hook_body(prefetch=ALL_NULL, hook="order-select")
-    body["context"].update(draftOrders=orders, selections=selections)
-    [card] = _cards(ehr.call("ecg-qt-drug-check", body))
-    assert "sotalol" in card["summary"] and "no ECG" in card["summary"]
-    request = card["suggestions"][0]["actions"][0]["resource"]
-    assert request["resourceType"] == "ServiceRequest"
-    assert request["code"]["coding"][0]["code"] == "11524-6"
-
-
-def test_order_sign_with_qt_drug_and_ecg_answers_conformant_cards(
-    ehr: Ehr, dicom_bytes: bytes, review_response: dict[str, Any]
-) -> None:
-    orders, _ = _orders("haloperidol 5 mg injection")
-    prefetch = _prefetch(
-        ecgDocuments=searchset(document_reference("dicom-1", dicom_bytes, "application/dicom"))
-    )
-    body = hook_body(prefetch=prefetch, hook="order-sign")
-    body["context"]["draftOrders"] = orders
-    for card in _cards(ehr.call("ecg-qt-drug-sign", body)):
-        assert "haloperidol" in card["summary"]
-        assert card["indicator"] in ("warning", "critical")
-
-
-# ---------------------------------------------------------------------------- feedback
-
-
-def _feedback_path(service: str = "ecg-review") -> str:
-    return f"/cds-services/{service}/feedback"
-
-
-def test_feedback_accepted_is_stored_against_card_and_ecg(
-    ehr: Ehr, review_response: dict[str, Any]
-) -> None:
-    card = _ecg_cards(review_response["cards"])[0]
-    suggestion = card["suggestions"][0]["uuid"]
-    body = {
-        "feedback": [
-            {
-                "card": card["uuid"],
-                "outcome": "accepted",
-                "acceptedSuggestions": [{"id": suggestion}],
-                "outcomeTimestamp": "2026-11-25T12:00:00Z",
-            }
-        ]
-    }
-    response = ehr.post(_feedback_path(), body)
-    assert response.status_code == 200, response.text
-    assert find_empty(response.json()) == []
-    stored_card = ehr.runtime.cards.get_card(card["uuid"])
-    assert stored_card is not None
-    ecg_ids = [
-        i.id for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient", limit=100)
-    ]
-    feedback = [f for ecg_id in ecg_ids for f in ehr.runtime.cards.feedback_for(ecg_id)]
-    mine = [f for f in feedback if f.card_uuid == card["uuid"]]
-    assert mine and mine[0].outcome == "accepted"
-    assert mine[0].accepted_suggestions == [suggestion]
-    assert mine[0].card_known and mine[0].ecg_id in ecg_ids
-
-
-def test_feedback_overridden_keeps_the_reason_and_repeats_are_allowed(
-    ehr: Ehr, review_response: dict[str, Any]
-) -> None:
-    card = _ecg_cards(review_response["cards"])[1]
-    reason = card["overrideReasons"][0]
-    body = {
-        "feedback": [
-            {
-                "card": card["uuid"],
-                "outcome": "overridden",
-                "overrideReason": {"reason": reason, "userComment": "artefact in V1"},
-                "outcomeTimestamp": "2026-11-25T12:01:00Z",
-            }
-        ]
-    }
-    for _ in range(2):  # the same card may get feedback more than once
-        assert ehr.post(_feedback_path(), body).status_code == 200
-    ecg_id = next(
-        i.id
-        for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient", limit=100)
-        if any(f.card_uuid == card["uuid"] for f in ehr.runtime.cards.feedback_for(i.id))
-    )
-    mine = [f for f in ehr.runtime.cards.feedback_for(ecg_id) if f.card_uuid == card["uuid"]]
-    assert len(mine) == 2
-    assert mine[0].override_reason["code"] == reason["code"]
-    assert mine[0].user_comment == "artefact in V1"
-
-
-@pytest.mark.parametrize(
-    "item",
-    [
-        {"card": "x", "outcome": "accepted", "outcomeTimestamp": "2026-11-25T12:00:00Z"},
-        {"card": "x", "outcome": "maybe", "outcomeTimestamp": "2026-11-25T12:00:00Z"},
-        {"card": "x", "outcome": "overridden"},
-    ],
-)
-def test_malformed_feedback_is_400(ehr: Ehr, item: dict[str, Any]) -> None:
-    outcome_diagnostics(ehr.post(_feedback_path(), {"feedback": [item]}), 400)
 
 
 def test_access_token_in_a_call_is_not_stored(ehr: Ehr, dicom_bytes: bytes) -> None:
     """fhirAuthorization is transient: never in the database (cards, audit, anything)."""
     secret = f"tok-{uuid.uuid4().hex}"
     body = hook_body(
-        prefetch=_prefetch(
+        prefetch=prefetch_with(
             ecgDocuments=searchset(document_reference("dicom-1", dicom_bytes, "application/dicom"))
         ),
         fhirServer="https://not-allowed.example/fhir",
@@ -418,7 +213,7 @@ def test_access_token_in_a_call_is_not_stored(ehr: Ehr, dicom_bytes: bytes) -> N
             "subject": "svc",
         },
     )
-    _cards(ehr.call("ecg-review", body))
+    cards_of(ehr.call("ecg-review", body))
     db = ehr.runtime.settings.data_dir / "ecg-cds.db"
     for path in db.parent.glob("ecg-cds.db*"):
         assert secret.encode() not in path.read_bytes()
@@ -430,10 +225,10 @@ def test_ecgs_of_another_patient_are_never_shown(
 ) -> None:
     other = document_reference("dicom-other", dicom_bytes, "application/dicom")
     other["subject"] = {"reference": "Patient/someone-else"}
-    cards = _cards(
-        ehr.call("ecg-review", hook_body(prefetch=_prefetch(ecgDocuments=searchset(other))))
+    cards = cards_of(
+        ehr.call("ecg-review", hook_body(prefetch=prefetch_with(ecgDocuments=searchset(other))))
     )
-    assert _ecg_cards(cards) == []
+    assert ecg_cards(cards) == []
     [card] = cards
     assert "DocumentReference/dicom-other" in card["detail"]
     assert "another patient" in card["detail"]
@@ -452,16 +247,16 @@ def test_new_ecg_beyond_the_budget_gets_a_pending_card_then_its_result(
         ecg, patient_ref="Patient/test-patient", observation_id="ptbxl-00007"
     )
     observation["effectiveDateTime"] = "2020-07-07T07:00:00Z"
-    prefetch = _prefetch(ecgObservations=searchset(observation))
+    prefetch = prefetch_with(ecgObservations=searchset(observation))
     jobs = ehr.runtime.settings.jobs
     monkeypatch.setattr(jobs, "hook_wait_budget_s", 0.0)
-    [pending] = _cards(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
+    [pending] = cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch)))
     assert pending["indicator"] == "info"
     assert pending["summary"].startswith("AI analysis pending")
     assert "suggestions" not in pending
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+        cards = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
         if cards:
             break
         time.sleep(0.5)
@@ -485,13 +280,13 @@ def test_cards_carry_a_smart_launch_link_when_smart_is_configured(
 ) -> None:
     """The running service, asked by the EHR with SMART configured, links each ECG card to
     the SMART launch of the viewer with that ECG as ``appContext`` (and without it, not)."""
-    prefetch = _prefetch(ecgObservations=searchset(ptbxl_observation))
+    prefetch = prefetch_with(ecgObservations=searchset(ptbxl_observation))
     settings = ehr.runtime.settings
-    plain = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    plain = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert plain and all([link["type"] for link in card["links"]] == ["absolute"] for card in plain)
 
     monkeypatch.setattr(settings, "smart_client_id", "ecg-viewer-test")
-    cards = _ecg_cards(_cards(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
+    cards = ecg_cards(cards_of(ehr.call("ecg-review", hook_body(prefetch=prefetch))))
     assert cards
     stored = {i.id for i, _ in ehr.runtime.ecgs.list_ecgs(patient_ref="Patient/test-patient")}
     for card in cards:
