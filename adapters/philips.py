@@ -1,11 +1,9 @@
 """Philips PageWriter / TraceMaster XML (SierraECG 1.03, PhilipsECG 1.04) reader.
 
 Waveforms sit in ``parsedwaveforms`` as base64, usually XLI-compressed (LZW + second
-differences, one chunk per lead). Decompression uses the ``sierraecg`` package's LZW
-decoder; the chunk walk around it is ours so corrupt input cannot loop forever or expand
-without bound, and the delta step is sierraecg's recurrence vectorised (tested equal).
-As in ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against
-I and II, and they are reconstructed here (vectorised, in int64).
+differences, one chunk per lead; decoded by :mod:`adapters.philips_xli`). As in
+``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against I and
+II, and they are reconstructed (vectorised, in int64).
 
 Sample values are in units of ``signalresolution`` / ``resolution`` microvolts (5 uV in
 both sample files). The stored 11 s ends with a stretch in which every lead is identical:
@@ -22,10 +20,10 @@ from datetime import datetime
 
 import numpy as np
 from lxml import etree
-from sierraecg.lzw import LzwDecoder
 
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
+from adapters.philips_xli import MAX_CHUNKS, reconstruct_limb_leads, xli_decode
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.recording_filters import philips_filters
@@ -36,8 +34,6 @@ _SUPPORTED = {"SierraECG": ("1.03",), "PhilipsECG": ("1.03", "1.04", "1.04.01", 
 _STANDARD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 #: Representative beats pad the unused tail of each beat with this sentinel.
 _REPBEAT_PAD = 32767
-#: At most this many XLI chunks (PageWriters allocate 16 channels for 12 leads).
-_MAX_CHUNKS = 64
 
 
 def _find(element: etree._Element, path: str) -> etree._Element | None:
@@ -69,82 +65,6 @@ def _b64(text: str | None, what: str, name: str) -> bytes:
         raise EcgFormatError(name, f"{what} is not valid base64") from None
 
 
-# --- waveform decoding ----------------------------------------------------------------------
-
-
-def _xli_chunks(data: bytes, n_leads: int, name: str) -> list[tuple[bytes, int]]:
-    """Split XLI data into (compressed chunk, first sample) per lead, validating every header."""
-    chunks: list[tuple[bytes, int]] = []
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < 8 or len(chunks) >= _MAX_CHUNKS:
-            raise EcgFormatError(name, "XLI waveform data is truncated or has trailing garbage")
-        size = int.from_bytes(data[offset : offset + 4], "little", signed=True)
-        start = int.from_bytes(data[offset + 6 : offset + 8], "little", signed=True)
-        offset += 8
-        if size <= 0 or offset + size > len(data):
-            raise EcgFormatError(name, f"XLI chunk {len(chunks) + 1} declares {size} bytes")
-        chunks.append((data[offset : offset + size], start))
-        offset += size
-    if len(chunks) < n_leads:
-        raise EcgFormatError(name, f"XLI data holds {len(chunks)} leads, the header says {n_leads}")
-    return chunks[:n_leads]
-
-
-def _xli_undo_deltas(buffer: np.ndarray, first: int) -> np.ndarray:
-    """``sierraecg.xli.xli_decode_deltas`` vectorised (its per-sample loop is the slow part).
-
-    The buffer holds the high bytes of n int16 values, then their low bytes. With ``d``
-    those values: ``x[0] = d[0]``, ``x[1] = d[1]`` and ``x[i] = 2 x[i-1] - x[i-2] - c[i]``
-    where ``c[2] = first`` and ``c[i] = d[i-1] - 64`` after that, a second-order recurrence
-    solved with two cumulative sums. Equality with sierraecg is tested on the sample files.
-    """
-    n = buffer.size // 2
-    joined = (buffer[:n] << 8) | buffer[n : 2 * n]
-    deltas = np.where(joined >= 1 << 15, joined - (1 << 16), joined)
-    if n < 3:
-        return deltas
-    corrections = np.concatenate(([first], deltas[2 : n - 1] - 64))
-    steps = np.concatenate(([deltas[1] - deltas[0]], -corrections))
-    return np.concatenate(([deltas[0]], deltas[0] + np.cumsum(np.cumsum(steps))))
-
-
-def _xli_decode(data: bytes, n_leads: int, n_samples: int, name: str) -> np.ndarray:
-    limit = 2 * n_samples + 2  # bytes per lead: high bytes then low bytes of int16 samples
-    rows: list[np.ndarray] = []
-    for index, (chunk, start) in enumerate(_xli_chunks(data, n_leads, name)):
-        decoder = LzwDecoder(chunk, bits=10)
-        buffer: list[int] = []
-        while (byte := decoder.read()) != -1:
-            buffer.append(byte & 0xFF)
-            if len(buffer) > limit:
-                raise EcgFormatError(
-                    name, f"XLI lead {index + 1} decodes to more than {n_samples} samples"
-                )
-        if len(buffer) % 2:
-            buffer.append(0)
-        if len(buffer) < 4:
-            raise EcgFormatError(name, f"XLI lead {index + 1} decodes to no samples")
-        samples = _xli_undo_deltas(np.asarray(buffer, dtype=np.int64), start)
-        if samples.min() < -32768 or samples.max() > 32767:
-            raise EcgFormatError(name, f"XLI lead {index + 1} decodes out of the 16-bit range")
-        rows.append(samples)
-    length = min(row.size for row in rows)
-    return np.stack([row[:length] for row in rows])
-
-
-def _reconstruct_limb_leads(samples: np.ndarray) -> np.ndarray:
-    """Undo Philips' residual coding of III, aVR, aVL, aVF (same formulas as sierraecg)."""
-    lead_i, lead_ii, res_iii, res_avr, res_avl, res_avf = samples[:6]
-    lead_iii = lead_ii - lead_i - res_iii
-    out = samples.copy()
-    out[2] = lead_iii
-    out[3] = -res_avr - np.floor_divide(lead_i + lead_ii, 2)
-    out[4] = np.floor_divide(lead_i - lead_iii, 2) - res_avl
-    out[5] = np.floor_divide(lead_ii + lead_iii, 2) - res_avf
-    return out
-
-
 def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
     labels = (parsed.get("leadlabels") or "").split()
     if labels:
@@ -160,7 +80,7 @@ def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: st
         return labels[: int(count)]
     allocated = _text(signal, "numberchannelsallocated")
     lead_set = _text(signal, "acquisitiontype")
-    if not allocated.isdigit() or not 0 < int(allocated) <= _MAX_CHUNKS:
+    if not allocated.isdigit() or not 0 < int(allocated) <= MAX_CHUNKS:
         raise EcgFormatError(name, f"number of channels {allocated or 'missing'!r} is not usable")
     standard = (*_STANDARD_ORDER, "V1", "V2", "V3", "V4", "V5", "V6")
     if lead_set in ("STD-12", "10-WIRE"):
@@ -348,12 +268,12 @@ def read_philips(item: ReaderInput) -> Ecg:
     if (parsed.get("compressflag") or "").strip().lower() == "false":
         compression = "Uncompressed"  # 1.03 names the method even when it is not used
     if compression == "XLI":
-        samples = _xli_decode(data, len(labels), n_samples, name)
+        samples = xli_decode(data, len(labels), n_samples, name)
         _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
         # III, aVR, aVL, aVF are stored as residuals against I and II by XLI (the DXL
         # encoder); uncompressed data holds the leads themselves.
         if tuple(labels[:6]) == _STANDARD_ORDER:
-            samples = _reconstruct_limb_leads(samples)
+            samples = reconstruct_limb_leads(samples)
     elif compression == "Uncompressed":
         needed = 2 * n_samples * len(labels)
         if len(data) < needed:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sierraecg.xli import xli_decode_deltas
 
 from adapters import STANDARD_LEADS, EcgFormatError, load_ecg
-from adapters.philips import _xli_undo_deltas
+from adapters.philips_xli import xli_undo_deltas
 
 FILES = ["philips_xml/129DYPRG.XML", "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"]
 V103, V104 = FILES
@@ -191,7 +191,7 @@ def test_vectorised_deltas_equal_sierraecg(n: int, first: int, seed: int) -> Non
         expected = np.asarray(xli_decode_deltas(list(buffer), first), dtype=np.int64)
     except OverflowError:  # the reference's int16 array overflowed: not a valid file
         return
-    np.testing.assert_array_equal(_xli_undo_deltas(np.asarray(buffer), first), expected)
+    np.testing.assert_array_equal(xli_undo_deltas(np.asarray(buffer), first), expected)
 
 
 def test_waveform_rate_wins_over_the_acquisition_rate(formats_dir: Path, loaded: dict) -> None:
