@@ -22,7 +22,7 @@ import numpy as np
 from lxml import etree
 
 from adapters.errors import EcgFormatError
-from adapters.leads import normalize_lead_name
+from adapters.leads import iec_chest_lead, normalize_lead_name
 from adapters.philips_xli import MAX_CHUNKS, reconstruct_limb_leads, xli_decode
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
@@ -63,6 +63,12 @@ def _b64(text: str | None, what: str, name: str) -> bytes:
         return base64.b64decode(re.sub(r"\s+", "", text or ""), validate=True)
     except (binascii.Error, ValueError):
         raise EcgFormatError(name, f"{what} is not valid base64") from None
+
+
+def _lead_name(raw: str) -> str:
+    """A Philips lead label as a standard name: the schemas' TYPEleadname lists the IEC
+    chest-lead labels C1..C9 beside V1..V9, for the same leads."""
+    return iec_chest_lead(normalize_lead_name(raw))
 
 
 def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
@@ -195,7 +201,7 @@ def _median_beats(
     leads: list[str] = []
     rows: list[np.ndarray] = []
     for repbeat in repbeats.iterfind("{*}repbeat"):
-        lead = normalize_lead_name(repbeat.get("leadname") or "")
+        lead = _lead_name(repbeat.get("leadname") or "")
         if not lead or lead in leads:
             raise EcgFormatError(
                 name, f"representative beat lead {lead or '(unnamed)'!r} is invalid"
@@ -253,7 +259,8 @@ def read_philips(item: ReaderInput) -> Ecg:
     n_samples = round(duration_ms * fs / 1000.0)
     if not 0 < n_samples <= item.max_bytes:
         raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
-    labels = [normalize_lead_name(label) for label in _lead_labels(parsed, signal_info, name)]
+    raw_labels = _lead_labels(parsed, signal_info, name)
+    labels = [_lead_name(label) for label in raw_labels]
     item.check_shape(len(labels), n_samples)  # before the XLI decoder allocates them
     if len(set(labels)) != len(labels):
         raise EcgFormatError(name, f"duplicate lead labels {labels}")
@@ -284,6 +291,10 @@ def read_philips(item: ReaderInput) -> Ecg:
         raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
 
     extra: dict[str, str] = {"document": f"{doc_type} {version}"}
+    renamed = [f"{raw} -> {lead}" for raw, lead in zip(raw_labels, labels, strict=True)
+               if iec_chest_lead(raw.strip()) != raw.strip()]  # fmt: skip
+    if renamed:  # as the WFDB reader names its aliases
+        extra["lead_aliases"] = ", ".join(renamed)
     samples, trimmed, pulse = _trim_calibration(samples, fs)
     if trimmed:
         extra["trimmed_calibration_samples"] = str(trimmed)
