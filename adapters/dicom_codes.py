@@ -2,7 +2,8 @@
 lead a channel records (split from :mod:`adapters.dicom`).
 
 Lead names come from the Channel Source Sequence (003A,0208): MDC ``2:1``, legacy SCP-ECG
-``5.6.3-9-1`` or a numeric MDC code, with the code meaning as a fallback.
+``5.6.3-9-1``, a numeric MDC code or an MDC reference id, with the code meaning and then
+the Channel Label as fallbacks (:func:`lead_name`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import pydicom.datadict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from adapters.leads import lead_name_from_code, normalize_lead_name
+from adapters.leads import lead_name_from_code, mdc_lead_term, normalize_lead_name
+
+#: MDC reference ids (the names aECG uses as codes) that some writers put in Code Value.
+_MDC_REFERENCE_IDS = ("MDC_ECG_LEAD_", "MDC_ECG_ELEC_POTL_")
 
 
 def first_item(item: Dataset, sequence: str) -> Dataset | None:
@@ -63,13 +67,21 @@ def code_of(item: Dataset, keyword: str, cache: CodeCache) -> tuple[str, str] | 
 
 
 def lead_name(channel: Dataset, index: int, cache: CodeCache) -> str:
-    source = code_of(channel, "ChannelSourceSequence", cache)
-    if source is None:
-        return f"ch{index + 1}"
-    value, meaning = source
+    """The lead a channel records: its source code, else the code meaning, else its Channel
+    Label (003A,0203, type 3: what the cart displays).
+
+    The code is normative and is never overridden by the label; but CID 3001 is a Defined
+    context group, so a cart may use a code of its own whose meaning names no lead ("ECG
+    lead"), and then only the label says which lead it is. A name none of them gives as a
+    known lead keeps the meaning's (or the label's) own text."""
+    value, meaning = code_of(channel, "ChannelSourceSequence", cache) or ("", "")
     name = lead_name_from_code(value)
-    if name is not None:
-        return name
-    # "Lead I (Einthoven)" -> "I"; an unknown meaning keeps its own text.
-    meaning = meaning.split("(")[0].strip() or meaning
-    return normalize_lead_name(meaning) if meaning else f"ch{index + 1}"
+    if name is None and value.upper().startswith(_MDC_REFERENCE_IDS):  # the aECG spelling
+        name = normalize_lead_name(value)
+    # "Lead I (Einthoven)" -> "I"
+    text = meaning.split("(")[0].strip() or meaning
+    label = str(channel.get("ChannelLabel", "") or "").strip()
+    candidates = [name, normalize_lead_name(text) if text else None]
+    candidates.append(normalize_lead_name(label) if label else None)
+    known = next((c for c in candidates if c and mdc_lead_term(c) is not None), None)
+    return known or candidates[1] or candidates[2] or f"ch{index + 1}"

@@ -9,10 +9,12 @@ Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01: ``TYPEleadname``,
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from adapters import STANDARD_LEADS, Ecg, load_ecg
@@ -47,3 +49,21 @@ def test_philips_iec_chest_lead_labels_are_the_v_leads(philips: tuple[str, Ecg])
     assert ecg.extra["lead_aliases"] == "C1 -> V1, C2 -> V2, C3 -> V3, C4 -> V4, C5 -> V5, C6 -> V6"
     assert ecg.median_beats is not None and philips_ecg.median_beats is not None
     assert ecg.median_beats.leads == philips_ecg.median_beats.leads
+
+
+# --- DICOM ----------------------------------------------------------------------------------
+
+
+def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_dicom_channel_label_never_overrides_a_lead_code(dicom_path: Path, dicom_ecg: Ecg) -> None:
+    # Channel Label is the fallback for codes that name no lead (test_vendor_variants:
+    # "label only"); where the Channel Source code names one, the code is what was recorded.
+    ds = pydicom.dcmread(dicom_path)
+    for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
+        channel.ChannelLabel = "II"  # a display label; the coded lead is what was recorded
+    assert load_ecg(_dicom_bytes(ds), name="labels.dcm").leads == dicom_ecg.leads
