@@ -1,7 +1,8 @@
 """Philips PageWriter / TraceMaster XML (SierraECG 1.03, PhilipsECG 1.04) reader.
 
-Waveforms sit in ``parsedwaveforms`` as base64, usually XLI-compressed (LZW + second
-differences, one chunk per lead; decoded by :mod:`adapters.philips_xli`). As in
+Waveforms sit in ``parsedwaveforms`` as base64 (or hex, or Plain decimal text), usually
+XLI-compressed (LZW + second differences, one chunk per lead; decoded by
+:mod:`adapters.philips_xli`). As in
 ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against I and
 II, and they are reconstructed (vectorised, in int64).
 
@@ -23,6 +24,7 @@ from lxml import etree
 
 from adapters.errors import EcgFormatError
 from adapters.leads import iec_chest_lead, normalize_lead_name
+from adapters.limits import DecodeLimits, check_tokens, parse_numbers
 from adapters.philips_xli import MAX_CHUNKS, reconstruct_limb_leads, xli_decode
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
@@ -58,11 +60,29 @@ def _positive_number(raw: str | None, what: str, name: str) -> float:
     return value
 
 
-def _b64(text: str | None, what: str, name: str) -> bytes:
+#: TYPEdataencoding of the 1.03 and 1.04.01 schemas. Base64 and Hex carry the bytes (16-bit
+#: little-endian samples, or XLI); Plain carries the sample values as decimal text, lead after
+#: lead (what Sierra ECG Tools' preprocessor writes for a decoded file).
+_ENCODINGS = ("Base64", "Hex", "Plain")
+
+
+def _decoded(
+    text: str | None, encoding: str, what: str, name: str, limits: DecodeLimits
+) -> bytes | np.ndarray:
+    """The bytes of a Base64 or Hex waveform, or the int64 sample values of a Plain one."""
+    if encoding == "Plain":
+        check_tokens(limits, name, [text or ""])  # before any value is parsed
+        values = parse_numbers(text or "")
+        if values is None or not np.array_equal(values, np.round(values)):
+            raise EcgFormatError(name, f"{what} (Plain) holds values that are not integers")
+        return values.astype(np.int64)
+    body = re.sub(r"\s+", "", text or "")
     try:
-        return base64.b64decode(re.sub(r"\s+", "", text or ""), validate=True)
+        if encoding == "Hex":
+            return bytes.fromhex(body)
+        return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
-        raise EcgFormatError(name, f"{what} is not valid base64") from None
+        raise EcgFormatError(name, f"{what} is not valid {encoding.lower()}") from None
 
 
 def _lead_name(raw: str) -> str:
@@ -107,6 +127,21 @@ def _trim_calibration(samples: np.ndarray, fs: float) -> tuple[np.ndarray, int, 
         return samples, 0, None
     pulse = float(np.abs(samples[0, n - tail :]).max())
     return samples[:, : n - tail], tail, pulse
+
+
+def _lead_after_lead(
+    values: np.ndarray, n_leads: int, n_samples: int, what: str, name: str
+) -> np.ndarray:
+    """Uncompressed waveform values, lead after lead, as leads x samples (extra values after
+    the declared leads, e.g. unused channels, are left out as before)."""
+    needed = n_leads * n_samples
+    if values.size < needed:
+        raise EcgFormatError(
+            name,
+            f"the waveform holds {values.size} {what}, {n_leads} leads x {n_samples} expected",
+            "the file is truncated or its durationperchannel is wrong",
+        )
+    return values[:needed].reshape(n_leads, n_samples)
 
 
 def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, name: str) -> None:
@@ -183,13 +218,14 @@ def _start_time(root: etree._Element) -> datetime | None:
 
 
 def _median_beats(
-    root: etree._Element, fs: float, name: str, extra: dict[str, str]
+    root: etree._Element, fs: float, name: str, extra: dict[str, str], limits: DecodeLimits
 ) -> MedianBeats | None:
     repbeats = root.find(".//{*}repbeats")
     if repbeats is None:
         return None
-    if (repbeats.get("dataencoding") or "Base64") != "Base64":
-        extra["median_beats_skipped"] = f"encoding {repbeats.get('dataencoding')}"
+    encoding = repbeats.get("dataencoding") or "Base64"
+    if encoding not in _ENCODINGS:
+        extra["median_beats_skipped"] = f"encoding {encoding}"
         return None
     resolution_raw = repbeats.get("resolution")
     if not resolution_raw:
@@ -207,10 +243,12 @@ def _median_beats(
                 name, f"representative beat lead {lead or '(unnamed)'!r} is invalid"
             )
         holder = _find(repbeat, "waveform")
-        raw = _b64((holder if holder is not None else repbeat).text, f"{lead} beat", name)
-        if len(raw) % 2:
-            raise EcgFormatError(name, f"representative beat {lead} has an odd byte count")
-        samples = np.frombuffer(raw, dtype="<i2")
+        text = (holder if holder is not None else repbeat).text
+        samples = _decoded(text, encoding, f"{lead} beat", name, limits)
+        if isinstance(samples, bytes):
+            if len(samples) % 2:
+                raise EcgFormatError(name, f"representative beat {lead} has an odd byte count")
+            samples = np.frombuffer(samples, dtype="<i2")
         valid = np.nonzero(samples != _REPBEAT_PAD)[0]
         samples = samples[: int(valid[-1]) + 1] if valid.size else samples[:0]
         leads.append(lead)
@@ -265,16 +303,23 @@ def read_philips(item: ReaderInput) -> Ecg:
     if len(set(labels)) != len(labels):
         raise EcgFormatError(name, f"duplicate lead labels {labels}")
 
-    if (parsed.get("dataencoding") or "Base64") != "Base64":
+    encoding = parsed.get("dataencoding") or "Base64"
+    if encoding not in _ENCODINGS:
         raise EcgFormatError(
-            name, f"waveform encoding {parsed.get('dataencoding')!r} is not supported"
+            name,
+            f"waveform encoding {encoding!r} is not supported",
+            f"the schemas define {', '.join(_ENCODINGS)}",
         )
     _check_sample_coding(parsed, signal_info, name)
-    data = _b64(parsed.text, "parsedwaveforms", name)
+    data = _decoded(parsed.text, encoding, "parsedwaveforms", name, item.limits)
     compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
     if (parsed.get("compressflag") or "").strip().lower() == "false":
         compression = "Uncompressed"  # 1.03 names the method even when it is not used
-    if compression == "XLI":
+    if isinstance(data, np.ndarray):
+        # Plain text holds the leads' values: XLI compresses bytes, so a compression still
+        # named there (jsierraecg's 1.03 preprocessor leaves compressflag True) is stale.
+        samples = _lead_after_lead(data, len(labels), n_samples, "values", name)
+    elif compression == "XLI":
         samples = xli_decode(data, len(labels), n_samples, name)
         _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
         # III, aVR, aVL, aVF are stored as residuals against I and II by XLI (the DXL
@@ -282,11 +327,8 @@ def read_philips(item: ReaderInput) -> Ecg:
         if tuple(labels[:6]) == _STANDARD_ORDER:
             samples = reconstruct_limb_leads(samples)
     elif compression == "Uncompressed":
-        needed = 2 * n_samples * len(labels)
-        if len(data) < needed:
-            raise EcgFormatError(name, f"waveform data has {len(data)} bytes, {needed} expected")
-        samples = np.frombuffer(data[:needed], dtype="<i2").astype(np.int64)
-        samples = samples.reshape(len(labels), n_samples)
+        values = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int64)
+        samples = _lead_after_lead(values, len(labels), n_samples, "16-bit samples", name)
     else:
         raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
 
@@ -305,7 +347,7 @@ def read_philips(item: ReaderInput) -> Ecg:
         extra["statement_codes"] = " ".join(codes)
     machine = _text(root, "dataacquisition/machine")
     try:  # the cart's beats are extra: never lose the rhythm to them
-        median_beats = _median_beats(root, fs, name, extra)
+        median_beats = _median_beats(root, fs, name, extra, item.limits)
     except EcgFormatError as exc:
         median_beats, extra["median_beats_skipped"] = None, exc.problem
     return build_ecg(
