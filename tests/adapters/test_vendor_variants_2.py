@@ -4,20 +4,22 @@ test_vendor_variants.py): each is read as its standard says, or refused by name.
 Every variant is an edit of a real file in ``formats/``; the expected values come from the
 original file as read, and the edit's meaning from the format's own definition: the
 Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01: ``TYPEleadname``,
-``TYPEdataencoding``), DICOM PS3.3 C.10.9.1 (Channel Source, Channel Label).
+``TYPEdataencoding``), DICOM PS3.3 C.10.9.1 (Channel Source, Channel Label), WFDB
+header(5) (the ADC gain).
 """
 
 from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from adapters import STANDARD_LEADS, Ecg, load_ecg
+from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg
 
 PHILIPS_104 = "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"
 
@@ -67,3 +69,28 @@ def test_dicom_channel_label_never_overrides_a_lead_code(dicom_path: Path, dicom
     for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
         channel.ChannelLabel = "II"  # a display label; the coded lead is what was recorded
     assert load_ecg(_dicom_bytes(ds), name="labels.dcm").leads == dicom_ecg.leads
+
+
+# --- WFDB -----------------------------------------------------------------------------------
+
+
+def test_wfdb_uncalibrated_channel_is_dropped_and_named(ptbxl_dir: Path, tmp_path: Path) -> None:
+    # WFDB header(5): "If the gain is zero or missing, this indicates that the signal
+    # amplitude is uncalibrated". wfdb reads such a channel at 200 units per mV: PTB-XL's
+    # V6 (1000 per mV) came out five times too tall, silently.
+    source = ptbxl_dir / "records500" / "00000" / "00001_hr"
+    original = load_ecg(source.with_suffix(".hea"))
+    shutil.copy(source.with_suffix(".dat"), tmp_path / "00001_hr.dat")
+    lines = source.with_suffix(".hea").read_text().splitlines()
+    v6 = next(i for i, line in enumerate(lines) if line.endswith(" V6"))
+    lines[v6] = lines[v6].replace(" 1000.0(0)/mV ", " 0(0)/mV ")
+    header = tmp_path / "00001_hr.hea"
+    header.write_text("\n".join(lines) + "\n")
+    ecg = load_ecg(header)
+    assert ecg.leads == original.leads[:-1]
+    np.testing.assert_array_equal(ecg.signal, original.signal[:-1])
+    assert ecg.extra["dropped_channels"] == "V6 (uncalibrated: ADC gain 0 or missing)"
+    # no gain at all (format only): every channel uncalibrated, so no ECG to read
+    header.write_text("\n".join([lines[0], *("00001_hr.dat 16" for _ in lines[1:13])]) + "\n")
+    with pytest.raises(EcgFormatError, match=r"00001_hr\.hea: no channel is a calibrated"):
+        load_ecg(header)
