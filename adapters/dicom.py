@@ -72,8 +72,13 @@ def _channel_scale(
     channel: Dataset, where: str, index: int, cache: CodeCache
 ) -> tuple[float, float] | str:
     """(multiplier, offset) taking a raw sample to millivolts for one channel; for a channel
-    that is not a voltage (a respiration or pressure channel beside the leads), its unit."""
+    that is not a voltage (a respiration or pressure channel beside the leads, one in
+    arbitrary units), why it is left out."""
     units = code_of(channel, "ChannelSensitivityUnitsSequence", cache)
+    if "ChannelSensitivity" not in channel and units is None:
+        # Type 1C, "required if samples represent defined (not arbitrary) units" (PS3.3
+        # C.10.9.1.4.3): a marker or trigger channel beside the leads, left out and named.
+        return "arbitrary units: no Channel Sensitivity"
     if _empty(channel.get("ChannelSensitivity")) or units is None:
         raise EcgFormatError(
             where,

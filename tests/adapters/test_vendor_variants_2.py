@@ -10,6 +10,7 @@ header(5) (the ADC gain).
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 import shutil
@@ -69,6 +70,39 @@ def test_dicom_channel_label_never_overrides_a_lead_code(dicom_path: Path, dicom
     for channel in ds.WaveformSequence[0].ChannelDefinitionSequence:
         channel.ChannelLabel = "II"  # a display label; the coded lead is what was recorded
     assert load_ecg(_dicom_bytes(ds), name="labels.dcm").leads == dicom_ecg.leads
+
+
+def test_dicom_channel_in_arbitrary_units_is_dropped_not_the_file(
+    dicom_path: Path, dicom_ecg: Ecg
+) -> None:
+    # PS3.3 C.10.9.1.4.3: Channel Sensitivity is "required if samples represent defined (not
+    # arbitrary) units" (type 1C), and its units with it. A 13th channel (the 12-lead IOD
+    # allows 13) in arbitrary units, say a pacing marker, has neither. Before, the whole
+    # file was refused: "channel 13 has no sensitivity or sensitivity units".
+    ds = pydicom.dcmread(dicom_path)
+    rhythm = ds.WaveformSequence[0]
+    n = int(rhythm.NumberOfWaveformSamples)
+    stored = np.frombuffer(rhythm.WaveformData, "<i2").reshape(n, 12)
+    marker = np.zeros((n, 1), dtype="<i2")
+    marker[::800] = 1  # one mark every 0.8 s
+    rhythm.WaveformData = np.hstack([stored, marker]).tobytes()
+    rhythm.NumberOfWaveformChannels = 13
+    channel = copy.deepcopy(rhythm.ChannelDefinitionSequence[0])
+    del channel.ChannelSensitivity, channel.ChannelSensitivityUnitsSequence
+    del channel.ChannelSensitivityCorrectionFactor, channel.ChannelBaseline
+    source = channel.ChannelSourceSequence[0]
+    source.CodeValue, source.CodingSchemeDesignator = "PACE", "99VENDOR"
+    source.CodeMeaning = "Pacing marker"
+    rhythm.ChannelDefinitionSequence.append(channel)
+    ecg = load_ecg(_dicom_bytes(ds), name="marker.dcm")
+    assert ecg.leads == dicom_ecg.leads
+    np.testing.assert_array_equal(ecg.signal, dicom_ecg.signal)
+    dropped = "Pacing marker (arbitrary units: no Channel Sensitivity)"
+    assert ecg.extra["dropped_channels"] == dropped
+    # a sensitivity without its units is no such channel: still refused by name
+    del rhythm.ChannelDefinitionSequence[2].ChannelSensitivityUnitsSequence
+    with pytest.raises(EcgFormatError, match="channel 3 has no sensitivity or sensitivity units"):
+        load_ecg(_dicom_bytes(ds), name="nounits.dcm")
 
 
 # --- WFDB -----------------------------------------------------------------------------------
