@@ -5,7 +5,7 @@ Every variant is an edit of a real file in ``formats/``; the expected values com
 original file as read, and the edit's meaning from the format's own definition: the
 Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01: ``TYPEleadname``,
 ``TYPEdataencoding``), DICOM PS3.3 C.10.9.1 (Channel Source, Channel Label), WFDB
-header(5) (the ADC gain).
+header(5) (the ADC gain), HL7 aECG (a sequence set holds simultaneous sequences).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from lxml import etree
 
 from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg
 
@@ -30,6 +31,64 @@ def philips(formats_dir: Path) -> tuple[str, Ecg]:
     """The real PhilipsECG 1.04 file's text (UTF-16 on disk) and the file as read."""
     path = formats_dir / PHILIPS_104
     return path.read_bytes().decode("utf-16"), load_ecg(path)
+
+
+# --- HL7 aECG -------------------------------------------------------------------------------
+
+AECG = "hl7_aecg/Example_aECG_HL7_2003-12.xml"
+HL7 = "{urn:hl7-org:v3}"
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def _split_rhythm(path: Path, sets: int, sequential: bool) -> bytes:
+    """The real aECG with its one rhythm sequence set split into ``sets`` sets of equal
+    leads, each with its own TIME_RELATIVE (GLIST_PQ) time sequence: all starting at 0 s
+    with every sample (simultaneous), or one after another, each holding its share of the
+    10 s (as a cart recording 4 x 3 leads of 2.5 s writes them)."""
+    root = etree.parse(str(path)).getroot()
+    series = root.find(f"{HL7}component/{HL7}series")
+    holder = series.find(f"{HL7}component")
+    leads = holder.findall(f"{HL7}sequenceSet/{HL7}component")[1:]  # [0] is the time
+    per_set, position = len(leads) // sets, list(series).index(holder)
+    series.remove(holder)
+    for k in range(sets):
+        component = etree.Element(f"{HL7}component")
+        sequence_set = etree.SubElement(component, f"{HL7}sequenceSet")
+        time = etree.SubElement(etree.SubElement(sequence_set, f"{HL7}component"), f"{HL7}sequence")
+        etree.SubElement(time, f"{HL7}code", code="TIME_RELATIVE")
+        value = etree.SubElement(time, f"{HL7}value", {XSI_TYPE: "GLIST_PQ"})
+        etree.SubElement(
+            value, f"{HL7}head", value=f"{10 * k / sets if sequential else 0:g}", unit="s"
+        )
+        etree.SubElement(value, f"{HL7}increment", value="0.002", unit="s")
+        for lead in leads[per_set * k : per_set * (k + 1)]:
+            lead = copy.deepcopy(lead)
+            digits = lead.find(f"{HL7}sequence/{HL7}value/{HL7}digits")
+            if sequential:
+                share = 5000 // sets
+                digits.text = " ".join(digits.text.split()[share * k : share * (k + 1)])
+            sequence_set.append(lead)
+        series.insert(position + k, component)
+    return etree.tostring(root)
+
+
+def test_aecg_sequence_set_per_lead_is_one_record(formats_dir: Path) -> None:
+    original = load_ecg(formats_dir / AECG)
+    ecg = load_ecg(_split_rhythm(formats_dir / AECG, 12, sequential=False), name="per-lead.xml")
+    assert ecg.leads == original.leads and "ignored_sequence_sets" not in ecg.extra
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+
+
+def test_aecg_sets_recorded_one_after_another_are_not_stacked(formats_dir: Path) -> None:
+    # A sequence set holds simultaneous sequences; the TIME_RELATIVE head says when a set
+    # starts. Before, the heads of GLIST_PQ time sequences were ignored: four sets of three
+    # leads at 0, 2.5, 5 and 7.5 s were stacked into one "simultaneous" 12-lead record of
+    # 2.5 s, lead I from the first seconds beside V6 from the last, without a word.
+    original = load_ecg(formats_dir / AECG)
+    ecg = load_ecg(_split_rhythm(formats_dir / AECG, 4, sequential=True), name="4x3.xml")
+    assert ecg.leads == original.leads[:3]  # the first set, as for any other set split
+    np.testing.assert_array_equal(ecg.signal, original.signal[:3, :1250])
+    assert ecg.extra["ignored_sequence_sets"] == "3"
 
 
 # --- Philips --------------------------------------------------------------------------------
