@@ -76,12 +76,19 @@ def lead_name(channel: Dataset, index: int, cache: CodeCache) -> str:
     known lead keeps the meaning's (or the label's) own text."""
     value, meaning = code_of(channel, "ChannelSourceSequence", cache) or ("", "")
     name = lead_name_from_code(value)
-    if name is None and value.upper().startswith(_MDC_REFERENCE_IDS):  # the aECG spelling
+    if name is not None:
+        return name
+    if value.upper().startswith(_MDC_REFERENCE_IDS):  # the aECG spelling as a code value
         name = normalize_lead_name(value)
+        if mdc_lead_term(name) is not None:
+            return name
     # "Lead I (Einthoven)" -> "I"
     text = meaning.split("(")[0].strip() or meaning
+    from_meaning = normalize_lead_name(text) if text else ""
+    if from_meaning and mdc_lead_term(from_meaning) is not None:
+        return from_meaning
     label = str(channel.get("ChannelLabel", "") or "").strip()
-    candidates = [name, normalize_lead_name(text) if text else None]
-    candidates.append(normalize_lead_name(label) if label else None)
-    known = next((c for c in candidates if c and mdc_lead_term(c) is not None), None)
-    return known or candidates[1] or candidates[2] or f"ch{index + 1}"
+    from_label = normalize_lead_name(label) if label else ""
+    if from_label and mdc_lead_term(from_label) is not None:
+        return from_label
+    return from_meaning or from_label or f"ch{index + 1}"
