@@ -73,7 +73,9 @@ def _decoded(
     if encoding == "Plain":
         check_tokens(limits, name, [text or ""])  # before any value is parsed
         values = parse_numbers(text or "")
-        if values is None or not np.array_equal(values, np.round(values)):
+        if values is None or not (np.abs(values) < 2**31).all():  # NaN and inf fail too
+            raise EcgFormatError(name, f"{what} (Plain) holds values that are not 32-bit numbers")
+        if not np.array_equal(values, np.round(values)):
             raise EcgFormatError(name, f"{what} (Plain) holds values that are not integers")
         return values.astype(np.int64)
     body = re.sub(r"\s+", "", text or "")
