@@ -78,6 +78,8 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
+        if exc.msg.startswith("Unsupported encoding"):
+            return _parse_transcoded(data, name, max_bytes)
         line = exc.lineno if exc.lineno is not None else "?"
         raise EcgFormatError(
             name,
@@ -96,6 +98,34 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
             name, "the XML declares entities (DOCTYPE with <!ENTITY>), which is refused for safety"
         )
     return root
+
+
+_DECLARED_ENCODING = re.compile(
+    r"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']"""
+)
+
+
+def _parse_transcoded(data: bytes, name: str, max_bytes: int) -> etree._Element:
+    """A document whose declared encoding libxml2 does not know by that name but Python
+    does (``latin-1``, ``utf_8``: what Python's ElementTree writes when a script re-exports
+    a file), re-encoded as UTF-8 and parsed with every check above run again on it."""
+    declared = _DECLARED_ENCODING.match(xml_head(data, 512))
+    encoding = declared.group(1) if declared else "?"
+    try:
+        codec = codecs.lookup(encoding).name
+        text = data.decode(codec)
+    except (LookupError, UnicodeDecodeError):
+        raise EcgFormatError(
+            name,
+            f"the XML declares encoding {encoding!r}, which is unknown or does not fit its bytes",
+            "export the file as UTF-8 (or ISO-8859-1, UTF-16)",
+        ) from None
+    text = text.lstrip("\ufeff")
+    end = text.find("?>") + 2
+    if end < 2:
+        raise EcgFormatError(name, "not well-formed XML (the XML declaration is not closed)")
+    declaration = text[:end].replace(encoding, "UTF-8", 1)
+    return parse_xml((declaration + text[end:]).encode("utf-8"), name, max_bytes)
 
 
 def xml_head(data: bytes, limit: int = SNIFF_BYTES) -> str:

@@ -5,7 +5,8 @@ Every variant is an edit of a real file in ``formats/``; the expected values com
 original file as read, and the edit's meaning from the format's own definition: the
 Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01: ``TYPEleadname``,
 ``TYPEdataencoding``), DICOM PS3.3 C.10.9.1 (Channel Source, Channel Label), WFDB
-header(5) (the ADC gain), HL7 aECG (a sequence set holds simultaneous sequences).
+header(5) (the ADC gain), HL7 aECG (a sequence set holds simultaneous sequences), XML 1.0
+(the encoding declaration).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import re
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pydicom
@@ -31,6 +33,41 @@ def philips(formats_dir: Path) -> tuple[str, Ecg]:
     """The real PhilipsECG 1.04 file's text (UTF-16 on disk) and the file as read."""
     path = formats_dir / PHILIPS_104
     return path.read_bytes().decode("utf-16"), load_ecg(path)
+
+
+# --- XML encodings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("relative", "encoding"),
+    [
+        ("ge_muse_xml/muse-sinus.xml", "latin-1"),
+        ("hl7_aecg/Example_aECG_HL7_2003-12.xml", "latin-1"),
+        ("ge_muse_xml/muse-sinus.xml", "utf_8"),
+    ],
+)
+def test_xml_rewritten_by_python_elementtree_is_read(
+    formats_dir: Path, relative: str, encoding: str
+) -> None:
+    # A script that anonymises or re-exports a file with Python's ElementTree writes the
+    # encoding under the name it was given: <?xml version='1.0' encoding='latin-1'?>.
+    # libxml2 knows ISO-8859-1 but not that spelling; before, such a file was refused as
+    # "not well-formed XML (Unsupported encoding: latin-1) (the file is truncated or corrupt)".
+    tree = ElementTree.parse(formats_dir / relative)
+    out = io.BytesIO()
+    tree.write(out, encoding=encoding, xml_declaration=True)
+    assert out.getvalue().startswith(f"<?xml version='1.0' encoding='{encoding}'?>".encode())
+    ecg = load_ecg(out.getvalue(), name="rewritten.xml")
+    original = load_ecg(formats_dir / relative)
+    assert ecg.leads == original.leads
+    np.testing.assert_array_equal(ecg.signal, original.signal)
+
+
+def test_xml_in_an_encoding_nobody_knows_is_refused_by_name(formats_dir: Path) -> None:
+    text = (formats_dir / "ge_muse_xml/muse-sinus.xml").read_bytes()
+    data = text.replace(b'encoding="ISO-8859-1"', b'encoding="ansi"')
+    with pytest.raises(EcgFormatError, match=r"^ansi\.xml: the XML declares encoding 'ansi'"):
+        load_ecg(data, name="ansi.xml")
 
 
 # --- HL7 aECG -------------------------------------------------------------------------------
