@@ -81,6 +81,16 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
         if exc.msg.startswith("Unsupported encoding"):
             return _parse_transcoded(data, name, max_bytes)
         line = exc.lineno if exc.lineno is not None else "?"
+        declared = _DECLARED_ENCODING.match(xml_head(data, 512))
+        if declared and "16" in declared.group(1) and b"\x00" not in data[:64]:
+            # A UTF-16 file converted to UTF-8 (or Latin-1) with its declaration left as it
+            # was: XML 1.0 (4.3.3) makes that a fatal error, and libxml2's message for it
+            # ("Blank needed here") says nothing of the cause.
+            raise EcgFormatError(
+                name,
+                f"the XML declares encoding {declared.group(1)!r} but its bytes are not UTF-16",
+                "the file was converted without its declaration; correct the declaration",
+            ) from None
         raise EcgFormatError(
             name,
             f"not well-formed XML (line {line}: {exc.msg})",

@@ -70,6 +70,16 @@ def test_xml_in_an_encoding_nobody_knows_is_refused_by_name(formats_dir: Path) -
         load_ecg(data, name="ansi.xml")
 
 
+def test_utf16_declaration_on_converted_bytes_is_named(philips: tuple[str, Ecg]) -> None:
+    # The Philips 1.04 file (UTF-16) converted to UTF-8, its declaration still "utf-16":
+    # a fatal error in XML 1.0 (4.3.3). Before, the message was libxml2's "Blank needed
+    # here" with the hint "the file is truncated or corrupt".
+    data = philips[0].encode("utf-8")
+    assert data.startswith(b'<?xml version="1.0" encoding="utf-16"?>')
+    with pytest.raises(EcgFormatError, match="declares encoding 'utf-16' but its bytes are not"):
+        load_ecg(data, name="converted.xml")
+
+
 # --- HL7 aECG -------------------------------------------------------------------------------
 
 AECG = "hl7_aecg/Example_aECG_HL7_2003-12.xml"
