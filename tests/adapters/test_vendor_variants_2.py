@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ import pydicom
 import pytest
 from lxml import etree
 
-from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg
+from adapters import STANDARD_LEADS, Ecg, EcgFormatError, load_ecg, to_fhir_observation
 
 PHILIPS_104 = "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"
 
@@ -209,6 +210,43 @@ def test_dicom_channel_in_arbitrary_units_is_dropped_not_the_file(
     del rhythm.ChannelDefinitionSequence[2].ChannelSensitivityUnitsSequence
     with pytest.raises(EcgFormatError, match="channel 3 has no sensitivity or sensitivity units"):
         load_ecg(_dicom_bytes(ds), name="nounits.dcm")
+
+
+# --- FHIR -----------------------------------------------------------------------------------
+
+#: HL7 Germany TerminologieBasisDE ValueSet EkgAbleitungenVS (SNOMED CT codes of the leads),
+#: as its tx.fhir.org expansion displays them.
+SNOMED_LEADS = {
+    "I": ("272729005", "Lead I"), "II": ("272730000", "Lead II"),
+    "III": ("272731001", "Lead III"), "aVR": ("257474006", "aVR"),
+    "aVL": ("257473000", "aVL"), "aVF": ("257472005", "aVF"),
+    "V1": ("257475007", "Lead site V1"), "V2": ("257476008", "Lead site V2"),
+    "V3": ("257477004", "Lead site V3"), "V4": ("257478009", "Lead site V4"),
+    "V5": ("257479001", "Lead site V5"), "V6": ("257480003", "Lead site V6"),
+}  # fmt: skip
+PHR_LEADS = "http://hl7.org/fhir/uv/phr/CodeSystem/ecg-lead-codes"
+
+
+@pytest.mark.parametrize("coding", ["SNOMED CT", "PHR lead codes"])
+def test_fhir_lead_codes_of_published_value_sets(ptbxl_dir: Path, coding: str) -> None:
+    # Lead components coded from the HL7 Germany SNOMED CT value set (V1 is "Lead site
+    # V1"), or from the HL7 Personal Health Record IG's code system (the code is the lead
+    # name, no display). Before, the first gave "site V1".."site V6" and the second
+    # ch1..ch12: unknown leads, zero-filled in the 12-lead view.
+    record = load_ecg(ptbxl_dir / "records500/00000/00003_hr")
+    document = to_fhir_observation(record, patient_ref="Patient/p-7", observation_id="e")
+    original = load_ecg(json.dumps(document).encode(), name="mdc.json")  # MDC lead codes
+    components = [c for c in document["component"] if "valueSampledData" in c]
+    for component, lead in zip(components, original.leads, strict=True):
+        if coding == "SNOMED CT":
+            code, display = SNOMED_LEADS[lead]
+            component["code"] = {"coding": [{"system": "http://snomed.info/sct", "code": code,
+                                             "display": display}]}  # fmt: skip
+        else:
+            component["code"] = {"coding": [{"system": PHR_LEADS, "code": lead}]}
+    ecg = load_ecg(json.dumps(document).encode(), name="observation.json")
+    assert ecg.leads == original.leads == record.leads
+    np.testing.assert_array_equal(ecg.signal, original.signal)
 
 
 # --- WFDB -----------------------------------------------------------------------------------
