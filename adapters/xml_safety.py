@@ -80,22 +80,7 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
     except etree.XMLSyntaxError as exc:
         if exc.msg.startswith("Unsupported encoding"):
             return _parse_transcoded(data, name, max_bytes)
-        line = exc.lineno if exc.lineno is not None else "?"
-        declared = _DECLARED_ENCODING.match(xml_head(data, 512))
-        if declared and "16" in declared.group(1) and b"\x00" not in data[:64]:
-            # A UTF-16 file converted to UTF-8 (or Latin-1) with its declaration left as it
-            # was: XML 1.0 (4.3.3) makes that a fatal error, and libxml2's message for it
-            # ("Blank needed here") says nothing of the cause.
-            raise EcgFormatError(
-                name,
-                f"the XML declares encoding {declared.group(1)!r} but its bytes are not UTF-16",
-                "the file was converted without its declaration; correct the declaration",
-            ) from None
-        raise EcgFormatError(
-            name,
-            f"not well-formed XML (line {line}: {exc.msg})",
-            "the file is truncated or corrupt",
-        ) from None
+        raise _syntax_error(exc, data, name) from None
     except (ValueError, LookupError) as exc:  # e.g. an unknown encoding declaration
         raise EcgFormatError(name, f"XML cannot be decoded ({exc})") from None
     if root is None:
@@ -113,6 +98,32 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
 _DECLARED_ENCODING = re.compile(
     r"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']"""
 )
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, data: bytes, name: str) -> EcgFormatError:
+    """libxml2's syntax error as the reader's error, saying the cause where libxml2's
+    message does not (an encoding that does not fit the bytes is no truncated file)."""
+    line = exc.lineno if exc.lineno is not None else "?"
+    declared = _DECLARED_ENCODING.match(xml_head(data, 512))
+    if declared and "16" in declared.group(1) and b"\x00" not in data[:64]:
+        # A UTF-16 file converted to UTF-8 (or Latin-1) with its declaration left as it
+        # was: XML 1.0 (4.3.3) makes that a fatal error, and libxml2's message for it
+        # ("Blank needed here") says nothing of the cause.
+        return EcgFormatError(
+            name,
+            f"the XML declares encoding {declared.group(1)!r} but its bytes are not UTF-16",
+            "the file was converted without its declaration; correct the declaration",
+        )
+    if exc.msg.startswith("Invalid bytes in character encoding"):
+        said = f"its declared {declared.group(1)}" if declared else "UTF-8 (no declaration)"
+        return EcgFormatError(
+            name,
+            f"the XML's bytes at line {line} are not valid in {said}",
+            'declare the encoding the file is written in, e.g. encoding="ISO-8859-1"',
+        )
+    return EcgFormatError(
+        name, f"not well-formed XML (line {line}: {exc.msg})", "the file is truncated or corrupt"
+    )
 
 
 def _parse_transcoded(data: bytes, name: str, max_bytes: int) -> etree._Element:

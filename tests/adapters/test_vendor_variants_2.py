@@ -81,6 +81,17 @@ def test_utf16_declaration_on_converted_bytes_is_named(philips: tuple[str, Ecg])
         load_ecg(data, name="converted.xml")
 
 
+def test_latin1_bytes_without_their_declaration_are_named(formats_dir: Path) -> None:
+    # The MUSE export (ISO-8859-1, a patient name with an umlaut) with its XML declaration
+    # stripped: XML then means UTF-8, and the bytes are not. Before: "not well-formed XML
+    # (line 14: Invalid bytes in character encoding) (the file is truncated or corrupt)".
+    text = (formats_dir / "ge_muse_xml/muse-sinus.xml").read_bytes().decode("latin-1")
+    text = text.replace("<PatientLastName>DOE", "<PatientLastName>D\u00d6E")
+    data = text.replace('<?xml version="1.0" encoding="ISO-8859-1"?>', "").encode("latin-1")
+    with pytest.raises(EcgFormatError, match=r"line 14 are not valid in UTF-8 \(no declaration"):
+        load_ecg(data, name="stripped.xml")
+
+
 # --- HL7 aECG -------------------------------------------------------------------------------
 
 AECG = "hl7_aecg/Example_aECG_HL7_2003-12.xml"
