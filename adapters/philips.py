@@ -281,6 +281,12 @@ def read_philips(item: ReaderInput) -> Ecg:
         )
     signal_info = root.find(".//{*}dataacquisition/{*}signalcharacteristics")
     parsed = root.find(".//{*}parsedwaveforms")
+    if parsed is None and root.find(".//{*}leadwaveforms") is not None:
+        raise EcgFormatError(  # the schemas' other layout: one element per lead
+            name,
+            "the waveform is stored as leadwaveforms (one element per lead), which is not read",
+            "export the ECG with parsedwaveforms",
+        )
     if parsed is None:
         raise EcgFormatError(name, "no parsedwaveforms element: the file holds no waveform")
     # The waveform's own rate first: signalcharacteristics gives the acquisition's, which

@@ -172,6 +172,24 @@ def test_philips_iec_chest_lead_labels_are_the_v_leads(philips: tuple[str, Ecg])
     assert ecg.median_beats.leads == philips_ecg.median_beats.leads
 
 
+def test_philips_leadwaveforms_are_named_not_called_missing(philips: tuple[str, Ecg]) -> None:
+    # PhilipsECG 1.04.01 also defines leadwaveforms: the waveform "as a set of individual
+    # lead elements", with parsedwaveforms' attributes. This reader does not decode it;
+    # before, such a file was refused as "no parsedwaveforms element: the file holds no
+    # waveform".
+    text = re.sub(
+        r"<parsedwaveforms([^>]*)>(.*?)</parsedwaveforms>",
+        r'<leadwaveforms\1><leadwaveform leadname="I" starttime="0" duration="11000">'
+        r"\2</leadwaveform></leadwaveforms>",
+        philips[0],
+        count=1,
+        flags=re.S,
+    )
+    assert "<leadwaveforms" in text and "<parsedwaveforms" not in text
+    with pytest.raises(EcgFormatError, match="stored as leadwaveforms"):
+        load_ecg(text.encode("utf-16"), name="leads.xml")
+
+
 # --- DICOM ----------------------------------------------------------------------------------
 
 
