@@ -1,12 +1,13 @@
 """More of other vendors' variants of the real sample files (second round; the first is
 test_vendor_variants.py): each is read as its standard says, or refused by name.
 
-Every variant is an edit of a real file in ``formats/``; the expected values come from the
-original file as read, and the edit's meaning from the format's own definition: the
-Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01: ``TYPEleadname``,
-``TYPEdataencoding``), DICOM PS3.3 C.10.9.1 (Channel Source, Channel Label), WFDB
-header(5) (the ADC gain), HL7 aECG (a sequence set holds simultaneous sequences), XML 1.0
-(the encoding declaration).
+Every variant is an edit of a real file in ``shared/data`` (a PTB-XL record for WFDB and
+FHIR); the expected values come from the original file as read, and the edit's meaning from
+the format's own definition: the Philips XML schemas (SierraECG 1.03, PhilipsECG 1.04.01:
+``TYPEleadname``, ``TYPEdataencoding``, ``leadwaveforms``), DICOM PS3.3 A.34.3.4 and
+C.10.9.1 (Channel Source, Channel Label, Channel Sensitivity), WFDB header(5) (the ADC
+gain), HL7 aECG (a sequence set holds simultaneous sequences), published FHIR lead value
+sets (HL7 Germany, HL7 PHR IG), XML 1.0 (the encoding declaration).
 """
 
 from __future__ import annotations
