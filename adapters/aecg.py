@@ -66,6 +66,8 @@ class _Waveforms:
     leads: tuple[str, ...]
     start: datetime | None
     notes: dict[str, str]
+    #: A TIME_RELATIVE (GLIST_PQ) head: the first sample's time after the series' start.
+    offset_s: float | None = None
 
 
 # --- series ----------------------------------------------------------------------------------
@@ -94,23 +96,29 @@ def _lead_samples_mv(
     return lead_digits(value, lead, name) * scale + origin
 
 
-def _time_axis(value: etree._Element, name: str) -> tuple[float, datetime | None]:
-    """Sampling rate (Hz) and absolute start time (if any) of a time sequence."""
+def _time_axis(value: etree._Element, name: str) -> tuple[float, datetime | None, float | None]:
+    """Sampling rate (Hz), absolute start time (GLIST_TS) and relative start in seconds
+    (GLIST_PQ) of a time sequence."""
     kind = xsi_type(value)
     increment = quantity_s(value.find(tag("increment")), "time increment", name)
     if increment <= 0:
         raise EcgFormatError(name, f"time increment {increment} s is not positive")
-    start = None
+    start = offset = None
+    head = value.find(tag("head"))
     if kind == "GLIST_TS":
-        head = value.find(tag("head"))
         start = parse_hl7_ts(head.get("value") if head is not None else None)
-    elif kind != "GLIST_PQ":
+    elif kind == "GLIST_PQ":
+        try:  # as a malformed GLIST_TS head is: a start we can do without, not a refusal
+            offset = quantity_s(head, "time head", name) if head is not None else None
+        except EcgFormatError:
+            offset = None
+    else:
         raise EcgFormatError(
             name,
             f"time sequence of type {kind or '(none)'!r} is not supported",
             "expected GLIST_TS or GLIST_PQ (uniform sampling)",
         )
-    return 1.0 / increment, start
+    return 1.0 / increment, start, offset
 
 
 def _lead_of(code: str) -> str | None:
@@ -125,6 +133,7 @@ def _lead_of(code: str) -> str | None:
 def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | None:
     fs: float | None = None
     start: datetime | None = None
+    offset: float | None = None
     leads: list[str] = []
     rows: list[np.ndarray] = []
     notes: dict[str, str] = {}
@@ -135,7 +144,7 @@ def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | 
         if value is None:
             continue
         if code.startswith("TIME_"):
-            fs, start = _time_axis(value, name)
+            fs, start, offset = _time_axis(value, name)
         elif (lead := _lead_of(code)) is not None:
             if lead in leads:
                 raise EcgFormatError(name, f"lead {lead} appears twice in one sequence set")
@@ -170,14 +179,18 @@ def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | 
         notes["truncated_to_common_length"] = f"lead lengths {sorted(lengths)}"
     n = min(lengths)
     signal = np.stack([row[:n] for row in rows]).astype(np.float32)
-    return _Waveforms(signal=signal, fs=fs, leads=tuple(leads), start=start, notes=notes)
+    return _Waveforms(
+        signal=signal, fs=fs, leads=tuple(leads), start=start, notes=notes, offset_s=offset
+    )
 
 
 def _read_series(series: etree._Element, name: str) -> _Waveforms:
     """All simultaneous leads of a series.
 
     Some carts split a series into several sequence sets; sets with the same sampling
-    rate, start and length are merged, and the largest such group wins.
+    rate, start and length are merged, and the largest such group wins. The start is the
+    GLIST_TS head or the TIME_RELATIVE (GLIST_PQ) head: sets a cart recorded one after
+    another (4 x 3 leads of 2.5 s) are not one simultaneous record.
     """
     sets = [
         decoded
@@ -193,9 +206,10 @@ def _read_series(series: etree._Element, name: str) -> _Waveforms:
             + (f" (sequence codes: {', '.join(sorted(codes))})" if codes else ""),
             "leads are read from MDC_ECG_LEAD_* codes (e.g. MDC_ECG_LEAD_I)",
         )
-    groups: dict[tuple[float, datetime | None, int], list[_Waveforms]] = {}
+    groups: dict[tuple[float, datetime | None, float | None, int], list[_Waveforms]] = {}
     for decoded in sets:
-        groups.setdefault((decoded.fs, decoded.start, decoded.signal.shape[1]), []).append(decoded)
+        key = (decoded.fs, decoded.start, decoded.offset_s, decoded.signal.shape[1])
+        groups.setdefault(key, []).append(decoded)
     best = max(groups.values(), key=lambda group: sum(len(w.leads) for w in group))
     leads: list[str] = []
     rows: list[np.ndarray] = []

@@ -4,10 +4,10 @@ Reading: the RHYTHM multiplex group becomes the signal and a MEDIAN BEAT group, 
 ``Ecg.median_beats``. Each channel is scaled by its own sensitivity, correction factor and
 baseline (DICOM PS3.3 C.10.9.1.4.3, the same arithmetic as pydicom's ``waveform_array``)
 and converted from its UCUM sensitivity units (``uV``, ``mV``, ``V``) to millivolts. Lead
-names come from the channel source codes (MDC ``2:1``, legacy SCP-ECG ``5.6.3-9-1``), with
-the code meaning as a fallback. Free-text annotations become statements, coded SNOMED CT
-annotations diagnosis codes, numeric ones (intervals, axes) ``extra`` entries. The rhythm
-channels' filter settings become ``Ecg.filters`` (:mod:`adapters.recording_filters`).
+names come from the channel source codes (:mod:`adapters.dicom_codes`). Free-text
+annotations become statements, coded SNOMED CT annotations diagnosis codes, numeric ones
+(intervals, axes) ``extra`` entries. The rhythm channels' filter settings become
+``Ecg.filters`` (:mod:`adapters.recording_filters`).
 
 Writing (:func:`adapters.dicom_writer.ecg_to_dicom`): 16-bit signed samples, one
 sensitivity per channel in microvolts. The sensitivity is the smallest value of the 1-2-5
@@ -24,14 +24,12 @@ from datetime import datetime
 
 import numpy as np
 import pydicom
-import pydicom.datadict
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
+from adapters.dicom_codes import CODE_CACHE, CodeCache, code_of, first_item, lead_name
 from adapters.dicom_groups import pick_groups, unread_groups
 from adapters.errors import EcgFormatError
-from adapters.leads import lead_name_from_code, normalize_lead_name
 from adapters.limits import DecodeLimits
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats, RecordingFilters
@@ -70,72 +68,17 @@ def sniff(item: ReaderInput) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
-def _code(item: Dataset, sequence: str) -> Dataset | None:
-    seq = item.get(sequence)
-    return seq[0] if seq else None
-
-
-#: Parsed code items by their raw encoding (see :func:`_code_of`).
-CodeCache = dict[tuple[bytes, bool, bool], tuple[str, str] | None]
-#: Shared by all reads in this process: carts repeat the same few dozen code items in every
-#: file. Content-addressed (bytes + encoding), so it can never return another file's code;
-#: cleared when it grows past :data:`_CODE_CACHE_LIMIT` entries.
-_CODE_CACHE: CodeCache = {}
-_CODE_CACHE_LIMIT = 4096
-_CODE_TAGS = {
-    keyword: pydicom.datadict.tag_for_keyword(keyword)
-    for keyword in ("ChannelSourceSequence", "ChannelSensitivityUnitsSequence")
-}
-
-
-def _code_of(item: Dataset, keyword: str, cache: CodeCache) -> tuple[str, str] | None:
-    """(CodeValue, CodeMeaning) of the first item of a code sequence, parsed once per encoding.
-
-    Every channel repeats the same units sequence, the median group repeats the rhythm
-    group's lead codes, and a cart writes the same lead codes in every file; pydicom parses
-    nested sequences lazily and slowly, so identical raw encodings are parsed once.
-    """
-    tag = _CODE_TAGS.get(keyword) or pydicom.datadict.tag_for_keyword(keyword)
-    if tag is None or tag not in item:
-        return None
-    raw = item.get_item(tag)
-    key = None
-    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-        key = (raw.value, bool(raw.is_implicit_VR), bool(raw.is_little_endian))
-        if key in cache:
-            return cache[key]
-    code = _code(item, keyword)
-    result = (
-        None
-        if code is None
-        else (str(code.get("CodeValue", "")).strip(), str(code.get("CodeMeaning", "")).strip())
-    )
-    if key is not None:
-        if len(cache) >= _CODE_CACHE_LIMIT:
-            cache.clear()
-        cache[key] = result
-    return result
-
-
-def _lead_name(channel: Dataset, index: int, cache: CodeCache) -> str:
-    source = _code_of(channel, "ChannelSourceSequence", cache)
-    if source is None:
-        return f"ch{index + 1}"
-    value, meaning = source
-    name = lead_name_from_code(value)
-    if name is not None:
-        return name
-    # "Lead I (Einthoven)" -> "I"; an unknown meaning keeps its own text.
-    meaning = meaning.split("(")[0].strip() or meaning
-    return normalize_lead_name(meaning) if meaning else f"ch{index + 1}"
-
-
 def _channel_scale(
     channel: Dataset, where: str, index: int, cache: CodeCache
 ) -> tuple[float, float] | str:
     """(multiplier, offset) taking a raw sample to millivolts for one channel; for a channel
-    that is not a voltage (a respiration or pressure channel beside the leads), its unit."""
-    units = _code_of(channel, "ChannelSensitivityUnitsSequence", cache)
+    that is not a voltage (a respiration or pressure channel beside the leads, one in
+    arbitrary units), why it is left out."""
+    units = code_of(channel, "ChannelSensitivityUnitsSequence", cache)
+    if "ChannelSensitivity" not in channel and units is None:
+        # Type 1C, "required if samples represent defined (not arbitrary) units" (PS3.3
+        # C.10.9.1.4.3): a marker or trigger channel beside the leads, left out and named.
+        return "arbitrary units: no Channel Sensitivity"
     if _empty(channel.get("ChannelSensitivity")) or units is None:
         raise EcgFormatError(
             where,
@@ -214,7 +157,7 @@ def _group_signal(
         )
     order = "<" if little_endian else ">"
     raw = np.frombuffer(raw_bytes[:needed], dtype=order + dtype).reshape(n_samples, n_channels)
-    names = tuple(_lead_name(ch, i, cache) for i, ch in enumerate(channels))
+    names = tuple(lead_name(ch, i, cache) for i, ch in enumerate(channels))
     _refuse_padding(group, raw, order + dtype, names, where, label)
     scales = [_channel_scale(ch, where, i, cache) for i, ch in enumerate(channels)]
     keep = [i for i, scale in enumerate(scales) if not isinstance(scale, str)]
@@ -300,7 +243,7 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
         text = str(note.get("UnformattedTextValue", "") or "").strip()
         if text:
             statements.extend(line.strip() for line in text.splitlines() if line.strip())
-        concept = _code(note, "ConceptCodeSequence")
+        concept = first_item(note, "ConceptCodeSequence")
         if concept is not None:
             meaning = str(concept.get("CodeMeaning", "")).strip()
             scheme = str(concept.get("CodingSchemeDesignator", "")).strip().upper()
@@ -309,9 +252,9 @@ def _annotations(ds: Dataset) -> tuple[list[str], list[str], dict[str, str]]:
                 codes.append(f"{SNOMED_SYSTEM}|{value}")
             elif meaning:
                 statements.append(meaning)
-        name = _code(note, "ConceptNameCodeSequence")
+        name = first_item(note, "ConceptNameCodeSequence")
         if name is not None and "NumericValue" in note:
-            unit = _code(note, "MeasurementUnitsCodeSequence")
+            unit = first_item(note, "MeasurementUnitsCodeSequence")
             label = str(name.get("CodeMeaning", "") or name.get("CodeValue", "")).strip()
             number = note.NumericValue
             number = number[0] if isinstance(number, list | pydicom.multival.MultiValue) else number
@@ -341,7 +284,7 @@ def read(item: ReaderInput) -> Ecg:
     if syntax is not None and getattr(syntax, "is_little_endian", True) is False:
         little_endian = False
     rhythm_index, median_index = pick_groups(groups, item.name)
-    cache = _CODE_CACHE
+    cache = CODE_CACHE
     signal, leads, fs, dropped, filters = _group_signal(
         groups[rhythm_index], item.name, little_endian, cache, item.limits
     )

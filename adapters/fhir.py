@@ -2,8 +2,9 @@
 
 Reading (format ``fhir-observation``): JSON of an Observation, or of a Bundle holding exactly
 one ECG Observation. Each component with ``valueSampledData`` is a lead, named from its
-MDC code (``131329`` = I, ``131389`` = III, also lead identities ``131073``...), else from the
-code's display or text (``MDC_ECG_ELEC_POTL_V1``, ``Lead V1``). Both SampledData shapes are
+MDC code (``131329`` = I, ``131389`` = III, also lead identities ``131073``...), a LOINC part
+or SNOMED CT code of a lead, a code that is a lead's name, else from the code's display or
+text (``MDC_ECG_ELEC_POTL_V1``, ``Lead V1``). Both SampledData shapes are
 accepted: R4 ``period`` (ms) and R5 ``interval`` + ``intervalUnit``. Values are
 ``origin + factor * data`` in the unit of ``origin`` (mV, uV or V; a unitless origin is
 taken as mV and ``extra["units"]`` says so). Special values: ``L`` and ``U`` (below/above
@@ -29,11 +30,12 @@ import numpy as np
 from adapters.errors import EcgFormatError
 from adapters.leads import (
     lead_name_from_code,
+    mdc_lead_term,
     normalize_lead_name,
 )
 from adapters.limits import check_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
-from adapters.record import Ecg
+from adapters.record import STANDARD_LEADS, Ecg
 from adapters.units import mv_factor
 
 FORMAT = "fhir-observation"
@@ -51,6 +53,13 @@ LOINC_LEAD_PARTS = {
     "LP7389-2": "V1", "LP7390-0": "V2", "LP7391-8": "V3",
     "LP7392-6": "V4", "LP7393-4": "V5", "LP7394-2": "V6",
 }  # fmt: skip
+#: SNOMED CT codes of the 12 standard leads, in STANDARD_LEADS order (HL7 Germany's
+#: EkgAbleitungenVS value set: "Lead I" ... "aVF", "Lead site V1" ... "Lead site V6").
+_SNOMED_CODES = (
+    "272729005", "272730000", "272731001", "257474006", "257473000", "257472005",
+    "257475007", "257476008", "257477004", "257478009", "257479001", "257480003",
+)  # fmt: skip
+SNOMED_LEADS = dict(zip(_SNOMED_CODES, STANDARD_LEADS, strict=True))
 #: Carries a start time without time zone (the cart's local clock); see :func:`_effective`.
 LOCAL_TIME_EXTENSION = "urn:ecg-cds:fhir:local-acquisition-time"
 
@@ -81,8 +90,14 @@ def _lead_name(component: dict[str, Any], index: int) -> str:
             if name is not None:
                 return name
     for coding in _codings(concept):
-        if coding.get("system") == LOINC_SYSTEM and coding.get("code") in LOINC_LEAD_PARTS:
-            return LOINC_LEAD_PARTS[str(coding["code"])]
+        code = str(coding.get("code", ""))
+        if coding.get("system") == LOINC_SYSTEM and code in LOINC_LEAD_PARTS:
+            return LOINC_LEAD_PARTS[code]
+        if coding.get("system") == SNOMED_SYSTEM and code in SNOMED_LEADS:
+            return SNOMED_LEADS[code]
+        # A code system whose codes are the lead names (the HL7 PHR IG's ecg-lead-codes).
+        if not code.isdigit() and mdc_lead_term(code) is not None:
+            return normalize_lead_name(code)
     # The lead's own text first: with the generic potential code (131328), the display
     # names no lead and the writer puts the lead name in text.
     texts = [concept.get("text") if isinstance(concept, dict) else None]

@@ -55,6 +55,22 @@ def normalize_lead_name(raw: str) -> str:
     return _CANONICAL.get(upper) or _ALIASES.get(upper) or name
 
 
+_IEC_CHEST = re.compile(r"C([1-9])|C([2-9])R", flags=re.IGNORECASE)
+
+
+def iec_chest_lead(name: str) -> str:
+    """``V1`` for the IEC label ``C1`` (C1..C9, C2R..C9R), any other name unchanged.
+
+    IEC 60601-2-25 labels the chest electrodes, and European carts the chest leads, C1..C6
+    where AHA writes V1..V6: the same positions. Only readers of formats whose definition
+    lists them use this (the Philips XML schemas name C1..C9 beside V1..V9); elsewhere a
+    "C1" may be a channel number."""
+    match = _IEC_CHEST.fullmatch(name.strip())
+    if match is None:
+        return name
+    return f"V{match.group(1)}" if match.group(1) else f"V{match.group(2)}R"
+
+
 def lead_aliases(raw_names: list[str | None] | tuple[str | None, ...]) -> str:
     """``"MLII -> II, MV1 -> V1"`` for the names read as another lead (an alias), else ``""``.
 

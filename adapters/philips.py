@@ -1,11 +1,10 @@
 """Philips PageWriter / TraceMaster XML (SierraECG 1.03, PhilipsECG 1.04) reader.
 
-Waveforms sit in ``parsedwaveforms`` as base64, usually XLI-compressed (LZW + second
-differences, one chunk per lead). Decompression uses the ``sierraecg`` package's LZW
-decoder; the chunk walk around it is ours so corrupt input cannot loop forever or expand
-without bound, and the delta step is sierraecg's recurrence vectorised (tested equal).
-As in ``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against
-I and II, and they are reconstructed here (vectorised, in int64).
+Waveforms sit in ``parsedwaveforms`` as base64 (or hex, or Plain decimal text), usually
+XLI-compressed (LZW + second differences, one chunk per lead; decoded by
+:mod:`adapters.philips_xli`). As in
+``sierraecg.read_file``, XLI files store III, aVR, aVL and aVF as residuals against I and
+II, and they are reconstructed (vectorised, in int64).
 
 Sample values are in units of ``signalresolution`` / ``resolution`` microvolts (5 uV in
 both sample files). The stored 11 s ends with a stretch in which every lead is identical:
@@ -22,10 +21,11 @@ from datetime import datetime
 
 import numpy as np
 from lxml import etree
-from sierraecg.lzw import LzwDecoder
 
 from adapters.errors import EcgFormatError
-from adapters.leads import normalize_lead_name
+from adapters.leads import iec_chest_lead, normalize_lead_name
+from adapters.limits import DecodeLimits, check_tokens, parse_numbers
+from adapters.philips_xli import MAX_CHUNKS, reconstruct_limb_leads, xli_decode
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import Ecg, MedianBeats
 from adapters.recording_filters import philips_filters
@@ -36,8 +36,6 @@ _SUPPORTED = {"SierraECG": ("1.03",), "PhilipsECG": ("1.03", "1.04", "1.04.01", 
 _STANDARD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 #: Representative beats pad the unused tail of each beat with this sentinel.
 _REPBEAT_PAD = 32767
-#: At most this many XLI chunks (PageWriters allocate 16 channels for 12 leads).
-_MAX_CHUNKS = 64
 
 
 def _find(element: etree._Element, path: str) -> etree._Element | None:
@@ -62,87 +60,37 @@ def _positive_number(raw: str | None, what: str, name: str) -> float:
     return value
 
 
-def _b64(text: str | None, what: str, name: str) -> bytes:
+#: TYPEdataencoding of the 1.03 and 1.04.01 schemas. Base64 and Hex carry the bytes (16-bit
+#: little-endian samples, or XLI); Plain carries the sample values as decimal text, lead after
+#: lead (what Sierra ECG Tools' preprocessor writes for a decoded file).
+_ENCODINGS = ("Base64", "Hex", "Plain")
+
+
+def _decoded(
+    text: str | None, encoding: str, what: str, name: str, limits: DecodeLimits
+) -> bytes | np.ndarray:
+    """The bytes of a Base64 or Hex waveform, or the int64 sample values of a Plain one."""
+    if encoding == "Plain":
+        check_tokens(limits, name, [text or ""])  # before any value is parsed
+        values = parse_numbers(text or "")
+        if values is None or not (np.abs(values) < 2**31).all():  # NaN and inf fail too
+            raise EcgFormatError(name, f"{what} (Plain) holds values that are not 32-bit numbers")
+        if not np.array_equal(values, np.round(values)):
+            raise EcgFormatError(name, f"{what} (Plain) holds values that are not integers")
+        return values.astype(np.int64)
+    body = re.sub(r"\s+", "", text or "")
     try:
-        return base64.b64decode(re.sub(r"\s+", "", text or ""), validate=True)
+        if encoding == "Hex":
+            return bytes.fromhex(body)
+        return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
-        raise EcgFormatError(name, f"{what} is not valid base64") from None
+        raise EcgFormatError(name, f"{what} is not valid {encoding.lower()}") from None
 
 
-# --- waveform decoding ----------------------------------------------------------------------
-
-
-def _xli_chunks(data: bytes, n_leads: int, name: str) -> list[tuple[bytes, int]]:
-    """Split XLI data into (compressed chunk, first sample) per lead, validating every header."""
-    chunks: list[tuple[bytes, int]] = []
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < 8 or len(chunks) >= _MAX_CHUNKS:
-            raise EcgFormatError(name, "XLI waveform data is truncated or has trailing garbage")
-        size = int.from_bytes(data[offset : offset + 4], "little", signed=True)
-        start = int.from_bytes(data[offset + 6 : offset + 8], "little", signed=True)
-        offset += 8
-        if size <= 0 or offset + size > len(data):
-            raise EcgFormatError(name, f"XLI chunk {len(chunks) + 1} declares {size} bytes")
-        chunks.append((data[offset : offset + size], start))
-        offset += size
-    if len(chunks) < n_leads:
-        raise EcgFormatError(name, f"XLI data holds {len(chunks)} leads, the header says {n_leads}")
-    return chunks[:n_leads]
-
-
-def _xli_undo_deltas(buffer: np.ndarray, first: int) -> np.ndarray:
-    """``sierraecg.xli.xli_decode_deltas`` vectorised (its per-sample loop is the slow part).
-
-    The buffer holds the high bytes of n int16 values, then their low bytes. With ``d``
-    those values: ``x[0] = d[0]``, ``x[1] = d[1]`` and ``x[i] = 2 x[i-1] - x[i-2] - c[i]``
-    where ``c[2] = first`` and ``c[i] = d[i-1] - 64`` after that, a second-order recurrence
-    solved with two cumulative sums. Equality with sierraecg is tested on the sample files.
-    """
-    n = buffer.size // 2
-    joined = (buffer[:n] << 8) | buffer[n : 2 * n]
-    deltas = np.where(joined >= 1 << 15, joined - (1 << 16), joined)
-    if n < 3:
-        return deltas
-    corrections = np.concatenate(([first], deltas[2 : n - 1] - 64))
-    steps = np.concatenate(([deltas[1] - deltas[0]], -corrections))
-    return np.concatenate(([deltas[0]], deltas[0] + np.cumsum(np.cumsum(steps))))
-
-
-def _xli_decode(data: bytes, n_leads: int, n_samples: int, name: str) -> np.ndarray:
-    limit = 2 * n_samples + 2  # bytes per lead: high bytes then low bytes of int16 samples
-    rows: list[np.ndarray] = []
-    for index, (chunk, start) in enumerate(_xli_chunks(data, n_leads, name)):
-        decoder = LzwDecoder(chunk, bits=10)
-        buffer: list[int] = []
-        while (byte := decoder.read()) != -1:
-            buffer.append(byte & 0xFF)
-            if len(buffer) > limit:
-                raise EcgFormatError(
-                    name, f"XLI lead {index + 1} decodes to more than {n_samples} samples"
-                )
-        if len(buffer) % 2:
-            buffer.append(0)
-        if len(buffer) < 4:
-            raise EcgFormatError(name, f"XLI lead {index + 1} decodes to no samples")
-        samples = _xli_undo_deltas(np.asarray(buffer, dtype=np.int64), start)
-        if samples.min() < -32768 or samples.max() > 32767:
-            raise EcgFormatError(name, f"XLI lead {index + 1} decodes out of the 16-bit range")
-        rows.append(samples)
-    length = min(row.size for row in rows)
-    return np.stack([row[:length] for row in rows])
-
-
-def _reconstruct_limb_leads(samples: np.ndarray) -> np.ndarray:
-    """Undo Philips' residual coding of III, aVR, aVL, aVF (same formulas as sierraecg)."""
-    lead_i, lead_ii, res_iii, res_avr, res_avl, res_avf = samples[:6]
-    lead_iii = lead_ii - lead_i - res_iii
-    out = samples.copy()
-    out[2] = lead_iii
-    out[3] = -res_avr - np.floor_divide(lead_i + lead_ii, 2)
-    out[4] = np.floor_divide(lead_i - lead_iii, 2) - res_avl
-    out[5] = np.floor_divide(lead_ii + lead_iii, 2) - res_avf
-    return out
+def _lead_name(raw: str) -> str:
+    """A Philips lead label as a standard name: the schemas' TYPEleadname lists the IEC
+    chest-lead labels C1..C9 beside V1..V9, for the same leads."""
+    return iec_chest_lead(normalize_lead_name(raw))
 
 
 def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: str) -> list[str]:
@@ -160,7 +108,7 @@ def _lead_labels(parsed: etree._Element, signal: etree._Element | None, name: st
         return labels[: int(count)]
     allocated = _text(signal, "numberchannelsallocated")
     lead_set = _text(signal, "acquisitiontype")
-    if not allocated.isdigit() or not 0 < int(allocated) <= _MAX_CHUNKS:
+    if not allocated.isdigit() or not 0 < int(allocated) <= MAX_CHUNKS:
         raise EcgFormatError(name, f"number of channels {allocated or 'missing'!r} is not usable")
     standard = (*_STANDARD_ORDER, "V1", "V2", "V3", "V4", "V5", "V6")
     if lead_set in ("STD-12", "10-WIRE"):
@@ -181,6 +129,21 @@ def _trim_calibration(samples: np.ndarray, fs: float) -> tuple[np.ndarray, int, 
         return samples, 0, None
     pulse = float(np.abs(samples[0, n - tail :]).max())
     return samples[:, : n - tail], tail, pulse
+
+
+def _lead_after_lead(
+    values: np.ndarray, n_leads: int, n_samples: int, what: str, name: str
+) -> np.ndarray:
+    """Uncompressed waveform values, lead after lead, as leads x samples (extra values after
+    the declared leads, e.g. unused channels, are left out as before)."""
+    needed = n_leads * n_samples
+    if values.size < needed:
+        raise EcgFormatError(
+            name,
+            f"the waveform holds {values.size} {what}, {n_leads} leads x {n_samples} expected",
+            "the file is truncated or its durationperchannel is wrong",
+        )
+    return values[:needed].reshape(n_leads, n_samples)
 
 
 def _check_duration(decoded: int, declared: int, duration_ms: float, fs: float, name: str) -> None:
@@ -257,13 +220,14 @@ def _start_time(root: etree._Element) -> datetime | None:
 
 
 def _median_beats(
-    root: etree._Element, fs: float, name: str, extra: dict[str, str]
+    root: etree._Element, fs: float, name: str, extra: dict[str, str], limits: DecodeLimits
 ) -> MedianBeats | None:
     repbeats = root.find(".//{*}repbeats")
     if repbeats is None:
         return None
-    if (repbeats.get("dataencoding") or "Base64") != "Base64":
-        extra["median_beats_skipped"] = f"encoding {repbeats.get('dataencoding')}"
+    encoding = repbeats.get("dataencoding") or "Base64"
+    if encoding not in _ENCODINGS:
+        extra["median_beats_skipped"] = f"encoding {encoding}"
         return None
     resolution_raw = repbeats.get("resolution")
     if not resolution_raw:
@@ -275,16 +239,18 @@ def _median_beats(
     leads: list[str] = []
     rows: list[np.ndarray] = []
     for repbeat in repbeats.iterfind("{*}repbeat"):
-        lead = normalize_lead_name(repbeat.get("leadname") or "")
+        lead = _lead_name(repbeat.get("leadname") or "")
         if not lead or lead in leads:
             raise EcgFormatError(
                 name, f"representative beat lead {lead or '(unnamed)'!r} is invalid"
             )
         holder = _find(repbeat, "waveform")
-        raw = _b64((holder if holder is not None else repbeat).text, f"{lead} beat", name)
-        if len(raw) % 2:
-            raise EcgFormatError(name, f"representative beat {lead} has an odd byte count")
-        samples = np.frombuffer(raw, dtype="<i2")
+        text = (holder if holder is not None else repbeat).text
+        samples = _decoded(text, encoding, f"{lead} beat", name, limits)
+        if isinstance(samples, bytes):
+            if len(samples) % 2:
+                raise EcgFormatError(name, f"representative beat {lead} has an odd byte count")
+            samples = np.frombuffer(samples, dtype="<i2")
         valid = np.nonzero(samples != _REPBEAT_PAD)[0]
         samples = samples[: int(valid[-1]) + 1] if valid.size else samples[:0]
         leads.append(lead)
@@ -315,6 +281,12 @@ def read_philips(item: ReaderInput) -> Ecg:
         )
     signal_info = root.find(".//{*}dataacquisition/{*}signalcharacteristics")
     parsed = root.find(".//{*}parsedwaveforms")
+    if parsed is None and root.find(".//{*}leadwaveforms") is not None:
+        raise EcgFormatError(  # the schemas' other layout: one element per lead
+            name,
+            "the waveform is stored as leadwaveforms (one element per lead), which is not read",
+            "export the ECG with parsedwaveforms",
+        )
     if parsed is None:
         raise EcgFormatError(name, "no parsedwaveforms element: the file holds no waveform")
     # The waveform's own rate first: signalcharacteristics gives the acquisition's, which
@@ -333,37 +305,46 @@ def read_philips(item: ReaderInput) -> Ecg:
     n_samples = round(duration_ms * fs / 1000.0)
     if not 0 < n_samples <= item.max_bytes:
         raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
-    labels = [normalize_lead_name(label) for label in _lead_labels(parsed, signal_info, name)]
+    raw_labels = _lead_labels(parsed, signal_info, name)
+    labels = [_lead_name(label) for label in raw_labels]
     item.check_shape(len(labels), n_samples)  # before the XLI decoder allocates them
     if len(set(labels)) != len(labels):
         raise EcgFormatError(name, f"duplicate lead labels {labels}")
 
-    if (parsed.get("dataencoding") or "Base64") != "Base64":
+    encoding = parsed.get("dataencoding") or "Base64"
+    if encoding not in _ENCODINGS:
         raise EcgFormatError(
-            name, f"waveform encoding {parsed.get('dataencoding')!r} is not supported"
+            name,
+            f"waveform encoding {encoding!r} is not supported",
+            f"the schemas define {', '.join(_ENCODINGS)}",
         )
     _check_sample_coding(parsed, signal_info, name)
-    data = _b64(parsed.text, "parsedwaveforms", name)
+    data = _decoded(parsed.text, encoding, "parsedwaveforms", name, item.limits)
     compression = parsed.get("compressmethod") or parsed.get("compression") or "Uncompressed"
     if (parsed.get("compressflag") or "").strip().lower() == "false":
         compression = "Uncompressed"  # 1.03 names the method even when it is not used
-    if compression == "XLI":
-        samples = _xli_decode(data, len(labels), n_samples, name)
+    if isinstance(data, np.ndarray):
+        # Plain text holds the leads' values: XLI compresses bytes, so a compression still
+        # named there (jsierraecg's 1.03 preprocessor leaves compressflag True) is stale.
+        samples = _lead_after_lead(data, len(labels), n_samples, "values", name)
+    elif compression == "XLI":
+        samples = xli_decode(data, len(labels), n_samples, name)
         _check_duration(samples.shape[1], n_samples, duration_ms, fs, name)
         # III, aVR, aVL, aVF are stored as residuals against I and II by XLI (the DXL
         # encoder); uncompressed data holds the leads themselves.
         if tuple(labels[:6]) == _STANDARD_ORDER:
-            samples = _reconstruct_limb_leads(samples)
+            samples = reconstruct_limb_leads(samples)
     elif compression == "Uncompressed":
-        needed = 2 * n_samples * len(labels)
-        if len(data) < needed:
-            raise EcgFormatError(name, f"waveform data has {len(data)} bytes, {needed} expected")
-        samples = np.frombuffer(data[:needed], dtype="<i2").astype(np.int64)
-        samples = samples.reshape(len(labels), n_samples)
+        values = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int64)
+        samples = _lead_after_lead(values, len(labels), n_samples, "16-bit samples", name)
     else:
         raise EcgFormatError(name, f"waveform compression {compression!r} is not supported")
 
     extra: dict[str, str] = {"document": f"{doc_type} {version}"}
+    renamed = [f"{raw} -> {lead}" for raw, lead in zip(raw_labels, labels, strict=True)
+               if iec_chest_lead(raw.strip()) != raw.strip()]  # fmt: skip
+    if renamed:  # as the WFDB reader names its aliases
+        extra["lead_aliases"] = ", ".join(renamed)
     samples, trimmed, pulse = _trim_calibration(samples, fs)
     if trimmed:
         extra["trimmed_calibration_samples"] = str(trimmed)
@@ -374,7 +355,7 @@ def read_philips(item: ReaderInput) -> Ecg:
         extra["statement_codes"] = " ".join(codes)
     machine = _text(root, "dataacquisition/machine")
     try:  # the cart's beats are extra: never lose the rhythm to them
-        median_beats = _median_beats(root, fs, name, extra)
+        median_beats = _median_beats(root, fs, name, extra, item.limits)
     except EcgFormatError as exc:
         median_beats, extra["median_beats_skipped"] = None, exc.problem
     return build_ecg(

@@ -26,6 +26,10 @@ _FORMAT_BITS = {"8": 16, "80": 16, "16": 16, "61": 16, "160": 16, "212": 16, "31
                 "311": 16, "24": 32, "32": 32}  # fmt: skip
 
 
+#: A signal line's ADC gain field: ``gain[(baseline)][/units]``.
+_GAIN_FIELD = re.compile(r"^([^(/]*)")
+
+
 def content_lines(text: str) -> list[str]:
     """Header lines that are neither blank nor comments."""
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
@@ -145,6 +149,29 @@ def _check_declared_size(
             seen.add(tokens[0])
             total += int(held / size)  # all of the file's interleaved values
     item.check_values(total)
+
+
+def uncalibrated_channels(text: str) -> frozenset[int]:
+    """Channels (0-based) whose signal line gives no ADC gain, or a gain of 0.
+
+    WFDB's header(5): "If the gain is zero or missing, this indicates that the signal
+    amplitude is uncalibrated"; wfdb then reads 200 units per mV, a guess that makes a
+    PTB-XL-like record (1000 per mV) five times too tall. The parsed header no longer tells
+    (wfdb and :mod:`adapters.wfdb_header` turn 0 into 200), so the text is read here."""
+    lines = content_lines(text)
+    if not lines or "/" in lines[0].split()[0]:
+        return frozenset()  # multi-segment: the segments' headers hold the signal lines
+    found: set[int] = set()
+    for index, line in enumerate(lines[1:]):
+        tokens = line.split()
+        field = _GAIN_FIELD.match(tokens[2]) if len(tokens) > 2 else None
+        try:
+            gain = float(field.group(1)) if field is not None else 0.0
+        except ValueError:
+            continue  # malformed: wfdb's parser reports it
+        if gain == 0:
+            found.add(index)
+    return frozenset(found)
 
 
 def digital_resolution(text: str) -> int:

@@ -37,6 +37,7 @@ from adapters.wfdb_checks import (
     digital_resolution,
     file_size,
     signal_files,
+    uncalibrated_channels,
 )
 from adapters.wfdb_header import install as _install_fast_header_parser
 from adapters.wfdb_scaling import to_millivolts
@@ -279,7 +280,7 @@ def read(item: ReaderInput) -> Ecg:
     fs = float(record.fs or 0)
     if not np.isfinite(fs) or fs <= 0:
         raise EcgFormatError(item.name, f"the header gives sampling rate {record.fs!r}")
-    signal, leads, dropped = to_millivolts(item, record)
+    signal, leads, dropped = to_millivolts(item, record, uncalibrated_channels(text))
     statements, codes, extra = _parse_comments(list(record.comments or []))
     extra["record"] = str(record.record_name)
     if dropped:

@@ -47,9 +47,12 @@ def invalid_counts(digital: np.ndarray, formats: list[str]) -> np.ndarray:
 
 
 def to_millivolts(
-    item: ReaderInput, record: wfdb.Record | DigitalRecord
+    item: ReaderInput,
+    record: wfdb.Record | DigitalRecord,
+    uncalibrated: frozenset[int] = frozenset(),
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    """Rows in mV for every voltage channel; non-voltage channels are dropped and named.
+    """Rows in mV for every calibrated voltage channel; non-voltage channels and the
+    ``uncalibrated`` ones (no ADC gain in the header) are dropped and named.
 
     The record is read as digital samples and scaled here, ``(d - baseline) / gain`` like
     wfdb's own ``dac`` but in float32 and straight into the (leads, samples) layout: this
@@ -73,6 +76,9 @@ def to_millivolts(
         if factor is None:
             dropped.append(f"{name} ({unit})")
             continue
+        if i in uncalibrated:  # millivolts would be a guess: said, not read
+            dropped.append(f"{name} (uncalibrated: ADC gain 0 or missing)")
+            continue
         gain = float(record.adc_gain[i])
         if not np.isfinite(gain) or gain == 0:
             raise EcgFormatError(item.name, f"channel {name} has ADC gain {gain}: uncalibrated")
@@ -85,6 +91,13 @@ def to_millivolts(
             )
         keep.append(i)
         factors.append(factor / gain)
+    if not keep and uncalibrated:
+        raise EcgFormatError(
+            item.name,
+            f"no channel is a calibrated voltage: {', '.join(dropped)}",
+            "WFDB: an ADC gain of 0 or none means the amplitude is uncalibrated; give each "
+            "channel's gain (ADC units per mV) in the header if it is known",
+        )
     if not keep:
         raise EcgFormatError(
             item.name,

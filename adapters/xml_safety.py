@@ -78,12 +78,9 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
-        line = exc.lineno if exc.lineno is not None else "?"
-        raise EcgFormatError(
-            name,
-            f"not well-formed XML (line {line}: {exc.msg})",
-            "the file is truncated or corrupt",
-        ) from None
+        if exc.msg.startswith("Unsupported encoding"):
+            return _parse_transcoded(data, name, max_bytes)
+        raise _syntax_error(exc, data, name) from None
     except (ValueError, LookupError) as exc:  # e.g. an unknown encoding declaration
         raise EcgFormatError(name, f"XML cannot be decoded ({exc})") from None
     if root is None:
@@ -96,6 +93,60 @@ def parse_xml(data: bytes, name: str, max_bytes: int) -> etree._Element:
             name, "the XML declares entities (DOCTYPE with <!ENTITY>), which is refused for safety"
         )
     return root
+
+
+_DECLARED_ENCODING = re.compile(
+    r"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']"""
+)
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, data: bytes, name: str) -> EcgFormatError:
+    """libxml2's syntax error as the reader's error, saying the cause where libxml2's
+    message does not (an encoding that does not fit the bytes is no truncated file)."""
+    line = exc.lineno if exc.lineno is not None else "?"
+    declared = _DECLARED_ENCODING.match(xml_head(data, 512))
+    if declared and "16" in declared.group(1) and b"\x00" not in data[:64]:
+        # A UTF-16 file converted to UTF-8 (or Latin-1) with its declaration left as it
+        # was: XML 1.0 (4.3.3) makes that a fatal error, and libxml2's message for it
+        # ("Blank needed here") says nothing of the cause.
+        return EcgFormatError(
+            name,
+            f"the XML declares encoding {declared.group(1)!r} but its bytes are not UTF-16",
+            "the file was converted without its declaration; correct the declaration",
+        )
+    if exc.msg.startswith("Invalid bytes in character encoding"):
+        said = f"its declared {declared.group(1)}" if declared else "UTF-8 (no declaration)"
+        return EcgFormatError(
+            name,
+            f"the XML's bytes at line {line} are not valid in {said}",
+            'declare the encoding the file is written in, e.g. encoding="ISO-8859-1"',
+        )
+    return EcgFormatError(
+        name, f"not well-formed XML (line {line}: {exc.msg})", "the file is truncated or corrupt"
+    )
+
+
+def _parse_transcoded(data: bytes, name: str, max_bytes: int) -> etree._Element:
+    """A document whose declared encoding libxml2 does not know by that name but Python
+    does (``latin-1``, ``utf_8``: what Python's ElementTree writes when a script re-exports
+    a file), re-encoded as UTF-8 and parsed with every check above run again on it."""
+    declared = _DECLARED_ENCODING.match(xml_head(data, 512))
+    encoding = declared.group(1) if declared else "?"
+    try:
+        codec = codecs.lookup(encoding).name
+        text = data.decode(codec)
+    except (LookupError, UnicodeDecodeError):
+        raise EcgFormatError(
+            name,
+            f"the XML declares encoding {encoding!r}, which is unknown or does not fit its bytes",
+            "export the file as UTF-8 (or ISO-8859-1, UTF-16)",
+        ) from None
+    text = text.lstrip("\ufeff")
+    end = text.find("?>") + 2
+    if end < 2:
+        raise EcgFormatError(name, "not well-formed XML (the XML declaration is not closed)")
+    declaration = text[:end].replace(encoding, "UTF-8", 1)
+    return parse_xml((declaration + text[end:]).encode("utf-8"), name, max_bytes)
 
 
 def xml_head(data: bytes, limit: int = SNIFF_BYTES) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sierraecg.xli import xli_decode_deltas
 
 from adapters import STANDARD_LEADS, EcgFormatError, load_ecg
-from adapters.philips import _xli_undo_deltas
+from adapters.philips_xli import xli_undo_deltas
 
 FILES = ["philips_xml/129DYPRG.XML", "philips_xml/3191723_ZZDEMOPTONLY_1-04_orig.xml"]
 V103, V104 = FILES
@@ -191,7 +191,7 @@ def test_vectorised_deltas_equal_sierraecg(n: int, first: int, seed: int) -> Non
         expected = np.asarray(xli_decode_deltas(list(buffer), first), dtype=np.int64)
     except OverflowError:  # the reference's int16 array overflowed: not a valid file
         return
-    np.testing.assert_array_equal(_xli_undo_deltas(np.asarray(buffer), first), expected)
+    np.testing.assert_array_equal(xli_undo_deltas(np.asarray(buffer), first), expected)
 
 
 def test_waveform_rate_wins_over_the_acquisition_rate(formats_dir: Path, loaded: dict) -> None:
@@ -218,9 +218,12 @@ def test_stored_samples_must_fill_the_declared_duration(formats_dir: Path) -> No
     assert str(info.value).startswith("wrong-rate.xml: ")
 
 
-def _with_waveform(text: str, samples: np.ndarray, attributes: dict[str, str]) -> str:
+def _with_waveform(
+    text: str, samples: np.ndarray | None, attributes: dict[str, str], body: str | None = None
+) -> str:
     """The file with its parsedwaveforms replaced by ``samples`` (leads x n, int16,
-    lead after lead, uncompressed) and the given attributes set on the element."""
+    lead after lead, uncompressed; or the element's text ``body`` as given) and the given
+    attributes set on the element."""
     match = re.search(r"<parsedwaveforms([^>]*)>(.*?)</parsedwaveforms>", text, re.S)
     assert match is not None
     head = match.group(1)
@@ -228,7 +231,8 @@ def _with_waveform(text: str, samples: np.ndarray, attributes: dict[str, str]) -
         head, found = re.subn(rf'\b{key}="[^"]*"', f'{key}="{value}"', head)
         if not found:
             head += f' {key}="{value}"'
-    encoded = base64.b64encode(samples.astype("<i2").tobytes()).decode()
+    assert (samples is None) != (body is None)
+    encoded = body or base64.b64encode(np.asarray(samples).astype("<i2").tobytes()).decode()
     return (
         text[: match.start()]
         + f"<parsedwaveforms{head}>{encoded}</parsedwaveforms>"
@@ -260,6 +264,46 @@ def test_uncompressed_leads_are_taken_as_stored(
     ecg = load_ecg(text.encode("utf-16"), name="uncompressed.xml")
     assert ecg.leads == STANDARD_LEADS
     np.testing.assert_array_equal(ecg.signal, loaded[relative].signal)
+
+
+#: How each version says "not compressed" (1.03 keeps the method named, the flag says no).
+UNCOMPRESSED = {V103: {"compressflag": "False"}, V104: {"compression": "Uncompressed"}}
+
+
+@pytest.mark.parametrize("relative", FILES)
+@pytest.mark.parametrize("encoding", ["Plain", "Hex"])
+def test_plain_and_hex_encodings_of_the_schemas(
+    formats_dir: Path, loaded: dict, relative: str, encoding: str
+) -> None:
+    # TYPEdataencoding in the 1.03 and 1.04.01 schemas is Plain, Base64 or Hex; Sierra ECG
+    # Tools' preprocessors write a decoded file as Plain (decimal values lead after lead, 25
+    # a line, compressflag False). Before, both were refused ("encoding 'Plain' is not
+    # supported").
+    text = _text(formats_dir / relative)
+    if encoding == "Plain":
+        samples = _stored_leads(formats_dir, relative)
+        lines = [row[i : i + 25] for row in samples for i in range(0, row.size, 25)]
+        body = "\n".join(" ".join(str(value) for value in line) for line in lines)
+        attributes = {"dataencoding": "Plain", **UNCOMPRESSED[relative]}
+    else:  # the same XLI bytes, written as hex digits
+        match = re.search(r"<parsedwaveforms[^>]*>(.*?)</parsedwaveforms>", text, re.S)
+        assert match is not None
+        body = base64.b64decode(re.sub(r"\s+", "", match.group(1))).hex().upper()
+        attributes = {"dataencoding": "Hex"}
+    variant = _with_waveform(text, None, attributes, body=body)
+    ecg = load_ecg(variant.encode("utf-16"), name=f"{encoding}.xml")
+    assert ecg.leads == STANDARD_LEADS
+    np.testing.assert_array_equal(ecg.signal, loaded[relative].signal)
+
+
+@pytest.mark.parametrize("token", ["1.5", "inf", "1e30"])
+def test_plain_values_that_are_not_integers_are_refused(formats_dir: Path, token: str) -> None:
+    # inf and 1e30 passed an integer test and wrapped to -2**63 in int64 before this check
+    body = " ".join([token] * 12 * 5500)
+    attributes = {"dataencoding": "Plain", **UNCOMPRESSED[V104]}
+    variant = _with_waveform(_text(formats_dir / V104), None, attributes, body=body)
+    with pytest.raises(EcgFormatError, match=r"^half\.xml: parsedwaveforms \(Plain\) holds values"):
+        load_ecg(variant.encode("utf-16"), name="half.xml")
 
 
 @pytest.mark.parametrize(

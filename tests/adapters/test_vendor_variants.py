@@ -22,7 +22,7 @@ import pydicom
 import pytest
 from lxml import etree
 from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from adapters import Ecg, EcgFormatError, load_ecg
 from adapters.dicom import AMBULATORY_ECG, GENERAL_32BIT_ECG, GENERAL_ECG
@@ -123,10 +123,12 @@ MDC_CODES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("coding", ["MDC", "meaning only"])
+@pytest.mark.parametrize("coding", ["MDC", "meaning only", "label only", "MDC reference id"])
 def test_lead_names_from_mdc_codes_or_code_meanings(
     dicom_path: Path, dicom_ecg: Ecg, coding: str
 ) -> None:
+    # "label only" and "MDC reference id" (vendor_variants_2's round): before, the first was
+    # refused as "duplicate lead names ['ECG lead', ...]", the second read as ch1..ch12.
     ds = pydicom.dcmread(dicom_path)
     for group in ds.WaveformSequence:
         for channel, lead in zip(group.ChannelDefinitionSequence, dicom_ecg.leads, strict=True):
@@ -134,6 +136,13 @@ def test_lead_names_from_mdc_codes_or_code_meanings(
             if coding == "MDC":  # DICOM CID 3001 as current carts write it
                 code.CodeValue, code.CodingSchemeDesignator = MDC_CODES[lead], "MDC"
                 code.CodeMeaning = f"Lead {lead}"
+            elif coding == "label only":  # CID 3001 is Defined: a code of the cart's own
+                code.CodeValue, code.CodingSchemeDesignator = "ECG", "99VENDOR"
+                code.CodeMeaning = "ECG lead"  # names no lead: Channel Label (type 3) does
+                channel.ChannelLabel = lead.upper()  # as carts print it: AVR, V1
+            elif coding == "MDC reference id":  # the aECG spelling as the code, no meaning
+                code.CodeValue, code.CodingSchemeDesignator = f"MDC_ECG_LEAD_{lead.upper()}", "MDC"
+                code.CodeMeaning = ""
             else:  # a private scheme: only "Lead I (Einthoven)" etc. say which lead
                 code.CodeValue, code.CodingSchemeDesignator = f"L{lead}", "99VENDOR"
     ecg = load_ecg(_bytes(ds), name=f"{coding}.dcm")
@@ -159,7 +168,7 @@ def test_group_order_and_label_case_do_not_decide_the_rhythm(
 @pytest.mark.parametrize("sop_class", [GENERAL_ECG, AMBULATORY_ECG, GENERAL_32BIT_ECG])
 def test_every_ecg_sop_class_is_read(dicom_path: Path, dicom_ecg: Ecg, sop_class: str) -> None:
     ds = pydicom.dcmread(dicom_path)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ecg = load_ecg(_bytes(ds), name="other-class.dcm")
     np.testing.assert_array_equal(ecg.signal, dicom_ecg.signal)
     assert ecg.extra["sop_class_uid"] == sop_class
@@ -180,7 +189,7 @@ def test_waveforms_that_are_not_ecgs_are_refused(
     # Before, any waveform object with channels in uV was read as an ECG: an EEG became a
     # "recording" of 12 unknown leads, zero-filled into the 12-lead view and classified.
     ds = pydicom.dcmread(dicom_path)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     for index, channel in enumerate(ds.WaveformSequence[0].ChannelDefinitionSequence):
         channel.ChannelSourceSequence[0].CodeValue = f"E{index}"
         channel.ChannelSourceSequence[0].CodeMeaning = f"Electrode {index}"

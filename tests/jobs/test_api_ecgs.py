@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
+from cds_service.audit import AuditEntry
 from cds_service.settings import Settings
 
 TOKEN = "test-ingest-token-7c1f"
@@ -103,6 +104,13 @@ def test_fhir_document_reference_with_an_ecg_attachment(
     assert response.json()["format"] == "hl7-aecg"
 
 
+def _ingest_refusals(client: TestClient) -> list[AuditEntry]:
+    """The audit trail's refused ingests, newest first."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    entries = runtime.audit.query().entries
+    return [e for e in entries if e.event == "ingest" and e.outcome == "failure"]
+
+
 def test_garbage_gets_400_with_a_clear_message_and_an_audit_entry(client: TestClient) -> None:
     response = client.post(
         "/ecgs",
@@ -112,10 +120,7 @@ def test_garbage_gets_400_with_a_clear_message_and_an_audit_entry(client: TestCl
     assert response.status_code == 400
     assert "not a recognised ECG format" in _issue(response)
     assert "supported:" in _issue(response)
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    refusals = [
-        e for e in runtime.audit.query().entries if e.event == "ingest" and e.outcome == "failure"
-    ]
+    refusals = _ingest_refusals(client)
     assert refusals and refusals[0].detail["status"] == 400
 
 
@@ -177,8 +182,20 @@ def test_two_parts_with_the_same_file_name_are_refused_not_one_dropped(
     )
     assert response.status_code == 400, response.text
     assert "ecg.xml" in _issue(response) and "more than once" in _issue(response)
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    refusals = [
-        e for e in runtime.audit.query().entries if e.event == "ingest" and e.outcome == "failure"
+    assert "ecg.xml" in _ingest_refusals(client)[0].detail["reason"]
+
+
+def test_an_uncalibrated_wfdb_record_is_refused_with_a_reason(
+    client: TestClient, data_dir: Path
+) -> None:
+    # A QT Database excerpt whose header gives ADC gain 0 (WFDB: uncalibrated). Before,
+    # it was stored and classified on wfdb's guessed 200 units per mV.
+    files = [
+        ("file", (name, (data_dir / "qtdb" / name).read_bytes()))
+        for name in ("sel820.hea", "sel820.dat")
     ]
-    assert "ecg.xml" in refusals[0].detail["reason"]
+    response = client.post("/ecgs", files=files, headers=AUTH)
+    assert response.status_code == 400
+    assert "no channel is a calibrated voltage" in _issue(response)
+    assert "ECG1 (uncalibrated: ADC gain 0 or missing)" in _issue(response)
+    assert any("sel820" in str(e.detail) for e in _ingest_refusals(client))
