@@ -33,7 +33,7 @@ from adapters.leads import (
     mdc_lead_term,
     normalize_lead_name,
 )
-from adapters.limits import check_tokens, parse_numbers
+from adapters.limits import EcgTooLarge, check_tokens, parse_numbers
 from adapters.reader import Reader, ReaderInput, build_ecg
 from adapters.record import STANDARD_LEADS, Ecg
 from adapters.units import mv_factor
@@ -134,6 +134,18 @@ def _period_ms(sampled: dict[str, Any], where: str) -> float:
     return period
 
 
+def _dimensions(sampled: dict[str, Any], lead: str, where: str) -> int:
+    """SampledData ``dimensions``: how many channels its data interleaves (each one a lead)."""
+    value = sampled.get("dimensions", 1)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 12.0: a JSON writer's integer
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+        shown = repr(value)[:40]
+        raise EcgFormatError(where, f"lead {lead}: SampledData dimensions {shown} is not >= 1")
+    return int(text)
+
+
 def _samples(
     sampled: dict[str, Any], lead: str, where: str
 ) -> tuple[np.ndarray, float, int, str | None]:
@@ -144,12 +156,10 @@ def _samples(
     to_mv, unit = _unit_to_mv(origin, where)
     period = _period_ms(sampled, where)
     factor = float(sampled.get("factor", 1.0))
-    dimensions = int(sampled.get("dimensions", 1))
+    dimensions = _dimensions(sampled, lead, where)
     # A zero factor would turn every sample into the origin: a flat line, not this lead.
     if not math.isfinite(factor) or factor == 0:
         raise EcgFormatError(where, f"lead {lead}: SampledData factor {factor} is not usable")
-    if dimensions < 1:
-        raise EcgFormatError(where, f"lead {lead}: SampledData dimensions {dimensions} is not >= 1")
     text = sampled.get("data")
     if not isinstance(text, str) or not text.strip():
         raise EcgFormatError(where, f"lead {lead}: SampledData has no data")
@@ -318,8 +328,22 @@ def read(item: ReaderInput) -> Ecg:
         ]
     if not components:
         raise EcgFormatError(item.name, "the Observation has no SampledData")
-    # Every value of every lead, counted before any is parsed.
-    item.check_shape(len(components), 0)
+    # Every lead (a SampledData of n dimensions is n of them) and every value, counted
+    # before any is parsed: one component declaring millions of dimensions was read as
+    # millions of leads.
+    channels = sum(
+        _dimensions(c["valueSampledData"], _lead_name(c, i), item.name)
+        for i, c in enumerate(components)
+    )
+    if channels > item.limits.max_ecg_leads:
+        raise EcgTooLarge(
+            item.name,
+            f"declares {channels} channels ({len(components)} SampledData, their dimensions "
+            "counted)",
+            "max_ecg_leads",
+            item.limits.max_ecg_leads,
+        )
+    item.check_shape(channels, 0)
     check_tokens(
         item.limits,
         item.name,

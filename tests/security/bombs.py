@@ -116,3 +116,25 @@ def aecg_bomb(template: bytes) -> bytes:
         out += [template[position:start], b"12 " * 3_000_000]
         position = end
     return b"".join([*out, template[position:]])
+
+
+def sampled_data_dimensions_bomb(n: int = 2_000_000) -> bytes:
+    """A FHIR Observation whose one SampledData interleaves ``n`` channels
+    (``dimensions: n``) of one sample each: 4 MB of JSON, under every sample limit, that
+    was read as ``n`` leads (max_ecg_leads counted components, not dimensions): one
+    numpy row and one lead name per channel, hundreds of MB and seconds of CPU."""
+    sampled = {
+        "origin": {"value": 0, "unit": "mV", "code": "mV"},
+        "period": 2,
+        "dimensions": n,
+        "data": "1 " * n,
+    }
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.24", "code": "131328"}]},
+        "component": [{"code": {"text": "I"}, "valueSampledData": sampled}],
+    }
+    import json
+
+    return json.dumps(observation).encode()

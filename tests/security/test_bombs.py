@@ -80,6 +80,22 @@ def test_aecg_token_bomb_is_413_without_the_memory(live: LiveService, formats_di
     assert growth < MAX_GROWTH_MB
 
 
+def test_sampled_data_with_millions_of_dimensions_is_413_without_the_memory(
+    live: LiveService,
+) -> None:
+    """SampledData ``dimensions`` is a channel count: 2 M of them in one component are 2 M
+    leads, refused against max_ecg_leads before the data is parsed (it was read as a record
+    of 2 M leads: about 800 MB in the web process, and stored)."""
+    data = bombs.sampled_data_dimensions_bomb()
+    headers = {"Content-Type": "application/fhir+json"}
+    growth, response = peak_growth_mb(live.pid, lambda: live.upload(content=data, headers=headers))
+    print(f"\nbomb SampledData dimensions: {len(data)} bytes, peak +{growth:.1f} MB")
+    GROWTH["fhir-dimensions"] = growth
+    _assert_refused(response, "max_ecg_leads")
+    assert "dimensions" in response.json()["issue"][0]["diagnostics"]
+    assert growth < MAX_GROWTH_MB
+
+
 def test_hdf5_bomb_inline_in_a_hook_call_is_named_not_decoded(live: LiveService) -> None:
     """The same HDF5 file as an inline attachment: an unreadable-ECG card naming the limit."""
     document = document_reference("bomb-1", bombs.hdf5_bomb(), "application/octet-stream")
