@@ -42,13 +42,17 @@ WRITEBACK_ACTOR: Final = Actor(client="ecg-cds report annotation")
 #: that hold ECGs, ids as R4 defines them, optionally a version, and then, as a hook records
 #: its origin, the part that held the ECG: ``DocumentReference/7 (attachment 1)``,
 #: ``ImagingStudy/5 (series 1.2.3)``.
+_ECG_TYPES: Final = "Observation|DocumentReference|ImagingStudy|Media"
 _ECG_SOURCE: Final = re.compile(
-    rf"(?P<type>Observation|DocumentReference|ImagingStudy|Media)/(?P<id>{FHIR_ID})"
+    rf"(?P<type>{_ECG_TYPES})/(?P<id>{FHIR_ID})"
     rf"(?:/_history/{FHIR_ID})?(?: \((?:attachment [0-9]+|series [^()]*)\))?"
 )
 
-#: A source stored as an absolute FHIR URL, ``{server}/Type/id``: the part after the server.
-_SOURCE_AT_END: Final = re.compile(rf"/(?:{_ECG_SOURCE.pattern})$")
+#: Where a hook's origin begins in what it stored (``{fhirServer}/`` and then the origin:
+#: ``Observation/7``, ``Observation (prefetched, no id)``, ``DocumentReference/3 (attachment
+#: 1)``...). The id after the type is the caller's text, checked against nothing: the server
+#: is what comes before the first such origin, whatever follows.
+_HOOK_ORIGIN: Final = re.compile(rf"(?:^|/)(?:{_ECG_TYPES})(?:/| \()")
 
 
 class WriteBackError(RuntimeError):
@@ -136,12 +140,11 @@ def write_back(
         raise refuse(f"no ECG with id {ecg_id} is stored")
     if patient is None:
         raise refuse(f"ECG {ecg_id} is not linked to a patient; a report annotation needs one")
-    elsewhere = _other_fhir_server(info.source_uri, server)
+    elsewhere = _origin_problem(info.source_uri, server)
     if elsewhere is not None:
         raise refuse(
-            f"ECG {ecg_id} came from the FHIR server {elsewhere}, not the write-back server: "
-            f"its {patient} names a patient there, so it is not written to another server's "
-            "records"
+            f"ECG {ecg_id} came from {elsewhere}: its {patient} names a patient there, so it "
+            "is not written to the write-back server's records"
         )
     if stored is None:
         raise refuse(f"ECG {ecg_id} has no classification result yet")
@@ -200,22 +203,28 @@ def _patient_reference(patient_ref: str | None, server: str) -> str | None:
     return patient_ref if "/" in patient_ref else f"Patient/{patient_ref}"
 
 
-def _other_fhir_server(source_uri: str | None, server: str) -> str | None:
-    """The FHIR server a hook's ECG came from (stored as ``{fhirServer}/Type/id``), where it
-    is not ``server``; None where it is, or the source is no FHIR resource (a file, a
-    DICOMweb instance, an upload: their patient is the one the operator gave)."""
-    if not source_uri or not source_uri.startswith(("http://", "https://")):
+def _origin_problem(source_uri: str | None, server: str) -> str | None:
+    """Where a hook's ECG came from (stored as ``{fhirServer}/<origin>``, or the origin alone
+    when the call named no fhirServer), where that is not ``server``; None where it is, or
+    the source is no hook's (a file, a DICOMweb instance, an upload: their patient is the
+    one the operator gave)."""
+    if not source_uri:
         return None
-    found = _SOURCE_AT_END.search(source_uri)
+    found = _HOOK_ORIGIN.search(source_uri)
     if found is None:
         return None
+    if found.start() == 0:
+        # A call with prefetch alone: its Patient/<id> is an id on a server it never named.
+        return "a hook call that named no usable fhirServer"
     origin = source_uri[: found.start()]
+    if not origin.startswith(("http://", "https://")):
+        return None
     try:
         if normalise_url(origin).url.rstrip("/") == normalise_url(server).url.rstrip("/"):
             return None
     except UrlMalformed:
         pass
-    return redact_url(origin)
+    return f"the FHIR server {redact_url(origin)}, not the write-back server"
 
 
 def _ecg_reference(source_uri: str | None, server: str) -> str | None:

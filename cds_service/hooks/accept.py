@@ -55,14 +55,16 @@ def _digest(item: Loaded, caches: HookCaches) -> str:
     return digest
 
 
-def source_uri(origin: str, reference: str | None, fhir_server: str | None) -> str:
-    """Where a hook's ECG came from, as stored: its ``Type/id`` under the call's fhirServer
-    (prefetch is read from that server too), so a later write-back can tell whether the
-    call's ``Patient/<id>`` names a patient on the server it writes to. The server in its
-    normal form (the allow-list's): one without user info, query or odd characters is
-    what is stored, never the caller's text as sent. Without a usable fhirServer, or
-    without an id, the origin as the call gave it."""
-    if not (reference and fhir_server):
+def source_uri(origin: str, fhir_server: str | None) -> str:
+    """Where a hook's ECG came from, as stored: its origin (``Observation/7``, or
+    ``Observation (prefetched, no id)`` for a resource without an id) under the call's
+    fhirServer (prefetch is read from that server too), so a later write-back can tell
+    whether the call's ``Patient/<id>`` names a patient on the server it writes to. The
+    server in its normal form (the allow-list's): one without user info, query or odd
+    characters is what is stored, never the caller's text as sent. Without a usable
+    fhirServer, the origin as the call gave it (write-back then knows of no server: such
+    an ECG is not written back)."""
+    if not fhir_server:
         return origin
     try:
         server = normalise_url(fhir_server)
@@ -85,7 +87,7 @@ def _store(
     if hit is None:
         info = ecgs.accept_bytes(
             item.data,
-            source_uri=source_uri(c.origin, c.reference, fhir_server),
+            source_uri=source_uri(c.origin, fhir_server),
             patient_ref=patient_ref,
             format=c.format,
             actor=actor,

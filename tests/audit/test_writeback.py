@@ -24,6 +24,7 @@ from fhir.resources.R4B.provenance import Provenance
 from sqlalchemy import text
 
 from cds_service.audit import AuditFilter
+from cds_service.hooks.accept import source_uri
 from cds_service.hooks.sources import from_document
 from cds_service.runtime import Runtime
 from cds_service.settings import FhirSettings
@@ -154,7 +155,9 @@ def test_an_ecg_from_a_document_reference_is_derived_from_that_resource(
     )
     created.raise_for_status()
     (candidate,) = from_document(created.json())  # what a patient-view call finds
-    info = runtime.ecgs.accept_bytes(data, source_uri=candidate.origin, patient_ref=patient)
+    # stored as a call from the write-back server's EHR stores it
+    stored_as = source_uri(candidate.origin, fhir_server.base_url)
+    info = runtime.ecgs.accept_bytes(data, source_uri=stored_as, patient_ref=patient)
     runtime.jobs.store_result(info.id, result)
 
     outcome = write_back(runtime, info.id)
@@ -178,7 +181,9 @@ def test_a_source_id_that_is_no_fhir_id_is_never_written_as_a_reference(
     prefetched["content"] = [{"attachment": attachment}]
     (candidate,) = from_document(prefetched)
     info = runtime.ecgs.accept_bytes(
-        ecg_path.read_bytes(), source_uri=candidate.origin, patient_ref=patient
+        ecg_path.read_bytes(),
+        source_uri=source_uri(candidate.origin, fhir_server.base_url),
+        patient_ref=patient,
     )
     runtime.jobs.store_result(info.id, result)
     outcome = write_back(runtime, info.id)

@@ -28,22 +28,21 @@ pytestmark = pytest.mark.integration
 
 def test_a_hook_source_is_stored_under_the_calls_fhir_server() -> None:
     server = "https://ehr.example/fhir/"
-    assert source_uri("Observation/7", "Observation/7", server) == (
-        "https://ehr.example/fhir/Observation/7"
-    )
-    assert source_uri("DocumentReference/3 (attachment 1)", "DocumentReference/3", server) == (
+    assert source_uri("Observation/7", server) == "https://ehr.example/fhir/Observation/7"
+    assert source_uri("DocumentReference/3 (attachment 1)", server) == (
         "https://ehr.example/fhir/DocumentReference/3 (attachment 1)"
     )
+    # A resource without an id came from that server too.
+    no_id = "Observation (prefetched, no id)"
+    assert source_uri(no_id, server) == f"https://ehr.example/fhir/{no_id}"
     # The server in its normal form, never the caller's text: no user info, no query.
-    assert source_uri("Observation/7", "Observation/7", "https://EHR.example:443/fhir") == (
+    assert source_uri("Observation/7", "https://EHR.example:443/fhir") == (
         "https://ehr.example/fhir/Observation/7"
     )
     for odd in ("https://user:secret@ehr.example/fhir", "https://ehr.example/fhir?x=1"):
-        assert source_uri("Observation/7", "Observation/7", odd) == "Observation/7"
-    # Nothing to say where it came from: as the call gave it.
-    assert source_uri("Observation/7", "Observation/7", None) == "Observation/7"
-    no_id = "Observation (prefetched, no id)"
-    assert source_uri(no_id, None, server) == no_id
+        assert source_uri("Observation/7", odd) == "Observation/7"
+    # Nothing to say where it came from: as the call gave it (and never written back).
+    assert source_uri("Observation/7", None) == "Observation/7"
 
 
 def _store(runtime: Runtime, ecg_path: Path, source: str, patient: str, result: Any) -> str:
@@ -86,7 +85,7 @@ def test_an_ecg_from_the_write_back_server_keeps_its_literal_source(
 ) -> None:
     """The same server whether the call's fhirServer ended in a slash or not."""
     patient = create_patient(fhir_server)
-    source = source_uri("Observation/7", "Observation/7", fhir_server.base_url + slash)
+    source = source_uri("Observation/7", fhir_server.base_url + slash)
     ecg_id = _store(runtime, ecg_path, source, patient, result)
     outcome = write_back(runtime, ecg_id)
     assert outcome.observation is not None

@@ -1,0 +1,162 @@
+"""Through a real hook call: an ECG is written back only when it came from the write-back
+server itself.
+
+With two trusted EHRs and one write-back server, d75fc65 refused an ECG stored under the
+*other* EHR's fhirServer. Three calls still had their ECG written to the write-back server,
+with the call's ``Patient/<id>`` (an id on the caller's own server) as its subject:
+
+* a call that names no fhirServer (prefetch alone, as CDS Hooks allows): the source was
+  stored as ``Observation/7``, which write-back took for a file or an upload;
+* an Observation without an id from another server: ``Observation (prefetched, no id)``;
+* an Observation whose id is no FHIR id (``ecg 1``) from another server: the stored
+  ``{server}/Observation/ecg 1`` did not parse, so no other server was found.
+
+Each is now refused and audited, naming why; the call's own cards are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.audit import AuditEntry, AuditFilter
+from cds_service.runtime import Runtime
+from tests.audit.writeback_support import create_patient
+from tests.servers import FhirServer
+from tests.service.conftest import (
+    BASE,
+    Ehr,
+    epic_jwks_file,
+    epic_key,
+    jwks_server,
+    jwks_url,
+    make_settings,
+    model_dir,
+    ptbxl_observation,
+    sandbox_key,
+)
+from tests.service.ehr import hook_body, searchset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+__all__ = [  # fixtures this module uses, from tests/service
+    "epic_jwks_file",
+    "epic_key",
+    "jwks_server",
+    "jwks_url",
+    "model_dir",
+    "ptbxl_observation",
+    "sandbox_key",
+]
+
+OTHER_EHR = "https://other-ehr.example/fhir"
+
+
+@pytest.fixture(scope="module")
+def ehr(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    jwks_url: str,
+    epic_jwks_file: Path,
+    sandbox_key: Any,
+    fhir_server: FhirServer,
+) -> Iterator[Ehr]:
+    from cds_service.app import create_app
+
+    fhir = {
+        "allowed_servers": [fhir_server.base_url, OTHER_EHR],
+        "writeback_server": fhir_server.base_url,
+    }
+    folder = tmp_path_factory.mktemp("writeback-hooks")
+    settings = make_settings(folder, model_dir, jwks_url, epic_jwks_file, fhir=fhir)
+    with TestClient(create_app(settings), base_url=BASE) as client:
+        yield Ehr(client, sandbox_key, jwks_url)
+
+
+def _write_back_entry(runtime: Runtime, patient: str) -> AuditEntry:
+    """The write-back audit entry of the patient's ECG, once the annotate job has run."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = runtime.audit.query(AuditFilter(events=["writeback"], patient=patient)).entries
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no write-back entry for {patient}")
+
+
+def _call(
+    ehr: Ehr, fhir: FhirServer, observation: dict[str, Any], **body: Any
+) -> tuple[str, AuditEntry]:
+    """A patient-view call about a patient of the write-back server, with ``observation``
+    (made distinct per call: the same bytes would be the ECG already stored)."""
+    patient = create_patient(fhir)
+    resource = copy.deepcopy(observation)
+    resource["subject"] = {"reference": patient}
+    resource["issued"] = f"2024-05-01T10:00:{len(patient) % 60:02d}Z"
+    resource["note"] = [{"text": f"call for {patient}"}]
+    prefetch = {
+        "ecgObservations": searchset(resource),
+        "ecgDocuments": None,
+        "ecgImagingStudies": None,
+    }
+    call = hook_body(patient.removeprefix("Patient/"), prefetch, **body)
+    response = ehr.call("ecg-review", call)
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["cards"]  # the call itself is answered as before
+    return patient, _write_back_entry(ehr.runtime, patient)
+
+
+def _reports(fhir: FhirServer, patient: str) -> int:
+    found = httpx.get(
+        f"{fhir.base_url}/DiagnosticReport", params={"patient": patient}, timeout=10
+    ).json()
+    return int(found["total"])
+
+
+@pytest.mark.parametrize(
+    ("case", "observation_id", "fhir_server_of_call", "reason"),
+    [
+        ("no fhirServer", "ecg-1", None, "named no usable fhirServer"),
+        ("no id, another server", None, OTHER_EHR, "other-ehr.example/fhir"),
+        ("an id that is no FHIR id", "ecg 1", OTHER_EHR, "other-ehr.example/fhir"),
+    ],
+)
+def test_an_ecg_of_a_call_not_from_the_write_back_server_is_not_written(
+    ehr: Ehr,
+    fhir_server: FhirServer,
+    ptbxl_observation: dict[str, Any],
+    case: str,
+    observation_id: str | None,
+    fhir_server_of_call: str | None,
+    reason: str,
+) -> None:
+    observation = {k: v for k, v in ptbxl_observation.items() if k != "id"}
+    if observation_id is not None:
+        observation["id"] = observation_id
+    extra = {"fhirServer": fhir_server_of_call} if fhir_server_of_call else {}
+    patient, entry = _call(ehr, fhir_server, observation, **extra)
+    assert entry.outcome == "failure", (case, entry.detail)
+    assert reason in str(entry.detail["reason"])
+    assert _reports(fhir_server, patient) == 0
+
+
+@pytest.mark.parametrize("observation_id", ["ecg-2", None])
+def test_an_ecg_of_a_call_from_the_write_back_server_is_written(
+    ehr: Ehr,
+    fhir_server: FhirServer,
+    ptbxl_observation: dict[str, Any],
+    observation_id: str | None,
+) -> None:
+    observation = {k: v for k, v in ptbxl_observation.items() if k != "id"}
+    if observation_id is not None:
+        observation["id"] = observation_id
+    patient, entry = _call(ehr, fhir_server, observation, fhirServer=fhir_server.base_url)
+    assert entry.outcome == "success", entry.detail
+    assert _reports(fhir_server, patient) == 1
