@@ -214,6 +214,13 @@ def query(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def cell(value: str) -> Text:
+        # Callers write these fields (an EHR's userId, JWT sub, patientId): shown as plain
+        # text, never read as Rich markup, and no control character (terminal escapes,
+        # bidi overrides) reaches the reader's terminal: each is a "?".
+        return Text("".join(char if char.isprintable() else "?" for char in value))
 
     table = Table(title=f"Audit entries {offset + 1}-{shown_end} of {page.total}")
     for column in ("seq", "time (UTC)", "event", "outcome"):
@@ -229,9 +236,9 @@ def query(
             e.ts.strftime("%Y-%m-%d %H:%M:%S"),
             e.event,
             e.outcome,
-            who,
-            e.patient or "",
-            e.ecg_id or "",
-            e.model_version or "",
+            cell(who),
+            cell(e.patient or ""),
+            cell(e.ecg_id or ""),
+            cell(e.model_version or ""),
         )
     Console().print(table)

@@ -119,6 +119,28 @@ def test_query_table(trail: AuditTrail) -> None:
     assert "classification" not in result.output
 
 
+def test_query_table_shows_what_callers_wrote_as_text(trail: AuditTrail) -> None:
+    """An EHR writes its ``context.userId``, JWT ``sub`` and ``patientId`` into the trail.
+    The table read them as Rich markup (a hidden hyperlink, styles) and passed terminal
+    escapes through to the compliance officer's terminal (clear the screen, retitle it,
+    move the cursor up and overwrite the rows above: entries hidden from the reader)."""
+    hostile = (
+        "Practitioner/9\x1b[2J\x1b[1A\x1b[2K\x1b]0;title\x07\u202e"
+        " [link=https://evil.example]open[/link] [bold]x[/bold]"
+    )
+    actor = Actor(iss="https://ehr.example.org", sub="\x1b[8mhidden", user=hostile)
+    trail.record("hook-call", actor=actor, patient="p9\x1b[31m", model_version="m-1")
+    result = runner.invoke(app, ["audit", "query", "--patient", "p9\x1b[31m"],
+                           env={"COLUMNS": "400"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\u202e" not in result.stdout  # a right-to-left override reorders what follows
+    table = " ".join(result.stdout.split())
+    assert "[link=https://evil.example]open[/link]" in table  # shown as written
+    assert "[bold]x[/bold]" in table
+    assert "Practitioner/9?[2J?[1A?[2K?]0;title??" in table  # each control character a ?
+
+
 @pytest.mark.parametrize(
     "args",
     [
