@@ -331,8 +331,13 @@ def read_aecg(item: ReaderInput) -> Ecg:
     root = parse_xml(item.data, name, item.max_bytes)
     if root.tag != tag("AnnotatedECG"):
         raise EcgFormatError(name, f"root element is {root.tag!r}, not HL7 v3 AnnotatedECG")
-    # Every sample of every series, counted before any is parsed.
+    # Every sample of every series, and the leads of each sequence set (each lead sequence
+    # is one), counted before any is parsed.
     check_tokens(item.limits, name, (d.text or "" for d in root.iter(tag("digits"))))
+    path = f"{tag('component')}/{tag('sequence')}"
+    for sequence_set in root.iter(tag("sequenceSet")):
+        leads = sum(_lead_of(code_of(s)) is not None for s in sequence_set.iterfind(path))
+        item.check_shape(leads, 0)
     series = _rhythm_series(root, name)
     rhythm = _read_series(series, name)
     statements, measurements = _annotations(series)

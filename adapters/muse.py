@@ -259,6 +259,8 @@ def read_muse(item: ReaderInput) -> Ecg:
         raise EcgFormatError(name, f"root element is {root.tag!r}, not RestingECG")
     # 16-bit samples, base64: every lead's values counted before any is decoded.
     item.check_values(sum(len(d.text or "") * 3 // 8 for d in root.iter("WaveFormData")))
+    for waveform in root.iterfind("Waveform"):  # and each waveform's leads
+        item.check_shape(len(waveform.findall("LeadData")), 0)
     waveforms = {_text(w, "WaveformType").lower(): w for w in root.iterfind("Waveform")}
     if "rhythm" not in waveforms:
         raise EcgFormatError(name, "no Rhythm waveform in this MUSE export")

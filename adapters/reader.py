@@ -56,8 +56,11 @@ def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
 
     :class:`Ecg` validates itself (finite samples, plausible rate and amplitude) and names
     the record by its URI; for input read from bytes that would be just the format, so
-    its errors are re-raised here under the caller's display name.
+    its errors are re-raised here under the caller's display name. Every reader counts
+    its leads before decoding them; the record's own count is checked once more here, so
+    no reader's record holds more channels than ``max_ecg_leads``.
     """
+    item.check_shape(len(fields.get("leads") or ()), 0)
     source = EcgSource(
         format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
     )

@@ -138,3 +138,35 @@ def sampled_data_dimensions_bomb(n: int = 2_000_000) -> bytes:
     import json
 
     return json.dumps(observation).encode()
+
+
+def aecg_lead_flood(template: bytes, n: int = 20_000) -> bytes:
+    """An HL7 aECG whose one sequence set holds ``n`` lead sequences of two samples each
+    (6 MB, under the body and markup limits): each was a lead (max_ecg_leads was never
+    counted), and each new lead was compared with every one before it: 20,000 of them
+    took about 8 s of CPU in the web process, 85,000 (27 MB) over two minutes, and the
+    record was stored."""
+    text = template.decode("utf-8")
+    start = text.index('<component>\n\t\t\t\t\t\t<sequence classCode="OBS">')
+    end = text.index("</component>", start) + len("</component>")
+    sequence = text[start:end]
+    digits = sequence[sequence.index("<digits>") : sequence.index("</digits>") + 9]
+    sequence = sequence.replace(digits, "<digits>1 2</digits>")
+    leads = "".join(sequence.replace("MDC_ECG_LEAD_II", f"MDC_ECG_LEAD_X{i}") for i in range(n))
+    return (text[:start] + leads + text[end:]).encode("utf-8")
+
+
+def muse_lead_flood(template: bytes, n: int = 20_000) -> bytes:
+    """A GE MUSE export whose rhythm waveform holds ``n`` LeadData of one sample each: the
+    same flood as :func:`aecg_lead_flood` in the other XML format."""
+    text = template.decode("utf-8")
+    rhythm = text.index("<WaveformType>Rhythm</WaveformType>")
+    first = text.index("<LeadData>", rhythm)
+    last = text.rindex("</LeadData>") + len("</LeadData>")
+    lead = (
+        "<LeadData><LeadID>X{}</LeadID><LeadAmplitudeUnitsPerBit>4.88</LeadAmplitudeUnitsPerBit>"
+        "<WaveFormData>AQA=</WaveFormData></LeadData>"
+    )
+    declared = text[rhythm:first].replace("<NumberofLeads>8<", f"<NumberofLeads>{n}<")
+    head = text[:rhythm] + declared
+    return (head + "".join(lead.format(i) for i in range(n)) + text[last:]).encode()

@@ -7,6 +7,7 @@ The figures are printed (``pytest -s``) for the issue's closing note.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,31 @@ def test_sampled_data_with_millions_of_dimensions_is_413_without_the_memory(
     GROWTH["fhir-dimensions"] = growth
     _assert_refused(response, "max_ecg_leads")
     assert "dimensions" in response.json()["issue"][0]["diagnostics"]
+    assert growth < MAX_GROWTH_MB
+
+
+@pytest.mark.parametrize(
+    ("name", "template", "build"),
+    [
+        ("aecg", "hl7_aecg/minimum_aecg.xml", bombs.aecg_lead_flood),
+        ("muse", "ge_muse_xml/muse-sinus.xml", bombs.muse_lead_flood),
+    ],
+)
+def test_xml_with_tens_of_thousands_of_leads_is_413_at_once(
+    live: LiveService, formats_dir: Path, name: str, template: str, build: Any
+) -> None:
+    """20,000 one-sample leads in an aECG sequence set or a MUSE waveform were read (4-8 s of
+    CPU, quadratic in the leads) and stored as a 20,000-lead record: the leads are now
+    counted against max_ecg_leads before any is decoded."""
+    data = build((formats_dir / template).read_bytes())
+    started = time.monotonic()
+    growth, response = peak_growth_mb(live.pid, lambda: _octet(data)(live))
+    seconds = time.monotonic() - started
+    print(f"\nlead flood {name}: {len(data)} bytes, peak +{growth:.1f} MB, {seconds:.1f} s")
+    GROWTH[f"{name}-leads"] = growth
+    _assert_refused(response, "max_ecg_leads")
+    assert "20000 channels" in response.json()["issue"][0]["diagnostics"]
+    assert seconds < 5
     assert growth < MAX_GROWTH_MB
 
 
