@@ -120,6 +120,30 @@ def _trust(settings: Settings) -> Iterator[Problem]:
             yield from _check_url(f"{name}.jwks_urls[{j}]", url, tls=True)
         if issuer.jwks_file is not None:
             yield from _jwks_file(f"{name}.jwks_file", issuer.jwks_file)
+        yield from _issuer_servers(f"{name}.fhir_servers", issuer.fhir_servers, settings)
+    unbound = [i.iss for i in issuers if not i.fhir_servers]
+    if settings.fhir.writeback_server and len(issuers) > 1 and unbound:
+        yield Problem(
+            "warning",
+            "auth.trusted_issuers",
+            f"{len(issuers)} EHRs are trusted and fhir.writeback_server is set, but "
+            f"{', '.join(repr(i) for i in unbound)} list no fhir_servers: any of them can name "
+            "the write-back server as its fhirServer and have the ECGs it sends written there "
+            "under its own patient ids; list each EHR's FHIR server in its fhir_servers",
+        )
+
+
+def _issuer_servers(setting: str, servers: list[str], settings: Settings) -> Iterator[Problem]:
+    from cds_service.allow_list import url_allowed
+
+    for j, url in enumerate(servers):
+        yield from _check_url(f"{setting}[{j}]", url, tls=True)
+        if not _url_problem(url) and not url_allowed(url, settings.fhir.allowed_servers):
+            yield Problem(
+                "warning",
+                f"{setting}[{j}]",
+                f"{url} is not in fhir.allowed_servers, so calls naming it are not read from it",
+            )
 
 
 def _jwks_file(setting: str, path: Path) -> Iterator[Problem]:

@@ -48,6 +48,11 @@ class TrustedIssuer(BaseModel):
     jwks_urls: list[str] = Field(default_factory=list)
     #: A local JWKS file (JSON), for EHRs that exchange keys out of band.
     jwks_file: Path | None = None
+    #: The FHIR servers (base URLs, on ``fhir.allowed_servers``) this EHR's calls may name as
+    #: ``fhirServer``: its own. Empty: any allowed server. With more than one trusted EHR,
+    #: list each one's: a call's patient ids are ids on the server it names, so an EHR that
+    #: named another's server would have its ECGs filed there (write-back) under its ids.
+    fhir_servers: list[str] = Field(default_factory=list)
 
 
 class AuthSettings(BaseModel):

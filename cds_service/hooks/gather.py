@@ -11,7 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cds_service.fhir_client import FetchFailed, FhirFetcher, OutboundRefused
+from cds_service.fhir_client import (
+    FetchFailed,
+    FhirFetcher,
+    OutboundRefused,
+    redact_url,
+    url_allowed,
+)
 from cds_service.hooks.context import Gathered, HookContext
 from cds_service.hooks.prefetch import PrefetchError, read_prefetch, render_template
 from cds_service.hooks.problems import (
@@ -28,10 +34,25 @@ from cds_service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def open_fetcher(settings: Settings, call: HookRequest) -> tuple[FhirFetcher | None, str | None]:
-    """A fetcher for the call's fhirServer, or None and why not (nothing contacted)."""
+def open_fetcher(
+    settings: Settings, call: HookRequest, iss: str
+) -> tuple[FhirFetcher | None, str | None]:
+    """A fetcher for the call's fhirServer, or None and why not (nothing contacted).
+    :class:`HookProblem` (403) when the calling EHR (``iss``) names a FHIR server that its
+    ``auth.trusted_issuers`` entry does not list as its own."""
     if not call.fhirServer:
         return None, "the request has no fhirServer"
+    issuer = next((i for i in settings.auth.trusted_issuers if i.iss == iss), None)
+    bound = issuer.fhir_servers if issuer is not None else []
+    if bound and not url_allowed(call.fhirServer, bound):
+        shown = redact_url(call.fhirServer)
+        log.warning("hook call of %r names fhirServer %s, not its own; refused", iss, shown)
+        raise HookProblem(
+            403,
+            f"fhirServer {shown} is not one of the FHIR servers of issuer {iss!r} "
+            "(auth.trusted_issuers[].fhir_servers); a call names its EHR's own FHIR server",
+            code="forbidden",
+        )
     token = call.fhirAuthorization.access_token if call.fhirAuthorization else None
     try:
         return FhirFetcher(settings, call.fhirServer, token), None

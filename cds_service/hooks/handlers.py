@@ -164,7 +164,7 @@ async def handle_hook(
             await call_record(ctx, [], Gathered(), None).awrite(runtime.audit)
             return []
 
-    fetcher, why_not = open_fetcher(settings, call)
+    fetcher, why_not = open_fetcher(settings, call, token.iss)
     try:
         gathered = await gather(ctx, fetcher, why_not)
         loaded = await load(gathered.candidates, fetcher, gathered)

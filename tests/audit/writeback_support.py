@@ -3,17 +3,22 @@ real FHIR server, and small helpers to create and read resources there."""
 
 from __future__ import annotations
 
+import copy
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cds_service import writeback
+from cds_service.audit import AuditEntry, AuditFilter
 from cds_service.runtime import Runtime
 from cds_service.settings import FhirSettings, Settings
 from cds_service.writeback import WriteBackOutcome
 from models.results import ClassificationResult
 from tests.servers import FhirServer
+from tests.service.conftest import Ehr
+from tests.service.ehr import hook_body, searchset
 
 
 def write_back(runtime: Runtime, ecg_id: str) -> WriteBackOutcome:
@@ -69,3 +74,44 @@ def read_resource(fhir: FhirServer, reference: str) -> dict[str, Any]:
     response = httpx.get(f"{fhir.base_url}/{reference}", timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+# -- hook calls whose ECG the annotate job then writes back (or refuses) ---------------------
+
+
+def patient_view(
+    ehr: Ehr, fhir: FhirServer, observation: dict[str, Any], **body: Any
+) -> tuple[str, httpx.Response]:
+    """A patient-view call about a new patient of ``fhir`` with ``observation`` prefetched
+    (made distinct per call: the same bytes would be the ECG already stored): the patient
+    and the answer."""
+    patient = create_patient(fhir)
+    resource = copy.deepcopy(observation)
+    resource["subject"] = {"reference": patient}
+    resource["note"] = [{"text": f"call for {patient}"}]
+    prefetch = {
+        "ecgObservations": searchset(resource),
+        "ecgDocuments": None,
+        "ecgImagingStudies": None,
+    }
+    call = hook_body(patient.removeprefix("Patient/"), prefetch, **body)
+    return patient, ehr.call("ecg-review", call)
+
+
+def write_back_entry(runtime: Runtime, patient: str) -> AuditEntry:
+    """The write-back audit entry of the patient's ECG, once the annotate job has run."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = runtime.audit.query(AuditFilter(events=["writeback"], patient=patient)).entries
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no write-back entry for {patient}")
+
+
+def reports(fhir: FhirServer, patient: str) -> int:
+    """DiagnosticReports about ``patient`` on ``fhir``."""
+    found = httpx.get(
+        f"{fhir.base_url}/DiagnosticReport", params={"patient": patient}, timeout=10
+    ).json()
+    return int(found["total"])

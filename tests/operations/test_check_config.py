@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.operations.conftest import CliRun, clean_env
 
@@ -76,6 +77,35 @@ def test_each_misconfiguration_is_one_line_naming_the_setting(cli: CliRun, tmp_p
         assert any(expected in line for line in errors), (expected, lines)
         assert lines[-1].endswith("warning(s).")
         assert all("secret" not in line for line in lines)  # passwords never printed
+
+
+def test_trusted_ehrs_not_bound_to_their_servers_are_warned_about(
+    cli: CliRun, tmp_path: Path
+) -> None:
+    """With a write-back server and two EHRs, one not bound to its own FHIR server can name
+    the other's: a warning naming it; bound, none."""
+    from tests.service.ehr import EhrKey
+    from tests.service.ehr import jwks as key_set
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(key_set(EhrKey.generate("ES384"))))
+    issuers: list[dict[str, Any]] = [
+        {"iss": "https://ehr-a.example", "jwks_file": str(jwks)},
+        {"iss": "https://ehr-b.example", "jwks_file": str(jwks), "fhir_servers": ["https://b/R4"]},
+    ]
+    env = {
+        "ECG_CDS_AUTH__TRUSTED_ISSUERS": json.dumps(issuers),
+        "ECG_CDS_FHIR__ALLOWED_SERVERS": '["https://a/R4", "https://b/R4"]',
+        "ECG_CDS_FHIR__WRITEBACK_SERVER": "https://b/R4",
+    }
+    result = cli("check-config", "--no-model", env=clean_env(tmp_path, **env))
+    assert result.returncode == 0, result.stderr  # a warning only
+    [warning] = [line for line in result.stdout.splitlines() if "list no fhir_servers" in line]
+    assert warning.startswith("warning") and "'https://ehr-a.example'" in warning
+    issuers[0]["fhir_servers"] = ["https://a/R4"]
+    env["ECG_CDS_AUTH__TRUSTED_ISSUERS"] = json.dumps(issuers)
+    result = cli("check-config", "--no-model", env=clean_env(tmp_path, **env))
+    assert "fhir_servers" not in result.stdout + result.stderr, result.stdout
 
 
 def test_model_folder_that_does_not_load(cli: CliRun, tmp_path: Path) -> None:

@@ -16,45 +16,23 @@ Each is now refused and audited, naming why; the call's own cards are unchanged.
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.audit import AuditEntry, AuditFilter
-from cds_service.runtime import Runtime
-from tests.audit.writeback_support import create_patient
+from cds_service.audit import AuditEntry
+from tests.audit.writeback_support import patient_view, reports, write_back_entry
 from tests.servers import FhirServer
 from tests.service.conftest import (
     BASE,
     Ehr,
-    epic_jwks_file,
-    epic_key,
-    jwks_server,
-    jwks_url,
     make_settings,
-    model_dir,
-    ptbxl_observation,
-    sandbox_key,
 )
-from tests.service.ehr import hook_body, searchset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-__all__ = [  # fixtures this module uses, from tests/service
-    "epic_jwks_file",
-    "epic_key",
-    "jwks_server",
-    "jwks_url",
-    "model_dir",
-    "ptbxl_observation",
-    "sandbox_key",
-]
 
 OTHER_EHR = "https://other-ehr.example/fhir"
 
@@ -80,44 +58,13 @@ def ehr(
         yield Ehr(client, sandbox_key, jwks_url)
 
 
-def _write_back_entry(runtime: Runtime, patient: str) -> AuditEntry:
-    """The write-back audit entry of the patient's ECG, once the annotate job has run."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = runtime.audit.query(AuditFilter(events=["writeback"], patient=patient)).entries
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no write-back entry for {patient}")
-
-
 def _call(
     ehr: Ehr, fhir: FhirServer, observation: dict[str, Any], **body: Any
 ) -> tuple[str, AuditEntry]:
-    """A patient-view call about a patient of the write-back server, with ``observation``
-    (made distinct per call: the same bytes would be the ECG already stored)."""
-    patient = create_patient(fhir)
-    resource = copy.deepcopy(observation)
-    resource["subject"] = {"reference": patient}
-    resource["issued"] = f"2024-05-01T10:00:{len(patient) % 60:02d}Z"
-    resource["note"] = [{"text": f"call for {patient}"}]
-    prefetch = {
-        "ecgObservations": searchset(resource),
-        "ecgDocuments": None,
-        "ecgImagingStudies": None,
-    }
-    call = hook_body(patient.removeprefix("Patient/"), prefetch, **body)
-    response = ehr.call("ecg-review", call)
+    patient, response = patient_view(ehr, fhir, observation, **body)
     assert response.status_code == 200, response.text[:500]
     assert response.json()["cards"]  # the call itself is answered as before
-    return patient, _write_back_entry(ehr.runtime, patient)
-
-
-def _reports(fhir: FhirServer, patient: str) -> int:
-    found = httpx.get(
-        f"{fhir.base_url}/DiagnosticReport", params={"patient": patient}, timeout=10
-    ).json()
-    return int(found["total"])
+    return patient, write_back_entry(ehr.runtime, patient)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +91,7 @@ def test_an_ecg_of_a_call_not_from_the_write_back_server_is_not_written(
     patient, entry = _call(ehr, fhir_server, observation, **extra)
     assert entry.outcome == "failure", (case, entry.detail)
     assert reason in str(entry.detail["reason"])
-    assert _reports(fhir_server, patient) == 0
+    assert reports(fhir_server, patient) == 0
 
 
 @pytest.mark.parametrize("observation_id", ["ecg-2", None])
@@ -159,4 +106,4 @@ def test_an_ecg_of_a_call_from_the_write_back_server_is_written(
         observation["id"] = observation_id
     patient, entry = _call(ehr, fhir_server, observation, fhirServer=fhir_server.base_url)
     assert entry.outcome == "success", entry.detail
-    assert _reports(fhir_server, patient) == 1
+    assert reports(fhir_server, patient) == 1
