@@ -120,29 +120,51 @@ def _trust(settings: Settings) -> Iterator[Problem]:
             yield from _check_url(f"{name}.jwks_urls[{j}]", url, tls=True)
         if issuer.jwks_file is not None:
             yield from _jwks_file(f"{name}.jwks_file", issuer.jwks_file)
-        yield from _issuer_servers(f"{name}.fhir_servers", issuer.fhir_servers, settings)
-    unbound = [i.iss for i in issuers if not i.fhir_servers]
-    if settings.fhir.writeback_server and len(issuers) > 1 and unbound:
-        yield Problem(
-            "warning",
-            "auth.trusted_issuers",
-            f"{len(issuers)} EHRs are trusted and fhir.writeback_server is set, but "
-            f"{', '.join(repr(i) for i in unbound)} list no fhir_servers: any of them can name "
-            "the write-back server as its fhirServer and have the ECGs it sends written there "
-            "under its own patient ids; list each EHR's FHIR server in its fhir_servers",
-        )
+        yield from _issuer_servers(
+            f"{name}.fhir_servers", issuer.fhir_servers, settings.fhir.allowed_servers,
+            "fhir.allowed_servers",
+        )  # fmt: skip
+        yield from _issuer_servers(
+            f"{name}.dicomweb_servers", issuer.dicomweb_servers, settings.fhir.allowed_dicomweb,
+            "fhir.allowed_dicomweb",
+        )  # fmt: skip
+    if len(issuers) < 2:
+        return
+    # With several EHRs, one not bound to its own servers can name another's.
+    for field, needed, what in (
+        ("fhir_servers", settings.fhir.writeback_server, "fhir.writeback_server is set"),
+        ("dicomweb_servers", settings.fhir.allowed_dicomweb, "fhir.allowed_dicomweb is set"),
+    ):
+        unbound = [repr(i.iss) for i in issuers if not getattr(i, field)]
+        if needed and unbound:
+            yield Problem(
+                "warning",
+                "auth.trusted_issuers",
+                f"{len(issuers)} EHRs are trusted and {what}, but {', '.join(unbound)} list "
+                f"no {field}: {_UNBOUND[field]}; list each EHR's own in its {field}",
+            )
 
 
-def _issuer_servers(setting: str, servers: list[str], settings: Settings) -> Iterator[Problem]:
+#: What an EHR not bound to its own servers can do (see :func:`_trust`).
+_UNBOUND = {
+    "fhir_servers": "any of them can name the write-back server as its fhirServer and have "
+    "the ECGs it sends written there under its own patient ids",
+    "dicomweb_servers": "any of them can have any allowed PACS read by study UID",
+}
+
+
+def _issuer_servers(
+    setting: str, servers: list[str], allowed: list[str], allowed_name: str
+) -> Iterator[Problem]:
     from cds_service.allow_list import url_allowed
 
     for j, url in enumerate(servers):
         yield from _check_url(f"{setting}[{j}]", url, tls=True)
-        if not _url_problem(url) and not url_allowed(url, settings.fhir.allowed_servers):
+        if not _url_problem(url) and not url_allowed(url, allowed):
             yield Problem(
                 "warning",
                 f"{setting}[{j}]",
-                f"{url} is not in fhir.allowed_servers, so calls naming it are not read from it",
+                f"{url} is not in {allowed_name}, so the service never reads from it",
             )
 
 

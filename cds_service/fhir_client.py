@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import re
 import ssl
@@ -49,7 +48,7 @@ from cds_service.dicomweb import (
 )
 from cds_service.fhir_result_elements import FHIR_ID
 from cds_service.hooks.prefetch import PrefetchError, bundle_resources
-from cds_service.settings import Settings
+from cds_service.settings import Settings, TrustedIssuer
 
 __all__ = [
     "DicomwebRef",
@@ -100,8 +99,14 @@ class FhirFetcher:
         access_token: str | None,
         *,
         max_bytes: int | None = None,
+        issuer: TrustedIssuer | None = None,
     ) -> None:
         self.settings = settings
+        #: The calling EHR's own servers, when its trusted_issuers entry lists them: other
+        #: allow-listed servers are not read for it.
+        self._own_fhir = list(issuer.fhir_servers) if issuer else []
+        self._own_dicomweb = list(issuer.dicomweb_servers) if issuer else []
+        self._iss = issuer.iss if issuer else None
         self.base_url = check_url(server, settings.fhir.allowed_servers, kind="fhirServer").rstrip(
             "/"
         )
@@ -188,11 +193,32 @@ class FhirFetcher:
         """Absolute URL for an attachment and which allow-list it is on ("fhir"/"dicomweb")."""
         if not url.startswith(("http://", "https://")):
             url = f"{self.base_url}/{url.lstrip('/')}"
-        with contextlib.suppress(OutboundRefused):
+        try:
             fhir_bases = [self.base_url, *self.settings.fhir.allowed_servers]
-            return check_url(url, fhir_bases, kind="attachment URL"), "fhir"
-        dicomweb = self.settings.fhir.allowed_dicomweb
-        return check_url(url, dicomweb, kind="attachment URL"), "dicomweb"
+            checked = check_url(url, fhir_bases, kind="attachment URL")
+        except OutboundRefused:
+            pass
+        else:
+            if self._own_fhir:  # the call's own fhirServer is one of them (open_fetcher)
+                own = [self.base_url, *self._own_fhir]
+                self._own(checked, own, "fhir_servers", "attachment URL")
+            return checked, "fhir"
+        checked = check_url(url, self.settings.fhir.allowed_dicomweb, kind="attachment URL")
+        return self._own(checked, self._own_dicomweb, "dicomweb_servers", "attachment URL"), (
+            "dicomweb"
+        )
+
+    def _own(self, url: str, own: list[str], setting: str, kind: str) -> str:
+        """``url`` (allow-listed) when it is on the calling EHR's own servers, or the EHR
+        lists none for ``setting``; else :class:`OutboundRefused`: another EHR's server or
+        PACS, never read for this one."""
+        if own and not url_allowed(url, own):
+            raise OutboundRefused(
+                url,
+                kind,
+                f"is not on a server of issuer {self._iss!r} (auth.trusted_issuers[].{setting})",
+            )
+        return url
 
     async def attachment_bytes(self, attachment: dict[str, Any]) -> bytes:
         """The bytes of a FHIR Attachment: inline ``data``, a Binary, or a WADO-RS URL."""
@@ -237,7 +263,9 @@ class FhirFetcher:
     async def wado(self, ref: DicomwebRef) -> list[bytes]:
         """WADO-RS retrieve: the DICOM instances at ``ref`` (study, series or instance)."""
         url = check_url(ref.url, self.settings.fhir.allowed_dicomweb, kind="DICOMweb URL")
-        return await self._wado(url)
+        return await self._wado(
+            self._own(url, self._own_dicomweb, "dicomweb_servers", "DICOMweb URL")
+        )
 
     async def _wado(self, url: str) -> list[bytes]:
         body, content_type = await self._get(url, accept=WADO_ACCEPT)

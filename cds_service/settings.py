@@ -53,6 +53,10 @@ class TrustedIssuer(BaseModel):
     #: list each one's: a call's patient ids are ids on the server it names, so an EHR that
     #: named another's server would have its ECGs filed there (write-back) under its ids.
     fhir_servers: list[str] = Field(default_factory=list)
+    #: The DICOMweb servers (on ``fhir.allowed_dicomweb``) this EHR's calls may have read:
+    #: its own PACS. Empty: any allowed one. With several EHRs, list each one's: a call names
+    #: studies by UID, and another hospital's PACS answers the service as it answers ingest.
+    dicomweb_servers: list[str] = Field(default_factory=list)
 
 
 class AuthSettings(BaseModel):

@@ -55,7 +55,7 @@ def open_fetcher(
         )
     token = call.fhirAuthorization.access_token if call.fhirAuthorization else None
     try:
-        return FhirFetcher(settings, call.fhirServer, token), None
+        return FhirFetcher(settings, call.fhirServer, token, issuer=issuer), None
     except OutboundRefused as exc:
         log.warning("hook call names fhirServer %s: %s; refused", exc.url, exc.problem)
         if exc.problem.startswith("is malformed"):

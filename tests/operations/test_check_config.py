@@ -82,8 +82,8 @@ def test_each_misconfiguration_is_one_line_naming_the_setting(cli: CliRun, tmp_p
 def test_trusted_ehrs_not_bound_to_their_servers_are_warned_about(
     cli: CliRun, tmp_path: Path
 ) -> None:
-    """With a write-back server and two EHRs, one not bound to its own FHIR server can name
-    the other's: a warning naming it; bound, none."""
+    """With a write-back server (or allowed PACS) and two EHRs, one not bound to its own FHIR
+    server (PACS) can name the other's: a warning naming it; bound, none."""
     from tests.service.ehr import EhrKey
     from tests.service.ehr import jwks as key_set
 
@@ -102,10 +102,20 @@ def test_trusted_ehrs_not_bound_to_their_servers_are_warned_about(
     assert result.returncode == 0, result.stderr  # a warning only
     [warning] = [line for line in result.stdout.splitlines() if "list no fhir_servers" in line]
     assert warning.startswith("warning") and "'https://ehr-a.example'" in warning
+    env["ECG_CDS_FHIR__ALLOWED_DICOMWEB"] = '["https://pacs-b/dicom-web"]'
     issuers[0]["fhir_servers"] = ["https://a/R4"]
+    issuers[1]["dicomweb_servers"] = ["https://pacs-b/dicom-web"]
     env["ECG_CDS_AUTH__TRUSTED_ISSUERS"] = json.dumps(issuers)
     result = cli("check-config", "--no-model", env=clean_env(tmp_path, **env))
     assert "fhir_servers" not in result.stdout + result.stderr, result.stdout
+    [warning] = [line for line in result.stdout.splitlines() if "no dicomweb_servers" in line]
+    assert "'https://ehr-a.example'" in warning and "'https://ehr-b.example'" not in warning
+    issuers[0]["dicomweb_servers"] = ["https://pacs-a/dicom-web"]  # not allow-listed
+    env["ECG_CDS_AUTH__TRUSTED_ISSUERS"] = json.dumps(issuers)
+    result = cli("check-config", "--no-model", env=clean_env(tmp_path, **env))
+    [warning] = [line for line in result.stdout.splitlines() if "dicomweb_servers" in line]
+    assert warning.startswith("warning auth.trusted_issuers[0].dicomweb_servers[0]")
+    assert "not in fhir.allowed_dicomweb" in warning
 
 
 def test_model_folder_that_does_not_load(cli: CliRun, tmp_path: Path) -> None:

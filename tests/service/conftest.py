@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from tests.service.ehr import (
     EhrKey,
     RecordingServer,
     document_reference,
+    epic_claims,
     hook_body,
     jwks,
     sandbox_claims,
@@ -141,6 +143,58 @@ def service_client(
     )
     with TestClient(create_app(settings), base_url=BASE) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def service_with(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, jwks_url: str, epic_jwks_file: Path
+) -> Callable[..., AbstractContextManager[TestClient]]:
+    """Another app like ``service_client``, its settings overridden (``auth=``, ``fhir=``),
+    for the module that needs it: ``with service_with("name", fhir={...}) as client``."""
+    from cds_service.app import create_app
+
+    @contextmanager
+    def start(name: str, **overrides: Any) -> Iterator[TestClient]:
+        folder = tmp_path_factory.mktemp(name)
+        settings = make_settings(folder, model_dir, jwks_url, epic_jwks_file, **overrides)
+        with TestClient(create_app(settings), base_url=BASE) as client:
+            yield client
+
+    return start
+
+
+@dataclass
+class EpicEhr(Ehr):
+    """The second trusted EHR: RS384, its keys in a file (no jku)."""
+
+    def token(self, path: str, **claims: Any) -> str:
+        return self.key.sign(epic_claims(EPIC_ISS, BASE + path, **claims))
+
+
+@pytest.fixture(scope="session")
+def two_ehrs(
+    service_with: Callable[..., AbstractContextManager[TestClient]],
+    sandbox_key: EhrKey,
+    epic_key: EhrKey,
+    jwks_url: str,
+    epic_jwks_file: Path,
+) -> Callable[..., AbstractContextManager[tuple[Ehr, Ehr]]]:
+    """An app trusting both EHRs, each issuer entry with the fields given (``sandbox=``,
+    ``epic=``: ``fhir_servers``...), and how each calls it."""
+
+    @contextmanager
+    def start(
+        name: str, *, sandbox: dict[str, Any], epic: dict[str, Any], fhir: dict[str, Any]
+    ) -> Iterator[tuple[Ehr, Ehr]]:
+        issuers = [
+            {"iss": SANDBOX_ISS, "jwks_urls": [jwks_url], **sandbox},
+            {"iss": EPIC_ISS, "jwks_file": str(epic_jwks_file), **epic},
+        ]
+        auth = {"trusted_issuers": issuers, "failure_window_s": 0}
+        with service_with(name, auth=auth, fhir=fhir) as client:
+            yield Ehr(client, sandbox_key, jwks_url), EpicEhr(client, epic_key, "")
+
+    return start
 
 
 @pytest.fixture(scope="session")

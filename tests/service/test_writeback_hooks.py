@@ -16,8 +16,8 @@ Each is now refused and audited, naming why; the call's own cards are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -26,11 +26,8 @@ from fastapi.testclient import TestClient
 from cds_service.audit import AuditEntry
 from tests.audit.writeback_support import patient_view, reports, write_back_entry
 from tests.servers import FhirServer
-from tests.service.conftest import (
-    BASE,
-    Ehr,
-    make_settings,
-)
+from tests.service.conftest import Ehr
+from tests.service.ehr import EhrKey
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,22 +36,16 @@ OTHER_EHR = "https://other-ehr.example/fhir"
 
 @pytest.fixture(scope="module")
 def ehr(
-    tmp_path_factory: pytest.TempPathFactory,
-    model_dir: Path,
+    service_with: Callable[..., AbstractContextManager[TestClient]],
+    sandbox_key: EhrKey,
     jwks_url: str,
-    epic_jwks_file: Path,
-    sandbox_key: Any,
     fhir_server: FhirServer,
 ) -> Iterator[Ehr]:
-    from cds_service.app import create_app
-
     fhir = {
         "allowed_servers": [fhir_server.base_url, OTHER_EHR],
         "writeback_server": fhir_server.base_url,
     }
-    folder = tmp_path_factory.mktemp("writeback-hooks")
-    settings = make_settings(folder, model_dir, jwks_url, epic_jwks_file, fhir=fhir)
-    with TestClient(create_app(settings), base_url=BASE) as client:
+    with service_with("writeback-hooks", fhir=fhir) as client:
         yield Ehr(client, sandbox_key, jwks_url)
 
 

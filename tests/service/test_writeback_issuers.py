@@ -10,25 +10,17 @@ EHR's servers listed (``auth.trusted_issuers[].fhir_servers``), such a call is r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from cds_service.audit import AuditFilter
 from tests.audit.writeback_support import patient_view, reports, write_back_entry
 from tests.servers import FhirServer
-from tests.service.conftest import (
-    BASE,
-    EPIC_ISS,
-    SANDBOX_ISS,
-    Ehr,
-    make_settings,
-)
-from tests.service.ehr import EhrKey, epic_claims, outcome_diagnostics
+from tests.service.conftest import SANDBOX_ISS, Ehr
+from tests.service.ehr import outcome_diagnostics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,45 +28,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SANDBOX_FHIR = "https://sandbox-ehr.example/fhir"
 
 
-@dataclass
-class EpicEhr(Ehr):
-    """The second trusted EHR: RS384, its keys in a file (no jku)."""
-
-    def token(self, path: str, **claims: Any) -> str:
-        return self.key.sign(epic_claims(EPIC_ISS, BASE + path, **claims))
-
-
 @pytest.fixture(scope="module")
 def ehrs(
-    tmp_path_factory: pytest.TempPathFactory,
-    model_dir: Path,
-    jwks_url: str,
-    epic_jwks_file: Path,
-    sandbox_key: EhrKey,
-    epic_key: EhrKey,
-    fhir_server: FhirServer,
+    two_ehrs: Callable[..., AbstractContextManager[tuple[Ehr, Ehr]]], fhir_server: FhirServer
 ) -> Iterator[tuple[Ehr, Ehr]]:
     """The sandbox-like EHR (bound to its own server) and the Epic-like one (bound to the
     write-back server), calling one service."""
-    from cds_service.app import create_app
-
-    issuers = [
-        {"iss": SANDBOX_ISS, "jwks_urls": [jwks_url], "fhir_servers": [SANDBOX_FHIR]},
-        {
-            "iss": EPIC_ISS,
-            "jwks_file": str(epic_jwks_file),
-            "fhir_servers": [fhir_server.base_url + "/"],  # compared in normal form
-        },
-    ]
-    auth = {"trusted_issuers": issuers, "failure_window_s": 0}
     fhir = {
         "allowed_servers": [fhir_server.base_url, SANDBOX_FHIR],
         "writeback_server": fhir_server.base_url,
     }
-    folder = tmp_path_factory.mktemp("writeback-issuers")
-    settings = make_settings(folder, model_dir, jwks_url, epic_jwks_file, auth=auth, fhir=fhir)
-    with TestClient(create_app(settings), base_url=BASE) as client:
-        yield Ehr(client, sandbox_key, jwks_url), EpicEhr(client, epic_key, "")
+    own = {"fhir_servers": [fhir_server.base_url + "/"]}  # compared in normal form
+    with two_ehrs(
+        "writeback-issuers", sandbox={"fhir_servers": [SANDBOX_FHIR]}, epic=own, fhir=fhir
+    ) as pair:
+        yield pair
 
 
 def _observation(ptbxl_observation: dict[str, Any], observation_id: str) -> dict[str, Any]:
