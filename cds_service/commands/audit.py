@@ -214,13 +214,9 @@ def query(
 
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
-    def cell(value: str) -> Text:
-        # Callers write these fields (an EHR's userId, JWT sub, patientId): shown as plain
-        # text, never read as Rich markup, and no control character (terminal escapes,
-        # bidi overrides) reaches the reader's terminal: each is a "?".
-        return Text("".join(char if char.isprintable() else "?" for char in value))
+    # Callers write these fields (an EHR's userId, JWT sub, patientId): plain text only.
+    from cds_service.commands._text import plain as cell
 
     table = Table(title=f"Audit entries {offset + 1}-{shown_end} of {page.total}")
     for column in ("seq", "time (UTC)", "event", "outcome"):

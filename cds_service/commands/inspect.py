@@ -77,7 +77,9 @@ def _print_table(facts: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=facts["source"] or "ECG", show_header=False, title_justify="left")
+    from cds_service.commands._text import plain
+
+    table = Table(title=plain(facts["source"] or "ECG"), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     amplitude = facts["amplitude_mv"]
@@ -116,7 +118,8 @@ def _print_table(facts: dict[str, Any]) -> None:
     rows.extend((key, value) for key, value in facts["extra"].items())
     rows.append(("sha256", facts["sha256"]))
     for field, value in rows:
-        table.add_row(field, str(value))
+        # The file wrote most of these (statements, patient, device, extra fields).
+        table.add_row(plain(str(field)), plain(str(value)))
     Console().print(table)
 
 

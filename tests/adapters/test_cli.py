@@ -84,6 +84,24 @@ def test_inspect_table_and_plot(data_dir: Path, tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_inspect_table_shows_the_files_text_as_text(data_dir: Path, tmp_path: Path) -> None:
+    """An ECG file's statements, patient and device reach the table: read as Rich markup
+    (a hidden hyperlink) with terminal escapes passed through, a file could restyle or hide
+    what the operator inspecting it sees."""
+    from adapters import to_fhir_observation
+
+    ecg = load_ecg(data_dir / "ptbxl" / "records500" / "00000" / "00001_hr.hea")
+    observation = to_fhir_observation(ecg, patient_ref="Patient/p\x1b[2J")
+    observation["note"] = [{"text": "sinus\x1b]0;title\x07 [link=https://evil.example]x[/link]"}]
+    path = tmp_path / "ecg.json"
+    path.write_text(json.dumps(observation), encoding="utf-8")
+    result = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "[link=https://evil.example]x[/link]" in result.output
+    assert "sinus?]0;title?" in result.output and "p?[2J" in result.output
+
+
 def test_inspect_bad_input_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"resourceType": "Observation", "component": [')
