@@ -1,7 +1,8 @@
 """Refused sign-ins, per source: one audit entry per burst, and 429 after too many.
 
 Every refused credential (hook JWT, audit/ingest bearer token, viewer sign-in) goes through
-:meth:`FailureGate.refused`. Per source address and window (``auth.failure_window_s``):
+:meth:`FailureGate.refused`. Per source address (an IPv6 client's /64) and window
+(``auth.failure_window_s``):
 
 * the **first** refusal of the window is audited in full (reason, endpoint), as before;
 * later ones are only counted; when the window closes (or the service stops) **one**
@@ -19,6 +20,7 @@ headers only count from ``trusted_proxies`` (see :mod:`cds_service.commands.serv
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -180,7 +182,22 @@ class FailureGate:
 
 
 def _key(family: str, source: str | None) -> str:
-    return f"{family} {source or '-'}"
+    return f"{family} {source_group(source) or '-'}"
+
+
+def source_group(source: str | None) -> str | None:
+    """The source a window counts: the address, but for IPv6 its /64. One client holds a
+    whole /64 (what a provider assigns to one line), so a new address per request would
+    open a new window each time: every refusal an audit row of its own, never a 429."""
+    if not source or ":" not in source:
+        return source
+    try:
+        address = ipaddress.IPv6Address(source.split("%", 1)[0])
+    except ValueError:
+        return source
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def gate_for(app: Any) -> FailureGate:
