@@ -250,6 +250,10 @@ class FhirFetcher:
                 resource = json.loads(body)
             except ValueError:
                 return body
+            except RecursionError:  # nested past the parser's stack: no Binary, no ECG
+                raise FetchFailed(
+                    redact_url(url), "the server answered JSON nested too deep to read"
+                ) from None
             if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
                 encoded = resource.get("data")
                 if not isinstance(encoded, str):

@@ -280,3 +280,29 @@ def test_a_fhir_server_answering_other_than_json_is_412_not_500(
         assert server.requests
     finally:
         server.close()
+
+
+def test_a_binary_nested_past_the_stack_is_named_not_500(
+    ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allow-listed server answering a Binary read with JSON nested 50,000 deep (100 KB):
+    the parser's RecursionError escaped the attachment read and the hook call was a 500,
+    without the cards of the patient's other ECGs. It is now one unreadable attachment."""
+    nested = b"[" * 50_000 + b"]" * 50_000
+    listener = Listener(status=200, body=nested, content_type="application/fhir+json")
+    fhir = ehr.client.app.state.settings.fhir  # type: ignore[attr-defined]
+    monkeypatch.setattr(fhir, "allowed_servers", [f"{listener.url}/fhir"])
+    try:
+        document = dict(_document("Binary/deep"), id="doc-deep")
+        document["content"][0]["attachment"]["contentType"] = "application/xml"
+        body = hook_body(
+            prefetch={**ALL_NULL, "ecgDocuments": searchset(document)},
+            fhirServer=f"{listener.url}/fhir",
+        )
+        response = ehr.call("ecg-review", body)
+    finally:
+        listener.close()
+    assert response.status_code == 200, response.text[:300]
+    [card] = response.json()["cards"]
+    assert "could not be read" in card["summary"]
+    assert "DocumentReference/doc-deep" in card["detail"] and "nested too deep" in card["detail"]
