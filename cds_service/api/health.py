@@ -3,11 +3,17 @@
 Readiness checks the database and its schema, that the model is loaded, and in distributed
 mode that the broker accepts connections and a worker answers. Each check runs in its own
 thread with a deadline, so the probe answers (503) even while a dependency hangs.
+
+Both answer without a credential (orchestrators probe them), so a failed check says what is
+wrong but not where: the database's or broker's host, port and user, and the driver's own
+message, go to the log (warning, :mod:`cds_service.probes`) for the operator, and
+``ecg-cds check-config`` prints them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -16,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 #: The probe's answer is due within this many seconds, whatever hangs.
 READY_DEADLINE_S = 3.0
@@ -46,14 +53,16 @@ def _checks(runtime: Any) -> dict[str, Callable[[], str | None]]:
 
     settings = runtime.settings
     checks: dict[str, Callable[[], str | None]] = {
-        "database": lambda: database_problem(runtime.engine),
+        "database": lambda: database_problem(runtime.engine, public=True),
         "model": lambda: _model_problem(runtime),
     }
     if settings.jobs.mode == "distributed":
-        checks["broker"] = lambda: broker_problem(settings.jobs.broker_url, timeout_s=1.5)
+        checks["broker"] = lambda: broker_problem(
+            settings.jobs.broker_url, timeout_s=1.5, public=True
+        )
         celery_app = getattr(runtime.dispatcher, "_app", None)
         if celery_app is not None:
-            checks["workers"] = lambda: worker_problem(celery_app, timeout_s=1.0)
+            checks["workers"] = lambda: worker_problem(celery_app, timeout_s=1.0, public=True)
     return checks
 
 
@@ -89,7 +98,8 @@ def readyz(request: Request) -> JSONResponse:
         try:
             problem = future.result()
         except Exception as exc:  # a check must never turn the probe into a 500
-            problem = f"{type(exc).__name__}: {exc}"
+            log.warning("readiness check %s failed", name, exc_info=True)
+            problem = f"the check failed ({type(exc).__name__})"  # its text may say where
         checks[name] = Check(ok=problem is None, detail=problem)
     ready = all(check.ok for check in checks.values())
     body = Readiness(status="ready" if ready else "unready", checks=checks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import make_url
 
 from cds_service.app import create_app
 from cds_service.settings import JobSettings, Settings
@@ -47,16 +49,24 @@ def test_liveness_and_readiness_embedded_sqlite(tmp_path: Path) -> None:
 def test_unready_when_the_database_stops(
     tmp_path: Path,
     private_postgres: PrivatePostgres,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The probe answers anyone who can reach it: it says which dependency fails, and the
+    operator's log says where (host, port, user), the answer does not."""
     settings = Settings(data_dir=tmp_path, database_url=private_postgres.url)
     with TestClient(create_app(settings)) as client:
         assert _ready_within(client, 180)["status"] == "ready"
         private_postgres.stop()
-        response = client.get("/readyz")
+        with caplog.at_level(logging.WARNING, logger="cds_service.probes"):
+            response = client.get("/readyz")
         assert response.status_code == 503
         check = response.json()["checks"]["database"]
         assert check["ok"] is False and "cannot open the database" in check["detail"]
-        assert "127.0.0.1" in check["detail"]
+        port = str(make_url(private_postgres.url).port)
+        for where in ("127.0.0.1", port, "postgres@"):
+            assert where not in response.text
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        assert "cannot open the database" in logged and "127.0.0.1" in logged and port in logged
         assert client.get("/healthz").status_code == 200  # alive, just not ready
 
 
@@ -113,3 +123,4 @@ def test_distributed_unready_without_workers_and_when_the_broker_stops(
         assert response.status_code == 503
         broker = response.json()["checks"]["broker"]
         assert broker["ok"] is False and "cannot reach the broker" in broker["detail"]
+        assert str(make_url(private_redis.url).port) not in response.text
