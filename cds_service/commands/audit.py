@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cds_service.commands._text import terminal_json
+
 if TYPE_CHECKING:
     from cds_service.audit import AuditFilter, AuditTrail
 
@@ -199,7 +201,7 @@ def query(
         )
     if as_jsonl:
         for entry in entries:
-            typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+            typer.echo(terminal_json(entry.to_dict()))
         return
     if as_json:
         document = {
@@ -209,7 +211,7 @@ def query(
             "next_offset": next_offset,
             "entries": [entry.to_dict() for entry in entries],
         }
-        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
+        typer.echo(terminal_json(document, indent=2))
         return
 
     from rich.console import Console

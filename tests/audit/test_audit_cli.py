@@ -141,6 +141,25 @@ def test_query_table_shows_what_callers_wrote_as_text(trail: AuditTrail) -> None
     assert "Practitioner/9?[2J?[1A?[2K?]0;title??" in table  # each control character a ?
 
 
+@pytest.mark.parametrize("form", ["--json", "--jsonl"])
+def test_query_json_escapes_what_a_terminal_would_act_on(trail: AuditTrail, form: str) -> None:
+    """JSON was written with ``ensure_ascii=False``, which escapes C0 controls only: a
+    caller's one-byte CSI (U+009B, the C1 form of ESC[) and bidi overrides reached the
+    terminal raw. They are now escaped; letters of other scripts stay as written, and the
+    JSON still reads back as what the caller wrote."""
+    user = "Practitioner/9\u009b2J\u202e\u2028 Ζωή Jürgen"
+    trail.record("hook-call", actor=Actor(iss="https://ehr.example.org", user=user), patient="p9")
+    result = runner.invoke(app, ["audit", "query", form, "--patient", "p9"])
+    assert result.exit_code == 0, result.output
+    for raw in ("\u009b", "\u202e", "\u2028"):
+        assert raw not in result.stdout
+    assert "Ζωή Jürgen" in result.stdout
+    lines = result.stdout.splitlines() if form == "--jsonl" else [result.stdout]
+    entries = [json.loads(x) for x in lines]
+    found = entries if form == "--jsonl" else entries[0]["entries"]
+    assert found[0]["actor"]["user"] == user
+
+
 @pytest.mark.parametrize(
     "args",
     [
