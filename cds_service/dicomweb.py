@@ -3,7 +3,8 @@
 One outbound layer for one protocol, whichever caller: every URL passes the one allow-list
 check (:func:`cds_service.allow_list.check_url` against ``fhir.allowed_dicomweb``) before
 any connection; redirects are not followed; no cookie is kept; URLs in errors are redacted;
-a body over ``max_ecg_bytes`` is refused while it streams. Instances are returned exactly
+a body over ``max_ecg_bytes`` is refused while it streams (:mod:`cds_service.capped_body`,
+which bounds its decompression too). Instances are returned exactly
 as the server sent them (the part bodies of the ``multipart/related`` answer), never
 decoded and re-encoded: the same instance has the same SHA-256 through a hook call and
 through a PACS poll, so deduplication between the two holds.
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 
 from cds_service.allow_list import check_url, redact_url
+from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
 from cds_service.settings import Settings
 
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -31,15 +33,6 @@ WADO_ACCEPT = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
 QIDO_ACCEPT = "application/dicom+json, application/json;q=0.9"
 #: Results per QIDO-RS page (``limit``/``offset`` paging).
 QIDO_PAGE = 500
-
-
-class FetchFailed(Exception):
-    """An allow-listed server answered with an error or could not be reached."""
-
-    def __init__(self, what: str, problem: str) -> None:
-        self.what = what
-        self.problem = problem
-        super().__init__(f"{what}: {problem}")
 
 
 class NoCookies(http.cookiejar.CookieJar):
@@ -90,26 +83,6 @@ def check_status(url: str, status: int) -> None:
         raise FetchFailed(redact_url(url), f"access refused (HTTP {status})")
     if status != 200:
         raise FetchFailed(redact_url(url), f"HTTP {status}")
-
-
-class CappedBody:
-    """A response body read chunk by chunk and refused as soon as it passes ``max_bytes``,
-    before the rest is downloaded (the blocking DICOMweb client and the async FHIR client)."""
-
-    def __init__(self, what: str, max_bytes: int) -> None:
-        self._what = what
-        self._max_bytes = max_bytes
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def add(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > self._max_bytes:
-            raise FetchFailed(self._what, f"larger than {self._max_bytes} bytes")
-        self._chunks.append(chunk)
-
-    def data(self) -> bytes:
-        return b"".join(self._chunks)
 
 
 class DicomwebClient:
@@ -174,13 +147,15 @@ class DicomwebClient:
         url = check_url(url, self._allowed, kind="DICOMweb URL")
         what = redact_url(url)
         try:
-            with self._http.stream("GET", url, headers={"Accept": accept}) as response:
+            headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+            with self._http.stream("GET", url, headers=headers) as response:
                 if allow_empty and response.status_code == 204:  # QIDO-RS: no match
                     return b"", ""
                 check_status(url, response.status_code)
-                body = CappedBody(what, self.max_bytes)
-                for chunk in response.iter_bytes():
-                    body.add(chunk)
+                encoding = response.headers.get("content-encoding")
+                body = CappedBody(what, self.max_bytes, encoding)
+                for chunk in response.iter_raw():
+                    body.add_raw(chunk)
                 return body.data(), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None

@@ -6,9 +6,14 @@ contacted. Redirects are not followed (a redirect could leave the allow-list). T
 access token travels only in the ``Authorization`` header of requests to those servers: it
 is never logged, never stored, and never part of an exception message.
 
-FHIR searches and reads go through ``fhirpy``'s async client; attachment bytes (Binary
-resources, DICOMweb WADO-RS instances) through ``httpx`` with a size bound, parsed by
-:mod:`cds_service.dicomweb` (the same code ``ecg-cds ingest`` reads a PACS with).
+Everything goes through one pooled ``httpx`` client per event loop, streamed into a
+:class:`~cds_service.capped_body.CappedBody` (refused as soon as it passes its bound, its
+decompression bounded too): FHIR searches and reads (JSON, bounded by ``max_request_bytes``,
+what a prefetch carrying the same Bundle may be) and attachment bytes (Binary resources,
+DICOMweb WADO-RS instances, bounded by ``max_ecg_bytes``), the latter parsed by
+:mod:`cds_service.dicomweb` (the same code ``ecg-cds ingest`` reads a PACS with). (fhirpy,
+used before, read whole answers into memory, gzip-inflated, and opened a new connection
+for every request.)
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import re
 import ssl
@@ -24,23 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
-from fhirpy import AsyncFHIRClient
-from fhirpy.base.exceptions import (
-    AuthorizationError,
-    BaseFHIRError,
-    ForbiddenError,
-    OperationOutcome,
-    ResourceNotFound,
-)
 
 # Re-exported: callers import the allow-list names from here too.
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
+from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
 from cds_service.dicomweb import (
     WADO_ACCEPT,
-    CappedBody,
-    FetchFailed,
     NoCookies,
     check_status,
     split_multipart,
@@ -68,6 +64,13 @@ if logging.getLogger("httpx").level == logging.NOTSET:
 
 #: At most this many search pages are followed per query (a hook has ~500 ms).
 MAX_PAGES = 3
+FHIR_JSON = "application/fhir+json, application/json;q=0.9"
+#: What a FHIR server's error statuses say on a card (the rest: "answered an error").
+_REFUSED = {
+    401: "the FHIR server refused the access token (401)",
+    403: "the access token does not grant this read (403)",
+    404: "not found (404)",
+}
 
 
 @dataclass(frozen=True)
@@ -111,18 +114,12 @@ class FhirFetcher:
             "/"
         )
         self.max_bytes = max_bytes or settings.max_ecg_bytes
+        #: A search page or read: as large as a hook request (which may carry the same
+        #: Bundle as prefetch) may be.
+        self.max_json_bytes = settings.max_request_bytes
         authorization = f"Bearer {access_token}" if access_token else None
         self._headers = {"Authorization": authorization} if authorization else {}
-        timeout = settings.fhir.timeout_s
-        self._fhir = AsyncFHIRClient(
-            self.base_url,
-            authorization=authorization,
-            aiohttp_config={
-                "timeout": aiohttp.ClientTimeout(total=timeout),
-                "allow_redirects": False,
-            },
-        )
-        self._timeout = timeout
+        self._timeout = settings.fhir.timeout_s
 
     def __repr__(self) -> str:  # never show the token
         return f"FhirFetcher({self.base_url!r})"
@@ -166,26 +163,35 @@ class FhirFetcher:
     async def _execute(
         self, path: str, params: dict[str, str] | None, *, what: str
     ) -> dict[str, Any]:
+        """GET ``path`` (relative to fhirServer, or an absolute URL already checked to be on
+        it) as FHIR JSON, with the EHR's access token."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}"
+        headers = {**self._headers, "Accept": FHIR_JSON, "Accept-Encoding": ACCEPT_ENCODING}
         try:
-            data = await self._fhir.execute(path, method="get", params=params)
-        except AuthorizationError:
-            raise FetchFailed(what, "the FHIR server refused the access token (401)") from None
-        except ForbiddenError:
-            raise FetchFailed(what, "the access token does not grant this read (403)") from None
-        except ResourceNotFound:
-            raise FetchFailed(what, "not found (404)") from None
-        except (OperationOutcome, BaseFHIRError) as exc:
-            raise FetchFailed(
-                what, f"the FHIR server answered an error: {str(exc)[:200]}"
-            ) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with _shared_http().stream(
+                "GET", url, params=params, headers=headers, timeout=self._timeout
+            ) as response:
+                body = CappedBody(
+                    what, self.max_json_bytes, response.headers.get("content-encoding")
+                )
+                async for chunk in response.aiter_raw():
+                    body.add_raw(chunk)
+                status, raw = response.status_code, body.data()
+        except httpx.HTTPError as exc:
             raise FetchFailed(what, f"FHIR server unreachable ({type(exc).__name__})") from None
+        if status in _REFUSED:
+            raise FetchFailed(what, _REFUSED[status])
+        if not 200 <= status < 300:
+            said = _diagnostics(raw) or f"HTTP {status}"
+            raise FetchFailed(what, f"the FHIR server answered an error: {said[:200]}")
+        try:
+            data = json.loads(raw)
         except (ValueError, RecursionError):
             # an HTML login page of a proxy, a truncated body, JSON nested past the stack
             raise FetchFailed(what, "the FHIR server answered something that is not JSON") from None
         if not isinstance(data, dict):
             raise FetchFailed(what, "the FHIR server answered something that is not JSON")
-        return dict(data)
+        return data
 
     # ------------------------------------------------------------------ attachments
 
@@ -280,18 +286,39 @@ class FhirFetcher:
         # The EHR's access token is for its fhirServer: another allow-listed server (a
         # second EHR, the PACS) an attachment points to gets the request, never the token.
         own = url_allowed(url, [self.base_url])
-        headers = {**(self._headers if own else {}), "Accept": accept}
+        headers = {
+            **(self._headers if own else {}),
+            "Accept": accept,
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         try:
             async with _shared_http().stream(
                 "GET", url, headers=headers, timeout=self._timeout
             ) as response:
                 check_status(url, response.status_code)
-                body = CappedBody(what, self.max_bytes)
-                async for chunk in response.aiter_bytes():
-                    body.add(chunk)
+                body = CappedBody(what, self.max_bytes, response.headers.get("content-encoding"))
+                async for chunk in response.aiter_raw():
+                    body.add_raw(chunk)
                 return body.data(), response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
+
+
+def _diagnostics(raw: bytes) -> str | None:
+    """What an error answer's OperationOutcome says (its issues' diagnostics or text)."""
+    try:
+        outcome = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+        return None
+    issues = outcome.get("issue")
+    said = [
+        str(issue.get("diagnostics") or (issue.get("details") or {}).get("text") or "")
+        for issue in (issues if isinstance(issues, list) else [])
+        if isinstance(issue, dict)
+    ]
+    return "; ".join(s for s in said if s) or None
 
 
 def _matches(bundle: dict[str, Any], what: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -33,7 +33,7 @@ import jwt
 
 from cds_service.allow_list import UrlMalformed, normalise_url, redact_url
 from cds_service.auth.errors import TokenRejected
-from cds_service.dicomweb import CappedBody, FetchFailed
+from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
 from cds_service.settings import AuthSettings, TrustedIssuer
 
 log = logging.getLogger(__name__)
@@ -223,19 +223,21 @@ class JwksCache:
         async with httpx.AsyncClient(
             timeout=FETCH_TIMEOUT_S, follow_redirects=False, transport=self._transport
         ) as client:
-            headers = {"Accept": "application/json"}
+            headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
             async with client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
                     log.warning("JWKS %s answered HTTP %d", url, response.status_code)
                     return None
-                body = CappedBody("JWKS", MAX_JWKS_BYTES)
                 try:
-                    async for chunk in response.aiter_bytes():
-                        body.add(chunk)
-                except FetchFailed:
-                    log.warning("JWKS %s is over %d bytes; ignored", url, MAX_JWKS_BYTES)
+                    body = CappedBody(
+                        "JWKS", MAX_JWKS_BYTES, response.headers.get("content-encoding")
+                    )
+                    async for chunk in response.aiter_raw():
+                        body.add_raw(chunk)
+                    return body.data()
+                except FetchFailed as exc:
+                    log.warning("JWKS %s ignored: %s", url, exc.problem)
                     return None
-                return body.data()
 
     def _from_file(self, path: Path, kid: str | None, alg: str | None) -> list[jwt.PyJWK]:
         source = f"file:{path}"

@@ -9,7 +9,8 @@ from typing import Any
 
 class Listener(ThreadingHTTPServer):
     """Records every request; answers each with ``status`` (and ``Location`` when set), and
-    ``body`` as ``content_type`` when given."""
+    ``body`` as ``content_type`` when given, with any further ``headers`` (a
+    ``Content-Encoding`` for a body sent compressed)."""
 
     def __init__(
         self,
@@ -17,6 +18,7 @@ class Listener(ThreadingHTTPServer):
         location: str | None = None,
         body: bytes = b"",
         content_type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         listener = self
 
@@ -28,6 +30,8 @@ class Listener(ThreadingHTTPServer):
                     self.send_header("Location", listener.location)
                 if content_type:
                     self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
