@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Load the model in the background: the service answers at once (discovery,
         # health) and the first hook call finds the model loaded or nearly so.
         if settings.preload_model:
-            threading.Thread(target=runtime.warm_up, name="model-warm-up", daemon=True).start()
+            runtime.warm_up_in_background()
         try:
             yield
         finally:

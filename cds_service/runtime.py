@@ -81,6 +81,7 @@ class Runtime:
     started_at: datetime = field(default_factory=utcnow)
     _classifier: Classifier | None = None
     _classifier_lock: threading.Lock = field(default_factory=threading.Lock)
+    _warming: threading.Thread | None = None
 
     @classmethod
     def start(
@@ -166,6 +167,17 @@ class Runtime:
             )
         log.info("model %s loaded (%s)", classifier.model_version, self.role)
         return classifier
+
+    def warm_up_in_background(self) -> None:
+        """:meth:`warm_up` in a thread of its own, started once per process however often
+        this is asked (the readiness probe asks on every poll until the model is there; a
+        thread per poll was a thread per request of an unauthenticated caller, each running
+        the whole warm-up on cores the first of them needed)."""
+        with self._classifier_lock:
+            if self._warming is not None or self._classifier is not None:
+                return
+            self._warming = threading.Thread(target=self.warm_up, name="model-warm-up", daemon=True)
+        self._warming.start()
 
     def warm_up(self) -> None:
         """Load the model and the delineation library now, so the first hook call is not slow."""

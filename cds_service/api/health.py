@@ -69,11 +69,9 @@ def _checks(runtime: Any) -> dict[str, Callable[[], str | None]]:
 def _model_problem(runtime: Any) -> str | None:
     if runtime._classifier is not None:
         return None
-    if not runtime.settings.preload_model:
-        # Nothing else will load it before the first call: start now, report not yet.
-        import threading
-
-        threading.Thread(target=runtime.warm_up, name="model-warm-up", daemon=True).start()
+    # Without preload_model nothing else loads it before the first call: start now (once),
+    # report not yet.
+    runtime.warm_up_in_background()
     return "the model is still loading"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,24 @@ def test_liveness_and_readiness_embedded_sqlite(tmp_path: Path) -> None:
         body = _ready_within(client, 180)
         assert body["status"] == "ready", body
         assert set(body["checks"]) == {"database", "model"}
+
+
+def test_readiness_polls_while_the_model_loads_start_one_warm_up(tmp_path: Path) -> None:
+    """Without preload_model the probe starts the model's load. It started a new warm-up
+    thread on every poll until the model was there: a caller without credentials polling
+    /readyz had a thread each, all running the whole warm-up (seen: dozens, load average
+    60, a test sweep slowed tenfold)."""
+    with TestClient(create_app(Settings(data_dir=tmp_path, preload_model=False))) as client:
+        loading_polls, most_warming = 0, 0
+        deadline = time.monotonic() + 180  # a bound against hanging, not a speed check
+        while not client.get("/readyz").json()["checks"]["model"]["ok"]:
+            loading_polls += 1
+            warming = sum(1 for t in threading.enumerate() if t.name == "model-warm-up")
+            most_warming = max(most_warming, warming)
+            assert time.monotonic() < deadline
+        assert loading_polls >= 2  # polled while loading (a load takes seconds)
+        assert most_warming == 1
+        assert _ready_within(client, 180)["status"] == "ready"
 
 
 def test_unready_when_the_database_stops(
