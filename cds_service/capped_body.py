@@ -14,8 +14,13 @@ zstd, several stacked) is refused by name rather than read undecoded.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
-#: The content codings a request offers (``Accept-Encoding``): those decoded here.
+if TYPE_CHECKING:
+    import httpx
+
+#: The content codings a request offers (``Accept-Encoding``): those decoded here. Set on each
+#: client whose answers are read with :func:`read_body` / :func:`aread_body`.
 ACCEPT_ENCODING = "gzip, deflate"
 #: At most this many decoded bytes are made from the input at a time.
 PIECE = 64 * 1024
@@ -83,3 +88,20 @@ class CappedBody:
             except zlib.error:
                 raise FetchFailed(self._what, "the compressed answer is corrupt") from None
         return b"".join(self._chunks)
+
+
+def read_body(response: httpx.Response, what: str, max_bytes: int) -> bytes:
+    """A streamed answer's body, decoded and bounded (blocking client): its raw chunks,
+    inflated here, never httpx's decoded ones (each of those inflated whole)."""
+    body = CappedBody(what, max_bytes, response.headers.get("content-encoding"))
+    for chunk in response.iter_raw():
+        body.add_raw(chunk)
+    return body.data()
+
+
+async def aread_body(response: httpx.Response, what: str, max_bytes: int) -> bytes:
+    """:func:`read_body` for an async client."""
+    body = CappedBody(what, max_bytes, response.headers.get("content-encoding"))
+    async for chunk in response.aiter_raw():
+        body.add_raw(chunk)
+    return body.data()

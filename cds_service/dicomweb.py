@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from cds_service.allow_list import check_url, redact_url
-from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
+from cds_service.capped_body import ACCEPT_ENCODING, FetchFailed, read_body
 from cds_service.settings import Settings
 
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -95,7 +95,10 @@ class DicomwebClient:
         self._allowed = settings.fhir.allowed_dicomweb
         self.max_bytes = settings.max_ecg_bytes
         self._http = httpx.Client(
-            timeout=settings.fhir.timeout_s, follow_redirects=False, cookies=NoCookies()
+            timeout=settings.fhir.timeout_s,
+            follow_redirects=False,
+            cookies=NoCookies(),
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
         )
 
     def __enter__(self) -> DicomwebClient:
@@ -147,15 +150,11 @@ class DicomwebClient:
         url = check_url(url, self._allowed, kind="DICOMweb URL")
         what = redact_url(url)
         try:
-            headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
-            with self._http.stream("GET", url, headers=headers) as response:
+            with self._http.stream("GET", url, headers={"Accept": accept}) as response:
                 if allow_empty and response.status_code == 204:  # QIDO-RS: no match
                     return b"", ""
                 check_status(url, response.status_code)
-                encoding = response.headers.get("content-encoding")
-                body = CappedBody(what, self.max_bytes, encoding)
-                for chunk in response.iter_raw():
-                    body.add_raw(chunk)
-                return body.data(), response.headers.get("content-type", "").lower()
+                body = read_body(response, what, self.max_bytes)
+                return body, response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None

@@ -34,7 +34,7 @@ import httpx
 
 # Re-exported: callers import the allow-list names from here too.
 from cds_service.allow_list import OutboundRefused, check_url, redact_url, url_allowed
-from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
+from cds_service.capped_body import ACCEPT_ENCODING, FetchFailed, aread_body
 from cds_service.dicomweb import (
     WADO_ACCEPT,
     NoCookies,
@@ -166,17 +166,13 @@ class FhirFetcher:
         """GET ``path`` (relative to fhirServer, or an absolute URL already checked to be on
         it) as FHIR JSON, with the EHR's access token."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}"
-        headers = {**self._headers, "Accept": FHIR_JSON, "Accept-Encoding": ACCEPT_ENCODING}
+        headers = {**self._headers, "Accept": FHIR_JSON}
         try:
             async with _shared_http().stream(
                 "GET", url, params=params, headers=headers, timeout=self._timeout
             ) as response:
-                body = CappedBody(
-                    what, self.max_json_bytes, response.headers.get("content-encoding")
-                )
-                async for chunk in response.aiter_raw():
-                    body.add_raw(chunk)
-                status, raw = response.status_code, body.data()
+                raw = await aread_body(response, what, self.max_json_bytes)
+                status = response.status_code
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"FHIR server unreachable ({type(exc).__name__})") from None
         if status in _REFUSED:
@@ -286,20 +282,14 @@ class FhirFetcher:
         # The EHR's access token is for its fhirServer: another allow-listed server (a
         # second EHR, the PACS) an attachment points to gets the request, never the token.
         own = url_allowed(url, [self.base_url])
-        headers = {
-            **(self._headers if own else {}),
-            "Accept": accept,
-            "Accept-Encoding": ACCEPT_ENCODING,
-        }
+        headers = {**(self._headers if own else {}), "Accept": accept}
         try:
             async with _shared_http().stream(
                 "GET", url, headers=headers, timeout=self._timeout
             ) as response:
                 check_status(url, response.status_code)
-                body = CappedBody(what, self.max_bytes, response.headers.get("content-encoding"))
-                async for chunk in response.aiter_raw():
-                    body.add_raw(chunk)
-                return body.data(), response.headers.get("content-type", "").lower()
+                body = await aread_body(response, what, self.max_bytes)
+                return body, response.headers.get("content-type", "").lower()
         except httpx.HTTPError as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
 
@@ -345,6 +335,11 @@ def _shared_http() -> httpx.AsyncClient:
     if client is None:
         if _SSL_CONTEXT is None:
             _SSL_CONTEXT = ssl.create_default_context()
-        client = httpx.AsyncClient(verify=_SSL_CONTEXT, follow_redirects=False, cookies=NoCookies())
+        client = httpx.AsyncClient(
+            verify=_SSL_CONTEXT,
+            follow_redirects=False,
+            cookies=NoCookies(),
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+        )
         _HTTP_CLIENTS[loop] = client
     return client

@@ -33,7 +33,7 @@ import jwt
 
 from cds_service.allow_list import UrlMalformed, normalise_url, redact_url
 from cds_service.auth.errors import TokenRejected
-from cds_service.capped_body import ACCEPT_ENCODING, CappedBody, FetchFailed
+from cds_service.capped_body import ACCEPT_ENCODING, FetchFailed, aread_body
 from cds_service.settings import AuthSettings, TrustedIssuer
 
 log = logging.getLogger(__name__)
@@ -221,20 +221,18 @@ class JwksCache:
 
     async def _download(self, url: str) -> bytes | None:
         async with httpx.AsyncClient(
-            timeout=FETCH_TIMEOUT_S, follow_redirects=False, transport=self._transport
+            timeout=FETCH_TIMEOUT_S,
+            follow_redirects=False,
+            transport=self._transport,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
         ) as client:
-            headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+            headers = {"Accept": "application/json"}
             async with client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
                     log.warning("JWKS %s answered HTTP %d", url, response.status_code)
                     return None
                 try:
-                    body = CappedBody(
-                        "JWKS", MAX_JWKS_BYTES, response.headers.get("content-encoding")
-                    )
-                    async for chunk in response.aiter_raw():
-                        body.add_raw(chunk)
-                    return body.data()
+                    return await aread_body(response, "JWKS", MAX_JWKS_BYTES)
                 except FetchFailed as exc:
                     log.warning("JWKS %s ignored: %s", url, exc.problem)
                     return None

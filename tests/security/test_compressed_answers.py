@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.dicomweb import CappedBody, FetchFailed
+from cds_service.capped_body import CappedBody, FetchFailed
 from cds_service.fhir_client import FhirFetcher
 from cds_service.settings import Settings
 from tests.security.listener import Listener
