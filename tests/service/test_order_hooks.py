@@ -4,29 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds_service.commands.ehr import draft_orders
 from tests.service.cards import cards_of, prefetch_with
 from tests.service.conftest import Ehr
 from tests.service.ehr import ALL_NULL, document_reference, hook_body, searchset
 
 
 def _orders(drug: str) -> tuple[dict[str, Any], list[str]]:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "MedicationRequest",
-                    "id": "draft-1",
-                    "status": "draft",
-                    "intent": "order",
-                    "medicationCodeableConcept": {"text": drug},
-                    "subject": {"reference": "Patient/test-patient"},
-                }
-            }
-        ],
-    }
-    return bundle, ["MedicationRequest/draft-1"]
+    """A draft order for the test patient, as ``ecg-cds ehr`` (the project's EHR tool) sends it."""
+    return draft_orders(drug, "Patient/test-patient")
 
 
 def test_order_select_without_a_qt_drug_gives_no_cards(ehr: Ehr) -> None:
