@@ -197,19 +197,28 @@ def _parse_integers(text: str) -> np.ndarray | None:
     return out
 
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
-_DIGIT = np.zeros(256, dtype=bool)
-_DIGIT[48:58] = True
-_INTEGER_CHARS = _WHITESPACE | _DIGIT
-_INTEGER_CHARS[[43, 45]] = True
+#: Digits and ASCII whitespace: deleting them (``bytes.translate``, a C loop over the text)
+#: leaves only what else the text holds, which must be signs.
+_DIGITS_AND_SPACES = b"0123456789\t\n\x0b\x0c\r "
+_SIGNS = b"+-"
 #: Bytes looked at per step: the work arrays stay a few MiB whatever the text's size.
 _SCAN_CHUNK = 1 << 20
 
 
 def _plain_integer_tokens(data: bytes) -> int | None:
     """The number of whitespace-separated tokens of ``data`` when it holds only digits,
-    whitespace and signs that each lead a digit; else None."""
+    whitespace and signs that each lead a digit; else None.
+
+    Once the text is known to hold only those bytes, each class is one comparison: whitespace
+    (9-13, 32) is ``<= 32``, the two signs (43, 45) lie between 32 and 48, digits from 48 up.
+    numpy's comparisons run as vector loops; the lookup tables indexed by every byte that
+    this replaced cost ten times as much (a fifth of a hook call's parsing of a 12-lead
+    FHIR Observation).
+    """
+    rest = data.translate(None, _DIGITS_AND_SPACES)
+    if rest.strip(_SIGNS):  # something other than digits, whitespace and signs
+        return None
+    signed = bool(rest)
     tokens = 0
     previous_space = True  # the text's start counts as whitespace
     for start in range(0, len(data), _SCAN_CHUNK):
@@ -217,14 +226,14 @@ def _plain_integer_tokens(data: bytes) -> int | None:
         raw = np.frombuffer(data, dtype=np.uint8, count=min(_SCAN_CHUNK + 1, len(data) - start),
                             offset=start)  # fmt: skip
         here = raw[: min(_SCAN_CHUNK, raw.size)]
-        if not _INTEGER_CHARS[here].all():
-            return None
-        sign = (here == 43) | (here == 45)
-        if sign.any():
-            following = np.append(_DIGIT[raw[1:]], False)[: here.size]
-            if (sign & ~following).any():
+        space = here <= 32
+        if signed:
+            sign = (here > 32) & (here < 48)
+            following = raw[1:] >= 48  # the byte after each sign is a digit
+            if (sign[: following.size] & ~following).any():
                 return None
-        space = _WHITESPACE[here]
-        tokens += int((~space[0] & previous_space) + (~space[1:] & space[:-1]).sum())
+            if raw.size == here.size and sign[-1]:  # a sign ends the text
+                return None
+        tokens += int((~space[0] & previous_space) + np.count_nonzero(~space[1:] & space[:-1]))
         previous_space = bool(space[-1])
     return tokens

@@ -274,6 +274,34 @@ def test_numbers_equal_float_of_each_token_or_are_refused(pairs: list[tuple[str,
         assert np.array_equal(parsed, expected)
 
 
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("-1150 -1148  +3\t-0 7\n", 5),
+        ("\x0b12\x0c\r\n9 ", 2),
+        ("", 0),
+        ("   ", 0),
+        ("123 -", None),  # a sign that ends the text
+        ("1 - 2", None),  # a sign before whitespace
+        ("1 +-2", None),  # a sign before a sign
+        ("5 6 7.5", None),
+        ("5 6 x", None),
+        ("5\x1f6", None),  # a control byte that is not whitespace
+        ("12-5", 1),  # one token; the reader then finds two numbers and refuses it
+    ],
+)
+def test_integer_scan_counts_tokens_of_plain_integer_text_only(
+    text: str, tokens: int | None
+) -> None:
+    """The integer path's scan: the token count for digits, whitespace and leading signs
+    (so such text takes the fast reader), None for anything else."""
+    from adapters.limits import _plain_integer_tokens, parse_numbers
+
+    assert _plain_integer_tokens(text.encode("ascii")) == tokens
+    if text == "12-5":
+        assert parse_numbers(text) is None
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 4, 7])
 @pytest.mark.parametrize(
     "text", ["-1150 -1148  +3\t-0 7\n", "12345678 -9", "123 -", "12- 3", "1 - 2", "5 6 7.5"]
