@@ -85,6 +85,10 @@ class Ecg:
     extra: dict[str, str] = field(default_factory=dict)
     #: The cart's filters as the file states them (None: it does not say).
     filters: RecordingFilters | None = None
+    #: Why the millivolt scale is assumed rather than given (None: the file gives it). A
+    #: WFDB header with no ADC gain on any channel is "uncalibrated" (header(5)) and read at
+    #: WFDB's default of 200 units per mV: times and shapes hold, amplitudes may not.
+    amplitude_assumed: str | None = None
 
     def __post_init__(self) -> None:
         name = self.source.uri or self.source.format

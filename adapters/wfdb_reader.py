@@ -280,7 +280,7 @@ def read(item: ReaderInput) -> Ecg:
     fs = float(record.fs or 0)
     if not np.isfinite(fs) or fs <= 0:
         raise EcgFormatError(item.name, f"the header gives sampling rate {record.fs!r}")
-    signal, leads, dropped = to_millivolts(item, record, uncalibrated_channels(text))
+    signal, leads, dropped, assumed = to_millivolts(item, record, uncalibrated_channels(text))
     statements, codes, extra = _parse_comments(list(record.comments or []))
     extra["record"] = str(record.record_name)
     if dropped:
@@ -301,6 +301,7 @@ def read(item: ReaderInput) -> Ecg:
         statements=tuple(statements),
         diagnosis_codes=tuple(dict.fromkeys(codes)),
         extra=extra,
+        amplitude_assumed=assumed,
     )
 
 

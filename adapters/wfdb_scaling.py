@@ -46,13 +46,21 @@ def invalid_counts(digital: np.ndarray, formats: list[str]) -> np.ndarray:
     return np.where(known, counts, 0)
 
 
+#: WFDB's DEFGAIN (wfdb.h): the ADC units per physical unit header(5) lets a reader assume
+#: for a signal whose gain is 0 or missing.
+DEFAULT_GAIN = 200.0
+
+
 def to_millivolts(
     item: ReaderInput,
     record: wfdb.Record | DigitalRecord,
     uncalibrated: frozenset[int] = frozenset(),
-) -> tuple[np.ndarray, list[str], list[str]]:
+) -> tuple[np.ndarray, list[str], list[str], str | None]:
     """Rows in mV for every calibrated voltage channel; non-voltage channels and the
-    ``uncalibrated`` ones (no ADC gain in the header) are dropped and named.
+    ``uncalibrated`` ones (no ADC gain in the header) are dropped and named, unless every
+    voltage channel is uncalibrated: then all are read at WFDB's default gain
+    (:data:`DEFAULT_GAIN`, header(5): "a value of 200 ... may be assumed"), one scale for all,
+    and the last item says so (None where every kept channel is calibrated).
 
     The record is read as digital samples and scaled here, ``(d - baseline) / gain`` like
     wfdb's own ``dac`` but in float32 and straight into the (leads, samples) layout: this
@@ -71,15 +79,19 @@ def to_millivolts(
     factors: list[float] = []
     dropped: list[str] = []
     missing = invalid_counts(digital, formats)
+    voltages = [i for i, unit in enumerate(units) if mv_factor(unit or "mV") is not None]
+    # Beside calibrated channels, an uncalibrated one would be on a scale of its own: dropped.
+    # With no calibrated channel at all, one assumed scale for every channel keeps the record.
+    assumed = bool(voltages) and all(i in uncalibrated for i in voltages)
     for i, (name, unit) in enumerate(zip(names, units, strict=True)):
         factor = mv_factor(unit or "mV")
         if factor is None:
             dropped.append(f"{name} ({unit})")
             continue
-        if i in uncalibrated:  # millivolts would be a guess: said, not read
+        if i in uncalibrated and not assumed:  # millivolts would be a guess: said, not read
             dropped.append(f"{name} (uncalibrated: ADC gain 0 or missing)")
             continue
-        gain = float(record.adc_gain[i])
+        gain = DEFAULT_GAIN if assumed else float(record.adc_gain[i])
         if not np.isfinite(gain) or gain == 0:
             raise EcgFormatError(item.name, f"channel {name} has ADC gain {gain}: uncalibrated")
         bad = int(missing[i])
@@ -91,13 +103,6 @@ def to_millivolts(
             )
         keep.append(i)
         factors.append(factor / gain)
-    if not keep and uncalibrated:
-        raise EcgFormatError(
-            item.name,
-            f"no channel is a calibrated voltage: {', '.join(dropped)}",
-            "WFDB: an ADC gain of 0 or none means the amplitude is uncalibrated; give each "
-            "channel's gain (ADC units per mV) in the header if it is known",
-        )
     if not keep:
         raise EcgFormatError(
             item.name,
@@ -109,4 +114,10 @@ def to_millivolts(
     baselines = np.asarray([record.baseline[i] for i in keep], dtype=np.float32)[:, None]
     signal -= baselines
     signal *= np.asarray(factors, dtype=np.float32)[:, None]
-    return signal, [normalize_lead_name(names[i]) for i in keep], dropped
+    note = (
+        f"uncalibrated: the header gives no ADC gain, so WFDB's default of {DEFAULT_GAIN:g} "
+        "units per mV is assumed"
+        if assumed
+        else None
+    )
+    return signal, [normalize_lead_name(names[i]) for i in keep], dropped, note

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from adapters import EcgFormatError, load_ecg
 from models.cart_reference import cart_cases
 from models.measurement_validation import (
     IEC_TOLERANCE_MS,
@@ -88,6 +89,8 @@ def main() -> None:
             print(_row(f"{label} ({count}): this product", half[key]))
             print(_row(f"{label} ({count}): ecgpuwave", half_puwave[key]))
 
+    _print_reader_coverage(qtdb, ours)
+
     rate = errors(((n, m, r) for n, m, r, _ in rows), keys=("heart_rate",))["heart_rate"]
     references = {n: r["heart_rate"] for n, _, r, _ in rows}
     off = [
@@ -128,6 +131,38 @@ def main() -> None:
                 f"- {label} {key.upper()}: off > {args.outlier:.0f} ms: "
                 f"{', '.join(bad) or 'none'}; not reported: {', '.join(row.missing) or 'none'}"
             )
+
+
+def _print_reader_coverage(qtdb: Path, ours: dict[str, ErrorRow]) -> None:
+    """Whether the product's own reader takes every QTDB record, and the coverage through it.
+
+    The cases above come from ``wfdb.rdrecord``, which reads an ADC gain of 0 as its default
+    of 200 units per mV; ``load_ecg`` does the same where every channel lacks a gain (WFDB
+    header(5)) and marks the record's scale as assumed (its amplitudes are not reported),
+    so the intervals above are the product's. A record it refused would count here as not
+    reported."""
+    refused: set[str] = set()
+    assumed: set[str] = set()
+    names = set().union(*(set(row.names) | set(row.missing) for row in ours.values()))
+    for name in sorted(names):
+        try:
+            ecg = load_ecg(qtdb / f"{name}.hea")
+        except EcgFormatError:
+            refused.add(name)
+            continue
+        if ecg.amplitude_assumed is not None:
+            assumed.add(name)
+    cells = []
+    for key, row in ours.items():
+        kept = sum(1 for n in row.names if n not in refused)
+        cells.append(f"{key.upper()} {kept}/{row.marked} ({100 * kept / max(1, row.marked):.0f}%)")
+    print(
+        f"\nThrough the product's own reader (`load_ecg`): {len(names) - len(refused)} of "
+        f"{len(names)} records read (refused: {', '.join(sorted(refused)) or 'none'}); "
+        f"{len(assumed)} give no ADC gain and are read at WFDB's default of 200 units per mV "
+        f"with their amplitudes withheld: {', '.join(sorted(assumed)) or 'none'}. Coverage "
+        f"through it: {'; '.join(cells)}."
+    )
 
 
 def _fmt(value: float | None) -> str:

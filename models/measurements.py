@@ -97,13 +97,19 @@ PLAUSIBLE = {
 }
 
 
+#: Keys whose values are amplitudes (mV, mV.ms): not reported for an ECG whose millivolt
+#: scale the file does not give (``Ecg.amplitude_assumed``); times, rate and rhythm are.
+AMPLITUDE_KEYS = frozenset(k for k, spec in SPECS.items() if spec.unit.startswith("mV"))
+
+
 def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     """Heart rate, rhythm, intervals, axes, P/QRS/ST-T features and pacing of one ECG.
 
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
     Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
-    that were recorded (or derived from I and II) and usable. ``spectra``: the record's
-    spectrum when the model input's resampling already computed it
+    that were recorded (or derived from I and II) and usable. Amplitudes
+    (:data:`AMPLITUDE_KEYS`) are None where the file gives no millivolt scale. ``spectra``:
+    the record's spectrum when the model input's resampling already computed it
     (:class:`models.resampling.Spectra`).
     """
     try:
@@ -111,6 +117,10 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     except Exception:  # never let a measurement failure cost the classification
         logger.warning("ECG measurements failed", exc_info=True)
         values, per_lead = {}, {}
+    if ecg.amplitude_assumed is not None:  # on an assumed scale a voltage is not a finding
+        for name in AMPLITUDE_KEYS:
+            values.pop(name, None)
+            per_lead.pop(name, None)
     return {
         name: Measurement(
             name=name,

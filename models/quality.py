@@ -89,6 +89,11 @@ def assess_quality(ecg: Ecg, spectra: Spectra | None = None) -> QualityReport:
     """
     fatal: list[str] = []
     warnings: list[str] = []
+    if ecg.amplitude_assumed is not None:
+        warnings.append(
+            f"amplitude {ecg.amplitude_assumed}: voltages, ST levels and other amplitudes "
+            "are not reported"
+        )
 
     if ecg.duration_s < MIN_DURATION_S:
         fatal.append(
@@ -98,7 +103,7 @@ def assess_quality(ecg: Ecg, spectra: Spectra | None = None) -> QualityReport:
     recorded = [name for name in STANDARD_LEADS if name in ecg.leads]
     if not recorded:
         fatal.append(f"none of the 12 standard leads is present (leads: {', '.join(ecg.leads)})")
-        return QualityReport(acceptable=False, reasons=tuple(fatal))
+        return QualityReport(acceptable=False, reasons=tuple(fatal + warnings))
     if len(recorded) < len(STANDARD_LEADS):
         # Only then build the 12-lead view: it knows which limb leads can be derived.
         missing = standard_12_lead(ecg).missing
@@ -117,7 +122,9 @@ def assess_quality(ecg: Ecg, spectra: Spectra | None = None) -> QualityReport:
     partly_flat = ~flat & (flat_fraction >= FLAT_PARTIAL_FRACTION)
     if flat.all():
         fatal.append("no signal: every lead is flat")
-        return QualityReport(acceptable=False, reasons=tuple(fatal), unusable_leads=tuple(recorded))
+        return QualityReport(
+            acceptable=False, reasons=tuple(fatal + warnings), unusable_leads=tuple(recorded)
+        )
 
     noise_mv, mains_share, wander_mv, hum_mv = _spectral_measures(signal, fs)
     if spectra is not None:

@@ -298,7 +298,17 @@ def test_wfdb_uncalibrated_channel_is_dropped_and_named(ptbxl_dir: Path, tmp_pat
     assert ecg.leads == original.leads[:-1]
     np.testing.assert_array_equal(ecg.signal, original.signal[:-1])
     assert ecg.extra["dropped_channels"] == "V6 (uncalibrated: ADC gain 0 or missing)"
-    # no gain at all (format only): every channel uncalibrated, so no ECG to read
+    assert ecg.amplitude_assumed is None  # the kept channels are calibrated
+    # gain 0 on every channel: all are read at WFDB's default of 200 units per mV
+    # (header(5)), one scale for the record, and the record says so
+    zeroed = [lines[0], *(line.replace(" 1000.0(0)/mV ", " 0(0)/mV ") for line in lines[1:])]
+    header.write_text("\n".join(zeroed) + "\n")
+    guessed = load_ecg(header)
+    assert guessed.leads == original.leads and "dropped_channels" not in guessed.extra
+    assert guessed.amplitude_assumed is not None and "no ADC gain" in guessed.amplitude_assumed
+    np.testing.assert_allclose(guessed.signal, original.signal * 1000.0 / 200.0, rtol=1e-6)
+    # no gain field at all (format only): the same, the channels without names
     header.write_text("\n".join([lines[0], *("00001_hr.dat 16" for _ in lines[1:13])]) + "\n")
-    with pytest.raises(EcgFormatError, match=r"00001_hr\.hea: no channel is a calibrated"):
-        load_ecg(header)
+    unnamed = load_ecg(header)
+    assert unnamed.amplitude_assumed is not None and len(unnamed.leads) == 12
+    np.testing.assert_allclose(unnamed.signal, guessed.signal, rtol=1e-6)

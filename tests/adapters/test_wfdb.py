@@ -126,11 +126,13 @@ def test_every_wfdb_record_in_the_shared_data_loads(data_dir: Path) -> None:
     assert len(headers) > 1000
     uncalibrated = [header for header in headers if _uncalibrated(header)]
     assert len(uncalibrated) == 10  # QT Database excerpts (sel820, sel14157, ...): gain 0
-    for header in uncalibrated:  # read as 200 units per mV before: an unknown scale
-        with pytest.raises(EcgFormatError, match="no channel is a calibrated voltage"):
-            load_ecg(header)
+    for header in uncalibrated:  # every channel at WFDB's default gain, and said so
+        ecg = load_ecg(header)
+        assert ecg.amplitude_assumed is not None and "200 units per mV" in ecg.amplitude_assumed
+        assert ecg.fs == 250.0 and float(np.abs(ecg.signal).max()) < 30.0, header
     for header in sorted(set(headers) - set(uncalibrated)):
         ecg = load_ecg(header)
+        assert ecg.amplitude_assumed is None, header
         # 250 Hz: the QT Database (two-lead Holter excerpts with cardiologist boundaries).
         assert ecg.fs in (100.0, 250.0, 360.0, 500.0, 1000.0), header
         assert float(np.abs(ecg.signal).max()) < 30.0, header

@@ -185,17 +185,21 @@ def test_two_parts_with_the_same_file_name_are_refused_not_one_dropped(
     assert "ecg.xml" in _ingest_refusals(client)[0].detail["reason"]
 
 
-def test_an_uncalibrated_wfdb_record_is_refused_with_a_reason(
+def test_an_uncalibrated_wfdb_record_is_kept_with_its_scale_named(
     client: TestClient, data_dir: Path
 ) -> None:
-    # A QT Database excerpt whose header gives ADC gain 0 (WFDB: uncalibrated). Before,
-    # it was stored and classified on wfdb's guessed 200 units per mV.
+    # A QT Database excerpt whose header gives ADC gain 0 on both channels (WFDB header(5):
+    # uncalibrated, "a value of 200 ... may be assumed"). Stored and analysed at that default,
+    # and the result says the scale is assumed (stop 25 refused it: the QT Database's own
+    # records could then not be measured at all).
     files = [
         ("file", (name, (data_dir / "qtdb" / name).read_bytes()))
         for name in ("sel820.hea", "sel820.dat")
     ]
-    response = client.post("/ecgs", files=files, headers=AUTH)
-    assert response.status_code == 400
-    assert "no channel is a calibrated voltage" in _issue(response)
-    assert "ECG1 (uncalibrated: ADC gain 0 or missing)" in _issue(response)
-    assert any("sel820" in str(e.detail) for e in _ingest_refusals(client))
+    response = client.post("/ecgs", params={"wait_s": 10}, files=files, headers=AUTH)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["format"] == "wfdb" and body["n_leads"] == 2
+    reasons = " ".join(body["result"]["quality"]["reasons"])
+    assert "amplitude uncalibrated: the header gives no ADC gain" in reasons
+    assert not any("sel820" in str(e.detail) for e in _ingest_refusals(client))
