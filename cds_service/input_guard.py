@@ -73,6 +73,23 @@ def _escape_problem(body: bytes) -> str | None:
     return None
 
 
+def without_strings(body: bytes) -> bytes:
+    """``body`` with every JSON string replaced by ``""`` (what :data:`_STRING` matches).
+
+    Without a backslash no string holds an escaped quote, so the strings are the text between
+    the 1st and 2nd quote, the 3rd and 4th, ...: ``bytes.split`` finds them (a C scan for
+    the quote byte) where the regular expression stepped through every character of the
+    long SampledData and base64 strings (1.9 ms of a 300 KB hook body, against 0.05). An odd
+    number of quotes leaves the last one unmatched, as the expression does; that case and any
+    text with a backslash take the expression itself.
+    """
+    if b"\\" not in body:
+        parts = body.split(b'"')
+        if len(parts) % 2 == 1:  # an even number of quotes: every string is closed
+            return b'""'.join(parts[0::2])
+    return _STRING.sub(b'""', body)
+
+
 def _max_depth(structure: bytes, limit: int) -> int:
     """The deepest nesting of ``structure`` (JSON with its strings removed), or any value
     over ``limit`` as soon as it is seen."""
@@ -106,7 +123,7 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
     problem = _escape_problem(body)
     if problem:
         return problem
-    structure = _STRING.sub(b'""', body)
+    structure = without_strings(body)
     depth = _max_depth(structure, max_depth)
     if depth > max_depth:
         return (

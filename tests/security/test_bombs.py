@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.security import bombs
 from tests.security.conftest import LiveService, peak_growth_mb
@@ -175,3 +177,17 @@ def test_genuine_records_still_load(live: LiveService, dicom_bytes: bytes) -> No
     """The limits are far above real ECGs: the waveform DICOM uploads as before."""
     response = _octet(dicom_bytes)(live)
     assert response.status_code in (200, 201), response.text[:500]
+
+
+_JSON_BYTES = [b'"', b"a", b"{", b"}", b"[", b"]", b",", b":", b"1", b"\\", b" ", b'\\"', b'""']
+
+
+@given(st.lists(st.sampled_from(_JSON_BYTES), max_size=40))
+def test_strings_are_removed_as_the_expression_removes_them(pieces: list[bytes]) -> None:
+    """The depth and value checks read the body with its strings removed; the quick path
+    (no backslash: split at quotes) gives exactly what the regular expression gives,
+    unclosed strings and escaped quotes included."""
+    from cds_service.input_guard import _STRING, without_strings
+
+    body = b"".join(pieces)
+    assert without_strings(body) == _STRING.sub(b'""', body)
