@@ -11,7 +11,8 @@ One pure ASGI middleware, :class:`InputGuard`, for every route:
   stack), hold a number of more than :data:`MAX_NUMBER_DIGITS` digits (Python refuses to
   convert those, and they are never data), or escape a NUL or a lone UTF-16 surrogate
   (``\\u0000``, ``\\ud800``: they cannot be stored or encoded as UTF-8), or hold more than
-  :data:`MAX_JSON_VALUES` values (parsed, each is a Python object ten times its text).
+  :data:`MAX_JSON_VALUES` values (parsed, each is a Python object ten times its text) or
+  :data:`MAX_JSON_STRINGS` strings (the checks take the strings out, a piece each).
 
 Reading JSON and form bodies here also means a chunked body over the size limit is
 answered 413 by the size limit outside, not an "error parsing the body" 400 from FastAPI.
@@ -36,6 +37,11 @@ MAX_NUMBER_DIGITS = 400
 #: bytes of Python objects for 2-3 bytes of text: 30 MB of ``[],`` took 700 MB. ECG data
 #: travels as strings (base64 attachments, SampledData), so real bodies hold far fewer.
 MAX_JSON_VALUES = 2_000_000
+#: JSON strings (keys and values) one body may hold, counted by their quotes before anything
+#: else: removing the strings for the checks below makes a Python object per string (about
+#: 40 bytes for every 3 bytes of ``"",``), which would turn 32 MB of empty strings into a
+#: gigabyte. A hook body holds a few thousand; ECG data travels as a few long strings.
+MAX_JSON_STRINGS = 500_000
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
@@ -81,7 +87,8 @@ def without_strings(body: bytes) -> bytes:
     the quote byte) where the regular expression stepped through every character of the
     long SampledData and base64 strings (1.9 ms of a 300 KB hook body, against 0.05). An odd
     number of quotes leaves the last one unmatched, as the expression does; that case and any
-    text with a backslash take the expression itself.
+    text with a backslash take the expression itself. Either way each string becomes a piece:
+    :func:`json_body_problem` bounds their number first (:data:`MAX_JSON_STRINGS`).
     """
     if b"\\" not in body:
         parts = body.split(b'"')
@@ -123,6 +130,12 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
     problem = _escape_problem(body)
     if problem:
         return problem
+    strings = body.count(b'"') // 2
+    if strings > MAX_JSON_STRINGS:
+        return (
+            f"the JSON body holds about {strings} strings, over the limit of "
+            f"{MAX_JSON_STRINGS} (send ECG samples as base64 attachments or SampledData strings)"
+        )
     structure = without_strings(body)
     depth = _max_depth(structure, max_depth)
     if depth > max_depth:

@@ -191,3 +191,28 @@ def test_strings_are_removed_as_the_expression_removes_them(pieces: list[bytes])
 
     body = b"".join(pieces)
     assert without_strings(body) == _STRING.sub(b'""', body)
+
+
+def test_a_body_of_many_strings_is_refused_before_they_are_taken_apart() -> None:
+    """Removing the strings makes a piece per string: 32 MB of ``"",`` would be ten million
+    pieces (a gigabyte of Python objects). More strings than the limit are refused by a count
+    of the quotes; a body under it is scanned in memory of the order of its size."""
+    import tracemalloc
+
+    from cds_service.input_guard import MAX_JSON_STRINGS, json_body_problem
+
+    over = b"[" + b'"",' * MAX_JSON_STRINGS + b'""]'
+    under = b"[" + b'"",' * (MAX_JSON_STRINGS // 2) + b'""]'
+    tracemalloc.start()
+    try:
+        refused = json_body_problem(over, 64)
+        _, peak_over = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        accepted = json_body_problem(under, 64)
+        _, peak_under = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused is not None and f"over the limit of {MAX_JSON_STRINGS}" in refused
+    assert peak_over < 1_000_000  # a count, nothing taken apart
+    assert accepted is None
+    assert peak_under < 40 * len(under), f"{peak_under / 1e6:.0f} MB for {len(under) / 1e6:.1f} MB"
