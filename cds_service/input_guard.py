@@ -44,7 +44,20 @@ MAX_JSON_VALUES = 2_000_000
 MAX_JSON_STRINGS = 500_000
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_HIGH_SURROGATE = rb"\\u[dD][89abAB][0-9a-fA-F]{2}"
+_LOW_SURROGATE = rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+#: What a JSON string may not escape, each with its message (see :func:`_escape_problem`).
+_ESCAPE_PROBLEMS = (
+    (re.compile(rb"\\u0000"), "a string holds a NUL character (\\u0000)"),
+    (
+        re.compile(_HIGH_SURROGATE + rb"(?!" + _LOW_SURROGATE + rb")"),
+        "a string holds a lone UTF-16 surrogate (\\ud800-\\udbff unpaired)",
+    ),
+    (
+        re.compile(rb"(?<!" + _HIGH_SURROGATE + rb")" + _LOW_SURROGATE),
+        "a string holds a lone UTF-16 surrogate (\\udc00-\\udfff unpaired)",
+    ),
+)
 _LONG_NUMBER = re.compile(rb"[0-9]{%d,}" % (MAX_NUMBER_DIGITS + 1))
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _NUL_IN_URL = re.compile(rb"%00|\x00")
@@ -53,30 +66,26 @@ _INLINE_SCAN_BYTES = 256 * 1024
 
 
 def _escape_problem(body: bytes) -> str | None:
-    """The first escaped NUL or lone surrogate, read escape by escape (``\\\\u0000`` is a
-    backslash and text, not a NUL)."""
+    """The first escaped NUL or lone surrogate (``\\u0000`` is a backslash and text, not a
+    NUL).
+
+    Each escaped backslash is replaced by two other bytes first, so that every backslash left
+    starts an escape and the positions stay; then three searches (C scans for a backslash)
+    find a NUL escape, a high surrogate not followed at once by a low one, and a low one not
+    preceded at once by a high one. Stepping through every escape in Python took 5 s for a
+    32 MB body of ``\\n`` escapes; the searches take a fraction of a second.
+    """
     if b"\\" not in body:
         return None
-    pending_high: int | None = None  # end offset of an unpaired high surrogate escape
-    for match in _ESCAPE.finditer(body):
-        hex_digits = match.group(1)
-        code = int(hex_digits, 16) if hex_digits is not None else None
-        if pending_high is not None:
-            if code is not None and 0xDC00 <= code <= 0xDFFF and match.start() == pending_high:
-                pending_high = None
-                continue
-            return "a string holds a lone UTF-16 surrogate (\\ud800-\\udbff unpaired)"
-        if code is None:
-            continue
-        if code == 0:
-            return "a string holds a NUL character (\\u0000)"
-        if 0xD800 <= code <= 0xDBFF:
-            pending_high = match.end()
-        elif 0xDC00 <= code <= 0xDFFF:
-            return "a string holds a lone UTF-16 surrogate (\\udc00-\\udfff unpaired)"
-    if pending_high is not None:
-        return "a string holds a lone UTF-16 surrogate (\\ud800-\\udbff unpaired)"
-    return None
+    escapes = body.replace(b"\\\\", b"__")  # an escaped backslash starts no escape
+    if b"\\u" not in escapes:  # only \\u escapes can be either
+        return None
+    found = [
+        (match.start(), message)
+        for pattern, message in _ESCAPE_PROBLEMS
+        if (match := pattern.search(escapes)) is not None
+    ]
+    return min(found)[1] if found else None
 
 
 def without_strings(body: bytes) -> bytes:
