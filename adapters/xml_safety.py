@@ -165,14 +165,41 @@ def xml_head(data: bytes, limit: int = SNIFF_BYTES) -> str:
     return head.decode("latin-1")
 
 
+#: What may stand before the root element, each with what ends it.
+_PROLOG_PARTS = (("<!--", "-->"), ("<?", "?>"), ("<!DOCTYPE", ">"))
+
+
+def _without_prolog(head: str) -> str:
+    """``head`` from its first element on: the XML declaration, comments, processing
+    instructions and DOCTYPE before it left out (nothing, where one of them is not closed).
+
+    One pass with ``str.find``: a regular expression for the same parts (``<!--.*?-->``...)
+    was tried again from every ``<!--`` and ``<?`` of a head full of unclosed ones, 0.24 s per
+    8 KB head and reader.
+    """
+    kept: list[str] = []
+    at = 0
+    while (start := head.find("<", at)) >= 0:
+        kept.append(head[at:start])
+        for opener, closer in _PROLOG_PARTS:
+            if head.startswith(opener, start):
+                end = head.find(closer, start + len(opener))
+                if end < 0:
+                    return "".join(kept)
+                at = end + len(closer)
+                break
+        else:  # an element: the root
+            return "".join(kept) + head[start:]
+    return "".join(kept) + head[at:]
+
+
 def root_element_is(data: bytes, local_name: str, namespace: str | None = None) -> bool:
     """Whether the document's first element is ``local_name`` (optionally in ``namespace``).
 
     Cheap content sniffing for :func:`adapters.loader.load_ecg`: looks only at the head of
     the file, skipping the XML declaration, comments and DOCTYPE.
     """
-    head = xml_head(data)
-    body = re.sub(r"<!--.*?-->|<\?.*?\?>|<!DOCTYPE[^>]*>", "", head, flags=re.DOTALL)
+    body = _without_prolog(xml_head(data))
     match = re.search(r"<\s*(?:([\w.-]+):)?([\w.-]+)([^>]*)", body)
     if match is None or match.group(2) != local_name:
         return False

@@ -110,3 +110,22 @@ def test_explicit_format_still_checks_content(formats_dir: Path) -> None:
     assert ecg.source.format == "ge-muse-xml"
     with pytest.raises(EcgFormatError, match="RestingECG"):
         load_ecg(b"<?xml version='1.0'?><Other/>", format="ge-muse-xml", name="x")
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ('<?xml version="1.0"?><!-- a > b --><!DOCTYPE x><?pi x?>\n<RestingECG>', True),
+        ("<!-- <RestingECG> inside a comment --><Other>", False),
+        ("<!-- never closed <RestingECG>", False),
+        ("<?pi never closed <RestingECG>", False),
+        ("<!--" * 2048, False),  # 8 KB of unclosed comments: one pass, not one per opener
+        ("<?" * 4096, False),
+    ],
+)
+def test_xml_sniffing_skips_what_precedes_the_root_element(head: str, expected: bool) -> None:
+    """The root element is the first element after the declaration, comments, processing
+    instructions and DOCTYPE; text inside one of them, closed or not, is no element."""
+    from adapters.xml_safety import root_element_is
+
+    assert root_element_is(head.encode(), "RestingECG") is expected
