@@ -97,9 +97,13 @@ PLAUSIBLE = {
 }
 
 
-#: Keys whose values are amplitudes (mV, mV.ms): not reported for an ECG whose millivolt
-#: scale the file does not give (``Ecg.amplitude_assumed``); times, rate and rhythm are.
-AMPLITUDE_KEYS = frozenset(k for k, spec in SPECS.items() if spec.unit.startswith("mV"))
+#: Keys whose values are amplitudes (mV, mV.ms), and the pacing values, whose spikes are
+#: found by an absolute amplitude (:data:`models.pacing.MIN_SPIKE_MV`): not reported for an
+#: ECG whose millivolt scale the file does not give (``Ecg.amplitude_assumed``); times,
+#: rate, rhythm and axes are.
+SCALE_DEPENDENT_KEYS = frozenset(
+    k for k, spec in SPECS.items() if spec.unit.startswith("mV") or k.startswith("pac")
+)
 
 
 def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
@@ -108,7 +112,7 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
     Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
     that were recorded (or derived from I and II) and usable. Amplitudes
-    (:data:`AMPLITUDE_KEYS`) are None where the file gives no millivolt scale. ``spectra``:
+    (:data:`SCALE_DEPENDENT_KEYS`) are None where the file gives no millivolt scale. ``spectra``:
     the record's spectrum when the model input's resampling already computed it
     (:class:`models.resampling.Spectra`).
     """
@@ -118,7 +122,7 @@ def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
         logger.warning("ECG measurements failed", exc_info=True)
         values, per_lead = {}, {}
     if ecg.amplitude_assumed is not None:  # on an assumed scale a voltage is not a finding
-        for name in AMPLITUDE_KEYS:
+        for name in SCALE_DEPENDENT_KEYS:
             values.pop(name, None)
             per_lead.pop(name, None)
     return {

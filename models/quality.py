@@ -91,8 +91,8 @@ def assess_quality(ecg: Ecg, spectra: Spectra | None = None) -> QualityReport:
     warnings: list[str] = []
     if ecg.amplitude_assumed is not None:
         warnings.append(
-            f"amplitude {ecg.amplitude_assumed}: voltages, ST levels and other amplitudes "
-            "are not reported"
+            f"amplitude {ecg.amplitude_assumed}: voltages, ST levels, other amplitudes "
+            "and pacing spikes are not reported"
         )
 
     if ecg.duration_s < MIN_DURATION_S:

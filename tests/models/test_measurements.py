@@ -291,24 +291,30 @@ def test_an_assumed_millivolt_scale_reports_times_but_no_amplitudes(
     12-lead PTB-XL record with and without an assumed scale differs only in the amplitudes."""
     from dataclasses import replace
 
-    from models.measurements import AMPLITUDE_KEYS
+    from models.measurements import SCALE_DEPENDENT_KEYS
     from models.quality import assess_quality
 
-    assert {"r_amplitude", "st_j60", "sokolow_lyon", "p_terminal_force_v1"} <= AMPLITUDE_KEYS
-    assert not AMPLITUDE_KEYS & {"qrs", "qt", "pr", "heart_rate", "axis"}
+    assert {"r_amplitude", "st_j60", "sokolow_lyon", "p_terminal_force_v1"} <= SCALE_DEPENDENT_KEYS
+    assert {
+        "pacing_spike_count",
+        "paced_beat_share",
+    } <= SCALE_DEPENDENT_KEYS  # an absolute threshold
+    assert not SCALE_DEPENDENT_KEYS & {"qrs", "qt", "pr", "heart_rate", "axis"}
     holter = load_ecg(data_dir / "qtdb" / "sel820.hea")
     assert holter.amplitude_assumed is not None
     values = _values(holter)
     assert values["heart_rate"] is not None and values["qrs"] is not None
-    assert all(values[key] is None for key in AMPLITUDE_KEYS)
+    assert all(values[key] is None for key in SCALE_DEPENDENT_KEYS)
     assert any("amplitude uncalibrated" in r for r in assess_quality(holter).reasons)
 
     given = load_ecg(ptbxl_dir / "records500" / "00000" / "00001_hr.hea")
     assumed = replace(given, amplitude_assumed="uncalibrated: test")
     on_scale, off_scale = measure(given), measure(assumed)
-    assert all(on_scale[k].value is not None for k in ("r_amplitude", "sokolow_lyon"))
+    assert all(
+        on_scale[k].value is not None for k in ("r_amplitude", "sokolow_lyon", "pacing_spike_count")
+    )
     for key, measurement in off_scale.items():
-        if key in AMPLITUDE_KEYS:
+        if key in SCALE_DEPENDENT_KEYS:
             assert measurement.value is None and not measurement.per_lead, key
         else:
             assert measurement.value == on_scale[key].value, key
