@@ -100,3 +100,12 @@ SPECS: dict[str, MeasurementSpec] = {
     # Share of the detected beats with a pacing spike in the 300 ms before their QRS.
     "paced_beat_share": MeasurementSpec("1", None, "Share of paced beats"),
 }
+
+#: Keys whose values depend on the millivolt scale: the amplitudes (mV, mV.ms) and the pacing
+#: values, whose spikes are found by an absolute amplitude (``models.pacing.MIN_SPIKE_MV``).
+#: Not reported for an ECG whose scale the file does not give (``Ecg.amplitude_assumed``);
+#: times, rate, rhythm and axes are.
+SCALE_DEPENDENT_KEYS = frozenset(
+    {k for k, spec in SPECS.items() if spec.unit.startswith("mV")}
+    | {"pacing_spike_count", "paced_beat_share"}
+)

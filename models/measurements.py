@@ -60,7 +60,7 @@ from models.ectopy import members, premature_beats
 from models.filtering import butter_sections, sosfiltfilt_rows
 from models.lead_features import lead_features, summarise
 from models.mains import without_mains
-from models.measurement_specs import SPECS
+from models.measurement_specs import SCALE_DEPENDENT_KEYS, SPECS
 from models.order_stats import median
 from models.pacing import paced_share, pacing_spikes
 from models.resampling import Spectra, decimate, rational_ratio
@@ -97,24 +97,15 @@ PLAUSIBLE = {
 }
 
 
-#: Keys whose values are amplitudes (mV, mV.ms), and the pacing values, whose spikes are
-#: found by an absolute amplitude (:data:`models.pacing.MIN_SPIKE_MV`): not reported for an
-#: ECG whose millivolt scale the file does not give (``Ecg.amplitude_assumed``); times,
-#: rate, rhythm and axes are.
-SCALE_DEPENDENT_KEYS = frozenset(
-    k for k, spec in SPECS.items() if spec.unit.startswith("mV") or k.startswith("pac")
-)
-
-
 def measure(ecg: Ecg, spectra: Spectra | None = None) -> dict[str, Measurement]:
     """Heart rate, rhythm, intervals, axes, P/QRS/ST-T features and pacing of one ECG.
 
     Every key of :data:`SPECS` is always present; values that cannot be measured are None.
     Lead-wise keys (``SPECS[key].summary`` set) carry ``per_lead`` values for the leads
-    that were recorded (or derived from I and II) and usable. Amplitudes
-    (:data:`SCALE_DEPENDENT_KEYS`) are None where the file gives no millivolt scale. ``spectra``:
-    the record's spectrum when the model input's resampling already computed it
-    (:class:`models.resampling.Spectra`).
+    that were recorded (or derived from I and II) and usable. Amplitudes and pacing
+    (:data:`~models.measurement_specs.SCALE_DEPENDENT_KEYS`) are None where the file gives no
+    millivolt scale. ``spectra``: the record's spectrum when the model input's resampling
+    already computed it (:class:`models.resampling.Spectra`).
     """
     try:
         values, per_lead = _measure_values(ecg, spectra)

@@ -291,7 +291,7 @@ def test_an_assumed_millivolt_scale_reports_times_but_no_amplitudes(
     12-lead PTB-XL record with and without an assumed scale differs only in the amplitudes."""
     from dataclasses import replace
 
-    from models.measurements import SCALE_DEPENDENT_KEYS
+    from models.measurement_specs import SCALE_DEPENDENT_KEYS
     from models.quality import assess_quality
 
     assert {"r_amplitude", "st_j60", "sokolow_lyon", "p_terminal_force_v1"} <= SCALE_DEPENDENT_KEYS
