@@ -66,19 +66,23 @@ _JSON_TYPES = ("application/json", "application/fhir+json")
 _INLINE_SCAN_BYTES = 256 * 1024
 
 
-def _escape_problem(body: bytes) -> str | None:
-    """The first escaped NUL or lone surrogate (``\\u0000`` is a backslash and text, not a
-    NUL).
+def _without_escaped_backslashes(body: bytes) -> bytes:
+    """``body`` with each escaped backslash (``\\\\``) blanked to two other bytes: every
+    backslash left then starts an escape, and nothing else moves. Both checks below read
+    this; it is made once per body."""
+    return body.replace(b"\\\\", b"__") if b"\\" in body else body
 
-    Each escaped backslash is replaced by two other bytes first, so that every backslash left
-    starts an escape and the positions stay; then three searches (C scans for a backslash)
-    find a NUL escape, a high surrogate not followed at once by a low one, and a low one not
-    preceded at once by a high one. Stepping through every escape in Python took 5 s for a
-    32 MB body of ``\\n`` escapes; the searches take a fraction of a second.
+
+def _escape_problem(escapes: bytes) -> str | None:
+    """The first escaped NUL or lone surrogate of a body whose escaped backslashes are
+    blanked (:func:`_without_escaped_backslashes`: ``\\u0000`` is a backslash and text,
+    not a NUL).
+
+    Three searches (C scans for a backslash) find a NUL escape, a high surrogate not followed
+    at once by a low one, and a low one not preceded at once by a high one. Stepping through
+    every escape in Python took 5 s for a 32 MB body of ``\\n`` escapes; the searches take
+    a fraction of a second.
     """
-    if b"\\" not in body:
-        return None
-    escapes = body.replace(b"\\\\", b"__")  # an escaped backslash starts no escape
     if b"\\u" not in escapes:  # only \\u escapes can be either
         return None
     found = [
@@ -90,19 +94,24 @@ def _escape_problem(body: bytes) -> str | None:
 
 
 def without_strings(body: bytes) -> bytes:
-    """``body`` with every JSON string replaced by ``""``, in time linear in its length.
+    """``body`` with every JSON string replaced by ``""``, in time linear in its length."""
+    return _strings_out(_without_escaped_backslashes(body))
 
-    Escaped backslashes and escaped quotes are blanked first (two other bytes each, so that
-    nothing else moves and no bracket, comma or digit changes); every quote left then opens or
-    closes a string, and ``bytes.split`` at the quotes finds them (a C scan). A last string
-    left open keeps its quote and the rest of the body. The regular expression this replaced
+
+def _strings_out(escapes: bytes) -> bytes:
+    """:func:`without_strings` of a body whose escaped backslashes are already blanked.
+
+    Escaped quotes are blanked too (two other bytes each, so that nothing else moves and no
+    bracket, comma or digit changes); every quote left then opens or closes a string, and
+    ``bytes.split`` at the quotes finds them (a C scan). A last string left open keeps its
+    quote and the rest of the body. The regular expression this replaced
     (``"[^"\\\\]*(?:\\\\.[^"\\\\]*)*"``) stepped through every character, 1.9 ms for a 300 KB
     hook body (now 0.05), and on escaped quotes outside a string backtracked over the rest of
     the body from every one of them: 32 KB of ``\\"`` took 3.8 s, a megabyte hours. Each
     string becomes a piece: :func:`json_body_problem` bounds their number first
     (:data:`MAX_JSON_STRINGS`).
     """
-    text = body.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in body else body
+    text = escapes.replace(b'\\"', b"__") if b"\\" in escapes else escapes
     parts = text.split(b'"')
     if len(parts) % 2 == 1:  # an even number of quotes: every string is closed
         return b'""'.join(parts[0::2])
@@ -139,7 +148,8 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
             "the JSON body is not UTF-8 (it holds NUL bytes, as UTF-16 or UTF-32 text does); "
             "send it UTF-8 encoded (RFC 8259 section 8.1)"
         )
-    problem = _escape_problem(body)
+    escapes = _without_escaped_backslashes(body)
+    problem = _escape_problem(escapes)
     if problem:
         return problem
     strings = body.count(b'"') // 2
@@ -148,7 +158,7 @@ def json_body_problem(body: bytes, max_depth: int) -> str | None:
             f"the JSON body holds about {strings} strings, over the limit of "
             f"{MAX_JSON_STRINGS} (send ECG samples as base64 attachments or SampledData strings)"
         )
-    structure = without_strings(body)
+    structure = _strings_out(escapes)
     depth = _max_depth(structure, max_depth)
     if depth > max_depth:
         return (
