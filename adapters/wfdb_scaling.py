@@ -79,12 +79,12 @@ def to_millivolts(
     factors: list[float] = []
     dropped: list[str] = []
     missing = invalid_counts(digital, formats)
-    voltages = [i for i, unit in enumerate(units) if mv_factor(unit or "mV") is not None]
+    unit_factors = [mv_factor(unit or "mV") for unit in units]  # None: not a voltage
+    voltages = [i for i, factor in enumerate(unit_factors) if factor is not None]
     # Beside calibrated channels, an uncalibrated one would be on a scale of its own: dropped.
     # With no calibrated channel at all, one assumed scale for every channel keeps the record.
     assumed = bool(voltages) and all(i in uncalibrated for i in voltages)
-    for i, (name, unit) in enumerate(zip(names, units, strict=True)):
-        factor = mv_factor(unit or "mV")
+    for i, (name, unit, factor) in enumerate(zip(names, units, unit_factors, strict=True)):
         if factor is None:
             dropped.append(f"{name} ({unit})")
             continue
