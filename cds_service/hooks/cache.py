@@ -9,8 +9,9 @@ once per process and kept in bounded LRUs, one set per :class:`EcgStore` (one pe
 * ``digests``: a quick key of a prefetched Observation -> the SHA-256 of its canonical
   bytes, so a repeat call does not serialise the resource the slow, canonical way again;
 * ``templates``: a result (ECG id, model version, stored time) shown in one chart context
-  -> its card without ids and links (:func:`~cds_service.hooks.cards.review_card_template`);
-  one result per (ECG, model version) is stored, never changed;
+  -> its card without ids and links, as orjson bytes
+  (:func:`~cds_service.hooks.cards.review_card_template`); one result per (ECG, model
+  version) is stored, never changed;
 * ``current``: an ECG id -> its stored result of the model version this process runs. That
   is the result every later call shows (a result of the current version is preferred to any
   other, one is stored per ECG and version, and stored results are never updated), so a
@@ -42,7 +43,7 @@ from cds_service.storage.records import StoredResult
 KnownEcg = tuple[str, datetime | None, str | None]
 #: (ECG id, model version, stored at, patient, EcgRef) -> (card template,), or (None,)
 #: when the result gets no card (a normal ECG while normal ECGs are not shown).
-CardTemplates = BoundedLru[tuple[Any, ...], tuple[dict[str, Any] | None]]
+CardTemplates = BoundedLru[tuple[Any, ...], tuple[bytes | None]]
 
 
 @dataclass

@@ -201,14 +201,16 @@ def review_card_template(
 
 
 def issue_card(
-    template: dict[str, Any],
+    template: dict[str, Any] | bytes,
     *,
     card_uuid: str | None = None,
     links: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A card to show, from a :func:`review_card_template`: its own copy, fresh ids (card,
+    """A card to show, from a :func:`review_card_template` (or its orjson bytes, which a
+    cache of templates keeps: then the copy is one parse): its own copy, fresh ids (card,
     suggestions, the impression Observation the report points to) and ``links``."""
-    card: dict[str, Any] = orjson.loads(orjson.dumps(template))  # a deep copy, fast
+    serialised = template if isinstance(template, bytes) else orjson.dumps(template)
+    card: dict[str, Any] = orjson.loads(serialised)  # a deep copy, fast
     card["uuid"] = card_uuid or str(uuid.uuid4())
     observation_id = str(uuid.uuid4())
     for suggestion in card.get("suggestions", ()):

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 
 from cds_service.audit import Actor, AuditError
@@ -112,16 +113,16 @@ def build_cards(
         key = (item.ecg_id, stored.model_version, stored.created_at, patient_ref, item.ref)
         cached = templates.get(key) if templates is not None else None
         if cached is None:
-            cached = (
-                card_builders.review_card_template(
-                    item.ref,
-                    stored.result,
-                    catalog=catalog,
-                    settings=settings,
-                    patient_ref=patient_ref,
-                    policy=policy,
-                ),
+            made = card_builders.review_card_template(
+                item.ref,
+                stored.result,
+                catalog=catalog,
+                settings=settings,
+                patient_ref=patient_ref,
+                policy=policy,
             )
+            # kept serialised: issuing a card is then one parse instead of a dump and a parse
+            cached = (orjson.dumps(made) if made is not None else None,)
             if templates is not None:
                 templates.put(key, cached)
         template = cached[0]

@@ -82,12 +82,12 @@ def link_secret(settings: Settings, *, recheck: bool = False) -> bytes:
     """
     if settings.link_secret:
         return settings.link_secret.encode("utf-8")
-    path = Path(settings.data_dir) / _SECRET_FILE
-    key = str(path)
+    key = str(settings.data_dir)  # the Path is made only when the file is looked at
     now = time.monotonic()
     cached = _secrets.get(key)
     if cached is not None and not recheck and now - cached.checked_at < SECRET_RECHECK_S:
         return cached.value
+    path = Path(settings.data_dir) / _SECRET_FILE
     with _secret_lock:
         try:
             seen = path.stat()

@@ -127,3 +127,53 @@ def test_concurrent_checks_share_a_transaction_and_one_replay_is_refused(
         engine.dispose()
         if kind == "postgresql":
             drop_pg_database(url)
+
+
+def test_the_writer_thread_stays_for_a_run_of_checks_and_ends_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writer thread answers a run of checks (none started per check), ends once none
+    came for WRITER_IDLE_S, and a check after that starts another one and is answered."""
+    import asyncio
+    import threading
+    import time
+
+    from cds_service.auth.replay import SqlReplayCache
+    from cds_service.storage.base import make_engine, make_session_factory
+    from cds_service.storage.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    cache = SqlReplayCache(make_session_factory(engine))
+    cache.WRITER_IDLE_S = 0.3
+
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "seen-tokens"]
+
+    async def run(first: int, count: int) -> list[bool]:
+        expires = time.time() + 60
+        answers = []
+        for i in range(first, first + count):  # one after the other: a group each
+            answers.append(await cache.first_use(f"iss\x00{i}", expires))
+        return answers
+
+    try:
+        started = threading.Thread.start
+        starts = []
+
+        def counting_start(thread: threading.Thread) -> None:
+            starts.append(thread.name)
+            started(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        assert asyncio.run(run(0, 20)) == [True] * 20
+        monkeypatch.undo()
+        assert starts.count("seen-tokens") == 1
+        deadline = time.monotonic() + 5
+        while writers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not writers() and cache._writer is None
+        assert asyncio.run(run(20, 2)) == [True, True]  # another loop, another writer
+        assert asyncio.run(run(0, 1)) == [False]  # stored by the first writer: a replay
+    finally:
+        engine.dispose()
