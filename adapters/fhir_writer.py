@@ -24,7 +24,7 @@ from adapters.leads import (
     normalize_lead_name,
 )
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg
+from adapters.record import Ecg, scale_note
 
 
 def _effective(start: datetime) -> dict[str, Any]:
@@ -127,7 +127,8 @@ def ecg_to_fhir_observation(
         observation.update(_effective(ecg.start_time))
     if ecg.device:
         observation["device"] = {"display": ecg.device}
-    if ecg.statements:
-        observation["note"] = [{"text": s} for s in ecg.statements]
+    notes = [n for n in (scale_note(ecg.amplitude_assumed), *ecg.statements) if n]
+    if notes:
+        observation["note"] = [{"text": n} for n in notes]
     observation["component"] = components
     return observation

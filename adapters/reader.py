@@ -14,7 +14,7 @@ from typing import Any
 
 from adapters.errors import EcgFormatError
 from adapters.limits import DEFAULT_LIMITS, DecodeLimits
-from adapters.record import Ecg, EcgSource, sha256_hex
+from adapters.record import Ecg, EcgSource, sha256_hex, split_scale_note
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,12 @@ def build_ecg(item: ReaderInput, format: str, **fields: Any) -> Ecg:
     no reader's record holds more channels than ``max_ecg_leads``.
     """
     item.check_shape(len(fields.get("leads") or ()), 0)
+    if fields.get("statements") and fields.get("amplitude_assumed") is None:
+        # A file this project wrote from an uncalibrated record says so in a note: the
+        # assumption is read back as such, not as one more interpretation statement.
+        statements, assumed = split_scale_note(fields["statements"])
+        if assumed is not None:
+            fields = {**fields, "statements": tuple(statements), "amplitude_assumed": assumed}
     source = EcgSource(
         format=format, uri=str(item.path) if item.path else None, sha256=sha256_hex(item.data)
     )

@@ -23,8 +23,32 @@ MAX_FS_HZ = 20_000.0
 MAX_ABS_MV = 100.0
 
 
+#: How a written FHIR note or DICOM annotation says that the amplitude scale was assumed
+#: (``Ecg.amplitude_assumed`` follows it): a file converted from an uncalibrated record must
+#: not pass its assumed millivolts on as measured ones, and reading such a file back keeps
+#: the assumption (it only withholds amplitude findings, so a note cannot make one up).
+ASSUMED_SCALE_NOTE = "Amplitude scale assumed, not recorded: "
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def scale_note(amplitude_assumed: str | None) -> str | None:
+    """The note a writer adds for an ECG whose millivolt scale was assumed (else None)."""
+    return None if amplitude_assumed is None else ASSUMED_SCALE_NOTE + amplitude_assumed
+
+
+def split_scale_note(statements: Sequence[str]) -> tuple[list[str], str | None]:
+    """A reader's statements without a :func:`scale_note`, and the assumption it names."""
+    kept: list[str] = []
+    assumed: str | None = None
+    for statement in statements:
+        if statement.startswith(ASSUMED_SCALE_NOTE) and len(statement) > len(ASSUMED_SCALE_NOTE):
+            assumed = assumed or statement[len(ASSUMED_SCALE_NOTE) :].strip()[:300]
+        else:
+            kept.append(statement)
+    return kept, assumed
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,9 @@ def convert(
         f"{out}: {kind}, {len(ecg.leads)} leads x {ecg.n_samples} samples at {ecg.fs:g} Hz "
         f"(from {ecg.source.format})"
     )
+    if ecg.amplitude_assumed is not None:  # written into the file too, as its first note
+        typer.echo(
+            f"warning: {source}: amplitude {ecg.amplitude_assumed}; {out} says so in a note, "
+            "and its millivolts are not a measured scale",
+            err=True,
+        )

@@ -35,6 +35,37 @@ def test_convert_to_fhir_and_dicom_by_suffix(data_dir: Path, tmp_path: Path) -> 
     np.testing.assert_allclose(back.signal, original.signal, atol=1e-4)
 
 
+def test_an_assumed_amplitude_scale_is_carried_through_conversion(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """QTDB sel820's header gives no ADC gain (read at WFDB's default 200 units per mV):
+    its FHIR and DICOM conversions say so in a note, reading either back keeps the
+    assumption (not as a statement), and the CLI warns. A calibrated record gets no note."""
+    record = data_dir / "qtdb" / "sel820"
+    original = load_ecg(record.with_suffix(".hea"))
+    assert original.amplitude_assumed is not None
+    as_json, as_dicom = tmp_path / "sel820.json", tmp_path / "sel820.dcm"
+    result = runner.invoke(app, ["convert", str(record.with_suffix(".hea")), str(as_json)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "not a measured scale" in result.output
+    [note, *_] = json.loads(as_json.read_text())["note"]
+    assert note["text"].startswith("Amplitude scale assumed") and "200 units per mV" in note["text"]
+    result = runner.invoke(app, ["convert", str(as_json), str(as_dicom)])
+    assert result.exit_code == 0, result.output
+    for path in (as_json, as_dicom):
+        back = load_ecg(path)
+        assert back.amplitude_assumed == original.amplitude_assumed, path
+        assert back.statements == original.statements, path
+    calibrated = tmp_path / "e.json"
+    result = runner.invoke(
+        app, ["convert", str(data_dir / "cinc/cinc2021/E07500"), str(calibrated)]
+    )
+    assert result.exit_code == 0 and "warning" not in result.output
+    notes = json.loads(calibrated.read_text()).get("note", [])
+    assert not any(n["text"].startswith("Amplitude scale assumed") for n in notes)
+    assert load_ecg(calibrated).amplitude_assumed is None
+
+
 def test_convert_with_explicit_target(formats_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ecg.bin"
     result = runner.invoke(
