@@ -97,7 +97,8 @@ class GroupCommit(ABC):
         """Queue an awaited append for the writer thread, starting it if none runs."""
         with self._group:
             self._queued.append(item)
-            if self._writer is None:
+            # not alive: a process forked from one whose writer ran has the object only
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_awaited, name="audit-writer", daemon=True
                 )

@@ -126,7 +126,8 @@ class SqlReplayCache:
         check = _Check(digest, expires_at, loop, loop.create_future())
         with self._wake:
             self._queued.append(check)
-            if self._writer is None:
+            # not alive: a process forked from one whose writer ran has the object only
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_queued, name="seen-tokens", daemon=True
                 )

@@ -177,3 +177,34 @@ def test_the_writer_thread_stays_for_a_run_of_checks_and_ends_when_idle(
         assert asyncio.run(run(0, 1)) == [False]  # stored by the first writer: a replay
     finally:
         engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_process_starts_its_own_writer(tmp_path: Path) -> None:
+    """A process forked after the writer ran (a prefork server, a worker pool) inherits the
+    cache but not its thread: its first check starts a writer of its own, never waits."""
+    import asyncio
+    import os
+    import time
+
+    from cds_service.auth.replay import SqlReplayCache
+    from cds_service.storage.base import make_engine, make_session_factory
+    from cds_service.storage.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    cache = SqlReplayCache(make_session_factory(engine))
+    assert asyncio.run(cache.first_use("iss\x00parent", time.time() + 60))
+    assert cache._writer is not None  # still waiting for the next check
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its check was answered in time
+        engine.dispose(close=False)
+        try:
+            check = cache.first_use("iss\x00child", time.time() + 60)
+            answered = asyncio.run(asyncio.wait_for(check, 10))
+        except BaseException:
+            os._exit(2)
+        os._exit(0 if answered else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    engine.dispose()
