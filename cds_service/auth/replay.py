@@ -128,10 +128,7 @@ class SqlReplayCache:
             self._queued.append(check)
             # not alive: a process forked from one whose writer ran has the object only
             if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._write_queued, name="seen-tokens", daemon=True
-                )
-                self._writer.start()
+                self._start_writer()
             self._wake.notify()
         return await check.answer
 
@@ -157,10 +154,12 @@ class SqlReplayCache:
             with self._wake:
                 self._writer = None
                 if self._queued:  # queued after the last wait ran out: never left unanswered
-                    self._writer = threading.Thread(
-                        target=self._write_queued, name="seen-tokens", daemon=True
-                    )
-                    self._writer.start()
+                    self._start_writer()
+
+    def _start_writer(self) -> None:
+        """Start the writer thread (called holding ``_wake``)."""
+        self._writer = threading.Thread(target=self._write_queued, name="seen-tokens", daemon=True)
+        self._writer.start()
 
     def _store(self, group: list[_Check]) -> list[bool]:
         now = time.time()
