@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -39,15 +40,37 @@ def scale_note(amplitude_assumed: str | None) -> str | None:
     return None if amplitude_assumed is None else ASSUMED_SCALE_NOTE + amplitude_assumed
 
 
+_WFDB_ASSUMPTION = (
+    "uncalibrated: the header gives no ADC gain, so WFDB's default of {gain} units per mV is "
+    "assumed"
+)
+
+
+def uncalibrated_wfdb(gain: float) -> str:
+    """``Ecg.amplitude_assumed`` of a WFDB record whose header gives no ADC gain at all."""
+    return _WFDB_ASSUMPTION.format(gain=f"{gain:g}")
+
+
+#: The assumptions this project's readers make and its writers write: only these are read
+#: back word for word. Any other text after the note's prefix is the file's own, shown to
+#: clinicians beside an AI reading, so it is replaced by :data:`STATED_SCALE_ASSUMPTION`.
+_KNOWN_ASSUMPTION = re.compile(
+    re.escape(_WFDB_ASSUMPTION).replace(re.escape("{gain}"), r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
+)
+STATED_SCALE_ASSUMPTION = "stated by the file: its amplitude scale was not recorded"
+
+
 def split_scale_note(statements: Sequence[str]) -> tuple[list[str], str | None]:
     """A reader's statements without a :func:`scale_note`, and the assumption it names."""
     kept: list[str] = []
     assumed: str | None = None
     for statement in statements:
-        if statement.startswith(ASSUMED_SCALE_NOTE) and len(statement) > len(ASSUMED_SCALE_NOTE):
-            assumed = assumed or statement[len(ASSUMED_SCALE_NOTE) :].strip()[:300]
-        else:
+        if not statement.startswith(ASSUMED_SCALE_NOTE):
             kept.append(statement)
+            continue
+        stated = statement[len(ASSUMED_SCALE_NOTE) :].strip()
+        known = stated if _KNOWN_ASSUMPTION.fullmatch(stated) else STATED_SCALE_ASSUMPTION
+        assumed = assumed or known
     return kept, assumed
 
 

@@ -13,6 +13,7 @@ import wfdb
 from adapters.errors import EcgFormatError
 from adapters.leads import normalize_lead_name
 from adapters.reader import ReaderInput
+from adapters.record import uncalibrated_wfdb
 from adapters.units import mv_factor
 from adapters.wfdb_signals import DigitalRecord
 
@@ -114,10 +115,5 @@ def to_millivolts(
     baselines = np.asarray([record.baseline[i] for i in keep], dtype=np.float32)[:, None]
     signal -= baselines
     signal *= np.asarray(factors, dtype=np.float32)[:, None]
-    note = (
-        f"uncalibrated: the header gives no ADC gain, so WFDB's default of {DEFAULT_GAIN:g} "
-        "units per mV is assumed"
-        if assumed
-        else None
-    )
+    note = uncalibrated_wfdb(DEFAULT_GAIN) if assumed else None
     return signal, [normalize_lead_name(names[i]) for i in keep], dropped, note

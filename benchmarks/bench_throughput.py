@@ -423,8 +423,9 @@ def bench_hooks(anchor: Anchor, headers: list[Path], args: argparse.Namespace) -
     cached_p95 = Row(f"cached hook calls, {HOOK_CLIENTS} clients, p95", "ms")
     floor_rps = Row(f"bare endpoint (read + parse the same body), {HOOK_CLIENTS} clients", "req/s")
     floor_p95 = Row(f"bare endpoint, {HOOK_CLIENTS} clients, p95", "ms")
-    # The server's CPU per answered call (all its threads): what the requests/s ratio is
-    # made of where the event loop is the limit, and steadier than it on a shared machine.
+    # The server's CPU per answered call (all its threads, not its child processes, which
+    # cached calls do not use; work still running after a phase's last answer counts in the
+    # next one): what the requests/s ratio is made of where the event loop is the limit.
     cached_cpu = Row(f"cached hook calls, {HOOK_CLIENTS} clients, server CPU", "CPU ms/call")
     floor_cpu = Row(f"bare endpoint, {HOOK_CLIENTS} clients, server CPU", "CPU ms/call")
     try:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,6 +80,12 @@ def _all_rows(batch: Sequence[QueuedAppend]) -> Callable[[Connection], None] | N
     return write
 
 
+def _reset_in_child(commit: weakref.ref[GroupCommit]) -> None:
+    alive = commit()
+    if alive is not None:
+        alive._reset_after_fork()
+
+
 class GroupCommit(ABC):
     """The queue, the group-commit writes and the writer thread of awaited appends."""
 
@@ -86,6 +95,18 @@ class GroupCommit(ABC):
         self._queued: list[QueuedAppend] = []
         self._writing = False
         self._writer: threading.Thread | None = None  # writes awaited appends
+        # A forked process starts with its own lock and queue and no write in progress: the
+        # parent's queued appends are the parent's, a lock or ``_writing`` held by a parent's
+        # write at the fork would never be released.
+        if hasattr(os, "register_at_fork"):  # POSIX
+            reset = functools.partial(_reset_in_child, weakref.ref(self))
+            os.register_at_fork(after_in_child=reset)
+
+    def _reset_after_fork(self) -> None:
+        self._group = threading.Condition()
+        self._queued = []
+        self._writing = False
+        self._writer = None
 
     @abstractmethod
     def _append_with_retries(
@@ -97,7 +118,6 @@ class GroupCommit(ABC):
         """Queue an awaited append for the writer thread, starting it if none runs."""
         with self._group:
             self._queued.append(item)
-            # not alive: a process forked from one whose writer ran has the object only
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_awaited, name="audit-writer", daemon=True

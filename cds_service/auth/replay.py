@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -118,6 +121,12 @@ class SqlReplayCache:
         self._queued: list[_Check] = []
         self._writer: threading.Thread | None = None
         self._statement: Executable | None = None
+        # A process forked from this one (a prefork server, a worker pool) starts with a lock,
+        # a queue and no writer of its own: the parent's checks are the parent's to answer,
+        # and a lock held by the parent's writer at the fork would never be released.
+        if hasattr(os, "register_at_fork"):  # POSIX
+            reset = functools.partial(_reset_in_child, weakref.ref(self))
+            os.register_at_fork(after_in_child=reset)
 
     async def first_use(self, key: str, expires_at: float) -> bool:
         # surrogatepass: a jti is any JSON string, lone surrogates included
@@ -126,7 +135,6 @@ class SqlReplayCache:
         check = _Check(digest, expires_at, loop, loop.create_future())
         with self._wake:
             self._queued.append(check)
-            # not alive: a process forked from one whose writer ran has the object only
             if self._writer is None or not self._writer.is_alive():
                 self._start_writer()
             self._wake.notify()
@@ -155,6 +163,11 @@ class SqlReplayCache:
                 self._writer = None
                 if self._queued:  # queued after the last wait ran out: never left unanswered
                     self._start_writer()
+
+    def _reset_after_fork(self) -> None:
+        self._wake = threading.Condition()
+        self._queued = []
+        self._writer = None
 
     def _start_writer(self) -> None:
         """Start the writer thread (called holding ``_wake``)."""
@@ -194,6 +207,12 @@ class SqlReplayCache:
                 .returning(table.c.key)
             )
         return self._statement
+
+
+def _reset_in_child(cache: weakref.ref[SqlReplayCache]) -> None:
+    alive = cache()
+    if alive is not None:
+        alive._reset_after_fork()
 
 
 @dataclass

@@ -71,6 +71,7 @@ def text_checked(ecg: Ecg, source: str) -> Ecg:
         "device": (ecg.device,),
         "lead names": ecg.leads,
         "statements": ecg.statements,
+        "amplitude scale note": (ecg.amplitude_assumed,),
         "diagnosis codes": ecg.diagnosis_codes,
         "extra fields": (*ecg.extra.keys(), *ecg.extra.values()),
     }

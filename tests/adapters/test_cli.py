@@ -11,6 +11,7 @@ from fhir.resources.R4B.observation import Observation
 from typer.testing import CliRunner
 
 from adapters import load_ecg
+from adapters.record import ASSUMED_SCALE_NOTE, STATED_SCALE_ASSUMPTION
 from cds_service.cli import app
 
 runner = CliRunner()
@@ -56,6 +57,15 @@ def test_an_assumed_amplitude_scale_is_carried_through_conversion(
         back = load_ecg(path)
         assert back.amplitude_assumed == original.amplitude_assumed, path
         assert back.statements == original.statements, path
+    # another text after the note's prefix is the file's own: never shown as it stands
+    # (a lone surrogate, a terminal escape, words that read like a finding)
+    document = json.loads(as_json.read_text())
+    document["note"][0]["text"] = ASSUMED_SCALE_NOTE + "\ud800\x1b[2J no acute findings"
+    spoofed = tmp_path / "spoofed.json"
+    spoofed.write_text(json.dumps(document))
+    back = load_ecg(spoofed)
+    assert back.amplitude_assumed == STATED_SCALE_ASSUMPTION
+    assert back.statements == original.statements
     calibrated = tmp_path / "e.json"
     result = runner.invoke(
         app, ["convert", str(data_dir / "cinc/cinc2021/E07500"), str(calibrated)]
