@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import threading
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from typing import Final
 from sqlalchemy import Connection
 
 from cds_service.audit_chain import AuditError, PendingEntry
+from cds_service.forking import reset_in_forked_child
 
 #: Most appends one group commit takes (more wait for the next): bounds one transaction.
 _MAX_GROUP: Final = 256
@@ -80,12 +78,6 @@ def _all_rows(batch: Sequence[QueuedAppend]) -> Callable[[Connection], None] | N
     return write
 
 
-def _reset_in_child(commit: weakref.ref[GroupCommit]) -> None:
-    alive = commit()
-    if alive is not None:
-        alive._reset_after_fork()
-
-
 class GroupCommit(ABC):
     """The queue, the group-commit writes and the writer thread of awaited appends."""
 
@@ -95,14 +87,10 @@ class GroupCommit(ABC):
         self._queued: list[QueuedAppend] = []
         self._writing = False
         self._writer: threading.Thread | None = None  # writes awaited appends
-        # A forked process starts with its own lock and queue and no write in progress: the
-        # parent's queued appends are the parent's, a lock or ``_writing`` held by a parent's
-        # write at the fork would never be released.
-        if hasattr(os, "register_at_fork"):  # POSIX
-            reset = functools.partial(_reset_in_child, weakref.ref(self))
-            os.register_at_fork(after_in_child=reset)
+        reset_in_forked_child(self, GroupCommit._reset_after_fork)
 
     def _reset_after_fork(self) -> None:
+        """A forked child's own lock, an empty queue, no write in progress, no writer."""
         self._group = threading.Condition()
         self._queued = []
         self._writing = False

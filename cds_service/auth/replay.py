@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
-import os
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import Executable, Table, bindparam, delete
 
+from cds_service.forking import reset_in_forked_child
 from cds_service.storage.tables import SeenTokenRow
 
 if TYPE_CHECKING:
@@ -121,12 +119,7 @@ class SqlReplayCache:
         self._queued: list[_Check] = []
         self._writer: threading.Thread | None = None
         self._statement: Executable | None = None
-        # A process forked from this one (a prefork server, a worker pool) starts with a lock,
-        # a queue and no writer of its own: the parent's checks are the parent's to answer,
-        # and a lock held by the parent's writer at the fork would never be released.
-        if hasattr(os, "register_at_fork"):  # POSIX
-            reset = functools.partial(_reset_in_child, weakref.ref(self))
-            os.register_at_fork(after_in_child=reset)
+        reset_in_forked_child(self, SqlReplayCache._reset_after_fork)
 
     async def first_use(self, key: str, expires_at: float) -> bool:
         # surrogatepass: a jti is any JSON string, lone surrogates included
@@ -165,6 +158,7 @@ class SqlReplayCache:
                     self._start_writer()
 
     def _reset_after_fork(self) -> None:
+        """A forked child's own lock, an empty queue, no writer (:mod:`cds_service.forking`)."""
         self._wake = threading.Condition()
         self._queued = []
         self._writer = None
@@ -207,12 +201,6 @@ class SqlReplayCache:
                 .returning(table.c.key)
             )
         return self._statement
-
-
-def _reset_in_child(cache: weakref.ref[SqlReplayCache]) -> None:
-    alive = cache()
-    if alive is not None:
-        alive._reset_after_fork()
 
 
 @dataclass
