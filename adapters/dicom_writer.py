@@ -22,7 +22,7 @@ from pydicom.valuerep import DS
 from adapters.dicom import AMBULATORY_ECG, GENERAL_ECG, SNOMED_SYSTEM, TWELVE_LEAD_ECG
 from adapters.leads import mdc_lead_term
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg, RecordingFilters, scale_note
+from adapters.record import Ecg, RecordingFilters, written_notes
 
 
 def _coded(value: str, scheme: str, meaning: str, version: str | None = None) -> Dataset:
@@ -165,7 +165,7 @@ def ecg_to_dicom(
     ds.WaveformSequence = Sequence(groups)
 
     notes: list[Dataset] = []
-    for statement in (n for n in (scale_note(ecg.amplitude_assumed), *ecg.statements) if n):
+    for statement in written_notes(ecg.amplitude_assumed, ecg.statements):
         note = Dataset()
         note.UnformattedTextValue = statement[:1024]
         note.ReferencedWaveformChannels = [1, 0]  # group 1, all channels

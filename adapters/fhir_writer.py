@@ -24,7 +24,7 @@ from adapters.leads import (
     normalize_lead_name,
 )
 from adapters.quantise import quantisation_step_uv
-from adapters.record import Ecg, scale_note
+from adapters.record import Ecg, written_notes
 
 
 def _effective(start: datetime) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def ecg_to_fhir_observation(
         observation.update(_effective(ecg.start_time))
     if ecg.device:
         observation["device"] = {"display": ecg.device}
-    notes = [n for n in (scale_note(ecg.amplitude_assumed), *ecg.statements) if n]
+    notes = written_notes(ecg.amplitude_assumed, ecg.statements)
     if notes:
         observation["note"] = [{"text": n} for n in notes]
     observation["component"] = components

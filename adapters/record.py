@@ -35,9 +35,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def scale_note(amplitude_assumed: str | None) -> str | None:
-    """The note a writer adds for an ECG whose millivolt scale was assumed (else None)."""
-    return None if amplitude_assumed is None else ASSUMED_SCALE_NOTE + amplitude_assumed
+def written_notes(amplitude_assumed: str | None, statements: Sequence[str]) -> list[str]:
+    """The notes a writer stores (FHIR ``Observation.note``, DICOM annotation texts): the
+    assumed scale first when there is one, then the statements; :func:`split_scale_note`
+    takes them apart again on reading."""
+    scale = [] if amplitude_assumed is None else [ASSUMED_SCALE_NOTE + amplitude_assumed]
+    return [*scale, *statements]
 
 
 _WFDB_ASSUMPTION = (
@@ -61,7 +64,8 @@ STATED_SCALE_ASSUMPTION = "stated by the file: its amplitude scale was not recor
 
 
 def split_scale_note(statements: Sequence[str]) -> tuple[list[str], str | None]:
-    """A reader's statements without a :func:`scale_note`, and the assumption it names."""
+    """A reader's statements without a scale note (:func:`written_notes`), and the
+    assumption it names."""
     kept: list[str] = []
     assumed: str | None = None
     for statement in statements:
