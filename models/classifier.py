@@ -193,7 +193,11 @@ class ZeroShotClassifier:
             criteria = self.catalog.criteria or load_catalog().criteria
             assert criteria is not None
             self._scorer = CriteriaScorer(
-                criteria, self.text_encoder.encode, self.fusion, self.site_calibration
+                criteria,
+                self.text_encoder.encode,
+                self.fusion,
+                self.site_calibration,
+                catalog_labels=list(self.catalog),
             )
         return self._scorer
 

@@ -41,11 +41,28 @@ class CriteriaScorer:
         encode: Callable[[Sequence[str]], np.ndarray],
         fusion: Fusion,
         site: SiteCalibration | None = None,
+        catalog_labels: Sequence[Label] = (),
     ) -> None:
         self.criteria = criteria
         self.resolver = CriteriaResolver(criteria, encode)
         self.fusion = fusion
         self.site = site
+        self._catalog_ids = frozenset(label.id for label in catalog_labels)
+        self._scale_owner = scale_owners(catalog_labels, fusion)
+
+    def scale_id(self, label: Label, resolution: Resolution) -> str:
+        """Whose fitted probability scale (fusion weights, site map) a label is scored on.
+
+        A catalog label: its own (the shared one where it has none). A free-text label that
+        resolves to exactly the criteria of one catalog label with fitted weights: that
+        label's, since it names the same measured finding ("normal sinus rhythm", "first
+        degree atrioventricular block"); with the shared scale (the pooled base rate of every
+        validation pair, ~9 %) a met sinus-rhythm criterion read 0.2 under one wording and 0.8
+        under the catalog's. Any other free text: its own id, i.e. the shared scale.
+        """
+        if label.id in self._catalog_ids or not resolution.criteria:
+            return label.id
+        return self._scale_owner.get(frozenset(resolution.criteria), label.id)
 
     def resolve(self, label: Label) -> Resolution:
         resolution = self.resolver.resolve(label)
@@ -136,17 +153,29 @@ class CriteriaScorer:
         defining = np.array([ev.defining for ev in evidences]) & measured
         sufficient = np.array([ev.sufficient for ev in evidences]) & measured
         z = logit(p)
+        pairs = zip(labels, evidences, strict=True)
+        scales = [self.scale_id(label, ev.resolution) for label, ev in pairs]
         if measured.any():
-            fused = self.fusion.logits(p, margins, [label.id for label in labels], defining)
+            fused = self.fusion.logits(p, margins, scales, defining)
             z = np.where(measured, fused, z)
         if self.site is not None:
-            for j, label in enumerate(labels):
-                z[:, j] = self.site.apply_logit(label.id, z[:, j])
+            for j, scale in enumerate(scales):
+                z[:, j] = self.site.apply_logit(scale, z[:, j])
         if sufficient.any():
             z = np.where(sufficient, support(z, margins, self.fusion.support_floor), z)
         if defining.any():
             z = np.where(defining, guard(z, margins, self.fusion.contradiction_cap), z)
         return sigmoid(z)
+
+
+def scale_owners(labels: Sequence[Label], fusion: Fusion) -> dict[frozenset[str], str]:
+    """Criteria set -> the catalog label with fitted weights that rests on exactly it (left
+    out where two such labels share a set: which finding a free text names is then unsure)."""
+    owners: dict[frozenset[str], list[str]] = {}
+    for label in labels:
+        if label.criteria and label.id in fusion.label_weights:
+            owners.setdefault(frozenset(label.criteria), []).append(label.id)
+    return {key: ids[0] for key, ids in owners.items() if len(ids) == 1}
 
 
 def values_of(measurements: Sequence[Mapping[str, Measurement]]) -> list[Values]:

@@ -161,6 +161,36 @@ def test_free_text_without_criteria_falls_back_to_the_embedding(
     assert score.probability == pytest.approx(float(expected), rel=1e-6)
 
 
+def test_free_text_naming_a_catalog_finding_is_scored_on_its_scale(
+    classifier: ZeroShotClassifier, ptbxl_dir: Path
+) -> None:
+    """Another wording of a catalog finding (same criteria) gets the catalog label's fitted
+    probability scale, not the shared one: PTB-XL record 1 is in sinus rhythm at 64/min,
+    and "normal sinus rhythm" must not read 0.2 where "sinus rhythm" reads 0.8."""
+    scorer = classifier.scorer
+    assert "sinus_rhythm" in classifier.fusion.label_weights
+    assert "first_degree_av_block" in classifier.fusion.label_weights
+    ecg = load_ecg(ptbxl_dir / "records500/00000/00001_hr.hea")
+    texts = ["normal sinus rhythm", "first degree atrioventricular block"]
+    [result] = classifier.classify(ecg, texts)
+    [catalog] = classifier.classify(ecg)
+    ours = {s.label_id: s for s in catalog.scores}
+    owners = ["sinus_rhythm", "first_degree_av_block"]
+    for score, label_id in zip(result.scores, owners, strict=True):
+        assert score.label_id != label_id and score.criteria == ours[label_id].criteria
+        # The same criterion margin on the same scale: equal up to the embedding's tie-break.
+        assert score.probability == pytest.approx(ours[label_id].probability, abs=0.05)
+    assert result.scores[0].probability > 0.5  # met: P waves, regular RR, 64/min
+    assert classifier.fusion.weights(None) != classifier.fusion.weights("sinus_rhythm")
+    # Criteria whose catalog label has no fitted weights (no validation positive of left
+    # posterior fascicular block): the free text keeps the shared scale.
+    [hemiblock] = classifier.resolve_labels(["left posterior hemiblock"]).labels
+    resolution = scorer.resolve(hemiblock)
+    assert resolution.criteria == ("left_posterior_fascicular_block",)
+    assert "left_posterior_fascicular_block" not in classifier.fusion.label_weights
+    assert scorer.scale_id(hemiblock, resolution) == hemiblock.id
+
+
 def test_evidence_round_trips_and_old_results_load(
     classifier: ZeroShotClassifier, ptbxl_dir: Path
 ) -> None:
