@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -162,6 +162,8 @@ class Ecg:
                 f"sampling rate {self.fs} Hz is outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz",
                 "the header is probably corrupt",
             )
+        if self.start_time is not None and utc_representable(self.start_time) is None:
+            object.__setattr__(self, "start_time", None)  # as a file without a start time
         # One pass: the maximum of |x| is NaN or inf exactly when a sample is.
         peak = float(np.abs(signal).max())
         if not np.isfinite(peak):
@@ -253,3 +255,19 @@ def standard_12_lead(ecg: Ecg) -> StandardLeads:
             missing.add(name)
     view = ecg.with_signal(np.stack(rows).astype(np.float32, copy=False), STANDARD_LEADS)
     return StandardLeads(ecg=view, derived=frozenset(derived), missing=frozenset(missing))
+
+
+def utc_representable(moment: datetime | None) -> datetime | None:
+    """``moment``, or None where its UTC offset carries it outside years 1-9999.
+
+    "0001-01-01T00:00+01:00" is a valid ISO time whose UTC time is in year 0: every later
+    step that converts to UTC (storage, cards, FHIR output, the audit trail) would raise. A
+    time nobody can have recorded an ECG at is read as no time, the same as a file without.
+    """
+    if moment is None or moment.tzinfo is None:
+        return moment
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment

@@ -192,10 +192,20 @@ def normalise_url(url: str) -> NormalUrl:
         port = _DEFAULT_PORTS[scheme]
     host = _normal_host(host_part)
     path = _decode_unreserved(parts.path)
-    if re.search(r"%(2[fF]|5[cC]|00)", path):
-        raise UrlMalformed("encoded slash, backslash or NUL in the path")
+    if re.search(r"%(2[fF]|5[cC]|00|25)", path):
+        raise UrlMalformed("encoded slash, backslash, percent or NUL in the path")
+    if any(_dot_with_parameters(segment) for segment in path.split("/")):
+        # "..;x" is no dot segment by RFC 3986, but Tomcat, Jetty and Spring (HAPI FHIR's
+        # usual hosts) strip ";x" and then climb: past the allow-listed base, with the token.
+        raise UrlMalformed("a dot segment with ';' parameters in the path")
     path = remove_dot_segments(path)
     return NormalUrl(scheme, host, port, path, parts.query)
+
+
+def _dot_with_parameters(segment: str) -> bool:
+    """A segment that is "." or ".." (or empty) before ";" parameters, ";" encoded or not."""
+    parts = re.split(r";|%3[bB]", segment, maxsplit=1)
+    return len(parts) == 2 and parts[0] in (".", "..", "")
 
 
 def _normal_bases(bases: Iterable[str]) -> list[NormalUrl]:

@@ -50,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served from local assets by the pages router: no CDN, nothing downloaded.
         docs_url=None,
         redoc_url=None,
+        # No "/x/" -> "/x" redirects: Starlette builds their Location from the Host header
+        # (a 307 that re-sends an upload, a viewer token or patient id in the query), and
+        # each redirected path became its own metrics series, published without credentials.
+        # No route ends in "/"; the hook paths' trailing slash is handled by the JWT check.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     for module in (pages, health, hooks, ecgs, audit, viewer):

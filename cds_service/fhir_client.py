@@ -173,7 +173,7 @@ class FhirFetcher:
             ) as response:
                 raw = await aread_body(response, what, self.max_json_bytes)
                 status = response.status_code
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, UnicodeEncodeError) as exc:  # a header httpx cannot send
             raise FetchFailed(what, f"FHIR server unreachable ({type(exc).__name__})") from None
         if status in _REFUSED:
             raise FetchFailed(what, _REFUSED[status])
@@ -290,7 +290,7 @@ class FhirFetcher:
                 check_status(url, response.status_code)
                 body = await aread_body(response, what, self.max_bytes)
                 return body, response.headers.get("content-type", "").lower()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, UnicodeEncodeError) as exc:
             raise FetchFailed(what, f"unreachable ({type(exc).__name__})") from None
 
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import fastapi_offline
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import models
@@ -51,6 +57,14 @@ _PAGE_HEADERS = {
         "form-action 'none'; frame-ancestors 'none'"
     ),
 }
+
+
+def to_folder(request: Request, segment: str) -> RedirectResponse:
+    """ "/viewer" -> "/viewer/" by a *relative* Location ("viewer/", query kept): the app
+    makes no trailing-slash redirects of its own (Starlette's take the Host header), and a
+    relative one also holds behind a proxy that serves the app under a path prefix."""
+    query = request.url.query
+    return RedirectResponse(f"{segment}/" + (f"?{query}" if query else ""), status_code=307)
 
 
 def _settings(request: Request) -> Settings:

@@ -19,10 +19,11 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
+from cds_service.api.pages import to_folder
 from cds_service.sandbox import (
     HOOK_SERVICES,
     SANDBOX_ISS,
@@ -75,6 +76,11 @@ def _runtime(request: Request) -> Any:
 def _require_page_header(x_sandbox: str | None) -> None:
     if x_sandbox != "1":
         raise HTTPException(403, "sandbox calls come from the sandbox page (X-Sandbox header)")
+
+
+@router.get("", include_in_schema=False)
+def sandbox_folder(request: Request) -> RedirectResponse:
+    return to_folder(request, "sandbox")
 
 
 @router.get("/", response_class=HTMLResponse)

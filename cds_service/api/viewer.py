@@ -17,12 +17,13 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from adapters import EcgFormatError, standard_12_lead
 from cds_service.api import viewer_auth, viewer_feedback, viewer_list
 from cds_service.api.deps import get_runtime
+from cds_service.api.pages import to_folder
 from cds_service.api.viewer_access import (
     STATIC_FILES,
     STATUS_TEXT,
@@ -198,6 +199,11 @@ def ecg_page(
               # Where the no-script form returns to: the page's own link, while it lasts.
               "back": token if access.kind == "link" else None},
     )  # fmt: skip
+
+
+@router.get("", include_in_schema=False)
+def viewer_folder(request: Request) -> RedirectResponse:
+    return to_folder(request, "viewer")
 
 
 for _part in (viewer_list, viewer_feedback, viewer_auth):

@@ -86,9 +86,12 @@ def _parse_filters(
         if not value:
             return None
         try:
-            return date.fromisoformat(value)
+            parsed = date.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{name} must be a date (YYYY-MM-DD).") from None
+        if parsed >= date.max:  # "to" includes its whole day: the day after must exist
+            raise ValueError(f"{name} must be before {date.max.isoformat()}.")
+        return parsed
 
     start, end = day(date_from, "Received from"), day(date_to, "Received to")
     if start and end and end < start:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from adapters.record import utc_representable
 from cds_service.hooks.assess import Assessment, CardPolicy, EcgRef, label_name
 from models.catalog import LabelCatalog
 from models.results import ClassificationResult, LabelScore
@@ -14,8 +15,8 @@ SUMMARY_MAX = 139  # "fewer than 140 characters"
 def ecg_date(acquired: datetime | None) -> str:
     if acquired is None:
         return "date unknown"
-    if acquired.tzinfo is not None:
-        acquired = acquired.astimezone(UTC)
+    if acquired.tzinfo is not None and utc_representable(acquired) is not None:
+        acquired = acquired.astimezone(UTC)  # else: its own calendar date
     return acquired.date().isoformat()
 
 

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from adapters.record import utc_representable
+
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 #: Feedback limits, the same for the CDS Hooks feedback endpoint and the viewer's form: a
@@ -67,6 +69,15 @@ class FhirAuthorization(BaseModel):
     scope: NonEmpty
     subject: NonEmpty
     patient: str | None = None
+
+    @field_validator("access_token")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        # It goes into an Authorization header: visible ASCII only (RFC 6750's b64token is
+        # a subset). Said without the value, which is a credential.
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("must be visible ASCII characters only (an RFC 6750 bearer token)")
+        return value
 
     @field_validator("token_type", mode="before")
     @classmethod
@@ -191,6 +202,13 @@ class FeedbackItem(BaseModel):
     ) = None
     overrideReason: OverrideReasonIn | None = None
     outcomeTimestamp: datetime
+
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        if utc_representable(value) is None:
+            raise ValueError("outcomeTimestamp is outside years 1-9999 once taken to UTC")
+        return value
 
     @model_validator(mode="after")
     def _accepted_has_suggestions(self) -> FeedbackItem:

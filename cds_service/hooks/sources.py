@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.record import utc_representable
 from cds_service.fhir_client import DicomwebRef
 
 #: Attachment types that can hold an ECG file (anything else is skipped, not fetched).
@@ -71,7 +72,7 @@ def parse_datetime(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(candidate)
         except ValueError:
             continue
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return utc_representable(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     return None
 
 

@@ -97,6 +97,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     kwargs.setdefault("json_serializer", json_dumps)
     kwargs.setdefault("json_deserializer", json_loads)
+    # A failed statement's error names no bound values: they hold clinicians' comments and
+    # patient ids, and the error goes to the log.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         private_sqlite_file(make_url(url).database or "")
         engine = create_engine(

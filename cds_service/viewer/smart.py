@@ -35,6 +35,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from cds_service.allow_list import OutboundRefused, check_url
+from cds_service.capped_body import FetchFailed, read_body
 from cds_service.settings import Settings
 from cds_service.viewer.links import link_secret
 
@@ -103,11 +104,21 @@ def open_state(settings: Settings, cookie: str | None, state: str | None) -> Lau
     return launch
 
 
+def _bounded(client: httpx.Client, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+    """Status and body of one call, the body read in chunks and refused past
+    :data:`_MAX_RESPONSE_BYTES` (never buffered whole first, inflated piece by piece)."""
+    with client.stream(method, url, headers={"Accept": "application/json"}, **kwargs) as answer:
+        try:
+            return answer.status_code, read_body(answer, "the EHR's answer", _MAX_RESPONSE_BYTES)
+        except FetchFailed as exc:
+            raise LaunchError(f"the EHR's answer is refused: {exc.problem}") from None
+
+
 def _get_json(client: httpx.Client, url: str) -> dict[str, Any]:
-    response = client.get(url, headers={"Accept": "application/json"})
-    if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
-        raise LaunchError(f"the EHR's SMART configuration is unavailable ({response.status_code})")
-    data = response.json()
+    status, body = _bounded(client, "GET", url)
+    if status != 200:
+        raise LaunchError(f"the EHR's SMART configuration is unavailable ({status})")
+    data = json.loads(body)
     if not isinstance(data, dict):
         raise LaunchError("the EHR's SMART configuration is not a JSON object")
     return data
@@ -184,16 +195,14 @@ def finish(settings: Settings, launch: LaunchState, code: str | None) -> LaunchC
     }
     try:
         with httpx.Client(timeout=settings.fhir.timeout_s, follow_redirects=False) as client:
-            response = client.post(
-                launch.token_endpoint, data=form, headers={"Accept": "application/json"}
-            )
+            status, body = _bounded(client, "POST", launch.token_endpoint, data=form)
     except httpx.HTTPError as exc:
         problem = type(exc).__name__
         raise LaunchError(f"the EHR's token endpoint is unreachable ({problem})") from None
-    if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
-        raise LaunchError(f"the EHR refused the launch ({response.status_code})")
+    if status != 200:
+        raise LaunchError(f"the EHR refused the launch ({status})")
     try:
-        data = response.json()
+        data = json.loads(body)
     except (ValueError, RecursionError):
         raise LaunchError("the EHR's token response is not JSON") from None
     if not isinstance(data, dict) or not data.get("access_token"):

@@ -44,6 +44,7 @@ epic_jwks_file = _service.epic_jwks_file
 service_client = _service.service_client
 ehr = _service.ehr
 dicom_bytes = _service.dicom_bytes
+ptbxl_observation = _service.ptbxl_observation
 
 
 @dataclass

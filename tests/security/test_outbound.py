@@ -25,6 +25,12 @@ BASES = ["https://ehr.example.org/fhir/R4", "http://127.0.0.1:8042/dicom-web"]
         "http://127.0.0.1:8042/dicom-web/../admin",  # the ingest poller's old hole
         "http://127.0.0.1:8042/dicom-web/%2e%2e/admin",
         "http://127.0.0.1:8042/dicom-web/studies/%2F..%2Fadmin",  # encoded slash
+        # "..;" climbs on Tomcat, Jetty and Spring (HAPI FHIR's hosts), not by RFC 3986
+        "http://127.0.0.1:8042/dicom-web/..;/admin",
+        "http://127.0.0.1:8042/dicom-web/studies/..;x=1/../admin",
+        "http://127.0.0.1:8042/dicom-web/..%3B/admin",
+        "http://127.0.0.1:8042/dicom-web/.;/../admin",
+        "http://127.0.0.1:8042/dicom-web/%252e%252e/admin",  # double-encoded dot segment
         "http://127.1:8042/dicom-web/studies",  # short IPv4
         "http://2130706433:8042/dicom-web/studies",  # decimal IPv4
         "http://0x7f.0.0.1:8042/dicom-web/studies",  # hex IPv4

@@ -371,6 +371,8 @@ def test_list_filters(viewer_service: ViewerService, client: httpx.Client) -> No
     assert not set(_rows(client.get("/viewer/", params={"date_to": "2000-01-01"}).text))
     bad = client.get("/viewer/", params={"date_from": "yesterday"})
     assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
+    end = client.get("/viewer/", params={"date_to": "9999-12-31"})  # "to" + 1 day: was a 500
+    assert end.status_code == 400 and "before 9999-12-31" in end.text
 
 
 def test_list_reads_feedback_in_one_query_not_one_per_row(
