@@ -91,8 +91,13 @@ def _lead_samples_mv(
             f"lead {lead} has value type {kind or '(none)'!r}",
             "expected SLIST_PQ or SLIST_INT",
         )
-    if scale == 0:
-        raise EcgFormatError(name, f"lead {lead} has scale 0")
+    if not scale > 0:
+        raise EcgFormatError(
+            name,
+            f"lead {lead} has scale {scale}",
+            "a scale of zero or below cannot be read as millivolts (a negative one would show "
+            "the lead upside down)",
+        )
     return lead_digits(value, lead, name) * scale + origin
 
 
@@ -142,6 +147,8 @@ def _read_sequence_set(sequence_set: etree._Element, name: str) -> _Waveforms | 
         code = code_of(sequence)
         value = sequence.find(tag("value"))
         if value is None:
+            if not code.startswith("TIME_"):  # a lead without samples: said, not lost unseen
+                ignored.append(f"{code or '(no code)'} (no value)")
             continue
         if code.startswith("TIME_"):
             fs, start, offset = _time_axis(value, name)
@@ -376,6 +383,11 @@ def read_aecg(item: ReaderInput) -> Ecg:
         median_beats=median_beats,
         extra=extra,
         filters=aecg_filters(series),
+        amplitude_assumed=(
+            "the aECG's SLIST_INT values carry no unit: read as microvolts"
+            if "amplitude_unit_assumed" in rhythm.notes
+            else None
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from datetime import datetime
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from adapters.dicom_checks import check_items, check_sop_class, inflated_data_set
 from adapters.dicom_codes import CODE_CACHE, CodeCache, code_of, first_item, lead_name
@@ -93,17 +94,21 @@ def _channel_scale(
     unusable = sorted({str(v).strip().upper() for v in _as_list(status)} & _UNUSABLE_STATUS)
     if unusable:  # samples that are not the patient's calibrated ECG
         return f"status {'/'.join(unusable)}"
-    sensitivity = float(channel.ChannelSensitivity)
+    name = f"channel {index + 1}"
+    sensitivity = _number(channel.ChannelSensitivity, where, f"{name} sensitivity")
     # Absent or empty (type 1C/3): 1 and 0. A value that is there is taken as written, so a
     # correction factor of 0 is refused below instead of read as 1.
-    correction = _number_or(channel.get("ChannelSensitivityCorrectionFactor"), 1.0)
-    baseline = _number_or(channel.get("ChannelBaseline"), 0.0)
+    correction = _number_or(
+        channel.get("ChannelSensitivityCorrectionFactor"), 1.0, where, f"{name} correction"
+    )
+    baseline = _number_or(channel.get("ChannelBaseline"), 0.0, where, f"{name} baseline")
     values = (sensitivity, correction, baseline)
-    if not all(math.isfinite(v) for v in values) or sensitivity * correction == 0:
+    if not all(math.isfinite(v) for v in values) or sensitivity * correction <= 0:
         raise EcgFormatError(
             where,
-            f"channel {index + 1} has sensitivity {sensitivity}, correction {correction}, "
-            f"baseline {baseline}",
+            f"{name} has sensitivity {sensitivity}, correction {correction}, baseline {baseline}",
+            "a sensitivity times correction of zero or below cannot be read as millivolts "
+            "(a negative one would show the lead upside down)",
         )
     return sensitivity * correction * factor, baseline * factor
 
@@ -130,7 +135,7 @@ def _group_signal(
     n_channels = int(group.NumberOfWaveformChannels)
     n_samples = int(group.NumberOfWaveformSamples)
     limits.check_shape(where, n_channels, n_samples)
-    fs = float(group.SamplingFrequency)
+    fs = _number(group.SamplingFrequency, where, f"multiplex group {label!r} sampling frequency")
     kind = (int(group.WaveformBitsAllocated), str(group.WaveformSampleInterpretation))
     dtype = _DTYPES.get(kind)
     if dtype is None:
@@ -343,8 +348,19 @@ def _empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _number_or(value: object, default: float) -> float:
+def _number_or(value: object, default: float, where: str = "", what: str = "value") -> float:
     """A DICOM decimal string attribute as a float, ``default`` when absent or empty."""
     if _empty(value):
         return default
-    return float(value)  # type: ignore[arg-type]
+    return _number(value, where, what)
+
+
+def _number(value: object, where: str, what: str) -> float:
+    """One DS/IS value as a float; :class:`EcgFormatError` naming the attribute for several
+    values (``1.25\\2``) or text that is no number."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        raise EcgFormatError(where, f"{what} holds several values; one is expected")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise EcgFormatError(where, f"{what} {str(value)[:40]!r} is not a number") from None

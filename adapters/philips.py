@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from datetime import datetime
 
@@ -302,7 +303,8 @@ def read_philips(item: ReaderInput) -> Ecg:
         name,
     )
     duration_ms = _positive_number(parsed.get("durationperchannel"), "durationperchannel", name)
-    n_samples = round(duration_ms * fs / 1000.0)
+    declared = duration_ms * fs / 1000.0  # inf for a rate of 1e308: no round() of that
+    n_samples = round(declared) if math.isfinite(declared) else 0
     if not 0 < n_samples <= item.max_bytes:
         raise EcgFormatError(name, f"declared duration {duration_ms} ms is not plausible")
     raw_labels = _lead_labels(parsed, signal_info, name)

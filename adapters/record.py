@@ -162,6 +162,10 @@ class Ecg:
                 f"sampling rate {self.fs} Hz is outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz",
                 "the header is probably corrupt",
             )
+        problem = median_problem(self.median_beats) if self.median_beats is not None else None
+        if problem is not None:  # the cart's beats are extra: never lose the rhythm to them
+            object.__setattr__(self, "median_beats", None)
+            self.extra["median_beats_skipped"] = problem
         if self.start_time is not None and utc_representable(self.start_time) is None:
             object.__setattr__(self, "start_time", None)  # as a file without a start time
         # One pass: the maximum of |x| is NaN or inf exactly when a sample is.
@@ -271,3 +275,21 @@ def utc_representable(moment: datetime | None) -> datetime | None:
     except (OverflowError, ValueError):
         return None
     return moment
+
+
+def median_problem(beats: MedianBeats) -> str | None:
+    """Why a file's median beats cannot be used (the rhythm's own checks, for the beats), or
+    None. Readers build them from the file's own rate, scale and lead codes; a beat at NaN
+    Hz or 1e30 mV would otherwise travel on into the viewer and every conversion."""
+    signal = np.asarray(beats.signal)
+    if signal.ndim != 2 or signal.shape[1] == 0 or signal.shape[0] != len(beats.leads):
+        return f"median beats of shape {signal.shape} for {len(beats.leads)} lead names"
+    if len(set(beats.leads)) != len(beats.leads):
+        return f"median beats with duplicate lead names {list(beats.leads)}"
+    fs = float(beats.fs)
+    if not MIN_FS_HZ <= fs <= MAX_FS_HZ:  # NaN fails this too
+        return f"median beats at {fs} Hz, outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz"
+    peak = float(np.abs(signal).max())
+    if not np.isfinite(peak) or peak > MAX_ABS_MV:
+        return f"median beats with a peak of {peak:.3g} mV, not physiological"
+    return None
