@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from wfdb.io.header import rx_signal
 
 from adapters.errors import EcgFormatError
 from adapters.reader import ReaderInput
@@ -71,6 +72,7 @@ def check_header(item: ReaderInput, header: Path, text: str) -> None:
     _check_declared_size(item, header, record, lines[1:])
     if "/" in record[0]:
         return
+    _check_signal_fields(item, text)
     fs_token = record[2].split("/")[0] if len(record) > 2 else "250"
     try:
         fs = float(fs_token)
@@ -149,6 +151,41 @@ def _check_declared_size(
             seen.add(tokens[0])
             total += int(held / size)  # all of the file's interleaved values
     item.check_values(total)
+
+
+#: A token that reads as a number (or as the start of a gain field's parenthesis or units).
+_NUMBER_LIKE = re.compile(r"^[-+]?(\d|\.\d)|^\.?\d*\)|^(nan|inf)", re.IGNORECASE)
+
+
+def _check_signal_fields(item: ReaderInput, text: str) -> None:
+    """Each signal line's numeric fields must be what wfdb's grammar reads as such.
+
+    wfdb's signal-line pattern backs off its optional fields, so one malformed number (an
+    ADC resolution of -1, a gain of 200(1.5)/mV) does not fail: it and every field after it
+    become the lead's description. The record then reads with the zero and baseline lost
+    (MIT-BIH 100's lead: "-22131 0 MLII", every sample 5 mV off). The description may only
+    follow all eight fields (header(5)); one that begins like a number means a field was
+    swallowed.
+    """
+    lines = content_lines(text)
+    for number, line in enumerate(lines[1:], start=1):
+        tokens = line.split()
+        match = rx_signal.match(line)
+        if match is None or len(tokens) < 3:
+            continue  # wfdb's own parser names it
+        description = match.group("sig_name").strip()
+        expected = " ".join(tokens[8:])
+        swallowed = (len(tokens) > 8 and description.split() != expected.split()) or (
+            len(tokens) <= 8 and description != "" and _NUMBER_LIKE.match(description)
+        )
+        if swallowed:
+            first = description.split()[0] if description else tokens[min(len(tokens), 8) - 1]
+            raise EcgFormatError(
+                item.name,
+                f"signal line {number} ({tokens[0]}): field {first[:20]!r} is not what the WFDB "
+                "header format allows there (gain[(baseline)][/units], then whole numbers)",
+                "the header is corrupt or hand-edited; fix the signal line",
+            )
 
 
 def uncalibrated_channels(text: str) -> frozenset[int]:

@@ -320,3 +320,23 @@ def test_signal_lines_without_a_description(formats_dir: Path, tmp_path: Path) -
     ecg = load_ecg(tmp_path / "100.hea")
     assert ecg.leads == ("ch1", "ch2")
     np.testing.assert_array_equal(ecg.signal, original.signal)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("11", "-1"), ("11", "1.5"), ("1024", "nan"), ("200", "200(1.5)/mV"), ("995", "1e308")],
+)
+def test_a_malformed_signal_field_is_named_not_swallowed_into_the_lead_name(
+    formats_dir: Path, tmp_path: Path, field: str, bad: str
+) -> None:
+    """wfdb's signal-line pattern backs off its optional fields: "-1" as the ADC resolution
+    made the lead "-22131 0 MLII" and lost its zero (every sample ~5 mV off), silently."""
+    shutil.copy(formats_dir / "wfdb/100.dat", tmp_path)
+    text = (formats_dir / "wfdb/100.hea").read_text()
+    line = "100.dat 212 200 11 1024 995 -22131 0 MLII"
+    assert line in text
+    tokens = line.split()
+    tokens[tokens.index(field)] = bad
+    (tmp_path / "100.hea").write_text(text.replace(line, " ".join(tokens)))
+    with pytest.raises(EcgFormatError, match="signal line 1 .*WFDB header format"):
+        load_ecg(tmp_path / "100.hea")
