@@ -338,5 +338,5 @@ def test_a_malformed_signal_field_is_named_not_swallowed_into_the_lead_name(
     tokens = line.split()
     tokens[tokens.index(field)] = bad
     (tmp_path / "100.hea").write_text(text.replace(line, " ".join(tokens)))
-    with pytest.raises(EcgFormatError, match="signal line 1 .*WFDB header format"):
+    with pytest.raises(EcgFormatError, match=r"signal line 1 .*WFDB header format"):
         load_ecg(tmp_path / "100.hea")
