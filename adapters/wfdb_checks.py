@@ -22,6 +22,10 @@ from adapters.reader import ReaderInput
 _FORMAT_SPEC = re.compile(r"^(\d+)(?:x(\d+))?(:\d+)?(?:\+(\d+))?$")
 _BYTES_PER_SAMPLE = {"8": 1.0, "80": 1.0, "16": 2.0, "61": 2.0, "160": 2.0, "212": 1.5,
                      "310": 4 / 3, "311": 4 / 3, "24": 3.0, "32": 4.0}  # fmt: skip
+#: Every signal format of header(5) / signal(5), FLAC (508, 516, 524) included.
+WFDB_FORMATS = frozenset(
+    {"8", "16", "24", "32", "61", "80", "160", "212", "310", "311", "508", "516", "524"}
+)
 #: Bits needed to hold a sample of each format once decoded.
 _FORMAT_BITS = {"8": 16, "80": 16, "16": 16, "61": 16, "160": 16, "212": 16, "310": 16,
                 "311": 16, "24": 32, "32": 32}  # fmt: skip
@@ -97,6 +101,14 @@ def check_header(item: ReaderInput, header: Path, text: str) -> None:
         if spec is None:
             raise EcgFormatError(item.name, f"signal line {' '.join(tokens)!r} has no format")
         fmt, per_frame, offset = spec.group(1), spec.group(2), spec.group(4)
+        if fmt.lstrip("0") not in WFDB_FORMATS:
+            raise EcgFormatError(
+                item.name,
+                f"signal line {' '.join(tokens)[:80]!r}: format {fmt} is not a WFDB signal format",
+                f"WFDB formats are {', '.join(sorted(WFDB_FORMATS, key=int))}",
+            )
+        if per_frame is not None and int(per_frame) == 0:
+            raise EcgFormatError(item.name, f"signal line {tokens[0]}: 0 samples per frame")
         size = _BYTES_PER_SAMPLE.get(fmt)
         if size is None:
             return  # an exotic format: let wfdb judge it

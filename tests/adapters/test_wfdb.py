@@ -340,3 +340,15 @@ def test_a_malformed_signal_field_is_named_not_swallowed_into_the_lead_name(
     (tmp_path / "100.hea").write_text(text.replace(line, " ".join(tokens)))
     with pytest.raises(EcgFormatError, match=r"signal line 1 .*WFDB header format"):
         load_ecg(tmp_path / "100.hea")
+
+
+@pytest.mark.parametrize("fmt", ["0", "999", "99999999999", "16x0"])
+def test_an_unknown_signal_format_is_named(ptbxl_dir: Path, tmp_path: Path, fmt: str) -> None:
+    """Before: "the WFDB record cannot be read (KeyError: '0')" or a ZeroDivisionError."""
+    source = ptbxl_dir / "records500/00000/00001_hr"
+    shutil.copy(source.with_suffix(".dat"), tmp_path)
+    text = source.with_suffix(".hea").read_text()
+    (tmp_path / "00001_hr.hea").write_text(text.replace("00001_hr.dat 16 ", f"00001_hr.dat {fmt} "))
+    with pytest.raises(EcgFormatError, match=r"format|samples per frame") as info:
+        load_ecg(tmp_path / "00001_hr.hea")
+    assert "KeyError" not in str(info.value) and "ZeroDivision" not in str(info.value)
