@@ -348,7 +348,7 @@ def _empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _number_or(value: object, default: float, where: str = "", what: str = "value") -> float:
+def _number_or(value: object, default: float, where: str, what: str) -> float:
     """A DICOM decimal string attribute as a float, ``default`` when absent or empty."""
     if _empty(value):
         return default

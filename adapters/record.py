@@ -143,41 +143,18 @@ class Ecg:
 
     def __post_init__(self) -> None:
         name = self.source.uri or self.source.format
-        signal = self.signal
-        if not isinstance(signal, np.ndarray) or signal.ndim != 2:
-            raise EcgFormatError(name, "signal must be a 2-D array (leads x samples)")
-        if signal.dtype != np.float32:
-            object.__setattr__(self, "signal", signal.astype(np.float32))
-            signal = self.signal
-        n_leads, n_samples = signal.shape
-        if n_leads == 0 or n_samples == 0:
-            raise EcgFormatError(name, "the recording holds no samples")
-        if len(self.leads) != n_leads:
-            raise EcgFormatError(name, f"{n_leads} signal rows but {len(self.leads)} lead names")
-        if len(set(self.leads)) != n_leads:
-            raise EcgFormatError(name, f"duplicate lead names {list(self.leads)}")
-        if not (MIN_FS_HZ <= float(self.fs) <= MAX_FS_HZ):
-            raise EcgFormatError(
-                name,
-                f"sampling rate {self.fs} Hz is outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz",
-                "the header is probably corrupt",
-            )
-        problem = median_problem(self.median_beats) if self.median_beats is not None else None
-        if problem is not None:  # the cart's beats are extra: never lose the rhythm to them
+        if isinstance(self.signal, np.ndarray) and self.signal.dtype != np.float32:
+            object.__setattr__(self, "signal", self.signal.astype(np.float32))
+        problem = signal_problem(self.signal, self.fs, self.leads)
+        if problem is not None:
+            raise EcgFormatError(name, *problem)
+        beats = self.median_beats
+        skipped = None if beats is None else signal_problem(beats.signal, beats.fs, beats.leads)
+        if skipped is not None:  # the cart's beats are extra: never lose the rhythm to them
             object.__setattr__(self, "median_beats", None)
-            self.extra["median_beats_skipped"] = problem
+            self.extra["median_beats_skipped"] = f"median beats: {skipped[0]}"
         if self.start_time is not None and utc_representable(self.start_time) is None:
             object.__setattr__(self, "start_time", None)  # as a file without a start time
-        # One pass: the maximum of |x| is NaN or inf exactly when a sample is.
-        peak = float(np.abs(signal).max())
-        if not np.isfinite(peak):
-            raise EcgFormatError(name, "the signal contains NaN or infinite samples")
-        if peak > MAX_ABS_MV:
-            raise EcgFormatError(
-                name,
-                f"peak amplitude {peak:.1f} mV is not physiological",
-                "the amplitude units are probably wrong (microvolts read as millivolts?)",
-            )
 
     @property
     def n_samples(self) -> int:
@@ -277,19 +254,34 @@ def utc_representable(moment: datetime | None) -> datetime | None:
     return moment
 
 
-def median_problem(beats: MedianBeats) -> str | None:
-    """Why a file's median beats cannot be used (the rhythm's own checks, for the beats), or
-    None. Readers build them from the file's own rate, scale and lead codes; a beat at NaN
-    Hz or 1e30 mV would otherwise travel on into the viewer and every conversion."""
-    signal = np.asarray(beats.signal)
-    if signal.ndim != 2 or signal.shape[1] == 0 or signal.shape[0] != len(beats.leads):
-        return f"median beats of shape {signal.shape} for {len(beats.leads)} lead names"
-    if len(set(beats.leads)) != len(beats.leads):
-        return f"median beats with duplicate lead names {list(beats.leads)}"
-    fs = float(beats.fs)
-    if not MIN_FS_HZ <= fs <= MAX_FS_HZ:  # NaN fails this too
-        return f"median beats at {fs} Hz, outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz"
+def signal_problem(
+    signal: object, fs: float, leads: Sequence[str]
+) -> tuple[str, str | None] | None:
+    """What is wrong with samples (leads x samples, mV) at ``fs`` named ``leads``, and a hint;
+    None when they can be used. The record's own checks, also applied to its median beats
+    (readers build those from the file's rate, scale and lead codes too: a beat at NaN Hz or
+    1e30 mV would otherwise travel on into the viewer and every conversion)."""
+    if not isinstance(signal, np.ndarray) or signal.ndim != 2:
+        return "signal must be a 2-D array (leads x samples)", None
+    n_leads, n_samples = signal.shape
+    if n_leads == 0 or n_samples == 0:
+        return "the recording holds no samples", None
+    if len(leads) != n_leads:
+        return f"{n_leads} signal rows but {len(leads)} lead names", None
+    if len(set(leads)) != n_leads:
+        return f"duplicate lead names {list(leads)}", None
+    if not (MIN_FS_HZ <= float(fs) <= MAX_FS_HZ):  # NaN fails this too
+        return (
+            f"sampling rate {fs} Hz is outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz",
+            "the header is probably corrupt",
+        )
+    # One pass: the maximum of |x| is NaN or inf exactly when a sample is.
     peak = float(np.abs(signal).max())
-    if not np.isfinite(peak) or peak > MAX_ABS_MV:
-        return f"median beats with a peak of {peak:.3g} mV, not physiological"
+    if not np.isfinite(peak):
+        return "the signal contains NaN or infinite samples", None
+    if peak > MAX_ABS_MV:
+        return (
+            f"peak amplitude {peak:.1f} mV is not physiological",
+            "the amplitude units are probably wrong (microvolts read as millivolts?)",
+        )
     return None

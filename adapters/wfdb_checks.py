@@ -22,10 +22,8 @@ from adapters.reader import ReaderInput
 _FORMAT_SPEC = re.compile(r"^(\d+)(?:x(\d+))?(:\d+)?(?:\+(\d+))?$")
 _BYTES_PER_SAMPLE = {"8": 1.0, "80": 1.0, "16": 2.0, "61": 2.0, "160": 2.0, "212": 1.5,
                      "310": 4 / 3, "311": 4 / 3, "24": 3.0, "32": 4.0}  # fmt: skip
-#: Every signal format of header(5) / signal(5), FLAC (508, 516, 524) included.
-WFDB_FORMATS = frozenset(
-    {"8", "16", "24", "32", "61", "80", "160", "212", "310", "311", "508", "516", "524"}
-)
+#: Every signal format of header(5) / signal(5): those above and the FLAC ones.
+WFDB_FORMATS = frozenset(_BYTES_PER_SAMPLE) | {"508", "516", "524"}
 #: Bits needed to hold a sample of each format once decoded.
 _FORMAT_BITS = {"8": 16, "80": 16, "16": 16, "61": 16, "160": 16, "212": 16, "310": 16,
                 "311": 16, "24": 32, "32": 32}  # fmt: skip
@@ -69,14 +67,13 @@ def check_header(item: ReaderInput, header: Path, text: str) -> None:
     Checks the sampling rate on the record line and, for single-segment records, that each
     signal file holds as many bytes as the header's formats and length require.
     """
-    lines = [
-        ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")
-    ]
+    content = content_lines(text)
+    lines = [ln.split() for ln in content]
     record = lines[0]
     _check_declared_size(item, header, record, lines[1:])
     if "/" in record[0]:
         return
-    _check_signal_fields(item, text)
+    _check_signal_fields(item, content[1:])
     fs_token = record[2].split("/")[0] if len(record) > 2 else "250"
     try:
         fs = float(fs_token)
@@ -169,7 +166,7 @@ def _check_declared_size(
 _NUMBER_LIKE = re.compile(r"^[-+]?(\d|\.\d)|^\.?\d*\)|^(nan|inf)", re.IGNORECASE)
 
 
-def _check_signal_fields(item: ReaderInput, text: str) -> None:
+def _check_signal_fields(item: ReaderInput, signal_lines: list[str]) -> None:
     """Each signal line's numeric fields must be what wfdb's grammar reads as such.
 
     wfdb's signal-line pattern backs off its optional fields, so one malformed number (an
@@ -179,8 +176,7 @@ def _check_signal_fields(item: ReaderInput, text: str) -> None:
     follow all eight fields (header(5)); one that begins like a number means a field was
     swallowed.
     """
-    lines = content_lines(text)
-    for number, line in enumerate(lines[1:], start=1):
+    for number, line in enumerate(signal_lines, start=1):
         tokens = line.split()
         match = rx_signal.match(line)
         if match is None or len(tokens) < 3:
